@@ -1,0 +1,69 @@
+"""``callvault import``: saved webhook envelopes or conversation documents through the same use case."""
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from services.core.config import Settings
+from services.core.domain import payload
+from services.core.domain.errors import CallVaultError, InvalidPayload
+from services.core.wiring import build_storage
+from services.ingest.service import Archiver
+
+
+@dataclass
+class ImportSummary:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    def print(self, console: Console | None = None) -> None:
+        console = console or Console(stderr=True)
+        table = Table(title="callvault import")
+        table.add_column("outcome")
+        table.add_column("files", justify="right")
+        for outcome in ("stored", "stale", "ignored"):
+            table.add_row(outcome, str(self.outcomes[outcome]))
+        table.add_row("failed", str(len(self.failed)))
+        console.print(table)
+        for path, reason in self.failed[:20]:
+            console.print(f"[red]failed[/red] {path}: {reason}")
+        if len(self.failed) > 20:
+            console.print(f"... and {len(self.failed) - 20} more")
+
+
+def _files(paths: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        found.extend(sorted(path.rglob("*.json")) if path.is_dir() else [path])
+    return found
+
+
+def import_paths(settings: Settings, paths: list[Path], progress: bool = True) -> ImportSummary:
+    storage = build_storage(settings)
+    archiver = Archiver(storage.blobs, storage.index, time.time, settings.default_region)
+    files = _files(paths)
+    summary = ImportSummary()
+    columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, console=Console(stderr=True)) as bar:
+        task = bar.add_task("import", total=len(files))
+        for path in files:
+            try:
+                document = orjson.loads(path.read_bytes())
+                if not isinstance(document, dict):
+                    raise InvalidPayload("not a JSON object")
+                result = archiver.archive(payload.as_transcription_event(document))
+                summary.outcomes[result.outcome] += 1
+            except orjson.JSONDecodeError:
+                summary.failed.append((path, "not valid JSON"))
+            except CallVaultError as exc:
+                summary.failed.append((path, exc.message))
+            except OSError as exc:
+                summary.failed.append((path, exc.strerror or "cannot read"))
+            bar.advance(task)
+    return summary

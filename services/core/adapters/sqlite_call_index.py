@@ -1,0 +1,165 @@
+"""The call index in SQLite (WAL): the embedded twin of the DynamoDB table.
+
+Merges are single ``INSERT ... ON CONFLICT DO UPDATE`` statements, so concurrent deliveries never
+read-modify-write. Listings use keyset pagination on ``(started_at, conversation_id)`` indexes.
+"""
+
+import sqlite3
+import threading
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from ..domain.errors import InvalidCursor, StorageUnavailable
+from ..domain.models import CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
+
+_COLUMN_TYPES = {
+    "conversation_id": "TEXT PRIMARY KEY",
+    "started_at": "INTEGER",
+    "duration_s": "INTEGER",
+    "message_count": "INTEGER",
+    "transcript_bytes": "INTEGER",
+    "has_audio": "INTEGER",
+    "audio_bytes": "INTEGER",
+    "cost": "INTEGER",
+    "cost_usd": "REAL",
+    "event_at": "INTEGER",
+    "ingested_at": "INTEGER",
+    "updated_at": "INTEGER",
+}
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(CallRecord))
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS calls (
+    {", ".join(f"{c} {_COLUMN_TYPES.get(c, 'TEXT')}" for c in COLUMNS)}
+);
+CREATE INDEX IF NOT EXISTS calls_by_phone ON calls (phone, started_at DESC, conversation_id DESC);
+CREATE INDEX IF NOT EXISTS calls_by_agent ON calls (agent_id, started_at DESC, conversation_id DESC);
+CREATE INDEX IF NOT EXISTS calls_by_time ON calls (started_at DESC, conversation_id DESC);
+"""
+
+# Column names come from the dataclass; every value is bound.
+_SAVE_CALL = f"""
+INSERT INTO calls (conversation_id, {", ".join(CALL_FIELDS)}, ingested_at, updated_at)
+VALUES (:conversation_id, {", ".join(":" + c for c in CALL_FIELDS)}, :now, :now)
+ON CONFLICT (conversation_id) DO UPDATE SET
+    {", ".join(f"{c} = COALESCE(excluded.{c}, calls.{c})" for c in CALL_FIELDS)},
+    updated_at = excluded.updated_at
+WHERE calls.event_at IS NULL OR excluded.event_at IS NULL OR calls.event_at <= excluded.event_at
+"""  # noqa: S608
+
+_SAVE_AUDIO = """
+INSERT INTO calls (conversation_id, agent_id, has_audio, audio_key, audio_bytes, ingested_at, updated_at)
+VALUES (:conversation_id, :agent_id, 1, :audio_key, :audio_bytes, :now, :now)
+ON CONFLICT (conversation_id) DO UPDATE SET
+    agent_id = COALESCE(calls.agent_id, excluded.agent_id),
+    has_audio = 1, audio_key = excluded.audio_key, audio_bytes = excluded.audio_bytes,
+    updated_at = excluded.updated_at
+"""
+
+
+class SqliteCallIndex:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=True)
+                conn.execute("PRAGMA journal_mode=WAL")
+                # FULL: a commit is on disk before we answer 200 (NORMAL could lose it on power loss).
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.row_factory = sqlite3.Row
+            except sqlite3.Error as exc:
+                raise StorageUnavailable("the local index cannot be opened") from exc
+            self._local.conn = conn
+        return conn
+
+    def _execute(self, sql: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._connect().execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StorageUnavailable("the local index is unavailable") from exc
+
+    def get(self, conversation_id: str) -> CallRecord | None:
+        row = self._execute("SELECT * FROM calls WHERE conversation_id = ?", (conversation_id,)).fetchone()
+        return _record(row) if row else None
+
+    def save_call(self, record: CallRecord, now: int) -> bool:
+        params = {c: getattr(record, c) for c in CALL_FIELDS}
+        params.update(conversation_id=record.conversation_id, now=now)
+        return self._execute(_SAVE_CALL, params).rowcount > 0
+
+    def save_audio(
+        self,
+        conversation_id: str,
+        agent_id: str | None,
+        audio: AudioFacts,
+        now: int,
+        *,
+        only_if_unplaced: bool,
+    ) -> bool:
+        sql = _SAVE_AUDIO + (" WHERE calls.archive_prefix IS NULL" if only_if_unplaced else "")
+        params = {
+            "conversation_id": conversation_id,
+            "agent_id": agent_id,
+            "audio_key": audio.key,
+            "audio_bytes": audio.size,
+            "now": now,
+        }
+        return self._execute(sql, params).rowcount > 0
+
+    def list_calls(self, query: CallQuery) -> CallPage:
+        where = ["started_at IS NOT NULL"]
+        params: list[Any] = []
+        if query.phone is not None:
+            where.append("phone = ?")
+            params.append(query.phone)
+        if query.agent_id is not None:
+            where.append("agent_id = ?")
+            params.append(query.agent_id)
+        if query.since is not None:
+            where.append("started_at >= ?")
+            params.append(query.since)
+        if query.until is not None:
+            where.append("started_at < ?")
+            params.append(query.until)
+        if query.after is not None:
+            started_at, conversation_id = _position(query.after)
+            where.append("(started_at < ? OR (started_at = ? AND conversation_id < ?))")
+            params += [started_at, started_at, conversation_id]
+        sql = (
+            f"SELECT * FROM calls WHERE {' AND '.join(where)} "  # noqa: S608 - fixed column names only
+            "ORDER BY started_at DESC, conversation_id DESC LIMIT ?"
+        )
+        rows = self._execute(sql, (*params, query.limit + 1)).fetchall()
+        items = [_record(r) for r in rows[: query.limit]]
+        next_position = None
+        if len(rows) > query.limit:
+            last = items[-1]
+            next_position = {"started_at": last.started_at, "conversation_id": last.conversation_id}
+        return CallPage(items, next_position)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _position(after: dict[str, Any]) -> tuple[int, str]:
+    started_at, conversation_id = after.get("started_at"), after.get("conversation_id")
+    if not isinstance(started_at, int) or isinstance(started_at, bool) or not isinstance(conversation_id, str):
+        raise InvalidCursor("cursor does not belong to this index")
+    return started_at, conversation_id
+
+
+def _record(row: sqlite3.Row) -> CallRecord:
+    values = dict(row)
+    if values.get("has_audio") is not None:
+        values["has_audio"] = bool(values["has_audio"])
+    return CallRecord(**values)

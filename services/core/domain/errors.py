@@ -1,0 +1,72 @@
+"""The error hierarchy. Each class carries a stable ``code``; every edge maps classes to statuses
+in one table (never by matching message text)."""
+
+
+class CallVaultError(Exception):
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidSignature(CallVaultError):
+    code = "invalid_signature"
+
+
+class InvalidPayload(CallVaultError):
+    code = "invalid_payload"
+
+
+class PayloadTooLarge(CallVaultError):
+    code = "payload_too_large"
+
+
+class InvalidRequest(CallVaultError):
+    """A well-formed request whose parameters are wrong (a bad phone number, a bad id)."""
+
+    code = "invalid_request"
+
+
+class InvalidCursor(CallVaultError):
+    code = "invalid_cursor"
+
+
+class Unauthorized(CallVaultError):
+    code = "unauthorized"
+
+
+class Forbidden(CallVaultError):
+    code = "forbidden"
+
+
+class NotFound(CallVaultError):
+    code = "not_found"
+
+
+class StorageUnavailable(CallVaultError):
+    """The archive or the index could not durably store or read; the caller should retry."""
+
+    code = "storage_unavailable"
+
+
+# One table for every HTTP edge (FastAPI app, Lambda handlers).
+HTTP_STATUS: dict[type[CallVaultError], int] = {
+    InvalidSignature: 401,
+    Unauthorized: 401,
+    Forbidden: 403,
+    InvalidPayload: 400,
+    InvalidCursor: 400,
+    NotFound: 404,
+    PayloadTooLarge: 413,
+    InvalidRequest: 422,
+    StorageUnavailable: 503,
+}
+
+
+def http_status(error: CallVaultError) -> int:
+    for cls in type(error).__mro__:
+        status = HTTP_STATUS.get(cls)
+        if status is not None:
+            return status
+    return 500

@@ -1,0 +1,89 @@
+"""Domain records. Plain dataclasses: adapters map them to rows/items, edges to pydantic schemas."""
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+EventType = Literal["post_call_transcription", "post_call_audio", "call_initiation_failure"]
+KNOWN_EVENT_TYPES: frozenset[str] = frozenset({"post_call_transcription", "post_call_audio", "call_initiation_failure"})
+STATUS_INITIATION_FAILED = "initiation_failed"
+
+
+@dataclass
+class CallRecord:
+    """One row of the call index. ``None`` means "not known (yet)": merges never write a None."""
+
+    conversation_id: str
+    phone: str | None = None  # E.164 with "+", None for web calls or before the transcript
+    archive_prefix: str | None = None  # the key prefix; None until the transcript or failure arrives
+    agent_id: str | None = None
+    agent_name: str | None = None
+    direction: str | None = None
+    started_at: int | None = None  # unix seconds, UTC
+    duration_s: int | None = None
+    message_count: int | None = None
+    transcript_key: str | None = None
+    transcript_bytes: int | None = None
+    has_audio: bool | None = None
+    audio_key: str | None = None
+    audio_bytes: int | None = None
+    status: str | None = None
+    call_successful: str | None = None
+    termination_reason: str | None = None
+    failure_reason: str | None = None
+    cost: int | None = None  # ElevenLabs credits
+    cost_usd: float | None = None
+    language: str | None = None
+    summary_title: str | None = None
+    summary: str | None = None
+    event_at: int | None = None  # event_timestamp of the call-level event we hold; guards reordering
+    ingested_at: int | None = None  # first time any event of this call was stored
+    updated_at: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "CallRecord":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+# Fields written by a transcription or initiation-failure event. Audio events own AUDIO_FIELDS;
+# the two sets are disjoint so the two events merge without reading each other's writes.
+AUDIO_FIELDS: tuple[str, ...] = ("has_audio", "audio_key", "audio_bytes")
+CALL_FIELDS: tuple[str, ...] = tuple(
+    f.name
+    for f in fields(CallRecord)
+    if f.name not in AUDIO_FIELDS and f.name not in {"conversation_id", "ingested_at", "updated_at"}
+)
+
+
+@dataclass(frozen=True)
+class AudioFacts:
+    key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class CallQuery:
+    """A page request over the index, newest first. ``after`` is the adapter's position, opaque to callers."""
+
+    phone: str | None = None
+    agent_id: str | None = None
+    since: int | None = None  # inclusive, unix seconds
+    until: int | None = None  # exclusive, unix seconds
+    limit: int = 25
+    after: dict[str, Any] | None = None
+
+
+@dataclass
+class CallPage:
+    items: list[CallRecord] = field(default_factory=list)
+    next: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    type: str
+    event_timestamp: int | None
+    data: dict[str, Any]

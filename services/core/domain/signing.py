@@ -1,0 +1,64 @@
+"""ElevenLabs webhook signatures: ``ElevenLabs-Signature: t=<unix secs>,v0=<hex hmac-sha256>``.
+
+The HMAC covers ``f"{t}.".encode() + raw_body`` with the webhook secret as key. We verify the raw
+bytes before anything parses them, compare in constant time, accept any matching ``v0`` (so a
+sender can rotate secrets), and never raise anything but ``InvalidSignature`` on bad input.
+"""
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+
+from .errors import InvalidSignature
+
+HEADER = "ElevenLabs-Signature"
+MAX_AGE_SECS = 30 * 60
+MAX_FUTURE_SECS = 5 * 60
+_MAX_HEADER_LEN = 4096
+
+
+def sign(body: bytes, secret: str, timestamp: int) -> str:
+    """The header value a sender with ``secret`` would send at ``timestamp`` (tests and `callvault sign`)."""
+    return f"t={timestamp},v0={_digest(body, secret, str(timestamp))}"
+
+
+def _digest(body: bytes, secret: str, timestamp: str) -> str:
+    mac = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return mac.hexdigest()
+
+
+def verify(body: bytes, header: str | None, secrets: Iterable[str], now: float) -> int:
+    """Return the signed timestamp, or raise ``InvalidSignature``. ``secrets`` lists every accepted secret."""
+    if not header:
+        raise InvalidSignature("missing ElevenLabs-Signature header")
+    if len(header) > _MAX_HEADER_LEN:
+        raise InvalidSignature("malformed ElevenLabs-Signature header")
+    timestamp: str | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        name, sep, value = part.strip().partition("=")
+        if not sep:
+            continue
+        name, value = name.strip(), value.strip()
+        if name == "t":
+            timestamp = value
+        elif name == "v0":
+            candidates.append(value.lower())
+    if timestamp is None or not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        raise InvalidSignature("malformed ElevenLabs-Signature header: t must be unix seconds")
+    if not candidates:
+        raise InvalidSignature("malformed ElevenLabs-Signature header: no v0 signature")
+    signed_at = int(timestamp)
+    if signed_at < now - MAX_AGE_SECS:
+        raise InvalidSignature("signature timestamp is older than 30 minutes")
+    if signed_at > now + MAX_FUTURE_SECS:
+        raise InvalidSignature("signature timestamp is more than 5 minutes in the future")
+    matched = False
+    for secret in secrets:
+        expected = _digest(body, secret, timestamp).encode("ascii")
+        for candidate in candidates:
+            # compare_digest on bytes; non-ascii candidates cannot match and must not raise.
+            matched |= hmac.compare_digest(expected, candidate.encode("utf-8", "replace"))
+    if not matched:
+        raise InvalidSignature("signature does not match")
+    return signed_at

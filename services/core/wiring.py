@@ -1,0 +1,62 @@
+"""The only place that chooses adapters. Everything else receives its ports as arguments."""
+
+import secrets as token_source
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+from .ports import BlobStore, CallIndex
+
+WEBHOOK_SECRET_FILE = "webhook-secret"  # noqa: S105 - a file name, not a secret
+
+
+@dataclass
+class Storage:
+    blobs: BlobStore
+    index: CallIndex
+
+
+def build_storage(settings: Settings) -> Storage:
+    if settings.backend == "aws":
+        # Imported here so the local back end never pays for boto3/PynamoDB at start-up.
+        from .adapters.dynamo_call_index import DynamoCallIndex
+        from .adapters.s3_blob_store import S3BlobStore
+
+        if not settings.bucket:
+            raise RuntimeError("CALLVAULT_BUCKET must name the archive bucket when CALLVAULT_BACKEND=aws")
+        return Storage(S3BlobStore(settings.bucket), DynamoCallIndex(settings.table))
+    from .adapters.fs_blob_store import FsBlobStore
+    from .adapters.sqlite_call_index import SqliteCallIndex
+
+    return Storage(
+        FsBlobStore(settings.data_dir / "archive"),
+        SqliteCallIndex(settings.data_dir / "index.sqlite3"),
+    )
+
+
+def webhook_secrets(settings: Settings) -> list[str]:
+    """Secrets from the environment, else (AWS) from SSM. Empty means: refuse every webhook."""
+    found = settings.webhook_secrets()
+    if found or settings.webhook_secret_param is None:
+        return found
+    from .secrets import read_ssm_secret
+
+    return [s.strip() for s in read_ssm_secret(settings.webhook_secret_param).split(",") if s.strip()]
+
+
+def local_webhook_secret(data_dir: Path) -> tuple[str, bool]:
+    """The local server's secret, generated on first run and kept (0600) in the data dir.
+
+    Returns ``(secret, created)`` so the caller can show a new secret once.
+    """
+    path = data_dir / WEBHOOK_SECRET_FILE
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip(), False
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = "wsec_" + token_source.token_urlsafe(32)
+    tmp = path.with_suffix(f".tmp{time.monotonic_ns()}")
+    tmp.touch(mode=0o600)
+    tmp.write_text(secret + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return secret, True

@@ -1,0 +1,66 @@
+"""Translation between HTTP and the ingest use case, shared by the Lambda handler and the local app.
+
+No web framework here: the Lambda path must not import FastAPI.
+"""
+
+import traceback
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from services.core.domain import phone
+from services.core.domain.errors import CallVaultError, InvalidSignature, StorageUnavailable, http_status
+
+from .service import WebhookReceiver
+
+JsonBody = dict[str, Any]
+
+
+def error_body(code: str, message: str, request_id: str) -> JsonBody:
+    """The one error envelope of every CallVault API."""
+    return {"error": {"code": code, "message": message}, "request_id": request_id}
+
+
+def handle_webhook(
+    receiver: WebhookReceiver, raw: bytes, signature: str | None, request_id: str, logger: Logger
+) -> tuple[int, JsonBody]:
+    """Run the use case and map its result or error to ``(status, body)``; log one line either way."""
+    fields: dict[str, Any] = {"request_id": request_id, "body_bytes": len(raw)}
+    try:
+        result = receiver.receive(raw, signature)
+    except StorageUnavailable as exc:
+        # The cause's message may hold a path or key (which hold phone numbers): log its type only.
+        logger.error("webhook not stored", extra={**fields, "status": 503, "cause": _cause_name(exc)})
+        return 503, error_body(exc.code, "storage is unavailable; the event was not stored, retry", request_id)
+    except CallVaultError as exc:
+        status = http_status(exc)
+        level = logger.warning if isinstance(exc, InvalidSignature) else logger.info
+        level("webhook refused", extra={**fields, "status": status, "error_code": exc.code})
+        return status, error_body(exc.code, exc.message, request_id)
+    except Exception as exc:
+        logger.error(
+            "webhook failed",
+            extra={**fields, "status": 500, "error_type": type(exc).__name__, "trace": _frames(exc)},
+        )
+        return 500, error_body("internal", "internal error; the event was not stored", request_id)
+    logger.info(
+        "webhook " + result.outcome,
+        extra={
+            **fields,
+            "status": 200,
+            "event_type": result.event_type,
+            "conversation_id": result.conversation_id,
+            "phone": phone.mask(result.phone),
+            "metric": "ignored_event" if result.outcome == "ignored" else None,
+        },
+    )
+    return 200, {**result.body(), "request_id": request_id}
+
+
+def _cause_name(exc: BaseException) -> str | None:
+    return type(exc.__cause__).__name__ if exc.__cause__ else None
+
+
+def _frames(exc: BaseException) -> list[str]:
+    # Where it failed, without the exception's message (which may quote payload data).
+    return [f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)]

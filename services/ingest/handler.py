@@ -1,0 +1,59 @@
+"""Lambda entry for ``POST /webhooks/elevenlabs`` behind an API Gateway HTTP API (payload 2.0)."""
+
+import base64
+import binascii
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from services.core.config import get_settings
+from services.core.domain.errors import InvalidPayload
+from services.core.logging import get_logger
+from services.core.wiring import build_storage, webhook_secrets
+
+from .edge import error_body, handle_webhook
+from .service import Archiver, WebhookReceiver
+
+logger = get_logger("callvault-ingest")
+_receiver: WebhookReceiver | None = None
+
+
+def _get_receiver() -> WebhookReceiver:
+    global _receiver  # built once per cold start: clients, secrets and settings are reused
+    if _receiver is None:
+        settings = get_settings()
+        storage = build_storage(settings)
+        archiver = Archiver(storage.blobs, storage.index, time.time, settings.default_region)
+        _receiver = WebhookReceiver(archiver, webhook_secrets(settings), settings.max_body_bytes)
+    return _receiver
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    request_id = str(event.get("requestContext", {}).get("requestId") or uuid.uuid4())
+    headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
+    try:
+        raw = _raw_body(event)
+    except InvalidPayload as exc:
+        return _response(400, error_body(exc.code, exc.message, request_id))
+    status, body = handle_webhook(_get_receiver(), raw, headers.get("elevenlabs-signature"), request_id, logger)
+    return _response(status, body)
+
+
+def _raw_body(event: dict[str, Any]) -> bytes:
+    body = event.get("body") or ""
+    if not event.get("isBase64Encoded"):
+        return body.encode("utf-8") if isinstance(body, str) else b""
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidPayload("request body is not valid base64") from None
+
+
+def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": orjson.dumps(body).decode(),
+    }
