@@ -98,6 +98,8 @@ class MemoryCallIndex:
             if r.started_at is not None
             and (query.phone is None or r.phone == query.phone)
             and (query.agent_id is None or r.agent_id == query.agent_id)
+            and (query.status is None or r.status == query.status)
+            and (query.call_successful is None or r.call_successful == query.call_successful)
             and (query.since is None or r.started_at >= query.since)
             and (query.until is None or r.started_at < query.until)
         ]

@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE INDEX IF NOT EXISTS calls_by_phone ON calls (phone, started_at DESC, conversation_id DESC);
 CREATE INDEX IF NOT EXISTS calls_by_agent ON calls (agent_id, started_at DESC, conversation_id DESC);
 CREATE INDEX IF NOT EXISTS calls_by_time ON calls (started_at DESC, conversation_id DESC);
+CREATE INDEX IF NOT EXISTS calls_by_outcome ON calls (call_successful, started_at DESC, conversation_id DESC);
+CREATE INDEX IF NOT EXISTS calls_by_status ON calls (status, started_at DESC, conversation_id DESC);
 """
 
 # Column names come from the dataclass; every value is bound.
@@ -122,6 +124,12 @@ class SqliteCallIndex:
         if query.agent_id is not None:
             where.append("agent_id = ?")
             params.append(query.agent_id)
+        if query.status is not None:
+            where.append("status = ?")
+            params.append(query.status)
+        if query.call_successful is not None:
+            where.append("call_successful = ?")
+            params.append(query.call_successful)
         if query.since is not None:
             where.append("started_at >= ?")
             params.append(query.since)

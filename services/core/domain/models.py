@@ -72,6 +72,8 @@ class CallQuery:
     agent_id: str | None = None
     since: int | None = None  # inclusive, unix seconds
     until: int | None = None  # exclusive, unix seconds
+    status: str | None = None
+    call_successful: str | None = None
     limit: int = 25
     after: dict[str, Any] | None = None
 

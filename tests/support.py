@@ -1,0 +1,103 @@
+"""Shared test helpers: the shipped fixtures, real signatures, and a real `callvault serve` process."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.core.domain import signing
+
+FIXTURES = Path(__file__).parent / "fixtures" / "elevenlabs"
+SECRET = "wsec_test_secret_not_for_production"
+TRANSCRIPTION = "post_call_transcription.json"
+TRANSCRIPTION_OUTBOUND = "post_call_transcription_outbound.json"
+TRANSCRIPTION_WEB = "post_call_transcription_web.json"
+AUDIO = "post_call_audio.json"
+INITIATION_FAILURE = "call_initiation_failure.json"
+ALL_FIXTURES = (TRANSCRIPTION, TRANSCRIPTION_OUTBOUND, TRANSCRIPTION_WEB, AUDIO, INITIATION_FAILURE)
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def fixture_json(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(fixture_bytes(name))
+    return loaded
+
+
+def signed_headers(body: bytes, secret: str = SECRET, at: int | None = None) -> dict[str, str]:
+    timestamp = int(time.time()) if at is None else at
+    return {signing.HEADER: signing.sign(body, secret, timestamp), "content-type": "application/json"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServedArchive:
+    """A running `callvault serve` process bound to 127.0.0.1."""
+
+    url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def logs(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+@contextmanager
+def serve_archive(
+    data_dir: Path, env: dict[str, str] | None = None, secret: str | None = SECRET
+) -> Iterator[ServedArchive]:
+    """Start the real CLI (`python -m services.cli`), wait for /healthz, stop it (SIGTERM) afterwards."""
+    port = free_port()
+    log_path = data_dir.parent / f"serve-{port}.log"
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
+    if secret is not None:
+        child_env["CALLVAULT_WEBHOOK_SECRET"] = secret
+    child_env.update(env or {})
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"callvault serve exited early:\n{log_path.read_text()}")
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"callvault serve did not become ready:\n{log_path.read_text()}")
+            time.sleep(0.1)
+        yield ServedArchive(url, data_dir, process, log_path)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
