@@ -122,7 +122,8 @@ def _is_older(record: CallRecord, existing: CallRecord | None) -> bool:
 
 def _decode_base64(text: str) -> Iterator[bytes]:
     """Strict base64, decoded chunk by chunk; raises InvalidPayload before the store commits anything."""
-    if len(text) % 4:
+    # Padding may only end the whole text; chunked decoding would otherwise accept it mid-stream.
+    if len(text) % 4 or "=" in text[:-2]:
         raise InvalidPayload("data.full_audio is not valid base64")
     for start in range(0, len(text), _B64_CHUNK_CHARS):
         try:

@@ -14,6 +14,10 @@ from .errors import InvalidPayload
 from .models import STATUS_INITIATION_FAILED, CallRecord, WebhookEvent
 
 SUMMARY_MAX_CHARS = 500
+# Numbers must fit every index back end (SQLite INTEGER is signed 64-bit): a larger value would
+# fail at the index write, after the archive object, on every retry.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_UNIX_SECS = 10**12 - 1  # the 12 digits the string form of event_timestamp allows
 
 
 def parse_envelope(raw: bytes) -> WebhookEvent:
@@ -40,7 +44,7 @@ def _event_timestamp(value: object) -> int | None:
         return None
     if isinstance(value, bool):
         raise InvalidPayload("event_timestamp must be unix seconds")
-    if isinstance(value, int):
+    if isinstance(value, int) and 0 <= value <= _MAX_UNIX_SECS:
         return value
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
         return int(value)
@@ -58,10 +62,10 @@ def _str(value: object) -> str | None:
 def _int(value: object) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        value = int(value)
+    if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:
+        return value
     return None
 
 

@@ -1,0 +1,449 @@
+"""A bad-input corpus against the in-process local app.
+
+Every case must get its documented status and the one error envelope, write nothing (no archive
+file, no index row), and leave the server accepting the next valid webhook.
+"""
+
+import base64
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+from services.core.config import Settings
+from services.core.domain import signing
+from services.core.domain.errors import StorageUnavailable
+from services.core.domain.models import CallRecord
+from services.core.wiring import Storage
+from services.local.app import create_local_app
+from tests.support import (
+    AUDIO,
+    INITIATION_FAILURE,
+    SECRET,
+    TRANSCRIPTION,
+    TRANSCRIPTION_WEB,
+    fixture_bytes,
+    fixture_json,
+    signed_headers,
+)
+
+URL = "/webhooks/elevenlabs"
+MAX_BODY = 64 * 1024
+Headers = dict[str, str] | dict[bytes, bytes]
+
+
+@dataclass
+class Local:
+    client: TestClient
+    data_dir: Path
+
+    def archived_files(self) -> list[str]:
+        root = self.data_dir / "archive"
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+    def written_files(self) -> list[str]:
+        """Every file under the data dir but the index database itself (analytics, secrets, strays...)."""
+        return sorted(
+            p.relative_to(self.data_dir).as_posix()
+            for p in self.data_dir.rglob("*")
+            if p.is_file() and not p.name.startswith("index.sqlite3")
+        )
+
+    def index_rows(self) -> int:
+        with closing(sqlite3.connect(self.data_dir / "index.sqlite3")) as conn:
+            count: int = conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+            return count
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[Local]:
+    data_dir = tmp_path / "data"
+    app = create_local_app(Settings(backend="local", data_dir=data_dir, max_body_bytes=MAX_BODY), [SECRET])
+    with TestClient(app) as client:
+        yield Local(client, data_dir)
+
+
+class Response(Protocol):
+    """What the checks read; TestClient (httpx2) and httpx's ASGI transport both return one."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Any: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self, **kwargs: Any) -> Any: ...
+
+
+def assert_error_envelope(response: Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"error", "request_id"}
+    assert set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["request_id"], str) and body["request_id"]
+    for leak in ("Traceback", 'File "', "services/", ".py", SECRET):
+        assert leak not in response.text
+    return body
+
+
+def assert_still_serving(local: Local) -> None:
+    body = fixture_bytes(TRANSCRIPTION_WEB)
+    response = local.client.post(URL, content=body, headers=signed_headers(body))
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "stored"
+    assert local.archived_files() == ["unknown/conv_01jzfrjvcce0vsea1fcbpp9p06.json"]
+    assert local.index_rows() == 1
+
+
+# --- the corpus ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    content: bytes | Iterator[bytes]
+    headers: Headers
+
+
+def _signed(body: bytes) -> Request:
+    return Request(body, signed_headers(body))
+
+
+def _with_header(body: bytes, value: str) -> Request:
+    return Request(body, {signing.HEADER: value, "content-type": "application/json"})
+
+
+def _fixture_with(name: str, change: Callable[[dict[str, Any]], None]) -> bytes:
+    envelope = fixture_json(name)
+    change(envelope)
+    return json.dumps(envelope).encode()
+
+
+def _set_data(key: str, value: object, name: str = TRANSCRIPTION) -> bytes:
+    return _fixture_with(name, lambda env: env["data"].__setitem__(key, value))
+
+
+def _set_envelope(key: str, value: object, name: str = TRANSCRIPTION) -> bytes:
+    return _fixture_with(name, lambda env: env.__setitem__(key, value))
+
+
+def _drop(key: str, name: str = TRANSCRIPTION, in_data: bool = False) -> bytes:
+    return _fixture_with(name, lambda env: (env["data"] if in_data else env).pop(key))
+
+
+def _oversized() -> bytes:
+    return _set_data("padding", "x" * (MAX_BODY + 1))
+
+
+def _chunked(body: bytes, size: int = 8 * 1024) -> Iterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    status: int
+    code: str
+    build: Callable[[], Request]
+
+
+BODY = fixture_bytes(TRANSCRIPTION)
+
+CASES = [
+    # -- signature: 401, checked before anything reads the body
+    Case("no-signature-header", 401, "invalid_signature", lambda: Request(BODY, {"content-type": "application/json"})),
+    Case("empty-signature-header", 401, "invalid_signature", lambda: _with_header(BODY, "")),
+    Case("wrong-secret", 401, "invalid_signature", lambda: Request(BODY, signed_headers(BODY, secret="wsec_other"))),
+    Case(
+        "tampered-body",
+        401,
+        "invalid_signature",
+        lambda: Request(BODY.replace(b"16125550142", b"16125550143"), signed_headers(BODY)),
+    ),
+    Case(
+        "stale-signature-31min", 401, "invalid_signature", lambda: Request(BODY, signed_headers(BODY, at=_now() - 1860))
+    ),
+    Case(
+        "future-signature-10min", 401, "invalid_signature", lambda: Request(BODY, signed_headers(BODY, at=_now() + 600))
+    ),
+    Case("malformed-signature-abc", 401, "invalid_signature", lambda: _with_header(BODY, "abc")),
+    Case("malformed-signature-commas", 401, "invalid_signature", lambda: _with_header(BODY, ",,,")),
+    Case(
+        "signature-t-not-a-number",
+        401,
+        "invalid_signature",
+        lambda: _with_header(BODY, signing.sign(BODY, SECRET, _now()).replace("t=", "t=x", 1)),
+    ),
+    Case(
+        "signature-non-ascii-bytes",
+        401,
+        "invalid_signature",
+        lambda: Request(BODY, {signing.HEADER.encode(): "t=١٧٥١٨٠٢٠٢٥,v0=é".encode()}),
+    ),
+    Case("unsigned-non-json", 401, "invalid_signature", lambda: Request(b"<xml/>", {"content-type": "text/xml"})),
+    # -- envelope: 400
+    Case("empty-body", 400, "invalid_payload", lambda: _signed(b"")),
+    Case("not-json", 400, "invalid_payload", lambda: _signed(b"type=post_call_audio&data=1")),
+    Case("invalid-utf8", 400, "invalid_payload", lambda: _signed(b'{"type": "\xff", "data": {}}')),
+    Case("json-array", 400, "invalid_payload", lambda: _signed(b"[]")),
+    Case("json-string", 400, "invalid_payload", lambda: _signed(b'"post_call_transcription"')),
+    Case("json-null", 400, "invalid_payload", lambda: _signed(b"null")),
+    Case("missing-data", 400, "invalid_payload", lambda: _signed(_drop("data"))),
+    Case("data-not-object", 400, "invalid_payload", lambda: _signed(_set_envelope("data", [1, 2]))),
+    Case("data-string", 400, "invalid_payload", lambda: _signed(_set_envelope("data", "{}"))),
+    Case("missing-type", 400, "invalid_payload", lambda: _signed(_drop("type"))),
+    Case("type-not-string", 400, "invalid_payload", lambda: _signed(_set_envelope("type", ["post_call_audio"]))),
+    Case("event-timestamp-word", 400, "invalid_payload", lambda: _signed(_set_envelope("event_timestamp", "today"))),
+    Case("event-timestamp-float", 400, "invalid_payload", lambda: _signed(_set_envelope("event_timestamp", 1.5))),
+    Case("event-timestamp-bool", 400, "invalid_payload", lambda: _signed(_set_envelope("event_timestamp", True))),
+    Case("event-timestamp-object", 400, "invalid_payload", lambda: _signed(_set_envelope("event_timestamp", {}))),
+    Case(
+        "event-timestamp-beyond-int64",
+        400,
+        "invalid_payload",
+        lambda: _signed(_set_envelope("event_timestamp", 2**64 - 1)),
+    ),
+    Case(
+        "base64-encoded-body-is-not-decoded",
+        400,
+        "invalid_payload",
+        lambda: _signed(base64.b64encode(BODY)),
+    ),
+    # -- conversation_id: 400 before any key is built
+    Case("conversation-id-missing", 400, "invalid_payload", lambda: _signed(_drop("conversation_id", in_data=True))),
+    Case(
+        "conversation-id-traversal",
+        400,
+        "invalid_payload",
+        lambda: _signed(_set_data("conversation_id", "../../etc/passwd")),
+    ),
+    Case(
+        "conversation-id-with-slash", 400, "invalid_payload", lambda: _signed(_set_data("conversation_id", "conv/01"))
+    ),
+    Case(
+        "conversation-id-with-nul", 400, "invalid_payload", lambda: _signed(_set_data("conversation_id", "conv\x0001"))
+    ),
+    Case("conversation-id-too-long", 400, "invalid_payload", lambda: _signed(_set_data("conversation_id", "c" * 129))),
+    Case("conversation-id-number", 400, "invalid_payload", lambda: _signed(_set_data("conversation_id", 12345))),
+    Case("conversation-id-empty", 400, "invalid_payload", lambda: _signed(_set_data("conversation_id", ""))),
+    Case(
+        "audio-conversation-id-traversal",
+        400,
+        "invalid_payload",
+        lambda: _signed(_set_data("conversation_id", "../../etc/passwd", AUDIO)),
+    ),
+    Case(
+        "failure-conversation-id-traversal",
+        400,
+        "invalid_payload",
+        lambda: _signed(_set_data("conversation_id", "..", INITIATION_FAILURE)),
+    ),
+    # -- audio: 400
+    Case(
+        "audio-invalid-base64", 400, "invalid_payload", lambda: _signed(_set_data("full_audio", "not base64!", AUDIO))
+    ),
+    Case("audio-bad-padding", 400, "invalid_payload", lambda: _signed(_set_data("full_audio", "SUQzA", AUDIO))),
+    Case("audio-empty", 400, "invalid_payload", lambda: _signed(_set_data("full_audio", "", AUDIO))),
+    Case("audio-not-a-string", 400, "invalid_payload", lambda: _signed(_set_data("full_audio", [1, 2], AUDIO))),
+    Case("audio-missing", 400, "invalid_payload", lambda: _signed(_drop("full_audio", AUDIO, in_data=True))),
+    # -- size: 413 before the body is held
+    Case("oversized-with-content-length", 413, "payload_too_large", lambda: _signed(_oversized())),
+    Case(
+        "oversized-chunked-no-content-length",
+        413,
+        "payload_too_large",
+        lambda: Request(_chunked(_oversized()), signed_headers(_oversized())),
+    ),
+    Case(
+        "oversized-and-unsigned",
+        413,
+        "payload_too_large",
+        lambda: Request(b"x" * (MAX_BODY + 1), {"content-type": "application/json"}),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_webhook_bad_input_is_refused_with_the_envelope_and_writes_nothing(local: Local, case: Case) -> None:
+    request = case.build()
+    response = local.client.post(URL, content=request.content, headers=request.headers)
+
+    assert_error_envelope(response, case.status, case.code)
+    assert local.written_files() == []
+    assert local.index_rows() == 0
+    assert_still_serving(local)
+
+
+def test_webhook_bad_input_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 20
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_webhook_bad_input_chunked_request_without_content_length_really_has_none(local: Local) -> None:
+    # Guard the corpus: the chunked case must reach the streaming limit, not the Content-Length check.
+    request = httpx.Request("POST", "http://testserver" + URL, content=_chunked(_oversized()))
+    assert "content-length" not in request.headers
+    assert request.headers["transfer-encoding"] == "chunked"
+
+
+def test_webhook_bad_input_streamed_chunks_over_the_limit_get_413(tmp_path: Path) -> None:
+    """A real multi-message ASGI stream (httpx's ASGI transport), refused while it streams."""
+    data_dir = tmp_path / "data"
+    app = create_local_app(Settings(backend="local", data_dir=data_dir, max_body_bytes=MAX_BODY), [SECRET])
+    body = _oversized()
+    sent: list[int] = []
+
+    async def stream() -> AsyncIterator[bytes]:
+        for chunk in _chunked(body, 4096):
+            sent.append(len(chunk))
+            yield chunk
+
+    async def run() -> tuple[Response, Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            refused = await client.post(URL, content=stream(), headers=signed_headers(body))
+            small = fixture_bytes(TRANSCRIPTION_WEB)
+            accepted = await client.post(URL, content=small, headers=signed_headers(small))
+            return refused, accepted
+
+    refused, accepted = anyio.run(run)
+    assert_error_envelope(refused, 413, "payload_too_large")
+    # Refused while streaming: the reader stopped soon after the limit, not after the whole body.
+    assert sum(sent) < len(body)
+    assert sum(sent) <= MAX_BODY + 2 * 4096
+    assert accepted.status_code == 200
+    local = Local(TestClient(app), data_dir)
+    assert local.archived_files() == ["unknown/conv_01jzfrjvcce0vsea1fcbpp9p06.json"]
+
+
+def test_webhook_unknown_type_is_acknowledged_and_writes_nothing(local: Local) -> None:
+    body = _set_envelope("type", "answering_machine_detection", AUDIO)
+    response = local.client.post(URL, content=body, headers=signed_headers(body))
+
+    assert response.status_code == 200
+    payload = response.json()
+    assert (payload["status"], payload["type"]) == ("ignored", "answering_machine_detection")
+    assert payload["request_id"]
+    assert local.written_files() == []
+    assert local.index_rows() == 0
+    assert_still_serving(local)
+
+
+def test_webhook_unknown_type_with_traversal_id_still_writes_nothing(local: Local) -> None:
+    def unknown_with_traversal(envelope: dict[str, Any]) -> None:
+        envelope["type"] = "unredacted_audio"
+        envelope["data"]["conversation_id"] = "../x"
+
+    body = _fixture_with(AUDIO, unknown_with_traversal)
+    response = local.client.post(URL, content=body, headers=signed_headers(body))
+    assert response.status_code == 200
+    assert response.json()["status"] == "ignored"
+    assert local.written_files() == []
+    assert local.index_rows() == 0
+
+
+# --- storage failures ---------------------------------------------------------------------------
+
+
+class UnavailableBlobStore(MemoryBlobStore):
+    """Every write fails the way a full disk or an S3 outage does; the message quotes a key with a phone."""
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        raise StorageUnavailable(f"cannot write /srv/archive/{key}")
+
+    def put_stream(self, key: str, chunks: Any, content_type: str) -> int:
+        raise StorageUnavailable(f"cannot write /srv/archive/{key}")
+
+    def move(self, source: str, destination: str) -> bool:
+        raise StorageUnavailable(f"cannot move {source}")
+
+
+class ExplodingIndex(MemoryCallIndex):
+    """A bug, not an outage: a plain exception whose text must never reach the client."""
+
+    def get(self, conversation_id: str) -> CallRecord | None:
+        raise RuntimeError(f"boom for +16125550142 in {conversation_id}")
+
+
+class ExplodingOnWriteIndex(MemoryCallIndex):
+    def save_call(self, record: CallRecord, now: int) -> bool:
+        raise KeyError(f"boom for {record.phone}")
+
+
+def _client_with(tmp_path: Path, storage: Storage) -> TestClient:
+    settings = Settings(data_dir=tmp_path / "data", max_body_bytes=MAX_BODY)
+    return TestClient(create_local_app(settings, [SECRET], storage=storage))
+
+
+@pytest.mark.parametrize("name", [TRANSCRIPTION, AUDIO, INITIATION_FAILURE])
+def test_webhook_storage_unavailable_is_503_with_the_envelope(tmp_path: Path, name: str) -> None:
+    index = MemoryCallIndex()
+    client = _client_with(tmp_path, Storage(UnavailableBlobStore(), index))
+    body = fixture_bytes(name)
+
+    response = client.post(URL, content=body, headers=signed_headers(body))
+
+    envelope = assert_error_envelope(response, 503, "storage_unavailable")
+    assert "16125550" not in envelope["error"]["message"] and "/srv/" not in envelope["error"]["message"]
+    assert index.rows == {}
+
+
+@pytest.mark.parametrize(
+    ("index", "name"),
+    [
+        (ExplodingIndex(), TRANSCRIPTION),
+        (ExplodingIndex(), AUDIO),
+        (ExplodingIndex(), INITIATION_FAILURE),
+        (ExplodingOnWriteIndex(), TRANSCRIPTION),
+    ],
+    ids=["read-transcription", "read-audio", "read-failure", "write-transcription"],
+)
+def test_webhook_unexpected_error_is_500_internal_never_200(tmp_path: Path, index: MemoryCallIndex, name: str) -> None:
+    client = _client_with(tmp_path, Storage(MemoryBlobStore(), index))
+    body = fixture_bytes(name)
+
+    response = client.post(URL, content=body, headers=signed_headers(body))
+
+    envelope = assert_error_envelope(response, 500, "internal")
+    assert "boom" not in response.text and "16125550142" not in response.text
+    assert envelope["error"]["message"].startswith("internal error")
+
+
+def test_webhook_server_recovers_once_storage_is_back(tmp_path: Path) -> None:
+    class FlakyBlobStore(MemoryBlobStore):
+        down = True
+
+        def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+            if self.down:
+                raise StorageUnavailable("down")
+            super().put_bytes(key, data, content_type)
+
+    blobs, index = FlakyBlobStore(), MemoryCallIndex()
+    client = _client_with(tmp_path, Storage(blobs, index))
+    body = fixture_bytes(TRANSCRIPTION)
+    assert client.post(URL, content=body, headers=signed_headers(body)).status_code == 503
+    blobs.down = False
+    retry = client.post(URL, content=body, headers=signed_headers(body))  # the sender's identical retry
+    assert retry.status_code == 200
+    assert set(blobs.objects) == {"16125550142/conv_01jzfrjvcce0vsea1fcbpp9p04.json"}
+    assert list(index.rows) == ["conv_01jzfrjvcce0vsea1fcbpp9p04"]
