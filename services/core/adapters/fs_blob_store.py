@@ -55,7 +55,7 @@ class FsBlobStore:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
-            raise NotFound(f"no archived object at {key}") from None
+            raise NotFound("no archived object under this key") from None  # keys hold phone numbers
         except OSError as exc:
             raise StorageUnavailable("the local archive cannot be read") from exc
 

@@ -26,7 +26,7 @@ class MemoryBlobStore:
         try:
             return self.objects[key]
         except KeyError:
-            raise NotFound(f"no archived object at {key}") from None
+            raise NotFound("no archived object under this key") from None
 
     def size(self, key: str) -> int | None:
         data = self.objects.get(key)
@@ -106,7 +106,7 @@ class MemoryCallIndex:
         rows.sort(key=lambda r: (r.started_at, r.conversation_id), reverse=True)
         if query.after is not None:
             started_at, conversation_id = query.after.get("started_at"), query.after.get("conversation_id")
-            if not isinstance(started_at, int) or not isinstance(conversation_id, str):
+            if not isinstance(started_at, int) or isinstance(started_at, bool) or not isinstance(conversation_id, str):
                 raise InvalidCursor("cursor does not belong to this index")
             rows = [r for r in rows if (r.started_at or 0, r.conversation_id) < (started_at, conversation_id)]
         page = [replace(r) for r in rows[: query.limit]]

@@ -3,9 +3,12 @@
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from .errors import InvalidRequest
+
 EventType = Literal["post_call_transcription", "post_call_audio", "call_initiation_failure"]
 KNOWN_EVENT_TYPES: frozenset[str] = frozenset({"post_call_transcription", "post_call_audio", "call_initiation_failure"})
 STATUS_INITIATION_FAILED = "initiation_failed"
+MAX_PAGE_SIZE = 1000  # the API allows 100; internal walks (backfills, benchmarks) may ask for more
 
 
 @dataclass
@@ -76,6 +79,10 @@ class CallQuery:
     call_successful: str | None = None
     limit: int = 25
     after: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_PAGE_SIZE:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE_SIZE}")
 
 
 @dataclass

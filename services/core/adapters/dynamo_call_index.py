@@ -1,0 +1,302 @@
+"""The call index in DynamoDB (PynamoDB): the twin of ``SqliteCallIndex``, same semantics.
+
+Table ``conversation_id`` (hash). Three GSIs, all projecting ALL, range key ``started_at`` (N):
+``by_phone`` (hash ``phone``), ``by_agent`` (hash ``agent_id``) and ``by_time`` (hash ``gsi_all``).
+``gsi_all`` is a constant written only with ``started_at``, so the timeline is sparse: audio that
+arrived before its transcript is not listed. One constant partition is fine: a partition takes
+1,000 writes/s and each call makes two or three writes, so it holds ~30,000,000 calls a day; past
+that, shard ``gsi_all`` by month.
+
+Merges are single conditional UpdateItems (never read-modify-write), so concurrent deliveries of
+the events of one call cannot lose each other's fields. ``get`` reads consistently; listings come
+from GSIs, which DynamoDB updates a fraction of a second after the write.
+
+Cursors are ``{"started_at": int, "conversation_id": str}``, the same as the other adapters'; the
+index hash value is the query's own, so it is not repeated (nor a phone number put in a URL).
+"""
+
+from typing import Any, NoReturn
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.attributes import BooleanAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
+from pynamodb.exceptions import DoesNotExist, PynamoDBException
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from ..domain.errors import InvalidCursor, InvalidRequest, StorageUnavailable
+from ..domain.models import CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
+
+TIMELINE_PARTITION = "call"
+_INT_FIELDS = frozenset(
+    {
+        "started_at",
+        "duration_s",
+        "message_count",
+        "transcript_bytes",
+        "audio_bytes",
+        "cost",
+        "event_at",
+        "ingested_at",
+        "updated_at",
+    }
+)
+_MAX_CURSOR_ID_BYTES = 1024  # DynamoDB refuses key strings over 2,048 bytes with a ValidationException
+_MAX_NUMBER = 10**38  # DynamoDB numbers have 38 digits of precision
+
+
+class ByPhone(GlobalSecondaryIndex["CallModel"]):  # type: ignore[no-untyped-call]  # untyped in PynamoDB
+    class Meta:
+        index_name = "by_phone"
+        projection = AllProjection()
+
+    phone = UnicodeAttribute(hash_key=True)
+    started_at = NumberAttribute(range_key=True)
+
+
+class ByAgent(GlobalSecondaryIndex["CallModel"]):  # type: ignore[no-untyped-call]  # untyped in PynamoDB
+    class Meta:
+        index_name = "by_agent"
+        projection = AllProjection()
+
+    agent_id = UnicodeAttribute(hash_key=True)
+    started_at = NumberAttribute(range_key=True)
+
+
+class ByTime(GlobalSecondaryIndex["CallModel"]):  # type: ignore[no-untyped-call]  # untyped in PynamoDB
+    class Meta:
+        index_name = "by_time"
+        projection = AllProjection()
+
+    gsi_all = UnicodeAttribute(hash_key=True)
+    started_at = NumberAttribute(range_key=True)
+
+
+class CallModel(Model):
+    """One item per call. Use ``make_call_model`` to bind it to a table; this base is never queried."""
+
+    class Meta:
+        table_name = "callvault-calls"
+        billing_mode = PAY_PER_REQUEST_BILLING_MODE
+
+    conversation_id = UnicodeAttribute(hash_key=True)
+    phone = UnicodeAttribute(null=True)
+    archive_prefix = UnicodeAttribute(null=True)
+    agent_id = UnicodeAttribute(null=True)
+    agent_name = UnicodeAttribute(null=True)
+    direction = UnicodeAttribute(null=True)
+    started_at = NumberAttribute(null=True)
+    duration_s = NumberAttribute(null=True)
+    message_count = NumberAttribute(null=True)
+    transcript_key = UnicodeAttribute(null=True)
+    transcript_bytes = NumberAttribute(null=True)
+    has_audio = BooleanAttribute(null=True)
+    audio_key = UnicodeAttribute(null=True)
+    audio_bytes = NumberAttribute(null=True)
+    status = UnicodeAttribute(null=True)
+    call_successful = UnicodeAttribute(null=True)
+    termination_reason = UnicodeAttribute(null=True)
+    failure_reason = UnicodeAttribute(null=True)
+    cost = NumberAttribute(null=True)
+    cost_usd = NumberAttribute(null=True)
+    language = UnicodeAttribute(null=True)
+    summary_title = UnicodeAttribute(null=True)
+    summary = UnicodeAttribute(null=True)
+    event_at = NumberAttribute(null=True)
+    ingested_at = NumberAttribute(null=True)
+    updated_at = NumberAttribute(null=True)
+    gsi_all = UnicodeAttribute(null=True)  # TIMELINE_PARTITION once started_at is known
+
+    by_phone = ByPhone()
+    by_agent = ByAgent()
+    by_time = ByTime()
+
+
+def make_call_model(table_name: str, region: str | None = None, host: str | None = None) -> type[CallModel]:
+    """A CallModel bound to ``table_name``. A fresh class each time: PynamoDB caches one connection
+    per class, so sharing a class would pin every index to the first table, region and endpoint."""
+    meta = type(
+        "Meta",
+        (),
+        {
+            "table_name": table_name,
+            "region": region,
+            "host": host,
+            "billing_mode": PAY_PER_REQUEST_BILLING_MODE,
+        },
+    )
+    return type("CallModel", (CallModel,), {"Meta": meta, "__module__": __name__})
+
+
+class DynamoCallIndex:
+    def __init__(self, table_name: str, *, region: str | None = None, host: str | None = None) -> None:
+        self.model = make_call_model(table_name, region, host)
+
+    def create_table(self) -> None:
+        """Create the table and its GSIs on demand (pay per request) if missing; for tests and local setups."""
+        try:
+            self.model.create_table(wait=True, billing_mode=PAY_PER_REQUEST_BILLING_MODE)
+        except (PynamoDBException, BotoCoreError, ClientError) as exc:
+            _unavailable("CreateTable", exc)
+
+    def get(self, conversation_id: str) -> CallRecord | None:
+        try:
+            item = self.model.get(conversation_id, consistent_read=True)
+        except DoesNotExist:
+            return None
+        except (PynamoDBException, BotoCoreError, ClientError) as exc:
+            _unavailable("GetItem", exc)
+        return _record(item)
+
+    def save_call(self, record: CallRecord, now: int) -> bool:
+        m = self.model
+        actions: list[Action] = [
+            getattr(m, name).set(value) for name in CALL_FIELDS if (value := getattr(record, name)) is not None
+        ]
+        actions += [m.ingested_at.set(m.ingested_at | now), m.updated_at.set(now)]
+        if record.started_at is not None:
+            actions.append(m.gsi_all.set(TIMELINE_PARTITION))
+        condition = None
+        if record.event_at is not None:  # as in SQLite: an event without a timestamp always merges
+            condition = m.event_at.does_not_exist() | (m.event_at <= record.event_at)
+        return self._update(record.conversation_id, actions, condition)
+
+    def save_audio(
+        self, conversation_id: str, agent_id: str | None, audio: AudioFacts, now: int, *, only_if_unplaced: bool
+    ) -> bool:
+        m = self.model
+        actions: list[Action] = [
+            m.has_audio.set(True),
+            m.audio_key.set(audio.key),
+            m.audio_bytes.set(audio.size),
+            m.ingested_at.set(m.ingested_at | now),
+            m.updated_at.set(now),
+        ]
+        if agent_id is not None:
+            actions.append(m.agent_id.set(m.agent_id | agent_id))
+        condition = m.archive_prefix.does_not_exist() if only_if_unplaced else None
+        return self._update(conversation_id, actions, condition)
+
+    def _update(self, conversation_id: str, actions: list[Action], condition: Condition | None) -> bool:
+        try:
+            self.model(conversation_id).update(actions=actions, condition=condition)
+        except PynamoDBException as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            _unavailable("UpdateItem", exc)
+        except (BotoCoreError, ClientError) as exc:
+            _unavailable("UpdateItem", exc)
+        return True
+
+    def list_calls(self, query: CallQuery) -> CallPage:
+        if query.limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        m = self.model
+        # The most selective GSI carries the query; the other equalities become a filter on it.
+        filters: list[Condition] = []
+        index: ByPhone | ByAgent | ByTime
+        if query.phone is not None:
+            index, hash_name, hash_value = m.by_phone, "phone", query.phone
+            if query.agent_id is not None:
+                filters.append(m.agent_id == query.agent_id)
+        elif query.agent_id is not None:
+            index, hash_name, hash_value = m.by_agent, "agent_id", query.agent_id
+        else:
+            index, hash_name, hash_value = m.by_time, "gsi_all", TIMELINE_PARTITION
+        if query.status is not None:
+            filters.append(m.status == query.status)
+        if query.call_successful is not None:
+            filters.append(m.call_successful == query.call_successful)
+        filter_condition: Condition | None = None
+        for condition in filters:
+            filter_condition = condition if filter_condition is None else filter_condition & condition
+
+        lower, upper = query.since, query.until  # inclusive, exclusive
+        start_key: dict[str, dict[str, str]] | None = None
+        if query.after is not None:
+            started_at, conversation_id = _position(query.after)
+            if lower is not None and started_at < lower:
+                return CallPage()  # the walk already passed the window's oldest row
+            if upper is None or started_at < upper:
+                if conversation_id == "":
+                    upper = started_at  # nothing sorts below "": resume strictly below that second
+                else:
+                    start_key = {
+                        "conversation_id": {"S": conversation_id},
+                        "started_at": {"N": str(started_at)},
+                        hash_name: {"S": hash_value},
+                    }
+            # else the position is above the window: every row in the window comes after it.
+        if lower is not None and upper is not None and upper <= lower:
+            return CallPage()
+
+        range_condition: Condition | None = None
+        if lower is not None and upper is not None:
+            range_condition = m.started_at.between(lower, upper - 1)
+        elif lower is not None:
+            range_condition = m.started_at >= lower
+        elif upper is not None:
+            range_condition = m.started_at < upper
+
+        # One row more than asked tells whether a next page exists. A filter is applied after
+        # DynamoDB's Limit, so filtered pages come back short; the iterator keeps querying
+        # until it has limit + 1 rows or the partition is exhausted.
+        want = query.limit + 1
+        try:
+            items = list(
+                index.query(
+                    hash_value,
+                    range_key_condition=range_condition,
+                    filter_condition=filter_condition,
+                    scan_index_forward=False,
+                    limit=want,
+                    last_evaluated_key=start_key,
+                    page_size=want if filter_condition is None else max(want, 100),
+                )
+            )
+        except (PynamoDBException, BotoCoreError, ClientError) as exc:
+            _unavailable("Query", exc)
+        records = [_record(item) for item in items[: query.limit]]
+        next_position = None
+        if len(items) > query.limit:
+            last = records[-1]
+            next_position = {"started_at": last.started_at, "conversation_id": last.conversation_id}
+        return CallPage(records, next_position)
+
+
+def _position(after: dict[str, Any]) -> tuple[int, str]:
+    started_at, conversation_id = after.get("started_at"), after.get("conversation_id")
+    if (
+        not isinstance(started_at, int)
+        or isinstance(started_at, bool)
+        or abs(started_at) >= _MAX_NUMBER
+        or not isinstance(conversation_id, str)
+        or len(conversation_id.encode()) > _MAX_CURSOR_ID_BYTES
+    ):
+        raise InvalidCursor("cursor does not belong to this index")
+    return started_at, conversation_id
+
+
+def _record(item: CallModel) -> CallRecord:
+    values: dict[str, Any] = dict(item.attribute_values)
+    values.pop("gsi_all", None)
+    for name in _INT_FIELDS:
+        if values.get(name) is not None:
+            values[name] = int(values[name])
+    if values.get("cost_usd") is not None:
+        values["cost_usd"] = float(values["cost_usd"])
+    return CallRecord.from_dict(values)
+
+
+def _unavailable(operation: str, exc: Exception) -> NoReturn:
+    """Raise StorageUnavailable naming only the operation and DynamoDB's error code: botocore and
+    PynamoDB messages can quote request values, and those include phone numbers."""
+    if isinstance(exc, PynamoDBException):
+        reason = exc.cause_response_code or type(exc.cause or exc).__name__
+    elif isinstance(exc, ClientError):
+        reason = str(exc.response.get("Error", {}).get("Code", "error"))
+    else:
+        reason = type(exc).__name__
+    raise StorageUnavailable(f"the call index is unavailable ({operation}: {reason})") from None

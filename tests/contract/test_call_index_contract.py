@@ -1,0 +1,558 @@
+"""The CallIndex contract, run against every adapter (see conftest.py), plus DynamoDB-only checks."""
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from pynamodb.connection.base import Connection
+
+from services.core.adapters.dynamo_call_index import DynamoCallIndex
+from services.core.domain.errors import InvalidCursor, StorageUnavailable
+from services.core.domain.models import AudioFacts, CallPage, CallQuery, CallRecord
+from services.core.ports import CallIndex
+
+from .conftest import TABLE
+
+PHONE = "+16125550142"
+OTHER_PHONE = "+447700900123"
+AGENT = "agent_01jz0k2w7xepwtr1ztq4f2c0qy"
+OTHER_AGENT = "agent_01jz0m8r3bq5vd9xk6ts2hn4fa"
+CONVERSATION = "conv_01jzfrjvcce0vsea1fcbpp9p04"
+T0 = 1_752_160_000  # 2025-07-10T15:06:40Z
+NOW = T0 + 600
+
+
+def conversation(n: int) -> str:
+    return f"conv_01jzfrjvcce0vsea1f{n:07d}"
+
+
+def placed(conversation_id: str, phone: str | None, started_at: int, **extra: Any) -> CallRecord:
+    """What a post_call_transcription event yields: a placed call with its call-level fields."""
+    prefix = phone.removeprefix("+") if phone else "unknown"
+    values: dict[str, Any] = {
+        "phone": phone,
+        "archive_prefix": prefix,
+        "agent_id": AGENT,
+        "agent_name": "Front desk",
+        "direction": "inbound",
+        "started_at": started_at,
+        "duration_s": 184,
+        "message_count": 23,
+        "transcript_key": f"{prefix}/{conversation_id}.json",
+        "transcript_bytes": 48_213,
+        "status": "done",
+        "call_successful": "success",
+        "termination_reason": "end_call tool was called",
+        "cost": 1_472,
+        "cost_usd": 0.4416,
+        "language": "en",
+        "summary_title": "Booking a dental cleaning",
+        "summary": "The caller booked a cleaning for Tuesday at 10am.",
+        "event_at": started_at + 200,
+    }
+    values.update(extra)
+    return CallRecord(conversation_id, **values)
+
+
+def audio_of(conversation_id: str, prefix: str = "_pending-audio") -> AudioFacts:
+    return AudioFacts(f"{prefix}/{conversation_id}.mp3", 1_204_224)
+
+
+def walk(index: CallIndex, query: CallQuery) -> Iterator[CallPage]:
+    """Every page of a listing, following ``next`` (through JSON, as the API will)."""
+    while True:
+        page = index.list_calls(query)
+        yield page
+        if page.next is None:
+            return
+        query = replace(query, after=json.loads(json.dumps(page.next)))
+
+
+def ids(page: CallPage) -> list[str]:
+    return [r.conversation_id for r in page.items]
+
+
+# --- get and merges ----------------------------------------------------------------------------
+
+
+def test_call_index_get_missing_is_none(index: CallIndex) -> None:
+    assert index.get(CONVERSATION) is None
+
+
+def test_call_index_save_call_then_get_round_trips(index: CallIndex) -> None:
+    record = placed(CONVERSATION, PHONE, T0)
+
+    assert index.save_call(record, NOW) is True
+
+    expected = CallRecord.from_dict(record.to_dict())
+    expected.ingested_at = expected.updated_at = NOW
+    assert index.get(CONVERSATION) == expected
+    row = index.get(CONVERSATION)
+    assert row is not None
+    assert isinstance(row.started_at, int) and isinstance(row.cost_usd, float)
+
+
+def test_call_index_save_call_merges_and_none_never_erases(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0, summary=None, summary_title=None), NOW)
+
+    later = CallRecord(CONVERSATION, summary="Rescheduled to Wednesday.", event_at=T0 + 900)
+    assert index.save_call(later, NOW + 60) is True
+
+    row = index.get(CONVERSATION)
+    assert row is not None
+    assert row.summary == "Rescheduled to Wednesday."
+    assert row.summary_title is None
+    assert (row.phone, row.agent_id, row.started_at, row.duration_s) == (PHONE, AGENT, T0, 184)
+    assert row.archive_prefix == "16125550142"
+    assert row.event_at == T0 + 900
+    assert (row.ingested_at, row.updated_at) == (NOW, NOW + 60)
+
+
+def test_call_index_save_call_never_touches_audio_fields(index: CallIndex) -> None:
+    index.save_audio(CONVERSATION, AGENT, audio_of(CONVERSATION), NOW, only_if_unplaced=True)
+
+    index.save_call(placed(CONVERSATION, PHONE, T0, has_audio=False, audio_key="x", audio_bytes=1), NOW + 5)
+
+    row = index.get(CONVERSATION)
+    assert row is not None
+    assert (row.has_audio, row.audio_key, row.audio_bytes) == (True, audio_of(CONVERSATION).key, 1_204_224)
+
+
+def test_call_index_stale_event_is_skipped(index: CallIndex) -> None:
+    assert index.save_call(placed(CONVERSATION, PHONE, T0, event_at=T0 + 300), NOW) is True
+
+    stale = placed(CONVERSATION, PHONE, T0, event_at=T0 + 299, status="processing", summary="old")
+    assert index.save_call(stale, NOW + 60) is False
+
+    row = index.get(CONVERSATION)
+    assert row is not None
+    assert (row.status, row.event_at, row.updated_at) == ("done", T0 + 300, NOW)
+
+
+def test_call_index_same_event_again_is_applied(index: CallIndex) -> None:
+    """A retried delivery carries the same event_at: it must merge (the write is idempotent)."""
+    index.save_call(placed(CONVERSATION, PHONE, T0), NOW)
+
+    assert index.save_call(placed(CONVERSATION, PHONE, T0), NOW + 30) is True
+    row = index.get(CONVERSATION)
+    assert row is not None and row.updated_at == NOW + 30
+
+
+def test_call_index_event_without_timestamp_always_merges(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0, event_at=T0 + 300), NOW)
+
+    assert index.save_call(CallRecord(CONVERSATION, language="es"), NOW + 1) is True
+
+    row = index.get(CONVERSATION)
+    assert row is not None and (row.language, row.event_at) == ("es", T0 + 300)
+
+
+def test_call_index_ingested_at_is_kept_from_the_first_write(index: CallIndex) -> None:
+    index.save_audio(CONVERSATION, AGENT, audio_of(CONVERSATION), NOW, only_if_unplaced=True)
+    index.save_call(placed(CONVERSATION, PHONE, T0), NOW + 10)
+    index.save_audio(CONVERSATION, AGENT, audio_of(CONVERSATION, "16125550142"), NOW + 20, only_if_unplaced=False)
+    index.save_call(placed(CONVERSATION, PHONE, T0, event_at=T0 + 400), NOW + 30)
+
+    row = index.get(CONVERSATION)
+    assert row is not None
+    assert (row.ingested_at, row.updated_at) == (NOW, NOW + 30)
+
+
+# --- audio ---------------------------------------------------------------------------------------
+
+
+def test_call_index_save_audio_on_a_new_call_creates_an_unplaced_row(index: CallIndex) -> None:
+    assert index.save_audio(CONVERSATION, AGENT, audio_of(CONVERSATION), NOW, only_if_unplaced=True) is True
+
+    assert index.get(CONVERSATION) == CallRecord(
+        CONVERSATION,
+        agent_id=AGENT,
+        has_audio=True,
+        audio_key=f"_pending-audio/{CONVERSATION}.mp3",
+        audio_bytes=1_204_224,
+        ingested_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def test_call_index_save_audio_only_if_unplaced_fails_once_placed(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0), NOW)
+
+    assert index.save_audio(CONVERSATION, AGENT, audio_of(CONVERSATION), NOW + 5, only_if_unplaced=True) is False
+
+    row = index.get(CONVERSATION)
+    assert row is not None
+    assert (row.has_audio, row.audio_key, row.audio_bytes, row.updated_at) == (None, None, None, NOW)
+
+
+def test_call_index_save_audio_unconditional_sets_audio_on_a_placed_call(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0), NOW)
+    final = audio_of(CONVERSATION, "16125550142")
+
+    assert index.save_audio(CONVERSATION, None, final, NOW + 5, only_if_unplaced=False) is True
+
+    row = index.get(CONVERSATION)
+    assert row is not None
+    assert (row.has_audio, row.audio_key, row.audio_bytes) == (True, final.key, final.size)
+    assert row.agent_id == AGENT  # None never erases
+
+
+def test_call_index_save_audio_never_replaces_a_known_agent(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0, agent_id=AGENT), NOW)
+
+    index.save_audio(CONVERSATION, OTHER_AGENT, audio_of(CONVERSATION, "16125550142"), NOW, only_if_unplaced=False)
+
+    row = index.get(CONVERSATION)
+    assert row is not None and row.agent_id == AGENT
+
+
+def test_call_index_audio_then_call_equals_call_then_audio(index: CallIndex) -> None:
+    first, second = "conv_01jzfrk2m6e3tq8w0c7y4x1b2n", "conv_01jzfrm4a9d6g2h8k1p5s7v3w0"
+
+    index.save_audio(first, AGENT, audio_of(first), NOW, only_if_unplaced=True)
+    index.save_call(placed(first, PHONE, T0), NOW + 10)
+
+    index.save_call(placed(second, PHONE, T0), NOW)
+    index.save_audio(second, AGENT, audio_of(second), NOW + 10, only_if_unplaced=False)
+
+    a, b = index.get(first), index.get(second)
+    assert a is not None and b is not None
+    assert {**a.to_dict(), "conversation_id": "-", "transcript_key": "-", "audio_key": "-"} == {
+        **b.to_dict(),
+        "conversation_id": "-",
+        "transcript_key": "-",
+        "audio_key": "-",
+    }
+    assert (a.has_audio, a.phone, a.ingested_at, a.updated_at) == (True, PHONE, NOW, NOW + 10)
+
+
+# --- listings -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def calls(index: CallIndex) -> dict[str, CallRecord]:
+    """Twelve calls over an hour: two phones, two agents, one web call, two failed initiations,
+    three unsuccessful calls, plus an audio-only row."""
+    rows: dict[str, CallRecord] = {}
+    for n in range(12):
+        phone = PHONE if n % 3 else OTHER_PHONE
+        record = placed(
+            conversation(n),
+            None if n == 7 else phone,
+            T0 + n * 300,
+            agent_id=AGENT if n % 2 else OTHER_AGENT,
+            status="initiation_failed" if n in (0, 8) else "done",
+            call_successful="failure" if n % 4 == 0 else "success",
+        )
+        index.save_call(record, NOW + n)
+        rows[record.conversation_id] = record
+    index.save_audio("conv_01jzfrz9audioonly0000001", AGENT, audio_of("x"), NOW, only_if_unplaced=True)
+    return rows
+
+
+def expected_ids(calls: dict[str, CallRecord], **match: Any) -> list[str]:
+    rows = [r for r in calls.values() if all(getattr(r, k) == v for k, v in match.items())]
+    rows.sort(key=lambda r: r.started_at or 0, reverse=True)
+    return [r.conversation_id for r in rows]
+
+
+def test_call_index_list_calls_is_newest_first(index: CallIndex, calls: dict[str, CallRecord]) -> None:
+    page = index.list_calls(CallQuery(limit=50))
+
+    assert ids(page) == expected_ids(calls)
+    assert page.next is None
+    assert page.items[0] == index.get(conversation(11))
+
+
+def test_call_index_list_calls_leaves_out_audio_only_rows(index: CallIndex) -> None:
+    index.save_audio(CONVERSATION, AGENT, audio_of(CONVERSATION), NOW, only_if_unplaced=True)
+
+    assert index.list_calls(CallQuery()).items == []
+    assert index.list_calls(CallQuery(agent_id=AGENT)).items == []
+    assert index.get(CONVERSATION) is not None
+
+
+def test_call_index_list_calls_by_phone(index: CallIndex, calls: dict[str, CallRecord]) -> None:
+    page = index.list_calls(CallQuery(phone=PHONE, limit=50))
+
+    assert ids(page) == expected_ids(calls, phone=PHONE)
+    assert len(page.items) == 7
+    assert index.list_calls(CallQuery(phone="+33612345678")).items == []
+
+
+def test_call_index_list_calls_by_agent(index: CallIndex, calls: dict[str, CallRecord]) -> None:
+    page = index.list_calls(CallQuery(agent_id=AGENT, limit=50))
+
+    assert ids(page) == expected_ids(calls, agent_id=AGENT)
+    assert len(page.items) == 6
+
+
+def test_call_index_list_calls_by_phone_and_agent(index: CallIndex, calls: dict[str, CallRecord]) -> None:
+    page = index.list_calls(CallQuery(phone=PHONE, agent_id=OTHER_AGENT, limit=50))
+
+    assert ids(page) == expected_ids(calls, phone=PHONE, agent_id=OTHER_AGENT)
+    assert ids(page) == [conversation(10), conversation(8), conversation(4), conversation(2)]
+
+
+def test_call_index_list_calls_by_status_and_outcome(index: CallIndex, calls: dict[str, CallRecord]) -> None:
+    assert ids(index.list_calls(CallQuery(status="initiation_failed"))) == [conversation(8), conversation(0)]
+    assert ids(index.list_calls(CallQuery(call_successful="failure"))) == expected_ids(calls, call_successful="failure")
+    assert ids(index.list_calls(CallQuery(phone=PHONE, call_successful="failure"))) == [
+        conversation(8),
+        conversation(4),
+    ]
+    assert ids(index.list_calls(CallQuery(agent_id=OTHER_AGENT, status="done", call_successful="failure"))) == [
+        conversation(4)
+    ]
+    assert index.list_calls(CallQuery(agent_id=AGENT, call_successful="failure")).items == []
+
+
+def test_call_index_list_calls_since_is_inclusive_until_exclusive(
+    index: CallIndex, calls: dict[str, CallRecord]
+) -> None:
+    window = CallQuery(since=T0 + 3 * 300, until=T0 + 8 * 300, limit=50)
+
+    assert ids(index.list_calls(window)) == [conversation(n) for n in (7, 6, 5, 4, 3)]
+    assert ids(index.list_calls(CallQuery(since=T0 + 10 * 300))) == [conversation(11), conversation(10)]
+    assert ids(index.list_calls(CallQuery(until=T0 + 300))) == [conversation(0)]
+    by_phone = CallQuery(phone=PHONE, since=T0 + 3 * 300, until=T0 + 8 * 300)
+    assert ids(index.list_calls(by_phone)) == [conversation(n) for n in (5, 4)]
+    assert index.list_calls(CallQuery(since=T0 + 300, until=T0 + 300)).items == []
+    assert index.list_calls(CallQuery(since=T0 + 600, until=T0 + 300)).items == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        CallQuery(limit=5),
+        CallQuery(limit=1),
+        CallQuery(phone=PHONE, limit=2),
+        CallQuery(agent_id=AGENT, limit=4),
+        CallQuery(phone=PHONE, agent_id=OTHER_AGENT, limit=1),
+        CallQuery(since=T0 + 600, until=T0 + 3000, limit=3),
+        CallQuery(call_successful="success", limit=2),
+        CallQuery(agent_id=OTHER_AGENT, call_successful="failure", limit=1),
+        CallQuery(phone=PHONE, status="done", since=T0 + 300, limit=2),
+    ],
+    ids=["time", "one-by-one", "phone", "agent", "phone+agent", "window", "outcome", "agent+outcome", "mixed"],
+)
+def test_call_index_walk_has_no_duplicates_or_gaps(
+    index: CallIndex, calls: dict[str, CallRecord], query: CallQuery
+) -> None:
+    everything = index.list_calls(replace(query, limit=100))
+    pages = list(walk(index, query))
+
+    walked = [cid for page in pages for cid in ids(page)]
+    assert walked == ids(everything)
+    assert len(walked) == len(set(walked)) > query.limit
+    assert all(len(page.items) == query.limit for page in pages[:-1])
+    assert 1 <= len(pages[-1].items) <= query.limit
+
+
+def test_call_index_exact_last_page_has_no_next(index: CallIndex, calls: dict[str, CallRecord]) -> None:
+    first = index.list_calls(CallQuery(phone=PHONE, limit=4))
+    assert first.next is not None
+    second = index.list_calls(CallQuery(phone=PHONE, limit=3, after=first.next))
+
+    assert len(second.items) == 3
+    assert second.next is None
+    assert index.list_calls(CallQuery(phone=OTHER_PHONE, limit=4)).next is None
+
+
+def test_call_index_walk_through_calls_started_in_the_same_second(index: CallIndex) -> None:
+    same_second = [conversation(n) for n in range(7)]
+    for cid in same_second:
+        index.save_call(placed(cid, PHONE, T0), NOW)
+    index.save_call(placed(conversation(99), PHONE, T0 - 1), NOW)
+
+    for query in (CallQuery(limit=2), CallQuery(phone=PHONE, limit=3), CallQuery(agent_id=AGENT, limit=1)):
+        walked = [cid for page in walk(index, query) for cid in ids(page)]
+        assert sorted(walked[:-1]) == sorted(same_second)
+        assert walked[-1] == conversation(99)
+
+
+def test_call_index_rows_written_between_pages(index: CallIndex, calls: dict[str, CallRecord]) -> None:
+    """Older calls written mid-walk appear once; newer ones wait for the next walk; none repeat."""
+    first = index.list_calls(CallQuery(limit=4))
+    assert first.next is not None
+
+    newer = placed("conv_01jzfs0newer00000000000001", PHONE, T0 + 99 * 300)
+    older = placed("conv_01jzfs0older00000000000001", PHONE, T0 - 300)
+    index.save_call(newer, NOW + 100)
+    index.save_call(older, NOW + 100)
+    # An already listed call gets its summary: it must not be listed again.
+    index.save_call(CallRecord(conversation(11), summary="Updated.", event_at=T0 + 99_999), NOW + 100)
+    rest = list(walk(index, CallQuery(limit=4, after=first.next)))
+
+    walked = ids(first) + [cid for page in rest for cid in ids(page)]
+    assert walked == [*expected_ids(calls), older.conversation_id]
+    assert newer.conversation_id not in walked
+
+
+def test_call_index_cursor_outside_the_window(index: CallIndex, calls: dict[str, CallRecord]) -> None:
+    """A cursor from a wider listing, reused on a narrower window, still means 'older than this row'."""
+    position = {"started_at": T0 + 11 * 300, "conversation_id": conversation(11)}
+    below_window = {"started_at": T0 - 300, "conversation_id": conversation(11)}
+    window = CallQuery(since=T0 + 3 * 300, until=T0 + 6 * 300, limit=10, after=position)
+
+    assert ids(index.list_calls(window)) == [conversation(n) for n in (5, 4, 3)]
+    assert index.list_calls(CallQuery(since=T0, after=below_window)) == CallPage([], None)
+
+
+def test_call_index_cursor_with_an_empty_id_means_strictly_older(
+    index: CallIndex, calls: dict[str, CallRecord]
+) -> None:
+    """No id sorts below "": such a position resumes at the first call of an earlier second."""
+    page = index.list_calls(CallQuery(limit=3, after={"started_at": T0 + 5 * 300, "conversation_id": ""}))
+
+    assert ids(page) == [conversation(4), conversation(3), conversation(2)]
+    assert page.next is not None
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        {},
+        {"started_at": T0},
+        {"conversation_id": CONVERSATION},
+        {"started_at": str(T0), "conversation_id": CONVERSATION},
+        {"started_at": T0 + 0.5, "conversation_id": CONVERSATION},
+        {"started_at": T0, "conversation_id": 42},
+        {"started_at": None, "conversation_id": None},
+    ],
+)
+def test_call_index_invalid_cursor_is_rejected(
+    index: CallIndex, calls: dict[str, CallRecord], after: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidCursor):
+        index.list_calls(CallQuery(after=after))
+    with pytest.raises(InvalidCursor):
+        index.list_calls(CallQuery(phone=PHONE, after=after))
+
+
+def test_call_index_boolean_cursor_is_rejected(index: CallIndex) -> None:
+    with pytest.raises(InvalidCursor):
+        index.list_calls(CallQuery(after={"started_at": True, "conversation_id": CONVERSATION}))
+
+
+def test_call_index_cursor_is_plain_json(index: CallIndex, calls: dict[str, CallRecord]) -> None:
+    page = index.list_calls(CallQuery(phone=PHONE, limit=2))
+
+    assert page.next is not None
+    assert json.loads(json.dumps(page.next)) == page.next
+    assert PHONE not in json.dumps(page.next)
+
+
+# --- DynamoDB only ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dynamo_requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """The DynamoDB operations PynamoDB sends, in order, with their parameters."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+    dispatch = Connection.dispatch
+
+    def spy(self: Connection, operation_name: str, operation_kwargs: dict[str, Any]) -> dict[str, Any]:
+        sent.append((operation_name, dict(operation_kwargs)))
+        return dispatch(self, operation_name, operation_kwargs)
+
+    monkeypatch.setattr(Connection, "dispatch", spy)
+    return sent
+
+
+@pytest.mark.usefixtures("aws")
+def test_dynamo_call_index_merges_are_single_update_items(
+    dynamo_requests: list[tuple[str, dict[str, Any]]],
+) -> None:
+    index = DynamoCallIndex(TABLE)
+    index.create_table()
+    dynamo_requests.clear()
+
+    index.save_audio(CONVERSATION, AGENT, audio_of(CONVERSATION), NOW, only_if_unplaced=True)
+    index.save_call(placed(CONVERSATION, PHONE, T0), NOW)
+    index.save_call(placed(CONVERSATION, PHONE, T0, event_at=T0), NOW)  # stale
+    index.save_audio(CONVERSATION, AGENT, audio_of(CONVERSATION), NOW, only_if_unplaced=True)  # placed
+
+    assert [name for name, _ in dynamo_requests] == ["UpdateItem"] * 4
+
+
+@pytest.mark.usefixtures("aws")
+def test_dynamo_call_index_start_keys_stay_inside_the_key_condition(
+    dynamo_requests: list[tuple[str, dict[str, Any]]],
+) -> None:
+    """Real DynamoDB refuses an ExclusiveStartKey outside the range condition or with an empty
+    string (ValidationException); moto accepts both, so check what is sent instead."""
+    index = DynamoCallIndex(TABLE)
+    index.create_table()
+    for n in range(6):
+        index.save_call(placed(conversation(n), PHONE, T0 + n * 300), NOW)
+    window = CallQuery(phone=PHONE, since=T0 + 300, until=T0 + 4 * 300, limit=2)
+
+    def start_keys(query: CallQuery) -> list[Any]:
+        dynamo_requests.clear()
+        index.list_calls(query)
+        return [kwargs.get("ExclusiveStartKey") for name, kwargs in dynamo_requests if name == "Query"]
+
+    above = {"started_at": T0 + 5 * 300, "conversation_id": conversation(5)}
+    below = {"started_at": T0, "conversation_id": conversation(0)}
+    inside = {"started_at": T0 + 3 * 300, "conversation_id": conversation(3)}
+    assert start_keys(replace(window, after=above)) == [None]
+    assert start_keys(replace(window, after=below)) == []
+    assert start_keys(replace(window, after={"started_at": T0 + 3 * 300, "conversation_id": ""})) == [None]
+    assert start_keys(replace(window, after=inside)) == [
+        {
+            "conversation_id": {"S": conversation(3)},
+            "started_at": {"N": str(T0 + 3 * 300)},
+            "phone": {"S": PHONE},
+        }
+    ]
+
+
+@pytest.mark.usefixtures("aws")
+def test_dynamo_call_index_filtered_listing_fills_short_pages() -> None:
+    """Phone + agent filters after DynamoDB's Limit: sparse matches still fill a page."""
+    index = DynamoCallIndex(TABLE)
+    index.create_table()
+    for n in range(150):
+        agent = AGENT if n % 40 == 0 else OTHER_AGENT
+        index.save_call(placed(conversation(n), PHONE, T0 + n, agent_id=agent), NOW)
+
+    page = index.list_calls(CallQuery(phone=PHONE, agent_id=AGENT, limit=3))
+
+    assert ids(page) == [conversation(120), conversation(80), conversation(40)]
+    assert page.next is not None
+    last = index.list_calls(CallQuery(phone=PHONE, agent_id=AGENT, limit=3, after=page.next))
+    assert (ids(last), last.next) == ([conversation(0)], None)
+
+
+@pytest.mark.usefixtures("aws")
+def test_dynamo_call_index_missing_table_is_unavailable_and_names_no_phone() -> None:
+    index = DynamoCallIndex("callvault-no-such-table")
+
+    for operation in (
+        lambda: index.get(CONVERSATION),
+        lambda: index.save_call(placed(CONVERSATION, PHONE, T0), NOW),
+        lambda: index.save_audio(CONVERSATION, AGENT, audio_of(CONVERSATION), NOW, only_if_unplaced=True),
+        lambda: index.list_calls(CallQuery(phone=PHONE)),
+    ):
+        with pytest.raises(StorageUnavailable) as caught:
+            operation()
+        message = str(caught.value)
+        assert "6125550142" not in message and CONVERSATION not in message
+        assert "ResourceNotFoundException" in message
+        assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+@pytest.mark.usefixtures("aws")
+def test_dynamo_call_index_tables_do_not_share_a_connection() -> None:
+    """PynamoDB caches a connection per model class: two indexes must still reach their own tables."""
+    first, second = DynamoCallIndex(TABLE), DynamoCallIndex("callvault-calls-other")
+    first.create_table()
+    second.create_table()
+
+    first.save_call(placed(CONVERSATION, PHONE, T0), NOW)
+
+    assert first.get(CONVERSATION) is not None
+    assert second.get(CONVERSATION) is None
