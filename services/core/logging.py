@@ -4,8 +4,14 @@ Callers pass ids and counts as fields; phone numbers go through ``phone.mask``; 
 audio and secrets are never passed at all.
 """
 
+import os
+
 from aws_lambda_powertools import Logger
 
 
-def get_logger(service: str, level: str = "INFO") -> Logger:
-    return Logger(service=service, level=level)
+def get_logger(service: str, level: str | None = None) -> Logger:
+    """``level`` wins; else ``CALLVAULT_LOG_LEVEL``, then Powertools' own ``POWERTOOLS_LOG_LEVEL``/``LOG_LEVEL``.
+
+    Lambda handlers build their logger at import, before settings are read, hence the environment lookup.
+    """
+    return Logger(service=service, level=level or os.environ.get("CALLVAULT_LOG_LEVEL") or None)
