@@ -556,3 +556,35 @@ def test_dynamo_call_index_tables_do_not_share_a_connection() -> None:
 
     assert first.get(CONVERSATION) is not None
     assert second.get(CONVERSATION) is None
+
+
+@pytest.mark.usefixtures("aws")
+@pytest.mark.parametrize(
+    ("query", "index_name"),
+    [
+        (CallQuery(status="initiation_failed"), "by_status"),
+        (CallQuery(call_successful="failure"), "by_outcome"),
+        (CallQuery(status="done", call_successful="failure"), "by_status"),
+        (CallQuery(phone=PHONE, status="done"), "by_phone"),
+        (CallQuery(), "by_time"),
+    ],
+    ids=["status", "outcome", "status-and-outcome", "phone-and-status", "no-filter"],
+)
+def test_dynamo_call_index_outcome_listings_read_their_own_index(
+    dynamo_requests: list[tuple[str, dict[str, Any]]], query: CallQuery, index_name: str
+) -> None:
+    """A rare status must not be found by filtering the whole timeline: it has its own sparse GSI."""
+    index = DynamoCallIndex(TABLE)
+    index.create_table()
+    for n in range(30):
+        status, outcome = ("initiation_failed", "failure") if n == 3 else ("done", "success")
+        index.save_call(placed(conversation(n), PHONE, T0 + n, status=status, call_successful=outcome), NOW)
+    dynamo_requests.clear()
+
+    page = index.list_calls(query)
+
+    queries = [kwargs for name, kwargs in dynamo_requests if name == "Query"]
+    assert [q["IndexName"] for q in queries] == [index_name]
+    if query in (CallQuery(status="initiation_failed"), CallQuery(call_successful="failure")):
+        assert ids(page) == [conversation(3)]
+        assert queries[0]["Limit"] == 26  # one page plus one, not a walk through the timeline

@@ -1,7 +1,8 @@
 """The call index in DynamoDB (PynamoDB): the twin of ``SqliteCallIndex``, same semantics.
 
-Table ``conversation_id`` (hash). Three GSIs, all projecting ALL, range key ``started_at`` (N):
-``by_phone`` (hash ``phone``), ``by_agent`` (hash ``agent_id``) and ``by_time`` (hash ``gsi_all``).
+Table ``conversation_id`` (hash). Five GSIs, all projecting ALL, range key ``started_at`` (N):
+``by_phone`` (hash ``phone``), ``by_agent`` (hash ``agent_id``), ``by_time`` (hash ``gsi_all``),
+``by_status`` (hash ``status``) and ``by_outcome`` (hash ``call_successful``).
 ``gsi_all`` is a constant written only with ``started_at``, so the timeline is sparse: audio that
 arrived before its transcript is not listed. One constant partition is fine: a partition takes
 1,000 writes/s and each call makes two or three writes, so it holds ~30,000,000 calls a day; past
@@ -74,6 +75,24 @@ class ByTime(GlobalSecondaryIndex["CallModel"]):  # type: ignore[no-untyped-call
     started_at = NumberAttribute(range_key=True)
 
 
+class ByStatus(GlobalSecondaryIndex["CallModel"]):  # type: ignore[no-untyped-call]  # untyped in PynamoDB
+    class Meta:
+        index_name = "by_status"
+        projection = AllProjection()
+
+    status = UnicodeAttribute(hash_key=True)
+    started_at = NumberAttribute(range_key=True)
+
+
+class ByOutcome(GlobalSecondaryIndex["CallModel"]):  # type: ignore[no-untyped-call]  # untyped in PynamoDB
+    class Meta:
+        index_name = "by_outcome"
+        projection = AllProjection()
+
+    call_successful = UnicodeAttribute(hash_key=True)
+    started_at = NumberAttribute(range_key=True)
+
+
 class CallModel(Model):
     """One item per call. Use ``make_call_model`` to bind it to a table; this base is never queried."""
 
@@ -112,6 +131,8 @@ class CallModel(Model):
     by_phone = ByPhone()
     by_agent = ByAgent()
     by_time = ByTime()
+    by_status = ByStatus()
+    by_outcome = ByOutcome()
 
 
 def make_call_model(table_name: str, region: str | None = None, host: str | None = None) -> type[CallModel]:
@@ -196,18 +217,24 @@ class DynamoCallIndex:
         m = self.model
         # The most selective GSI carries the query; the other equalities become a filter on it.
         filters: list[Condition] = []
-        index: ByPhone | ByAgent | ByTime
+        # Outcome-only listings get their own sparse GSIs: a rare status filtered out of the timeline
+        # would read the whole table for one page. A phone's or agent's calls are few enough to filter.
+        index: ByPhone | ByAgent | ByTime | ByStatus | ByOutcome
         if query.phone is not None:
             index, hash_name, hash_value = m.by_phone, "phone", query.phone
             if query.agent_id is not None:
                 filters.append(m.agent_id == query.agent_id)
         elif query.agent_id is not None:
             index, hash_name, hash_value = m.by_agent, "agent_id", query.agent_id
+        elif query.status is not None:
+            index, hash_name, hash_value = m.by_status, "status", query.status
+        elif query.call_successful is not None:
+            index, hash_name, hash_value = m.by_outcome, "call_successful", query.call_successful
         else:
             index, hash_name, hash_value = m.by_time, "gsi_all", TIMELINE_PARTITION
-        if query.status is not None:
+        if query.status is not None and hash_name != "status":
             filters.append(m.status == query.status)
-        if query.call_successful is not None:
+        if query.call_successful is not None and hash_name != "call_successful":
             filters.append(m.call_successful == query.call_successful)
         filter_condition: Condition | None = None
         for condition in filters:
