@@ -10,15 +10,11 @@ from aws_lambda_powertools import Logger
 
 from services.core.domain import phone
 from services.core.domain.errors import CallVaultError, InvalidSignature, StorageUnavailable, http_status
+from services.core.http import JsonBody, error_body
 
 from .service import WebhookReceiver
 
-JsonBody = dict[str, Any]
-
-
-def error_body(code: str, message: str, request_id: str) -> JsonBody:
-    """The one error envelope of every CallVault API."""
-    return {"error": {"code": code, "message": message}, "request_id": request_id}
+__all__ = ["JsonBody", "error_body", "handle_webhook"]
 
 
 def handle_webhook(

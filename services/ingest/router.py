@@ -52,7 +52,8 @@ _WEBHOOK_DOC: dict[str, Any] = {
 )
 async def receive_elevenlabs_webhook(request: Request) -> JSONResponse:
     receiver = request.app.state.receiver
-    request_id = uuid.uuid4().hex
+    # The app's middleware gives every request one id (echoed in x-request-id); reuse it in body and logs.
+    request_id = str(request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex)
     try:
         raw = await _read_capped(request, receiver.max_body_bytes)
     except PayloadTooLarge as exc:

@@ -50,6 +50,16 @@ class StorageUnavailable(CallVaultError):
     code = "storage_unavailable"
 
 
+class RangeNotSatisfiable(CallVaultError):
+    """A byte range that starts beyond the end of the object (a local file link)."""
+
+    code = "range_not_satisfiable"
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
 # One table for every HTTP edge (FastAPI app, Lambda handlers).
 HTTP_STATUS: dict[type[CallVaultError], int] = {
     InvalidSignature: 401,
@@ -59,6 +69,7 @@ HTTP_STATUS: dict[type[CallVaultError], int] = {
     InvalidCursor: 400,
     NotFound: 404,
     PayloadTooLarge: 413,
+    RangeNotSatisfiable: 416,
     InvalidRequest: 422,
     StorageUnavailable: 503,
 }

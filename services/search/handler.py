@@ -1,0 +1,47 @@
+"""Lambda entry for the search API: ``services.search.handler.lambda_handler``.
+
+Mangum translates API Gateway HTTP API (payload 2.0) and REST API (1.0) events to ASGI; the app is
+built once per cold start (clients, secrets, key hashes reused). Imports only the search app: not
+the ingest code, not mem0.
+"""
+
+import time
+from typing import Any
+
+from mangum import Mangum
+
+from services.core.config import get_settings
+from services.core.wiring import build_storage
+
+from .app import create_app
+from .auth import ApiKeys
+from .credentials import configured_api_key_hashes, configured_signing_key
+from .cursor import CursorCodec
+from .wiring import build_link_signer
+
+_handler: Mangum | None = None
+
+
+def _build() -> Mangum:
+    settings = get_settings()
+    signing_key = configured_signing_key(settings)
+    if signing_key is None:
+        # Every instance must verify the cursors the others issued: a per-instance random key would not.
+        raise RuntimeError("set CALLVAULT_SIGNING_KEY or CALLVAULT_SIGNING_KEY_PARAM for the search function")
+    storage = build_storage(settings)
+    app = create_app(
+        settings,
+        storage,
+        api_keys=ApiKeys(configured_api_key_hashes(settings)),
+        cursors=CursorCodec(signing_key),
+        links=build_link_signer(settings, storage, signing_key, time.time),
+    )
+    return Mangum(app, lifespan="off", api_gateway_base_path=settings.api_base_path)
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    global _handler  # built on the first event of each cold start
+    if _handler is None:
+        _handler = _build()
+    response: dict[str, Any] = _handler(event, context)
+    return response

@@ -1,0 +1,109 @@
+"""SeaweedFS (``weed mini``) as a real S3 that checks SigV4 signatures, for presigned-link tests.
+
+moto accepts any presigned URL (tampered, expired, wrong secret), so it cannot show that ours are
+right; SeaweedFS refuses them the way S3 does. ``weed mini`` opens a dozen fixed ports by default:
+every port flag it has gets a free port here, so it never clashes with another instance (another
+engineer's test run, say). Started once per test session and stopped by its pid.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.support import free_port
+
+ACCESS_KEY = "testing"
+SECRET_KEY = "testing"
+PORT_FLAGS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+    "webdav.port",
+    "metricsPort",
+)
+
+
+@dataclass(frozen=True)
+class SeaweedS3:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    pid: int
+
+
+def weed_binary() -> str | None:
+    beside_python = Path(sys.executable).with_name("weed")
+    if beside_python.exists():
+        return str(beside_python)
+    return shutil.which("weed")
+
+
+@contextmanager
+def run_seaweed(workdir: Path, binary: str) -> Iterator[SeaweedS3]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "weed-s3.json"
+    identity = {
+        "name": "admin",
+        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    config.write_text(json.dumps({"identities": [identity]}))
+    s3_port = free_port()
+    ports = [f"-{flag}={free_port()}" for flag in PORT_FLAGS]
+    command = [
+        binary,
+        "mini",
+        f"-dir={workdir / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-s3.port={s3_port}",
+        f"-s3.config={config}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-master.telemetry=false",
+        *ports,
+    ]
+    log_path = workdir / "weed.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    endpoint = f"http://127.0.0.1:{s3_port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"weed mini exited early:\n{log_path.read_text(errors='replace')[-4000:]}")
+            try:
+                # Any S3 answer (403 for an unsigned request) means the gateway is up.
+                if httpx.get(endpoint + "/", timeout=1).status_code in {200, 403}:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"weed mini did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
+            time.sleep(0.2)
+        yield SeaweedS3(endpoint, ACCESS_KEY, SECRET_KEY, process.pid)
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()

@@ -1,0 +1,73 @@
+"""Where search secrets come from: environment first, else (locally) files generated in the data dir."""
+
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from services.core.config import Settings
+from services.core.secrets import local_secret
+from services.search.auth import hash_key
+from services.search.credentials import (
+    API_KEY_FILE,
+    configured_api_key_hashes,
+    configured_signing_key,
+    local_api_key,
+    resolve_local,
+)
+
+
+def test_search_local_secret_is_created_once_private_and_reused(tmp_path: Path) -> None:
+    value, created = local_secret(tmp_path / "data", "api-key", "cvk_")
+    assert created and value.startswith("cvk_") and len(value) > 40
+    path = tmp_path / "data" / "api-key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert local_secret(tmp_path / "data", "api-key", "cvk_") == (value, False)
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["api-key"]  # no temp file left
+
+
+def test_search_local_secret_racing_processes_agree_on_one_value(tmp_path: Path) -> None:
+    results: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def create() -> None:
+        barrier.wait()
+        results.append(local_secret(tmp_path, "signing-key", "csk_")[0])
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1
+    assert (tmp_path / "signing-key").read_text().strip() == results[0]
+
+
+def test_search_configured_keys_win_over_the_data_dir(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, api_keys=SecretStr("k1, k2 ,"), signing_key=SecretStr("s" * 32))
+    hashes, signing_key = resolve_local(settings)
+    assert hashes == [hash_key("k1"), hash_key("k2")]
+    assert signing_key == b"s" * 32
+    assert list(tmp_path.iterdir()) == []  # nothing generated
+
+
+def test_search_without_configuration_the_data_dir_keys_are_used(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    key, _ = local_api_key(tmp_path)
+    hashes, signing_key = resolve_local(settings)
+    assert hashes == [hash_key(key)]
+    assert (tmp_path / API_KEY_FILE).exists() and (tmp_path / "signing-key").exists()
+    assert resolve_local(settings) == (hashes, signing_key)  # stable across restarts
+
+
+def test_search_short_signing_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 32"):
+        configured_signing_key(Settings(data_dir=tmp_path, signing_key=SecretStr("short")))
+
+
+def test_search_nothing_configured_means_no_keys(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert configured_api_key_hashes(settings) == []
+    assert configured_signing_key(settings) is None
