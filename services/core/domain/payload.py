@@ -10,13 +10,16 @@ from typing import Any
 import orjson
 
 from . import keys, phone
+from .coerce import integer as _int
+from .coerce import number as _float
+from .coerce import obj as _obj
+from .coerce import text as _str
 from .errors import InvalidPayload
 from .models import STATUS_INITIATION_FAILED, CallRecord, WebhookEvent
 
 SUMMARY_MAX_CHARS = 500
 # Numbers must fit every index back end (SQLite INTEGER is signed 64-bit): a larger value would
 # fail at the index write, after the archive object, on every retry.
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_UNIX_SECS = 10**12 - 1  # the 12 digits the string form of event_timestamp allows
 
 
@@ -49,30 +52,6 @@ def _event_timestamp(value: object) -> int | None:
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
         return int(value)
     raise InvalidPayload("event_timestamp must be unix seconds")
-
-
-def _obj(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:
-        return value
-    return None
-
-
-def _float(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
 
 
 def customer_phone(data: dict[str, Any], default_region: str = phone.DEFAULT_REGION) -> str | None:

@@ -1,0 +1,85 @@
+"""DuckDB local reports over 100,000 calls (one month at 100,000 calls a month).
+
+Measures, on the data set of benchmarks/analytics_gen.py (the real writer's objects):
+- reading the per-call files directly (what a cache-less query pays: why the cache exists);
+- building the cache once, and refreshing it with nothing / one partition changed;
+- every standard report on the warm cache (median of 5), the keyword search over all messages;
+- one whole `callvault report` process, start to finish.
+
+    .venv/bin/python benchmarks/analytics_duckdb.py
+"""
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from analytics_gen import generate
+
+from services.analytics import duckdb_engine
+from services.analytics.duckdb_engine import DuckDbEngine
+from services.analytics.reports import REPORTS, ReportArgs, run_report
+
+DATA = Path("benchmarks/results/analytics-100k")
+RESULTS = Path("benchmarks/results/analytics-duckdb.json")
+ARGS = ReportArgs(keyword="refund", phone="+16125550001")
+RUNS = 5
+
+
+def timed(action: object) -> float:
+    started = time.perf_counter()
+    action()  # type: ignore[operator]
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    generate(100_000, 30, DATA)
+    root = DATA / "analytics"
+    out: dict[str, object] = {"calls": 100_000, "cpu_count": os.cpu_count()}
+    with DuckDbEngine.local(root) as direct:
+        out["direct_files_calls_per_day_s"] = timed(lambda: run_report(direct, "calls-per-day", ARGS))
+    with tempfile.TemporaryDirectory() as scratch:
+        cache = Path(scratch) / "analytics-cache.duckdb"
+        started = time.perf_counter()
+        engine = DuckDbEngine.local(root, cache)
+        out["cache_build_s"] = time.perf_counter() - started
+        out["cache_bytes"] = cache.stat().st_size
+        out["messages"] = engine.query("SELECT count(*) FROM messages").rows[0][0]
+        out["refresh_nothing_changed_s"] = timed(lambda: engine.refresh(root))
+        busiest = max((root / "calls").iterdir())
+        for table in ("calls", "messages", "evaluations"):  # a redelivery into the newest day, every table
+            one = next((root / table / busiest.name).iterdir())
+            one.write_bytes(one.read_bytes())
+            os.utime(root / table / busiest.name)
+        out["refresh_one_day_changed_s"] = timed(lambda: engine.refresh(root))
+        reports: dict[str, dict[str, float | int]] = {}
+        for name in REPORTS:
+            run_report(engine, name, ARGS)  # warm-up
+            times = [timed(lambda n=name: run_report(engine, n, ARGS)) for _ in range(RUNS)]
+            reports[name] = {
+                "median_s": statistics.median(times),
+                "max_s": max(times),
+                "rows": len(run_report(engine, name, ARGS).rows),
+            }
+        out["reports"] = reports
+        time.sleep(duckdb_engine.RACY_WINDOW_NS / 1e9)  # let the changed day settle, as it does in use
+        engine.refresh(root)
+        engine.close()
+        env = {**os.environ, "CALLVAULT_DATA_DIR": scratch}
+        (Path(scratch) / "analytics").symlink_to(root.resolve())
+        command = [sys.executable, "-m", "services.cli", "report", "calls-per-day", "--format", "csv"]
+        out["cli_process_calls_per_day_warm_s"] = timed(
+            lambda: subprocess.run(command, env=env, check=True, capture_output=True)
+        )
+    out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    RESULTS.write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

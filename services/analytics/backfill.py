@@ -1,0 +1,142 @@
+"""``callvault backfill-analytics``: rebuild the analytics tables from the raw archive.
+
+For calls archived before the tables existed, or after a change of their schema. Idempotent: every
+call's objects are overwritten under the same keys, and objects the run supersedes (the same call
+in another ``dt`` partition) are deleted afterwards, so each call ends with exactly one row set.
+With ``prune``, objects of calls no longer in the archive (erased) are deleted too.
+
+Facts the archived document lacks come from the index: the event time (an initiation failure's
+start), whether audio is archived, and when the call was first stored (the fallback start).
+"""
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from services.core.domain import keys, payload
+from services.core.domain.errors import CallVaultError
+from services.core.domain.models import CallRecord
+from services.core.ports import BlobStore, CallIndex
+
+from .tables import TABLES, object_key, parse_object_key
+from .writer import AnalyticsWriter
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass
+class BackfillSummary:
+    calls: int = 0
+    messages: int = 0
+    evaluations: int = 0
+    deleted: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (document name, reason); never a phone key
+
+
+def archived_documents(archive: BlobStore) -> list[str]:
+    """Keys of archived call documents (transcripts and initiation failures; not audio, not parked audio)."""
+    return [
+        key
+        for key in archive.list_keys()
+        if key.endswith(".json") and not key.startswith(keys.PENDING_AUDIO_PREFIX + "/")
+    ]
+
+
+def _name(key: str) -> str:
+    """The document's file name (its conversation id): archive keys begin with a phone number."""
+    return key.rsplit("/", 1)[-1]
+
+
+def _is_initiation_failure(document: dict[str, Any]) -> bool:
+    return "failure_reason" in document and "transcript" not in document
+
+
+def _record(document: dict[str, Any], row: CallRecord | None, default_region: str) -> CallRecord:
+    event_at = row.event_at if row and row.event_at else None
+    if _is_initiation_failure(document):
+        return payload.call_from_initiation_failure(document, event_at, default_region)
+    return payload.call_from_transcription(document, event_at, default_region)
+
+
+def backfill_analytics(
+    archive: BlobStore,
+    index: CallIndex,
+    analytics: BlobStore,
+    *,
+    default_region: str = "US",
+    prune: bool = False,
+    workers: int = 4,
+    progress: Progress | None = None,
+    clock: Callable[[], float] = time.time,
+) -> BackfillSummary:
+    # Listed before the archive: an object a live ingest writes during the run is never a candidate
+    # for deletion, because it is not in this listing.
+    before = {key for key in analytics.list_keys() if parse_object_key(key)}
+    documents = archived_documents(archive)
+    writer = AnalyticsWriter(analytics, clock)
+    summary = BackfillSummary()
+    written: set[str] = set()
+    seen: set[str] = set()
+
+    def one(key: str) -> tuple[str, list[str], tuple[int, int]]:
+        document = orjson.loads(archive.get_bytes(key))
+        if not isinstance(document, dict):
+            raise CallVaultError("archived document is not a JSON object")
+        conversation_id = keys.check_conversation_id(document.get("conversation_id"))
+        row = index.get(conversation_id)
+        record = _record(document, row, default_region)
+        audio_key = row.audio_key if row else None
+        has_audio = bool(audio_key and not audio_key.startswith(keys.PENDING_AUDIO_PREFIX + "/"))
+        fallback = row.ingested_at if row and row.ingested_at else int(clock())
+        rows = writer.write_call(document, record, has_audio=has_audio, fallback_start=fallback)
+        new_keys = [object_key(table, rows.dt, conversation_id) for table in TABLES]
+        return conversation_id, new_keys, (len(rows.messages), len(rows.evaluations))
+
+    def guarded(key: str) -> tuple[str, list[str], tuple[int, int]] | tuple[str, str]:
+        try:
+            return one(key)
+        except orjson.JSONDecodeError:
+            return _name(key), "not valid JSON"
+        except CallVaultError as exc:
+            return _name(key), exc.message
+
+    done = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for outcome in pool.map(guarded, documents):
+            done += 1
+            if len(outcome) == 2:
+                summary.failed.append(outcome)
+            else:
+                conversation_id, new_keys, (messages, evaluations) = outcome
+                seen.add(conversation_id)
+                written.update(new_keys)
+                summary.calls += 1
+                summary.messages += messages
+                summary.evaluations += evaluations
+            if progress is not None:
+                progress(done, len(documents))
+
+    archived_ids = {_name(key).removesuffix(".json") for key in documents}
+    summary.deleted = _delete_superseded(analytics, before - written, seen, archived_ids if prune else None)
+    return summary
+
+
+def _delete_superseded(
+    analytics: BlobStore, candidates: Iterable[str], seen: set[str], archived_ids: set[str] | None
+) -> int:
+    """Delete a rewritten call's objects in other partitions (always stale) and, when pruning
+    (``archived_ids`` given), objects of calls absent from the archive -- never of a call that is
+    archived but failed to read this time."""
+    deleted = 0
+    for key in sorted(candidates):
+        parsed = parse_object_key(key)
+        if parsed is None:
+            continue
+        if parsed[2] in seen or (archived_ids is not None and parsed[2] not in archived_ids):
+            analytics.delete(key)
+            deleted += 1
+    return deleted

@@ -1,0 +1,117 @@
+"""The three compact analytics tables: their columns, types and object keys.
+
+This is the one schema: the writer emits exactly these keys in this order, DuckDB reads them with
+these types, and the Glue tables in ``infra/analytics.yaml`` declare the same columns (a test checks).
+Types are Glue/Hive names; ``DUCKDB_TYPES`` maps them for the local engine.
+
+Layout (one object per call per table, named by ``conversation_id``, so a redelivery overwrites):
+``{table}/dt=YYYY-MM-DD/{conversation_id}.json.gz`` -- gzip'd newline-delimited JSON, ``dt`` the UTC
+start date of the call. ``dt`` is a partition column only: it is never a key inside the rows (Athena
+refuses a column that is both).
+"""
+
+import re
+from datetime import UTC, datetime
+from typing import Final
+
+from services.core.domain.keys import check_conversation_id
+
+CALLS: Final = "calls"
+MESSAGES: Final = "messages"
+EVALUATIONS: Final = "evaluations"
+TABLES: Final[tuple[str, ...]] = (CALLS, MESSAGES, EVALUATIONS)
+PARTITION_COLUMN: Final = "dt"
+OBJECT_SUFFIX: Final = ".json.gz"
+CONTENT_TYPE: Final = "application/x-ndjson"
+_DT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+Columns = tuple[tuple[str, str], ...]
+
+COLUMNS: Final[dict[str, Columns]] = {
+    CALLS: (
+        ("conversation_id", "string"),
+        ("agent_id", "string"),
+        ("agent_name", "string"),
+        ("phone", "string"),  # E.164 with '+', null for web/SDK calls
+        ("direction", "string"),  # inbound / outbound
+        ("status", "string"),  # done, initiation_failed, ...
+        ("call_successful", "string"),  # the outcome: success / failure / unknown
+        ("started_at", "bigint"),  # unix seconds, UTC
+        ("start_time", "string"),  # the same instant as 'YYYY-MM-DD HH:MM:SS' (UTC), for people
+        ("duration_secs", "bigint"),
+        ("cost_credits", "bigint"),  # ElevenLabs credits (metadata.cost)
+        ("cost_usd", "double"),  # metadata.cost_fiat, newer payloads only
+        ("termination_reason", "string"),
+        ("failure_reason", "string"),  # call_initiation_failure: busy / no-answer / unknown
+        ("language", "string"),
+        ("summary_title", "string"),
+        ("summary", "string"),
+        ("message_count", "bigint"),
+        ("user_message_count", "bigint"),
+        ("agent_message_count", "bigint"),
+        ("tool_call_count", "bigint"),
+        ("criteria_count", "bigint"),
+        ("criteria_failed", "bigint"),
+        ("has_audio", "boolean"),
+    ),
+    MESSAGES: (
+        ("conversation_id", "string"),
+        ("phone", "string"),
+        ("agent_id", "string"),
+        ("turn_index", "bigint"),  # 0-based position in the transcript
+        ("role", "string"),  # user / agent
+        ("time_in_call_secs", "bigint"),
+        ("text", "string"),
+        ("interrupted", "boolean"),
+        ("tool_names", "array<string>"),
+    ),
+    EVALUATIONS: (
+        ("conversation_id", "string"),
+        ("phone", "string"),
+        ("agent_id", "string"),
+        ("kind", "string"),  # 'criterion' (evaluation_criteria_results) or 'data' (data_collection_results)
+        ("criteria_id", "string"),  # the criterion id, or the data_collection_id
+        ("result", "string"),  # criterion: success / failure / unknown; data: null
+        ("value", "string"),  # data: the collected value as text (JSON for non-strings); criterion: null
+        ("rationale", "string"),
+    ),
+}
+
+KIND_CRITERION: Final = "criterion"
+KIND_DATA: Final = "data"
+
+DUCKDB_TYPES: Final[dict[str, str]] = {
+    "string": "VARCHAR",
+    "bigint": "BIGINT",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "array<string>": "VARCHAR[]",
+}
+
+
+def column_names(table: str) -> tuple[str, ...]:
+    return tuple(name for name, _type in COLUMNS[table])
+
+
+def partition_of(unix_secs: int) -> str:
+    """``dt`` of a call: its UTC start date."""
+    return datetime.fromtimestamp(unix_secs, tz=UTC).strftime("%Y-%m-%d")
+
+
+def object_key(table: str, dt: str, conversation_id: str) -> str:
+    if table not in COLUMNS:
+        raise ValueError(f"unknown analytics table {table!r}")
+    if not _DT.fullmatch(dt):
+        raise ValueError(f"partition must be YYYY-MM-DD, got {dt!r}")
+    return f"{table}/{PARTITION_COLUMN}={dt}/{check_conversation_id(conversation_id)}{OBJECT_SUFFIX}"
+
+
+def parse_object_key(key: str) -> tuple[str, str, str] | None:
+    """``(table, dt, conversation_id)`` of an analytics object key, or None for anything else."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] not in COLUMNS or not parts[2].endswith(OBJECT_SUFFIX):
+        return None
+    name, sep, dt = parts[1].partition("=")
+    if name != PARTITION_COLUMN or not sep or not _DT.fullmatch(dt):
+        return None
+    return parts[0], dt, parts[2].removesuffix(OBJECT_SUFFIX)

@@ -1,0 +1,293 @@
+"""``callvault report``, ``callvault sql`` and ``callvault backfill-analytics``.
+
+Reports run on DuckDB over the local tables (``<data-dir>/analytics``), on DuckDB straight from a
+bucket (``--source s3://...``), or on Athena (``--athena``); all three print the same columns.
+DuckDB, boto3 and matplotlib are imported inside the commands so ``callvault --help`` stays fast.
+"""
+
+import csv
+import os
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from services.analytics.reports import REPORTS
+from services.core.config import Settings
+
+if TYPE_CHECKING:
+    from services.analytics.reports import Engine
+    from services.analytics.result import QueryResult
+
+# Same option as in main.py; repeated here so this module does not import the command group it joins.
+DATA_DIR_OPTION = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the local archive lives [env CALLVAULT_DATA_DIR; default ./callvault-data].",
+)
+FORMAT_OPTION = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="How to print the rows.",
+)
+SOURCE_OPTION = click.option(
+    "--source",
+    default=None,
+    metavar="s3://BUCKET[/PREFIX]",
+    help="Read the tables straight from S3 with DuckDB [default: the local tables; with "
+    "CALLVAULT_BACKEND=aws, s3://$CALLVAULT_ANALYTICS_BUCKET].",
+)
+NO_CACHE_OPTION = click.option(
+    "--no-cache", is_flag=True, help="Read the local files directly instead of through the cache (slower)."
+)
+ATHENA_OPTION = click.option(
+    "--athena", is_flag=True, help="Run on Amazon Athena (workgroup and database from CALLVAULT_ATHENA_*)."
+)
+DAY = click.DateTime(formats=["%Y-%m-%d"])
+CACHE_FILE = "analytics-cache.duckdb"
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    settings = Settings()
+    return settings.model_copy(update={"data_dir": data_dir}) if data_dir is not None else settings
+
+
+def _engine(settings: Settings, *, athena: bool, source: str | None, no_cache: bool) -> "Engine":
+    if athena:
+        from services.analytics.athena_engine import AthenaEngine
+
+        return AthenaEngine(settings.athena_workgroup, settings.athena_database)
+    from services.analytics.duckdb_engine import DuckDbEngine
+
+    if source is None and settings.backend == "aws" and settings.analytics_bucket:
+        source = f"s3://{settings.analytics_bucket}"
+    if source is not None:
+        return DuckDbEngine.s3(source)
+    root = settings.data_dir / "analytics"
+    cache = None if no_cache else settings.data_dir / CACHE_FILE
+    if cache is not None and not cache.exists() and root.is_dir():
+        click.echo(f"Building the analytics cache {cache} (first run; later runs read only new partitions)", err=True)
+    return DuckDbEngine.local(root, cache)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return value
+
+
+def print_result(result: "QueryResult", output_format: str, title: str | None = None) -> None:
+    if output_format == "json":
+        rows = [{c: _plain(v) for c, v in zip(result.columns, row, strict=True)} for row in result.rows]
+        sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.flush()
+        return
+    if output_format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(result.columns)
+        for row in result.rows:
+            writer.writerow(["" if v is None else _plain(v) for v in row])
+        return
+    table = Table(title=title, title_justify="left")
+    for name, kind in zip(result.columns, result.types, strict=True):
+        table.add_column(name, justify="right" if kind in {"bigint", "double"} else "left", overflow="fold")
+    for row in result.rows:
+        table.add_row(*[_cell(v) for v in row])
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(table)
+    console.print(f"{len(result.rows)} row(s)", style="dim")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.4f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+@click.command()
+@click.argument("name", type=click.Choice(sorted(REPORTS)), metavar="NAME")
+@click.option("--since", type=DAY, default=None, help="First day (UTC), YYYY-MM-DD [default: all time].")
+@click.option("--until", type=DAY, default=None, help="Last day (UTC), inclusive [default: all time].")
+@click.option("--keyword", "-k", default=None, help="keyword: the word or phrase to find (case-insensitive).")
+@click.option("--phone", default=None, help="caller: the phone number, in any common format.")
+@click.option(
+    "--limit", type=click.IntRange(1, 100_000), default=None, help="Row limit (top-callers, keyword, caller)."
+)
+@FORMAT_OPTION
+@click.option("--chart", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write a PNG chart.")
+@ATHENA_OPTION
+@SOURCE_OPTION
+@NO_CACHE_OPTION
+@DATA_DIR_OPTION
+def report(
+    name: str,
+    since: datetime | None,
+    until: datetime | None,
+    keyword: str | None,
+    phone: str | None,
+    limit: int | None,
+    output_format: str,
+    chart: Path | None,
+    athena: bool,
+    source: str | None,
+    no_cache: bool,
+    data_dir: Path | None,
+) -> None:
+    """Run a standard report.
+
+    \b
+    NAME is one of:
+      calls-per-day   calls, successes, minutes and cost per UTC day      (--chart)
+      agents          calls, average duration and total cost per agent
+      success-rate    success rate per agent                              (--chart)
+      top-callers     the numbers with the most calls
+      criteria        evaluation pass rate per criterion, failing first  (--chart)
+      keyword         transcript turns containing --keyword, with their conversation ids
+      caller          one caller's history (--phone)
+
+    \b
+    Examples:
+      callvault report calls-per-day --since 2025-07-01 --chart calls.png
+      callvault report keyword -k refund --format csv > refunds.csv
+      callvault report success-rate --athena
+    """
+    from services.analytics.reports import ReportArgs, run_report
+    from services.core.domain import phone as phones
+
+    settings = _settings(data_dir)
+    chosen = REPORTS[name]
+    if since and until and since > until:
+        raise click.BadParameter("--since is after --until", param_hint="--since")
+    e164 = None
+    if phone is not None:
+        e164 = phones.to_e164(phone, settings.default_region)
+        if e164 is None:
+            raise click.BadParameter(f"{phone!r} is not a phone number", param_hint="--phone")
+    if chart is not None and chosen.chart is None:
+        raise click.UsageError(f"report {name} has no chart; charts: calls-per-day, success-rate, criteria")
+    args = ReportArgs(since.date() if since else None, until.date() if until else None, keyword, e164, limit)
+    try:
+        from services.analytics.reports import bind
+
+        bind(chosen, args)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    engine = _engine(settings, athena=athena, source=source, no_cache=no_cache)
+    result = _run(lambda: run_report(engine, name, args))
+    print_result(result, output_format, chosen.title)
+    _report_athena_bytes(engine)
+    if chart is not None:
+        from services.analytics.charts import render
+
+        period = f"{args.since or 'start'} to {args.until or 'today'}" if since or until else "all time"
+        render(chosen, result, chart, subtitle=period)
+        click.echo(f"Chart written to {chart}", err=True)
+
+
+@click.command()
+@click.argument("query")
+@FORMAT_OPTION
+@ATHENA_OPTION
+@SOURCE_OPTION
+@NO_CACHE_OPTION
+@DATA_DIR_OPTION
+def sql(
+    query: str, output_format: str, athena: bool, source: str | None, no_cache: bool, data_dir: Path | None
+) -> None:
+    """Run ad-hoc SQL over the tables calls, messages and evaluations (the Glue names); - reads stdin.
+
+    \b
+    Examples:
+      callvault sql "SELECT dt, count(*) FROM calls GROUP BY dt ORDER BY dt"
+      callvault sql "SELECT criteria_id, result, count(*) FROM evaluations GROUP BY 1, 2"
+      callvault sql --source s3://my-analytics-bucket "SELECT count(*) FROM messages"
+    """
+    text = sys.stdin.read() if query == "-" else query
+    engine = _engine(_settings(data_dir), athena=athena, source=source, no_cache=no_cache)
+    result = _run(lambda: engine.query(text))
+    print_result(result, output_format)
+    _report_athena_bytes(engine)
+
+
+def _run(call: Any) -> "QueryResult":
+    import duckdb
+
+    from services.analytics.athena_engine import AthenaQueryFailed
+
+    try:
+        result: QueryResult = call()
+    except (duckdb.Error, AthenaQueryFailed) as exc:
+        raise click.ClickException(str(exc).strip()) from None
+    return result
+
+
+def _report_athena_bytes(engine: object) -> None:
+    scanned = getattr(engine, "last_bytes_scanned", None)
+    if scanned is not None:
+        cost = max(scanned, 10 * 1024 * 1024) / 1024**4 * 5.0
+        click.echo(f"Athena scanned {scanned / 1e6:,.2f} MB (about ${cost:.6f} at $5/TB, 10 MB minimum)", err=True)
+
+
+@click.command(name="backfill-analytics")
+@click.option("--prune", is_flag=True, help="Also delete rows of calls that are no longer in the archive.")
+@click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Calls processed at once.")
+@DATA_DIR_OPTION
+def backfill_analytics(prune: bool, workers: int, data_dir: Path | None) -> None:
+    """Rebuild the analytics tables from the archive (calls archived before them, or after a schema change).
+
+    Safe to run again and alongside the live webhook: each call's rows are overwritten in place.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from services.analytics.backfill import backfill_analytics as run_backfill
+    from services.core.wiring import build_analytics_store, build_storage
+
+    settings = _settings(data_dir)
+    storage = build_storage(settings)
+    analytics = build_analytics_store(settings)
+    show = sys.stderr.isatty() or bool(os.environ.get("CI"))
+    columns = (TextColumn("backfilling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not show, console=Console(stderr=True)) as bar:
+        task = bar.add_task("backfill", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = run_backfill(
+            storage.blobs,
+            storage.index,
+            analytics,
+            default_region=settings.default_region,
+            prune=prune,
+            workers=workers,
+            progress=progress,
+        )
+    click.echo(
+        f"{summary.calls} calls, {summary.messages} messages, {summary.evaluations} evaluation rows written; "
+        f"{summary.deleted} superseded objects deleted; {len(summary.failed)} failed",
+        err=True,
+    )
+    for key, reason in summary.failed[:20]:
+        click.echo(f"failed {key}: {reason}", err=True)
+    if summary.failed:
+        sys.exit(1)
+
+
+ANALYTICS_COMMANDS: Sequence[click.Command] = (report, sql, backfill_analytics)

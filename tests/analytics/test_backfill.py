@@ -1,0 +1,94 @@
+"""``backfill-analytics``: the same objects ingest would have written, once per call, however often run."""
+
+import time
+from pathlib import Path
+
+from services.analytics.backfill import backfill_analytics
+from services.analytics.rows import decode
+from services.analytics.tables import object_key
+from services.analytics.writer import AnalyticsWriter
+from services.core.adapters.fs_blob_store import FsBlobStore
+from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+from services.core.domain.models import WebhookEvent
+from services.ingest.service import Archiver
+from tests.analytics.callset import build_calls
+from tests.support import AUDIO, fixture_json
+
+
+def _archive_without_analytics() -> tuple[Archiver, list[str]]:
+    """Calls archived before the analytics tables existed (the case backfill is for)."""
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), time.time)
+    ids = []
+    for call in build_calls(10):
+        env = call.envelope
+        archiver.archive(WebhookEvent(env["type"], env["event_timestamp"], env["data"]))
+        ids.append(env["data"]["conversation_id"])
+    audio = fixture_json(AUDIO)
+    audio["data"]["conversation_id"] = "conv_test0001"
+    archiver.archive(WebhookEvent(audio["type"], audio["event_timestamp"], audio["data"]))
+    return archiver, ids
+
+
+def _live_objects() -> dict[str, bytes]:
+    """What ingest writes for the same events when analytics is on."""
+    analytics = MemoryBlobStore()
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), time.time, analytics=AnalyticsWriter(analytics))
+    for call in build_calls(10):
+        env = call.envelope
+        archiver.archive(WebhookEvent(env["type"], env["event_timestamp"], env["data"]))
+    audio = fixture_json(AUDIO)
+    audio["data"]["conversation_id"] = "conv_test0001"
+    archiver.archive(WebhookEvent(audio["type"], audio["event_timestamp"], audio["data"]))
+    return dict(analytics.objects)
+
+
+def test_backfill_writes_what_ingest_would_have(tmp_path: Path) -> None:
+    archiver, ids = _archive_without_analytics()
+    analytics = FsBlobStore(tmp_path / "analytics")
+    seen: list[tuple[int, int]] = []
+    summary = backfill_analytics(archiver.blobs, archiver.index, analytics, progress=lambda d, t: seen.append((d, t)))
+    assert summary.calls == len(ids) and not summary.failed
+    assert seen[-1] == (len(ids), len(ids))
+    backfilled = {key: analytics.get_bytes(key) for key in analytics.list_keys()}
+    assert backfilled == _live_objects()  # byte for byte, has_audio included
+
+
+def test_backfill_twice_leaves_one_object_and_one_row_per_call(tmp_path: Path) -> None:
+    archiver, ids = _archive_without_analytics()
+    analytics = FsBlobStore(tmp_path / "analytics")
+    backfill_analytics(archiver.blobs, archiver.index, analytics)
+    first = sorted(analytics.list_keys())
+    backfill_analytics(archiver.blobs, archiver.index, analytics, workers=1)
+    assert sorted(analytics.list_keys()) == first
+    calls = [row for key in first if key.startswith("calls/") for row in decode(analytics.get_bytes(key))]
+    assert sorted(row["conversation_id"] for row in calls) == sorted(ids)
+
+
+def test_backfill_removes_a_call_left_in_another_partition(tmp_path: Path) -> None:
+    archiver, _ids = _archive_without_analytics()
+    analytics = FsBlobStore(tmp_path / "analytics")
+    stale = object_key("calls", "2001-01-01", "conv_test0003")  # e.g. written under an older dt rule
+    analytics.put_bytes(stale, b"", "application/x-ndjson")
+    summary = backfill_analytics(archiver.blobs, archiver.index, analytics)
+    assert summary.deleted == 1
+    assert analytics.size(stale) is None
+
+
+def test_prune_removes_calls_erased_from_the_archive_and_only_with_prune(tmp_path: Path) -> None:
+    archiver, _ids = _archive_without_analytics()
+    analytics = FsBlobStore(tmp_path / "analytics")
+    erased = object_key("messages", "2025-07-02", "conv_erased")
+    analytics.put_bytes(erased, b"", "application/x-ndjson")
+    backfill_analytics(archiver.blobs, archiver.index, analytics)
+    assert analytics.size(erased) is not None
+    backfill_analytics(archiver.blobs, archiver.index, analytics, prune=True)
+    assert analytics.size(erased) is None
+
+
+def test_unreadable_documents_are_reported_by_name_without_the_phone_prefix(tmp_path: Path) -> None:
+    archiver, ids = _archive_without_analytics()
+    archiver.blobs.put_bytes("16125550101/conv_broken.json", b"{not json", "application/json")
+    analytics = FsBlobStore(tmp_path / "analytics")
+    summary = backfill_analytics(archiver.blobs, archiver.index, analytics, prune=True)
+    assert summary.failed == [("conv_broken.json", "not valid JSON")]
+    assert summary.calls == len(ids)

@@ -1,0 +1,115 @@
+"""``callvault report``, ``sql`` and ``backfill-analytics`` through click, on a data dir filled by
+``callvault import`` (which writes the analytics tables like the webhook does)."""
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from services.cli.main import cli
+from tests.support import FIXTURES
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("data")
+    result = CliRunner().invoke(cli, ["import", str(FIXTURES), "--data-dir", str(target)])
+    assert result.exit_code == 0, result.output
+    return target
+
+
+def _run(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_import_writes_the_tables_and_reports_read_them(data_dir: Path) -> None:
+    assert sorted(p.name for p in (data_dir / "analytics").iterdir()) == ["calls", "evaluations", "messages"]
+    rows = json.loads(_run("report", "calls-per-day", "--format", "json", "--data-dir", str(data_dir)))
+    assert rows == [
+        {
+            "day": "2025-07-06",
+            "calls": 3,
+            "successful": 0,
+            "avg_duration_secs": 4.7,
+            "total_duration_secs": 14,
+            "total_cost_usd": None,
+            "total_cost_credits": 90,
+        },
+        {
+            "day": "2025-07-07",
+            "calls": 1,
+            "successful": 0,
+            "avg_duration_secs": 7.0,
+            "total_duration_secs": 7,
+            "total_cost_usd": None,
+            "total_cost_credits": 45,
+        },
+    ]
+
+
+def test_caller_history_accepts_any_phone_format(data_dir: Path) -> None:
+    out = _run("report", "caller", "--phone", "(612) 555-0142", "--format", "csv", "--data-dir", str(data_dir))
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["conversation_id"] for r in rows] == ["conv_01jzfrjvcce0vsea1fcbpp9p04"]
+    assert rows[0]["has_audio"] == "True"  # the audio fixture was imported too
+
+
+def test_keyword_table_output(data_dir: Path) -> None:
+    out = _run("report", "keyword", "-k", "maria", "--no-cache", "--data-dir", str(data_dir))
+    assert "conv_01jzfrjvcce0vsea1fcbpp9p04" in out and "3 row(s)" in out
+
+
+def test_sql_uses_the_glue_table_names(data_dir: Path) -> None:
+    out = _run(
+        "sql",
+        "SELECT kind, count(*) AS n FROM evaluations GROUP BY kind ORDER BY kind",
+        "--format",
+        "json",
+        "--data-dir",
+        str(data_dir),
+    )
+    assert json.loads(out) == [{"kind": "criterion", "n": 15}, {"kind": "data", "n": 15}]
+
+
+def test_bad_sql_is_a_clean_error(data_dir: Path) -> None:
+    result = CliRunner().invoke(cli, ["sql", "SELECT nope FROM calls", "--data-dir", str(data_dir)])
+    assert result.exit_code == 1
+    assert "nope" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name", ["calls-per-day", "success-rate", "criteria"])
+def test_chart_writes_a_png(data_dir: Path, tmp_path: Path, name: str) -> None:
+    target = tmp_path / f"{name}.png"
+    _run("report", name, "--chart", str(target), "--data-dir", str(data_dir))
+    blob = target.read_bytes()
+    assert blob[:8] == b"\x89PNG\r\n\x1a\n" and len(blob) > 10_000
+
+
+def test_usage_errors(data_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    for args, message in [
+        (["report", "keyword"], "keyword"),
+        (["report", "caller", "--phone", "not a phone"], "not a phone number"),
+        (["report", "top-callers", "--chart", str(tmp_path / "x.png")], "has no chart"),
+        (["report", "agents", "--since", "2025-07-07", "--until", "2025-07-01"], "after --until"),
+        (["report", "nonsense"], "nonsense"),
+    ]:
+        result = runner.invoke(cli, [*args, "--data-dir", str(data_dir)])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output
+
+
+def test_backfill_rebuilds_deleted_tables(data_dir: Path, tmp_path: Path) -> None:
+    before = sorted(p.relative_to(data_dir).as_posix() for p in (data_dir / "analytics").rglob("*.json.gz"))
+    for path in (data_dir / "analytics").rglob("*.json.gz"):
+        path.unlink()
+    result = CliRunner().invoke(cli, ["backfill-analytics", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert "4 calls" in result.output
+    after = sorted(p.relative_to(data_dir).as_posix() for p in (data_dir / "analytics").rglob("*.json.gz"))
+    assert after == before

@@ -1,0 +1,49 @@
+"""The ingest Lambda writes the analytics objects to their own bucket before answering 200 (moto)."""
+
+import gzip
+import json
+from collections.abc import Iterator
+
+import boto3
+import pytest
+
+from services.analytics.tables import object_key
+from tests.integration.test_ingest_lambda import CONVERSATION, _cold_start, invoke
+from tests.integration.test_ingest_lambda import aws as aws  # the fixture, reused here
+from tests.support import AUDIO, TRANSCRIPTION, fixture_bytes
+
+ANALYTICS_BUCKET = "callvault-analytics-lambda-test"
+
+
+@pytest.fixture
+def analytics_bucket(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    boto3.client("s3").create_bucket(Bucket=ANALYTICS_BUCKET)
+    monkeypatch.setenv("CALLVAULT_ANALYTICS_BUCKET", ANALYTICS_BUCKET)
+    _cold_start()
+    yield ANALYTICS_BUCKET
+
+
+def _keys(bucket: str) -> list[str]:
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket)
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def test_lambda_writes_the_three_tables_to_the_analytics_bucket(analytics_bucket: str) -> None:
+    for _ in range(2):  # a redelivery overwrites
+        status, _body = invoke(fixture_bytes(TRANSCRIPTION))
+        assert status == 200
+    assert _keys(analytics_bucket) == sorted(
+        object_key(t, "2025-07-06", CONVERSATION) for t in ("calls", "messages", "evaluations")
+    )
+    status, _body = invoke(fixture_bytes(AUDIO), base64_body=True)
+    assert status == 200
+    blob = boto3.client("s3").get_object(Bucket=analytics_bucket, Key=object_key("calls", "2025-07-06", CONVERSATION))
+    [row] = [json.loads(line) for line in gzip.decompress(blob["Body"].read()).splitlines()]
+    assert row["conversation_id"] == CONVERSATION and row["has_audio"] is True
+    # Nothing of the analytics tables lands in the archive bucket.
+    assert not [k for k in _keys("callvault-archive-lambda-test") if k.endswith(".json.gz")]
+
+
+def test_lambda_without_an_analytics_bucket_still_archives(aws: None) -> None:
+    status, body = invoke(fixture_bytes(TRANSCRIPTION))
+    assert (status, body["status"]) == (200, "stored")

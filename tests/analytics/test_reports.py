@@ -1,0 +1,135 @@
+"""Every standard report on the fixture call set, against numbers computed from the payloads."""
+
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.analytics.duckdb_engine import DuckDbEngine
+from services.analytics.reports import REPORTS, ReportArgs, bind, run_report
+from tests.analytics import callset
+from tests.analytics.callset import Call
+
+
+@pytest.fixture(params=["files", "cache"], scope="module")
+def engine(
+    request: pytest.FixtureRequest, analytics_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DuckDbEngine]:
+    cache = tmp_path_factory.mktemp("cache") / "cache.duckdb" if request.param == "cache" else None
+    with DuckDbEngine.local(analytics_root, cache) as built:
+        yield built
+
+
+def _rows(engine: DuckDbEngine, name: str, **args: Any) -> list[dict[str, Any]]:
+    return run_report(engine, name, ReportArgs(**args)).dicts()
+
+
+def test_calls_per_day_matches_payloads(engine: DuckDbEngine, calls: list[Call]) -> None:
+    rows = _rows(engine, "calls-per-day")
+    expected = callset.expected_per_day(calls)
+    assert [r["day"] for r in rows] == sorted(expected)
+    for row in rows:
+        want = expected[row["day"]]
+        assert row["calls"] == want["calls"]
+        assert row["successful"] == want["successful"]
+        assert row["avg_duration_secs"] == pytest.approx(round(want["avg_duration_secs"], 1))
+        assert row["total_duration_secs"] == want["total_duration_secs"]
+        assert row["total_cost_usd"] == pytest.approx(want["total_cost_usd"])
+        assert row["total_cost_credits"] == want["total_cost_credits"]
+    assert sum(r["calls"] for r in rows) == len(calls)
+
+
+def test_since_and_until_are_inclusive_days(engine: DuckDbEngine, calls: list[Call]) -> None:
+    days = list(callset.iter_days(calls))
+    since, until = days[1], days[2]
+    rows = _rows(engine, "calls-per-day", since=date.fromisoformat(since), until=date.fromisoformat(until))
+    assert [r["day"] for r in rows] == [since, until]
+    assert sum(r["calls"] for r in rows) == len(callset.in_range(calls, since, until))
+
+
+def test_agents_report_calls_duration_and_cost(engine: DuckDbEngine, calls: list[Call]) -> None:
+    rows = _rows(engine, "agents")
+    expected = callset.expected_agents(calls)
+    assert {r["agent_id"] for r in rows} == set(expected)
+    assert [r["calls"] for r in rows] == sorted((e["calls"] for e in expected.values()), reverse=True)
+    for row in rows:
+        want = expected[row["agent_id"]]
+        assert row["agent_name"] == want["agent_name"]
+        assert row["calls"] == want["calls"]
+        assert row["avg_duration_secs"] == pytest.approx(round(want["avg_duration_secs"], 1))
+        assert row["total_duration_secs"] == want["total_duration_secs"]
+        assert row["total_cost_usd"] == pytest.approx(want["total_cost_usd"])
+        assert row["total_cost_credits"] == want["total_cost_credits"]
+
+
+def test_success_rate_per_agent(engine: DuckDbEngine, calls: list[Call]) -> None:
+    rows = _rows(engine, "success-rate")
+    expected = callset.expected_agents(calls)
+    for row in rows:
+        want = expected[row["agent_id"]]
+        assert (row["successful"], row["failed"], row["unknown"]) == (
+            want["successful"],
+            want["failed"],
+            want["unknown"],
+        )
+        assert row["success_rate"] == pytest.approx(round(want["success_rate"], 4))
+    rates = [r["success_rate"] for r in rows]
+    assert rates == sorted(rates, reverse=True)
+
+
+def test_top_callers(engine: DuckDbEngine, calls: list[Call]) -> None:
+    rows = _rows(engine, "top-callers", limit=2)
+    expected = callset.expected_callers(calls)
+    ranked = sorted(expected.items(), key=lambda kv: (-kv[1], kv[0]))[:2]
+    assert [(r["phone"], r["calls"]) for r in rows] == ranked
+    everyone = _rows(engine, "top-callers")
+    assert {r["phone"]: r["calls"] for r in everyone} == expected  # numbers normalised: +1 612 555 0102 -> E.164
+
+
+def test_criteria_pass_rate(engine: DuckDbEngine, calls: list[Call]) -> None:
+    rows = _rows(engine, "criteria")
+    expected = callset.expected_criteria(calls)
+    assert {r["criteria_id"] for r in rows} == set(expected)
+    for row in rows:
+        want = expected[row["criteria_id"]]
+        for column in ("evaluated", "passed", "failed", "unknown"):
+            assert row[column] == want[column], column
+        assert row["pass_rate"] == pytest.approx(round(want["pass_rate"], 4))
+    assert [r["pass_rate"] for r in rows] == sorted(r["pass_rate"] for r in rows)
+
+
+def test_keyword_search_finds_every_matching_turn(engine: DuckDbEngine, calls: list[Call]) -> None:
+    rows = _rows(engine, "keyword", keyword="Refund", limit=10_000)
+    assert {(r["conversation_id"], r["turn_index"]) for r in rows} == callset.expected_keyword(calls, "refund")
+    assert all("refund" in r["text"].lower() for r in rows)
+    assert len(rows) > 3
+
+
+def test_keyword_search_treats_wildcards_as_text(engine: DuckDbEngine) -> None:
+    assert _rows(engine, "keyword", keyword="%") == []
+    assert _rows(engine, "keyword", keyword="'; DROP TABLE messages; --") == []
+
+
+def test_caller_history_newest_first(engine: DuckDbEngine, calls: list[Call]) -> None:
+    rows = _rows(engine, "caller", phone="+16125550101")
+    assert [r["conversation_id"] for r in rows] == callset.expected_history(calls, "+16125550101")
+    assert len(rows) >= 2
+
+
+def test_reports_need_their_parameters() -> None:
+    with pytest.raises(ValueError, match="keyword"):
+        bind(REPORTS["keyword"], ReportArgs())
+    with pytest.raises(ValueError, match="phone"):
+        bind(REPORTS["caller"], ReportArgs())
+    with pytest.raises(ValueError, match="limit"):
+        REPORTS["top-callers"].text(0)
+
+
+def test_every_report_runs_on_an_empty_folder(tmp_path: Path) -> None:
+    with DuckDbEngine.local(tmp_path / "nothing") as empty:
+        for name in REPORTS:
+            result = run_report(empty, name, ReportArgs(keyword="x", phone="+16125550101"))
+            assert result.rows == []
+            assert result.columns

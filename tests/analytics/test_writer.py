@@ -1,0 +1,216 @@
+"""Rows, keys and the ingest hook: what lands in the analytics store for each event, and how often."""
+
+import copy
+import time
+from typing import Any
+
+import pytest
+
+from services.analytics.rows import check_row_types, decode, encode
+from services.analytics.tables import (
+    CALLS,
+    COLUMNS,
+    EVALUATIONS,
+    MESSAGES,
+    TABLES,
+    object_key,
+    parse_object_key,
+    partition_of,
+)
+from services.analytics.writer import AnalyticsWriter
+from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+from services.core.domain.errors import StorageUnavailable
+from services.core.domain.models import WebhookEvent
+from services.ingest.service import Archiver
+from tests.support import AUDIO, INITIATION_FAILURE, TRANSCRIPTION, TRANSCRIPTION_WEB, fixture_json
+
+CONVERSATION = "conv_01jzfrjvcce0vsea1fcbpp9p04"
+
+
+def _event(name: str) -> WebhookEvent:
+    body = fixture_json(name)
+    return WebhookEvent(body["type"], body["event_timestamp"], body["data"])
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.archive = MemoryBlobStore()
+        self.analytics = MemoryBlobStore()
+        self.archiver = Archiver(self.archive, MemoryCallIndex(), time.time, analytics=AnalyticsWriter(self.analytics))
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        return [row for key in self.analytics.list_keys(table + "/") for row in decode(self.analytics.get_bytes(key))]
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return Harness()
+
+
+def test_transcription_writes_three_objects_with_the_payload_facts(harness: Harness) -> None:
+    harness.archiver.archive(_event(TRANSCRIPTION))
+    assert sorted(harness.analytics.objects) == sorted(
+        object_key(t, "2025-07-06", CONVERSATION) for t in (CALLS, MESSAGES, EVALUATIONS)
+    )
+    [call] = harness.rows(CALLS)
+    assert call["phone"] == "+16125550142"
+    assert call["direction"] == "inbound"
+    assert call["started_at"] == 1751802015
+    assert call["start_time"] == "2025-07-06 11:40:15"
+    assert (call["duration_secs"], call["cost_credits"], call["cost_usd"]) == (7, 45, None)
+    assert call["call_successful"] == "failure"
+    assert call["termination_reason"] == "Client disconnected: 1005"
+    assert (call["message_count"], call["agent_message_count"], call["user_message_count"]) == (1, 1, 0)
+    assert (call["criteria_count"], call["criteria_failed"]) == (5, 1)
+    assert call["has_audio"] is False
+    [turn] = harness.rows(MESSAGES)
+    assert turn["text"].startswith("Hello, Maria.")
+    assert (turn["turn_index"], turn["role"], turn["interrupted"], turn["tool_names"]) == (0, "agent", True, [])
+    evaluations = harness.rows(EVALUATIONS)
+    criteria = {e["criteria_id"]: e["result"] for e in evaluations if e["kind"] == "criterion"}
+    assert criteria["session_closure"] == "failure" and len(criteria) == 5
+    data = {e["criteria_id"]: e["value"] for e in evaluations if e["kind"] == "data"}
+    assert data["user_name"] == "Maria" and data["key_life_event"] is None and len(data) == 5
+
+
+def test_rows_have_exactly_the_glue_columns_and_types(harness: Harness) -> None:
+    for name in (TRANSCRIPTION, TRANSCRIPTION_WEB, INITIATION_FAILURE):
+        harness.archiver.archive(_event(name))
+    for table in TABLES:
+        rows = harness.rows(table)
+        assert rows or table != CALLS
+        for row in rows:
+            assert check_row_types(table, row) == []
+            assert "dt" not in row  # the partition column is never inside the data (Athena refuses both)
+
+
+def test_check_row_types_catches_a_wrong_type() -> None:
+    row: dict[str, object] = {name: None for name, _type in COLUMNS[CALLS]}
+    row["duration_secs"] = "7"
+    assert check_row_types(CALLS, row) == ["calls.duration_secs: '7' is not bigint"]
+
+
+def test_data_collection_values_as_text() -> None:
+    event = _event(TRANSCRIPTION)
+    results = event.data["analysis"]["data_collection_results"]
+    results["session_date"]["value"] = "None"
+    results["comfort_level"]["value"] = {"score": 3}
+    results["consent_given"]["value"] = True
+    harness = Harness()
+    harness.archiver.archive(event)
+    values = {e["criteria_id"]: e["value"] for e in harness.rows(EVALUATIONS) if e["kind"] == "data"}
+    assert values["session_date"] is None
+    assert values["comfort_level"] == '{"score":3}'
+    assert values["consent_given"] == "true"
+
+
+def test_redelivery_overwrites_and_leaves_one_row_per_call(harness: Harness) -> None:
+    for _ in range(3):
+        assert harness.archiver.archive(_event(TRANSCRIPTION)).outcome == "stored"
+    assert len(harness.analytics.objects) == 3
+    assert len(harness.rows(CALLS)) == 1
+    assert len(harness.rows(EVALUATIONS)) == 10
+
+
+def test_a_newer_event_replaces_the_rows(harness: Harness) -> None:
+    harness.archiver.archive(_event(TRANSCRIPTION))
+    newer = _event(TRANSCRIPTION)
+    newer = WebhookEvent(newer.type, (newer.event_timestamp or 0) + 60, copy.deepcopy(newer.data))
+    newer.data["analysis"]["call_successful"] = "success"
+    newer.data["transcript"] = newer.data["transcript"] * 3
+    harness.archiver.archive(newer)
+    [call] = harness.rows(CALLS)
+    assert call["call_successful"] == "success"
+    assert len(harness.rows(MESSAGES)) == 3
+
+
+def test_a_stale_event_writes_nothing(harness: Harness) -> None:
+    event = _event(TRANSCRIPTION)
+    harness.archiver.archive(WebhookEvent(event.type, (event.event_timestamp or 0) + 60, event.data))
+    before = dict(harness.analytics.objects)
+    older = copy.deepcopy(event.data)
+    older["analysis"]["call_successful"] = "success"
+    assert harness.archiver.archive(WebhookEvent(event.type, event.event_timestamp, older)).outcome == "stale"
+    assert harness.analytics.objects == before
+
+
+def test_a_call_whose_start_moves_leaves_no_row_in_the_old_partition(harness: Harness) -> None:
+    event = _event(TRANSCRIPTION)
+    harness.archiver.archive(event)
+    moved = copy.deepcopy(event.data)
+    moved["metadata"]["start_time_unix_secs"] += 2 * 86400
+    harness.archiver.archive(WebhookEvent(event.type, (event.event_timestamp or 0) + 1, moved))
+    assert sorted(parse_object_key(k)[1] for k in harness.analytics.objects) == ["2025-07-08"] * 3  # type: ignore[index]
+
+
+def test_audio_after_the_transcript_sets_has_audio(harness: Harness) -> None:
+    harness.archiver.archive(_event(TRANSCRIPTION))
+    assert harness.rows(CALLS)[0]["has_audio"] is False
+    harness.archiver.archive(_event(AUDIO))
+    assert harness.rows(CALLS)[0]["has_audio"] is True
+    assert len(harness.rows(CALLS)) == 1
+
+
+def test_audio_before_the_transcript_is_seen_when_the_row_is_written(harness: Harness) -> None:
+    harness.archiver.archive(_event(AUDIO))
+    assert harness.analytics.objects == {}  # no call row yet: nothing to patch
+    harness.archiver.archive(_event(TRANSCRIPTION))
+    assert harness.rows(CALLS)[0]["has_audio"] is True
+
+
+def test_initiation_failure_has_a_call_row_and_empty_tables(harness: Harness) -> None:
+    harness.archiver.archive(_event(INITIATION_FAILURE))
+    [call] = harness.rows(CALLS)
+    assert (call["status"], call["call_successful"], call["failure_reason"]) == (
+        "initiation_failed",
+        "failure",
+        "no-answer",
+    )
+    assert call["phone"] == "+16125550188" and call["duration_secs"] == 0
+    assert harness.rows(MESSAGES) == [] and harness.rows(EVALUATIONS) == []
+    assert len(harness.analytics.objects) == 3  # empty objects replace any older rows of the call
+
+
+class FailingStore(MemoryBlobStore):
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        raise StorageUnavailable("analytics store down")
+
+
+def test_an_analytics_failure_fails_the_event_so_the_sender_retries() -> None:
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), time.time, analytics=AnalyticsWriter(FailingStore()))
+    with pytest.raises(StorageUnavailable):
+        archiver.archive(_event(TRANSCRIPTION))
+
+
+def test_encoding_is_deterministic_gzip_json_lines() -> None:
+    rows = [{"conversation_id": "c1", "turn_index": 0, "text": "héllo"}, {"conversation_id": "c1", "turn_index": 1}]
+    blob = encode(MESSAGES, rows)
+    assert blob == encode(MESSAGES, rows)
+    assert blob[:2] == b"\x1f\x8b"
+    decoded = decode(blob)
+    assert [list(r) for r in decoded] == [[n for n, _t in COLUMNS[MESSAGES]]] * 2
+    assert decoded[0]["text"] == "héllo" and decoded[1]["text"] is None
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "calls/dt=2025-07-06/conv_1.json",
+        "raw/dt=2025-07-06/conv_1.json.gz",
+        "calls/2025-07-06/conv_1.json.gz",
+        "calls/dt=2025-7-6/conv_1.json.gz",
+        "calls/dt=2025-07-06/x/conv_1.json.gz",
+    ],
+)
+def test_parse_object_key_rejects_foreign_keys(key: str) -> None:
+    assert parse_object_key(key) is None
+
+
+def test_object_keys_round_trip_and_refuse_bad_ids() -> None:
+    key = object_key(MESSAGES, partition_of(1751802015), "conv_1")
+    assert key == "messages/dt=2025-07-06/conv_1.json.gz"
+    assert parse_object_key(key) == (MESSAGES, "2025-07-06", "conv_1")
+    with pytest.raises(Exception, match="conversation_id"):
+        object_key(CALLS, "2025-07-06", "../etc/passwd")
+    with pytest.raises(ValueError):
+        object_key(CALLS, "2025/07/06", "conv_1")
