@@ -1,0 +1,117 @@
+"""``callvault memory ...``: the local memory outbox for people at a terminal.
+
+- ``status``: how many memory jobs are pending, running, done and failed, and why recent ones failed.
+- ``retry``: put failed jobs back to pending (all, or one ``--conversation-id``); a running
+  ``callvault serve`` picks them up within a poll, otherwise the next start does.
+- ``forget PHONE``: erase everything the memory store holds about one caller (history included).
+  The archive and index are untouched; that is a separate decision.
+
+They work on the data dir directly (no server needed). On AWS, jobs live in SQS: re-drive the
+dead-letter queue instead (docs/memory.md).
+"""
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from services.core.config import Settings
+
+if TYPE_CHECKING:  # imported lazily below: `callvault --help` must not load the memory package
+    from services.memory.outbox import SqliteOutbox
+
+# Same option as in main.py; repeated here so this module does not import the command group it joins.
+DATA_DIR_OPTION = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the local archive lives [env CALLVAULT_DATA_DIR; default ./callvault-data].",
+)
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    settings = Settings()
+    return settings.model_copy(update={"data_dir": data_dir}) if data_dir is not None else settings
+
+
+def _outbox(settings: Settings) -> "SqliteOutbox":
+    from services.memory.outbox import SqliteOutbox
+    from services.memory.wiring import INDEX_FILE
+
+    if settings.backend != "local":
+        raise click.UsageError("memory jobs are in SQS on AWS: see docs/memory.md (re-drive the dead-letter queue)")
+    path = settings.data_dir / INDEX_FILE
+    if not path.exists():
+        raise click.UsageError(f"no index at {path}: run `callvault serve` or `callvault import` first")
+    return SqliteOutbox(path)
+
+
+@click.group()
+def memory() -> None:
+    """Caller memory: job status, re-drive failed jobs, erase a caller."""
+
+
+@memory.command()
+@DATA_DIR_OPTION
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(0, 1000), help="Failed jobs to list.")
+def status(data_dir: Path | None, limit: int) -> None:
+    """Count memory jobs by state and list the latest failures."""
+    outbox = _outbox(_settings(data_dir))
+    counts = outbox.counts()
+    click.echo("  ".join(f"{state}: {count}" for state, count in counts.items()))
+    for row in outbox.rows("failed", limit) if limit else []:
+        when = datetime.fromtimestamp(row.updated_at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        click.echo(f"failed  {row.conversation_id}  attempts={row.attempts}  {when}  {row.last_error or ''}")
+
+
+@memory.command()
+@DATA_DIR_OPTION
+@click.option("--conversation-id", default=None, help="Only this conversation's job.")
+def retry(data_dir: Path | None, conversation_id: str | None) -> None:
+    """Put failed memory jobs back to pending, with a fresh attempt budget."""
+    count = _outbox(_settings(data_dir)).retry_failed(conversation_id)
+    click.echo(f"{count} failed memory job{'s' if count != 1 else ''} back to pending")
+    if conversation_id and not count:
+        sys.exit(1)
+
+
+@memory.command()
+@click.argument("phone")
+@DATA_DIR_OPTION
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def forget(phone: str, data_dir: Path | None, yes: bool) -> None:
+    """Erase every memory of the caller PHONE (memories and their history).
+
+    Stop `callvault serve` first when the back end is the local one: its store is locked to one
+    process.
+    """
+    from services.core.domain import phone as phone_domain
+    from services.core.domain.errors import CallVaultError
+    from services.memory.wiring import build_memory_store
+    from services.search.params import parse_phone
+
+    settings = _settings(data_dir)
+    try:
+        e164 = parse_phone(phone, settings.default_region)
+    except CallVaultError as exc:
+        raise click.BadParameter(exc.message, param_hint="PHONE") from None
+    if not yes:
+        click.confirm(f"Erase all memories of {phone_domain.mask(e164)}?", abort=True)
+    try:
+        store = build_memory_store(settings)
+    except CallVaultError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    try:
+        count = store.delete_caller(e164)
+    except CallVaultError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    finally:
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
+    click.echo(f"erased {count} memor{'ies' if count != 1 else 'y'}")
+
+
+MEMORY_COMMANDS = [memory]

@@ -1,0 +1,47 @@
+"""Lambda entry for the memory read routes on AWS: ``services.memory.api_handler.lambda_handler``.
+
+A function of its own because it imports ``mem0`` (the Platform client) and the search function must
+not. Same API keys as the search API for ``/callers/...``; the agent secret for the two ElevenLabs
+endpoints. Built once per cold start; the Mem0 client itself connects on first use.
+"""
+
+import time
+from typing import Any
+
+from mangum import Mangum
+
+from services.core.config import get_settings
+from services.core.logging import get_logger
+from services.core.wiring import build_storage
+from services.search.auth import ApiKeys
+from services.search.credentials import configured_api_key_hashes
+
+from .app import create_memory_app
+from .router import MemoryContext
+from .service import AgentSecrets
+from .wiring import agent_secrets, build_memory_store
+
+_handler: Mangum | None = None
+
+
+def _build() -> Mangum:
+    settings = get_settings()
+    logger = get_logger("callvault-memory-api", settings.log_level)
+    context = MemoryContext(
+        store=build_memory_store(settings),
+        index=build_storage(settings).index,
+        agent_secrets=AgentSecrets(agent_secrets(settings)),
+        default_region=settings.default_region,
+        first_message=settings.agent_first_message,
+        logger=logger,
+        clock=time.time,
+    )
+    app = create_memory_app(context, ApiKeys(configured_api_key_hashes(settings)), logger)
+    return Mangum(app, lifespan="off", api_gateway_base_path=settings.api_base_path)
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> Any:
+    global _handler
+    if _handler is None:
+        _handler = _build()
+    return _handler(event, context)

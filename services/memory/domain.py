@@ -1,0 +1,268 @@
+"""What CallVault remembers about a caller, built from one archived transcription. Pure functions.
+
+Per call and caller (Mem0 ``user_id`` = the caller's E.164 number):
+- one **factual** memory: the transcript summary, the evaluation results and the data-collection
+  values (nulls and the string ``"None"`` skipped), so one search hit says what the call was about;
+- **semantic** memories: one per non-empty transcript turn (agent -> ``assistant``, user -> ``user``),
+  so a question about something the caller said finds the words they used.
+
+Every memory carries ``type``, ``conversation_id``, ``agent_id``, ``started_at`` (and ``turn`` /
+``caller_name`` where they apply). The memory is a copy: the archive stays the record.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from services.core.domain import keys, payload
+from services.core.domain.errors import InvalidPayload
+
+MemoryType = Literal["factual", "semantic"]
+MEMORY_TYPES: tuple[MemoryType, ...] = ("factual", "semantic")
+Role = Literal["user", "assistant"]
+
+# The index row's ``memory_status``: where this call's memories are.
+MemoryStatus = Literal["pending", "done", "failed", "skipped_no_phone"]
+STATUS_PENDING: MemoryStatus = "pending"
+STATUS_DONE: MemoryStatus = "done"
+STATUS_FAILED: MemoryStatus = "failed"
+STATUS_SKIPPED_NO_PHONE: MemoryStatus = "skipped_no_phone"
+
+# Mem0 2.x drops ``user_id``/``agent_id``/``run_id`` from metadata (they are its scoping ids), and
+# passing the ElevenLabs agent as Mem0's ``agent_id`` would split a caller's memories per agent.
+# So the agent is stored under this key and shown as ``agent_id`` everywhere else.
+AGENT_KEY = "call_agent_id"
+
+FACTUAL_MAX_CHARS = 4000  # a summary is ~500 chars; this bounds a call with hundreds of data fields
+_NAME_KEY = re.compile(r"(^|_)(name|full_name|first_name)$", re.IGNORECASE)
+_NAME_MAX_CHARS = 80
+_ROLES: dict[str, Role] = {"agent": "assistant", "user": "user"}
+
+
+@dataclass(frozen=True)
+class MemoryItem:
+    """One memory to store: its text, the Mem0 message role, and the metadata filters work on."""
+
+    text: str
+    role: Role
+    type: MemoryType
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConversationMemories:
+    """Everything one archived call contributes to its caller's memory."""
+
+    conversation_id: str
+    phone: str | None  # None: a web/SDK call; nothing is stored
+    agent_id: str | None
+    started_at: int | None
+    caller_name: str | None
+    items: tuple[MemoryItem, ...]
+
+
+@dataclass(frozen=True)
+class StoredMemory:
+    """One memory as a back end returns it, with our metadata read back out."""
+
+    id: str
+    text: str
+    type: str | None = None
+    role: str | None = None
+    conversation_id: str | None = None
+    agent_id: str | None = None
+    started_at: int | None = None
+    turn: int | None = None
+    caller_name: str | None = None
+    score: float | None = None
+    created_at: str | None = None
+
+    @classmethod
+    def from_metadata(
+        cls,
+        memory_id: str,
+        text: str,
+        metadata: dict[str, Any],
+        *,
+        role: str | None = None,
+        score: float | None = None,
+        created_at: str | None = None,
+    ) -> "StoredMemory":
+        return cls(
+            id=memory_id,
+            text=text,
+            type=_str(metadata.get("type")),
+            role=role or _str(metadata.get("role")),
+            conversation_id=_str(metadata.get("conversation_id")),
+            agent_id=_str(metadata.get(AGENT_KEY)),
+            started_at=_int(metadata.get("started_at")),
+            turn=_int(metadata.get("turn")),
+            caller_name=_str(metadata.get("caller_name")),
+            score=score,
+            created_at=created_at,
+        )
+
+
+def listing_order(memory: StoredMemory) -> tuple[int, str, int, str]:
+    """Newest call first; within a call the factual memory, then the turns in the order spoken."""
+    turn = memory.turn if memory.turn is not None else -1
+    return (-(memory.started_at or 0), memory.conversation_id or "", turn, memory.created_at or "")
+
+
+# Aliases for modules whose classes have a ``list`` method (it shadows the builtin in the class body).
+Memories = list[StoredMemory]
+Ids = list[str]
+
+
+@dataclass(frozen=True)
+class MemoryJob:
+    """A request to (re)build one call's memories. Small on purpose: the worker reads the transcript.
+
+    ``transcript_key`` saves the worker an index read; ``event_at`` tells two deliveries apart (the
+    SQS deduplication id) without putting any call content in the queue.
+    """
+
+    conversation_id: str
+    transcript_key: str | None = None
+    event_at: int | None = None
+
+    def to_json(self) -> str:
+        return orjson.dumps(
+            {"conversation_id": self.conversation_id, "transcript_key": self.transcript_key, "event_at": self.event_at}
+        ).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> "MemoryJob":
+        """Raise ``ValueError`` for a body that is not a job (a poison message, never retried usefully)."""
+        try:
+            body = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError("memory job body is not JSON") from exc
+        if not isinstance(body, dict):
+            raise ValueError("memory job body is not an object")
+        try:
+            conversation_id = keys.check_conversation_id(body.get("conversation_id"))
+        except InvalidPayload as exc:
+            raise ValueError("memory job has no valid conversation_id") from exc
+        key = body.get("transcript_key")
+        event_at = body.get("event_at")
+        return cls(
+            conversation_id,
+            key if isinstance(key, str) and key else None,
+            event_at if isinstance(event_at, int) and not isinstance(event_at, bool) else None,
+        )
+
+
+def build_conversation_memories(
+    data: dict[str, Any], *, phone: str | None = None, default_region: str = "US"
+) -> ConversationMemories:
+    """The memories of one transcription ``data`` (the archived document).
+
+    ``phone`` is the index row's number when known (so memory and index agree); otherwise it is
+    read from the payload exactly as ingest reads it.
+    """
+    conversation_id = keys.check_conversation_id(data.get("conversation_id"))
+    caller = phone or payload.customer_phone(data, default_region)
+    metadata = _obj(data.get("metadata"))
+    analysis = _obj(data.get("analysis"))
+    agent_id = _str(data.get("agent_id"))
+    started_at = _int(metadata.get("start_time_unix_secs"))
+    name = caller_name(analysis)
+    base: dict[str, Any] = {"conversation_id": conversation_id}
+    if agent_id is not None:
+        base[AGENT_KEY] = agent_id
+    if started_at is not None:
+        base["started_at"] = started_at
+    items: list[MemoryItem] = []
+    fact = factual_text(analysis)
+    if fact:
+        fact_meta = {**base, "type": "factual"}
+        if name:
+            fact_meta["caller_name"] = name
+        items.append(MemoryItem(fact, "assistant", "factual", fact_meta))
+    transcript = data.get("transcript")
+    for turn_no, turn in enumerate(transcript if isinstance(transcript, list) else []):
+        if not isinstance(turn, dict):
+            continue
+        role = _ROLES.get(str(turn.get("role")))
+        text = _turn_text(turn.get("message"))
+        if role is None or text is None:
+            continue
+        items.append(MemoryItem(text, role, "semantic", {**base, "type": "semantic", "turn": turn_no}))
+    return ConversationMemories(conversation_id, caller, agent_id, started_at, name, tuple(items))
+
+
+def factual_text(analysis: dict[str, Any]) -> str | None:
+    """Summary, evaluation results and collected values as short labelled lines; None if all empty."""
+    lines: list[str] = []
+    summary = _str(analysis.get("transcript_summary"))
+    if summary and summary.strip():
+        lines.append("Call summary: " + " ".join(summary.split()))
+    results = [
+        f"{name}: {_scalar(entry.get('result'))}"
+        for name, entry in _obj(analysis.get("evaluation_criteria_results")).items()
+        if isinstance(entry, dict) and _present(entry.get("result"))
+    ]
+    if results:
+        lines.append("Evaluation results: " + "; ".join(results))
+    collected = [
+        f"{name}: {_scalar(entry.get('value'))}"
+        for name, entry in _obj(analysis.get("data_collection_results")).items()
+        if isinstance(entry, dict) and _present(entry.get("value"))
+    ]
+    if collected:
+        lines.append("Data collected: " + "; ".join(collected))
+    text = "\n".join(lines)
+    return text[:FACTUAL_MAX_CHARS] if text else None
+
+
+def caller_name(analysis: dict[str, Any]) -> str | None:
+    """A data-collection value whose id looks like a name (``user_name``, ``caller_name``, ``name``...)."""
+    for name, entry in _obj(analysis.get("data_collection_results")).items():
+        if not isinstance(entry, dict) or not _NAME_KEY.search(str(name)):
+            continue
+        value = entry.get("value")
+        if isinstance(value, str) and _present(value) and len(value.strip()) <= _NAME_MAX_CHARS:
+            return " ".join(value.split())
+    return None
+
+
+def _present(value: object) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, str):
+        text = value.strip()
+        return bool(text) and text != "None"
+    return True
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, str):
+        return " ".join(value.split())
+    return orjson.dumps(value).decode()
+
+
+def _turn_text(value: object) -> str | None:
+    # ElevenLabs writes null or "..." for turns that carried no words (a tool call, an interruption).
+    if not isinstance(value, str):
+        return None
+    text = " ".join(value.split())
+    return text if any(ch.isalnum() for ch in text) else None
+
+
+def _obj(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) else None

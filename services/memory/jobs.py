@@ -1,0 +1,171 @@
+"""Memory jobs: recording one at ingest (``MemoryJobs``) and running one (``process_memory_job``).
+
+``MemoryJobs.submit`` is the only memory code on the webhook's path. It never raises and never
+talks to Mem0: the worst a broken queue can do is mark the call ``memory_status = failed``; the
+call itself is already archived and the webhook still gets its 200. This module must not import
+``mem0`` (the ingest Lambda loads it).
+"""
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from services.core.domain.errors import NotFound
+from services.core.domain.models import CallRecord, WebhookEvent
+from services.core.ports import BlobStore, CallIndex
+
+from .domain import (
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_PENDING,
+    STATUS_SKIPPED_NO_PHONE,
+    MemoryJob,
+    MemoryStatus,
+    build_conversation_memories,
+)
+from .ports import MemoryJobQueue, MemoryStatusSink, MemoryStore
+
+TRANSCRIPTION = "post_call_transcription"
+
+
+class NullStatusSink:
+    """For an index that has no memory columns yet: status lives in the outbox / queue only."""
+
+    def set_memory_status(self, conversation_id: str, status: MemoryStatus, now: int) -> None:
+        return None
+
+
+def status_sink_for(index: object) -> MemoryStatusSink:
+    """The index itself once it has ``set_memory_status`` (see docs/memory.md), else a no-op sink."""
+    if callable(getattr(index, "set_memory_status", None)):
+        sink: MemoryStatusSink = index  # type: ignore[assignment]  # checked structurally just above
+        return sink
+    return NullStatusSink()
+
+
+class IngestActivity:
+    """When the last webhook was archived, so the worker can run in the gaps between them.
+
+    The webhook must never wait for memory work: a worker sharing the process (and its GIL) with
+    the receiver yields while webhooks are arriving, up to a bound so it still makes progress.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last = float("-inf")
+
+    def touch(self) -> None:
+        self._last = self._clock()  # one float store: no lock needed
+
+    def busy_for(self, quiet_secs: float) -> float:
+        """Seconds until ``quiet_secs`` will have passed without a webhook (0 when it already has)."""
+        return max(0.0, self._last + quiet_secs - self._clock())
+
+    def wait_quiet(self, quiet_secs: float, max_secs: float, stop: threading.Event | None = None) -> None:
+        """Sleep until ``quiet_secs`` without a webhook, at most ``max_secs`` (or until ``stop``)."""
+        deadline = self._clock() + max_secs
+        waiter = stop or threading.Event()
+        while not waiter.is_set() and (wait := self.busy_for(quiet_secs)) > 0:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return
+            waiter.wait(min(wait, remaining))
+
+
+@dataclass
+class MemoryJobs:
+    """The ingest hook. ``Archiver`` calls ``submit`` after a call's row is saved, before the 200.
+
+    ``status_in_row``: the Archiver already wrote ``status_for(...)`` into the row it saved (one
+    write instead of two); otherwise ``submit`` writes it through the status sink.
+    """
+
+    queue: MemoryJobQueue
+    status: MemoryStatusSink
+    clock: Callable[[], float]
+    logger: Any = None
+    status_in_row: bool = False
+    activity: IngestActivity | None = None
+
+    @staticmethod
+    def status_for(event: WebhookEvent, record: CallRecord) -> MemoryStatus | None:
+        """What the row should say once this event is archived; None for events that make no memories."""
+        if event.type != TRANSCRIPTION:
+            return None
+        return STATUS_PENDING if record.phone else STATUS_SKIPPED_NO_PHONE
+
+    def submit(self, event: WebhookEvent, record: CallRecord) -> None:
+        if self.activity is not None:
+            self.activity.touch()
+        status = self.status_for(event, record)
+        if status is None:
+            return
+        now = int(self.clock())
+        try:
+            if not self.status_in_row:
+                # Before the enqueue: a fast worker's "done" must not be overwritten by our "pending".
+                self.status.set_memory_status(record.conversation_id, status, now)
+            if status == STATUS_PENDING:
+                self.queue.enqueue(MemoryJob(record.conversation_id, record.transcript_key, record.event_at))
+        except Exception as exc:
+            self._log_error("memory job not recorded", record.conversation_id, exc)
+            try:
+                self.status.set_memory_status(record.conversation_id, STATUS_FAILED, now)
+            except Exception as status_exc:
+                self._log_error("memory status not recorded", record.conversation_id, status_exc)
+
+    def _log_error(self, message: str, conversation_id: str, exc: BaseException) -> None:
+        if self.logger is not None:
+            self.logger.error(
+                message,
+                extra={
+                    "conversation_id": conversation_id,
+                    "error_type": type(exc).__name__,
+                    "trace": [f"{f.filename}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)],
+                },
+            )
+
+
+class TranscriptMissing(NotFound):
+    code = "transcript_missing"
+
+
+@dataclass
+class JobProcessor:
+    """Runs one job: read the archived transcript, build the memories, replace them in the store.
+
+    Shared by the local worker and the SQS Lambda. Returns the status to show on the row
+    (``done``, or ``skipped_no_phone`` for a call whose number was never known).
+    """
+
+    blobs: BlobStore
+    index: CallIndex
+    store: MemoryStore
+    default_region: str = "US"
+
+    def __call__(self, job: MemoryJob) -> MemoryStatus:
+        row = self.index.get(job.conversation_id)
+        key = job.transcript_key or (row.transcript_key if row else None)
+        if key is None:
+            raise TranscriptMissing("the call has no archived transcript")
+        document = orjson.loads(self.blobs.get_bytes(key))
+        if not isinstance(document, dict):
+            raise TranscriptMissing("the archived transcript is not a JSON object")
+        memories = build_conversation_memories(
+            document, phone=row.phone if row else None, default_region=self.default_region
+        )
+        if memories.phone is None:
+            return STATUS_SKIPPED_NO_PHONE
+        self.store.add_conversation(memories.phone, memories.conversation_id, memories.items)
+        return STATUS_DONE
+
+
+def error_code(exc: BaseException) -> str:
+    """What to keep about a failure: the error's stable code or class, never its message."""
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, str) else type(exc).__name__

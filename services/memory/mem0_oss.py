@@ -1,0 +1,277 @@
+"""``MemoryStore`` on Mem0 open source (``mem0.Memory``), fully offline.
+
+- Vector store: Qdrant in local mode, a folder under the data dir. The folder is locked to one
+  client, so there is one ``Mem0OssMemoryStore`` per process (``callvault serve`` shares it between
+  its worker thread and its routes).
+- Sharded by caller: ``SHARDS`` collections in that one Qdrant client, a caller's memories all in
+  the collection ``hash(phone) % SHARDS``, each with its own ``Memory``. Qdrant's local mode filters
+  by scanning every point of a collection in Python (about 6 µs a point), so one collection of
+  20,000 memories made every lookup take 130-220 ms; a shard holds 1/64th of that.
+- ``caller_name``: a small SQLite table next to the history (phone -> name from the newest call that
+  collected one), kept by ``add_conversation``: the conversation-initiation webhook reads one row
+  instead of scanning vectors while the phone rings.
+- Embeddings: ``OnnxMiniLmEmbedder`` set on ``memory.embedding_model`` after construction (Mem0
+  validates provider names, so it is built with a placeholder provider that is never called).
+- LLM: a placeholder that points at a closed local port. ``infer=False`` everywhere: one memory per
+  message, no LLM call, so nothing we store is an LLM's paraphrase.
+- No network: telemetry off before the first ``import mem0`` (``mem0_env``), and the optional extras
+  that would download models at run time (spaCy's ``en_core_web_sm``, fastembed's BM25 model) are
+  marked unavailable even when installed.
+"""
+
+import contextlib
+import hashlib
+import sqlite3
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .domain import Ids, Memories, MemoryItem, MemoryType, StoredMemory, listing_order
+from .embedder import DIMENSIONS, OnnxMiniLmEmbedder
+from .errors import MemoryUnavailable
+from .mem0_env import check_telemetry_off, prepare_mem0_environment
+
+COLLECTION = "callvault_memories"
+SHARDS = 64  # changing it re-homes callers: only with a migration (docs/memory.md)
+_PLACEHOLDER_OPENAI = {"api_key": "offline-unused", "openai_base_url": "http://127.0.0.1:9/v1"}
+_PAGE = 500  # ids listed per round when deleting; Qdrant scroll pages are cheap
+LIST_SCAN_LIMIT = 5000  # ``list`` sorts in memory: it reads at most this many of one caller's memories
+
+_CALLERS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS callers (
+    phone       TEXT PRIMARY KEY,
+    caller_name TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    conversation_id TEXT NOT NULL
+)
+"""
+_SET_NAME = """
+INSERT INTO callers (phone, caller_name, started_at, conversation_id) VALUES (?, ?, ?, ?)
+ON CONFLICT (phone) DO UPDATE SET caller_name = excluded.caller_name, started_at = excluded.started_at,
+    conversation_id = excluded.conversation_id
+WHERE excluded.started_at >= callers.started_at
+"""
+
+
+def shard_of(phone: str) -> int:
+    return int.from_bytes(hashlib.sha256(phone.encode("utf-8")).digest()[:4], "big") % SHARDS
+
+
+def _forbid_runtime_downloads(memory: Any) -> None:
+    """Mem0 would fetch models on first use if spaCy or fastembed were installed: say they failed."""
+    from mem0.utils import spacy_models
+
+    spacy_models._load_failed_full = True
+    spacy_models._load_failed_lemma = True
+    if hasattr(memory.vector_store, "_bm25_encoder"):
+        memory.vector_store._bm25_encoder = False  # Mem0's own "tried and failed" sentinel
+
+
+class Mem0OssMemoryStore:
+    """Offline Mem0. ``directory=None`` keeps everything in memory (tests, benchmarks)."""
+
+    def __init__(
+        self,
+        directory: Path | None,
+        *,
+        embedder: OnnxMiniLmEmbedder | None = None,
+        collection: str = COLLECTION,
+    ) -> None:
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+        prepare_mem0_environment(directory / "mem0-home" if directory is not None else None)
+        from mem0 import Memory
+        from qdrant_client import QdrantClient
+
+        check_telemetry_off()
+        self._memory_class = Memory
+        self._collection = collection
+        self._history = str(directory / "history.sqlite3") if directory is not None else ":memory:"
+        try:
+            self._qdrant = QdrantClient(path=str(directory / "qdrant")) if directory else QdrantClient(":memory:")
+        except Exception as exc:  # e.g. the Qdrant folder is held by another process
+            raise MemoryUnavailable(f"the local memory store cannot be opened ({type(exc).__name__})") from exc
+        self._embedder = embedder or OnnxMiniLmEmbedder()
+        self._shards: dict[int, Any] = {}
+        self._callers = sqlite3.connect(
+            str(directory / "callers.sqlite3") if directory is not None else ":memory:", check_same_thread=False
+        )
+        self._callers.execute(_CALLERS_SCHEMA)
+        # Qdrant local mode is not made for concurrent use: one call at a time. Writers also hold
+        # ``_writer`` for a whole conversation, so two writes of one conversation never interleave
+        # (delete, delete, add, add would duplicate), while reads slip in between single calls.
+        self._call = threading.RLock()
+        self._writer = threading.Lock()
+        self._names = threading.Lock()  # the callers table has its own lock: never waits for Qdrant
+        # Called between the single writes of a job (outside every lock): the local server sets it to
+        # wait for a gap between webhooks, so a job in progress gives way to a burst of them.
+        self.pace: Callable[[], None] | None = None
+        self._closed = False
+
+    # -- MemoryStore ---------------------------------------------------------------------------
+
+    def add_conversation(self, phone: str, conversation_id: str, items: Sequence[MemoryItem]) -> int:
+        with self._writer, self._errors("add"):
+            memory = self._memory_for(phone)
+            self._delete_where(memory, {"user_id": phone, "conversation_id": conversation_id})
+            for item in items:
+                if self.pace is not None:
+                    self.pace()
+                with self._call:
+                    memory.add(
+                        [{"role": item.role, "content": item.text}],
+                        user_id=phone,
+                        metadata=dict(item.metadata),
+                        infer=False,
+                    )
+                time.sleep(0)  # a lookup waiting for the lock gets it between two writes
+            self._remember_name(phone, conversation_id, items)
+            return len(items)
+
+    def search(self, phone: str, query: str, type: MemoryType | None = None, limit: int = 10) -> Memories:
+        if not query.strip():
+            return self.list(phone, type, limit)
+        with self._errors("search"), self._call:
+            found = self._memory_for(phone).search(
+                query, top_k=limit, filters=self._filters(phone, type), threshold=0.0
+            )
+        return [_stored(r) for r in found.get("results", [])]
+
+    def list(self, phone: str, type: MemoryType | None = None, limit: int = 50) -> Memories:
+        with self._errors("list"), self._call:
+            found = self._memory_for(phone).get_all(filters=self._filters(phone, type), top_k=LIST_SCAN_LIMIT)
+        memories = [_stored(r) for r in found.get("results", [])]
+        memories.sort(key=listing_order)
+        return memories[:limit]
+
+    def caller_name(self, phone: str) -> str | None:
+        with self._errors("read"), self._names:
+            row = self._callers.execute("SELECT caller_name FROM callers WHERE phone = ?", (phone,)).fetchone()
+        return str(row[0]) if row else None
+
+    def delete_caller(self, phone: str) -> int:
+        with self._writer, self._errors("delete"):
+            deleted = self._delete_where(self._memory_for(phone), {"user_id": phone})
+            with self._names:
+                self._callers.execute("DELETE FROM callers WHERE phone = ?", (phone,))
+                self._callers.commit()
+            return deleted
+
+    def warm(self) -> None:
+        """Open every shard now (about 40 ms each, once per process) rather than on a first lookup."""
+        for shard in range(SHARDS):
+            if self._closed:  # best effort: a store closed meanwhile just stops warming
+                return
+            with contextlib.suppress(Exception):
+                self._memory_for_shard(shard)
+            time.sleep(0.001)  # let a waiting lookup take the lock (Python locks are not fair)
+
+    def close(self) -> None:
+        """Release the Qdrant folder lock and the databases."""
+        with self._call:
+            self._closed = True
+            for memory in self._shards.values():
+                memory.close()
+            self._qdrant.close()
+        with self._names:
+            self._callers.close()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _memory_for(self, phone: str) -> Any:
+        return self._memory_for_shard(shard_of(phone))
+
+    def _memory_for_shard(self, shard: int) -> Any:
+        with self._call:
+            memory = self._shards.get(shard)
+            if memory is None:
+                with warnings.catch_warnings():
+                    # Mem0 asks for payload indexes, which local mode ignores (and warns about).
+                    warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+                    memory = self._memory_class.from_config(self._config(shard))
+                _forbid_runtime_downloads(memory)
+                memory.embedding_model = self._embedder
+                self._shards[shard] = memory
+            return memory
+
+    def _config(self, shard: int) -> dict[str, Any]:
+        return {
+            "vector_store": {
+                "provider": "qdrant",
+                "config": {
+                    "collection_name": f"{self._collection}_{shard:02x}",
+                    "client": self._qdrant,  # one client for every shard: the folder takes only one
+                    "embedding_model_dims": DIMENSIONS,
+                },
+            },
+            "llm": {"provider": "openai", "config": dict(_PLACEHOLDER_OPENAI)},
+            "embedder": {"provider": "openai", "config": {**_PLACEHOLDER_OPENAI, "embedding_dims": DIMENSIONS}},
+            "history_db_path": self._history,
+        }
+
+    @staticmethod
+    def _filters(phone: str, type: MemoryType | None) -> dict[str, Any]:
+        filters: dict[str, Any] = {"user_id": phone}
+        if type is not None:
+            filters["type"] = type
+        return filters
+
+    def _remember_name(self, phone: str, conversation_id: str, items: Sequence[MemoryItem]) -> None:
+        for item in items:
+            name, started_at = item.metadata.get("caller_name"), item.metadata.get("started_at")
+            if isinstance(name, str) and name:
+                with self._names:
+                    self._callers.execute(_SET_NAME, (phone, name, started_at or 0, conversation_id))
+                    self._callers.commit()
+                return
+
+    def _delete_where(self, memory: Any, filters: dict[str, Any]) -> int:
+        """Delete matching memories and purge their history rows (``delete`` alone keeps the text there)."""
+        deleted = 0
+        while True:
+            with self._call:
+                page = memory.get_all(filters=filters, top_k=_PAGE, show_expired=True)
+            ids = [str(r["id"]) for r in page.get("results", [])]
+            if not ids:
+                return deleted
+            for memory_id in ids:
+                if self.pace is not None:
+                    self.pace()
+                with self._call:
+                    memory.delete(memory_id)
+            self._purge_history(memory, ids)
+            deleted += len(ids)
+
+    def _purge_history(self, memory: Any, ids: Ids) -> None:
+        db = memory.db
+        marks = ",".join("?" * len(ids))
+        with self._call, db._lock:
+            db.connection.execute(f"DELETE FROM history WHERE memory_id IN ({marks})", ids)  # noqa: S608 - marks only
+            db.connection.commit()
+
+    @contextmanager
+    def _errors(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except MemoryUnavailable:
+            raise
+        except Exception as exc:
+            # The message may quote a memory's text or a phone number: keep only the type.
+            raise MemoryUnavailable(f"the local memory store failed to {operation} ({type(exc).__name__})") from exc
+
+
+def _stored(row: dict[str, Any]) -> StoredMemory:
+    metadata = row.get("metadata") or {}
+    score = row.get("score")
+    return StoredMemory.from_metadata(
+        str(row.get("id")),
+        str(row.get("memory") or ""),
+        metadata if isinstance(metadata, dict) else {},
+        role=row.get("role") if isinstance(row.get("role"), str) else None,
+        score=float(score) if isinstance(score, int | float) else None,
+        created_at=row.get("created_at") if isinstance(row.get("created_at"), str) else None,
+    )

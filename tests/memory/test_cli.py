@@ -1,0 +1,81 @@
+"""``callvault memory status | retry | forget`` on a data dir."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from services.cli.main import cli
+from services.memory.domain import MemoryJob, build_conversation_memories
+from services.memory.outbox import SqliteOutbox
+from tests.memory.support import CALLER, OTHER_CALLER, call_envelope
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    for name in ("CALLVAULT_DATA_DIR", "CALLVAULT_BACKEND", "CALLVAULT_MEMORY_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    return CliRunner()
+
+
+def _failed_jobs(data_dir: Path, *conversation_ids: str) -> SqliteOutbox:
+    outbox = SqliteOutbox(data_dir / "index.sqlite3")
+    for cid in conversation_ids:
+        outbox.enqueue(MemoryJob(cid))
+        claimed = outbox.claim(60)
+        assert claimed is not None
+        outbox.fail(claimed, "memory_unavailable", max_attempts=1, delay_secs=0)
+    return outbox
+
+
+def test_status_counts_jobs_and_lists_failures(runner: CliRunner, tmp_path: Path) -> None:
+    outbox = _failed_jobs(tmp_path, "conv_1", "conv_2")
+    outbox.enqueue(MemoryJob("conv_3"))
+    result = runner.invoke(cli, ["memory", "status", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "pending: 1  running: 0  done: 0  failed: 2"
+    assert sum("memory_unavailable" in line and "attempts=1" in line for line in lines[1:]) == 2
+
+
+def test_retry_re_drives_failed_jobs_all_or_one(runner: CliRunner, tmp_path: Path) -> None:
+    outbox = _failed_jobs(tmp_path, "conv_1", "conv_2", "conv_3")
+    one = runner.invoke(cli, ["memory", "retry", "--data-dir", str(tmp_path), "--conversation-id", "conv_2"])
+    assert one.exit_code == 0 and one.output.strip() == "1 failed memory job back to pending"
+    rest = runner.invoke(cli, ["memory", "retry", "--data-dir", str(tmp_path)])
+    assert rest.output.strip() == "2 failed memory jobs back to pending"
+    assert outbox.counts() == {"pending": 3, "running": 0, "done": 0, "failed": 0}
+    missing = runner.invoke(cli, ["memory", "retry", "--data-dir", str(tmp_path), "--conversation-id", "nope"])
+    assert missing.exit_code == 1
+
+
+def test_status_without_an_index_says_what_to_do(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["memory", "status", "--data-dir", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "no index" in result.output
+
+
+def test_forget_erases_one_callers_memories_in_the_offline_store(
+    runner: CliRunner, tmp_path: Path, embedder: Any, no_network: None
+) -> None:
+    from services.memory.mem0_oss import Mem0OssMemoryStore
+
+    store = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)
+    for cid, phone in (("conv_1", CALLER), ("conv_2", OTHER_CALLER)):
+        store.add_conversation(phone, cid, build_conversation_memories(call_envelope(cid, phone)["data"]).items)
+    store.close()  # the CLI opens the folder itself (one process at a time)
+
+    result = runner.invoke(cli, ["memory", "forget", "(612) 555-0142", "--yes", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "erased 2 memories"
+
+    reopened = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)
+    try:
+        assert reopened.list(CALLER, None, 10) == [] and len(reopened.list(OTHER_CALLER, None, 10)) == 2
+    finally:
+        reopened.close()
+
+
+def test_forget_refuses_something_that_is_not_a_phone_number(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["memory", "forget", "hello", "--yes", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "PHONE" in result.output

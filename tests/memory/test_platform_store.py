@@ -1,0 +1,240 @@
+"""``Mem0PlatformMemoryStore`` (the real ``mem0.MemoryClient`` inside) against a local stand-in of the
+Mem0 Platform API on 127.0.0.1: the requests it makes, effect-once, errors and retries."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote
+
+import httpx
+import pytest
+
+from services.memory.domain import AGENT_KEY, MemoryItem, build_conversation_memories
+from services.memory.errors import MemoryUnavailable
+from services.memory.mem0_platform import Mem0PlatformMemoryStore
+from tests.memory.fake_mem0_platform import API_KEY, PlatformState, fake_mem0_platform
+from tests.memory.support import CALLER, OTHER_CALLER, call_envelope
+from tests.support import free_port
+
+TURNS = [("agent", "Hello Maria"), ("user", "My granddaughter Lucia visits on Sundays"), ("user", "...")]
+CONV = "conv_platform_1"
+
+
+@pytest.fixture
+def platform() -> Iterator[tuple[str, PlatformState]]:
+    with fake_mem0_platform() as served:
+        yield served
+
+
+def _store(url: str, key: str = API_KEY, **options: object) -> tuple[Mem0PlatformMemoryStore, list[float]]:
+    sleeps: list[float] = []
+    store = Mem0PlatformMemoryStore(key, url, sleep=sleeps.append, **options)  # type: ignore[arg-type]
+    return store, sleeps
+
+
+def _items() -> tuple[MemoryItem, ...]:
+    return build_conversation_memories(call_envelope(CONV, CALLER, TURNS)["data"]).items
+
+
+def test_constructing_the_store_does_not_contact_the_service(platform: tuple[str, PlatformState]) -> None:
+    url, state = platform
+    _store(url)
+    assert state.requests == []
+
+
+def test_add_conversation_lists_then_adds_factual_and_turns_with_infer_off(platform: tuple[str, PlatformState]) -> None:
+    url, state = platform
+    store, _ = _store(url)
+    assert store.add_conversation(CALLER, CONV, _items()) == 3
+
+    assert [(r.method, r.path) for r in state.requests] == [
+        ("GET", "/v1/ping/"),
+        ("POST", "/v3/memories/"),
+        ("POST", "/v3/memories/add/"),
+        ("POST", "/v3/memories/add/"),
+    ]
+    assert all(r.headers["authorization"] == f"Token {API_KEY}" for r in state.requests)
+    listing = state.requests[1]
+    assert listing.body == {"filters": {"AND": [{"user_id": CALLER}, {"metadata": {"conversation_id": CONV}}]}}
+    assert listing.query == {"page": ["1"], "page_size": ["100"]}
+    factual, turns = (r.body for r in state.calls("POST", "/v3/memories/add/"))
+    assert factual["user_id"] == CALLER and factual["infer"] is False
+    assert [m["role"] for m in factual["messages"]] == ["assistant"]
+    assert factual["messages"][0]["content"].startswith("Call summary: ")
+    assert factual["metadata"] == {
+        "type": "factual",
+        "conversation_id": CONV,
+        AGENT_KEY: "agent_01jxbrc1trfxev5sdp5xk4ra67",
+        "started_at": 1751802015,
+        "caller_name": "Maria",
+    }
+    assert turns["messages"] == [
+        {"role": "assistant", "content": "Hello Maria"},
+        {"role": "user", "content": "My granddaughter Lucia visits on Sundays"},
+    ]
+    assert turns["metadata"]["type"] == "semantic" and "turn" not in turns["metadata"]
+
+
+def test_adding_a_conversation_again_deletes_its_memories_first(platform: tuple[str, PlatformState]) -> None:
+    url, state = platform
+    store, _ = _store(url)
+    store.add_conversation(CALLER, CONV, _items())
+    first_ids = {m["id"] for m in state.memories}
+    store.add_conversation(OTHER_CALLER, "conv_other", _items())
+    store.add_conversation(CALLER, CONV, _items())
+    assert len([m for m in state.memories if m["user_id"] == CALLER]) == 3
+    assert len([m for m in state.memories if m["user_id"] == OTHER_CALLER]) == 3
+    (batch,) = state.calls("DELETE", "/v1/batch/")
+    assert {m["memory_id"] for m in batch.body["memories"]} == first_ids
+
+
+def test_search_and_list_are_scoped_to_the_caller_and_map_metadata(platform: tuple[str, PlatformState]) -> None:
+    url, state = platform
+    store, _ = _store(url)
+    store.add_conversation(CALLER, CONV, _items())
+    store.add_conversation(OTHER_CALLER, "conv_other", _items())
+
+    found = store.search(CALLER, "granddaughter Lucia", None, 5)
+    assert [m.text for m in found] == ["My granddaughter Lucia visits on Sundays"]
+    assert (found[0].conversation_id, found[0].agent_id, found[0].role, found[0].type) == (
+        CONV,
+        "agent_01jxbrc1trfxev5sdp5xk4ra67",
+        "user",
+        "semantic",
+    )
+    assert found[0].score is not None
+    search = state.calls("POST", "/v3/memories/search/")[-1].body
+    assert search == {"query": "granddaughter Lucia", "filters": {"user_id": CALLER}, "top_k": 5}
+
+    factual = store.list(CALLER, "factual", 10)
+    assert len(factual) == 1 and factual[0].caller_name == "Maria"
+    assert state.calls("POST", "/v3/memories/")[-1].body == {
+        "filters": {"AND": [{"user_id": CALLER}, {"metadata": {"type": "factual"}}]}
+    }
+    assert {m.conversation_id for m in store.list(CALLER, None, 50)} == {CONV}
+
+
+def test_delete_caller_deletes_the_user_entity_and_tolerates_an_unknown_caller(
+    platform: tuple[str, PlatformState],
+) -> None:
+    url, state = platform
+    store, _ = _store(url)
+    store.add_conversation(CALLER, CONV, _items())
+    store.add_conversation(OTHER_CALLER, "conv_other", _items())
+    assert store.delete_caller(CALLER) == 3
+    (delete,) = state.calls("DELETE", "/v2/entities/user/")
+    assert unquote(delete.path) == f"/v2/entities/user/{CALLER}/"
+    assert {m["user_id"] for m in state.memories} == {OTHER_CALLER}
+    assert store.delete_caller("+16125550999") == 0
+
+
+def test_5xx_and_429_are_retried_with_growing_backoff_then_succeed(platform: tuple[str, PlatformState]) -> None:
+    url, state = platform
+    store, sleeps = _store(url, max_retries=3, backoff_secs=0.5)
+    store.add_conversation(CALLER, CONV, _items())
+    state.fail_next("POST", "/v3/memories/search/", 503, 429, 502)
+    assert store.search(CALLER, "Lucia", None, 5)
+    assert len(state.calls("POST", "/v3/memories/search/")) == 4
+    assert len(sleeps) == 3
+    assert 0.25 <= sleeps[0] <= 0.75 and 0.5 <= sleeps[1] <= 1.5 and 1.0 <= sleeps[2] <= 3.0
+
+
+def test_persistent_5xx_ends_in_memory_unavailable_after_the_retry_budget(platform: tuple[str, PlatformState]) -> None:
+    url, state = platform
+    store, sleeps = _store(url, max_retries=2)
+    state.fail_next("POST", "/v3/memories/", 500, 500, 500, 500)
+    with pytest.raises(MemoryUnavailable) as caught:
+        store.list(CALLER, None, 10)
+    assert caught.value.retryable is True
+    assert "HTTP 500" in caught.value.message and "injected" not in caught.value.message
+    assert len(state.calls("POST", "/v3/memories/")) == 3 and len(sleeps) == 2
+
+
+def test_a_refused_request_is_not_retried(platform: tuple[str, PlatformState]) -> None:
+    url, state = platform
+    store, sleeps = _store(url)
+    store.list(CALLER, None, 1)  # connected
+    state.fail_next("POST", "/v3/memories/add/", 422)
+    with pytest.raises(MemoryUnavailable) as caught:
+        store.add_conversation(CALLER, CONV, _items())
+    assert caught.value.retryable is False and "HTTP 422" in caught.value.message
+    assert len(state.calls("POST", "/v3/memories/add/")) == 1 and sleeps == []
+
+
+def test_a_wrong_api_key_fails_at_the_ping_without_retrying(platform: tuple[str, PlatformState]) -> None:
+    url, state = platform
+    store, sleeps = _store(url, key="m0-wrong")
+    with pytest.raises(MemoryUnavailable) as caught:
+        store.search(CALLER, "anything", None, 5)
+    assert caught.value.retryable is False and "HTTP 401" in caught.value.message
+    assert [(r.method, r.path) for r in state.requests] == [("GET", "/v1/ping/")] and sleeps == []
+
+
+def test_a_ping_that_fails_once_is_retried_and_the_client_is_then_kept(platform: tuple[str, PlatformState]) -> None:
+    url, state = platform
+    store, _ = _store(url)
+    state.fail_next("GET", "/v1/ping/", 503)
+    assert store.list(CALLER, None, 5) == []
+    store.list(CALLER, None, 5)
+    assert len(state.calls("GET", "/v1/ping/")) == 2  # the failed one, then one for the store's life
+
+
+def test_an_unreachable_service_is_memory_unavailable_and_retryable() -> None:
+    store, sleeps = _store(f"http://127.0.0.1:{free_port()}", max_retries=1, timeout_secs=2.0)
+    with pytest.raises(MemoryUnavailable) as caught:
+        store.add_conversation(CALLER, CONV, _items())
+    assert caught.value.retryable is True and len(sleeps) == 1
+
+
+def test_an_injected_httpx_client_carries_every_request_and_timeouts_are_retried() -> None:
+    seen: list[str] = []
+    timeouts = iter([True, False])
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/v1/ping/":
+            return httpx.Response(200, json={"org_id": "o", "project_id": "p"})
+        if next(timeouts, False):
+            raise httpx.ReadTimeout("slow", request=request)
+        return httpx.Response(200, json={"results": []})
+
+    client = httpx.Client(transport=httpx.MockTransport(respond))
+    store, sleeps = _store("https://mem0.invalid", client=client)
+    assert store.search(CALLER, "x", None, 3) == []
+    assert seen == ["GET /v1/ping/", "POST /v3/memories/search/", "POST /v3/memories/search/"]
+    assert len(sleeps) == 1
+
+
+def test_a_fresh_process_using_the_store_has_mem0_telemetry_off(
+    platform: tuple[str, PlatformState], tmp_path: Path
+) -> None:
+    """Mem0 reads MEM0_TELEMETRY once, at import: the store must set it before the first import."""
+    url, _ = platform
+    code = (
+        "from services.memory.mem0_platform import Mem0PlatformMemoryStore\n"
+        f"store = Mem0PlatformMemoryStore({API_KEY!r}, {url!r})\n"
+        "store.list('+16125550142', None, 5)\n"
+        "from mem0.memory import telemetry\n"
+        "import os\n"
+        "print(telemetry.MEM0_TELEMETRY, telemetry.client_telemetry.posthog is None, os.environ['MEM0_DIR'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEM0_", "CALLVAULT_"))}
+    env["HOME"] = str(tmp_path)  # nothing may be written to the user's ~/.mem0
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    telemetry_on, no_posthog, mem0_dir = done.stdout.split()
+    assert (telemetry_on, no_posthog) == ("False", "True")
+    assert not (tmp_path / ".mem0").exists() and "callvault-mem0-home" in mem0_dir
+
+
+def test_caller_name_reads_one_page_of_factual_memories(platform: tuple[str, PlatformState]) -> None:
+    url, state = platform
+    store, _ = _store(url)
+    assert store.caller_name(CALLER) is None
+    store.add_conversation(CALLER, CONV, _items())
+    before = len(state.requests)
+    assert store.caller_name(CALLER) == "Maria"
+    (request,) = state.requests[before:]
+    assert request.body == {"filters": {"AND": [{"user_id": CALLER}, {"metadata": {"type": "factual"}}]}}

@@ -1,0 +1,216 @@
+"""The read side over HTTP, in the local app composed as the lead will wire it: the caller memories
+route (search API key), the ElevenLabs conversation-initiation webhook and the memory-search tool
+(shared secret)."""
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.core.config import Settings
+from services.core.wiring import build_storage
+from services.local.app import create_local_app
+from services.memory.app import create_memory_app, mount_memory
+from services.memory.domain import build_conversation_memories
+from services.memory.router import MemoryContext
+from services.memory.service import SECRET_HEADER, AgentSecrets
+from services.search.auth import ApiKeys, hash_key
+from services.search.dependencies import require_api_key
+from tests.memory.support import CALLER, OTHER_CALLER, FakeMemoryStore, call_envelope, envelope_bytes
+from tests.support import SECRET, signed_headers
+
+API_KEY = "cvk_memory-test-key"
+AGENT_SECRET = "asec_memory-test-secret"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+AGENT = {SECRET_HEADER: AGENT_SECRET}
+TURNS = [("agent", "Hi Maria"), ("user", "My daughter Ana is visiting from Porto next week")]
+INIT = "/webhooks/elevenlabs/conversation-init"
+TOOL = "/tools/memory-search"
+
+
+@dataclass
+class Api:
+    client: TestClient
+    store: FakeMemoryStore
+    context: MemoryContext
+
+    def archive(
+        self, conversation_id: str, phone: str, started_at: int, summary: str, name: str | None = "Maria"
+    ) -> None:
+        envelope = call_envelope(conversation_id, phone, TURNS, started_at=started_at, summary=summary, name=name)
+        body = envelope_bytes(envelope)
+        assert self.client.post("/webhooks/elevenlabs", content=body, headers=signed_headers(body)).status_code == 200
+        memories = build_conversation_memories(envelope["data"])
+        self.store.add_conversation(phone, conversation_id, memories.items)  # as the worker would
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    settings = Settings(data_dir=tmp_path, agent_first_message="Welcome back, {caller_name}!")
+    storage = build_storage(settings)
+    app = create_local_app(settings, [SECRET], storage, api_key_hashes=[hash_key(API_KEY)])
+    store = FakeMemoryStore()
+    context = MemoryContext(
+        store, storage.index, AgentSecrets([AGENT_SECRET]), first_message=settings.agent_first_message
+    )
+    mount_memory(app, context, require_api_key)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Api(client, store, context)
+
+
+# --- GET /callers/{phone}/memories ----------------------------------------------------------------
+
+
+def test_caller_memories_need_the_api_key(api: Api) -> None:
+    response = api.client.get("/callers/%2B16125550142/memories")
+    assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
+    wrong = api.client.get("/callers/%2B16125550142/memories", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+
+
+def test_caller_memories_list_newest_call_first_each_with_its_conversation(api: Api) -> None:
+    api.archive("conv_old", CALLER, 1751000000, "First call.")
+    api.archive("conv_new", CALLER, 1751802015, "Second call.")
+    api.archive("conv_x", OTHER_CALLER, 1751802015, "Someone else.")
+    body = api.client.get("/callers/%2B16125550142/memories", headers=AUTH).json()
+    assert set(body) == {"items", "next_cursor"} and body["next_cursor"] is None
+    items = body["items"]
+    assert [i["conversation_id"] for i in items] == ["conv_new"] * 3 + ["conv_old"] * 3
+    assert [i["type"] for i in items[:3]] == ["factual", "semantic", "semantic"]
+    assert items[2] == {
+        "id": items[2]["id"],
+        "text": "My daughter Ana is visiting from Porto next week",
+        "type": "semantic",
+        "role": "user",
+        "conversation_id": "conv_new",
+        "agent_id": "agent_01jxbrc1trfxev5sdp5xk4ra67",
+        "started_at": 1751802015,
+        "score": None,
+        "created_at": None,
+    }
+
+
+def test_caller_memories_search_type_and_limit(api: Api) -> None:
+    api.archive("conv_new", CALLER, 1751802015, "Second call.")
+    found = api.client.get("/callers/+1 612-555-0142/memories", params={"q": "daughter Porto"}, headers=AUTH).json()
+    assert [i["text"] for i in found["items"]] == ["My daughter Ana is visiting from Porto next week"]
+    factual = api.client.get("/callers/%2B16125550142/memories?type=factual", headers=AUTH).json()["items"]
+    assert [i["type"] for i in factual] == ["factual"]
+    assert len(api.client.get("/callers/%2B16125550142/memories?limit=1", headers=AUTH).json()["items"]) == 1
+    bad = api.client.get("/callers/%2B16125550142/memories?type=episodic", headers=AUTH)
+    assert bad.status_code == 422
+
+
+def test_a_caller_with_no_memories_gets_an_empty_list_and_a_bad_number_a_422(api: Api) -> None:
+    assert api.client.get("/callers/%2B16125550999/memories", headers=AUTH).json() == {"items": [], "next_cursor": None}
+    response = api.client.get("/callers/hello/memories", headers=AUTH)
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
+
+
+def test_caller_memories_answer_503_when_the_store_is_down(api: Api) -> None:
+    api.store.down = True
+    response = api.client.get("/callers/%2B16125550142/memories", headers=AUTH)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "memory_unavailable"
+
+
+# --- POST /webhooks/elevenlabs/conversation-init -------------------------------------------------
+
+
+def _init(api: Api, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+    return api.client.post(INIT, json=body, headers=AGENT if headers is None else headers)
+
+
+def test_conversation_init_needs_the_secret_before_anything_else(api: Api) -> None:
+    assert _init(api, {"caller_id": CALLER}, headers={}).status_code == 401
+    assert _init(api, {"caller_id": CALLER}, headers={SECRET_HEADER: "wrong"}).status_code == 401
+    garbage = api.client.post(INIT, content=b"not json", headers={SECRET_HEADER: "wrong"})
+    assert garbage.status_code == 401  # not 400: an unauthenticated caller learns nothing about parsing
+    assert api.client.post(INIT, content=b"not json", headers=AGENT).status_code == 400
+
+
+def test_a_returning_caller_is_greeted_by_name_with_a_summary_of_past_calls(api: Api) -> None:
+    api.archive("conv_old", CALLER, 1751000000, "Maria asked about bus times.")
+    api.archive("conv_new", CALLER, 1751802015, "Maria talked about her daughter's visit.")
+    body = _init(
+        api, {"caller_id": CALLER, "agent_id": "agent_x", "called_number": "+16125550100", "call_sid": "CA1"}
+    ).json()
+    assert body["type"] == "conversation_initiation_client_data"
+    assert body["dynamic_variables"] == {
+        "caller_known": True,
+        "caller_name": "Maria",
+        "caller_past_calls": 2,
+        "caller_last_call_at": "2025-07-06",
+        "caller_last_call_summary": "Maria talked about her daughter's visit.",
+        "caller_history_summary": "2 earlier calls. 2025-07-06: Maria talked about her daughter's visit. "
+        "2025-06-27: Maria asked about bus times.",
+    }
+    assert body["conversation_config_override"] == {"agent": {"first_message": "Welcome back, Maria!"}}
+
+
+def test_a_first_time_caller_gets_every_variable_empty_and_no_override(api: Api) -> None:
+    for caller in ("+16125550999", "anonymous", None):
+        body = _init(api, {"caller_id": caller}).json()
+        assert body == {
+            "type": "conversation_initiation_client_data",
+            "dynamic_variables": {
+                "caller_known": False,
+                "caller_name": "",
+                "caller_past_calls": 0,
+                "caller_last_call_at": "",
+                "caller_last_call_summary": "",
+                "caller_history_summary": "",
+            },
+        }
+
+
+def test_conversation_init_still_answers_from_the_index_when_memory_is_down(api: Api) -> None:
+    api.archive("conv_new", CALLER, 1751802015, "Maria talked about her daughter's visit.")
+    api.store.down = True
+    response = _init(api, {"caller_id": "(612) 555-0142"})
+    assert response.status_code == 200
+    variables = response.json()["dynamic_variables"]
+    assert variables["caller_past_calls"] == 1 and variables["caller_name"] == ""
+    assert "conversation_config_override" not in response.json()  # no name, no personal greeting
+
+
+def test_a_caller_whose_name_was_never_collected_gets_no_first_message_override(api: Api) -> None:
+    api.archive("conv_new", CALLER, 1751802015, "A call.", name=None)
+    body = _init(api, {"caller_id": CALLER}).json()
+    assert body["dynamic_variables"]["caller_known"] is True and "conversation_config_override" not in body
+
+
+# --- POST /tools/memory-search --------------------------------------------------------------------
+
+
+def test_the_tool_searches_the_callers_memories_only(api: Api) -> None:
+    api.archive("conv_new", CALLER, 1751802015, "A call.")
+    api.archive("conv_x", OTHER_CALLER, 1751802015, "Other.")
+    assert api.client.post(TOOL, json={"query": "daughter", "caller_id": CALLER}).status_code == 401
+    body = api.client.post(TOOL, json={"query": "daughter Porto", "caller_id": CALLER}, headers=AGENT).json()
+    assert body["caller_known"] is True
+    assert [(r["text"], r["conversation_id"], r["call_date"]) for r in body["results"]] == [
+        ("My daughter Ana is visiting from Porto next week", "conv_new", "2025-07-06")
+    ]
+
+
+def test_the_tool_answers_gracefully_without_caller_or_memory(api: Api) -> None:
+    none = api.client.post(TOOL, json={"query": "x"}, headers=AGENT).json()
+    assert none == {"caller_known": False, "results": [], "note": "no caller phone number for this conversation"}
+    api.store.down = True
+    down = api.client.post(TOOL, json={"query": "x", "caller_id": CALLER}, headers=AGENT)
+    assert down.status_code == 200 and down.json()["note"] == "memory is temporarily unavailable"
+
+
+def test_the_memory_app_for_aws_serves_the_same_routes_with_its_own_key_check(tmp_path: Path) -> None:
+    storage = build_storage(Settings(data_dir=tmp_path))
+    context = MemoryContext(FakeMemoryStore(), storage.index, AgentSecrets([AGENT_SECRET]), clock=time.time)
+    app = create_memory_app(context, ApiKeys([hash_key(API_KEY)]), logger=None)
+    with TestClient(app) as client:
+        assert client.get("/callers/%2B16125550142/memories").status_code == 401
+        assert client.get("/callers/%2B16125550142/memories", headers=AUTH).json()["items"] == []
+        assert client.post(INIT, json={"caller_id": CALLER}, headers=AGENT).status_code == 200
+        assert "x-request-id" in client.post(TOOL, json={}, headers=AGENT).headers

@@ -1,0 +1,249 @@
+"""The memory worker Lambda with realistic SQS events under moto: ingest (S3 + DynamoDB) sends jobs to
+a FIFO queue, the test receives them as Lambda's event source would and hands them to the handler.
+Partial batch failure, FIFO group ordering, backoff by visibility, and the entry point end to end."""
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from services.core.adapters.dynamo_call_index import DynamoCallIndex
+from services.core.adapters.s3_blob_store import S3BlobStore
+from services.core.config import get_settings
+from services.core.domain import payload
+from services.ingest.service import Archiver
+from services.memory import handler as memory_handler
+from services.memory.domain import MemoryJob
+from services.memory.errors import MemoryUnavailable
+from services.memory.handler import SqsWorker
+from services.memory.jobs import JobProcessor, MemoryJobs
+from services.memory.sqs_queue import SqsMemoryQueue
+from tests.memory.fake_mem0_platform import API_KEY, fake_mem0_platform
+from tests.memory.support import (
+    CALLER,
+    OTHER_CALLER,
+    FakeMemoryStore,
+    RecordingStatusSink,
+    call_envelope,
+    envelope_bytes,
+)
+
+BUCKET, TABLE, REGION = "callvault-archive-test", "callvault-calls-test", "us-east-1"
+TURNS = [("agent", "Hello"), ("user", "I prefer calls after 5 pm")]
+
+
+@dataclass
+class Aws:
+    sqs: Any
+    queue_url: str
+    queue_arn: str
+    dlq_url: str
+    blobs: S3BlobStore
+    index: DynamoCallIndex
+    archiver: Archiver
+
+    def ingest(self, conversation_id: str, phone: str | None = CALLER, event_at: int = 1751802025) -> None:
+        event = payload.parse_envelope(envelope_bytes(call_envelope(conversation_id, phone, TURNS, event_at=event_at)))
+        assert self.archiver.archive(event).outcome == "stored"
+
+    def receive(self, max_messages: int = 10) -> dict[str, Any]:
+        """A Lambda SQS event built from ReceiveMessage, field for field as the event source maps them."""
+        found = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=max_messages,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        return {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m["Attributes"],
+                    "messageAttributes": m.get("MessageAttributes", {}),
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.queue_arn,
+                    "awsRegion": REGION,
+                }
+                for m in found
+            ]
+        }
+
+    def delete_succeeded(self, event: dict[str, Any], response: dict[str, Any]) -> None:
+        """What the event source mapping does with ReportBatchItemFailures: delete all but the failures."""
+        failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+        for record in event["Records"]:
+            if record["messageId"] not in failed:
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=record["receiptHandle"])
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Aws]:
+    for name in list(os.environ):
+        if name.startswith(("AWS_ENDPOINT_URL", "CALLVAULT_")) or name in {"AWS_PROFILE", "AWS_DEFAULT_PROFILE"}:
+            monkeypatch.delenv(name)
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        index = DynamoCallIndex(TABLE)
+        index.create_table()
+        sqs = boto3.client("sqs")
+        dlq_url = sqs.create_queue(QueueName="callvault-memory-dlq.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue_url = sqs.create_queue(
+            QueueName="callvault-memory.fifo",
+            Attributes={
+                "FifoQueue": "true",
+                "VisibilityTimeout": "120",
+                "RedrivePolicy": f'{{"deadLetterTargetArn": "{dlq_arn}", "maxReceiveCount": "3"}}',
+            },
+        )["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        blobs = S3BlobStore(BUCKET)
+        jobs = MemoryJobs(SqsMemoryQueue(queue_url, client=sqs), RecordingStatusSink(), time.time)
+        archiver = Archiver(blobs, index, time.time, memory_jobs=jobs)
+        yield Aws(sqs, queue_url, arn, dlq_url, blobs, index, archiver)
+
+
+class FlakyStore(FakeMemoryStore):
+    """Fails every write of the listed conversations."""
+
+    def __init__(self, failing: set[str]) -> None:
+        super().__init__()
+        self.failing = failing
+
+    def add_conversation(self, phone: str, conversation_id: str, items: Any) -> int:
+        if conversation_id in self.failing:
+            raise MemoryUnavailable("Mem0 Platform failed to add (HTTP 503)")
+        return super().add_conversation(phone, conversation_id, items)
+
+
+def _worker(aws: Aws, store: FakeMemoryStore, status: RecordingStatusSink, **options: Any) -> SqsWorker:
+    return SqsWorker(JobProcessor(aws.blobs, aws.index, store), status, aws.sqs, **options)
+
+
+def test_ingest_sends_a_fifo_job_with_ids_only(aws: Aws) -> None:
+    aws.ingest("conv_a")
+    event = aws.receive()
+    (record,) = event["Records"]
+    assert MemoryJob.from_json(record["body"]) == MemoryJob("conv_a", "16125550142/conv_a.json", 1751802025)
+    assert record["attributes"]["MessageGroupId"] == "conv_a"
+    assert CALLER not in record["body"] and "prefer" not in record["body"]
+
+
+def test_a_duplicate_send_of_the_same_delivery_is_deduplicated_by_sqs(aws: Aws) -> None:
+    aws.ingest("conv_a")
+    aws.ingest("conv_a")  # the same webhook delivered twice within five minutes
+    assert len(aws.receive()["Records"]) == 1
+
+
+def test_partial_batch_failure_reports_only_the_failed_message(aws: Aws) -> None:
+    aws.ingest("conv_a", CALLER)
+    aws.ingest("conv_b", OTHER_CALLER)
+    aws.ingest("conv_c", CALLER)
+    event = aws.receive()
+    assert len(event["Records"]) == 3
+    store, status = FlakyStore({"conv_b"}), RecordingStatusSink()
+    response = _worker(aws, store, status, retry_base_secs=60).handle_batch(event)
+
+    ids = {MemoryJob.from_json(r["body"]).conversation_id: r["messageId"] for r in event["Records"]}
+    assert response == {"batchItemFailures": [{"itemIdentifier": ids["conv_b"]}]}
+    assert store.count(CALLER) == 6 and store.count(OTHER_CALLER) == 0
+    assert status.history == [("conv_a", "done"), ("conv_c", "done")]
+
+    aws.delete_succeeded(event, response)
+    # The failed job stays in flight (its visibility now set to its backoff, about 60 s)...
+    attributes = aws.sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
+    assert aws.receive()["Records"] == []  # ...and it is not handed out again before that
+
+
+def test_after_the_backoff_the_job_comes_back_and_succeeds(aws: Aws) -> None:
+    aws.ingest("conv_b", OTHER_CALLER)
+    store, status = FlakyStore({"conv_b"}), RecordingStatusSink()
+    worker = _worker(aws, store, status, retry_base_secs=1, retry_max_secs=1)
+    first = aws.receive()
+    aws.delete_succeeded(first, worker.handle_batch(first))
+    time.sleep(1.3)
+    second = aws.receive()
+    (record,) = second["Records"]
+    assert record["attributes"]["ApproximateReceiveCount"] == "2"
+    store.failing.clear()  # Mem0 is back
+    response = worker.handle_batch(second)
+    assert response == {"batchItemFailures": []}
+    aws.delete_succeeded(second, response)
+    assert store.count(OTHER_CALLER, "conv_b") == 3 and status.last("conv_b") == "done"
+
+
+def test_a_failure_holds_back_the_later_messages_of_its_own_conversation_only(aws: Aws) -> None:
+    aws.ingest("conv_a", CALLER, event_at=1751802025)
+    aws.ingest("conv_a", CALLER, event_at=1751802099)  # a newer delivery: a second message, same group
+    aws.ingest("conv_b", OTHER_CALLER)
+    event = aws.receive()
+    groups = [r["attributes"]["MessageGroupId"] for r in event["Records"]]
+    assert sorted(groups) == ["conv_a", "conv_a", "conv_b"]
+    store = FlakyStore({"conv_a"})
+    response = _worker(aws, store, RecordingStatusSink(), retry_base_secs=60).handle_batch(event)
+    failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+    assert failed == {r["messageId"] for r in event["Records"] if r["attributes"]["MessageGroupId"] == "conv_a"}
+    assert store.count(OTHER_CALLER) == 3
+
+
+def test_the_last_allowed_attempt_marks_the_call_failed_and_leaves_the_message_to_the_dlq(aws: Aws) -> None:
+    aws.ingest("conv_b", OTHER_CALLER)
+    event = aws.receive()
+    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = "3"  # as on its third delivery
+    status = RecordingStatusSink()
+    response = _worker(aws, FlakyStore({"conv_b"}), status, max_attempts=3).handle_batch(event)
+    assert len(response["batchItemFailures"]) == 1
+    assert status.history == [("conv_b", "failed")]
+
+
+def test_a_malformed_body_is_reported_failed_so_it_ends_in_the_dlq(aws: Aws) -> None:
+    aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody="{oops", MessageGroupId="x", MessageDeduplicationId="x")
+    aws.ingest("conv_a")
+    event = aws.receive()
+    response = _worker(aws, FakeMemoryStore(), RecordingStatusSink()).handle_batch(event)
+    bad = next(r["messageId"] for r in event["Records"] if r["body"] == "{oops")
+    assert response == {"batchItemFailures": [{"itemIdentifier": bad}]}
+
+
+def test_lambda_handler_end_to_end_with_the_platform_store(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real entry point, configured only by environment, writing to a stand-in Mem0 Platform."""
+    aws.ingest("conv_a", CALLER)
+    with fake_mem0_platform() as (url, state):
+        for name, value in {
+            "CALLVAULT_BACKEND": "aws",
+            "CALLVAULT_BUCKET": BUCKET,
+            "CALLVAULT_TABLE": TABLE,
+            "CALLVAULT_MEMORY_BACKEND": "platform",
+            "CALLVAULT_MEM0_API_KEY": API_KEY,
+            "CALLVAULT_MEM0_HOST": url,
+            "CALLVAULT_MEMORY_QUEUE_URL": aws.queue_url,
+        }.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        monkeypatch.setattr(memory_handler, "_worker", None)
+        try:
+            response = memory_handler.lambda_handler(aws.receive(), None)
+        finally:
+            get_settings.cache_clear()
+        assert response == {"batchItemFailures": []}
+        assert {m["user_id"] for m in state.memories} == {CALLER}
+        assert len(state.memories) == 3

@@ -1,0 +1,132 @@
+"""The local worker with a fake store: Mem0 outages back off and give up, status follows, the thread
+wakes on enqueue and stops cleanly."""
+
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+from services.core.domain import payload
+from services.ingest.service import Archiver
+from services.memory.domain import MemoryJob
+from services.memory.jobs import JobProcessor, MemoryJobs
+from services.memory.outbox import SqliteOutbox
+from services.memory.worker import MemoryWorker, backoff_secs, start_worker_thread
+from tests.memory.support import (
+    CALLER,
+    FakeMemoryStore,
+    ManualClock,
+    RecordingStatusSink,
+    call_envelope,
+    envelope_bytes,
+)
+
+TURNS = [("agent", "Hi"), ("user", "My cat is called Pixel")]
+
+
+class World:
+    def __init__(self, tmp_path: Path, clock: ManualClock) -> None:
+        self.clock = clock
+        self.blobs = MemoryBlobStore()
+        self.index = MemoryCallIndex()
+        self.store = FakeMemoryStore()
+        self.status = RecordingStatusSink()
+        self.outbox = SqliteOutbox(tmp_path / "index.sqlite3", clock)
+        jobs = MemoryJobs(self.outbox, self.status, clock)
+        self.archiver = Archiver(self.blobs, self.index, clock, memory_jobs=jobs)
+        self.worker = MemoryWorker(
+            self.outbox,
+            JobProcessor(self.blobs, self.index, self.store),
+            self.status,
+            clock,
+            max_attempts=3,
+            retry_base_secs=10,
+            retry_max_secs=100,
+            poll_secs=0.05,
+        )
+
+    def ingest(self, conversation_id: str = "conv_1", phone: str | None = CALLER) -> None:
+        event = payload.parse_envelope(envelope_bytes(call_envelope(conversation_id, phone, TURNS)))
+        assert self.archiver.archive(event).outcome == "stored"
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path, ManualClock())
+
+
+def test_backoff_doubles_from_the_base_up_to_the_cap_with_jitter() -> None:
+    assert [backoff_secs(n, 5, 60, jitter=lambda: 0.5) for n in (1, 2, 3, 4, 5)] == [5, 10, 20, 40, 60]
+    assert backoff_secs(1, 5, 60, jitter=lambda: 0.0) == pytest.approx(4.0)
+    assert backoff_secs(1, 5, 60, jitter=lambda: 1.0) == pytest.approx(6.0)
+
+
+def test_a_job_writes_memories_and_marks_the_row_done(world: World) -> None:
+    world.ingest()
+    assert world.status.history == [("conv_1", "pending")]
+    assert world.worker.run_once() is True
+    assert world.store.count(CALLER, "conv_1") == 3
+    assert world.status.last("conv_1") == "done"
+    assert world.worker.run_once() is False
+
+
+def test_mem0_down_backs_off_gives_up_as_failed_then_retry_completes(world: World) -> None:
+    world.ingest()
+    world.store.down = True
+    delays = []
+    for _ in range(2):
+        assert world.worker.run_once() is True
+        row = world.outbox.get("conv_1")
+        assert row is not None and row.state == "pending" and row.last_error == "memory_unavailable"
+        delays.append(row.next_attempt_at - world.clock.now)
+        assert world.worker.run_once() is False  # backing off
+        world.clock.advance(1000)
+    assert 8 <= delays[0] <= 12 and 16 <= delays[1] <= 24  # 10 s then 20 s, +-20%
+    assert world.status.last("conv_1") == "pending"
+    assert world.worker.run_once() is True
+    assert world.outbox.counts()["failed"] == 1
+    assert world.status.last("conv_1") == "failed"
+
+    world.store.down = False
+    assert world.outbox.retry_failed() == 1
+    assert world.worker.run_once() is True
+    assert world.status.last("conv_1") == "done" and world.store.count(CALLER) == 3
+
+
+def test_a_job_whose_transcript_is_gone_fails_with_a_stable_code(world: World) -> None:
+    world.outbox.enqueue(MemoryJob("conv_missing", "16125550142/conv_missing.json"))
+    world.worker.run_once()
+    row = world.outbox.get("conv_missing")
+    assert row is not None and row.last_error == "not_found"
+    world.outbox.enqueue(MemoryJob("conv_unknown"))  # no key, no index row
+    world.worker.run_once()
+    row = world.outbox.get("conv_unknown")
+    assert row is not None and row.last_error == "transcript_missing"
+
+
+def test_a_job_for_a_call_without_phone_ends_as_skipped(world: World) -> None:
+    document = call_envelope("conv_web", None, TURNS)["data"]
+    del document["metadata"]["phone_call"]
+    world.blobs.put_bytes("unknown/conv_web.json", orjson.dumps(document), "application/json")
+    world.outbox.enqueue(MemoryJob("conv_web", "unknown/conv_web.json"))  # e.g. re-driven by hand
+    world.worker.run_once()
+    assert world.status.last("conv_web") == "skipped_no_phone" and world.store.rows == {}
+
+
+def test_the_worker_thread_wakes_on_enqueue_and_stops_cleanly(tmp_path: Path) -> None:
+    world = World(tmp_path, ManualClock())
+    world.worker.clock = world.outbox.clock = time.time  # real time for a real thread
+    world.worker.poll_secs = 5.0  # longer than the test: only the wakeup can explain a prompt run
+    handle = start_worker_thread(world.worker)
+    try:
+        time.sleep(0.1)
+        started = time.monotonic()
+        world.ingest()
+        while world.status.last("conv_1") != "done":
+            assert time.monotonic() - started < 2.0, "the worker did not pick the job up promptly"
+            time.sleep(0.01)
+    finally:
+        assert handle.stop(5.0) is True
+    assert not handle.thread.is_alive()
