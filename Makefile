@@ -5,7 +5,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit clean
+.PHONY: serve test lint typecheck unit clean infra infra-lint infra-build infra-check
+
+# Infrastructure checks (infra/template.yaml), offline. The SAM CLI and checkov each live in their
+# own virtual environment: installed into .venv they would downgrade boto3 and pydantic.
+SAM_CLI_VERSION := 1.170.0
+CHECKOV_VERSION := 3.3.30
+SAM_VENV := .venv-sam
+CHECKOV_VENV := .venv-checkov
+SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_CLI_VERSION)
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+# tests/infra reads the build from here (CALLVAULT_SAM_BUILD_DIR, relative to the repository root).
+SAM_BUILD_DIR ?= infra/.aws-sam/build
+# No credentials, no network: SAM wants a region, and must not phone home.
+INFRA_ENV := AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 SAM_CLI_CONTACT_TELEMETRY=0
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "CallVault needs Python 3.11 or newer"'
@@ -24,8 +37,38 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
-	$(BIN)/pytest $(PYTEST_ARGS)
+# `infra` builds the Lambda packages that tests/infra imports, so it runs before pytest.
+test: lint typecheck infra
+	CALLVAULT_SAM_BUILD_DIR=$(SAM_BUILD_DIR) $(BIN)/pytest $(PYTEST_ARGS)
+
+$(SAM_STAMP):
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet 'aws-sam-cli==$(SAM_CLI_VERSION)'
+	touch $(SAM_STAMP)
+
+$(CHECKOV_STAMP):
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $(CHECKOV_STAMP)
+
+# cfn-lint (config: infra/.cfnlintrc.yaml), the SAM CLI's own validation, and checkov's security
+# rules (config: infra/.checkov.yaml; every suppression is in the template with its reason).
+infra-lint: $(STAMP) $(SAM_STAMP) $(CHECKOV_STAMP)
+	cd infra && ../$(BIN)/cfn-lint
+	cd infra && $(INFRA_ENV) ../$(SAM_VENV)/bin/sam validate --lint
+	cd infra && ../$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml
+
+# `sam build` without Docker: the python3.11 on PATH installs the pinned layer requirements.
+infra-build: $(SAM_STAMP)
+	cd infra && $(INFRA_ENV) ../$(SAM_VENV)/bin/sam build --build-dir $(abspath $(SAM_BUILD_DIR))
+
+infra: infra-lint infra-build
+
+# The infrastructure alone: lint, build, then only the tests of tests/infra.
+infra-check: infra $(STAMP)
+	CALLVAULT_SAM_BUILD_DIR=$(SAM_BUILD_DIR) $(BIN)/pytest tests/infra $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) infra/.aws-sam .mypy_cache .pytest_cache .ruff_cache
