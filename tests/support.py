@@ -71,6 +71,8 @@ def serve_archive(
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
     if secret is not None:
         child_env["CALLVAULT_WEBHOOK_SECRET"] = secret
+    # Caller memory loads Mem0, Qdrant and ONNX (~1-3 s, ~300 MB): off unless a test asks for it.
+    child_env["CALLVAULT_MEMORY_BACKEND"] = "none"
     child_env.update(env or {})
     with log_path.open("wb") as log:
         process = subprocess.Popen(

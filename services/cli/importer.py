@@ -10,10 +10,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from services.analytics.writer import AnalyticsWriter
 from services.core.config import Settings
 from services.core.domain import payload
 from services.core.domain.errors import CallVaultError, InvalidPayload
-from services.core.wiring import build_storage
+from services.core.wiring import build_analytics_store, build_storage
 from services.ingest.service import Archiver
 
 
@@ -46,7 +47,8 @@ def _files(paths: list[Path]) -> list[Path]:
 
 def import_paths(settings: Settings, paths: list[Path], progress: bool = True) -> ImportSummary:
     storage = build_storage(settings)
-    archiver = Archiver(storage.blobs, storage.index, time.time, settings.default_region)
+    analytics = AnalyticsWriter(build_analytics_store(settings))
+    archiver = Archiver(storage.blobs, storage.index, time.time, settings.default_region, analytics=analytics)
     files = _files(paths)
     summary = ImportSummary()
     columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -4,11 +4,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
 from services.core.config import Settings
+
+if TYPE_CHECKING:
+    from services.core.wiring import Storage
+    from services.memory.local import LocalMemory
 
 DATA_DIR_OPTION = click.option(
     "--data-dir",
@@ -35,6 +39,8 @@ def cli() -> None:
       callvault serve                 run the local archive on http://127.0.0.1:8080
       callvault sign call.json        print a signature header to curl a saved webhook at it
       callvault import exports/       archive saved webhooks or conversation JSON files
+      callvault report calls-per-day  reports over the analytics tables; callvault sql "SELECT ..."
+      callvault calls --phone ...     find archived calls; callvault show ID for one call
     """
 
 
@@ -50,8 +56,9 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     """
     import uvicorn
 
-    from services.core.wiring import local_webhook_secret
+    from services.core.wiring import build_storage, local_webhook_secret
     from services.local.app import create_local_app
+    from services.search.credentials import API_KEY_FILE, configured_api_key_hashes, local_api_key, resolve_local
 
     settings = _settings(data_dir)
     secrets = settings.webhook_secrets()
@@ -64,10 +71,54 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
             click.echo("Paste it into ElevenLabs as the webhook's HMAC secret.", err=True)
         else:
             click.echo(f"Webhook secret: kept in {where}", err=True)
-    app = create_local_app(settings, secrets)
+    if not configured_api_key_hashes(settings):
+        api_key, created = local_api_key(settings.data_dir)
+        if created:
+            click.echo(
+                f"Generated an API key (kept in {settings.data_dir / API_KEY_FILE}):\n\n    {api_key}\n", err=True
+            )
+            key_file = settings.data_dir / API_KEY_FILE
+            click.echo(
+                f'Search with: curl -H "Authorization: Bearer $(cat {key_file})" http://{host}:{port}/calls', err=True
+            )
+        else:
+            click.echo(f"API key: kept in {settings.data_dir / API_KEY_FILE}", err=True)
+    api_key_hashes, signing_key = resolve_local(settings)
+    storage = build_storage(settings)
+    memory = _local_memory(settings, storage)
+    app = create_local_app(
+        settings, secrets, storage, api_key_hashes=api_key_hashes, signing_key=signing_key, memory=memory
+    )
     click.echo(f"CallVault listening on http://{host}:{port}  (data in {settings.data_dir})", err=True)
-    # access_log off: URLs can carry phone numbers; the app logs its own masked lines.
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+    if memory is not None:
+        memory.start()  # resumes jobs a previous run left pending
+    try:
+        # access_log off: URLs can carry phone numbers; the app logs its own masked lines.
+        uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+    finally:
+        if memory is not None:
+            memory.stop()
+
+
+def _local_memory(settings: Settings, storage: "Storage") -> "LocalMemory | None":
+    """Caller memory for `serve`: the offline Mem0 store and its outbox worker (None when switched off)."""
+    from services.core.logging import get_logger
+    from services.memory.local import build_local_memory
+    from services.memory.wiring import AGENT_SECRET_FILE, agent_secrets, local_agent_secret
+
+    secrets = agent_secrets(settings)
+    if not secrets and settings.memory_backend != "none":
+        secret, created = local_agent_secret(settings.data_dir)
+        secrets = [secret]
+        if created:
+            click.echo(
+                f"Generated the agent secret for the conversation-initiation webhook and memory tool "
+                f"(kept in {settings.data_dir / AGENT_SECRET_FILE}); ElevenLabs sends it as X-CallVault-Secret.",
+                err=True,
+            )
+    return build_local_memory(
+        settings, storage, agent_secrets=secrets, logger=get_logger("callvault-memory", settings.log_level)
+    )
 
 
 @cli.command()
@@ -116,3 +167,33 @@ def import_(paths: tuple[Path, ...], data_dir: Path | None) -> None:
     summary.print()
     if summary.failed:
         sys.exit(1)
+
+
+def _register_search_commands() -> None:
+    from services.cli.search_commands import calls, show
+
+    cli.add_command(calls)
+    cli.add_command(show)
+
+
+_register_search_commands()
+
+
+def _register_analytics_commands() -> None:
+    from services.cli.analytics_commands import ANALYTICS_COMMANDS
+
+    for command in ANALYTICS_COMMANDS:
+        cli.add_command(command)
+
+
+_register_analytics_commands()
+
+
+def _register_memory_commands() -> None:
+    from services.cli.memory_commands import MEMORY_COMMANDS
+
+    for command in MEMORY_COMMANDS:
+        cli.add_command(command)
+
+
+_register_memory_commands()

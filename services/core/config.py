@@ -24,13 +24,79 @@ class Settings(BaseSettings):
 
     bucket: str | None = Field(None, description="aws: the archive bucket")
     table: str = Field("callvault-calls", description="aws: the DynamoDB call index table")
+    analytics_bucket: str | None = Field(None, description="aws: the analytics tables' bucket (not the archive)")
+    athena_workgroup: str = Field("callvault-analytics", description="`callvault report --athena`: workgroup")
+    athena_database: str = Field("callvault_analytics", description="`callvault report --athena`: Glue database")
 
     log_level: str = "INFO"
+
+    # Search API. Keys: comma-separated, each a raw key or ``sha256:<hex>`` of one; only hashes are kept.
+    api_keys: SecretStr | None = None
+    # AWS: SSM SecureString parameter with the keys, read once at cold start. A Secrets Manager secret
+    # works too through SSM's reference path: ``/aws/reference/secretsmanager/<secret-name>``.
+    api_keys_param: str | None = None
+    # HMAC key for pagination cursors and local file links. Must be the same on every instance (a
+    # cursor issued by one Lambda instance is redeemed by another); generated into the data dir locally.
+    signing_key: SecretStr | None = None
+    signing_key_param: str | None = None
+    # key: every data route checks `Authorization: Bearer <key>`. iam: API Gateway authorises callers with
+    # IAM (SigV4 uses the Authorization header itself); the app then only insists that the event shows
+    # an IAM-authenticated caller, so a deployment that lost its authorizer fails closed.
+    api_auth: Literal["key", "iam"] = Field("key", description="search API authentication: key or iam")
+    link_ttl_secs: int = Field(
+        900, ge=1, le=604800, description="lifetime of transcript/audio links (SigV4 allows at most 7 days)"
+    )
+    public_url: str | None = Field(
+        None, description="local: base URL put in file links (default: the address the request came in on)"
+    )
+    api_base_path: str = Field(
+        "/", description="aws: path prefix API Gateway adds before routes (a named stage or a custom-domain mapping)"
+    )
+
+    # Caller memory (services/memory, docs/memory.md). oss: Mem0 open source, offline, under data_dir;
+    # platform: the hosted Mem0 Platform (the only choice on AWS); none: no memories at all.
+    memory_backend: Literal["oss", "platform", "none"] = Field("oss", description="where caller memories live")
+    mem0_api_key: SecretStr | None = None
+    # AWS: SSM SecureString parameter with the Mem0 Platform API key, read once at cold start.
+    mem0_api_key_param: str | None = None
+    mem0_host: str = Field("https://api.mem0.ai", description="Mem0 Platform base URL")
+    mem0_timeout_secs: float = Field(10.0, gt=0, description="per-request timeout towards Mem0 Platform")
+    mem0_max_retries: int = Field(3, ge=0, le=10, description="retries of one Mem0 Platform request (5xx, 429)")
+    memory_queue_url: str | None = Field(None, description="aws: the SQS FIFO queue of memory jobs")
+    # Shared secret(s) ElevenLabs sends in X-CallVault-Secret to the conversation-initiation webhook and
+    # the memory-search tool; comma-separated during a rotation. Generated into data_dir locally.
+    agent_webhook_secret: SecretStr | None = None
+    agent_webhook_secret_param: str | None = None
+    agent_first_message: str | None = Field(
+        None,
+        description="first-message override for returning callers whose name is known, e.g. "
+        "'Welcome back, {caller_name}!' (enable the override in the agent's Security tab)",
+    )
+    memory_worker_poll_secs: float = Field(1.0, gt=0, description="local worker: idle poll interval")
+    memory_worker_lease_secs: float = Field(300.0, gt=0, description="local worker: a claimed job's lease")
+    memory_max_attempts: int = Field(8, ge=1, le=100, description="attempts before a memory job is failed")
+    memory_retry_base_secs: float = Field(5.0, gt=0, description="first retry delay; doubles per attempt")
+    memory_retry_max_secs: float = Field(3600.0, gt=0, description="longest retry delay")
+    memory_embed_threads: int = Field(1, ge=1, le=16, description="oss: onnxruntime threads for embeddings")
+    memory_worker_yield_max_secs: float = Field(
+        10.0, ge=0, description="local worker: longest wait for a gap between webhooks before the next job"
+    )
 
     def webhook_secrets(self) -> list[str]:
         if self.webhook_secret is None:
             return []
         return [s.strip() for s in self.webhook_secret.get_secret_value().split(",") if s.strip()]
+
+    def agent_webhook_secrets(self) -> list[str]:
+        if self.agent_webhook_secret is None:
+            return []
+        return [s.strip() for s in self.agent_webhook_secret.get_secret_value().split(",") if s.strip()]
+
+    def api_key_entries(self) -> list[str]:
+        """The configured API keys (raw or ``sha256:<hex>``); the search service hashes them at once."""
+        if self.api_keys is None:
+            return []
+        return [s.strip() for s in self.api_keys.get_secret_value().split(",") if s.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -59,6 +59,10 @@ class CallIndex(Protocol):
         """
         ...
 
+    def set_memory_status(self, conversation_id: str, status: str, now: int) -> None:
+        """Record the caller-memory job's progress on an existing row (never creates one)."""
+        ...
+
     def list_calls(self, query: CallQuery) -> CallPage:
         """Newest first by ``started_at``; cost follows the page, never the size of the index."""
         ...

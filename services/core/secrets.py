@@ -1,6 +1,11 @@
-"""Secrets on AWS: SSM SecureString parameters, read once per cold start and cached."""
+"""Secrets: on AWS SSM SecureString parameters read once per cold start; locally tokens kept in the data dir."""
 
+import contextlib
+import os
+import secrets as token_source
+import time
 from functools import lru_cache
+from pathlib import Path
 
 
 @lru_cache(maxsize=8)
@@ -10,3 +15,28 @@ def read_ssm_secret(name: str) -> str:
     response = boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)
     value: str = response["Parameter"]["Value"]
     return value
+
+
+def local_secret(data_dir: Path, name: str, prefix: str) -> tuple[str, bool]:
+    """A random token kept (0600) in ``data_dir/name``, created on first use; ``(value, created)``.
+
+    Creation is create-if-absent (a hard link of a finished temp file), so two processes starting at
+    once agree on one value instead of each keeping its own.
+    """
+    path = data_dir / name
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip(), False
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = prefix + token_source.token_urlsafe(32)
+    tmp = path.with_name(f".{name}.tmp{os.getpid()}-{time.monotonic_ns()}")
+    tmp.touch(mode=0o600)
+    try:
+        tmp.write_text(value + "\n", encoding="utf-8")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return path.read_text(encoding="utf-8").strip(), False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return value, True

@@ -1,7 +1,5 @@
 """The only place that chooses adapters. Everything else receives its ports as arguments."""
 
-import secrets as token_source
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +33,23 @@ def build_storage(settings: Settings) -> Storage:
     )
 
 
+def build_analytics_store(settings: Settings) -> BlobStore:
+    """The analytics tables' own store: a separate bucket on AWS, ``<data-dir>/analytics`` locally.
+
+    Separate from the archive so the report tables never follow the archive to cold storage and
+    analysts can read them without any access to raw transcripts and audio.
+    """
+    if settings.backend == "aws":
+        from .adapters.s3_blob_store import S3BlobStore
+
+        if not settings.analytics_bucket:
+            raise RuntimeError("CALLVAULT_ANALYTICS_BUCKET must name the analytics bucket when CALLVAULT_BACKEND=aws")
+        return S3BlobStore(settings.analytics_bucket)
+    from .adapters.fs_blob_store import FsBlobStore
+
+    return FsBlobStore(settings.data_dir / "analytics")
+
+
 def webhook_secrets(settings: Settings) -> list[str]:
     """Secrets from the environment, else (AWS) from SSM. Empty means: refuse every webhook."""
     found = settings.webhook_secrets()
@@ -46,17 +61,10 @@ def webhook_secrets(settings: Settings) -> list[str]:
 
 
 def local_webhook_secret(data_dir: Path) -> tuple[str, bool]:
-    """The local server's secret, generated on first run and kept (0600) in the data dir.
+    """The local server's webhook secret, generated on first run and kept (0600) in the data dir.
 
     Returns ``(secret, created)`` so the caller can show a new secret once.
     """
-    path = data_dir / WEBHOOK_SECRET_FILE
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip(), False
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret = "wsec_" + token_source.token_urlsafe(32)
-    tmp = path.with_suffix(f".tmp{time.monotonic_ns()}")
-    tmp.touch(mode=0o600)
-    tmp.write_text(secret + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return secret, True
+    from .secrets import local_secret
+
+    return local_secret(data_dir, WEBHOOK_SECRET_FILE, "wsec_")

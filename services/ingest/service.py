@@ -9,10 +9,11 @@ import base64
 import binascii
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
+from services.analytics.writer import AnalyticsWriter
 from services.core.domain import keys, payload, signing
 from services.core.domain.errors import InvalidPayload, PayloadTooLarge
 from services.core.domain.models import AudioFacts, CallRecord, WebhookEvent
@@ -35,6 +36,16 @@ class IngestResult:
         return {"status": self.outcome, "type": self.event_type, "conversation_id": self.conversation_id}
 
 
+class MemoryJobSubmitter(Protocol):
+    """services.memory.jobs.MemoryJobs: records the job durably (outbox row / SQS message), never Mem0."""
+
+    def status_for(self, event: WebhookEvent, record: CallRecord) -> str | None:
+        """The memory status the call's row should carry once this event is archived."""
+        ...
+
+    def submit(self, event: WebhookEvent, record: CallRecord) -> None: ...
+
+
 @dataclass
 class Archiver:
     """Writes events into the archive and the index. Shared by the webhook, `callvault import` and tests."""
@@ -43,6 +54,8 @@ class Archiver:
     index: CallIndex
     clock: Callable[[], float]
     default_region: str = "US"
+    analytics: AnalyticsWriter | None = None  # the compact report tables, written before the 200
+    memory_jobs: MemoryJobSubmitter | None = None  # records a caller-memory job; never raises
 
     def archive(self, event: WebhookEvent) -> IngestResult:
         if event.type == "post_call_transcription":
@@ -69,21 +82,33 @@ class Archiver:
         record.transcript_key = keys.transcript_key(prefix, record.conversation_id)
         record.transcript_bytes = len(document)
         self.blobs.put_bytes(record.transcript_key, document, JSON_TYPE)
+        if self.memory_jobs is not None:  # written with the row itself: one index write, not two
+            record.memory_status = self.memory_jobs.status_for(event, record)
+            record.memory_updated_at = self._now() if record.memory_status else None
         if not self.index.save_call(record, self._now()):
             return IngestResult("stale", event.type, record.conversation_id, record.phone)
-        self._place_audio(record.conversation_id, prefix, existing)
+        has_audio = self._place_audio(record.conversation_id, prefix, existing)
+        if self.analytics is not None:
+            previous = existing.started_at if existing else None
+            self.analytics.write_call(event.data, record, has_audio=has_audio, previous_start=previous)
+        if self.memory_jobs is not None:
+            self.memory_jobs.submit(event, record)
         return IngestResult("stored", event.type, record.conversation_id, record.phone)
 
-    def _place_audio(self, conversation_id: str, prefix: str, before: CallRecord | None) -> None:
-        """Move audio that arrived before its transcript into place (or finish a move a crash interrupted)."""
+    def _place_audio(self, conversation_id: str, prefix: str, before: CallRecord | None) -> bool:
+        """Move audio that arrived before its transcript into place (or finish a move a crash interrupted).
+
+        True when the call's audio is in place afterwards.
+        """
         final = keys.audio_key(prefix, conversation_id)
         self.blobs.move(keys.pending_audio_key(conversation_id), final)
         size = self.blobs.size(final)
         if size is None:
-            return
+            return False
         row = self.index.get(conversation_id) if before is None or before.audio_key != final else before
         if row is None or row.audio_key != final or row.audio_bytes != size:
             self.index.save_audio(conversation_id, None, AudioFacts(final, size), self._now(), only_if_unplaced=False)
+        return True
 
     def _archive_audio(self, event: WebhookEvent) -> IngestResult:
         conversation_id = keys.check_conversation_id(event.data.get("conversation_id"))
@@ -96,6 +121,8 @@ class Archiver:
             key = keys.audio_key(existing.archive_prefix, conversation_id)
             size = self.blobs.put_stream(key, _decode_base64(encoded), AUDIO_TYPE)
             self.index.save_audio(conversation_id, agent_id, AudioFacts(key, size), self._now(), only_if_unplaced=False)
+            if self.analytics is not None:
+                self.analytics.mark_audio(conversation_id, existing.started_at)
             return IngestResult("stored", event.type, conversation_id, existing.phone)
         # No transcript yet, so no phone and no place: park the audio and record it there.
         pending = keys.pending_audio_key(conversation_id)
@@ -108,6 +135,8 @@ class Archiver:
         row = self.index.get(conversation_id)
         prefix = row.archive_prefix if row and row.archive_prefix else keys.UNKNOWN_PHONE_PREFIX
         self._place_audio(conversation_id, prefix, None)
+        if self.analytics is not None and row is not None:
+            self.analytics.mark_audio(conversation_id, row.started_at)
         return IngestResult("stored", event.type, conversation_id, row.phone if row else None)
 
 

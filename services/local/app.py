@@ -1,61 +1,84 @@
-"""The one-machine deployment: webhook receiver (and the search API) in one FastAPI process."""
+"""The one-machine deployment: the search API, the webhook receiver, signed file downloads and
+/healthz in one FastAPI process (``callvault serve``).
 
+Composition only: the search app (``services.search.app.create_app``) is the base, the webhook route
+and the ``/files`` route are mounted on it, so every route shares one error envelope, one request id
+and one log format.
+"""
+
+import secrets as token_source
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
 
+from services.analytics.writer import AnalyticsWriter
+from services.core.adapters.fs_blob_store import FsBlobStore
 from services.core.config import Settings
 from services.core.logging import get_logger
-from services.core.wiring import Storage, build_storage
-from services.ingest.edge import error_body
+from services.core.wiring import Storage, build_analytics_store, build_storage
 from services.ingest.router import router as webhook_router
 from services.ingest.service import Archiver, WebhookReceiver
+from services.memory.app import mount_memory
+from services.search.app import create_app
+from services.search.auth import ApiKeys
+from services.search.credentials import configured_api_key_hashes, configured_signing_key
+from services.search.cursor import CursorCodec
+from services.search.dependencies import require_api_key
+from services.search.files import LocalFiles
+from services.search.links import HmacLinkSigner
+from services.search.routes import files as files_routes
+from services.search.wiring import build_link_signer
+
+if TYPE_CHECKING:  # the memory stack (Mem0, Qdrant, ONNX) loads only when `serve` builds it
+    from services.memory.local import LocalMemory
 
 
-@dataclass
-class LocalServer:
-    app: FastAPI
-    storage: Storage
-
-
-def create_local_app(settings: Settings, secrets: list[str], storage: Storage | None = None) -> FastAPI:
+def create_local_app(
+    settings: Settings,
+    secrets: list[str],
+    storage: Storage | None = None,
+    *,
+    api_key_hashes: list[bytes] | None = None,
+    signing_key: bytes | None = None,
+    clock: Callable[[], float] = time.time,
+    memory: "LocalMemory | None" = None,
+) -> FastAPI:
+    """The local server's app. ``callvault serve`` passes the API key hashes and signing key it keeps
+    in the data dir; when a caller passes none, the configured ones are used, else no API key (every
+    search is a 401) and a throwaway signing key, so building an app never writes to the data dir."""
     storage = storage or build_storage(settings)
-    archiver = Archiver(storage.blobs, storage.index, time.time, settings.default_region)
-    app = FastAPI(
-        title="CallVault",
-        version="0.1.0",
-        description="The archive for AI voice-agent calls: signed ElevenLabs webhooks in, searchable calls out.",
+    if api_key_hashes is None:
+        api_key_hashes = configured_api_key_hashes(settings)
+    if signing_key is None:
+        signing_key = configured_signing_key(settings) or token_source.token_bytes(32)
+    app = create_app(
+        settings,
+        storage,
+        api_keys=ApiKeys(api_key_hashes),
+        cursors=CursorCodec(signing_key),
+        links=build_link_signer(settings, storage, signing_key, clock),
+        clock=clock,
+        logger=get_logger("callvault", settings.log_level),
     )
+    archiver = Archiver(
+        storage.blobs,
+        storage.index,
+        time.time,
+        settings.default_region,
+        analytics=AnalyticsWriter(build_analytics_store(settings)),
+        memory_jobs=memory.jobs if memory is not None else None,
+    )
+    if memory is not None:
+        mount_memory(app, memory.context, require_api_key)
     app.state.receiver = WebhookReceiver(archiver, secrets, settings.max_body_bytes)
     app.state.storage = storage
-    app.state.logger = get_logger("callvault", settings.log_level)
     app.include_router(webhook_router)
-
-    @app.get("/healthz", tags=["ops"], summary="Liveness: 200 once the server is ready")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    install_error_envelope(app)
+    if isinstance(storage.blobs, FsBlobStore):
+        # The archive is a folder: serve it through signed links, as S3 serves presigned URLs.
+        context = app.state.search
+        context.file_links = HmacLinkSigner(signing_key, clock)
+        context.files = LocalFiles(storage.blobs.root)
+        app.include_router(files_routes.router)
     return app
-
-
-def install_error_envelope(app: FastAPI) -> None:
-    """Framework errors (404 route, 405, validation) in the same envelope as ours; never a trace."""
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail), ""), status_code=exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-        return JSONResponse(error_body("invalid_request", f"invalid parameters: {fields}", ""), status_code=422)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(error_body("internal", "internal error", ""), status_code=500)

@@ -1,14 +1,17 @@
 """The CallIndex contract, run against every adapter (see conftest.py), plus DynamoDB-only checks."""
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pynamodb.connection.base import Connection
 
 from services.core.adapters.dynamo_call_index import DynamoCallIndex
+from services.core.adapters.sqlite_call_index import SqliteCallIndex
 from services.core.domain.errors import InvalidCursor, StorageUnavailable
 from services.core.domain.models import AudioFacts, CallPage, CallQuery, CallRecord
 from services.core.ports import CallIndex
@@ -588,3 +591,29 @@ def test_dynamo_call_index_outcome_listings_read_their_own_index(
     if query in (CallQuery(status="initiation_failed"), CallQuery(call_successful="failure")):
         assert ids(page) == [conversation(3)]
         assert queries[0]["Limit"] == 26  # one page plus one, not a walk through the timeline
+
+
+def test_call_index_memory_status_marks_an_existing_row_only(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0), NOW)
+
+    index.set_memory_status(CONVERSATION, "done", NOW + 5)
+    index.set_memory_status(conversation(99), "done", NOW + 5)
+
+    row = index.get(CONVERSATION)
+    assert row is not None and (row.memory_status, row.memory_updated_at) == ("done", NOW + 5)
+    assert row.event_at == placed(CONVERSATION, PHONE, T0).event_at  # untouched: the outbox triggers watch it
+    assert index.get(conversation(99)) is None
+
+
+def test_sqlite_call_index_adds_columns_missing_from_an_older_file(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE calls (conversation_id TEXT PRIMARY KEY, phone TEXT, started_at INTEGER)")
+        conn.execute("INSERT INTO calls VALUES (?, ?, ?)", (CONVERSATION, PHONE, T0))
+
+    index = SqliteCallIndex(path)
+    index.set_memory_status(CONVERSATION, "pending", NOW)
+
+    row = index.get(CONVERSATION)
+    assert row is not None and (row.phone, row.memory_status) == (PHONE, "pending")
+    index.close()

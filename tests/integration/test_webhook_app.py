@@ -252,3 +252,11 @@ def test_webhook_app_logs_hold_no_transcript_text_and_no_full_phone(
         assert text not in out
     stored = [line for line in lines if line.get("status") == 200]
     assert {line.get("conversation_id") for line in stored} >= {"conv_01jzfrjvcce0vsea1fcbpp9p04"}
+
+
+def test_webhook_app_body_and_header_carry_the_same_request_id(local: Local) -> None:
+    body = fixture_bytes(TRANSCRIPTION)
+    response = local.client.post(URL, content=body, headers=signed_headers(body))
+    assert response.json()["request_id"] == response.headers["x-request-id"]
+    refused = local.client.post(URL, content=body, headers={"ElevenLabs-Signature": "t=1,v0=00"})
+    assert refused.json()["request_id"] == refused.headers["x-request-id"]

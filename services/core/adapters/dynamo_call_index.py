@@ -40,6 +40,7 @@ _INT_FIELDS = frozenset(
         "audio_bytes",
         "cost",
         "event_at",
+        "memory_updated_at",
         "ingested_at",
         "updated_at",
     }
@@ -124,6 +125,8 @@ class CallModel(Model):
     summary_title = UnicodeAttribute(null=True)
     summary = UnicodeAttribute(null=True)
     event_at = NumberAttribute(null=True)
+    memory_status = UnicodeAttribute(null=True)
+    memory_updated_at = NumberAttribute(null=True)
     ingested_at = NumberAttribute(null=True)
     updated_at = NumberAttribute(null=True)
     gsi_all = UnicodeAttribute(null=True)  # TIMELINE_PARTITION once started_at is known
@@ -210,6 +213,11 @@ class DynamoCallIndex:
         except (BotoCoreError, ClientError) as exc:
             _unavailable("UpdateItem", exc)
         return True
+
+    def set_memory_status(self, conversation_id: str, status: str, now: int) -> None:
+        m = self.model
+        actions: list[Action] = [m.memory_status.set(status), m.memory_updated_at.set(now)]
+        self._update(conversation_id, actions, m.conversation_id.exists())  # False: row gone, nothing to mark
 
     def list_calls(self, query: CallQuery) -> CallPage:
         if query.limit < 1:

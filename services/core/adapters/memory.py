@@ -91,6 +91,12 @@ class MemoryCallIndex:
             self.rows[conversation_id] = row
             return True
 
+    def set_memory_status(self, conversation_id: str, status: str, now: int) -> None:
+        with self._lock:
+            row = self.rows.get(conversation_id)
+            if row is not None:
+                row.memory_status, row.memory_updated_at = status, now
+
     def list_calls(self, query: CallQuery) -> CallPage:
         rows = [
             r

@@ -23,15 +23,18 @@ _COLUMN_TYPES = {
     "audio_bytes": "INTEGER",
     "cost": "INTEGER",
     "cost_usd": "REAL",
+    "memory_updated_at": "INTEGER",
     "event_at": "INTEGER",
     "ingested_at": "INTEGER",
     "updated_at": "INTEGER",
 }
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(CallRecord))
-_SCHEMA = f"""
+_TABLE = f"""
 CREATE TABLE IF NOT EXISTS calls (
     {", ".join(f"{c} {_COLUMN_TYPES.get(c, 'TEXT')}" for c in COLUMNS)}
 );
+"""
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS calls_by_phone ON calls (phone, started_at DESC, conversation_id DESC);
 CREATE INDEX IF NOT EXISTS calls_by_agent ON calls (agent_id, started_at DESC, conversation_id DESC);
 CREATE INDEX IF NOT EXISTS calls_by_time ON calls (started_at DESC, conversation_id DESC);
@@ -63,9 +66,18 @@ class SqliteCallIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        # SQLite takes one writer at a time; a waiting writer sleeps in its busy handler (ms steps).
+        # Queueing this process's writers on a lock instead hands the write lock over at once.
+        self._write_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
-            conn.executescript(_SCHEMA)
+            conn.executescript(_TABLE)
+            # Index files written by older versions lack newer columns: add them in place.
+            present = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+            for column in COLUMNS:
+                if column not in present:
+                    conn.execute(f"ALTER TABLE calls ADD COLUMN {column} {_COLUMN_TYPES.get(column, 'TEXT')}")
+            conn.executescript(_INDEXES)
 
     def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -94,7 +106,8 @@ class SqliteCallIndex:
     def save_call(self, record: CallRecord, now: int) -> bool:
         params = {c: getattr(record, c) for c in CALL_FIELDS}
         params.update(conversation_id=record.conversation_id, now=now)
-        return self._execute(_SAVE_CALL, params).rowcount > 0
+        with self._write_lock:
+            return self._execute(_SAVE_CALL, params).rowcount > 0
 
     def save_audio(
         self,
@@ -113,7 +126,16 @@ class SqliteCallIndex:
             "audio_bytes": audio.size,
             "now": now,
         }
-        return self._execute(sql, params).rowcount > 0
+        with self._write_lock:
+            return self._execute(sql, params).rowcount > 0
+
+    def set_memory_status(self, conversation_id: str, status: str, now: int) -> None:
+        # Never touches event_at: the memory outbox's triggers fire on it.
+        with self._write_lock:
+            self._execute(
+                "UPDATE calls SET memory_status = ?, memory_updated_at = ? WHERE conversation_id = ?",
+                (status, now, conversation_id),
+            )
 
     def list_calls(self, query: CallQuery) -> CallPage:
         where = ["started_at IS NOT NULL"]

@@ -38,6 +38,8 @@ class CallRecord:
     language: str | None = None
     summary_title: str | None = None
     summary: str | None = None
+    memory_status: str | None = None  # caller memory: pending / done / failed / skipped_no_phone
+    memory_updated_at: int | None = None
     event_at: int | None = None  # event_timestamp of the call-level event we hold; guards reordering
     ingested_at: int | None = None  # first time any event of this call was stored
     updated_at: int | None = None
