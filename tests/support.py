@@ -103,3 +103,16 @@ def serve_archive(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def fake_aws_environment(monkeypatch: Any, tmp_path: Path) -> None:
+    """Fake credentials in us-east-1 and nothing from the developer's machine (profiles, endpoints, CALLVAULT_*),
+    so moto's in-process mock is the only AWS a test can reach."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_ENDPOINT_URL", "CALLVAULT_")) or name in {"AWS_PROFILE", "AWS_DEFAULT_PROFILE"}:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from services.core.adapters.sqlite_database import SqliteDatabase
 from services.core.domain.errors import StorageUnavailable
 
 from .domain import MemoryJob
@@ -166,28 +167,15 @@ class SqliteOutbox:
         self.clock = clock
         # Set by ``enqueue`` so an in-process worker wakes at once instead of at its next poll.
         self.wakeup = threading.Event()
-        self._local = threading.local()
+        self._db = SqliteDatabase(path, "the memory outbox")
         path.parent.mkdir(parents=True, exist_ok=True)
         self._connect().executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.row_factory = sqlite3.Row
-            except sqlite3.Error as exc:
-                raise StorageUnavailable("the memory outbox cannot be opened") from exc
-            self._local.conn = conn
-        return conn
+        return self._db.connection()
 
     def _execute(self, sql: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        try:
-            return self._connect().execute(sql, params)
-        except sqlite3.Error as exc:
-            raise StorageUnavailable("the memory outbox is unavailable") from exc
+        return self._db.execute(sql, params)
 
     # -- MemoryJobQueue ------------------------------------------------------------------------
 
@@ -297,10 +285,7 @@ class SqliteOutbox:
         return [_row(r) for r in self._execute(sql, params)]
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._db.close()
 
 
 class CallTriggeredQueue:

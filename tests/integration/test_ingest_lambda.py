@@ -2,7 +2,6 @@
 
 import base64
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,15 @@ from services.core.adapters.dynamo_call_index import DynamoCallIndex
 from services.core.config import get_settings
 from services.core.secrets import read_ssm_secret
 from services.ingest import handler
-from tests.support import AUDIO, SECRET, TRANSCRIPTION, fixture_bytes, fixture_json, signed_headers
+from tests.support import (
+    AUDIO,
+    SECRET,
+    TRANSCRIPTION,
+    fake_aws_environment,
+    fixture_bytes,
+    fixture_json,
+    signed_headers,
+)
 
 BUCKET = "callvault-archive-lambda-test"
 TABLE = "callvault-calls-lambda-test"
@@ -74,14 +81,7 @@ def http_api_event(body: bytes, headers: dict[str, str], *, base64_body: bool = 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith(("AWS_ENDPOINT_URL", "CALLVAULT_")) or name in {"AWS_PROFILE", "AWS_DEFAULT_PROFILE"}:
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    fake_aws_environment(monkeypatch, tmp_path)
     monkeypatch.setenv("CALLVAULT_BACKEND", "aws")
     monkeypatch.setenv("CALLVAULT_BUCKET", BUCKET)
     monkeypatch.setenv("CALLVAULT_TABLE", TABLE)

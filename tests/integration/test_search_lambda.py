@@ -7,7 +7,6 @@ download name); tests/integration/test_search_presign.py checks that a real S3 a
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from services.core.domain import payload
 from services.core.secrets import read_ssm_secret
 from services.ingest.service import Archiver
 from services.search import handler
-from tests.support import AUDIO, TRANSCRIPTION, TRANSCRIPTION_OUTBOUND, fixture_json
+from tests.support import AUDIO, TRANSCRIPTION, TRANSCRIPTION_OUTBOUND, fake_aws_environment, fixture_json
 
 BUCKET = "callvault-archive-search-test"
 TABLE = "callvault-calls-search-test"
@@ -140,14 +139,7 @@ AUTH = {"authorization": f"Bearer {API_KEY}"}
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith(("AWS_ENDPOINT_URL", "CALLVAULT_")) or name in {"AWS_PROFILE", "AWS_DEFAULT_PROFILE"}:
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    fake_aws_environment(monkeypatch, tmp_path)
     monkeypatch.setenv("CALLVAULT_BACKEND", "aws")
     monkeypatch.setenv("CALLVAULT_BUCKET", BUCKET)
     monkeypatch.setenv("CALLVAULT_TABLE", TABLE)

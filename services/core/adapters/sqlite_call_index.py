@@ -10,8 +10,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..domain.errors import InvalidCursor, StorageUnavailable
+from ..domain.errors import InvalidCursor
 from ..domain.models import CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
+from .sqlite_database import SqliteDatabase
 
 _COLUMN_TYPES = {
     "conversation_id": "TEXT PRIMARY KEY",
@@ -65,7 +66,7 @@ ON CONFLICT (conversation_id) DO UPDATE SET
 class SqliteCallIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
+        self._db = SqliteDatabase(path, "the local index")
         # SQLite takes one writer at a time; a waiting writer sleeps in its busy handler (ms steps).
         # Queueing this process's writers on a lock instead hands the write lock over at once.
         self._write_lock = threading.Lock()
@@ -80,24 +81,10 @@ class SqliteCallIndex:
             conn.executescript(_INDEXES)
 
     def _connect(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=True)
-                conn.execute("PRAGMA journal_mode=WAL")
-                # FULL: a commit is on disk before we answer 200 (NORMAL could lose it on power loss).
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.row_factory = sqlite3.Row
-            except sqlite3.Error as exc:
-                raise StorageUnavailable("the local index cannot be opened") from exc
-            self._local.conn = conn
-        return conn
+        return self._db.connection()
 
     def _execute(self, sql: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        try:
-            return self._connect().execute(sql, params)
-        except sqlite3.Error as exc:
-            raise StorageUnavailable("the local index is unavailable") from exc
+        return self._db.execute(sql, params)
 
     def get(self, conversation_id: str) -> CallRecord | None:
         row = self._execute("SELECT * FROM calls WHERE conversation_id = ?", (conversation_id,)).fetchone()
@@ -175,10 +162,7 @@ class SqliteCallIndex:
         return CallPage(items, next_position)
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._db.close()
 
 
 def _position(after: dict[str, Any]) -> tuple[int, str]:
