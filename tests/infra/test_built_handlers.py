@@ -375,3 +375,42 @@ def test_moto_really_enforces_the_roles(built: Json, aws: Aws) -> None:
         )
     with pytest.raises(ClientError, match="AccessDenied"):
         aws.client("ssm", "IngestRole").put_parameter(Name="/callvault/other", Value="x", Type="String")
+
+
+IMPORT_ONLY = r"""
+import importlib, json, sys, sysconfig
+job = json.load(sys.stdin)
+sys.path[:0] = job["paths"]
+module_name, function_name = job["handler"].rsplit(".", 1)
+assert callable(getattr(importlib.import_module(module_name), function_name))
+allowed = tuple(job["paths"]) + tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")})
+print(json.dumps(sorted(
+    name for name, module in list(sys.modules.items())
+    if getattr(module, "__file__", None) and not module.__file__.startswith(allowed)
+)))
+"""
+
+
+def test_every_built_function_imports_its_handler_from_its_package_and_layers_alone(built: Json) -> None:
+    """All functions, the memory worker and memory API included: a module missing from a package or
+    layer fails here (the behaviour of ingest and search is exercised by the tests above)."""
+    functions = resources_of_type(built, "AWS::Serverless::Function")
+    assert {"IngestFunction", "SearchFunction", "MemoryWorkerFunction", "MemoryApiFunction"} <= set(functions)
+    root = build_dir()
+    for logical_id in functions:
+        props = function_properties(built, logical_id)
+        layers = [built["Resources"][ref["Ref"]]["Properties"]["ContentUri"] for ref in props.get("Layers", [])]
+        paths = [str((root / props["CodeUri"]).resolve())] + [
+            str((root / layer / "python").resolve()) for layer in layers
+        ]
+        job = {"paths": paths, "handler": props["Handler"]}
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", IMPORT_ONLY],
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"PATH": os.environ.get("PATH", ""), "MEM0_TELEMETRY": "False", "AWS_DEFAULT_REGION": REGION},
+        )
+        assert done.returncode == 0, f"{logical_id}: {done.stderr[-2000:]}"
+        assert json.loads(done.stdout.strip().splitlines()[-1]) == [], f"{logical_id} imported from outside its package"

@@ -315,3 +315,15 @@ def test_every_function_uses_the_dependency_layer_built_from_the_pins() -> None:
         props = function_properties(tpl, logical_id)
         assert {"Ref": "RuntimeDepsLayer"} in props["Layers"]
         assert props["Runtime"] == layer["Metadata"]["BuildMethod"]
+
+
+def test_memory_api_routes_are_the_routes_of_the_memory_router() -> None:
+    from fastapi import FastAPI
+
+    from services.memory.router import create_memory_router
+
+    app = FastAPI()
+    app.include_router(create_memory_router(lambda: None))
+    code = _openapi_routes(app)
+    assert http_routes(template(), "MemoryApiFunction") == code
+    assert ("POST", "/webhooks/elevenlabs/conversation-init") in code
