@@ -20,19 +20,13 @@ from rich.console import Console
 from rich.table import Table
 
 from services.analytics.reports import REPORTS
+from services.cli.options import DATA_DIR_OPTION, settings_for
 from services.core.config import Settings
 
 if TYPE_CHECKING:
     from services.analytics.reports import Engine
     from services.analytics.result import QueryResult
 
-# Same option as in main.py; repeated here so this module does not import the command group it joins.
-DATA_DIR_OPTION = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where the local archive lives [env CALLVAULT_DATA_DIR; default ./callvault-data].",
-)
 FORMAT_OPTION = click.option(
     "--format",
     "output_format",
@@ -56,11 +50,6 @@ ATHENA_OPTION = click.option(
 )
 DAY = click.DateTime(formats=["%Y-%m-%d"])
 CACHE_FILE = "analytics-cache.duckdb"
-
-
-def _settings(data_dir: Path | None) -> Settings:
-    settings = Settings()
-    return settings.model_copy(update={"data_dir": data_dir}) if data_dir is not None else settings
 
 
 def _engine(settings: Settings, *, athena: bool, source: str | None, no_cache: bool) -> "Engine":
@@ -171,7 +160,7 @@ def report(
     from services.analytics.reports import ReportArgs, run_report
     from services.core.domain import phone as phones
 
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     chosen = REPORTS[name]
     if since and until and since > until:
         raise click.BadParameter("--since is after --until", param_hint="--since")
@@ -220,7 +209,7 @@ def sql(
       callvault sql --source s3://my-analytics-bucket "SELECT count(*) FROM messages"
     """
     text = sys.stdin.read() if query == "-" else query
-    engine = _engine(_settings(data_dir), athena=athena, source=source, no_cache=no_cache)
+    engine = _engine(settings_for(data_dir), athena=athena, source=source, no_cache=no_cache)
     result = _run(lambda: engine.query(text))
     print_result(result, output_format)
     _report_athena_bytes(engine)
@@ -259,7 +248,7 @@ def backfill_analytics(prune: bool, workers: int, data_dir: Path | None) -> None
     from services.analytics.backfill import backfill_analytics as run_backfill
     from services.core.wiring import build_analytics_store, build_storage
 
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     storage = build_storage(settings)
     analytics = build_analytics_store(settings)
     show = sys.stderr.isatty() or bool(os.environ.get("CI"))

@@ -8,25 +8,12 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
+from services.cli.options import DATA_DIR_OPTION, settings_for
 from services.core.config import Settings
 
 if TYPE_CHECKING:
     from services.core.wiring import Storage
     from services.memory.local import LocalMemory
-
-DATA_DIR_OPTION = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where the local archive lives [env CALLVAULT_DATA_DIR; default ./callvault-data].",
-)
-
-
-def _settings(data_dir: Path | None) -> Settings:
-    settings = Settings()
-    if data_dir is not None:
-        settings = settings.model_copy(update={"data_dir": data_dir})
-    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,7 +47,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     from services.local.app import create_local_app
     from services.search.credentials import API_KEY_FILE, configured_api_key_hashes, local_api_key, resolve_local
 
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     secrets = settings.webhook_secrets()
     if not secrets:
         secret, created = local_webhook_secret(settings.data_dir)
@@ -139,7 +126,7 @@ def sign(file: BinaryIO, secret: str | None, data_dir: Path | None, timestamp: i
     from services.core.wiring import WEBHOOK_SECRET_FILE
 
     if secret is None:
-        path = _settings(data_dir).data_dir / WEBHOOK_SECRET_FILE
+        path = settings_for(data_dir).data_dir / WEBHOOK_SECRET_FILE
         if not path.exists():
             raise click.UsageError(
                 f"no secret: pass --secret, set CALLVAULT_WEBHOOK_SECRET, or run `callvault serve` once "
@@ -162,7 +149,7 @@ def import_(paths: tuple[Path, ...], data_dir: Path | None) -> None:
     """
     from services.cli.importer import import_paths
 
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     summary = import_paths(settings, list(paths), progress=sys.stderr.isatty() or bool(os.environ.get("CI")))
     summary.print()
     if summary.failed:

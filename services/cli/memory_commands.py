@@ -17,23 +17,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from services.cli.options import DATA_DIR_OPTION, settings_for
 from services.core.config import Settings
 
 if TYPE_CHECKING:  # imported lazily below: `callvault --help` must not load the memory package
     from services.memory.outbox import SqliteOutbox
-
-# Same option as in main.py; repeated here so this module does not import the command group it joins.
-DATA_DIR_OPTION = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where the local archive lives [env CALLVAULT_DATA_DIR; default ./callvault-data].",
-)
-
-
-def _settings(data_dir: Path | None) -> Settings:
-    settings = Settings()
-    return settings.model_copy(update={"data_dir": data_dir}) if data_dir is not None else settings
 
 
 def _outbox(settings: Settings) -> "SqliteOutbox":
@@ -58,7 +46,7 @@ def memory() -> None:
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(0, 1000), help="Failed jobs to list.")
 def status(data_dir: Path | None, limit: int) -> None:
     """Count memory jobs by state and list the latest failures."""
-    outbox = _outbox(_settings(data_dir))
+    outbox = _outbox(settings_for(data_dir))
     counts = outbox.counts()
     click.echo("  ".join(f"{state}: {count}" for state, count in counts.items()))
     for row in outbox.rows("failed", limit) if limit else []:
@@ -71,7 +59,7 @@ def status(data_dir: Path | None, limit: int) -> None:
 @click.option("--conversation-id", default=None, help="Only this conversation's job.")
 def retry(data_dir: Path | None, conversation_id: str | None) -> None:
     """Put failed memory jobs back to pending, with a fresh attempt budget."""
-    count = _outbox(_settings(data_dir)).retry_failed(conversation_id)
+    count = _outbox(settings_for(data_dir)).retry_failed(conversation_id)
     click.echo(f"{count} failed memory job{'s' if count != 1 else ''} back to pending")
     if conversation_id and not count:
         sys.exit(1)
@@ -92,7 +80,7 @@ def forget(phone: str, data_dir: Path | None, yes: bool) -> None:
     from services.memory.wiring import build_memory_store
     from services.search.params import parse_phone
 
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     try:
         e164 = parse_phone(phone, settings.default_region)
     except CallVaultError as exc:

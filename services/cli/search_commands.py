@@ -13,23 +13,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.options import DATA_DIR_OPTION, settings_for
 from services.core.config import Settings
 from services.core.domain.errors import CallVaultError, InvalidCursor, InvalidRequest
 
-# Same option as in main.py; repeated here so this module does not import the command group it joins.
-DATA_DIR_OPTION = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where the local archive lives [env CALLVAULT_DATA_DIR; default ./callvault-data].",
-)
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
-
-
-def _settings(data_dir: Path | None) -> Settings:
-    settings = Settings()
-    return settings.model_copy(update={"data_dir": data_dir}) if data_dir is not None else settings
 
 
 def _signing_key(settings: Settings) -> bytes:
@@ -99,7 +88,7 @@ def calls(
     from services.search.schemas import CallList
     from services.search.service import search_calls
 
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     try:
         filters = parse_filters(
             phone=phone,
@@ -171,7 +160,7 @@ def show(conversation_id: str, base_url: str | None, as_json: bool, data_dir: Pa
     from services.search.service import get_call
     from services.search.wiring import build_link_signer
 
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     try:
         storage = build_storage(settings)
         links = build_link_signer(settings, storage, _signing_key(settings), time.time)
