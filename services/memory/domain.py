@@ -17,6 +17,9 @@ from typing import Any, Literal
 import orjson
 
 from services.core.domain import keys, payload
+from services.core.domain.coerce import integer as _int
+from services.core.domain.coerce import obj as _obj
+from services.core.domain.coerce import text as _str
 from services.core.domain.errors import InvalidPayload
 
 MemoryType = Literal["factual", "semantic"]
@@ -250,19 +253,3 @@ def _turn_text(value: object) -> str | None:
         return None
     text = " ".join(value.split())
     return text if any(ch.isalnum() for ch in text) else None
-
-
-def _obj(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value if isinstance(value, int) else None
