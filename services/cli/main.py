@@ -43,12 +43,13 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     """
     import uvicorn
 
+    from services.core.secrets import secret_list
     from services.core.wiring import build_storage, local_webhook_secret
     from services.local.app import create_local_app
     from services.search.credentials import API_KEY_FILE, configured_api_key_hashes, local_api_key, resolve_local
 
     settings = settings_for(data_dir)
-    secrets = settings.webhook_secrets()
+    secrets = secret_list(settings.webhook_secret, None)  # SSM is for AWS; locally the env or the data dir
     if not secrets:
         secret, created = local_webhook_secret(settings.data_dir)
         secrets = [secret]

@@ -82,22 +82,6 @@ class Settings(BaseSettings):
         10.0, ge=0, description="local worker: longest wait for a gap between webhooks before the next job"
     )
 
-    def webhook_secrets(self) -> list[str]:
-        if self.webhook_secret is None:
-            return []
-        return [s.strip() for s in self.webhook_secret.get_secret_value().split(",") if s.strip()]
-
-    def agent_webhook_secrets(self) -> list[str]:
-        if self.agent_webhook_secret is None:
-            return []
-        return [s.strip() for s in self.agent_webhook_secret.get_secret_value().split(",") if s.strip()]
-
-    def api_key_entries(self) -> list[str]:
-        """The configured API keys (raw or ``sha256:<hex>``); the search service hashes them at once."""
-        if self.api_keys is None:
-            return []
-        return [s.strip() for s in self.api_keys.get_secret_value().split(",") if s.strip()]
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

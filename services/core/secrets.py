@@ -7,6 +7,17 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import SecretStr
+
+
+def secret_list(value: SecretStr | None, param: str | None) -> list[str]:
+    """A comma-separated list of secrets (several during a rotation) from the environment, else from
+    the SSM parameter ``param`` (AWS). Empty means none is configured: callers refuse everything."""
+    text = value.get_secret_value() if value is not None else ""
+    if not text.strip() and param:
+        text = read_ssm_secret(param)
+    return [s.strip() for s in text.split(",") if s.strip()]
+
 
 @lru_cache(maxsize=8)
 def read_ssm_secret(name: str) -> str:

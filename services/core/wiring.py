@@ -52,12 +52,9 @@ def build_analytics_store(settings: Settings) -> BlobStore:
 
 def webhook_secrets(settings: Settings) -> list[str]:
     """Secrets from the environment, else (AWS) from SSM. Empty means: refuse every webhook."""
-    found = settings.webhook_secrets()
-    if found or settings.webhook_secret_param is None:
-        return found
-    from .secrets import read_ssm_secret
+    from .secrets import secret_list
 
-    return [s.strip() for s in read_ssm_secret(settings.webhook_secret_param).split(",") if s.strip()]
+    return secret_list(settings.webhook_secret, settings.webhook_secret_param)
 
 
 def local_webhook_secret(data_dir: Path) -> tuple[str, bool]:

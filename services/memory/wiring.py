@@ -76,12 +76,9 @@ def mem0_api_key(settings: Settings) -> str:
 
 def agent_secrets(settings: Settings) -> list[str]:
     """Secrets for X-CallVault-Secret: the environment, else (AWS) SSM. Empty refuses every request."""
-    found = settings.agent_webhook_secrets()
-    if found or settings.agent_webhook_secret_param is None:
-        return found
-    from services.core.secrets import read_ssm_secret
+    from services.core.secrets import secret_list
 
-    return [s.strip() for s in read_ssm_secret(settings.agent_webhook_secret_param).split(",") if s.strip()]
+    return secret_list(settings.agent_webhook_secret, settings.agent_webhook_secret_param)
 
 
 def local_agent_secret(data_dir: Path) -> tuple[str, bool]:

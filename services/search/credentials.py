@@ -21,12 +21,9 @@ MIN_SIGNING_KEY_CHARS = 32
 
 def configured_api_key_hashes(settings: Settings) -> list[bytes]:
     """Hashes of the keys from the environment, else (AWS) from SSM. Empty: no key configured."""
-    entries = settings.api_key_entries()
-    if not entries and settings.api_keys_param:
-        from services.core.secrets import read_ssm_secret
+    from services.core.secrets import secret_list
 
-        entries = [s.strip() for s in read_ssm_secret(settings.api_keys_param).split(",") if s.strip()]
-    return parse_key_entries(entries)
+    return parse_key_entries(secret_list(settings.api_keys, settings.api_keys_param))
 
 
 def configured_signing_key(settings: Settings) -> bytes | None:
