@@ -1,6 +1,5 @@
 """``callvault import``: saved webhook envelopes or conversation documents through the same use case."""
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,12 +9,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from services.analytics.writer import AnalyticsWriter
 from services.core.config import Settings
 from services.core.domain import payload
 from services.core.domain.errors import CallVaultError, InvalidPayload
-from services.core.wiring import build_analytics_store, build_storage
-from services.ingest.service import Archiver
+from services.core.wiring import build_storage
+from services.ingest.wiring import build_archiver
 
 
 @dataclass
@@ -47,8 +45,7 @@ def _files(paths: list[Path]) -> list[Path]:
 
 def import_paths(settings: Settings, paths: list[Path], progress: bool = True) -> ImportSummary:
     storage = build_storage(settings)
-    analytics = AnalyticsWriter(build_analytics_store(settings))
-    archiver = Archiver(storage.blobs, storage.index, time.time, settings.default_region, analytics=analytics)
+    archiver = build_archiver(settings, storage)
     files = _files(paths)
     summary = ImportSummary()
     columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -8,16 +8,16 @@ from typing import Any
 
 import orjson
 
-from services.analytics.writer import AnalyticsWriter
 from services.core.config import get_settings
 from services.core.domain.errors import InvalidPayload
 from services.core.logging import get_logger
-from services.core.wiring import build_analytics_store, build_storage, webhook_secrets
+from services.core.wiring import build_storage, webhook_secrets
 from services.memory.jobs import MemoryJobs, status_sink_for
 from services.memory.wiring import build_memory_queue
 
 from .edge import error_body, handle_webhook
-from .service import Archiver, WebhookReceiver
+from .service import WebhookReceiver
+from .wiring import build_archiver
 
 logger = get_logger("callvault-ingest")
 _receiver: WebhookReceiver | None = None
@@ -28,16 +28,14 @@ def _get_receiver() -> WebhookReceiver:
     if _receiver is None:
         settings = get_settings()
         storage = build_storage(settings)
-        # Without an analytics bucket the archive still works (backfill-analytics catches up later).
-        analytics = AnalyticsWriter(build_analytics_store(settings)) if settings.analytics_bucket else None
-        if analytics is None:
-            logger.warning("CALLVAULT_ANALYTICS_BUCKET is not set: analytics tables are not written")
-        archiver = Archiver(storage.blobs, storage.index, time.time, settings.default_region, analytics=analytics)
         # Memory jobs go to SQS (no mem0 import here); the worker Lambda writes the memories.
         queue = build_memory_queue(settings)
-        if queue is not None:
-            status = status_sink_for(storage.index)
-            archiver.memory_jobs = MemoryJobs(queue, status, time.time, logger, status_in_row=True)
+        jobs = (
+            MemoryJobs(queue, status_sink_for(storage.index), time.time, logger, status_in_row=True) if queue else None
+        )
+        archiver = build_archiver(settings, storage, jobs)
+        if archiver.analytics is None:
+            logger.warning("CALLVAULT_ANALYTICS_BUCKET is not set: analytics tables are not written")
         _receiver = WebhookReceiver(archiver, webhook_secrets(settings), settings.max_body_bytes)
     return _receiver
 

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from services.analytics.writer import AnalyticsWriter
 from services.core.adapters.fs_blob_store import FsBlobStore
 from services.core.config import Settings
 from services.core.logging import get_logger
-from services.core.wiring import Storage, build_analytics_store, build_storage
+from services.core.wiring import Storage, build_storage
 from services.ingest.router import router as webhook_router
-from services.ingest.service import Archiver, WebhookReceiver
+from services.ingest.service import WebhookReceiver
+from services.ingest.wiring import build_archiver
 from services.memory.app import mount_memory
 from services.search.app import create_app
 from services.search.auth import ApiKeys
@@ -62,14 +62,7 @@ def create_local_app(
         clock=clock,
         logger=get_logger("callvault", settings.log_level),
     )
-    archiver = Archiver(
-        storage.blobs,
-        storage.index,
-        time.time,
-        settings.default_region,
-        analytics=AnalyticsWriter(build_analytics_store(settings)),
-        memory_jobs=memory.jobs if memory is not None else None,
-    )
+    archiver = build_archiver(settings, storage, memory.jobs if memory is not None else None)
     if memory is not None:
         mount_memory(app, memory.context, require_api_key)
     app.state.receiver = WebhookReceiver(archiver, secrets, settings.max_body_bytes)
