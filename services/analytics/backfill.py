@@ -5,6 +5,12 @@ call's objects are overwritten under the same keys, and objects the run supersed
 in another ``dt`` partition) are deleted afterwards, so each call ends with exactly one row set.
 With ``prune``, objects of calls no longer in the archive (erased) are deleted too.
 
+Closed days (``tables.CLOSED_AFTER_DAYS``) end as one day object per table: the run writes per-call
+objects everywhere, then merges each closed day once (a day object rewritten per call would cost a
+whole day's rows per call), dropping from the day objects the calls that now belong to another day
+and, with ``prune``, the erased ones. Until that last step, a report over a closed day that already
+had a day object can count a re-written call twice.
+
 Facts the archived document lacks come from the index: the event time (an initiation failure's
 start), whether audio is archived, and when the call was first stored (the fallback start).
 """
@@ -22,7 +28,8 @@ from services.core.domain.errors import CallVaultError
 from services.core.domain.models import CallRecord
 from services.core.ports import BlobStore, CallIndex
 
-from .tables import TABLES, object_key, parse_object_key
+from .compaction import drop_calls, rewrite_day
+from .tables import TABLES, is_closed, object_key, parse_day_object_key, parse_object_key
 from .writer import AnalyticsWriter
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -34,6 +41,7 @@ class BackfillSummary:
     messages: int = 0
     evaluations: int = 0
     deleted: int = 0
+    days_compacted: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (document name, reason); never a phone key
 
 
@@ -71,18 +79,19 @@ def backfill_analytics(
     prune: bool = False,
     workers: int = 4,
     progress: Progress | None = None,
+    compaction_progress: Progress | None = None,
     clock: Callable[[], float] = time.time,
 ) -> BackfillSummary:
     # Listed before the archive: an object a live ingest writes during the run is never a candidate
     # for deletion, because it is not in this listing.
     before = {key for key in analytics.list_keys() if parse_object_key(key)}
     documents = archived_documents(archive)
-    writer = AnalyticsWriter(analytics, clock)
+    writer = AnalyticsWriter(analytics, clock, defer_compaction=True)
     summary = BackfillSummary()
     written: set[str] = set()
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # conversation id -> the dt its rows were written to
 
-    def one(key: str) -> tuple[str, list[str], tuple[int, int]]:
+    def one(key: str) -> tuple[str, str, list[str], tuple[int, int]]:
         document = orjson.loads(archive.get_bytes(key))
         if not isinstance(document, dict):
             raise CallVaultError("archived document is not a JSON object")
@@ -94,9 +103,9 @@ def backfill_analytics(
         fallback = row.ingested_at if row and row.ingested_at else int(clock())
         rows = writer.write_call(document, record, has_audio=has_audio, fallback_start=fallback)
         new_keys = [object_key(table, rows.dt, conversation_id) for table in TABLES]
-        return conversation_id, new_keys, (len(rows.messages), len(rows.evaluations))
+        return conversation_id, rows.dt, new_keys, (len(rows.messages), len(rows.evaluations))
 
-    def guarded(key: str) -> tuple[str, list[str], tuple[int, int]] | tuple[str, str]:
+    def guarded(key: str) -> tuple[str, str, list[str], tuple[int, int]] | tuple[str, str]:
         try:
             return one(key)
         except orjson.JSONDecodeError:
@@ -111,8 +120,8 @@ def backfill_analytics(
             if len(outcome) == 2:
                 summary.failed.append(outcome)
             else:
-                conversation_id, new_keys, (messages, evaluations) = outcome
-                seen.add(conversation_id)
+                conversation_id, dt, new_keys, (messages, evaluations) = outcome
+                seen[conversation_id] = dt
                 written.update(new_keys)
                 summary.calls += 1
                 summary.messages += messages
@@ -121,8 +130,40 @@ def backfill_analytics(
                 progress(done, len(documents))
 
     archived_ids = {_name(key).removesuffix(".json") for key in documents}
-    summary.deleted = _delete_superseded(analytics, before - written, seen, archived_ids if prune else None)
+    summary.deleted = _delete_superseded(analytics, before - written, set(seen), archived_ids if prune else None)
+    summary.days_compacted = _compact_closed_days(
+        analytics, seen, archived_ids if prune else None, clock(), compaction_progress
+    )
     return summary
+
+
+def _compact_closed_days(
+    analytics: BlobStore,
+    seen: dict[str, str],
+    archived_ids: set[str] | None,
+    now: float,
+    progress: Progress | None,
+) -> int:
+    """Merge every closed day that has per-call objects or a day object, dropping from it the calls
+    the run put in another day and (``archived_ids`` given) the calls absent from the archive."""
+    days: set[tuple[str, str]] = set()
+    for key in analytics.list_keys():
+        parsed = parse_object_key(key)
+        partition = (parsed[0], parsed[1]) if parsed else parse_day_object_key(key)
+        if partition is not None and is_closed(partition[1], now):
+            days.add(partition)
+    pending = sorted(days, key=lambda partition: (partition[1], TABLES.index(partition[0])))
+    for done, (table, dt) in enumerate(pending, start=1):
+
+        def unwanted(conversation_id: str, dt: str = dt) -> bool:
+            if conversation_id in seen:
+                return seen[conversation_id] != dt
+            return archived_ids is not None and conversation_id not in archived_ids
+
+        rewrite_day(analytics, table, dt, drop_calls(unwanted))
+        if progress is not None:
+            progress(done, len(pending))
+    return len(pending)
 
 
 def _delete_superseded(

@@ -4,17 +4,19 @@ This is the one schema: the writer emits exactly these keys in this order, DuckD
 these types, and the Glue tables in ``infra/analytics.yaml`` declare the same columns (a test checks).
 Types are Glue/Hive names; ``DUCKDB_TYPES`` maps them for the local engine.
 
-Layout (one object per call per table, named by ``conversation_id``, so a redelivery overwrites):
-``{table}/dt=YYYY-MM-DD/{conversation_id}.json.gz`` -- gzip'd newline-delimited JSON, ``dt`` the UTC
-start date of the call. ``dt`` is a partition column only: it is never a key inside the rows (Athena
-refuses a column that is both).
+Layout: gzip'd newline-delimited JSON under ``{table}/dt=YYYY-MM-DD/``, ``dt`` the UTC start date of
+the call. ``dt`` is a partition column only: it is never a key inside the rows (Athena refuses a
+column that is both). While a day is open, one object per call per table, named by ``conversation_id``
+(``{conversation_id}.json.gz``), so a redelivery overwrites; once the day is closed
+(``CLOSED_AFTER_DAYS``), its calls are merged into one day object (``day.compacted.json.gz``, see
+``compaction.py``). Readers read every object of a partition, so they need not know which is which.
 """
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from services.core.domain.keys import check_conversation_id
+from services.core.domain.keys import CONVERSATION_ID, check_conversation_id
 
 CALLS: Final = "calls"
 MESSAGES: Final = "messages"
@@ -23,6 +25,11 @@ TABLES: Final[tuple[str, ...]] = (CALLS, MESSAGES, EVALUATIONS)
 PARTITION_COLUMN: Final = "dt"
 OBJECT_SUFFIX: Final = ".json.gz"
 CONTENT_TYPE: Final = "application/x-ndjson"
+# A '.' never appears in a conversation id, so the day object cannot collide with a call's object.
+DAY_OBJECT: Final = "day.compacted" + OBJECT_SUFFIX
+# A day is closed, and compacted, once this many UTC dates have begun after it: a call started at
+# 23:59 on day D has all of D+1 for its webhooks (retries, late audio) before D is merged.
+CLOSED_AFTER_DAYS: Final = 2
 _DT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 Columns = tuple[tuple[str, str], ...]
@@ -98,20 +105,50 @@ def partition_of(unix_secs: int) -> str:
     return datetime.fromtimestamp(unix_secs, tz=UTC).strftime("%Y-%m-%d")
 
 
-def object_key(table: str, dt: str, conversation_id: str) -> str:
+def is_closed(dt: str, now: float) -> bool:
+    """Whether the day ``dt`` is closed at unix time ``now`` (and so kept as one day object)."""
+    last_closed = datetime.fromtimestamp(now, tz=UTC).date() - timedelta(days=CLOSED_AFTER_DAYS)
+    return dt <= last_closed.isoformat()  # YYYY-MM-DD strings order like dates
+
+
+def partition_prefix(table: str, dt: str) -> str:
     if table not in COLUMNS:
         raise ValueError(f"unknown analytics table {table!r}")
     if not _DT.fullmatch(dt):
         raise ValueError(f"partition must be YYYY-MM-DD, got {dt!r}")
-    return f"{table}/{PARTITION_COLUMN}={dt}/{check_conversation_id(conversation_id)}{OBJECT_SUFFIX}"
+    return f"{table}/{PARTITION_COLUMN}={dt}/"
 
 
-def parse_object_key(key: str) -> tuple[str, str, str] | None:
-    """``(table, dt, conversation_id)`` of an analytics object key, or None for anything else."""
+def object_key(table: str, dt: str, conversation_id: str) -> str:
+    """The key of one call's rows while its day is open."""
+    return f"{partition_prefix(table, dt)}{check_conversation_id(conversation_id)}{OBJECT_SUFFIX}"
+
+
+def day_object_key(table: str, dt: str) -> str:
+    """The key of a closed day's rows, all its calls in one object."""
+    return partition_prefix(table, dt) + DAY_OBJECT
+
+
+def _parse(key: str) -> tuple[str, str, str] | None:
     parts = key.split("/")
     if len(parts) != 3 or parts[0] not in COLUMNS or not parts[2].endswith(OBJECT_SUFFIX):
         return None
     name, sep, dt = parts[1].partition("=")
     if name != PARTITION_COLUMN or not sep or not _DT.fullmatch(dt):
         return None
-    return parts[0], dt, parts[2].removesuffix(OBJECT_SUFFIX)
+    return parts[0], dt, parts[2]
+
+
+def parse_object_key(key: str) -> tuple[str, str, str] | None:
+    """``(table, dt, conversation_id)`` of a per-call object key, or None for anything else."""
+    parsed = _parse(key)
+    if parsed is None:
+        return None
+    stem = parsed[2].removesuffix(OBJECT_SUFFIX)
+    return (parsed[0], parsed[1], stem) if CONVERSATION_ID.fullmatch(stem) else None
+
+
+def parse_day_object_key(key: str) -> tuple[str, str] | None:
+    """``(table, dt)`` of a day object key, or None for anything else."""
+    parsed = _parse(key)
+    return (parsed[0], parsed[1]) if parsed is not None and parsed[2] == DAY_OBJECT else None

@@ -31,6 +31,22 @@ class BlobStore(Protocol):
 
     def list_keys(self, prefix: str = "") -> Iterator[str]: ...
 
+    # Compare-and-swap, for objects several writers rewrite (the analytics day objects). A key
+    # written with ``put_if`` must only ever be written with ``put_if``: the local adapter's compare
+    # holds a lock that plain writes do not take.
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        """The object and its tag, which changes with every write. Raise ``NotFound``."""
+        ...
+
+    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None) -> bool:
+        """Write only if the object still has ``tag`` (``None``: only if there is no object); else False."""
+        ...
+
+    def delete_if(self, key: str, tag: str) -> bool:
+        """Delete only if the object still has ``tag``; False if it was rewritten (it stays) or is gone."""
+        ...
+
 
 class CallIndex(Protocol):
     """One row per call, merged from every event of that call; listings newest first."""

@@ -4,8 +4,9 @@ import time
 from pathlib import Path
 
 from services.analytics.backfill import backfill_analytics
-from services.analytics.rows import decode
-from services.analytics.tables import object_key
+from services.analytics.compaction import rewrite_day, upsert
+from services.analytics.rows import decode, encode
+from services.analytics.tables import MESSAGES, day_object_key, object_key
 from services.analytics.writer import AnalyticsWriter
 from services.core.adapters.fs_blob_store import FsBlobStore
 from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
@@ -74,15 +75,35 @@ def test_backfill_removes_a_call_left_in_another_partition(tmp_path: Path) -> No
     assert analytics.size(stale) is None
 
 
+def _messages_of(analytics: FsBlobStore, conversation_id: str) -> list[dict[str, object]]:
+    rows = [row for key in analytics.list_keys("messages/") for row in decode(analytics.get_bytes(key))]
+    return [row for row in rows if row["conversation_id"] == conversation_id]
+
+
 def test_prune_removes_calls_erased_from_the_archive_and_only_with_prune(tmp_path: Path) -> None:
     archiver, _ids = _archive_without_analytics()
     analytics = FsBlobStore(tmp_path / "analytics")
     erased = object_key("messages", "2025-07-02", "conv_erased")
-    analytics.put_bytes(erased, b"", "application/x-ndjson")
+    analytics.put_bytes(erased, encode(MESSAGES, [{"conversation_id": "conv_erased", "text": "hi"}]), "x")
     backfill_analytics(archiver.blobs, archiver.index, analytics)
-    assert analytics.size(erased) is not None
+    assert len(_messages_of(analytics, "conv_erased")) == 1  # kept (merged into its closed day)
     backfill_analytics(archiver.blobs, archiver.index, analytics, prune=True)
-    assert analytics.size(erased) is None
+    assert _messages_of(analytics, "conv_erased") == []
+
+
+def test_backfill_moves_a_call_out_of_a_closed_day_object(tmp_path: Path) -> None:
+    """A call whose rows sit in another closed day's object (an older dt rule) ends only in its own day."""
+    archiver, _ids = _archive_without_analytics()
+    analytics = FsBlobStore(tmp_path / "analytics")
+    backfill_analytics(archiver.blobs, archiver.index, analytics)
+    stale = {"conversation_id": "conv_test0003", "text": "under the old rule"}
+    rewrite_day(analytics, MESSAGES, "2001-01-01", upsert("conv_test0003", [stale]))
+    before = [r for r in _messages_of(analytics, "conv_test0003") if r["text"] != "under the old rule"]
+
+    backfill_analytics(archiver.blobs, archiver.index, analytics)
+
+    assert _messages_of(analytics, "conv_test0003") == before and before
+    assert decode(analytics.get_bytes(day_object_key(MESSAGES, "2001-01-01"))) == []
 
 
 def test_unreadable_documents_are_reported_by_name_without_the_phone_prefix(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from services.analytics.duckdb_engine import DuckDbEngine
 from services.analytics.reports import REPORTS, ReportArgs, run_report
 from services.core.adapters.s3_blob_store import S3BlobStore
 from tests.conftest_seaweed import SeaweedS3
+from tests.contract.conditional_checks import CHECKS
 
 ARGS = ReportArgs(keyword="refund", phone="+16125550101")
 
@@ -103,3 +104,20 @@ def test_httpfs_loads_from_the_installed_wheel_with_autoinstall_off() -> None:
     load_httpfs(con)
     loaded = con.execute("SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'httpfs'").fetchone()
     assert loaded == (True,)
+
+
+@pytest.mark.parametrize("check", sorted(CHECKS))
+def test_conditional_writes_and_deletes_on_a_real_s3(seaweed: SeaweedS3, check: str) -> None:
+    """Compaction's safety rests on S3 honouring If-Match / If-None-Match on PutObject and DeleteObject;
+    moto implements them, SeaweedFS shows a real server does what the adapter expects."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=seaweed.endpoint,
+        aws_access_key_id=seaweed.access_key,
+        aws_secret_access_key=seaweed.secret_key,
+        region_name="us-east-1",
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+    name = f"cas-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=name)
+    CHECKS[check](S3BlobStore(name, client))

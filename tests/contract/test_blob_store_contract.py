@@ -11,6 +11,7 @@ from botocore.config import Config
 from services.core.adapters.s3_blob_store import SPOOL_MAX_BYTES, S3BlobStore
 from services.core.domain.errors import NotFound, StorageUnavailable
 
+from .conditional_checks import CHECKS, KEY
 from .conftest import BUCKET, BlobHarness
 
 PHONE_DIGITS = "16125550142"
@@ -264,3 +265,9 @@ def test_s3_blob_store_unreachable_endpoint_is_unavailable_and_names_no_key() ->
             operation()
         assert PHONE_DIGITS not in str(caught.value)
         assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+@pytest.mark.parametrize("check", sorted(CHECKS))
+def test_blob_store_compare_and_swap(blobs: BlobHarness, check: str) -> None:
+    CHECKS[check](blobs.store)
+    assert not [key for key in blobs.leftovers() if key != KEY]  # no claim or temp file left behind

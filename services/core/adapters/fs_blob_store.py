@@ -1,8 +1,10 @@
 """The archive as plain files: ``<root>/<key>``, so ``aws s3 sync <root> s3://bucket`` migrates it."""
 
 import contextlib
+import fcntl
 import os
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -84,6 +86,53 @@ class FsBlobStore:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
 
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        try:
+            with self._path(key).open("rb") as handle:  # one open file: the tag and the bytes agree
+                return handle.read(), _tag(os.fstat(handle.fileno()))
+        except FileNotFoundError:
+            raise NotFound("no archived object under this key") from None
+        except OSError as exc:
+            raise StorageUnavailable("the local archive cannot be read") from exc
+
+    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None) -> bool:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable("the local archive cannot be written") from exc
+        with _folder_lock(path.parent):
+            if _current_tag(path) != tag:
+                return False
+            self.put_bytes(key, data, content_type)
+            return True
+
+    def delete_if(self, key: str, tag: str) -> bool:
+        """Claim the file by renaming it, then compare: a plain ``put_bytes`` racing us either lands
+        before the claim (the tag differs, so the file is put back) or after it (a new file stays)."""
+        path = self._path(key)
+        claim = path.with_name(f"{_TMP_PREFIX}claim-{uuid.uuid4().hex}")
+        if not path.parent.is_dir():
+            return False
+        with _folder_lock(path.parent):
+            try:
+                os.rename(path, claim)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise StorageUnavailable("the local archive cannot be written") from exc
+            try:
+                if _tag(claim.stat()) == tag:
+                    return True
+                with contextlib.suppress(FileExistsError):
+                    os.link(claim, path)  # put the newer object back, unless an even newer one exists
+                return False
+            except OSError as exc:
+                raise StorageUnavailable("the local archive cannot be written") from exc
+            finally:
+                _unlink_quietly(str(claim))
+                _fsync_dir(path.parent)
+
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         for dirpath, _dirnames, filenames in os.walk(self.root):
             for name in sorted(filenames):
@@ -92,6 +141,34 @@ class FsBlobStore:
                 key = Path(dirpath, name).relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     yield key
+
+
+def _tag(stat: os.stat_result) -> str:
+    # Every write is a rename of a new file: a new inode, so the tag changes even within one mtime tick.
+    return f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"
+
+
+def _current_tag(path: Path) -> str | None:
+    try:
+        return _tag(path.stat())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageUnavailable("the local archive cannot be read") from exc
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the folder itself: across threads and processes, no lock file to leave."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise StorageUnavailable("the local archive cannot be written") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,5 +1,6 @@
 """In-memory adapters: fakes for unit tests, held to the same contract suites as the real ones."""
 
+import itertools
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -12,10 +13,21 @@ class MemoryBlobStore:
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self._writes = itertools.count(1)
+        self._tags: dict[str, str] = {}  # key -> tag of its current object (tests may fill ``objects`` directly)
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         with self._lock:
-            self.objects[key] = bytes(data)
+            self._store(key, data)
+
+    def _store(self, key: str, data: bytes) -> None:
+        self.objects[key] = bytes(data)
+        self._tags[key] = f"w{next(self._writes)}"
+
+    def _tag(self, key: str) -> str | None:
+        if key not in self.objects:
+            return None
+        return self._tags.get(key, "w0")
 
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
         data = b"".join(chunks)  # raises before anything is stored
@@ -37,15 +49,39 @@ class MemoryBlobStore:
             data = self.objects.pop(source, None)
             if data is None:
                 return False
-            self.objects[destination] = data
+            self._tags.pop(source, None)
+            self._store(destination, data)
             return True
 
     def delete(self, key: str) -> None:
         with self._lock:
             self.objects.pop(key, None)
+            self._tags.pop(key, None)
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         return iter(sorted(k for k in list(self.objects) if k.startswith(prefix)))
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        with self._lock:
+            tag = self._tag(key)
+            if tag is None:
+                raise NotFound("no archived object under this key")
+            return self.objects[key], tag
+
+    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None) -> bool:
+        with self._lock:
+            if self._tag(key) != tag:
+                return False
+            self._store(key, data)
+            return True
+
+    def delete_if(self, key: str, tag: str) -> bool:
+        with self._lock:
+            if self._tag(key) != tag:
+                return False
+            del self.objects[key]
+            self._tags.pop(key, None)
+            return True
 
 
 class MemoryCallIndex:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 # Below this a stream stays in memory; above, it spills to /tmp and upload_fileobj goes multipart.
 SPOOL_MAX_BYTES = 8 * 1024 * 1024
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+# 412: the condition failed. 409: S3's answer to a conditional write racing another one on the key.
+_CONDITION_CODES = frozenset({"412", "PreconditionFailed", "409", "ConditionalRequestConflict"})
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._+-]")
 
 
@@ -110,6 +112,45 @@ class S3BlobStore:
         except (BotoCoreError, ClientError) as exc:
             _unavailable("ListObjectsV2", exc)
 
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            return response["Body"].read(), response["ETag"]
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise NotFound("no archived object under this key") from None
+            _unavailable("GetObject", exc)
+        except BotoCoreError as exc:
+            _unavailable("GetObject", exc)
+
+    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None) -> bool:
+        """S3 conditional writes: ``If-Match`` the ETag, or ``If-None-Match: *`` to create."""
+        try:
+            if tag is None:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, IfNoneMatch="*"
+                )
+            else:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, IfMatch=tag)
+        except ClientError as exc:
+            if _failed_condition(exc) or _is_missing(exc):  # If-Match on a key that is gone: 404
+                return False
+            _unavailable("PutObject", exc)
+        except BotoCoreError as exc:
+            _unavailable("PutObject", exc)
+        return True
+
+    def delete_if(self, key: str, tag: str) -> bool:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=tag)
+        except ClientError as exc:
+            if _failed_condition(exc) or _is_missing(exc):
+                return False
+            _unavailable("DeleteObject", exc)
+        except BotoCoreError as exc:
+            _unavailable("DeleteObject", exc)
+        return True
+
     def presign_get(self, key: str, expires_in: int, filename: str) -> str:
         """A SigV4 GET link that downloads as ``filename``. Signing is local: no request is made."""
         safe_name = _UNSAFE_FILENAME.sub("_", filename) or "download"
@@ -129,6 +170,10 @@ class S3BlobStore:
 
 def _is_missing(exc: ClientError) -> bool:
     return str(exc.response.get("Error", {}).get("Code")) in _MISSING_CODES
+
+
+def _failed_condition(exc: ClientError) -> bool:
+    return str(exc.response.get("Error", {}).get("Code")) in _CONDITION_CODES
 
 
 def _unavailable(operation: str, exc: Exception) -> NoReturn:

@@ -1,0 +1,160 @@
+"""Closed days of the analytics tables kept as one object per table per day.
+
+Why: a "calls per day" query over one object per call reads about 0.5 KB per call (each object
+repeats every key name and pays its own gzip header) and opens one S3 object per call; the same rows
+in one object per day are about 50 B per call, and 30 objects a month (measured:
+docs/benchmarks-analytics.md, decision in docs/decisions.md).
+
+The rule that keeps every call counted once: a call's rows of one table and one day live either in
+its per-call object or in the day object, and where both exist the per-call object is newer and
+wins. So a merge
+  1. reads the day object with its tag, and every per-call object of the day with theirs;
+  2. writes the merged rows with ``put_if`` (compare-and-swap on the tag): a concurrent merge of the
+     same day makes it fail and start again, so no merge loses another's rows;
+  3. deletes each per-call object with ``delete_if``, only if it is still the version it read: one
+     rewritten meanwhile (a redelivery racing the merge) stays, and wins at the next merge.
+Between 2 and 3, a reader can see a call of that day twice; the window is the time to delete that
+day's per-call objects (in parallel), once, two days after the day ended.
+
+Writes to a closed day (a late redelivery, late audio, a backfill) edit the day object through the
+same merge (``rewrite_day``), so they never leave a per-call object beside it.
+"""
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from services.core.domain.errors import NotFound, StorageUnavailable
+from services.core.ports import BlobStore
+
+from .rows import Row, decode, encode
+from .tables import CONTENT_TYPE, TABLES, day_object_key, is_closed, parse_object_key, partition_prefix
+
+# Edits a day's rows, keyed by conversation id, in place; returns whether it changed anything.
+Change = Callable[[dict[str, list[Row]]], bool]
+Progress = Callable[[int, int], None]  # (done, total)
+
+MAX_ATTEMPTS = 20
+DELETE_WORKERS = 16
+
+
+@dataclass(frozen=True)
+class DayMerge:
+    table: str
+    dt: str
+    written: bool  # False: nothing to change, the day object was left as it was
+    conversations: int  # in the day object after the merge
+    merged: int  # per-call objects folded in (and deleted, unless rewritten meanwhile)
+    attempts: int
+
+
+@dataclass
+class CompactionSummary:
+    days: list[DayMerge] = field(default_factory=list)
+
+    @property
+    def objects_merged(self) -> int:
+        return sum(day.merged for day in self.days)
+
+
+def upsert(conversation_id: str, rows: list[Row]) -> Change:
+    """Set one call's rows (an empty list still replaces older rows: the call has none in this table)."""
+
+    def change(day: dict[str, list[Row]]) -> bool:
+        day[conversation_id] = rows
+        return True
+
+    return change
+
+
+def drop_calls(unwanted: Callable[[str], bool]) -> Change:
+    """Remove every call whose id ``unwanted`` accepts."""
+
+    def change(day: dict[str, list[Row]]) -> bool:
+        doomed = [conversation_id for conversation_id in day if unwanted(conversation_id)]
+        for conversation_id in doomed:
+            del day[conversation_id]
+        return bool(doomed)
+
+    return change
+
+
+def _by_call(rows: Iterable[Row]) -> dict[str, list[Row]]:
+    day: dict[str, list[Row]] = {}
+    for row in rows:
+        day.setdefault(str(row.get("conversation_id")), []).append(row)
+    return day
+
+
+def rewrite_day(store: BlobStore, table: str, dt: str, change: Change | None = None) -> DayMerge:
+    """Merge the day's per-call objects into its day object, apply ``change``, and swap it in."""
+    day_key = day_object_key(table, dt)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            blob, tag = store.get_tagged(day_key)
+            day: dict[str, list[Row]] = _by_call(decode(blob))
+        except NotFound:
+            tag, day = None, {}
+        read: dict[str, str] = {}  # per-call key -> the tag we read and will delete only if unchanged
+        for key in list(store.list_keys(partition_prefix(table, dt))):
+            parsed = parse_object_key(key)
+            if parsed is None:
+                continue
+            try:
+                blob, read[key] = store.get_tagged(key)
+            except NotFound:
+                continue  # merged and deleted by a concurrent merge since the listing
+            day[parsed[2]] = decode(blob)  # the per-call object is newer than the day object's rows
+        changed = change(day) if change is not None else False
+        if not read and not changed:
+            return DayMerge(table, dt, False, len(day), 0, attempt)
+        rows = [row for conversation_id in sorted(day) for row in day[conversation_id]]
+        if store.put_if(day_key, encode(table, rows), CONTENT_TYPE, tag):
+            _delete_read(store, read)
+            return DayMerge(table, dt, True, len(day), len(read), attempt)
+        time.sleep(random.uniform(0, 0.01 * attempt))  # noqa: S311 - jitter, not security
+    raise StorageUnavailable(
+        f"the analytics day object {table}/dt={dt} kept changing during {MAX_ATTEMPTS} merges; run again"
+    )
+
+
+def _delete_read(store: BlobStore, read: dict[str, str]) -> None:
+    if len(read) <= 1:
+        for key, tag in read.items():
+            store.delete_if(key, tag)
+        return
+    with ThreadPoolExecutor(max_workers=min(DELETE_WORKERS, len(read))) as pool:
+        list(pool.map(lambda item: store.delete_if(*item), read.items()))
+
+
+def open_partitions(store: BlobStore) -> dict[tuple[str, str], int]:
+    """``(table, dt)`` -> how many per-call objects that partition holds."""
+    counts: dict[tuple[str, str], int] = {}
+    for table in TABLES:
+        for key in store.list_keys(f"{table}/"):
+            parsed = parse_object_key(key)
+            if parsed is not None:
+                counts[(parsed[0], parsed[1])] = counts.get((parsed[0], parsed[1]), 0) + 1
+    return counts
+
+
+def compact_closed_days(
+    store: BlobStore,
+    *,
+    now: float | None = None,
+    progress: Progress | None = None,
+) -> CompactionSummary:
+    """Merge every closed day that still has per-call objects. Idempotent; safe beside live ingest."""
+    moment = time.time() if now is None else now
+    pending = sorted(
+        (partition for partition in open_partitions(store) if is_closed(partition[1], moment)),
+        key=lambda partition: (partition[1], TABLES.index(partition[0])),
+    )
+    summary = CompactionSummary()
+    for done, (table, dt) in enumerate(pending, start=1):
+        summary.days.append(rewrite_day(store, table, dt))
+        if progress is not None:
+            progress(done, len(pending))
+    return summary
