@@ -21,12 +21,16 @@ same merge (``rewrite_day``), so they never leave a per-call object beside it.
 """
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from aws_lambda_powertools import Logger
+
 from services.core.domain.errors import NotFound, StorageUnavailable
+from services.core.logging import get_logger
 from services.core.ports import BlobStore
 
 from .rows import Row, decode, encode
@@ -158,3 +162,43 @@ def compact_closed_days(
         if progress is not None:
             progress(done, len(pending))
     return summary
+
+
+class CompactionThread:
+    """``callvault serve``'s compactor: one run at start, then one every ``interval`` seconds.
+
+    A failed run is logged and retried at the next tick; the server keeps serving either way.
+    """
+
+    def __init__(self, store: BlobStore, interval: float = 3600.0, log: Logger | None = None) -> None:
+        self.store = store
+        self.interval = interval
+        self.log = log or get_logger("callvault-analytics")
+        self.runs = 0  # completed runs, for tests and status
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="callvault-analytics-compaction", daemon=True)
+
+    def start(self) -> "CompactionThread":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Ask the loop to end after the current merge; True when it has."""
+        self._stop.set()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                summary = compact_closed_days(self.store)
+            except Exception as exc:  # keep serving; the next tick tries again
+                self.log.warning("analytics compaction failed", extra={"error": type(exc).__name__})
+            else:
+                self.runs += 1
+                if summary.days:
+                    self.log.info(
+                        "analytics days compacted",
+                        extra={"days": len(summary.days), "objects_merged": summary.objects_merged},
+                    )
+            self._stop.wait(self.interval)

@@ -1,4 +1,4 @@
-"""``callvault report``, ``callvault sql`` and ``callvault backfill-analytics``.
+"""``callvault report``, ``callvault sql``, ``callvault backfill-analytics`` and ``callvault compact-analytics``.
 
 Reports run on DuckDB over the local tables (``<data-dir>/analytics``), on DuckDB straight from a
 bucket (``--source s3://...``), or on Athena (``--athena``); all three print the same columns.
@@ -8,7 +8,8 @@ DuckDB, boto3 and matplotlib are imported inside the commands so ``callvault --h
 import csv
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -234,6 +235,26 @@ def _report_athena_bytes(engine: object) -> None:
         click.echo(f"Athena scanned {scanned / 1e6:,.2f} MB (about ${cost:.6f} at $5/TB, 10 MB minimum)", err=True)
 
 
+@contextmanager
+def _progress_bars() -> Iterator[Callable[[str], Callable[[int, int], None]]]:
+    """Progress bars on stderr (when it is a terminal, or in CI); yields ``bar(label) -> progress(done, total)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    show = sys.stderr.isatty() or bool(os.environ.get("CI"))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not show, console=Console(stderr=True)) as bars:
+
+        def bar(label: str) -> Callable[[int, int], None]:
+            task = bars.add_task(label, total=None)
+
+            def progress(done: int, total: int) -> None:
+                bars.update(task, completed=done, total=total)
+
+            return progress
+
+        yield bar
+
+
 @click.command(name="backfill-analytics")
 @click.option("--prune", is_flag=True, help="Also delete rows of calls that are no longer in the archive.")
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Calls processed at once.")
@@ -242,23 +263,16 @@ def backfill_analytics(prune: bool, workers: int, data_dir: Path | None) -> None
     """Rebuild the analytics tables from the archive (calls archived before them, or after a schema change).
 
     Safe to run again and alongside the live webhook: each call's rows are overwritten in place.
+    Closed days are merged into one object per table at the end; until then a report over such a
+    day can count a rewritten call twice.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from services.analytics.backfill import backfill_analytics as run_backfill
     from services.core.wiring import build_analytics_store, build_storage
 
     settings = settings_for(data_dir)
     storage = build_storage(settings)
     analytics = build_analytics_store(settings)
-    show = sys.stderr.isatty() or bool(os.environ.get("CI"))
-    columns = (TextColumn("backfilling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not show, console=Console(stderr=True)) as bar:
-        task = bar.add_task("backfill", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    with _progress_bars() as bar:
         summary = run_backfill(
             storage.blobs,
             storage.index,
@@ -266,11 +280,13 @@ def backfill_analytics(prune: bool, workers: int, data_dir: Path | None) -> None
             default_region=settings.default_region,
             prune=prune,
             workers=workers,
-            progress=progress,
+            progress=bar("backfilling calls"),
+            compaction_progress=bar("merging closed days"),
         )
     click.echo(
         f"{summary.calls} calls, {summary.messages} messages, {summary.evaluations} evaluation rows written; "
-        f"{summary.deleted} superseded objects deleted; {len(summary.failed)} failed",
+        f"{summary.deleted} superseded objects deleted; {summary.days_compacted} closed day objects merged; "
+        f"{len(summary.failed)} failed",
         err=True,
     )
     for key, reason in summary.failed[:20]:
@@ -279,4 +295,23 @@ def backfill_analytics(prune: bool, workers: int, data_dir: Path | None) -> None
         sys.exit(1)
 
 
-ANALYTICS_COMMANDS: Sequence[click.Command] = (report, sql, backfill_analytics)
+@click.command(name="compact-analytics")
+@DATA_DIR_OPTION
+def compact_analytics(data_dir: Path | None) -> None:
+    """Merge each closed day's per-call objects into one object per table.
+
+    A day is closed two UTC dates after it (a call on Monday is merged from Wednesday 00:00).
+    `callvault serve` does this when it starts and every hour, and the AWS stack once a day: run it
+    by hand for tables whose days closed while no server was running. Safe beside the live webhook
+    and against itself: no row is lost, and none is counted twice once it ends.
+    """
+    from services.analytics.compaction import compact_closed_days
+    from services.core.wiring import build_analytics_store
+
+    analytics = build_analytics_store(settings_for(data_dir))
+    with _progress_bars() as bar:
+        summary = compact_closed_days(analytics, progress=bar("merging closed days"))
+    click.echo(f"{len(summary.days)} day objects written from {summary.objects_merged} per-call objects", err=True)
+
+
+ANALYTICS_COMMANDS: Sequence[click.Command] = (report, sql, backfill_analytics, compact_analytics)

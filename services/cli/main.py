@@ -43,8 +43,9 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     """
     import uvicorn
 
+    from services.analytics.compaction import CompactionThread
     from services.core.secrets import secret_list
-    from services.core.wiring import build_storage, local_webhook_secret
+    from services.core.wiring import build_analytics_store, build_storage, local_webhook_secret
     from services.local.app import create_local_app
     from services.search.credentials import API_KEY_FILE, configured_api_key_hashes, local_api_key, resolve_local
 
@@ -80,10 +81,12 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     click.echo(f"CallVault listening on http://{host}:{port}  (data in {settings.data_dir})", err=True)
     if memory is not None:
         memory.start()  # resumes jobs a previous run left pending
+    compaction = CompactionThread(build_analytics_store(settings), settings.analytics_compact_interval).start()
     try:
         # access_log off: URLs can carry phone numbers; the app logs its own masked lines.
         uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
     finally:
+        compaction.stop()
         if memory is not None:
             memory.stop()
 

@@ -1,5 +1,5 @@
-"""``callvault report``, ``sql`` and ``backfill-analytics`` through click, on a data dir filled by
-``callvault import`` (which writes the analytics tables like the webhook does)."""
+"""``callvault report``, ``sql``, ``backfill-analytics`` and ``compact-analytics`` through click, on a
+data dir filled by ``callvault import`` (which writes the analytics tables like the webhook does)."""
 
 import csv
 import io
@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from services.analytics.rows import encode
+from services.analytics.tables import CONTENT_TYPE, MESSAGES, object_key
 from services.cli.main import cli
+from services.core.adapters.fs_blob_store import FsBlobStore
 from tests.support import FIXTURES
 
 
@@ -113,3 +116,25 @@ def test_backfill_rebuilds_deleted_tables(data_dir: Path, tmp_path: Path) -> Non
     assert "4 calls" in result.output
     after = sorted(p.relative_to(data_dir).as_posix() for p in (data_dir / "analytics").rglob("*.json.gz"))
     assert after == before
+
+
+def _put_open_day_objects(root: Path, dt: str, count: int) -> list[str]:
+    """Per-call objects as the webhook writes them while a day is open (here: a day long closed)."""
+    store = FsBlobStore(root)
+    ids = [f"conv_late{i}" for i in range(count)]
+    for conversation_id in ids:
+        row = {"conversation_id": conversation_id, "turn_index": 0, "role": "user", "text": "refund please"}
+        store.put_bytes(object_key(MESSAGES, dt, conversation_id), encode(MESSAGES, [row]), CONTENT_TYPE)
+    return ids
+
+
+def test_compact_analytics_merges_closed_days_and_keeps_every_row(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    root = data_dir / "analytics"
+    ids = _put_open_day_objects(root, "2025-07-02", 4)
+    result = CliRunner().invoke(cli, ["compact-analytics", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert "1 day objects written from 4 per-call objects" in result.output
+    assert sorted(p.name for p in root.rglob("*.json.gz")) == ["day.compacted.json.gz"]
+    out = _run("sql", "SELECT conversation_id FROM messages ORDER BY 1", "--format", "csv", "--data-dir", str(data_dir))
+    assert out.split() == ["conversation_id", *ids]

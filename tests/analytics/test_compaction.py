@@ -7,13 +7,21 @@ rests on (test_s3_seaweed.py), and the contract suite checks them on every adapt
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import MagicMock
 
 import boto3
 import pytest
 
-from services.analytics.compaction import compact_closed_days, open_partitions, rewrite_day, upsert
+from services.analytics.compaction import (
+    CompactionThread,
+    compact_closed_days,
+    open_partitions,
+    rewrite_day,
+    upsert,
+)
 from services.analytics.duckdb_engine import DuckDbEngine
 from services.analytics.reports import REPORTS, ReportArgs, run_report
 from services.analytics.rows import decode, encode
@@ -32,6 +40,7 @@ from services.analytics.writer import AnalyticsWriter
 from services.core.adapters.fs_blob_store import FsBlobStore
 from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
 from services.core.adapters.s3_blob_store import S3BlobStore
+from services.core.domain.errors import StorageUnavailable
 from services.core.domain.models import WebhookEvent
 from services.core.ports import BlobStore
 from services.ingest.service import Archiver
@@ -238,3 +247,31 @@ def test_a_day_object_is_written_only_through_compare_and_swap() -> None:
     rewrite_day(store, MESSAGES, "2025-11-21", upsert("conv_2", [_row("conv_2")]))
     assert store.put_if(day_object_key(MESSAGES, "2025-11-21"), encode(MESSAGES, []), CONTENT_TYPE, stale_tag) is False
     assert sorted(_texts(store)) == ["conv_1", "conv_2"]
+
+
+class FlakyStore(MemoryBlobStore):
+    """Listing fails the first ``failures`` times (the disk or bucket briefly unavailable)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StorageUnavailable("analytics store down")
+        return super().list_keys(prefix)
+
+
+def test_the_serve_compactor_survives_a_failed_run_and_tries_again() -> None:
+    store = FlakyStore(failures=1)
+    _put(store, "2025-11-21", "conv_1")
+    log = MagicMock()
+    thread = CompactionThread(store, interval=0.01, log=log).start()
+    deadline = time.monotonic() + 10
+    while thread.runs == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert thread.stop() is True
+    assert thread.runs >= 1
+    log.warning.assert_called_once_with("analytics compaction failed", extra={"error": "StorageUnavailable"})
+    assert list(store.list_keys()) == [day_object_key(MESSAGES, "2025-11-21")]
