@@ -12,6 +12,11 @@ Writes, under ``--out``:
   themselves are not kept (100,000 of them are several GB and only their sizes are needed).
 - ``manifest.json``: parameters, so a second run with the same ones does nothing.
 
+``compacted(out)`` makes ``{out}-compacted/analytics``: the same objects after the product's daily
+compaction (``compact_closed_days``) at ``STEADY_NOW``, the end of the month's last day: the 28 closed
+days are one ``day.compacted.json.gz`` per table, the last two (today and yesterday) still one
+object per call. The per-call set is left as it is, for the benchmarks that read it.
+
     .venv/bin/python benchmarks/analytics_gen.py --calls 100000 --days 30 --out benchmarks/results/analytics-100k
 """
 
@@ -22,6 +27,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -31,12 +37,16 @@ from typing import Any
 
 import orjson
 
+from services.analytics.compaction import compact_closed_days
 from services.analytics.rows import encode, rows_for_call
 from services.analytics.tables import object_key
+from services.core.adapters.fs_blob_store import FsBlobStore
 from services.core.domain import payload
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "elevenlabs" / "post_call_transcription.json"
 END = datetime(2026, 11, 1, tzinfo=UTC)  # fixed, so every machine generates the same data
+# The last second of the month's last day: that day ("today") and the one before are still open.
+STEADY_NOW = END.timestamp() - 1
 AGENTS = [(f"agent_bench{n:02d}{'x' * 18}", name) for n, name in enumerate(["Support", "Sales", "Billing", "Booking"])]
 CRITERIA = ["issue_resolved", "polite_closing", "identity_verified", "no_hallucination", "followed_script"]
 SENTENCES = [
@@ -216,6 +226,36 @@ def generate(calls: int, days: int, out: Path, seed: int = 7, workers: int = 2) 
     print()
     manifest.write_text(json.dumps(wanted))
     return out
+
+
+def compacted(out: Path, now: float = STEADY_NOW) -> tuple[Path, float]:
+    """``(folder holding analytics/, seconds the compaction took)``, made once and then reused.
+
+    The copy is hard links: the product never writes a file in place (a new file renamed over the
+    key, deletes unlink), so compacting the copy leaves the per-call set's files as they were.
+    """
+    dst = out.with_name(out.name + "-compacted")
+    manifest = dst / "manifest.json"
+    wanted = {"source": json.loads((out / "manifest.json").read_text()), "now": now, "version": 1}
+    if manifest.exists():
+        done = json.loads(manifest.read_text())
+        seconds = done.pop("compaction_s", None)
+        if done == wanted and seconds is not None:
+            return dst, float(seconds)
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(out / "analytics", dst / "analytics", copy_function=os.link)
+    started = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        elapsed = time.monotonic() - started
+        print(f"\rcompacting {dst.name}: {done}/{total} days x tables ({elapsed:.0f} s)", end="", flush=True)
+
+    compact_closed_days(FsBlobStore(dst / "analytics"), now=now, progress=progress)
+    seconds = time.monotonic() - started
+    print()
+    manifest.write_text(json.dumps({**wanted, "compaction_s": seconds}))
+    return dst, seconds
 
 
 def raw_sizes(out: Path) -> Iterator[tuple[str, str, int]]:

@@ -130,8 +130,8 @@ class FsBlobStore:
             except OSError as exc:
                 raise StorageUnavailable("the local archive cannot be written") from exc
             finally:
+                # No fsync: a delete lost to a crash only leaves an object its next merge removes again.
                 _unlink_quietly(str(claim))
-                _fsync_dir(path.parent)
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         for dirpath, _dirnames, filenames in os.walk(self.root):
