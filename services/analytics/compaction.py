@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aws_lambda_powertools import Logger
 
@@ -40,8 +41,11 @@ from .tables import CONTENT_TYPE, TABLES, day_object_key, is_closed, parse_objec
 Change = Callable[[dict[str, list[Row]]], bool]
 Progress = Callable[[int, int], None]  # (done, total)
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 MAX_ATTEMPTS = 20
-DELETE_WORKERS = 16
+IO_WORKERS = 16  # S3 requests in flight while reading and deleting a day's per-call objects
 
 
 @dataclass(frozen=True)
@@ -102,15 +106,11 @@ def rewrite_day(store: BlobStore, table: str, dt: str, change: Change | None = N
         except NotFound:
             tag, day = None, {}
         read: dict[str, str] = {}  # per-call key -> the tag we read and will delete only if unchanged
-        for key in list(store.list_keys(partition_prefix(table, dt))):
-            parsed = parse_object_key(key)
-            if parsed is None:
-                continue
-            try:
-                blob, read[key] = store.get_tagged(key)
-            except NotFound:
+        for key, conversation_id, found in _read_per_call(store, table, dt):
+            if found is None:
                 continue  # merged and deleted by a concurrent merge since the listing
-            day[parsed[2]] = decode(blob)  # the per-call object is newer than the day object's rows
+            blob, read[key] = found
+            day[conversation_id] = decode(blob)  # the per-call object is newer than the day object's rows
         changed = change(day) if change is not None else False
         if not read and not changed:
             return DayMerge(table, dt, False, len(day), 0, attempt)
@@ -124,13 +124,31 @@ def rewrite_day(store: BlobStore, table: str, dt: str, change: Change | None = N
     )
 
 
+def _read_per_call(store: BlobStore, table: str, dt: str) -> list[tuple[str, str, tuple[bytes, str] | None]]:
+    """Every per-call object of the partition with its tag (None: gone since the listing), read in
+    parallel: on S3 each is a round trip, and a busy day has thousands."""
+    listed = [
+        (key, parsed[2]) for key in store.list_keys(partition_prefix(table, dt)) if (parsed := parse_object_key(key))
+    ]
+
+    def one(item: tuple[str, str]) -> tuple[str, str, tuple[bytes, str] | None]:
+        try:
+            return item[0], item[1], store.get_tagged(item[0])
+        except NotFound:
+            return item[0], item[1], None
+
+    return _in_parallel(one, listed)
+
+
 def _delete_read(store: BlobStore, read: dict[str, str]) -> None:
-    if len(read) <= 1:
-        for key, tag in read.items():
-            store.delete_if(key, tag)
-        return
-    with ThreadPoolExecutor(max_workers=min(DELETE_WORKERS, len(read))) as pool:
-        list(pool.map(lambda item: store.delete_if(*item), read.items()))
+    _in_parallel(lambda item: store.delete_if(*item), list(read.items()))
+
+
+def _in_parallel(work: Callable[[_T], _R], items: list[_T]) -> list[_R]:
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(IO_WORKERS, len(items))) as pool:
+        return list(pool.map(work, items))
 
 
 def open_partitions(store: BlobStore) -> dict[tuple[str, str], int]:

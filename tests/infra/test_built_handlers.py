@@ -21,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from services.analytics.rows import decode, encode
+from services.analytics.tables import TABLES, day_object_key, is_closed, object_key, parse_object_key
 from tests.infra.cfn import Json, Stack, build_dir, function_properties, load, resources_of_type
 from tests.support import SECRET, TRANSCRIPTION, fixture_bytes, fixture_json, free_port, signed_headers
 
@@ -58,7 +61,8 @@ outside = sorted(
     name for name, module in list(sys.modules.items())
     if getattr(module, "__file__", None) and not module.__file__.startswith(allowed)
 )
-print(json.dumps({"responses": responses, "outside": outside}))
+modules = sorted({name.split(".")[0] for name in sys.modules})
+print(json.dumps({"responses": responses, "outside": outside, "modules": modules}))
 """
 
 
@@ -239,7 +243,24 @@ def _assume(endpoint: str, role: str) -> dict[str, str]:
 
 def run(function: BuiltFunction, aws: Aws, events: list[Json]) -> list[Json]:
     """One cold start of the packaged function, with its role's credentials; its responses."""
-    creds = aws.credentials[function.role]
+    responses: list[Json] = run_job(function, aws, events)["responses"]
+    return responses
+
+
+def run_job(function: BuiltFunction, aws: Aws, events: list[Json]) -> Json:
+    """One successful cold start: its responses, and every top-level module it loaded (``modules``)."""
+    done = run_process(function, aws, events)
+    assert done.returncode == 0, f"{function.logical_id} failed:\n{done.stderr[-4000:]}"
+    result: Json = json.loads(done.stdout.splitlines()[-1])
+    assert result["outside"] == [], f"{function.logical_id} loaded modules from outside its package"
+    return result
+
+
+def run_process(
+    function: BuiltFunction, aws: Aws, events: list[Json], creds: dict[str, Any] | None = None
+) -> "subprocess.CompletedProcess[str]":
+    """One cold start with the credentials of its role (or ``creds``), whatever its outcome."""
+    creds = creds or aws.credentials[function.role]
     env = {
         **function.environment,
         "AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
@@ -253,7 +274,7 @@ def run(function: BuiltFunction, aws: Aws, events: list[Json]) -> list[Json]:
         "AWS_LAMBDA_FUNCTION_NAME": function.logical_id,
     }
     job = {"paths": function.paths, "handler": function.handler, "events": events, "function_name": function.logical_id}
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-I", "-S", "-c", RUNNER],
         input=json.dumps(job),
         capture_output=True,
@@ -263,11 +284,6 @@ def run(function: BuiltFunction, aws: Aws, events: list[Json]) -> list[Json]:
         timeout=120,
         check=False,
     )
-    assert done.returncode == 0, f"{function.logical_id} failed:\n{done.stderr[-4000:]}"
-    result: Json = json.loads(done.stdout.splitlines()[-1])
-    assert result["outside"] == [], f"{function.logical_id} loaded modules from outside its package"
-    responses: list[Json] = result["responses"]
-    return responses
 
 
 def http_event(
@@ -377,6 +393,122 @@ def test_moto_really_enforces_the_roles(built: Json, aws: Aws) -> None:
         aws.client("ssm", "IngestRole").put_parameter(Name="/callvault/other", Value="x", Type="String")
 
 
+# What EventBridge sends for a scheduled rule (the compaction reads nothing from it).
+SCHEDULED_EVENT: Json = {
+    "version": "0",
+    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "account": ACCOUNT,
+    "time": "2026-11-24T00:30:00Z",
+    "region": REGION,
+    "resources": [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/callvault-AnalyticsCompactFunctionDaily"],
+    "detail": {},
+}
+COMPACT_ROLE = "AnalyticsCompactRole"
+COMPACT_CLOSED_DT = "2025-03-04"  # closed for good
+COMPACT_CALLS = ("conv_compact_built_a", "conv_compact_built_b")
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _role_without(aws: Aws, role: str, action: str) -> dict[str, Any]:
+    """Credentials of a copy of ``role`` that lacks one action (created on moto for this test).
+
+    IAM enforcement is lifted while the role is made and assumed, as in the ``aws`` fixture: moto
+    cannot evaluate a trust policy whose principal is a service when it checks AssumeRole.
+    """
+    _post(f"{aws.endpoint}/moto-api/reset-auth", b"1000")
+    try:
+        return _make_role_without(aws, role, action)
+    finally:
+        _post(f"{aws.endpoint}/moto-api/reset-auth", b"0")
+
+
+def _make_role_without(aws: Aws, role: str, action: str) -> dict[str, Any]:
+    props = aws.stack.eval(aws.stack.tpl["Resources"][role]["Properties"])
+    name = f"{role}-without-{action.replace(':', '-')}"
+    iam = aws.client("iam")
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(props["AssumeRolePolicyDocument"]))
+    for policy in props["Policies"]:
+        document = _as_moto_enforces(policy["PolicyDocument"])
+        statements = [
+            {**s, "Action": [a for a in _as_list(s["Action"]) if a != action]}
+            for s in document["Statement"]
+            if [a for a in _as_list(s["Action"]) if a != action]
+        ]
+        iam.put_role_policy(
+            RoleName=name,
+            PolicyName=policy["PolicyName"],
+            PolicyDocument=json.dumps({**document, "Statement": statements}),
+        )
+    response = aws.client("sts").assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}", RoleSessionName=name)
+    credentials: dict[str, Any] = response["Credentials"]
+    return credentials
+
+
+def _analytics_objects(aws: Aws) -> dict[str, bytes]:
+    s3 = aws.client("s3")
+    listed = s3.list_objects_v2(Bucket=ANALYTICS_BUCKET).get("Contents", [])
+    return {o["Key"]: s3.get_object(Bucket=ANALYTICS_BUCKET, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def test_built_compaction_merges_closed_days_with_only_its_role(built: Json, aws: Aws) -> None:
+    """The role is sufficient (the run merges the closed day) and has nothing to spare: without any
+    one of its S3 actions the run fails. (Its exact action list: test_security.py.)"""
+    compact = built_function(built, "AnalyticsCompactFunction", aws.stack)
+    open_dt = datetime.now(UTC).date().isoformat()  # open until the day after tomorrow
+    s3 = aws.client("s3")
+    for table in TABLES:
+        for dt, conversation_id in [(COMPACT_CLOSED_DT, c) for c in COMPACT_CALLS] + [(open_dt, "conv_compact_open")]:
+            body = encode(table, [{"conversation_id": conversation_id, "phone": "+16125550142"}])
+            s3.put_object(Bucket=ANALYTICS_BUCKET, Key=object_key(table, dt, conversation_id), Body=body)
+    open_before = {k: v for k, v in _analytics_objects(aws).items() if f"/dt={open_dt}/" in k}
+
+    needed = {
+        "s3:ListBucket": "ListObjectsV2",
+        "s3:GetObject": "GetObject",
+        "s3:PutObject": "PutObject",
+        "s3:DeleteObject": "DeleteObject",  # the last: its run has written the day object already
+    }
+    for action, operation in needed.items():
+        done = run_process(compact, aws, [SCHEDULED_EVENT], _role_without(aws, COMPACT_ROLE, action))
+        assert done.returncode != 0, f"the compaction ran without {action}: the role grants more than it needs"
+        assert f"({operation}: AccessDenied)" in done.stderr, done.stderr[-2000:]
+
+    pending = [
+        parsed
+        for key in _analytics_objects(aws)
+        if (parsed := parse_object_key(key)) is not None and is_closed(parsed[1], time.time())
+    ]
+    assert len(pending) == len(TABLES) * len(COMPACT_CALLS)  # nothing else of the module's tests is pending
+    job = run_job(compact, aws, [SCHEDULED_EVENT, SCHEDULED_EVENT])
+
+    first, second = job["responses"]
+    assert first == {"days_compacted": 1, "day_objects_written": len(TABLES), "objects_merged": len(pending)}
+    assert second == {"days_compacted": 0, "day_objects_written": 0, "objects_merged": 0}
+    after = _analytics_objects(aws)
+    assert sorted(k for k in after if f"/dt={COMPACT_CLOSED_DT}/" in k) == sorted(
+        day_object_key(t, COMPACT_CLOSED_DT) for t in TABLES
+    )
+    for table in TABLES:
+        rows = decode(after[day_object_key(table, COMPACT_CLOSED_DT)])
+        assert [r["conversation_id"] for r in rows] == list(COMPACT_CALLS)
+    assert {k: v for k, v in after.items() if f"/dt={open_dt}/" in k} == open_before
+    assert not {"fastapi", "starlette", "mangum", "duckdb", "mem0", "pynamodb"} & set(job["modules"])
+
+    # And it can touch nothing but the tables: not the archive, not other keys of its own bucket.
+    compact_s3 = aws.client("s3", COMPACT_ROLE)
+    with pytest.raises(ClientError, match="AccessDenied"):
+        compact_s3.get_object(Bucket=BUCKET, Key="unknown/conv_probe.json")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        compact_s3.put_object(Bucket=ANALYTICS_BUCKET, Key="other/conv_probe.json.gz", Body=b"")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        compact_s3.list_objects_v2(Bucket=BUCKET)
+
+
 IMPORT_ONLY = r"""
 import importlib, json, sys, sysconfig
 job = json.load(sys.stdin)
@@ -395,7 +527,13 @@ def test_every_built_function_imports_its_handler_from_its_package_and_layers_al
     """All functions, the memory worker and memory API included: a module missing from a package or
     layer fails here (the behaviour of ingest and search is exercised by the tests above)."""
     functions = resources_of_type(built, "AWS::Serverless::Function")
-    assert {"IngestFunction", "SearchFunction", "MemoryWorkerFunction", "MemoryApiFunction"} <= set(functions)
+    assert {
+        "IngestFunction",
+        "SearchFunction",
+        "MemoryWorkerFunction",
+        "MemoryApiFunction",
+        "AnalyticsCompactFunction",
+    } <= set(functions)
     root = build_dir()
     for logical_id in functions:
         props = function_properties(built, logical_id)

@@ -16,6 +16,11 @@ from tests.infra.cfn import INFRA, Json, function_properties, http_routes, load,
 # Storage classes Athena reads in place; GLACIER (Flexible Retrieval) and DEEP_ARCHIVE need a restore.
 ATHENA_READABLE = {"STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR"}
 BUCKETS = ("ArchiveBucket",)  # the analytics bucket is infra/analytics.yaml's (nested), with its own tests
+COMPACT = "AnalyticsCompactFunction"
+# Functions without reserved concurrency, and why (every other one takes it as a parameter).
+UNRESERVED = {
+    COMPACT: "runs once a day, and concurrent runs are safe (compare-and-swap): neither a slot nor a cap is needed",
+}
 
 
 def _analytics() -> Json:
@@ -59,7 +64,7 @@ def test_each_function_has_a_role_of_its_own_with_inline_policies_only() -> None
         assert "Policies" not in template()["Resources"][name]["Properties"], "SAM policies would add a second role"
 
 
-@pytest.mark.parametrize("role", ["IngestRole", "SearchRole"])
+@pytest.mark.parametrize("role", ["IngestRole", "SearchRole", "AnalyticsCompactRole"])
 def test_no_wildcard_actions_and_only_scoped_resources(role: str) -> None:
     for statement, condition in _statements(_roles()[role]):
         assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
@@ -100,6 +105,24 @@ def test_what_each_role_may_do_is_exactly_what_its_function_needs() -> None:
         "sqs:SendMessage",  # records a caller-memory job; Mem0 is the worker's business
     }
     assert granted("SearchRole") == logs | {"s3:GetObject", "dynamodb:GetItem", "dynamodb:Query", "ssm:GetParameter"}
+    # The analytics tables only (resources: test_template_matches_code.py); no archive, index or secret.
+    assert granted("AnalyticsCompactRole") == logs | {
+        "s3:GetObject",  # per-call objects and the day object, with their ETags
+        "s3:PutObject",  # the day object, conditionally
+        "s3:DeleteObject",  # merged per-call objects, conditionally
+        "s3:ListBucket",  # the partitions' objects
+    }
+
+
+def test_with_a_bucket_key_each_role_may_use_it_only_through_s3() -> None:
+    """SSE-KMS on the buckets: a role that writes objects needs GenerateDataKey, one that reads, Decrypt."""
+    for role in ("IngestRole", "AnalyticsCompactRole"):
+        (statement,) = [s for s, c in _statements(_roles()[role]) if c == "HasBucketKmsKey"]
+        assert set(_as_list(statement["Action"])) == {"kms:GenerateDataKey", "kms:Decrypt"}, role
+        assert statement["Resource"] == {"Ref": "BucketKmsKeyArn"}
+        assert statement["Condition"] == {
+            "StringEquals": {"kms:ViaService": {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}}
+        }
 
 
 @pytest.mark.parametrize("bucket", BUCKETS)
@@ -177,6 +200,19 @@ def test_analytics_data_never_moves_to_a_class_athena_cannot_read() -> None:
     env = function_properties(template(), "IngestFunction")["Environment"]["Variables"]
     assert env["CALLVAULT_ANALYTICS_BUCKET"] == {"Fn::GetAtt": ["Analytics", "Outputs.AnalyticsBucketName"]}
     assert env["CALLVAULT_BUCKET"] == {"Ref": "ArchiveBucket"}
+    # The compaction rewrites that bucket only; it is never told where the archive is.
+    env = function_properties(template(), COMPACT)["Environment"]["Variables"]
+    assert env["CALLVAULT_ANALYTICS_BUCKET"] == {"Fn::GetAtt": ["Analytics", "Outputs.AnalyticsBucketName"]}
+    assert "CALLVAULT_BUCKET" not in env and "CALLVAULT_TABLE" not in env
+
+
+def test_the_compaction_runs_daily_on_a_schedule_and_nothing_else_invokes_it() -> None:
+    props = template()["Resources"][COMPACT]["Properties"]
+    (event,) = props["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"].get("Enabled", True) is True
+    minute, hour, day, month, weekday, year = event["Properties"]["Schedule"].removeprefix("cron(").split()
+    assert (day, month, weekday, year) == ("*", "*", "?", "*)") and minute.isdigit() and hour.isdigit()
+    assert props["Timeout"] == 900  # Lambda's maximum: a backlog of closed days takes what it can
 
 
 def test_table_is_on_demand_recoverable_encrypted_and_protected() -> None:
@@ -207,9 +243,15 @@ def test_secrets_come_from_ssm_parameters_never_from_the_template() -> None:
             assert spec["Default"] == "1"  # a label that forces fresh environments, not a secret
         elif re.search(r"secret|apikey|signing", name, re.IGNORECASE):
             assert name in secret_params, f"parameter {name} looks like it carries a secret value"
-    for function in _functions():  # rotating means: new SSM value, then a new SecretsVersion for both
+    readers = 0
+    for function in _functions():  # rotating means: new SSM value, then a new SecretsVersion for all readers
         env = function_properties(template(), function)["Environment"]["Variables"]
-        assert env["SECRETS_VERSION"] == {"Ref": "SecretsVersion"}
+        if any(name.endswith("_PARAM") for name in env):
+            readers += 1
+            assert env["SECRETS_VERSION"] == {"Ref": "SecretsVersion"}, f"{function} reads SSM secrets"
+    assert readers >= 4  # ingest, search and the two memory functions
+    compact = function_properties(template(), COMPACT)["Environment"]["Variables"]
+    assert not [name for name in compact if name.endswith("_PARAM")]  # reads no secret at all
     text = (INFRA / "template.yaml").read_text(encoding="utf-8")
     assert "resolve:ssm-secure" not in text and "resolve:secretsmanager" not in text  # values would land in the env
 
@@ -248,8 +290,11 @@ def test_memory_concurrency_and_tracing_are_parameters() -> None:
     for function in _functions():
         props = function_properties(tpl, function)
         assert "Ref" in props["MemorySize"]
-        condition, value, _ = props["ReservedConcurrentExecutions"]["Fn::If"]
-        assert "Ref" in value and condition in tpl["Conditions"]
+        if function in UNRESERVED:
+            assert "ReservedConcurrentExecutions" not in props, UNRESERVED[function]
+        else:
+            condition, value, _ = props["ReservedConcurrentExecutions"]["Fn::If"]
+            assert "Ref" in value and condition in tpl["Conditions"]
         assert props["Tracing"] == {"Fn::If": ["UseTracing", "Active", "PassThrough"]}
     assert tpl["Parameters"]["EnableTracing"]["Default"] == "false"
 

@@ -30,7 +30,8 @@ from tests.infra.cfn import (
 
 INGEST = "IngestFunction"
 SEARCH = "SearchFunction"
-FUNCTIONS = (INGEST, SEARCH)
+COMPACT = "AnalyticsCompactFunction"
+FUNCTIONS = (INGEST, SEARCH, COMPACT)
 ENV_PREFIX = "CALLVAULT_"
 # Variables outside CALLVAULT_ that the template may set, and who reads them.
 OTHER_VARIABLES = {
@@ -42,7 +43,9 @@ OTHER_VARIABLES = {
 REQUIRED_SETTINGS = {
     INGEST: {"backend", "bucket", "analytics_bucket", "table", "webhook_secret_param"},
     SEARCH: {"backend", "bucket", "table", "api_keys_param", "signing_key_param"},
+    COMPACT: {"backend", "analytics_bucket"},
 }
+ANALYTICS_BUCKET_NAME = {"Fn::GetAtt": ["Analytics", "Outputs.AnalyticsBucketName"]}
 LAYER_REQUIREMENTS = INFRA / "layers" / "runtime" / "requirements.txt"
 
 
@@ -110,8 +113,11 @@ def test_each_function_gets_what_its_aws_back_end_needs(logical_id: str) -> None
     fields = {_settings_env_names(Settings)[name] for name in env if name.startswith(ENV_PREFIX)}
     assert REQUIRED_SETTINGS[logical_id] <= fields
     assert env["CALLVAULT_BACKEND"] == "aws"
-    assert env["CALLVAULT_BUCKET"] == {"Ref": "ArchiveBucket"}
-    assert env["CALLVAULT_TABLE"] == {"Ref": "CallsTable"}
+    if "bucket" in REQUIRED_SETTINGS[logical_id]:
+        assert env["CALLVAULT_BUCKET"] == {"Ref": "ArchiveBucket"}
+        assert env["CALLVAULT_TABLE"] == {"Ref": "CallsTable"}
+    if "analytics_bucket" in REQUIRED_SETTINGS[logical_id]:
+        assert env["CALLVAULT_ANALYTICS_BUCKET"] == ANALYTICS_BUCKET_NAME
 
 
 @pytest.mark.parametrize("logical_id", FUNCTIONS)
@@ -141,15 +147,23 @@ def test_settings_accept_the_templates_environment_at_every_parameter_bound(
     referenced = {v["Ref"] for v in env.values() if isinstance(v, dict) and v.get("Ref") in parameters}
     for bound in ("Default", "MinValue", "MaxValue"):
         values = {p: parameters[p][bound] for p in referenced if bound in parameters[p]}
-        stack = Stack(tpl, parameters=values, refs={"ArchiveBucket": "archive-bucket", "CallsTable": "calls-table"})
-        for name in list(_environment(INGEST)) + list(_environment(SEARCH)):
+        stack = Stack(
+            tpl,
+            parameters=values,
+            refs={"ArchiveBucket": "archive-bucket", "CallsTable": "calls-table"},
+            attrs={"Analytics.Outputs.AnalyticsBucketName": "analytics-bucket"},
+        )
+        for name in [n for f in FUNCTIONS for n in _environment(f)]:
             monkeypatch.delenv(name, raising=False)
         for name, value in stack.eval(env).items():
             monkeypatch.setenv(name, str(value))
         settings = Settings()
         assert settings.backend == "aws"
-        assert settings.bucket == "archive-bucket"
-        assert settings.table == "calls-table"
+        if "CALLVAULT_BUCKET" in env:
+            assert settings.bucket == "archive-bucket"
+            assert settings.table == "calls-table"
+        if "CALLVAULT_ANALYTICS_BUCKET" in env:
+            assert settings.analytics_bucket == "analytics-bucket"
 
 
 def test_secret_parameter_names_are_ssm_names_and_the_roles_may_read_exactly_those() -> None:
@@ -237,6 +251,23 @@ def test_ingest_may_write_exactly_the_analytics_tables_prefixes() -> None:
         assert object_key(table, "2025-07-06", "conv_1").startswith(table + "/")
     bucket = _environment(INGEST)["CALLVAULT_ANALYTICS_BUCKET"]
     assert bucket == {"Fn::GetAtt": ["Analytics", "Outputs.AnalyticsBucketName"]}
+
+
+def test_the_compaction_may_rewrite_exactly_the_analytics_tables_prefixes() -> None:
+    """Its objects (per-call and day objects alike) are all under these prefixes, and it lists that bucket only."""
+    from services.analytics.tables import TABLES, day_object_key, object_key
+
+    resources = _statement("AnalyticsCompactRole", "AnalyticsTables")["Resource"]
+    arn = "${Analytics.Outputs.AnalyticsBucketArn}/"
+    prefixes = {r["Fn::Sub"].removeprefix(arn).removesuffix("/*") for r in resources}
+    assert prefixes == set(TABLES)
+    for table in TABLES:
+        assert object_key(table, "2025-07-06", "conv_1").startswith(table + "/")
+        assert day_object_key(table, "2025-07-06").startswith(table + "/")
+    listing = _statement("AnalyticsCompactRole", "ListAnalyticsPartitions")
+    assert listing["Action"] == "s3:ListBucket"
+    assert listing["Resource"] == {"Fn::GetAtt": ["Analytics", "Outputs.AnalyticsBucketArn"]}
+    assert _environment(COMPACT)["CALLVAULT_ANALYTICS_BUCKET"] == ANALYTICS_BUCKET_NAME
 
 
 def test_the_nested_analytics_stack_has_the_outputs_and_parameters_used() -> None:
