@@ -64,7 +64,19 @@ def test_each_function_has_a_role_of_its_own_with_inline_policies_only() -> None
         assert "Policies" not in template()["Resources"][name]["Properties"], "SAM policies would add a second role"
 
 
-@pytest.mark.parametrize("role", ["IngestRole", "SearchRole", "AnalyticsCompactRole"])
+def test_every_function_can_write_its_traces_when_tracing_is_on() -> None:
+    """Globals turn on active tracing for every function with EnableTracing=true; a role without the
+    X-Ray actions makes CloudFormation refuse to create that function."""
+    assert template()["Globals"]["Function"]["Tracing"] == {"Fn::If": ["UseTracing", "Active", "PassThrough"]}
+    for function in _functions():
+        role = function_properties(template(), function)["Role"]["Fn::GetAtt"][0]
+        traced = {a for s, c in _statements(_roles()[role]) if c == "UseTracing" for a in _as_list(s["Action"])}
+        assert {"xray:PutTraceSegments", "xray:PutTelemetryRecords"} <= traced, f"{function} ({role})"
+
+
+@pytest.mark.parametrize(
+    "role", ["IngestRole", "SearchRole", "AnalyticsCompactRole", "MemoryWorkerRole", "MemoryApiRole"]
+)
 def test_no_wildcard_actions_and_only_scoped_resources(role: str) -> None:
     for statement, condition in _statements(_roles()[role]):
         assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement

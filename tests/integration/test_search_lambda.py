@@ -276,6 +276,15 @@ def test_search_lambda_errors_use_the_envelope(aws: None, path: str, query: str,
     assert (got, body["error"]["code"], body["request_id"]) == (status, code, REQUEST_ID)
 
 
+def test_search_lambda_serves_its_openapi_document_and_docs_without_a_key(aws: None) -> None:
+    """Routed on the HTTP API (infra/template.yaml), so a deployed API documents itself like `serve` does."""
+    status, body, _ = invoke(http_api_event("/openapi.json", "", {}))
+    assert status == 200 and "/calls/{conversation_id}" in body["paths"]
+    response = handler.lambda_handler(http_api_event("/docs", "", {}), FakeContext())
+    assert response["statusCode"] == 200
+    assert "swagger-ui" in response["body"] and "/openapi.json" in response["body"]
+
+
 def test_search_lambda_named_stage_uses_the_base_path(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CALLVAULT_API_BASE_PATH", "/prod")
     _cold_start()
