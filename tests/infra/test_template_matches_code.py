@@ -242,34 +242,26 @@ def test_only_the_pending_audio_prefix_may_be_deleted() -> None:
     assert keys.pending_audio_key("conv_1").startswith(keys.PENDING_AUDIO_PREFIX + "/")
 
 
-def test_ingest_may_write_exactly_the_analytics_tables_prefixes() -> None:
-    from services.analytics.tables import TABLES, object_key
-
-    resources = _statement("IngestRole", "AnalyticsTables")["Resource"]
-    arn = "${Analytics.Outputs.AnalyticsBucketArn}/"
-    prefixes = {r["Fn::Sub"].removeprefix(arn).removesuffix("/*") for r in resources}
-    assert prefixes == set(TABLES)
-    for table in TABLES:
-        assert object_key(table, "2025-07-06", "conv_1").startswith(table + "/")
-    bucket = _environment(INGEST)["CALLVAULT_ANALYTICS_BUCKET"]
-    assert bucket == {"Fn::GetAtt": ["Analytics", "Outputs.AnalyticsBucketName"]}
-
-
-def test_the_compaction_may_rewrite_exactly_the_analytics_tables_prefixes() -> None:
-    """Its objects (per-call and day objects alike) are all under these prefixes, and it lists that bucket only."""
+@pytest.mark.parametrize("role", ["IngestRole", "AnalyticsCompactRole"])
+def test_analytics_writers_may_write_exactly_the_analytics_tables_prefixes(role: str) -> None:
+    """Their objects (per-call and day objects alike) are all under these prefixes of the analytics bucket."""
     from services.analytics.tables import TABLES, day_object_key, object_key
 
-    resources = _statement("AnalyticsCompactRole", "AnalyticsTables")["Resource"]
+    resources = _statement(role, "AnalyticsTables")["Resource"]
     arn = "${Analytics.Outputs.AnalyticsBucketArn}/"
     prefixes = {r["Fn::Sub"].removeprefix(arn).removesuffix("/*") for r in resources}
     assert prefixes == set(TABLES)
     for table in TABLES:
         assert object_key(table, "2025-07-06", "conv_1").startswith(table + "/")
         assert day_object_key(table, "2025-07-06").startswith(table + "/")
+    function = {"IngestRole": INGEST, "AnalyticsCompactRole": COMPACT}[role]
+    assert _environment(function)["CALLVAULT_ANALYTICS_BUCKET"] == ANALYTICS_BUCKET_NAME
+
+
+def test_the_compaction_lists_the_analytics_bucket_only() -> None:
     listing = _statement("AnalyticsCompactRole", "ListAnalyticsPartitions")
     assert listing["Action"] == "s3:ListBucket"
     assert listing["Resource"] == {"Fn::GetAtt": ["Analytics", "Outputs.AnalyticsBucketArn"]}
-    assert _environment(COMPACT)["CALLVAULT_ANALYTICS_BUCKET"] == ANALYTICS_BUCKET_NAME
 
 
 def test_the_nested_analytics_stack_has_the_outputs_and_parameters_used() -> None:

@@ -59,15 +59,7 @@ class S3BlobStore:
         return size
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
-            return response["Body"].read()
-        except ClientError as exc:
-            if _is_missing(exc):
-                raise NotFound("no archived object under this key") from None
-            _unavailable("GetObject", exc)
-        except BotoCoreError as exc:
-            _unavailable("GetObject", exc)
+        return self.get_tagged(key)[0]
 
     def size(self, key: str) -> int | None:
         try:
