@@ -17,10 +17,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import boto3
 import httpx
+from botocore.config import Config
 
 from tests.support import free_port
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
@@ -45,6 +51,18 @@ class SeaweedS3:
     access_key: str
     secret_key: str
     pid: int
+
+
+def s3_client(server: SeaweedS3, secret: str | None = None) -> "S3Client":
+    """A SigV4 client for the server (``secret``: sign with another secret, to be refused)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=secret or server.secret_key,
+        region_name="us-east-1",
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
 
 
 def weed_binary() -> str | None:

@@ -4,40 +4,23 @@ httpfs loaded offline from the wheel: the same report rows as from the local fol
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import boto3
 import duckdb
 import pytest
-from botocore.config import Config
 
 from services.analytics.duckdb_engine import DuckDbEngine
 from services.analytics.reports import REPORTS, ReportArgs, run_report
 from services.core.adapters.s3_blob_store import S3BlobStore
-from tests.conftest_seaweed import SeaweedS3
+from tests.conftest_seaweed import SeaweedS3, s3_client
 from tests.contract.conditional_checks import CHECKS
 
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
 ARGS = ReportArgs(keyword="refund", phone="+16125550101")
-
-
-def _client(seaweed: SeaweedS3) -> "S3Client":
-    return boto3.client(
-        "s3",
-        endpoint_url=seaweed.endpoint,
-        aws_access_key_id=seaweed.access_key,
-        aws_secret_access_key=seaweed.secret_key,
-        region_name="us-east-1",
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
 
 
 @pytest.fixture(scope="module")
 def bucket(seaweed: SeaweedS3, analytics_root: Path) -> str:
     """A bucket holding exactly the local tables, uploaded through the production S3 adapter."""
-    client = _client(seaweed)
+    client = s3_client(seaweed)
     name = f"analytics-{uuid.uuid4().hex[:8]}"
     client.create_bucket(Bucket=name)
     store = S3BlobStore(name, client)
@@ -118,7 +101,7 @@ def test_httpfs_loads_from_the_installed_wheel_with_autoinstall_off() -> None:
 def test_conditional_writes_and_deletes_on_a_real_s3(seaweed: SeaweedS3, check: str) -> None:
     """Compaction's safety rests on S3 honouring If-Match / If-None-Match on PutObject and DeleteObject;
     moto implements them, SeaweedFS shows a real server does what the adapter expects."""
-    client = _client(seaweed)
+    client = s3_client(seaweed)
     name = f"cas-{uuid.uuid4().hex[:8]}"
     client.create_bucket(Bucket=name)
     CHECKS[check](S3BlobStore(name, client))

