@@ -1,10 +1,11 @@
 """Write a call's analytics rows next to the archive: one object per table for the call's day.
 
 Called by the ingest use case before it answers 200, and by ``callvault backfill-analytics``.
-While the call's day is open, every write is a whole-object overwrite under a key named by
-``conversation_id``, so redeliveries, retries and backfills leave exactly one object (hence one
-set of rows) per call per table. Once the day is closed, its calls live in one day object, and a
-late write replaces the call's rows in it (``compaction.rewrite_day``), which keeps that promise.
+Every write is a whole-object write under a key named by ``conversation_id``, conditional on the
+call's version (``core.newest``), so redeliveries, retries and backfills leave exactly one object
+(hence one set of rows) per call per table, holding the newest version. Closed days keep their
+calls in one day object; a late write goes to a per-call object like any other, and the next merge
+(``compaction``) folds it in, replacing the call's rows there.
 """
 
 import time
@@ -12,22 +13,34 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.core.domain.errors import NotFound
+from services.core.domain.errors import NotFound, StorageUnavailable
 from services.core.domain.models import CallRecord
+from services.core.newest import MAX_ATTEMPTS, write_newest
 from services.core.ports import BlobStore
 
-from .compaction import Change, drop_calls, rewrite_day, upsert
+from .compaction import drop_calls, rewrite_day
 from .rows import CallRows, Row, decode, encode, rows_for_call
-from .tables import CALLS, CONTENT_TYPE, EVALUATIONS, MESSAGES, TABLES, is_closed, object_key, partition_of
+from .tables import (
+    CALLS,
+    CONTENT_TYPE,
+    EVALUATIONS,
+    MESSAGES,
+    TABLES,
+    day_object_key,
+    is_closed,
+    object_key,
+    partition_of,
+)
 
 
 @dataclass
 class AnalyticsWriter:
     store: BlobStore  # the analytics store: its own bucket / folder, never the raw archive
     clock: Callable[[], float] = field(default=time.time)
-    # Backfill writes per-call objects even into closed days and compacts each day once at the end,
-    # instead of rewriting a day object once per call.
+    # Backfill drops a call that moved to another day from the old day object once, at its end.
     defer_compaction: bool = False
+    # Told the ``dt`` of a closed day that got a per-call object, so a compactor can merge it soon.
+    on_late_write: Callable[[str], None] | None = None
 
     def write_call(
         self,
@@ -38,10 +51,13 @@ class AnalyticsWriter:
         previous_start: int | None = None,
         fallback_start: int | None = None,
     ) -> CallRows:
-        """Write (overwrite) the call's three objects; ``calls`` last, so a complete call row means complete rows.
+        """Write the call's three per-call objects; ``calls`` last, so a complete call row means complete rows.
 
+        With ``record.version``, each object is written only if the stored one is not newer (the
+        write protocol); without it (backfill), overwritten. A closed day gets per-call objects too,
+        folded into its day object by the next merge: a late call costs what a call of today costs.
         ``previous_start`` is the start the index held before this event: if it put the call in
-        another ``dt`` partition, the objects there are deleted so the call is never counted twice.
+        another ``dt`` partition, its rows there are deleted so the call is never counted twice.
         A table with no rows for this call still gets its (empty) object, which replaces older rows.
         """
         now = self.clock()
@@ -49,24 +65,31 @@ class AnalyticsWriter:
         rows = rows_for_call(data, record, has_audio=has_audio, fallback_start=start)
         by_table = rows.by_table()
         for table in (MESSAGES, EVALUATIONS, CALLS):
-            self._put(table, rows.dt, rows.conversation_id, by_table[table], now)
+            key = object_key(table, rows.dt, rows.conversation_id)
+            body = (encode(table, by_table[table]),)
+            if record.version is None:
+                self.store.put_bytes(key, body[0], CONTENT_TYPE)
+            elif write_newest(self.store, key, body.__iter__, CONTENT_TYPE, record.version).outcome == "older":
+                return rows  # a newer version of the call wrote its rows meanwhile
         if previous_start and partition_of(previous_start) != rows.dt:
             old, conversation_id = partition_of(previous_start), rows.conversation_id
             for table in TABLES:
                 self.store.delete(object_key(table, old, conversation_id))
                 if is_closed(old, now) and not self.defer_compaction:
                     rewrite_day(self.store, table, old, drop_calls(lambda c: c == conversation_id))
+        self._late(rows.dt, now)
         return rows
 
-    def _put(self, table: str, dt: str, conversation_id: str, rows: list[Row], now: float) -> None:
-        if is_closed(dt, now) and not self.defer_compaction:
-            rewrite_day(self.store, table, dt, upsert(conversation_id, rows))
-        else:
-            self.store.put_bytes(object_key(table, dt, conversation_id), encode(table, rows), CONTENT_TYPE)
+    def _late(self, dt: str, now: float) -> None:
+        if self.on_late_write is not None and is_closed(dt, now):
+            self.on_late_write(dt)
 
     def mark_audio(self, conversation_id: str, start: int | None) -> bool:
         """The audio arrived after the call row was written: set ``has_audio`` in that row.
 
+        Compare-and-swap on the per-call ``calls`` object, keeping its version, so a concurrent write
+        of the call is never undone. In a closed day whose rows are merged already, the row is copied
+        out of the day object into a per-call object that the next merge folds back in.
         Returns False when there is no row to update (not written yet: the transcript's own write
         will see the audio; or archived before analytics existed: backfill writes it).
         """
@@ -74,33 +97,37 @@ class AnalyticsWriter:
             return False
         dt = partition_of(start)
         key = object_key(CALLS, dt, conversation_id)
-        try:
-            rows = decode(self.store.get_bytes(key))
-        except NotFound:
-            if not is_closed(dt, self.clock()):
+        for _attempt in range(MAX_ATTEMPTS):
+            head = self.store.head(key)
+            if head is None:
+                if not is_closed(dt, self.clock()):
+                    return False
+                rows = _day_rows(self.store, dt, conversation_id)
+                tag, version = None, None
+            else:
+                try:
+                    blob, tag = self.store.get_tagged(key)
+                except NotFound:
+                    continue
+                if tag != head.tag:
+                    continue  # rewritten between the two reads: read again
+                rows, version = decode(blob), head.version
+            if not rows or all(row.get("has_audio") is True for row in rows):
                 return False
-            # Closed day: the row is in the day object; set the flag inside the merge, so a
-            # concurrent rewrite of the same call is never undone by an older copy.
-            changed: list[bool] = []
-            rewrite_day(self.store, CALLS, dt, _set_audio(conversation_id, changed))
-            return bool(changed) and changed[-1]  # the attempt that was swapped in is the last
-        if not rows or all(row.get("has_audio") is True for row in rows):
-            return False
-        for row in rows:
-            row["has_audio"] = True
-        self.store.put_bytes(key, encode(CALLS, rows), CONTENT_TYPE)
-        return True
+            for row in rows:
+                row["has_audio"] = True
+            if self.store.put_if(key, encode(CALLS, rows), CONTENT_TYPE, tag, version=version):
+                self._late(dt, self.clock())
+                return True
+        raise StorageUnavailable(f"the analytics row of a call kept changing during {MAX_ATTEMPTS} updates; retry")
 
 
-def _set_audio(conversation_id: str, changed: list[bool]) -> Change:
-    """Set ``has_audio`` on the call's row; appends to ``changed`` whether this attempt did."""
-
-    def change(day: dict[str, list[Row]]) -> bool:
-        rows = day.get(conversation_id, [])
-        did = bool(rows) and not all(row.get("has_audio") is True for row in rows)
-        for row in rows:
-            row["has_audio"] = True
-        changed.append(did)
-        return did
-
-    return change
+def _day_rows(store: BlobStore, dt: str, conversation_id: str) -> list[Row]:
+    try:
+        return [
+            row
+            for row in decode(store.get_bytes(day_object_key(CALLS, dt)))
+            if row.get("conversation_id") == conversation_id
+        ]
+    except NotFound:
+        return []

@@ -1,9 +1,19 @@
 """The ports: what the use cases need from storage, named by role. Adapters live in ``adapters/``."""
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from .domain.models import AudioFacts, CallPage, CallQuery, CallRecord
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    """What a store knows of an object without reading it."""
+
+    tag: str  # changes with every write (S3 ETag, local inode/mtime/size)
+    size: int
+    version: str | None  # the writer's version label (domain.versions); None if written without one
 
 
 class BlobStore(Protocol):
@@ -39,8 +49,28 @@ class BlobStore(Protocol):
         """The object and its tag, which changes with every write. Raise ``NotFound``."""
         ...
 
-    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None) -> bool:
-        """Write only if the object still has ``tag`` (``None``: only if there is no object); else False."""
+    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None, *, version: str | None = None) -> bool:
+        """Write only if the object still has ``tag`` (``None``: only if there is no object); else False.
+
+        ``version`` is kept with the object (S3 metadata, a local extended attribute) for ``head``.
+        """
+        ...
+
+    def put_stream_if(
+        self, key: str, chunks: Iterable[bytes], content_type: str, tag: str | None, *, version: str | None = None
+    ) -> int | None:
+        """``put_if`` for a stream: the size written, or None when the condition failed (nothing written)."""
+        ...
+
+    def head(self, key: str) -> ObjectHead | None:
+        """The object's tag, size and version label, or None when it does not exist."""
+        ...
+
+    def copy_if(self, source: str, destination: str, tag: str | None) -> bool:
+        """Copy ``source`` (with its version) to ``destination`` if that still has ``tag``; the source stays.
+
+        False when the condition failed or the source is gone.
+        """
         ...
 
     def delete_if(self, key: str, tag: str) -> bool:
@@ -56,7 +86,8 @@ class CallIndex(Protocol):
     def save_call(self, record: CallRecord, now: int) -> bool:
         """Merge the call-level fields (``CALL_FIELDS``) that are not None; never touch audio fields.
 
-        Atomic and conditional: skipped (returns False) when the stored ``event_at`` is newer.
+        Atomic and conditional: skipped (returns False) when the stored ``version`` is newer (rows
+        written before versions: when the stored ``event_at`` is newer).
         """
         ...
 
@@ -69,14 +100,31 @@ class CallIndex(Protocol):
         *,
         only_if_unplaced: bool,
     ) -> bool:
-        """Set the audio fields. With ``only_if_unplaced``, only while the call's ``archive_prefix`` is unknown
+        """Set the audio fields unless the row holds a newer ``audio_version`` than ``audio.version``.
 
-        (the audio is then parked under the pending key); returns False when that condition failed.
+        With ``only_if_unplaced``, only while the call's ``archive_prefix`` is unknown (the audio is
+        then parked under the pending key). Returns False when a condition failed.
         """
         ...
 
     def set_memory_status(self, conversation_id: str, status: str, now: int) -> None:
         """Record the caller-memory job's progress on an existing row (never creates one)."""
+        ...
+
+    def claim_place(self, conversation_id: str, archive_prefix: str, phone: str | None, now: int) -> CallRecord:
+        """Give the call its folder once: set ``archive_prefix`` and ``phone`` if no event placed it yet.
+
+        Returns the row as stored afterwards, whose prefix and phone every later event uses, so a call
+        never splits between folders however its events race. The row names no objects yet.
+        """
+        ...
+
+    def scan(self) -> Iterator[CallRecord]:
+        """Every row, in no particular order (``callvault verify``)."""
+        ...
+
+    def delete(self, conversation_id: str) -> None:
+        """Remove a row (``callvault verify --repair`` of a row that names nothing)."""
         ...
 
     def list_calls(self, query: CallQuery) -> CallPage:

@@ -1,8 +1,8 @@
 """Use cases of the ingest service: receive a signed webhook, archive an event.
 
-Order of writes, for every event: archive object(s) first, index row last. A row therefore never
-points at an object that is not durable, and a failure anywhere before the 200 lets the sender
-retry the whole event (every step is idempotent).
+Order of writes, for every event: the archive object before the index row that names it, so a row
+never points at an object that is not durable; every write is conditional on the event's version,
+so a failure anywhere before the 200 lets the sender retry the whole event. See ``Archiver``.
 """
 
 import base64
@@ -14,15 +14,17 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from services.analytics.writer import AnalyticsWriter
-from services.core.domain import keys, payload, signing
-from services.core.domain.errors import InvalidPayload, PayloadTooLarge
+from services.core.domain import keys, payload, signing, versions
+from services.core.domain.errors import InvalidPayload, PayloadTooLarge, StorageUnavailable
 from services.core.domain.models import AudioFacts, CallRecord, WebhookEvent
+from services.core.newest import write_newest
 from services.core.ports import BlobStore, CallIndex
 
 Outcome = Literal["stored", "ignored", "stale"]
 JSON_TYPE = "application/json"
 AUDIO_TYPE = "audio/mpeg"
 _B64_CHUNK_CHARS = 1 << 20  # decode audio 1 MiB of text at a time: no full second copy in memory
+_PLACE_ATTEMPTS = 5  # copies of parked audio racing a newer audio event (each retry re-reads both)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,20 @@ class MemoryJobSubmitter(Protocol):
 
 @dataclass
 class Archiver:
-    """Writes events into the archive and the index. Shared by the webhook, `callvault import` and tests."""
+    """Writes events into the archive, the index and the analytics tables, in the one write protocol.
+
+    Shared by the webhook, `callvault import` and tests. The protocol (docs/decisions.md, "write
+    protocol"), for a transcript or an initiation failure:
+      1. place: the first event of a call claims its folder in the index (``claim_place``); every
+         later event uses that folder, so a call never splits between phone folders;
+      2. the archive object, written only if it is not newer than ours (``write_newest``);
+      3. the index row, on the same version condition;
+      4. parked audio copied into place, recorded, then the parked copy deleted;
+      5. the analytics objects, on the same version condition; then the memory job.
+    Each step is idempotent and conditional on the version, so every store keeps the newest version
+    whatever the interleaving, a redelivery completes whatever a crash interrupted, and a row only
+    ever names objects that exist. ``callvault verify`` checks exactly these promises.
+    """
 
     blobs: BlobStore
     index: CallIndex
@@ -72,42 +87,64 @@ class Archiver:
         return int(self.clock())
 
     def _archive_call(self, event: WebhookEvent, record: CallRecord) -> IngestResult:
-        existing = self.index.get(record.conversation_id)
-        if _is_older(record, existing):
-            return IngestResult("stale", event.type, record.conversation_id, record.phone)
-        prefix = record.archive_prefix or keys.UNKNOWN_PHONE_PREFIX
-        if existing and existing.archive_prefix:
-            prefix = record.archive_prefix = existing.archive_prefix  # a call never moves once placed
+        conversation_id = record.conversation_id
         document = orjson.dumps(event.data)  # the whole `data`, unknown fields kept, on one line
-        record.transcript_key = keys.transcript_key(prefix, record.conversation_id)
+        record.version = versions.call_version(event.type, event.event_timestamp, document)
+        existing = self.index.get(conversation_id)
+        if existing is not None and _row_is_newer(existing, record):
+            return IngestResult("stale", event.type, conversation_id, existing.phone)
+        placed = existing
+        if placed is None or placed.archive_prefix is None:
+            prefix = record.archive_prefix or keys.UNKNOWN_PHONE_PREFIX
+            placed = self.index.claim_place(conversation_id, prefix, record.phone, self._now())
+        prefix = placed.archive_prefix or keys.UNKNOWN_PHONE_PREFIX
+        if record.phone is not None and record.phone != placed.phone:
+            record.reported_phone = record.phone  # the call stays in its folder; the row says what changed
+        record.phone, record.archive_prefix = placed.phone, prefix
+        record.transcript_key = keys.transcript_key(prefix, conversation_id)
         record.transcript_bytes = len(document)
-        self.blobs.put_bytes(record.transcript_key, document, JSON_TYPE)
+        written = write_newest(self.blobs, record.transcript_key, lambda: (document,), JSON_TYPE, record.version)
+        if written.outcome == "older":
+            return IngestResult("stale", event.type, conversation_id, record.phone)
         if self.memory_jobs is not None:  # written with the row itself: one index write, not two
             record.memory_status = self.memory_jobs.status_for(event, record)
             record.memory_updated_at = self._now() if record.memory_status else None
         if not self.index.save_call(record, self._now()):
-            return IngestResult("stale", event.type, record.conversation_id, record.phone)
-        has_audio = self._place_audio(record.conversation_id, prefix, existing)
+            return IngestResult("stale", event.type, conversation_id, record.phone)
+        has_audio = self.place_audio(conversation_id, prefix, existing)
         if self.analytics is not None:
             previous = existing.started_at if existing else None
             self.analytics.write_call(event.data, record, has_audio=has_audio, previous_start=previous)
+            if not has_audio and self.blobs.head(keys.audio_key(prefix, conversation_id)) is not None:
+                # The audio landed after we looked and may have found no analytics row to mark.
+                self.analytics.mark_audio(conversation_id, record.started_at)
         if self.memory_jobs is not None:
             self.memory_jobs.submit(event, record)
-        return IngestResult("stored", event.type, record.conversation_id, record.phone)
+        return IngestResult("stored", event.type, conversation_id, record.phone)
 
-    def _place_audio(self, conversation_id: str, prefix: str, before: CallRecord | None) -> bool:
-        """Move audio that arrived before its transcript into place (or finish a move a crash interrupted).
+    def place_audio(self, conversation_id: str, prefix: str, known: CallRecord | None) -> bool:
+        """Bring audio that arrived before the call was placed into its folder, and make the row say so.
 
-        True when the call's audio is in place afterwards.
+        Copy, record, then delete the parked copy: at every step the row names an object that exists.
+        True when the call has audio in place afterwards.
         """
-        final = keys.audio_key(prefix, conversation_id)
-        self.blobs.move(keys.pending_audio_key(conversation_id), final)
-        size = self.blobs.size(final)
-        if size is None:
+        final, pending = keys.audio_key(prefix, conversation_id), keys.pending_audio_key(conversation_id)
+        parked = self.blobs.head(pending)
+        if parked is not None:
+            for _attempt in range(_PLACE_ATTEMPTS):
+                target = self.blobs.head(final)
+                if target is not None and not _sorts_after(parked.version, target.version):
+                    break  # what is in place is as new as the parked copy
+                if self.blobs.copy_if(pending, final, target.tag if target else None):
+                    break
+        target = self.blobs.head(final)
+        if target is None:
             return False
-        row = self.index.get(conversation_id) if before is None or before.audio_key != final else before
-        if row is None or row.audio_key != final or row.audio_bytes != size:
-            self.index.save_audio(conversation_id, None, AudioFacts(final, size), self._now(), only_if_unplaced=False)
+        if known is None or known.audio_key != final or known.audio_version != target.version:
+            audio = AudioFacts(final, target.size, target.version)
+            self.index.save_audio(conversation_id, None, audio, self._now(), only_if_unplaced=False)
+        if parked is not None:
+            self.blobs.delete_if(pending, parked.tag)  # a newer parked copy that arrived meanwhile stays
         return True
 
     def _archive_audio(self, event: WebhookEvent) -> IngestResult:
@@ -115,45 +152,62 @@ class Archiver:
         encoded = event.data.get("full_audio")
         if not isinstance(encoded, str) or not encoded:
             raise InvalidPayload("data.full_audio must be a non-empty base64 string")
+        _check_base64_shape(encoded)
+        version = versions.audio_version(event.event_timestamp, _ascii_chunks(encoded))
         agent_id = event.data.get("agent_id") if isinstance(event.data.get("agent_id"), str) else None
         existing = self.index.get(conversation_id)
-        if existing and existing.archive_prefix:
+        placed = existing is not None and existing.archive_prefix is not None
+        if existing is not None and existing.archive_prefix is not None:
             key = keys.audio_key(existing.archive_prefix, conversation_id)
-            size = self.blobs.put_stream(key, _decode_base64(encoded), AUDIO_TYPE)
-            self.index.save_audio(conversation_id, agent_id, AudioFacts(key, size), self._now(), only_if_unplaced=False)
+        else:  # no call-level event yet, so no folder: park the audio until one places the call
+            key = keys.pending_audio_key(conversation_id)
+        written = write_newest(self.blobs, key, lambda: _decode_base64(encoded), AUDIO_TYPE, version)
+        if written.outcome == "older":
+            return IngestResult("stale", event.type, conversation_id, existing.phone if existing else None)
+        audio = AudioFacts(key, written.size, version)
+        if existing is not None and placed:
+            self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=False)
             if self.analytics is not None:
                 self.analytics.mark_audio(conversation_id, existing.started_at)
             return IngestResult("stored", event.type, conversation_id, existing.phone)
-        # No transcript yet, so no phone and no place: park the audio and record it there.
-        pending = keys.pending_audio_key(conversation_id)
-        size = self.blobs.put_stream(pending, _decode_base64(encoded), AUDIO_TYPE)
-        if self.index.save_audio(
-            conversation_id, agent_id, AudioFacts(pending, size), self._now(), only_if_unplaced=True
-        ):
+        if self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=True):
             return IngestResult("stored", event.type, conversation_id)
-        # The transcript landed between our read and our write: place the audio ourselves.
+        # A call-level event placed the call between our read and our write: place the audio ourselves.
         row = self.index.get(conversation_id)
-        prefix = row.archive_prefix if row and row.archive_prefix else keys.UNKNOWN_PHONE_PREFIX
-        self._place_audio(conversation_id, prefix, None)
-        if self.analytics is not None and row is not None:
+        if row is None or row.archive_prefix is None:  # pragma: no cover - the failed condition says it is placed
+            raise StorageUnavailable("the call index changed while the audio was stored; retry")
+        self.place_audio(conversation_id, row.archive_prefix, row)
+        if self.analytics is not None:
             self.analytics.mark_audio(conversation_id, row.started_at)
-        return IngestResult("stored", event.type, conversation_id, row.phone if row else None)
+        return IngestResult("stored", event.type, conversation_id, row.phone)
 
 
-def _is_older(record: CallRecord, existing: CallRecord | None) -> bool:
-    return bool(
-        existing
-        and existing.event_at is not None
-        and record.event_at is not None
-        and existing.event_at > record.event_at
-    )
+def _row_is_newer(row: CallRecord, record: CallRecord) -> bool:
+    if row.version is not None and record.version is not None:
+        return versions.compare(record.version, row.version) == "older"
+    # A row written before versions: its event timestamp decides.
+    return row.event_at is not None and record.event_at is not None and row.event_at > record.event_at
+
+
+def _sorts_after(mine: str | None, stored: str | None) -> bool:
+    # Audio parked by an older release has no version: it never replaces audio already in place.
+    return mine is not None and versions.compare(mine, stored) == "newer"
+
+
+def _ascii_chunks(text: str) -> Iterator[bytes]:
+    for start in range(0, len(text), _B64_CHUNK_CHARS):
+        yield text[start : start + _B64_CHUNK_CHARS].encode("ascii", "replace")
+
+
+def _check_base64_shape(text: str) -> None:
+    # Padding may only end the whole text; chunked decoding would otherwise accept it mid-stream.
+    if len(text) % 4 or "=" in text[:-2]:
+        raise InvalidPayload("data.full_audio is not valid base64")
 
 
 def _decode_base64(text: str) -> Iterator[bytes]:
     """Strict base64, decoded chunk by chunk; raises InvalidPayload before the store commits anything."""
-    # Padding may only end the whole text; chunked decoding would otherwise accept it mid-stream.
-    if len(text) % 4 or "=" in text[:-2]:
-        raise InvalidPayload("data.full_audio is not valid base64")
+    _check_base64_shape(text)
     for start in range(0, len(text), _B64_CHUNK_CHARS):
         try:
             yield base64.b64decode(text[start : start + _B64_CHUNK_CHARS], validate=True)

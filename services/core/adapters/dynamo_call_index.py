@@ -16,6 +16,7 @@ Cursors are ``{"started_at": int, "conversation_id": str}``, the same as the oth
 index hash value is the query's own, so it is not repeated (nor a phone number put in a URL).
 """
 
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -125,6 +126,9 @@ class CallModel(Model):
     summary_title = UnicodeAttribute(null=True)
     summary = UnicodeAttribute(null=True)
     event_at = NumberAttribute(null=True)
+    version = UnicodeAttribute(null=True)
+    audio_version = UnicodeAttribute(null=True)
+    reported_phone = UnicodeAttribute(null=True)
     memory_status = UnicodeAttribute(null=True)
     memory_updated_at = NumberAttribute(null=True)
     ingested_at = NumberAttribute(null=True)
@@ -182,9 +186,14 @@ class DynamoCallIndex:
         actions += [m.ingested_at.set(m.ingested_at | now), m.updated_at.set(now)]
         if record.started_at is not None:
             actions.append(m.gsi_all.set(TIMELINE_PARTITION))
-        condition = None
-        if record.event_at is not None:  # as in SQLite: an event without a timestamp always merges
-            condition = m.event_at.does_not_exist() | (m.event_at <= record.event_at)
+        # As in SQLite: a versioned row takes only a version that sorts at or after its own; a row
+        # written before versions falls back to event_at (an event without a timestamp always merges).
+        unversioned = m.version.does_not_exist()
+        if record.event_at is not None:
+            unversioned &= m.event_at.does_not_exist() | (m.event_at <= record.event_at)
+        condition = unversioned
+        if record.version is not None:
+            condition = unversioned | (m.version <= record.version)
         return self._update(record.conversation_id, actions, condition)
 
     def save_audio(
@@ -200,8 +209,41 @@ class DynamoCallIndex:
         ]
         if agent_id is not None:
             actions.append(m.agent_id.set(m.agent_id | agent_id))
-        condition = m.archive_prefix.does_not_exist() if only_if_unplaced else None
+        condition = m.audio_version.does_not_exist()
+        if audio.version is not None:
+            actions.append(m.audio_version.set(audio.version))
+            condition |= m.audio_version <= audio.version
+        if only_if_unplaced:
+            condition &= m.archive_prefix.does_not_exist()
         return self._update(conversation_id, actions, condition)
+
+    def claim_place(self, conversation_id: str, archive_prefix: str, phone: str | None, now: int) -> CallRecord:
+        m = self.model
+        actions: list[Action] = [
+            m.archive_prefix.set(archive_prefix),
+            m.ingested_at.set(m.ingested_at | now),
+            m.updated_at.set(now),
+        ]
+        actions.append(m.phone.set(phone) if phone is not None else m.phone.remove())
+        self._update(conversation_id, actions, m.archive_prefix.does_not_exist())
+        # Placed now or by an earlier event; the prefix never changes once set, so this read is final.
+        row = self.get(conversation_id)
+        if row is None:  # pragma: no cover - the update above created it
+            raise StorageUnavailable("the call index lost a row it just wrote")
+        return row
+
+    def scan(self) -> Iterator[CallRecord]:
+        try:
+            for item in self.model.scan(consistent_read=True):
+                yield _record(item)
+        except (PynamoDBException, BotoCoreError, ClientError) as exc:
+            _unavailable("Scan", exc)
+
+    def delete(self, conversation_id: str) -> None:
+        try:
+            self.model(conversation_id).delete()
+        except (PynamoDBException, BotoCoreError, ClientError) as exc:
+            _unavailable("DeleteItem", exc)
 
     def _update(self, conversation_id: str, actions: list[Action], condition: Condition | None) -> bool:
         try:

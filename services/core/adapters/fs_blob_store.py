@@ -1,6 +1,14 @@
-"""The archive as plain files: ``<root>/<key>``, so ``aws s3 sync <root> s3://bucket`` migrates it."""
+"""The archive as plain files: ``<root>/<key>``, so ``aws s3 sync <root> s3://bucket`` migrates it.
+
+An object's version label (``domain.versions``) is kept in the extended attribute
+``user.callvault.version`` of its file: it travels with every rename and hard link, and the stored
+bytes stay exactly what was archived. Conditional writes compare the file's tag under an ``flock``
+on its folder; the temp file is written and fsynced before the lock is taken, so the lock is held
+for a stat and a rename only.
+"""
 
 import contextlib
+import errno
 import fcntl
 import os
 import tempfile
@@ -9,8 +17,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..domain.errors import NotFound, StorageUnavailable
+from ..ports import ObjectHead
 
 _TMP_PREFIX = ".tmp-"
+VERSION_ATTRIBUTE = "user.callvault.version"
 
 
 class FsBlobStore:
@@ -30,6 +40,17 @@ class FsBlobStore:
 
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
         path = self._path(key)
+        tmp_name, size = self._write_temp(path, chunks, None)
+        try:
+            os.replace(tmp_name, path)  # atomic: readers see the old object or the new one, never half
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            _unlink_quietly(tmp_name)
+            raise StorageUnavailable("the local archive cannot be written") from exc
+        return size
+
+    def _write_temp(self, path: Path, chunks: Iterable[bytes], version: str | None) -> tuple[str, int]:
+        """A durable temp file beside ``path`` holding the chunks (and the version); the caller renames it."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
@@ -41,17 +62,17 @@ class FsBlobStore:
                 for chunk in chunks:
                     tmp.write(chunk)
                     size += len(chunk)
+                if version is not None:
+                    os.setxattr(tmp.fileno(), VERSION_ATTRIBUTE, version.encode())
                 tmp.flush()
                 os.fsync(tmp.fileno())
-            os.replace(tmp_name, path)  # atomic: readers see the old object or the new one, never half
-            _fsync_dir(path.parent)
         except OSError as exc:
             _unlink_quietly(tmp_name)
             raise StorageUnavailable("the local archive cannot be written") from exc
         except BaseException:
             _unlink_quietly(tmp_name)
             raise
-        return size
+        return tmp_name, size
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -95,17 +116,70 @@ class FsBlobStore:
         except OSError as exc:
             raise StorageUnavailable("the local archive cannot be read") from exc
 
-    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None) -> bool:
+    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None, *, version: str | None = None) -> bool:
+        return self.put_stream_if(key, (data,), content_type, tag, version=version) is not None
+
+    def put_stream_if(
+        self, key: str, chunks: Iterable[bytes], content_type: str, tag: str | None, *, version: str | None = None
+    ) -> int | None:
         path = self._path(key)
+        if _current_tag(path) != tag:
+            return None  # cheap early answer; the decisive compare is under the lock
+        tmp_name, size = self._write_temp(path, chunks, version)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            with _folder_lock(path.parent):
+                if _current_tag(path) != tag:
+                    return None
+                os.replace(tmp_name, path)
+                tmp_name = ""
         except OSError as exc:
             raise StorageUnavailable("the local archive cannot be written") from exc
-        with _folder_lock(path.parent):
-            if _current_tag(path) != tag:
-                return False
-            self.put_bytes(key, data, content_type)
-            return True
+        finally:
+            if tmp_name:
+                _unlink_quietly(tmp_name)
+        _fsync_dir(path.parent)
+        return size
+
+    def head(self, key: str) -> ObjectHead | None:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageUnavailable("the local archive cannot be read") from exc
+        try:  # one open file: tag, size and version describe the same object
+            stat = os.fstat(fd)
+            return ObjectHead(_tag(stat), stat.st_size, _version(fd))
+        except OSError as exc:
+            raise StorageUnavailable("the local archive cannot be read") from exc
+        finally:
+            os.close(fd)
+
+    def copy_if(self, source: str, destination: str, tag: str | None) -> bool:
+        """A hard link under a temp name, renamed into place: same bytes and version, no copy made."""
+        src, dst = self._path(source), self._path(destination)
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable("the local archive cannot be written") from exc
+        link = dst.with_name(f"{_TMP_PREFIX}link-{uuid.uuid4().hex}")
+        try:
+            os.link(src, link)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StorageUnavailable("the local archive cannot be written") from exc
+        try:
+            with _folder_lock(dst.parent):
+                if _current_tag(dst) != tag:
+                    return False
+                os.replace(link, dst)
+        except OSError as exc:
+            raise StorageUnavailable("the local archive cannot be written") from exc
+        finally:
+            _unlink_quietly(str(link))  # gone after the rename; removes it when the condition failed
+        _fsync_dir(dst.parent)
+        return True
 
     def delete_if(self, key: str, tag: str) -> bool:
         """Claim the file by renaming it, then compare: a plain ``put_bytes`` racing us either lands
@@ -146,6 +220,15 @@ class FsBlobStore:
 def _tag(stat: os.stat_result) -> str:
     # Every write is a rename of a new file: a new inode, so the tag changes even within one mtime tick.
     return f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"
+
+
+def _version(fd: int) -> str | None:
+    try:
+        return os.getxattr(fd, VERSION_ATTRIBUTE).decode()
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP):
+            return None  # written without a version (an older release, or a plain put)
+        raise
 
 
 def _current_tag(path: Path) -> str | None:

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from ..domain.errors import InvalidCursor, NotFound
 from ..domain.models import CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
+from ..ports import ObjectHead
 
 
 class MemoryBlobStore:
@@ -15,14 +16,19 @@ class MemoryBlobStore:
         self._lock = threading.Lock()
         self._writes = itertools.count(1)
         self._tags: dict[str, str] = {}  # key -> tag of its current object (tests may fill ``objects`` directly)
+        self.versions: dict[str, str] = {}  # key -> version label of its current object, if written with one
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         with self._lock:
             self._store(key, data)
 
-    def _store(self, key: str, data: bytes) -> None:
+    def _store(self, key: str, data: bytes, version: str | None = None) -> None:
         self.objects[key] = bytes(data)
         self._tags[key] = f"w{next(self._writes)}"
+        if version is None:
+            self.versions.pop(key, None)
+        else:
+            self.versions[key] = version
 
     def _tag(self, key: str) -> str | None:
         if key not in self.objects:
@@ -50,13 +56,14 @@ class MemoryBlobStore:
             if data is None:
                 return False
             self._tags.pop(source, None)
-            self._store(destination, data)
+            self._store(destination, data, self.versions.pop(source, None))
             return True
 
     def delete(self, key: str) -> None:
         with self._lock:
             self.objects.pop(key, None)
             self._tags.pop(key, None)
+            self.versions.pop(key, None)
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         return iter(sorted(k for k in list(self.objects) if k.startswith(prefix)))
@@ -68,11 +75,32 @@ class MemoryBlobStore:
                 raise NotFound("no archived object under this key")
             return self.objects[key], tag
 
-    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None) -> bool:
+    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None, *, version: str | None = None) -> bool:
         with self._lock:
             if self._tag(key) != tag:
                 return False
-            self._store(key, data)
+            self._store(key, data, version)
+            return True
+
+    def put_stream_if(
+        self, key: str, chunks: Iterable[bytes], content_type: str, tag: str | None, *, version: str | None = None
+    ) -> int | None:
+        data = b"".join(chunks)  # raises before anything is stored
+        return len(data) if self.put_if(key, data, content_type, tag, version=version) else None
+
+    def head(self, key: str) -> ObjectHead | None:
+        with self._lock:
+            tag = self._tag(key)
+            if tag is None:
+                return None
+            return ObjectHead(tag, len(self.objects[key]), self.versions.get(key))
+
+    def copy_if(self, source: str, destination: str, tag: str | None) -> bool:
+        with self._lock:
+            data = self.objects.get(source)
+            if data is None or self._tag(destination) != tag:
+                return False
+            self._store(destination, data, self.versions.get(source))
             return True
 
     def delete_if(self, key: str, tag: str) -> bool:
@@ -81,6 +109,7 @@ class MemoryBlobStore:
                 return False
             del self.objects[key]
             self._tags.pop(key, None)
+            self.versions.pop(key, None)
             return True
 
 
@@ -98,7 +127,7 @@ class MemoryCallIndex:
             row = self.rows.get(record.conversation_id)
             if row is None:
                 row = CallRecord(record.conversation_id, ingested_at=now)
-            elif row.event_at is not None and record.event_at is not None and row.event_at > record.event_at:
+            elif _is_newer(row, record):
                 return False
             for name in CALL_FIELDS:
                 value = getattr(record, name)
@@ -121,8 +150,11 @@ class MemoryCallIndex:
             row = self.rows.get(conversation_id) or CallRecord(conversation_id, ingested_at=now)
             if only_if_unplaced and row.archive_prefix is not None:
                 return False
+            if row.audio_version is not None and (audio.version is None or row.audio_version > audio.version):
+                return False
             row.agent_id = row.agent_id or agent_id
             row.has_audio, row.audio_key, row.audio_bytes = True, audio.key, audio.size
+            row.audio_version = audio.version or row.audio_version
             row.updated_at = now
             self.rows[conversation_id] = row
             return True
@@ -132,6 +164,21 @@ class MemoryCallIndex:
             row = self.rows.get(conversation_id)
             if row is not None:
                 row.memory_status, row.memory_updated_at = status, now
+
+    def claim_place(self, conversation_id: str, archive_prefix: str, phone: str | None, now: int) -> CallRecord:
+        with self._lock:
+            row = self.rows.get(conversation_id) or CallRecord(conversation_id, ingested_at=now, updated_at=now)
+            if row.archive_prefix is None:
+                row.archive_prefix, row.phone, row.updated_at = archive_prefix, phone, now
+            self.rows[conversation_id] = row
+            return replace(row)
+
+    def scan(self) -> Iterator[CallRecord]:
+        return iter([replace(row) for row in list(self.rows.values())])
+
+    def delete(self, conversation_id: str) -> None:
+        with self._lock:
+            self.rows.pop(conversation_id, None)
 
     def list_calls(self, query: CallQuery) -> CallPage:
         rows = [
@@ -156,3 +203,10 @@ class MemoryCallIndex:
         if len(rows) > query.limit:
             after = {"started_at": page[-1].started_at, "conversation_id": page[-1].conversation_id}
         return CallPage(page, after)
+
+
+def _is_newer(stored: CallRecord, incoming: CallRecord) -> bool:
+    """The stored call-level event sorts after the incoming one (the adapters' shared save_call condition)."""
+    if stored.version is not None:
+        return incoming.version is None or stored.version > incoming.version
+    return stored.event_at is not None and incoming.event_at is not None and stored.event_at > incoming.event_at

@@ -11,13 +11,14 @@ key with 403 instead of 404, and ``size``/``move`` report the archive as unavail
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..domain.errors import NotFound, StorageUnavailable
+from ..ports import ObjectHead
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -28,6 +29,7 @@ _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 # 412: the condition failed. 409: S3's answer to a conditional write racing another one on the key.
 _CONDITION_CODES = frozenset({"412", "PreconditionFailed", "409", "ConditionalRequestConflict"})
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._+-]")
+VERSION_METADATA = "callvault-version"  # x-amz-meta-callvault-version: the object's version label
 
 
 class S3BlobStore:
@@ -115,15 +117,28 @@ class S3BlobStore:
         except BotoCoreError as exc:
             _unavailable("GetObject", exc)
 
-    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None) -> bool:
+    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None, *, version: str | None = None) -> bool:
         """S3 conditional writes: ``If-Match`` the ETag, or ``If-None-Match: *`` to create."""
+        return self._put_if(key, data, content_type, tag, version)
+
+    def put_stream_if(
+        self, key: str, chunks: Iterable[bytes], content_type: str, tag: str | None, *, version: str | None = None
+    ) -> int | None:
+        """Spooled like ``put_stream``, then one conditional PutObject (bodies reach us below 64 MiB)."""
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES) as spool:
+            size = 0
+            for chunk in chunks:
+                spool.write(chunk)
+                size += len(chunk)
+            spool.seek(0)
+            return size if self._put_if(key, spool, content_type, tag, version) else None
+
+    def _put_if(self, key: str, body: Any, content_type: str, tag: str | None, version: str | None) -> bool:
+        extra: dict[str, Any] = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
+        if version is not None:
+            extra["Metadata"] = {VERSION_METADATA: version}
         try:
-            if tag is None:
-                self.client.put_object(
-                    Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, IfNoneMatch="*"
-                )
-            else:
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, IfMatch=tag)
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **extra)
         except ClientError as exc:
             if _failed_condition(exc) or _is_missing(exc):  # If-Match on a key that is gone: 404
                 return False
@@ -131,6 +146,36 @@ class S3BlobStore:
         except BotoCoreError as exc:
             _unavailable("PutObject", exc)
         return True
+
+    def head(self, key: str) -> ObjectHead | None:
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _is_missing(exc):
+                return None
+            _unavailable("HeadObject", exc)
+        except BotoCoreError as exc:
+            _unavailable("HeadObject", exc)
+        version = response.get("Metadata", {}).get(VERSION_METADATA)
+        return ObjectHead(response["ETag"], response["ContentLength"], version)
+
+    def copy_if(self, source: str, destination: str, tag: str | None) -> bool:
+        """Read, then a conditional put of the same bytes and version (only parked audio is copied, and
+        an AWS webhook body is at most 6 MB)."""
+        found = self.head(source)
+        if found is None:
+            return False
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=source, IfMatch=found.tag)
+            data = response["Body"].read()
+            content_type = response.get("ContentType", "application/octet-stream")
+        except ClientError as exc:
+            if _is_missing(exc) or _failed_condition(exc):
+                return False
+            _unavailable("GetObject", exc)
+        except BotoCoreError as exc:
+            _unavailable("GetObject", exc)
+        return self._put_if(destination, data, content_type, tag, found.version)
 
     def delete_if(self, key: str, tag: str) -> bool:
         try:

@@ -6,6 +6,7 @@ read-modify-write. Listings use keyset pagination on ``(started_at, conversation
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -50,16 +51,27 @@ VALUES (:conversation_id, {", ".join(":" + c for c in CALL_FIELDS)}, :now, :now)
 ON CONFLICT (conversation_id) DO UPDATE SET
     {", ".join(f"{c} = COALESCE(excluded.{c}, calls.{c})" for c in CALL_FIELDS)},
     updated_at = excluded.updated_at
-WHERE calls.event_at IS NULL OR excluded.event_at IS NULL OR calls.event_at <= excluded.event_at
+WHERE CASE WHEN calls.version IS NOT NULL THEN calls.version <= excluded.version
+           ELSE calls.event_at IS NULL OR excluded.event_at IS NULL OR calls.event_at <= excluded.event_at END
 """  # noqa: S608
 
 _SAVE_AUDIO = """
-INSERT INTO calls (conversation_id, agent_id, has_audio, audio_key, audio_bytes, ingested_at, updated_at)
-VALUES (:conversation_id, :agent_id, 1, :audio_key, :audio_bytes, :now, :now)
+INSERT INTO calls (conversation_id, agent_id, has_audio, audio_key, audio_bytes, audio_version, ingested_at,
+                   updated_at)
+VALUES (:conversation_id, :agent_id, 1, :audio_key, :audio_bytes, :audio_version, :now, :now)
 ON CONFLICT (conversation_id) DO UPDATE SET
     agent_id = COALESCE(calls.agent_id, excluded.agent_id),
     has_audio = 1, audio_key = excluded.audio_key, audio_bytes = excluded.audio_bytes,
+    audio_version = COALESCE(excluded.audio_version, calls.audio_version),
     updated_at = excluded.updated_at
+WHERE (calls.audio_version IS NULL OR calls.audio_version <= excluded.audio_version)
+"""
+_CLAIM_PLACE = """
+INSERT INTO calls (conversation_id, archive_prefix, phone, ingested_at, updated_at)
+VALUES (:conversation_id, :archive_prefix, :phone, :now, :now)
+ON CONFLICT (conversation_id) DO UPDATE SET
+    archive_prefix = excluded.archive_prefix, phone = excluded.phone, updated_at = excluded.updated_at
+WHERE calls.archive_prefix IS NULL
 """
 
 
@@ -105,12 +117,13 @@ class SqliteCallIndex:
         *,
         only_if_unplaced: bool,
     ) -> bool:
-        sql = _SAVE_AUDIO + (" WHERE calls.archive_prefix IS NULL" if only_if_unplaced else "")
+        sql = _SAVE_AUDIO + (" AND calls.archive_prefix IS NULL" if only_if_unplaced else "")
         params = {
             "conversation_id": conversation_id,
             "agent_id": agent_id,
             "audio_key": audio.key,
             "audio_bytes": audio.size,
+            "audio_version": audio.version,
             "now": now,
         }
         with self._write_lock:
@@ -123,6 +136,30 @@ class SqliteCallIndex:
                 "UPDATE calls SET memory_status = ?, memory_updated_at = ? WHERE conversation_id = ?",
                 (status, now, conversation_id),
             )
+
+    def claim_place(self, conversation_id: str, archive_prefix: str, phone: str | None, now: int) -> CallRecord:
+        params = {"conversation_id": conversation_id, "archive_prefix": archive_prefix, "phone": phone, "now": now}
+        with self._write_lock:
+            self._execute(_CLAIM_PLACE, params)
+        # The prefix never changes once set, so reading it back after the commit is race-free.
+        row = self.get(conversation_id)
+        assert row is not None  # the statement above inserted it or found it
+        return row
+
+    def scan(self) -> Iterator[CallRecord]:
+        last = ""
+        while True:  # keyset pages: no read transaction held open while the caller works
+            rows = self._execute(
+                "SELECT * FROM calls WHERE conversation_id > ? ORDER BY conversation_id LIMIT 500", (last,)
+            ).fetchall()
+            if not rows:
+                return
+            yield from (_record(row) for row in rows)
+            last = rows[-1]["conversation_id"]
+
+    def delete(self, conversation_id: str) -> None:
+        with self._write_lock:
+            self._execute("DELETE FROM calls WHERE conversation_id = ?", (conversation_id,))
 
     def list_calls(self, query: CallQuery) -> CallPage:
         where = ["started_at IS NOT NULL"]

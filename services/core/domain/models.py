@@ -40,7 +40,12 @@ class CallRecord:
     summary: str | None = None
     memory_status: str | None = None  # caller memory: pending / done / failed / skipped_no_phone
     memory_updated_at: int | None = None
-    event_at: int | None = None  # event_timestamp of the call-level event we hold; guards reordering
+    event_at: int | None = None  # event_timestamp of the call-level event we hold
+    # The write protocol's order (docs/decisions.md, services/core/domain/versions.py): the version of
+    # the call-level event the row, the archive object and the analytics rows hold, and of the audio.
+    version: str | None = None
+    audio_version: str | None = None
+    reported_phone: str | None = None  # a number a newer event reported, when it differs from ``phone``
     ingested_at: int | None = None  # first time any event of this call was stored
     updated_at: int | None = None
 
@@ -55,7 +60,7 @@ class CallRecord:
 
 # Fields written by a transcription or initiation-failure event. Audio events own AUDIO_FIELDS;
 # the two sets are disjoint so the two events merge without reading each other's writes.
-AUDIO_FIELDS: tuple[str, ...] = ("has_audio", "audio_key", "audio_bytes")
+AUDIO_FIELDS: tuple[str, ...] = ("has_audio", "audio_key", "audio_bytes", "audio_version")
 CALL_FIELDS: tuple[str, ...] = tuple(
     f.name
     for f in fields(CallRecord)
@@ -67,6 +72,7 @@ CALL_FIELDS: tuple[str, ...] = tuple(
 class AudioFacts:
     key: str
     size: int
+    version: str | None = None
 
 
 @dataclass(frozen=True)
