@@ -16,8 +16,10 @@ wins. So a merge
 Between 2 and 3, a reader can see a call of that day twice; the window is the time to delete that
 day's per-call objects (in parallel), once, two days after the day ended.
 
-Writes to a closed day (a late redelivery, late audio, a backfill) edit the day object through the
-same merge (``rewrite_day``), so they never leave a per-call object beside it.
+Writes to a closed day (a late redelivery, late audio, an import or sync of past calls, a backfill)
+are per-call objects like any other: rewriting the day object per call made importing a day's calls
+quadratic. The next merge folds them in (``callvault serve`` a few seconds after such a write, AWS
+hourly); until then a call that was already merged is counted twice in that day.
 """
 
 import random
@@ -183,26 +185,37 @@ def compact_closed_days(
 
 
 class CompactionThread:
-    """``callvault serve``'s compactor: one run at start, then one every ``interval`` seconds.
+    """``callvault serve``'s compactor: one run at start, then one every ``interval`` seconds, and one
+    ``settle`` seconds after a late write to a closed day (``nudge``), so a redelivered or imported
+    call of a merged day is folded in within seconds, not at the next hour.
 
     A failed run is logged and retried at the next tick; the server keeps serving either way.
     """
 
-    def __init__(self, store: BlobStore, interval: float = 3600.0, log: Logger | None = None) -> None:
+    def __init__(
+        self, store: BlobStore, interval: float = 3600.0, log: Logger | None = None, settle: float = 5.0
+    ) -> None:
         self.store = store
         self.interval = interval
+        self.settle = settle  # late writes come in bursts (an import): merge once after the burst
         self.log = log or get_logger("callvault-analytics")
         self.runs = 0  # completed runs, for tests and status
         self._stop = threading.Event()
+        self._nudged = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="callvault-analytics-compaction", daemon=True)
 
     def start(self) -> "CompactionThread":
         self._thread.start()
         return self
 
+    def nudge(self, _dt: str = "") -> None:
+        """A closed day got a per-call object: merge soon (cheap to call on every late write)."""
+        self._nudged.set()
+
     def stop(self, timeout: float = 30.0) -> bool:
         """Ask the loop to end after the current merge; True when it has."""
         self._stop.set()
+        self._nudged.set()
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
@@ -219,4 +232,6 @@ class CompactionThread:
                         "analytics days compacted",
                         extra={"days": len(summary.days), "objects_merged": summary.objects_merged},
                     )
-            self._stop.wait(self.interval)
+            if self._nudged.wait(self.interval) and not self._stop.is_set():
+                self._stop.wait(self.settle)
+            self._nudged.clear()

@@ -6,10 +6,8 @@ DuckDB, boto3 and matplotlib are imported inside the commands so ``callvault --h
 """
 
 import csv
-import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.analytics.reports import REPORTS
-from services.cli.options import DATA_DIR_OPTION, settings_for
+from services.cli.options import DATA_DIR_OPTION, progress_bars, settings_for
 from services.core.config import Settings
 
 if TYPE_CHECKING:
@@ -235,26 +233,6 @@ def _report_athena_bytes(engine: object) -> None:
         click.echo(f"Athena scanned {scanned / 1e6:,.2f} MB (about ${cost:.6f} at $5/TB, 10 MB minimum)", err=True)
 
 
-@contextmanager
-def _progress_bars() -> Iterator[Callable[[str], Callable[[int, int], None]]]:
-    """Progress bars on stderr (when it is a terminal, or in CI); yields ``bar(label) -> progress(done, total)``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    show = sys.stderr.isatty() or bool(os.environ.get("CI"))
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not show, console=Console(stderr=True)) as bars:
-
-        def bar(label: str) -> Callable[[int, int], None]:
-            task = bars.add_task(label, total=None)
-
-            def progress(done: int, total: int) -> None:
-                bars.update(task, completed=done, total=total)
-
-            return progress
-
-        yield bar
-
-
 @click.command(name="backfill-analytics")
 @click.option("--prune", is_flag=True, help="Also delete rows of calls that are no longer in the archive.")
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Calls processed at once.")
@@ -272,7 +250,7 @@ def backfill_analytics(prune: bool, workers: int, data_dir: Path | None) -> None
     settings = settings_for(data_dir)
     storage = build_storage(settings)
     analytics = build_analytics_store(settings)
-    with _progress_bars() as bar:
+    with progress_bars() as bar:
         summary = run_backfill(
             storage.blobs,
             storage.index,
@@ -309,7 +287,7 @@ def compact_analytics(data_dir: Path | None) -> None:
     from services.core.wiring import build_analytics_store
 
     analytics = build_analytics_store(settings_for(data_dir))
-    with _progress_bars() as bar:
+    with progress_bars() as bar:
         summary = compact_closed_days(analytics, progress=bar("merging closed days"))
     click.echo(f"{len(summary.days)} day objects written from {summary.objects_merged} per-call objects", err=True)
 

@@ -3,6 +3,10 @@
 A module of its own so command modules need not import the command group they join.
 """
 
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -21,3 +25,24 @@ def settings_for(data_dir: Path | None) -> Settings:
     """The environment's settings, with ``--data-dir`` (when given) taking precedence."""
     settings = Settings()
     return settings.model_copy(update={"data_dir": data_dir}) if data_dir is not None else settings
+
+
+@contextmanager
+def progress_bars() -> Iterator[Callable[[str], Callable[[int, int], None]]]:
+    """Progress bars on stderr (when it is a terminal, or in CI); yields ``bar(label) -> progress(done, total)``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    show = sys.stderr.isatty() or bool(os.environ.get("CI"))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not show, console=Console(stderr=True)) as bars:
+
+        def bar(label: str) -> Callable[[int, int], None]:
+            task = bars.add_task(label, total=None)
+
+            def progress(done: int, total: int) -> None:
+                bars.update(task, completed=done, total=total)
+
+            return progress
+
+        yield bar

@@ -1,6 +1,7 @@
 """Builds the Archiver the same way for the Lambda, `callvault serve` and `callvault import`."""
 
 import time
+from collections.abc import Callable
 
 from services.analytics.writer import AnalyticsWriter
 from services.core.config import Settings
@@ -9,12 +10,20 @@ from services.core.wiring import Storage, build_analytics_store
 from .service import Archiver, MemoryJobSubmitter
 
 
-def build_archiver(settings: Settings, storage: Storage, memory_jobs: MemoryJobSubmitter | None = None) -> Archiver:
+def build_archiver(
+    settings: Settings,
+    storage: Storage,
+    memory_jobs: MemoryJobSubmitter | None = None,
+    on_late_write: Callable[[str], None] | None = None,
+) -> Archiver:
     """Archive, index and the analytics tables. On AWS without ``CALLVAULT_ANALYTICS_BUCKET`` the
     analytics tables are skipped (``archiver.analytics is None``) rather than refusing every call:
-    ``backfill-analytics`` catches up later."""
+    ``backfill-analytics`` catches up later. ``on_late_write`` hears of writes to closed analytics
+    days (``callvault serve`` merges them soon after)."""
     has_analytics = settings.backend != "aws" or bool(settings.analytics_bucket)
-    analytics = AnalyticsWriter(build_analytics_store(settings)) if has_analytics else None
+    analytics = (
+        AnalyticsWriter(build_analytics_store(settings), on_late_write=on_late_write) if has_analytics else None
+    )
     return Archiver(
         storage.blobs, storage.index, time.time, settings.default_region, analytics=analytics, memory_jobs=memory_jobs
     )

@@ -44,6 +44,7 @@ def create_local_app(
     signing_key: bytes | None = None,
     clock: Callable[[], float] = time.time,
     memory: "LocalMemory | None" = None,
+    on_late_analytics_write: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """The local server's app. ``callvault serve`` passes the API key hashes and signing key it keeps
     in the data dir; when a caller passes none, the configured ones are used, else no API key (every
@@ -62,7 +63,9 @@ def create_local_app(
         clock=clock,
         logger=get_logger("callvault", settings.log_level),
     )
-    archiver = build_archiver(settings, storage, memory.jobs if memory is not None else None)
+    archiver = build_archiver(
+        settings, storage, memory.jobs if memory is not None else None, on_late_write=on_late_analytics_write
+    )
     if memory is not None:
         mount_memory(app, memory.context, require_api_key)
     app.state.receiver = WebhookReceiver(archiver, secrets, settings.max_body_bytes)

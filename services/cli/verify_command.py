@@ -1,0 +1,75 @@
+"""``callvault verify``: the archive's invariants, checked (and repaired) from the terminal."""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from services.cli.options import DATA_DIR_OPTION, progress_bars, settings_for
+
+
+@click.command()
+@click.option("--repair", is_flag=True, help="Fix what can be fixed safely (idempotent; safe beside a running server).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@DATA_DIR_OPTION
+def verify(repair: bool, as_json: bool, data_dir: Path | None) -> None:
+    """Check the whole archive: every row against its objects, every object against its row, parked
+    audio, temp files, and the analytics tables against the index.
+
+    Works on the local data dir or, with CALLVAULT_BACKEND=aws, on the bucket and table. Exits 0 when
+    everything agrees (or, with --repair, once every finding was repaired), 1 otherwise.
+
+    \b
+    Examples:
+      callvault verify                 report only
+      callvault verify --repair        repair, then report what is left
+      callvault verify --json | jq .by_kind
+    """
+    from services.core.wiring import build_storage
+    from services.ingest.verify import ArchiveVerifier, Finding
+    from services.ingest.wiring import build_archiver
+
+    settings = settings_for(data_dir)
+    if settings.backend != "aws" and not (settings.data_dir / "index.sqlite3").exists():
+        raise click.ClickException(
+            f"no archive in {settings.data_dir}: pass the server's --data-dir (or set CALLVAULT_DATA_DIR)"
+        )
+    archiver = build_archiver(settings, build_storage(settings))
+    with progress_bars() as bar:
+        report = ArchiveVerifier(archiver).run(repair=repair, progress=bar("checking calls"))
+    if settings.backend != "aws":
+        import time
+
+        from services.local.hygiene import find_leftovers, sweep_data_dir
+
+        leftovers = find_leftovers(settings.data_dir, time.time())
+        if repair:
+            sweep_data_dir(settings.data_dir, time.time())
+        for path in leftovers.temp_files:
+            report.findings.append(Finding("temp_file", None, f"left by a crash: {path.name}", True, repair))
+    summary = report.to_dict()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        _print(summary, repair)
+    sys.exit(1 if report.unresolved else 0)
+
+
+def _print(summary: dict[str, object], repair: bool) -> None:
+    click.echo(
+        f"Checked {summary['rows']} index rows, {summary['objects']} archive objects and "
+        f"{summary['analytics_calls']} analytics calls."
+    )
+    items = summary["items"]
+    assert isinstance(items, list)
+    if not items:
+        click.echo("Everything agrees.")
+        return
+    for item in items:
+        state = "repaired" if item["repaired"] else ("repairable" if item["repairable"] else "needs attention")
+        who = item["conversation_id"] or "-"
+        click.echo(f"  {item['kind']:<30} {who:<40} {state}: {item['detail']}")
+    click.echo(f"{summary['findings']} finding(s), {summary['repaired']} repaired, {summary['unresolved']} left.")
+    if not repair and any(item["repairable"] for item in items):
+        click.echo("Run `callvault verify --repair` to fix the repairable ones.")
