@@ -1,0 +1,192 @@
+"""`ArchiveVerifier`: each broken promise is found, named, repaired when safe, and a second run is clean."""
+
+from dataclasses import replace
+
+import pytest
+
+from services.analytics.rows import decode, encode
+from services.analytics.tables import CALLS, object_key, partition_of
+from services.analytics.writer import AnalyticsWriter
+from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+from services.core.domain import payload
+from services.core.domain.models import CallRecord, WebhookEvent
+from services.ingest.service import Archiver
+from services.ingest.verify import ArchiveVerifier, VerifyReport
+from tests.support import AUDIO, INITIATION_FAILURE, TRANSCRIPTION, TRANSCRIPTION_WEB, fixture_bytes
+
+CONV = "conv_01jzfrjvcce0vsea1fcbpp9p04"
+TRANSCRIPT_KEY = f"16125550142/{CONV}.json"
+AUDIO_KEY = f"16125550142/{CONV}.mp3"
+PENDING_KEY = f"_pending-audio/{CONV}.mp3"
+START = 1751802015
+NOW = START + 3 * 86_400
+
+
+class World:
+    def __init__(self) -> None:
+        self.blobs = MemoryBlobStore()
+        self.index = MemoryCallIndex()
+        self.analytics = MemoryBlobStore()
+        self.now = float(NOW)
+        self.archiver = Archiver(
+            self.blobs, self.index, self.clock, analytics=AnalyticsWriter(self.analytics, self.clock)
+        )
+
+    def clock(self) -> float:
+        return self.now
+
+    def deliver(self, *names: str) -> None:
+        for name in names:
+            assert self.archiver.archive(payload.parse_envelope(fixture_bytes(name))).outcome == "stored"
+
+    def verify(self, *, repair: bool = False) -> VerifyReport:
+        return ArchiveVerifier(self.archiver, clock=self.clock).run(repair=repair)
+
+    def row(self) -> CallRecord:
+        row = self.index.get(CONV)
+        assert row is not None
+        return row
+
+
+def _kinds(report: VerifyReport) -> list[str]:
+    return sorted(finding.kind for finding in report.findings)
+
+
+def _repair_then_clean(world: World, kind: str) -> None:
+    assert kind in _kinds(world.verify())
+    repaired = world.verify(repair=True)
+    assert kind in _kinds(repaired) and not repaired.unresolved
+    assert world.verify().findings == []
+
+
+def test_verify_finds_nothing_in_an_archive_the_protocol_wrote() -> None:
+    world = World()
+    world.deliver(TRANSCRIPTION, AUDIO, TRANSCRIPTION_WEB, INITIATION_FAILURE)
+    report = world.verify()
+    assert report.findings == []
+    assert (report.rows, report.objects, report.analytics_calls) == (3, 4, 3)
+
+
+def test_verify_reports_a_row_whose_transcript_is_gone_and_cannot_repair_it() -> None:
+    world = World()
+    world.deliver(TRANSCRIPTION)
+    world.blobs.delete(TRANSCRIPT_KEY)
+    report = world.verify(repair=True)
+    assert _kinds(report) == ["row_names_missing_object"]
+    assert report.unresolved and not report.findings[0].repairable
+
+
+def test_verify_repairs_an_archive_newer_than_its_row() -> None:
+    # A crash after the object of a newer version and before its row: the archive holds what the row does not.
+    world = World()
+    world.deliver(TRANSCRIPTION)
+    older = world.row()
+    newer = payload.parse_envelope(fixture_bytes(TRANSCRIPTION))
+    newer.data["analysis"]["transcript_summary"] = "A later analysis of the same call."
+    world.archiver.archive(WebhookEvent(newer.type, (newer.event_timestamp or 0) + 60, newer.data))
+    world.index.rows[CONV] = replace(older)  # the row as it was before the newer event
+    _repair_then_clean(world, "archive_and_row_differ")
+    assert world.row().summary == "A later analysis of the same call."
+
+
+def test_verify_repairs_a_transcript_no_row_names() -> None:
+    world = World()
+    world.deliver(TRANSCRIPTION)
+    world.index.rows.clear()
+    _repair_then_clean(world, "object_without_row")
+    assert world.row().transcript_key == TRANSCRIPT_KEY
+
+
+def test_verify_places_parked_audio_of_a_placed_call() -> None:
+    world = World()
+    world.deliver(TRANSCRIPTION)
+    world.blobs.put_if(PENDING_KEY, b"ID3 parked", "audio/mpeg", None, version="0000000000001.aa")
+    _repair_then_clean(world, "parked_audio_not_placed")
+    assert world.blobs.objects[AUDIO_KEY] == b"ID3 parked" and PENDING_KEY not in world.blobs.objects
+    assert world.row().audio_key == AUDIO_KEY
+
+
+def test_verify_reports_audio_waiting_more_than_a_day_for_its_transcript() -> None:
+    world = World()
+    world.deliver(AUDIO)
+    assert world.verify().findings == []  # audio a moment old: its transcript is on its way
+    world.now += 2 * 86_400
+    report = world.verify(repair=True)
+    assert _kinds(report) == ["parked_audio_stale"] and report.unresolved
+
+
+def test_verify_removes_a_placement_row_a_crash_left_after_a_day() -> None:
+    world = World()
+    world.index.claim_place(CONV, "16125550142", "+16125550142", int(world.now))
+    assert world.verify().findings == []
+    world.now += 2 * 86_400
+    _repair_then_clean(world, "placement_without_objects")
+    assert world.index.get(CONV) is None
+
+
+@pytest.mark.parametrize("column", ["has_audio", "phone", "call_successful"])
+def test_verify_rewrites_analytics_that_disagree_with_the_index(column: str) -> None:
+    world = World()
+    world.deliver(TRANSCRIPTION, AUDIO)
+    key = object_key(CALLS, partition_of(START), CONV)
+    rows = decode(world.analytics.get_bytes(key))
+    rows[0][column] = {"has_audio": False, "phone": "+15550000000", "call_successful": "not-an-outcome"}[column]
+    world.analytics.put_bytes(key, encode(CALLS, rows), "application/x-ndjson")
+    _repair_then_clean(world, "analytics_differs_from_index")
+    assert decode(world.analytics.get_bytes(key))[0]["has_audio"] is True
+
+
+def test_verify_drops_analytics_rows_of_a_call_the_index_does_not_have() -> None:
+    world = World()
+    world.deliver(TRANSCRIPTION)
+    world.index.rows.clear()
+    world.blobs.delete(TRANSCRIPT_KEY)
+    _repair_then_clean(world, "analytics_without_row")
+    assert not [key for key in world.analytics.list_keys() if CONV in key]
+
+
+def test_verify_repair_is_idempotent_and_leaves_a_clean_archive_clean() -> None:
+    world = World()
+    world.deliver(AUDIO, TRANSCRIPTION)
+    before = dict(world.blobs.objects), dict(world.analytics.objects)
+    assert world.verify(repair=True).findings == []
+    assert (dict(world.blobs.objects), dict(world.analytics.objects)) == before
+
+
+def test_verify_reports_a_row_whose_phone_is_not_its_folders() -> None:
+    world = World()
+    world.deliver(TRANSCRIPTION)
+    world.index.rows[CONV] = replace(world.row(), phone="+15550000000")
+    assert "phone_differs_from_folder" in _kinds(world.verify())
+
+
+def test_verify_names_no_phone_number_in_any_finding() -> None:
+    world = World()
+    world.deliver(TRANSCRIPTION, AUDIO)
+    world.index.rows.clear()
+    text = repr(world.verify().to_dict())
+    assert "16125550142" not in text and "6125550142" not in text
+
+
+def test_verify_progress_reaches_the_total() -> None:
+    world = World()
+    world.deliver(TRANSCRIPTION, AUDIO)
+    seen: list[tuple[int, int]] = []
+    ArchiveVerifier(world.archiver, clock=world.clock).run(progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1][0] == seen[-1][1]
+
+
+def test_verify_row_without_audio_key_yet_with_audio_in_place_is_repaired() -> None:
+    world = World()
+    world.deliver(TRANSCRIPTION, AUDIO)
+    world.index.rows[CONV] = replace(world.row(), has_audio=None, audio_key=None, audio_bytes=None, audio_version=None)
+    _repair_then_clean(world, "object_without_row")
+    assert world.row().audio_key == AUDIO_KEY
+
+
+def test_verify_parked_audio_without_any_row_is_recorded() -> None:
+    world = World()
+    world.blobs.put_if(PENDING_KEY, b"ID3 parked", "audio/mpeg", None, version="0000000000001.aa")
+    _repair_then_clean(world, "object_without_row")
+    row = world.row()
+    assert (row.audio_key, row.audio_bytes, row.audio_version) == (PENDING_KEY, 10, "0000000000001.aa")
