@@ -37,13 +37,17 @@ def test_serve_turns_an_archived_call_into_caller_memories(tmp_path: Path) -> No
             items: list[dict[str, Any]] = response.json()["items"]
             return items
 
-        items = _wait_for(memories)
-        assert items, served.logs()
+        def statuses() -> dict[str, Any]:
+            # Memories become searchable one by one; the row says "done" once the whole job finished.
+            rows = {c["conversation_id"]: c for c in http.get("/calls", headers=auth).json()["items"]}
+            return rows if rows["conv_01jzfrjvcce0vsea1fcbpp9p04"]["memory_status"] == "done" else {}
+
+        rows = _wait_for(statuses)
+        assert rows, served.logs()
+        assert rows["conv_01jzfrjvcce0vsea1fcbpp9p04"]["memory_status"] == "done"
+        items = memories()
         assert {i["conversation_id"] for i in items} == {"conv_01jzfrjvcce0vsea1fcbpp9p04"}
         assert {i["type"] for i in items} == {"factual", "semantic"}
-
-        rows = {c["conversation_id"]: c for c in http.get("/calls", headers=auth).json()["items"]}
-        assert rows["conv_01jzfrjvcce0vsea1fcbpp9p04"]["memory_status"] == "done"
         assert rows["conv_01jzfrjvcce0vsea1fcbpp9p06"]["memory_status"] == "skipped_no_phone"
 
         greeting = http.post(
