@@ -63,7 +63,7 @@ class FsBlobStore:
                     tmp.write(chunk)
                     size += len(chunk)
                 if version is not None:
-                    os.setxattr(tmp.fileno(), VERSION_ATTRIBUTE, version.encode())
+                    _set_version(tmp.fileno(), version)
                 tmp.flush()
                 os.fsync(tmp.fileno())
         except OSError as exc:
@@ -220,6 +220,18 @@ class FsBlobStore:
 def _tag(stat: os.stat_result) -> str:
     # Every write is a rename of a new file: a new inode, so the tag changes even within one mtime tick.
     return f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"
+
+
+def _set_version(fd: int, version: str) -> None:
+    try:
+        os.setxattr(fd, VERSION_ATTRIBUTE, version.encode())
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise StorageUnavailable(
+                "the data dir's filesystem has no user extended attributes, which the local archive needs to "
+                "order versions: put the data dir on ext4, XFS, Btrfs or tmpfs"
+            ) from None
+        raise
 
 
 def _version(fd: int) -> str | None:
