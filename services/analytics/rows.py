@@ -139,11 +139,15 @@ def rows_for_call(data: dict[str, Any], record: CallRecord, *, has_audio: bool, 
     return CallRows(record.conversation_id, partition_of(started_at), [call], messages, evaluations)
 
 
-def encode(table: str, rows: list[Row]) -> bytes:
-    """Gzip'd newline-delimited JSON, keys in schema order; ``mtime=0`` so equal rows give equal bytes."""
+def encode(table: str, rows: list[Row], *, level: int = 6) -> bytes:
+    """Gzip'd newline-delimited JSON, keys in schema order; ``mtime=0`` so equal rows give equal bytes.
+
+    Per-call objects use ``level=1`` (on the webhook's hot path, read for two days at most); the
+    day objects Athena scans for ever keep 6.
+    """
     names = column_names(table)
     lines = b"".join(orjson.dumps({name: row.get(name) for name in names}) + b"\n" for row in rows)
-    return gzip.compress(lines, compresslevel=6, mtime=0)
+    return gzip.compress(lines, compresslevel=level, mtime=0)
 
 
 def decode(blob: bytes) -> list[Row]:

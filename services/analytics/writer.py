@@ -32,6 +32,8 @@ from .tables import (
     partition_of,
 )
 
+PER_CALL_GZIP_LEVEL = 1  # on a 115-turn call: 0.56 ms vs 0.97 ms at 6, 8.1 KB vs 6.8 KB; day objects use 6
+
 
 @dataclass
 class AnalyticsWriter:
@@ -66,7 +68,7 @@ class AnalyticsWriter:
         by_table = rows.by_table()
         for table in (MESSAGES, EVALUATIONS, CALLS):
             key = object_key(table, rows.dt, rows.conversation_id)
-            body = (encode(table, by_table[table]),)
+            body = (encode(table, by_table[table], level=PER_CALL_GZIP_LEVEL),)
             if record.version is None:
                 self.store.put_bytes(key, body[0], CONTENT_TYPE)
             elif write_newest(self.store, key, body.__iter__, CONTENT_TYPE, record.version).outcome == "older":

@@ -167,6 +167,10 @@ class Archiver:
         audio = AudioFacts(key, written.size, version)
         if existing is not None and placed:
             self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=False)
+            if self.blobs.head(keys.pending_audio_key(conversation_id)) is not None:
+                # A crash between a parked copy's placing and its deletion left it: finish that move
+                # (the newer of the two audios stays in place).
+                self.place_audio(conversation_id, existing.archive_prefix or keys.UNKNOWN_PHONE_PREFIX, None)
             if self.analytics is not None:
                 self.analytics.mark_audio(conversation_id, existing.started_at)
             return IngestResult("stored", event.type, conversation_id, existing.phone)

@@ -24,8 +24,11 @@ VERSION_ATTRIBUTE = "user.callvault.version"
 
 
 class FsBlobStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, durable: bool = True) -> None:
+        """``durable=False`` skips the fsyncs (renames stay atomic): for derived data that
+        ``callvault verify --repair`` rebuilds from the archive, never for the archive itself."""
         self.root = root
+        self.durable = durable
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
@@ -43,7 +46,7 @@ class FsBlobStore:
         tmp_name, size = self._write_temp(path, chunks, None)
         try:
             os.replace(tmp_name, path)  # atomic: readers see the old object or the new one, never half
-            _fsync_dir(path.parent)
+            self._fsync_dir(path.parent)
         except OSError as exc:
             _unlink_quietly(tmp_name)
             raise StorageUnavailable("the local archive cannot be written") from exc
@@ -65,7 +68,8 @@ class FsBlobStore:
                 if version is not None:
                     _set_version(tmp.fileno(), version)
                 tmp.flush()
-                os.fsync(tmp.fileno())
+                if self.durable:
+                    os.fsync(tmp.fileno())
         except OSError as exc:
             _unlink_quietly(tmp_name)
             raise StorageUnavailable("the local archive cannot be written") from exc
@@ -99,8 +103,8 @@ class FsBlobStore:
             return False  # already moved, by us earlier or by a concurrent delivery
         except OSError as exc:
             raise StorageUnavailable("the local archive cannot be written") from exc
-        _fsync_dir(dst.parent)
-        _fsync_dir(src.parent)
+        self._fsync_dir(dst.parent)
+        self._fsync_dir(src.parent)
         return True
 
     def delete(self, key: str) -> None:
@@ -137,7 +141,7 @@ class FsBlobStore:
         finally:
             if tmp_name:
                 _unlink_quietly(tmp_name)
-        _fsync_dir(path.parent)
+        self._fsync_dir(path.parent)
         return size
 
     def head(self, key: str) -> ObjectHead | None:
@@ -178,7 +182,7 @@ class FsBlobStore:
             raise StorageUnavailable("the local archive cannot be written") from exc
         finally:
             _unlink_quietly(str(link))  # gone after the rename; removes it when the condition failed
-        _fsync_dir(dst.parent)
+        self._fsync_dir(dst.parent)
         return True
 
     def delete_if(self, key: str, tag: str) -> bool:
@@ -206,6 +210,10 @@ class FsBlobStore:
             finally:
                 # No fsync: a delete lost to a crash only leaves an object its next merge removes again.
                 _unlink_quietly(str(claim))
+
+    def _fsync_dir(self, path: Path) -> None:
+        if self.durable:
+            _fsync_dir(path)
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         for dirpath, _dirnames, filenames in os.walk(self.root):
