@@ -36,7 +36,7 @@ from services.core.domain.errors import NotFound, StorageUnavailable
 from services.core.logging import get_logger
 from services.core.ports import BlobStore
 
-from .rows import Row, decode, encode
+from .rows import Row, UnreadableRows, decode, encode
 from .tables import CONTENT_TYPE, TABLES, day_object_key, is_closed, parse_object_key, partition_prefix
 
 # Edits a day's rows, keyed by conversation id, in place; returns whether it changed anything.
@@ -112,7 +112,12 @@ def rewrite_day(store: BlobStore, table: str, dt: str, change: Change | None = N
             if found is None:
                 continue  # merged and deleted by a concurrent merge since the listing
             blob, read[key] = found
-            day[conversation_id] = decode(blob)  # the per-call object is newer than the day object's rows
+            try:
+                day[conversation_id] = decode(blob)  # the per-call object is newer than the day object's rows
+            except UnreadableRows:
+                # Cut short by a power cut (analytics are not fsynced): merged as no rows, so the
+                # compactor never sticks on it; `callvault verify --repair` rewrites the call's rows.
+                day.pop(conversation_id, None)
         changed = change(day) if change is not None else False
         if not read and not changed:
             return DayMerge(table, dt, False, len(day), 0, attempt)

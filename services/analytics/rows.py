@@ -150,9 +150,16 @@ def encode(table: str, rows: list[Row], *, level: int = 6) -> bytes:
     return gzip.compress(lines, compresslevel=level, mtime=0)
 
 
+class UnreadableRows(ValueError):
+    """An analytics object that is not gzip'd JSON lines (a power cut cut it short)."""
+
+
 def decode(blob: bytes) -> list[Row]:
-    text = gzip.decompress(blob)
-    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+    try:
+        text = gzip.decompress(blob)
+        return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+    except (OSError, EOFError, orjson.JSONDecodeError) as exc:  # BadGzipFile is an OSError
+        raise UnreadableRows("an analytics object is not gzip'd JSON lines") from exc
 
 
 def check_row_types(table: str, row: Row) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from services.analytics.rows import decode
+from services.analytics.rows import UnreadableRows, decode
 from services.analytics.tables import CALLS, TABLES, is_closed, parse_day_object_key, parse_object_key, partition_of
 from services.core.domain import keys, payload, versions
 from services.core.domain.errors import CallVaultError, NotFound
@@ -333,8 +333,8 @@ def _analytics_calls(store: BlobStore) -> dict[str, tuple[str, dict[str, Any]]]:
             continue
         try:
             rows = decode(store.get_bytes(key))
-        except NotFound:
-            continue
+        except (NotFound, UnreadableRows):
+            continue  # an unreadable object holds no rows: its calls show up as missing, and are rewritten
         target, dt = (from_days, day[1]) if day is not None else (per_call, parsed[1] if parsed else "")
         for analytics_row in rows:
             target[str(analytics_row.get("conversation_id"))] = (dt, analytics_row)

@@ -190,3 +190,17 @@ def test_verify_parked_audio_without_any_row_is_recorded() -> None:
     _repair_then_clean(world, "object_without_row")
     row = world.row()
     assert (row.audio_key, row.audio_bytes, row.audio_version) == (PENDING_KEY, 10, "0000000000001.aa")
+
+
+def test_a_truncated_analytics_object_is_rewritten_and_never_sticks_the_merge() -> None:
+    # Local analytics objects are not fsynced: a power cut can leave one empty or cut short.
+    from services.analytics.compaction import compact_closed_days
+
+    world = World()
+    world.deliver(TRANSCRIPTION)
+    key = object_key(CALLS, partition_of(START), CONV)
+    world.analytics.put_bytes(key, world.analytics.get_bytes(key)[:10], "application/x-ndjson")
+    _repair_then_clean(world, "analytics_differs_from_index")
+    world.analytics.put_bytes(key, b"\x1f\x8b truncated", "application/x-ndjson")
+    compact_closed_days(world.analytics, now=world.now + 10 * 86_400)  # merges, does not raise
+    _repair_then_clean(world, "analytics_differs_from_index")
