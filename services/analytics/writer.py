@@ -82,6 +82,17 @@ class AnalyticsWriter:
         self._late(rows.dt, now)
         return rows
 
+    def withdraw(self, conversation_id: str, dt: str, version: str | None, newest_start: int | None) -> None:
+        """Remove the call's per-call objects in ``dt`` that still hold ``version``, unless the newest
+        version's start is in ``dt`` too (conditional deletes: a newer write there stays)."""
+        if version is None or not newest_start or partition_of(newest_start) == dt:
+            return
+        for table in TABLES:
+            key = object_key(table, dt, conversation_id)
+            head = self.store.head(key)
+            if head is not None and head.version == version:
+                self.store.delete_if(key, head.tag)
+
     def _late(self, dt: str, now: float) -> None:
         if self.on_late_write is not None and is_closed(dt, now):
             self.on_late_write(dt)

@@ -114,7 +114,12 @@ class Archiver:
         has_audio = self.place_audio(conversation_id, prefix, existing)
         if self.analytics is not None:
             previous = existing.started_at if existing else None
-            self.analytics.write_call(event.data, record, has_audio=has_audio, previous_start=previous)
+            rows = self.analytics.write_call(event.data, record, has_audio=has_audio, previous_start=previous)
+            latest = self.index.get(conversation_id)
+            if latest is not None and latest.version != record.version:
+                # A newer version won while we wrote; if it moved the call to another day after
+                # cleaning ours, our rows there would count the call twice.
+                self.analytics.withdraw(conversation_id, rows.dt, record.version, latest.started_at)
             if not has_audio and self.blobs.head(keys.audio_key(prefix, conversation_id)) is not None:
                 # The audio landed after we looked and may have found no analytics row to mark.
                 self.analytics.mark_audio(conversation_id, record.started_at)

@@ -214,14 +214,22 @@ class ArchiveVerifier:
         for cid, row in rows.items():
             if row.transcript_key is None:
                 continue
-            seen = found.pop(cid, None)
-            problem = _disagreement(row, seen, self.blobs)
+            days = found.pop(cid, {})
+            expected = partition_of(row.started_at) if row.started_at else None
+            elsewhere = [dt for dt in days if expected is not None and dt != expected]
+            if elsewhere and expected in days:
+                # Two versions raced with different start days: each wrote its own day (the
+                # older one after the newer one had cleaned up). The row's day is the right one.
+                repaired = repair and all(self._drop_analytics(cid, dt) for dt in elsewhere)
+                yield Finding("analytics_in_two_days", cid, "the call is counted in more than one day", True, repaired)
+                days = {expected: days[expected]}
+            problem = _disagreement(row, days, self.blobs)
             if problem is None:
                 continue
-            repaired = repair and self._rewrite_analytics(row)
+            repaired = repair and self._rewrite_analytics(row, stale_days=elsewhere)
             yield Finding("analytics_differs_from_index", cid, problem, True, repaired)
-        for cid, (dt, _row) in found.items():
-            repaired = repair and self._drop_analytics(cid, dt)
+        for cid, days in found.items():
+            repaired = repair and all(self._drop_analytics(cid, dt) for dt in days)
             yield Finding(
                 "analytics_without_row", cid, "analytics rows of a call the index does not have", True, repaired
             )
@@ -265,10 +273,12 @@ class ArchiveVerifier:
         self.index.delete(row.conversation_id)
         return True
 
-    def _rewrite_analytics(self, row: CallRecord) -> bool:
+    def _rewrite_analytics(self, row: CallRecord, stale_days: list[str]) -> bool:
         writer = self.archiver.analytics
         if writer is None or row.transcript_key is None:
             return False
+        for dt in stale_days:
+            self._drop_analytics(row.conversation_id, dt)
         try:
             document = orjson.loads(self.blobs.get_bytes(row.transcript_key))
         except (NotFound, orjson.JSONDecodeError):
@@ -322,10 +332,10 @@ def _audio_in_place(row: CallRecord, blobs: BlobStore) -> bool:
     return blobs.head(keys.audio_key(row.archive_prefix, row.conversation_id)) is not None
 
 
-def _analytics_calls(store: BlobStore) -> dict[str, tuple[str, dict[str, Any]]]:
-    """conversation id -> (dt, its calls row), per-call objects winning over day objects (as a merge does)."""
-    from_days: dict[str, tuple[str, dict[str, Any]]] = {}
-    per_call: dict[str, tuple[str, dict[str, Any]]] = {}
+def _analytics_calls(store: BlobStore) -> dict[str, dict[str, dict[str, Any]]]:
+    """conversation id -> dt -> its calls row there; per-call objects win over day objects (as a merge does)."""
+    from_days: dict[str, dict[str, dict[str, Any]]] = {}
+    per_call: dict[str, dict[str, dict[str, Any]]] = {}
     for key in store.list_keys(f"{CALLS}/"):
         day = parse_day_object_key(key)
         parsed = parse_object_key(key)
@@ -337,14 +347,19 @@ def _analytics_calls(store: BlobStore) -> dict[str, tuple[str, dict[str, Any]]]:
             continue  # an unreadable object holds no rows: its calls show up as missing, and are rewritten
         target, dt = (from_days, day[1]) if day is not None else (per_call, parsed[1] if parsed else "")
         for analytics_row in rows:
-            target[str(analytics_row.get("conversation_id"))] = (dt, analytics_row)
-    return {**from_days, **per_call}
+            target.setdefault(str(analytics_row.get("conversation_id")), {})[dt] = analytics_row
+    merged = from_days
+    for cid, days in per_call.items():
+        merged.setdefault(cid, {}).update(days)
+    return merged
 
 
-def _disagreement(row: CallRecord, seen: tuple[str, dict[str, Any]] | None, blobs: BlobStore) -> str | None:
-    if seen is None:
+def _disagreement(row: CallRecord, days: dict[str, dict[str, Any]], blobs: BlobStore) -> str | None:
+    if not days:
         return "no analytics row"
-    dt, analytics_row = seen
+    if len(days) > 1:
+        return "analytics rows in more than one day"
+    ((dt, analytics_row),) = days.items()
     if row.started_at and partition_of(row.started_at) != dt:
         return "analytics row in another day"
     for column, field_name in _ANALYTICS_FIELDS.items():

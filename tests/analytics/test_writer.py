@@ -2,10 +2,12 @@
 
 import copy
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
+from services.analytics.compaction import compact_closed_days
 from services.analytics.rows import check_row_types, decode, encode
 from services.analytics.tables import (
     CALLS,
@@ -37,28 +39,37 @@ def _event(name: str) -> WebhookEvent:
 FIXTURE_START = 1751802015  # 2025-07-06 11:40:15 UTC, the capture's start time
 CLOCKS = {
     "open": lambda: FIXTURE_START + 3600,  # the webhook an hour after the call: its day is still open
-    "closed": time.time,  # years later (a redelivery, an import): the day is closed, one day object
+    # Years later (a redelivery, an import): the day is closed. The write is a per-call object all the
+    # same, and the compactor is told the day, so its next merge folds it into the day object.
+    "closed": time.time,
 }
 
 
 class Harness:
     def __init__(self, day: str = "open") -> None:
         self.day = day
-        clock = CLOCKS[day]
+        self.clock = CLOCKS[day]
         self.archive = MemoryBlobStore()
         self.analytics = MemoryBlobStore()
-        self.archiver = Archiver(
-            self.archive, MemoryCallIndex(), clock, analytics=AnalyticsWriter(self.analytics, clock)
-        )
+        self.late: list[str] = []  # the days the writer reported as late writes
+        writer = AnalyticsWriter(self.analytics, self.clock, on_late_write=self.late.append)
+        self.archiver = Archiver(self.archive, MemoryCallIndex(), self.clock, analytics=writer)
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         return [row for key in self.analytics.list_keys(table + "/") for row in decode(self.analytics.get_bytes(key))]
 
     def keys(self, dt: str, conversation_id: str = CONVERSATION) -> list[str]:
-        """Where one call's three objects are expected: per call while the day is open, else the day's."""
+        """Where one call's three objects are expected: per call, whether the day is open or closed."""
+        return sorted(object_key(t, dt, conversation_id) for t in TABLES)
+
+    def merged_keys(self, dt: str, conversation_id: str = CONVERSATION) -> list[str]:
+        """Where they are after the next merge: the day's objects once the day is closed."""
         if self.day == "open":
-            return sorted(object_key(t, dt, conversation_id) for t in TABLES)
+            return self.keys(dt, conversation_id)
         return sorted(day_object_key(t, dt) for t in TABLES)
+
+    def merge(self) -> None:
+        compact_closed_days(self.analytics, now=self.clock())
 
     def partitions(self) -> list[str]:
         """The ``dt`` of every object that holds at least one row."""
@@ -79,6 +90,9 @@ def harness(request: pytest.FixtureRequest) -> Harness:
 def test_transcription_writes_three_objects_with_the_payload_facts(harness: Harness) -> None:
     harness.archiver.archive(_event(TRANSCRIPTION))
     assert sorted(harness.analytics.objects) == harness.keys("2025-07-06")
+    assert harness.late == (["2025-07-06"] if harness.day == "closed" else [])
+    harness.merge()
+    assert sorted(harness.analytics.objects) == harness.merged_keys("2025-07-06")
     [call] = harness.rows(CALLS)
     assert call["phone"] == "+16125550142"
     assert call["direction"] == "inbound"
@@ -137,6 +151,11 @@ def test_redelivery_overwrites_and_leaves_one_row_per_call(harness: Harness) -> 
     assert len(harness.analytics.objects) == 3
     assert len(harness.rows(CALLS)) == 1
     assert len(harness.rows(EVALUATIONS)) == 10
+    harness.merge()
+    assert harness.archiver.archive(_event(TRANSCRIPTION)).outcome == "stored"  # after the merge too
+    harness.merge()
+    assert sorted(harness.analytics.objects) == harness.merged_keys("2025-07-06")
+    assert (len(harness.rows(CALLS)), len(harness.rows(EVALUATIONS))) == (1, 10)
 
 
 def test_a_newer_event_replaces_the_rows(harness: Harness) -> None:
@@ -172,6 +191,71 @@ def test_a_call_whose_start_moves_leaves_no_row_in_the_old_partition(harness: Ha
     assert len(harness.rows(CALLS)) == 1
 
 
+def test_a_call_whose_start_moves_after_its_day_was_merged_leaves_no_row_there() -> None:
+    harness = Harness("closed")
+    event = _event(TRANSCRIPTION)
+    harness.archiver.archive(event)
+    harness.merge()
+    moved = copy.deepcopy(event.data)
+    moved["metadata"]["start_time_unix_secs"] += 2 * 86400
+    harness.archiver.archive(WebhookEvent(event.type, (event.event_timestamp or 0) + 1, moved))
+    assert harness.partitions() == ["2025-07-08"] * 3  # dropped from the merged day object at once
+    harness.merge()
+    assert harness.partitions() == ["2025-07-08"] * 3
+    assert sorted(k for k in harness.analytics.objects if "2025-07-08" in k) == harness.merged_keys("2025-07-08")
+    assert len(harness.rows(CALLS)) == 1
+
+
+def test_audio_after_the_merge_sets_has_audio_in_the_merged_day() -> None:
+    harness = Harness("closed")
+    harness.archiver.archive(_event(TRANSCRIPTION))
+    harness.merge()
+    harness.late.clear()
+    harness.archiver.archive(_event(AUDIO))
+    assert harness.late == ["2025-07-06"]  # the row was copied out of the day object: merge again
+    harness.merge()
+    assert sorted(harness.analytics.objects) == harness.merged_keys("2025-07-06")
+    [call] = harness.rows(CALLS)
+    assert call["has_audio"] is True
+
+
+class RunsBeforeTheFirstWriteTo(MemoryBlobStore):
+    """Runs ``then`` once, just before the first conditional write to a key containing ``marker``."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+        self.then: list[Any] = []
+
+    def put_stream_if(
+        self, key: str, chunks: Iterable[bytes], content_type: str, tag: str | None, *, version: str | None = None
+    ) -> int | None:
+        if self.marker in key and self.then:
+            self.then.pop()()
+        return super().put_stream_if(key, chunks, content_type, tag, version=version)
+
+
+def test_two_versions_racing_with_different_start_days_count_the_call_once() -> None:
+    """The older version passed the index first; the newer one (its start two days later) runs
+    entirely between that and the older one's analytics write."""
+    clock = CLOCKS["open"]
+    analytics = RunsBeforeTheFirstWriteTo("dt=2025-07-06")
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), clock, analytics=AnalyticsWriter(analytics, clock))
+    older = _event(TRANSCRIPTION)
+    moved = copy.deepcopy(older.data)
+    moved["metadata"]["start_time_unix_secs"] += 2 * 86400
+    newer = WebhookEvent(older.type, (older.event_timestamp or 0) + 1, moved)
+    analytics.then.append(lambda: archiver.archive(newer))
+
+    archiver.archive(older)
+
+    assert not analytics.then  # the newer event ran in the window
+    row = archiver.index.get(CONVERSATION)
+    assert row is not None and partition_of(row.started_at or 0) == "2025-07-08"
+    assert [key for key in analytics.objects if "2025-07-06" in key] == []
+    assert len([r for key in analytics.list_keys(CALLS + "/") for r in decode(analytics.get_bytes(key))]) == 1
+
+
 def test_audio_after_the_transcript_sets_has_audio(harness: Harness) -> None:
     harness.archiver.archive(_event(TRANSCRIPTION))
     assert harness.rows(CALLS)[0]["has_audio"] is False
@@ -201,19 +285,52 @@ def test_initiation_failure_has_a_call_row_and_empty_tables(harness: Harness) ->
 
 
 class FailingStore(MemoryBlobStore):
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        raise StorageUnavailable("analytics store down")
+    """Every write fails while ``down``."""
 
-    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None) -> bool:
-        raise StorageUnavailable("analytics store down")
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
+    def _check(self) -> None:
+        if self.down:
+            raise StorageUnavailable("analytics store down")
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        self._check()
+        super().put_bytes(key, data, content_type)
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
+        self._check()
+        return super().put_stream(key, chunks, content_type)
+
+    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None, *, version: str | None = None) -> bool:
+        self._check()
+        return super().put_if(key, data, content_type, tag, version=version)
+
+    def put_stream_if(
+        self, key: str, chunks: Iterable[bytes], content_type: str, tag: str | None, *, version: str | None = None
+    ) -> int | None:
+        self._check()
+        return super().put_stream_if(key, chunks, content_type, tag, version=version)
+
+    def copy_if(self, source: str, destination: str, tag: str | None) -> bool:
+        self._check()
+        return super().copy_if(source, destination, tag)
 
 
 @pytest.mark.parametrize("day", sorted(CLOCKS))
 def test_an_analytics_failure_fails_the_event_so_the_sender_retries(day: str) -> None:
     clock = CLOCKS[day]
-    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), clock, analytics=AnalyticsWriter(FailingStore(), clock))
+    store = FailingStore()
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), clock, analytics=AnalyticsWriter(store, clock))
     with pytest.raises(StorageUnavailable):
         archiver.archive(_event(TRANSCRIPTION))
+    assert store.objects == {}
+
+    store.down = False  # the sender's retry, once the store is back, writes the rows
+    assert archiver.archive(_event(TRANSCRIPTION)).outcome == "stored"
+    assert sorted(store.objects) == sorted(object_key(t, "2025-07-06", CONVERSATION) for t in TABLES)
+    assert all(store.versions.get(key) for key in store.objects)  # written on the event's version
 
 
 def test_encoding_is_deterministic_gzip_json_lines() -> None:

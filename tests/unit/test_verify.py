@@ -204,3 +204,13 @@ def test_a_truncated_analytics_object_is_rewritten_and_never_sticks_the_merge() 
     world.analytics.put_bytes(key, b"\x1f\x8b truncated", "application/x-ndjson")
     compact_closed_days(world.analytics, now=world.now + 10 * 86_400)  # merges, does not raise
     _repair_then_clean(world, "analytics_differs_from_index")
+
+
+def test_verify_finds_a_call_counted_in_two_days_and_keeps_the_rows_day() -> None:
+    world = World()
+    world.deliver(TRANSCRIPTION)
+    here = object_key(CALLS, partition_of(START), CONV)
+    elsewhere = object_key(CALLS, partition_of(START - 2 * 86_400), CONV)
+    world.analytics.put_bytes(elsewhere, world.analytics.get_bytes(here), "application/x-ndjson")
+    _repair_then_clean(world, "analytics_in_two_days")
+    assert elsewhere not in world.analytics.objects and here in world.analytics.objects

@@ -225,8 +225,16 @@ class DynamoCallIndex:
             m.updated_at.set(now),
         ]
         actions.append(m.phone.set(phone) if phone is not None else m.phone.remove())
-        self._update(conversation_id, actions, m.archive_prefix.does_not_exist())
-        # Placed now or by an earlier event; the prefix never changes once set, so this read is final.
+        item = self.model(conversation_id)
+        try:
+            item.update(actions=actions, condition=m.archive_prefix.does_not_exist())  # ALL_NEW: item is the row
+            return _record(item)
+        except PynamoDBException as exc:
+            if exc.cause_response_code != "ConditionalCheckFailedException":
+                _unavailable("UpdateItem", exc)
+        except (BotoCoreError, ClientError) as exc:
+            _unavailable("UpdateItem", exc)
+        # Placed by an earlier event; the prefix never changes once set, so this read is final.
         row = self.get(conversation_id)
         if row is None:  # pragma: no cover - the update above created it
             raise StorageUnavailable("the call index lost a row it just wrote")
