@@ -4,9 +4,9 @@ import time
 from pathlib import Path
 
 from services.analytics.backfill import backfill_analytics
-from services.analytics.compaction import rewrite_day, upsert
+from services.analytics.compaction import compact_closed_days, rewrite_day, upsert
 from services.analytics.rows import decode, encode
-from services.analytics.tables import MESSAGES, day_object_key, object_key
+from services.analytics.tables import MESSAGES, day_object_key, object_key, parse_day_object_key
 from services.analytics.writer import AnalyticsWriter
 from services.core.adapters.fs_blob_store import FsBlobStore
 from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
@@ -31,7 +31,11 @@ def _archive_without_analytics() -> tuple[Archiver, list[str]]:
 
 
 def _live_objects() -> dict[str, bytes]:
-    """What ingest writes for the same events when analytics is on."""
+    """What ingest writes for the same events when analytics is on, once the next merge has run.
+
+    The calls are from 2025, so their days are closed: ingest writes per-call objects (a late write)
+    and the merge folds them into the day objects, as backfill does at its end.
+    """
     analytics = MemoryBlobStore()
     archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), time.time, analytics=AnalyticsWriter(analytics))
     for call in build_calls(10):
@@ -40,6 +44,8 @@ def _live_objects() -> dict[str, bytes]:
     audio = fixture_json(AUDIO)
     audio["data"]["conversation_id"] = "conv_test0001"
     archiver.archive(WebhookEvent(audio["type"], audio["event_timestamp"], audio["data"]))
+    assert not [key for key in analytics.list_keys() if parse_day_object_key(key)]  # nothing merged yet
+    assert compact_closed_days(analytics).days
     return dict(analytics.objects)
 
 
@@ -51,6 +57,7 @@ def test_backfill_writes_what_ingest_would_have(tmp_path: Path) -> None:
     assert summary.calls == len(ids) and not summary.failed
     assert seen[-1] == (len(ids), len(ids))
     backfilled = {key: analytics.get_bytes(key) for key in analytics.list_keys()}
+    assert all(parse_day_object_key(key) for key in backfilled)  # closed days end merged
     assert backfilled == _live_objects()  # byte for byte, has_audio included
 
 

@@ -4,6 +4,7 @@ Run on the memory, local-folder and S3 (moto) stores; SeaweedFS checks the condi
 rests on (test_s3_seaweed.py), and the contract suite checks them on every adapter.
 """
 
+import copy
 import threading
 import time
 from collections import Counter
@@ -217,33 +218,102 @@ def test_reports_are_the_same_before_and_after_compaction(tmp_path: Path) -> Non
         assert {name: run_report(engine, name, ARGS).rows for name in REPORTS} == before
 
 
-def test_ingest_into_closed_days_leaves_one_row_per_call_and_no_per_call_object() -> None:
+def _summaries(store: BlobStore) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for row in _rows(store, CALLS):
+        found.setdefault(row["conversation_id"], []).append(row["summary"])
+    return found
+
+
+def test_ingest_into_closed_days_leaves_per_call_objects_and_one_row_per_call_after_the_merge() -> None:
     analytics = MemoryBlobStore()
-    archiver = _archive_callset(analytics, time.time)
+    late: list[str] = []
     calls = build_calls()
-    for call in calls[:5]:  # redeliveries, long after the days closed
+    archiver = Archiver(
+        MemoryBlobStore(),
+        MemoryCallIndex(),
+        time.time,
+        analytics=AnalyticsWriter(analytics, time.time, on_late_write=late.append),
+    )
+    for call in calls:  # years after the calls: every day is closed
         env = call.envelope
-        archiver.archive(WebhookEvent(env["type"], env["event_timestamp"], env["data"]))
+        assert archiver.archive(WebhookEvent(env["type"], env["event_timestamp"], env["data"])).outcome == "stored"
+    # A late write is a per-call object like any other, and the compactor is told its day.
+    assert analytics.list_keys() and all(parse_object_key(key) for key in analytics.list_keys())
+    assert set(late) == {call.day for call in calls}
+    compact_closed_days(analytics)
     assert all(parse_day_object_key(key) for key in analytics.list_keys())
+
+    late.clear()
+    redelivered = {}
+    for call in calls[:5]:  # newer versions of five calls, after their days were merged
+        env = copy.deepcopy(call.envelope)
+        env["event_timestamp"] += 60
+        env["data"]["analysis"]["transcript_summary"] = f"revised {call.data['conversation_id']}"
+        redelivered[call.data["conversation_id"]] = env["data"]["analysis"]["transcript_summary"]
+        assert archiver.archive(WebhookEvent(env["type"], env["event_timestamp"], env["data"])).outcome == "stored"
+    per_call = [parsed for key in analytics.list_keys() if (parsed := parse_object_key(key))]
+    assert sorted({(table, cid) for table, _dt, cid in per_call}) == sorted(
+        (table, cid) for table in TABLES for cid in redelivered
+    )
+    assert set(late) == {call.day for call in calls[:5]}
+
+    summary = compact_closed_days(analytics)
+
+    assert summary.objects_merged == 3 * len(redelivered)
+    assert all(parse_day_object_key(key) for key in analytics.list_keys())
+    assert {parse_day_object_key(k)[0] for k in analytics.list_keys()} == set(TABLES)  # type: ignore[index]
     counted = Counter(row["conversation_id"] for row in _rows(analytics, CALLS))
     assert sorted(counted) == sorted(c.data["conversation_id"] for c in calls)
     assert set(counted.values()) == {1}
-    assert {parse_day_object_key(k)[0] for k in analytics.list_keys()} == set(TABLES)  # type: ignore[index]
+    summaries = _summaries(analytics)
+    assert all(summaries[cid] == [text] for cid, text in redelivered.items())  # the newer rows replaced the old
 
 
-def test_late_audio_sets_has_audio_inside_the_day_object() -> None:
+def test_late_audio_sets_has_audio_after_the_merge() -> None:
     analytics = MemoryBlobStore()
-    writer = AnalyticsWriter(analytics, time.time)
+    late: list[str] = []
+    writer = AnalyticsWriter(analytics, time.time, on_late_write=late.append)
     rewrite_day(analytics, CALLS, "2025-07-06", upsert("conv_x", [{"conversation_id": "conv_x", "has_audio": False}]))
     rewrite_day(analytics, CALLS, "2025-07-06", upsert("conv_y", [{"conversation_id": "conv_y", "has_audio": False}]))
+    day_before = analytics.get_bytes(day_object_key(CALLS, "2025-07-06"))
 
     assert writer.mark_audio("conv_x", 1751802015) is True
     assert writer.mark_audio("conv_x", 1751802015) is False  # already set: nothing written
     assert writer.mark_audio("conv_missing", 1751802015) is False
 
+    # The merged day object is never rewritten per call: the row is copied out to a per-call object.
+    assert analytics.get_bytes(day_object_key(CALLS, "2025-07-06")) == day_before
+    assert sorted(analytics.list_keys()) == sorted(
+        [day_object_key(CALLS, "2025-07-06"), object_key(CALLS, "2025-07-06", "conv_x")]
+    )
+    [copied] = decode(analytics.get_bytes(object_key(CALLS, "2025-07-06", "conv_x")))
+    assert (copied["conversation_id"], copied["has_audio"]) == ("conv_x", True)
+    assert late == ["2025-07-06"]
+
+    compact_closed_days(analytics)
+
     flags = {row["conversation_id"]: row["has_audio"] for row in _rows(analytics, CALLS)}
     assert flags == {"conv_x": True, "conv_y": False}
+    assert len(_rows(analytics, CALLS)) == 2
     assert list(analytics.list_keys()) == [day_object_key(CALLS, "2025-07-06")]
+
+
+def test_late_audio_keeps_the_version_of_the_calls_row() -> None:
+    """mark_audio rewrites a per-call object by compare-and-swap and keeps its version label, so the
+    call's next versioned write still compares with the version that wrote the row."""
+    analytics = MemoryBlobStore()
+    writer = AnalyticsWriter(analytics, time.time)
+    key = object_key(CALLS, "2025-07-06", "conv_x")
+    row = {"conversation_id": "conv_x", "has_audio": False}
+    assert analytics.put_if(key, encode(CALLS, [row]), CONTENT_TYPE, None, version="1.0001751802100.aaaa")
+
+    assert writer.mark_audio("conv_x", 1751802015) is True
+
+    head = analytics.head(key)
+    assert head is not None and head.version == "1.0001751802100.aaaa"
+    [marked] = decode(analytics.get_bytes(key))
+    assert (marked["conversation_id"], marked["has_audio"]) == ("conv_x", True)
 
 
 def test_a_day_object_is_written_only_through_compare_and_swap() -> None:

@@ -12,6 +12,7 @@ from services.analytics.duckdb_engine import DuckDbEngine
 from services.analytics.reports import REPORTS, ReportArgs, run_report
 from services.core.adapters.s3_blob_store import S3BlobStore
 from tests.conftest_seaweed import SeaweedS3, s3_client
+from tests.contract import versioned_checks
 from tests.contract.conditional_checks import CHECKS
 
 ARGS = ReportArgs(keyword="refund", phone="+16125550101")
@@ -105,3 +106,13 @@ def test_conditional_writes_and_deletes_on_a_real_s3(seaweed: SeaweedS3, check: 
     name = f"cas-{uuid.uuid4().hex[:8]}"
     client.create_bucket(Bucket=name)
     CHECKS[check](S3BlobStore(name, client))
+
+
+@pytest.mark.parametrize("check", sorted(versioned_checks.CHECKS))
+def test_versioned_writes_on_a_real_s3(seaweed: SeaweedS3, check: str) -> None:
+    """The write protocol's port on a real S3: the version label as user metadata through HEAD, conditional
+    puts carrying it, copy_if's conditional GET + PUT, and write_newest's loop under contention."""
+    client = s3_client(seaweed)
+    name = f"versions-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=name)
+    versioned_checks.CHECKS[check](S3BlobStore(name, client))

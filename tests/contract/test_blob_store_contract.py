@@ -11,6 +11,7 @@ from botocore.config import Config
 from services.core.adapters.s3_blob_store import SPOOL_MAX_BYTES, S3BlobStore
 from services.core.domain.errors import NotFound, StorageUnavailable
 
+from . import versioned_checks
 from .conditional_checks import CHECKS, KEY
 from .conftest import BUCKET, BlobHarness
 
@@ -271,3 +272,10 @@ def test_s3_blob_store_unreachable_endpoint_is_unavailable_and_names_no_key() ->
 def test_blob_store_compare_and_swap(blobs: BlobHarness, check: str) -> None:
     CHECKS[check](blobs.store)
     assert not [key for key in blobs.leftovers() if key != KEY]  # no claim or temp file left behind
+
+
+@pytest.mark.parametrize("check", sorted(versioned_checks.CHECKS))
+def test_blob_store_versioned_write(blobs: BlobHarness, check: str) -> None:
+    """head, put_if / put_stream_if with a version, copy_if, and write_newest: the write protocol's port."""
+    versioned_checks.CHECKS[check](blobs.store)
+    assert set(blobs.leftovers()) <= versioned_checks.KEYS  # no temp, link or claim file left behind

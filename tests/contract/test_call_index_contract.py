@@ -2,6 +2,7 @@
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from pynamodb.connection.base import Connection
 
 from services.core.adapters.dynamo_call_index import DynamoCallIndex
 from services.core.adapters.sqlite_call_index import SqliteCallIndex
+from services.core.domain import keys, versions
 from services.core.domain.errors import InvalidCursor, StorageUnavailable
 from services.core.domain.models import AudioFacts, CallPage, CallQuery, CallRecord
 from services.core.ports import CallIndex
@@ -617,3 +619,280 @@ def test_sqlite_call_index_adds_columns_missing_from_an_older_file(tmp_path: Pat
     row = index.get(CONVERSATION)
     assert row is not None and (row.phone, row.memory_status) == (PHONE, "pending")
     index.close()
+
+
+# --- the write protocol: placement, versions, scan, delete ---------------------------------------
+
+FAILURE_DOC = b'{"conversation_id":"conv_01jzfrjvcce0vsea1fcbpp9p04","failure_reason":"busy"}'
+DOC = b'{"conversation_id":"conv_01jzfrjvcce0vsea1fcbpp9p04","status":"done"}'
+V_OLD = versions.call_version("post_call_transcription", T0 + 200, DOC)
+V_NEW = versions.call_version("post_call_transcription", T0 + 260, DOC + b" ")
+V_FAILURE_LATER = versions.call_version("call_initiation_failure", T0 + 900, FAILURE_DOC)
+A_OLD = versions.audio_version(T0 + 210, [b"SUQzAAAA"])
+A_NEW = versions.audio_version(T0 + 270, [b"SUQzBBBB"])
+
+
+def _row(index: CallIndex, conversation_id: str = CONVERSATION) -> CallRecord:
+    row = index.get(conversation_id)
+    assert row is not None
+    return row
+
+
+def test_call_index_claim_place_creates_a_row_that_names_nothing(index: CallIndex) -> None:
+    placed_row = index.claim_place(CONVERSATION, "16125550142", PHONE, NOW)
+
+    assert placed_row == index.get(CONVERSATION)
+    assert (placed_row.archive_prefix, placed_row.phone, placed_row.ingested_at) == ("16125550142", PHONE, NOW)
+    assert (placed_row.transcript_key, placed_row.audio_key, placed_row.has_audio) == (None, None, None)
+    assert (placed_row.version, placed_row.started_at) == (None, None)
+    assert index.list_calls(CallQuery()).items == []  # not a call anyone can list yet
+
+
+def test_call_index_claim_place_first_wins(index: CallIndex) -> None:
+    first = index.claim_place(CONVERSATION, "16125550142", PHONE, NOW)
+
+    later = index.claim_place(CONVERSATION, "447700900123", OTHER_PHONE, NOW + 5)
+    web = index.claim_place(CONVERSATION, "unknown", None, NOW + 6)
+
+    for row in (later, web, _row(index)):
+        assert (row.archive_prefix, row.phone) == ("16125550142", PHONE)
+    assert (later.ingested_at, later.updated_at) == (first.ingested_at, first.updated_at)  # nothing written
+
+
+def test_call_index_claim_place_of_a_web_call_keeps_no_phone(index: CallIndex) -> None:
+    index.claim_place(CONVERSATION, "unknown", None, NOW)
+
+    row = index.claim_place(CONVERSATION, "16125550142", PHONE, NOW + 5)
+
+    assert (row.archive_prefix, row.phone) == ("unknown", None)
+
+
+def test_call_index_claim_place_keeps_parked_audio_and_an_earlier_call(index: CallIndex) -> None:
+    index.save_audio(CONVERSATION, AGENT, audio_of(CONVERSATION), NOW, only_if_unplaced=True)
+
+    row = index.claim_place(CONVERSATION, "16125550142", PHONE, NOW + 5)
+
+    assert (row.archive_prefix, row.phone, row.agent_id) == ("16125550142", PHONE, AGENT)
+    assert (row.has_audio, row.audio_key, row.audio_bytes) == (True, audio_of(CONVERSATION).key, 1_204_224)
+    assert row.ingested_at == NOW
+    # A call placed by save_call (an older release, or an import) is placed: the claim changes nothing.
+    index.save_call(placed(conversation(1), OTHER_PHONE, T0), NOW)
+    assert index.claim_place(conversation(1), "16125550142", PHONE, NOW + 5).phone == OTHER_PHONE
+
+
+def test_call_index_concurrent_claims_agree_on_one_place(index: CallIndex) -> None:
+    claimants = [("16125550142", PHONE), ("447700900123", OTHER_PHONE), ("unknown", None)] * 3
+    start = threading.Barrier(len(claimants))
+    results: list[tuple[str | None, str | None]] = []
+    errors: list[BaseException] = []
+
+    def claim(prefix: str, phone: str | None) -> None:
+        try:
+            start.wait(timeout=30)
+            row = index.claim_place(CONVERSATION, prefix, phone, NOW)
+            results.append((row.archive_prefix, row.phone))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=claimant) for claimant in claimants]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not [thread for thread in threads if thread.is_alive()]
+    assert errors == []
+    stored = _row(index)
+    assert results == [(stored.archive_prefix, stored.phone)] * len(claimants)
+    assert (stored.archive_prefix, stored.phone) in {(prefix, phone) for prefix, phone in claimants}
+    assert stored.phone is None or keys.phone_prefix(stored.phone) == stored.archive_prefix  # never mixed
+
+
+def test_call_index_versions_round_trip(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0, version=V_OLD, reported_phone=OTHER_PHONE), NOW)
+    index.save_audio(CONVERSATION, None, AudioFacts("16125550142/x.mp3", 10, A_OLD), NOW, only_if_unplaced=False)
+
+    row = _row(index)
+    assert (row.version, row.audio_version, row.reported_phone) == (V_OLD, A_OLD, OTHER_PHONE)
+
+
+def test_call_index_save_call_newer_version_wins(index: CallIndex) -> None:
+    assert index.save_call(placed(CONVERSATION, PHONE, T0, version=V_OLD, summary="old"), NOW) is True
+
+    # A newer version wins even when its event_at is older: the version decides, not the timestamp.
+    newer = placed(CONVERSATION, PHONE, T0, version=V_NEW, summary="new", event_at=T0 - 1)
+    assert index.save_call(newer, NOW + 5) is True
+
+    row = _row(index)
+    assert (row.version, row.summary, row.updated_at) == (V_NEW, "new", NOW + 5)
+
+
+def test_call_index_save_call_older_version_is_refused(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0, version=V_NEW, summary="new"), NOW)
+
+    older = placed(CONVERSATION, PHONE, T0, version=V_OLD, summary="old", event_at=T0 + 10_000)
+    assert index.save_call(older, NOW + 5) is False
+    failure = placed(CONVERSATION, PHONE, T0, version=V_FAILURE_LATER, status="initiation_failed")
+    assert index.save_call(failure, NOW + 6) is False  # a failure report never replaces a transcript
+
+    row = _row(index)
+    assert (row.version, row.summary, row.status, row.updated_at) == (V_NEW, "new", "done", NOW)
+
+
+def test_call_index_save_call_equal_version_is_applied(index: CallIndex) -> None:
+    """A redelivery carries the same version: it merges again (the write is idempotent)."""
+    index.save_call(placed(CONVERSATION, PHONE, T0, version=V_OLD), NOW)
+
+    assert index.save_call(placed(CONVERSATION, PHONE, T0, version=V_OLD, memory_status="pending"), NOW + 5) is True
+
+    row = _row(index)
+    assert (row.version, row.memory_status, row.updated_at) == (V_OLD, "pending", NOW + 5)
+
+
+def test_call_index_save_call_on_a_legacy_row_falls_back_to_event_at(index: CallIndex) -> None:
+    """A row written before versions has no ``version``: its event_at decides against a versioned event."""
+    index.save_call(placed(CONVERSATION, PHONE, T0, event_at=T0 + 300, summary="legacy"), NOW)
+
+    stale = placed(CONVERSATION, PHONE, T0, version=V_NEW, event_at=T0 + 299, summary="stale")
+    assert index.save_call(stale, NOW + 5) is False
+    assert (_row(index).summary, _row(index).version) == ("legacy", None)
+
+    newer = placed(CONVERSATION, PHONE, T0, version=V_OLD, event_at=T0 + 301, summary="versioned")
+    assert index.save_call(newer, NOW + 6) is True
+    row = _row(index)
+    assert (row.summary, row.version, row.event_at) == ("versioned", V_OLD, T0 + 301)
+
+
+def test_call_index_save_call_without_a_version_never_overrides_a_versioned_row(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0, version=V_OLD, summary="versioned"), NOW)
+
+    for unversioned in (
+        placed(CONVERSATION, PHONE, T0, event_at=T0 + 10_000, summary="later but unversioned"),
+        CallRecord(CONVERSATION, summary="no timestamp either"),
+    ):
+        assert index.save_call(unversioned, NOW + 5) is False
+
+    row = _row(index)
+    assert (row.summary, row.version, row.updated_at) == ("versioned", V_OLD, NOW)
+
+
+def test_call_index_save_call_after_claim_place_names_the_objects(index: CallIndex) -> None:
+    index.claim_place(CONVERSATION, "16125550142", PHONE, NOW)
+
+    assert index.save_call(placed(CONVERSATION, PHONE, T0, version=V_OLD), NOW + 5) is True
+
+    row = _row(index)
+    assert (row.transcript_key, row.version, row.ingested_at) == (f"16125550142/{CONVERSATION}.json", V_OLD, NOW)
+    assert ids(index.list_calls(CallQuery())) == [CONVERSATION]
+
+
+def _audio(version: str | None, size: int = 1_000, prefix: str = "16125550142") -> AudioFacts:
+    return AudioFacts(f"{prefix}/{CONVERSATION}.mp3", size, version)
+
+
+def test_call_index_save_audio_newer_version_wins(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0), NOW)
+    assert index.save_audio(CONVERSATION, None, _audio(A_OLD, 1_000), NOW + 1, only_if_unplaced=False) is True
+
+    assert index.save_audio(CONVERSATION, None, _audio(A_NEW, 2_000), NOW + 2, only_if_unplaced=False) is True
+
+    row = _row(index)
+    assert (row.audio_version, row.audio_bytes, row.updated_at) == (A_NEW, 2_000, NOW + 2)
+
+
+def test_call_index_save_audio_older_version_is_refused(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0), NOW)
+    index.save_audio(CONVERSATION, None, _audio(A_NEW, 2_000), NOW + 1, only_if_unplaced=False)
+
+    assert index.save_audio(CONVERSATION, None, _audio(A_OLD, 1_000), NOW + 2, only_if_unplaced=False) is False
+    assert index.save_audio(CONVERSATION, None, _audio(None, 3_000), NOW + 3, only_if_unplaced=False) is False
+
+    row = _row(index)
+    assert (row.audio_version, row.audio_bytes, row.updated_at) == (A_NEW, 2_000, NOW + 1)
+
+
+def test_call_index_save_audio_equal_version_is_applied(index: CallIndex) -> None:
+    """The same audio recorded again, e.g. under its placed key once the parked copy moved."""
+    index.save_audio(CONVERSATION, AGENT, _audio(A_OLD, prefix="_pending-audio"), NOW, only_if_unplaced=True)
+    index.claim_place(CONVERSATION, "16125550142", PHONE, NOW + 1)
+
+    assert index.save_audio(CONVERSATION, None, _audio(A_OLD), NOW + 2, only_if_unplaced=False) is True
+
+    row = _row(index)
+    assert (row.audio_key, row.audio_version, row.updated_at) == (_audio(A_OLD).key, A_OLD, NOW + 2)
+
+
+def test_call_index_save_audio_versioned_replaces_unversioned_audio(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0), NOW)
+    index.save_audio(CONVERSATION, None, _audio(None, 1_000), NOW + 1, only_if_unplaced=False)
+
+    assert index.save_audio(CONVERSATION, None, _audio(A_OLD, 2_000), NOW + 2, only_if_unplaced=False) is True
+
+    row = _row(index)
+    assert (row.audio_version, row.audio_bytes) == (A_OLD, 2_000)
+
+
+def test_call_index_save_audio_only_if_unplaced_still_checks_the_version(index: CallIndex) -> None:
+    parked = _audio(A_NEW, 2_000, prefix="_pending-audio")
+    assert index.save_audio(CONVERSATION, AGENT, parked, NOW, only_if_unplaced=True) is True
+    older = _audio(A_OLD, 1_000, prefix="_pending-audio")
+
+    assert index.save_audio(CONVERSATION, AGENT, older, NOW + 1, only_if_unplaced=True) is False
+    index.claim_place(CONVERSATION, "16125550142", PHONE, NOW + 2)
+    newest = _audio(versions.audio_version(T0 + 999, [b"SUQzCCCC"]), prefix="_pending-audio")
+    assert index.save_audio(CONVERSATION, AGENT, newest, NOW + 3, only_if_unplaced=True) is False  # placed now
+
+    row = _row(index)
+    assert (row.audio_key, row.audio_version, row.audio_bytes) == (parked.key, A_NEW, 2_000)
+
+
+def test_call_index_save_call_and_save_audio_versions_are_independent(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0, version=V_NEW), NOW)
+    assert index.save_audio(CONVERSATION, None, _audio(A_OLD), NOW + 1, only_if_unplaced=False) is True
+    assert index.save_call(placed(CONVERSATION, PHONE, T0, version=V_NEW), NOW + 2) is True
+
+    row = _row(index)
+    assert (row.version, row.audio_version, row.has_audio) == (V_NEW, A_OLD, True)
+
+
+def test_call_index_scan_returns_every_row_once(index: CallIndex) -> None:
+    index.save_call(placed(conversation(1), PHONE, T0, version=V_OLD), NOW)
+    index.save_audio(conversation(2), AGENT, audio_of(conversation(2)), NOW, only_if_unplaced=True)
+    index.claim_place(conversation(3), "unknown", None, NOW)  # a placement row naming nothing
+
+    scanned = {row.conversation_id: row for row in index.scan()}
+
+    assert sorted(scanned) == [conversation(1), conversation(2), conversation(3)]
+    assert all(scanned[cid] == index.get(cid) for cid in scanned)
+
+
+def test_call_index_scan_of_an_empty_index_is_empty(index: CallIndex) -> None:
+    assert list(index.scan()) == []
+
+
+def test_sqlite_call_index_scan_pages_past_500_rows(tmp_path: Path) -> None:
+    """SQLite scans in keyset pages of 500: every row comes back once across page boundaries."""
+    index = SqliteCallIndex(tmp_path / "index.sqlite3")
+    wanted = [conversation(n) for n in range(1_203)]
+    for cid in reversed(wanted):  # inserted out of order: the pages follow the key, not the insert
+        index.claim_place(cid, "16125550142", PHONE, NOW)
+
+    scanned = [row.conversation_id for row in index.scan()]
+
+    assert sorted(scanned) == wanted
+    assert len(scanned) == len(set(scanned))
+    index.close()
+
+
+def test_call_index_delete_removes_the_row(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0, version=V_OLD), NOW)
+    index.claim_place(conversation(1), "unknown", None, NOW)
+
+    index.delete(conversation(1))
+    index.delete(CONVERSATION)
+    index.delete(conversation(99))  # missing: harmless
+
+    assert index.get(CONVERSATION) is None and index.get(conversation(1)) is None
+    assert list(index.scan()) == []
+    assert index.list_calls(CallQuery(phone=PHONE)).items == []
+    # Gone means gone: the next event places the call afresh.
+    assert index.claim_place(CONVERSATION, "447700900123", OTHER_PHONE, NOW + 5).phone == OTHER_PHONE

@@ -14,6 +14,7 @@ from moto import mock_aws
 
 from services.core.adapters.dynamo_call_index import DynamoCallIndex
 from services.core.config import get_settings
+from services.core.domain.models import CallQuery
 from services.core.secrets import read_ssm_secret
 from services.ingest import handler
 from tests.support import (
@@ -178,7 +179,12 @@ def test_lambda_answers_503_with_the_envelope_when_the_bucket_is_gone(aws: None)
     assert status == 503
     assert body["error"]["code"] == "storage_unavailable"
     assert "Traceback" not in json.dumps(body) and BUCKET not in json.dumps(body)
-    assert DynamoCallIndex(TABLE).get(CONVERSATION) is None  # the row is written only after the object
+    # The call was placed before its object was written; a row names an object only after it is stored.
+    index = DynamoCallIndex(TABLE)
+    row = index.get(CONVERSATION)
+    assert row is not None and row.archive_prefix == "16125550142"
+    assert (row.transcript_key, row.audio_key, row.has_audio, row.started_at) == (None, None, None, None)
+    assert index.list_calls(CallQuery()).items == []
 
 
 def test_lambda_logs_mask_the_phone_and_hold_no_transcript(aws: None, caplog: pytest.LogCaptureFixture) -> None:

@@ -12,7 +12,7 @@ import pytest
 from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
 from services.core.domain import payload
 from services.core.domain.errors import InvalidPayload, StorageUnavailable
-from services.core.domain.models import AudioFacts, CallRecord, WebhookEvent
+from services.core.domain.models import AudioFacts, CallQuery, CallRecord, WebhookEvent
 from services.ingest.service import Archiver, IngestResult
 from tests.support import (
     AUDIO,
@@ -193,6 +193,13 @@ def test_archiver_newer_event_replaces_the_call_fields() -> None:
     assert orjson.loads(world.blobs.objects[TRANSCRIPT_KEY])["analysis"]["transcript_summary"] == "A newer analysis."
 
 
+def _assert_rows_name_nothing(index: MemoryCallIndex) -> None:
+    """Only placement rows (``claim_place``): no row names an object, and none is listed."""
+    for row in index.rows.values():
+        assert (row.transcript_key, row.audio_key, row.has_audio, row.started_at) == (None, None, None, None)
+    assert index.list_calls(CallQuery(limit=100)).items == []
+
+
 def test_archiver_index_refusal_is_reported_as_stale() -> None:
     # The index's conditional write is the last word (another writer may have won after our read).
     class RefusingIndex(MemoryCallIndex):
@@ -201,7 +208,10 @@ def test_archiver_index_refusal_is_reported_as_stale() -> None:
 
     world = World(index=RefusingIndex())
     assert world.archiver.archive(_event(TRANSCRIPTION)).outcome == "stale"
-    assert world.index.rows == {}
+    # The call was placed before its object was written: that row stays, naming nothing.
+    assert list(world.index.rows) == [CONV]
+    assert world.row().archive_prefix == "16125550142"
+    _assert_rows_name_nothing(world.index)
 
 
 @pytest.mark.parametrize("later", [0, 100], ids=["redelivery", "newer-analysis"])
@@ -374,12 +384,14 @@ class TranscriptLandsBeforePendingWrite(MemoryBlobStore):
         self.index = index
         self.fired = False
 
-    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
+    def put_stream_if(
+        self, key: str, chunks: Iterable[bytes], content_type: str, tag: str | None, *, version: str | None = None
+    ) -> int | None:
         if key == PENDING_KEY and not self.fired:
             self.fired = True
             assert Archiver(self, self.index, Clock()).archive(_event(TRANSCRIPTION)).outcome == "stored"
             assert AUDIO_KEY not in self.objects
-        return super().put_stream(key, chunks, content_type)
+        return super().put_stream_if(key, chunks, content_type, tag, version=version)
 
 
 def test_archiver_transcript_landing_before_the_audio_is_parked_still_places_the_audio() -> None:
@@ -395,7 +407,7 @@ def test_archiver_transcript_landing_before_the_audio_is_parked_still_places_the
 
 
 class SaveAudioFailsOnce(MemoryCallIndex):
-    """The index is unreachable once, right after the transcript moved the pending audio into place."""
+    """The index is unreachable once, right after the transcript copied the parked audio into place."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -419,9 +431,10 @@ def test_archiver_crash_after_the_move_is_repaired_by_the_transcript_redelivery(
 
     with pytest.raises(StorageUnavailable):
         world.archiver.archive(_event(TRANSCRIPTION))
-    # The crash window: the object moved, the row still points at the pending key.
+    # The crash window: the audio is copied into place, the parked copy is kept, and the row still
+    # names the parked copy, which exists (copy, record, then delete: never a row naming nothing).
     assert index.failures_left == 0
-    assert AUDIO_KEY in world.blobs.objects and PENDING_KEY not in world.blobs.objects
+    assert world.blobs.objects[AUDIO_KEY] == world.blobs.objects[PENDING_KEY] == MP3
     assert world.row().audio_key == PENDING_KEY
 
     assert world.archiver.archive(_event(TRANSCRIPTION)).outcome == "stored"  # the sender's retry
@@ -441,21 +454,99 @@ def test_archiver_crash_after_the_move_is_also_repaired_by_an_audio_redelivery()
 
     assert world.archiver.archive(_event(AUDIO)).outcome == "stored"
 
+    assert world.blobs.objects[AUDIO_KEY] == reference.blobs.objects[AUDIO_KEY]
+    assert _stable(world.row()) == _stable(reference.row())  # the row names the audio in place
+
+
+def test_archiver_audio_redelivery_after_a_crash_removes_the_parked_copy() -> None:
+    """The protocol's promise, "a redelivery completes whatever a crash interrupted": after the audio's
+    own redelivery nothing is left parked for a placed call (verify reports it as parked_audio_not_placed)."""
+    reference = _transcript_then_audio()
+    index = SaveAudioFailsOnce()
+    world = World(index=index)
+    world.archiver.archive(_event(AUDIO))
+    index.failures_left = 1
+    with pytest.raises(StorageUnavailable):
+        world.archiver.archive(_event(TRANSCRIPTION))
+
+    assert world.archiver.archive(_event(AUDIO)).outcome == "stored"
+
+    assert world.blobs.objects == reference.blobs.objects
+
+
+class DeleteIfFailsOnce(MemoryBlobStore):
+    """The store is unreachable once, when the transcript deletes the parked copy it placed and recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures_left = 0
+
+    def delete_if(self, key: str, tag: str) -> bool:
+        if self.failures_left and key == PENDING_KEY:
+            self.failures_left -= 1
+            raise StorageUnavailable("archive unreachable")
+        return super().delete_if(key, tag)
+
+
+def test_archiver_crash_before_the_parked_copy_is_deleted_is_repaired_by_the_transcript_redelivery() -> None:
+    reference = _transcript_then_audio()
+    blobs = DeleteIfFailsOnce()
+    world = World(blobs=blobs)
+    world.archiver.archive(_event(AUDIO))
+    blobs.failures_left = 1
+
+    with pytest.raises(StorageUnavailable):
+        world.archiver.archive(_event(TRANSCRIPTION))
+    # The crash window: the row already names the audio in place; the parked copy is only left over.
+    assert blobs.failures_left == 0
+    assert world.row().audio_key == AUDIO_KEY
+    assert world.blobs.objects[AUDIO_KEY] == world.blobs.objects[PENDING_KEY] == MP3
+
+    assert world.archiver.archive(_event(TRANSCRIPTION)).outcome == "stored"
+
     assert world.blobs.objects == reference.blobs.objects
     assert _stable(world.row()) == _stable(reference.row())
 
 
-def test_archiver_blob_failure_leaves_no_row() -> None:
-    class DownBlobStore(MemoryBlobStore):
-        def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-            raise StorageUnavailable("archive unreachable")
+class DownBlobStore(MemoryBlobStore):
+    """Every write fails: the archive is unreachable."""
 
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        raise StorageUnavailable("archive unreachable")
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
+        raise StorageUnavailable("archive unreachable")
+
+    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None, *, version: str | None = None) -> bool:
+        raise StorageUnavailable("archive unreachable")
+
+    def put_stream_if(
+        self, key: str, chunks: Iterable[bytes], content_type: str, tag: str | None, *, version: str | None = None
+    ) -> int | None:
+        raise StorageUnavailable("archive unreachable")
+
+    def copy_if(self, source: str, destination: str, tag: str | None) -> bool:
+        raise StorageUnavailable("archive unreachable")
+
+
+@pytest.mark.parametrize("order", [(TRANSCRIPTION, AUDIO), (AUDIO, TRANSCRIPTION)], ids=["transcript", "audio"])
+def test_archiver_blob_failure_leaves_no_row_that_names_an_object(order: tuple[str, str]) -> None:
+    world = World(blobs=DownBlobStore())
+    for name in order:
+        with pytest.raises(StorageUnavailable):
+            world.archiver.archive(_event(name))
+    assert world.blobs.objects == {}
+    # A row never names an object that is not durable: at most the call's placement row is left.
+    assert set(world.index.rows) <= {CONV}
+    _assert_rows_name_nothing(world.index)
+
+
+def test_archiver_audio_blob_failure_leaves_no_row_at_all() -> None:
+    """Audio is parked before any row is written: with the archive down, the index is untouched."""
     world = World(blobs=DownBlobStore())
     with pytest.raises(StorageUnavailable):
-        world.archiver.archive(_event(TRANSCRIPTION))
-    with pytest.raises(StorageUnavailable):
         world.archiver.archive(_event(AUDIO))
-    assert world.index.rows == {}  # a row never points at an object that is not durable
+    assert world.index.rows == {}
 
 
 def test_archiver_refuses_padding_that_ends_a_chunk_but_not_the_audio(monkeypatch: pytest.MonkeyPatch) -> None:
