@@ -111,7 +111,9 @@ class Archiver:
             record.memory_updated_at = self._now() if record.memory_status else None
         if not self.index.save_call(record, self._now()):
             return IngestResult("stale", event.type, conversation_id, record.phone)
-        has_audio = self.place_audio(conversation_id, prefix, existing)
+        # A call this event placed has no audio in place: audio that comes later places itself.
+        fresh = existing is None or existing.archive_prefix is None
+        has_audio = self.place_audio(conversation_id, prefix, existing, nothing_placed=fresh)
         if self.analytics is not None:
             previous = existing.started_at if existing else None
             rows = self.analytics.write_call(event.data, record, has_audio=has_audio, previous_start=previous)
@@ -127,7 +129,9 @@ class Archiver:
             self.memory_jobs.submit(event, record)
         return IngestResult("stored", event.type, conversation_id, record.phone)
 
-    def place_audio(self, conversation_id: str, prefix: str, known: CallRecord | None) -> bool:
+    def place_audio(
+        self, conversation_id: str, prefix: str, known: CallRecord | None, *, nothing_placed: bool = False
+    ) -> bool:
         """Bring audio that arrived before the call was placed into its folder, and make the row say so.
 
         Copy, record, then delete the parked copy: at every step the row names an object that exists.
@@ -142,6 +146,8 @@ class Archiver:
                     break  # what is in place is as new as the parked copy
                 if self.blobs.copy_if(pending, final, target.tag if target else None):
                     break
+        elif nothing_placed:
+            return False  # the caller knows the folder held no audio when it placed the call
         target = self.blobs.head(final)
         if target is None:
             return False
