@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -114,6 +115,7 @@ class DuckDbEngine:
                 reason = str(exc).strip().splitlines()[0]
                 print(f"note: cannot open the cache {cache} ({reason}); reading the files directly", file=sys.stderr)
             else:
+                _make_private(cache)
                 engine = cls(con, f"{root} (cached in {cache})")
                 engine._init_cache()
                 if refresh:
@@ -257,6 +259,17 @@ class DuckDbEngine:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _make_private(cache: Path) -> None:
+    """The cache holds call rows: owner-only (0600), like everything in the data dir. The CLI's umask
+    already makes a new cache so; this fixes one an older version left readable by others. (DuckDB
+    cannot be given a pre-made empty file, so it is tightened once open.)"""
+    for path in (cache, cache.with_name(cache.name + ".wal")):
+        with contextlib.suppress(OSError):  # no WAL right now, or not ours to change
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                path.chmod(mode & ~0o077)
 
 
 def _plain(row: tuple[Any, ...]) -> tuple[Any, ...]:

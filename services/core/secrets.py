@@ -37,9 +37,10 @@ def local_secret(data_dir: Path, name: str, prefix: str) -> tuple[str, bool]:
     path = data_dir / name
     if path.exists():
         return path.read_text(encoding="utf-8").strip(), False
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     value = prefix + token_source.token_urlsafe(32)
-    tmp = path.with_name(f".{name}.tmp{os.getpid()}-{time.monotonic_ns()}")
+    # ".tmp-": the start-up sweep (services/local/hygiene.py) removes one a crash left behind.
+    tmp = path.with_name(f".tmp-{name}-{os.getpid()}-{time.monotonic_ns()}")
     tmp.touch(mode=0o600)
     try:
         tmp.write_text(value + "\n", encoding="utf-8")

@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from services.core.adapters.sqlite_database import make_private
+
 from .domain import Ids, Memories, MemoryItem, MemoryType, StoredMemory, listing_order
 from .embedder import DIMENSIONS, OnnxMiniLmEmbedder
 from .errors import MemoryUnavailable
@@ -82,7 +84,9 @@ class Mem0OssMemoryStore:
         collection: str = COLLECTION,
     ) -> None:
         if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for database in ("history.sqlite3", "callers.sqlite3"):  # their journals inherit the mode
+                make_private(directory / database)
         prepare_mem0_environment(directory / "mem0-home" if directory is not None else None)
         from mem0 import Memory
         from qdrant_client import QdrantClient

@@ -1,7 +1,11 @@
 """One SQLite file shared by the call index and the memory outbox: a WAL connection per thread."""
 
+import contextlib
+import os
 import sqlite3
+import stat
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ class SqliteDatabase:
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            make_private(self.path)
             try:
                 conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -43,3 +48,35 @@ class SqliteDatabase:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+# SQLite creates these beside the database with the database's own mode (it fchmods them to match,
+# whatever the umask), so a database readable by others spreads that to its journal and WAL.
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def make_private(path: Path) -> None:
+    """Make the SQLite database at ``path`` readable by its owner only, before it is opened: create it
+    0600 if absent (an empty file is an empty database), else take group/other access off it and
+    its side files.
+
+    Never opens the database itself: closing any descriptor of a file drops every POSIX lock this
+    process holds on it, including those of SQLite connections in other threads. A new file is made
+    under a temp name, closed, then hard-linked into place (never replacing one that appeared).
+    """
+    if not path.exists() and path.parent.is_dir():
+        tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        except OSError:
+            pass  # SQLite reports the unusable folder in its own words
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in _SIDE_FILES)):
+        with contextlib.suppress(OSError):  # absent, or not ours to change: SQLite decides
+            mode = stat.S_IMODE(candidate.stat().st_mode)
+            if mode & 0o077:
+                candidate.chmod(mode & ~0o077)
