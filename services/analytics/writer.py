@@ -50,7 +50,6 @@ class AnalyticsWriter:
         record: CallRecord,
         *,
         has_audio: bool,
-        previous_start: int | None = None,
         fallback_start: int | None = None,
     ) -> CallRows:
         """Write the call's three per-call objects; ``calls`` last, so a complete call row means complete rows.
@@ -58,8 +57,6 @@ class AnalyticsWriter:
         With ``record.version``, each object is written only if the stored one is not newer (the
         write protocol); without it (backfill), overwritten. A closed day gets per-call objects too,
         folded into its day object by the next merge: a late call costs what a call of today costs.
-        ``previous_start`` is the start the index held before this event: if it put the call in
-        another ``dt`` partition, its rows there are deleted so the call is never counted twice.
         A table with no rows for this call still gets its (empty) object, which replaces older rows.
         """
         now = self.clock()
@@ -73,24 +70,36 @@ class AnalyticsWriter:
                 self.store.put_bytes(key, body[0], CONTENT_TYPE)
             elif write_newest(self.store, key, body.__iter__, CONTENT_TYPE, record.version).outcome == "older":
                 return rows  # a newer version of the call wrote its rows meanwhile
-        if previous_start and partition_of(previous_start) != rows.dt:
-            old, conversation_id = partition_of(previous_start), rows.conversation_id
-            for table in TABLES:
-                self.store.delete(object_key(table, old, conversation_id))
-                if is_closed(old, now) and not self.defer_compaction:
-                    rewrite_day(self.store, table, old, drop_calls(lambda c: c == conversation_id))
         self._late(rows.dt, now)
         return rows
 
-    def withdraw(self, conversation_id: str, dt: str, version: str | None, newest_start: int | None) -> None:
-        """Remove the call's per-call objects in ``dt`` that still hold ``version``, unless the newest
-        version's start is in ``dt`` too (conditional deletes: a newer write there stays)."""
-        if version is None or not newest_start or partition_of(newest_start) == dt:
+    def withdraw(self, conversation_id: str, start: int | None, version: str, newest_start: int | None) -> None:
+        """A version that lost to a newer one removes its per-call objects from its day, unless the
+        newest version's start is in that day too (conditional deletes: a newer write there stays)."""
+        if not start or not newest_start or partition_of(newest_start) == partition_of(start):
             return
+        self._delete_older(conversation_id, partition_of(start), version, inclusive=True)
+
+    def leave_day(self, conversation_id: str, old_start: int | None, new_start: int | None, version: str) -> None:
+        """The call's start moves to another day: delete its rows in the old day (per-call objects
+        not newer than ``version``; in a closed day, its rows in the day object too), so the call
+        is never counted twice. Called before the index forgets ``old_start``."""
+        if not old_start or not new_start or partition_of(old_start) == partition_of(new_start):
+            return
+        old = partition_of(old_start)
+        self._delete_older(conversation_id, old, version, inclusive=False)
+        if is_closed(old, self.clock()) and not self.defer_compaction:
+            for table in TABLES:
+                rewrite_day(self.store, table, old, drop_calls(lambda c: c == conversation_id))
+
+    def _delete_older(self, conversation_id: str, dt: str, version: str, *, inclusive: bool) -> None:
         for table in TABLES:
             key = object_key(table, dt, conversation_id)
             head = self.store.head(key)
-            if head is not None and head.version == version:
+            if head is None:
+                continue
+            older = head.version is None or head.version < version or (inclusive and head.version == version)
+            if older:
                 self.store.delete_if(key, head.tag)
 
     def _late(self, dt: str, now: float) -> None:

@@ -15,7 +15,7 @@ import orjson
 
 from services.analytics.writer import AnalyticsWriter
 from services.core.domain import keys, payload, signing, versions
-from services.core.domain.errors import InvalidPayload, PayloadTooLarge, StorageUnavailable
+from services.core.domain.errors import InvalidPayload, PayloadTooLarge
 from services.core.domain.models import AudioFacts, CallRecord, WebhookEvent
 from services.core.newest import write_newest
 from services.core.ports import BlobStore, CallIndex
@@ -92,7 +92,7 @@ class Archiver:
         record.version = versions.call_version(event.type, event.event_timestamp, document)
         existing = self.index.get(conversation_id)
         if existing is not None and _row_is_newer(existing, record):
-            return IngestResult("stale", event.type, conversation_id, existing.phone)
+            return self._stale(event, record, existing)
         placed = existing
         if placed is None or placed.archive_prefix is None:
             prefix = record.archive_prefix or keys.UNKNOWN_PHONE_PREFIX
@@ -105,29 +105,41 @@ class Archiver:
         record.transcript_bytes = len(document)
         written = write_newest(self.blobs, record.transcript_key, lambda: (document,), JSON_TYPE, record.version)
         if written.outcome == "older":
-            return IngestResult("stale", event.type, conversation_id, record.phone)
+            return self._stale(event, record, self.index.get(conversation_id))
         if self.memory_jobs is not None:  # written with the row itself: one index write, not two
             record.memory_status = self.memory_jobs.status_for(event, record)
             record.memory_updated_at = self._now() if record.memory_status else None
+        if self.analytics is not None and existing is not None:
+            # Before the row forgets the old start: a crash after this leaves the row's start as it
+            # was, so the redelivery cleans the old day again (conditional deletes, idempotent).
+            self.analytics.leave_day(conversation_id, existing.started_at, record.started_at, record.version)
         if not self.index.save_call(record, self._now()):
-            return IngestResult("stale", event.type, conversation_id, record.phone)
+            return self._stale(event, record, self.index.get(conversation_id))
         # A call this event placed has no audio in place: audio that comes later places itself.
         fresh = existing is None or existing.archive_prefix is None
         has_audio = self.place_audio(conversation_id, prefix, existing, nothing_placed=fresh)
         if self.analytics is not None:
-            previous = existing.started_at if existing else None
-            rows = self.analytics.write_call(event.data, record, has_audio=has_audio, previous_start=previous)
+            self.analytics.write_call(event.data, record, has_audio=has_audio)
             latest = self.index.get(conversation_id)
             if latest is not None and latest.version != record.version:
                 # A newer version won while we wrote; if it moved the call to another day after
                 # cleaning ours, our rows there would count the call twice.
-                self.analytics.withdraw(conversation_id, rows.dt, record.version, latest.started_at)
-            if not has_audio and self.blobs.head(keys.audio_key(prefix, conversation_id)) is not None:
-                # The audio landed after we looked and may have found no analytics row to mark.
+                self.analytics.withdraw(conversation_id, record.started_at, record.version, latest.started_at)
+            if has_audio or self.blobs.head(keys.audio_key(prefix, conversation_id)) is not None:
+                # Audio that landed while we wrote found no row to mark, or a crash of an earlier
+                # delivery left the row unmarked ("same" version: not rewritten). A no-op if marked.
                 self.analytics.mark_audio(conversation_id, record.started_at)
         if self.memory_jobs is not None:
             self.memory_jobs.submit(event, record)
         return IngestResult("stored", event.type, conversation_id, record.phone)
+
+    def _stale(self, event: WebhookEvent, record: CallRecord, latest: CallRecord | None) -> IngestResult:
+        """A newer version holds the call. An earlier delivery of ours may have died after writing
+        analytics rows in a day the newer version moved the call out of: withdraw them."""
+        if self.analytics is not None and latest is not None and record.version is not None:
+            self.analytics.withdraw(record.conversation_id, record.started_at, record.version, latest.started_at)
+        phone = latest.phone if latest is not None else record.phone
+        return IngestResult("stale", event.type, record.conversation_id, phone)
 
     def place_audio(
         self, conversation_id: str, prefix: str, known: CallRecord | None, *, nothing_placed: bool = False
@@ -187,10 +199,11 @@ class Archiver:
             return IngestResult("stored", event.type, conversation_id, existing.phone)
         if self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=True):
             return IngestResult("stored", event.type, conversation_id)
-        # A call-level event placed the call between our read and our write: place the audio ourselves.
         row = self.index.get(conversation_id)
-        if row is None or row.archive_prefix is None:  # pragma: no cover - the failed condition says it is placed
-            raise StorageUnavailable("the call index changed while the audio was stored; retry")
+        if row is None or row.archive_prefix is None:
+            # Still unplaced: the condition failed on the version, a newer parked audio is recorded.
+            return IngestResult("stale", event.type, conversation_id)
+        # A call-level event placed the call between our read and our write: place the audio ourselves.
         self.place_audio(conversation_id, row.archive_prefix, row)
         if self.analytics is not None:
             self.analytics.mark_audio(conversation_id, row.started_at)

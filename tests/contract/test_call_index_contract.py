@@ -99,8 +99,11 @@ def test_call_index_save_call_then_get_round_trips(index: CallIndex) -> None:
     assert isinstance(row.started_at, int) and isinstance(row.cost_usd, float)
 
 
-def test_call_index_save_call_merges_and_none_never_erases(index: CallIndex) -> None:
-    index.save_call(placed(CONVERSATION, PHONE, T0, summary=None, summary_title=None), NOW)
+def test_call_index_a_newer_version_replaces_the_call_fields_and_keeps_folder_and_memory(index: CallIndex) -> None:
+    # The row describes one version, never a blend: a field the newer version lacks is cleared.
+    first = placed(CONVERSATION, PHONE, T0, summary=None, summary_title="Old title")
+    first.memory_status, first.memory_updated_at = "done", NOW
+    index.save_call(first, NOW)
 
     later = CallRecord(CONVERSATION, summary="Rescheduled to Wednesday.", event_at=T0 + 900)
     assert index.save_call(later, NOW + 60) is True
@@ -108,9 +111,10 @@ def test_call_index_save_call_merges_and_none_never_erases(index: CallIndex) -> 
     row = index.get(CONVERSATION)
     assert row is not None
     assert row.summary == "Rescheduled to Wednesday."
-    assert row.summary_title is None
-    assert (row.phone, row.agent_id, row.started_at, row.duration_s) == (PHONE, AGENT, T0, 184)
-    assert row.archive_prefix == "16125550142"
+    assert (row.summary_title, row.agent_id, row.started_at, row.duration_s) == (None, None, None, None)
+    # Merged, not replaced: the folder claim_place chose, and the memory worker's progress.
+    assert (row.phone, row.archive_prefix) == (PHONE, "16125550142")
+    assert (row.memory_status, row.memory_updated_at) == ("done", NOW)
     assert row.event_at == T0 + 900
     assert (row.ingested_at, row.updated_at) == (NOW, NOW + 60)
 
@@ -145,13 +149,15 @@ def test_call_index_same_event_again_is_applied(index: CallIndex) -> None:
     assert row is not None and row.updated_at == NOW + 30
 
 
-def test_call_index_event_without_timestamp_always_merges(index: CallIndex) -> None:
+def test_call_index_event_without_timestamp_is_taken_over_a_row_without_version(index: CallIndex) -> None:
+    # Rows and records from before versions: no timestamp means no order, so the write is taken (and,
+    # like any accepted write, replaces the call fields: the row describes the version it was given).
     index.save_call(placed(CONVERSATION, PHONE, T0, event_at=T0 + 300), NOW)
 
     assert index.save_call(CallRecord(CONVERSATION, language="es"), NOW + 1) is True
 
     row = index.get(CONVERSATION)
-    assert row is not None and (row.language, row.event_at) == ("es", T0 + 300)
+    assert row is not None and (row.language, row.event_at, row.phone) == ("es", None, PHONE)
 
 
 def test_call_index_ingested_at_is_kept_from_the_first_write(index: CallIndex) -> None:

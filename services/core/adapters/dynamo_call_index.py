@@ -29,7 +29,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from ..domain.errors import InvalidCursor, InvalidRequest, StorageUnavailable
-from ..domain.models import CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
+from ..domain.models import MERGED_CALL_FIELDS, REPLACED_CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
 
 TIMELINE_PARTITION = "call"
 _INT_FIELDS = frozenset(
@@ -181,8 +181,11 @@ class DynamoCallIndex:
     def save_call(self, record: CallRecord, now: int) -> bool:
         m = self.model
         actions: list[Action] = [
-            getattr(m, name).set(value) for name in CALL_FIELDS if (value := getattr(record, name)) is not None
+            getattr(m, name).set(value) for name in MERGED_CALL_FIELDS if (value := getattr(record, name)) is not None
         ]
+        for name in REPLACED_CALL_FIELDS:  # the row describes one version: a None clears an older value
+            value = getattr(record, name)
+            actions.append(getattr(m, name).remove() if value is None else getattr(m, name).set(value))
         actions += [m.ingested_at.set(m.ingested_at | now), m.updated_at.set(now)]
         if record.started_at is not None:
             actions.append(m.gsi_all.set(TIMELINE_PARTITION))

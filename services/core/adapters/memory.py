@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 from ..domain.errors import InvalidCursor, NotFound
-from ..domain.models import CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
+from ..domain.models import MERGED_CALL_FIELDS, REPLACED_CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
 from ..ports import ObjectHead
 
 
@@ -129,7 +129,9 @@ class MemoryCallIndex:
                 row = CallRecord(record.conversation_id, ingested_at=now)
             elif _is_newer(row, record):
                 return False
-            for name in CALL_FIELDS:
+            for name in REPLACED_CALL_FIELDS:
+                setattr(row, name, getattr(record, name))
+            for name in MERGED_CALL_FIELDS:
                 value = getattr(record, name)
                 if value is not None:
                     setattr(row, name, value)

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from ..domain.errors import InvalidCursor
-from ..domain.models import CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
+from ..domain.models import (
+    CALL_FIELDS,
+    MERGED_CALL_FIELDS,
+    REPLACED_CALL_FIELDS,
+    AudioFacts,
+    CallPage,
+    CallQuery,
+    CallRecord,
+)
 from .sqlite_database import SqliteDatabase
 
 _COLUMN_TYPES = {
@@ -49,7 +57,8 @@ _SAVE_CALL = f"""
 INSERT INTO calls (conversation_id, {", ".join(CALL_FIELDS)}, ingested_at, updated_at)
 VALUES (:conversation_id, {", ".join(":" + c for c in CALL_FIELDS)}, :now, :now)
 ON CONFLICT (conversation_id) DO UPDATE SET
-    {", ".join(f"{c} = COALESCE(excluded.{c}, calls.{c})" for c in CALL_FIELDS)},
+    {", ".join(f"{c} = excluded.{c}" for c in REPLACED_CALL_FIELDS)},
+    {", ".join(f"{c} = COALESCE(excluded.{c}, calls.{c})" for c in MERGED_CALL_FIELDS)},
     updated_at = excluded.updated_at
 WHERE CASE WHEN calls.version IS NOT NULL THEN calls.version <= excluded.version
            ELSE calls.event_at IS NULL OR excluded.event_at IS NULL OR calls.event_at <= excluded.event_at END

@@ -66,6 +66,11 @@ CALL_FIELDS: tuple[str, ...] = tuple(
     for f in fields(CallRecord)
     if f.name not in AUDIO_FIELDS and f.name not in {"conversation_id", "ingested_at", "updated_at"}
 )
+# Of those, the ones a newer version REPLACES (a None clears an older value: the row describes one
+# version, never a blend). Merged instead (a None keeps the stored value): the folder and its phone,
+# which ``claim_place`` sets once, and the memory job's progress, which the memory worker owns.
+MERGED_CALL_FIELDS: tuple[str, ...] = ("phone", "archive_prefix", "memory_status", "memory_updated_at")
+REPLACED_CALL_FIELDS: tuple[str, ...] = tuple(f for f in CALL_FIELDS if f not in MERGED_CALL_FIELDS)
 
 
 @dataclass(frozen=True)
