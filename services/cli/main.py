@@ -29,6 +29,10 @@ def cli() -> None:
       callvault report calls-per-day  reports over the analytics tables; callvault sql "SELECT ..."
       callvault calls --phone ...     find archived calls; callvault show ID for one call
     """
+    from services.local.hygiene import owner_only_umask
+
+    # Whatever any command writes (archive, index, caches, memories) is born owner-only: 0600/0700.
+    click.get_current_context().call_on_close(owner_only_umask())
 
 
 @cli.command()
@@ -41,15 +45,16 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     Stores calls under DATA_DIR/archive (same keys as the S3 bucket) and indexes them in
     DATA_DIR/index.sqlite3. On first run it generates the webhook secret and keeps it in DATA_DIR.
     """
-    import uvicorn
-
     from services.analytics.compaction import CompactionThread
     from services.core.secrets import secret_list
     from services.core.wiring import build_analytics_store, build_storage, local_webhook_secret
     from services.local.app import create_local_app
+    from services.local.hygiene import prepare_data_dir
+    from services.local.server import run_server
     from services.search.credentials import API_KEY_FILE, configured_api_key_hashes, local_api_key, resolve_local
 
     settings = settings_for(data_dir)
+    prepare_data_dir(settings)  # before anything opens it: older files made owner-only, a crash's temp files gone
     secrets = secret_list(settings.webhook_secret, None)  # SSM is for AWS; locally the env or the data dir
     if not secrets:
         secret, created = local_webhook_secret(settings.data_dir)
@@ -75,20 +80,40 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     api_key_hashes, signing_key = resolve_local(settings)
     storage = build_storage(settings)
     memory = _local_memory(settings, storage)
+    compaction = CompactionThread(build_analytics_store(settings), settings.analytics_compact_interval)
     app = create_local_app(
-        settings, secrets, storage, api_key_hashes=api_key_hashes, signing_key=signing_key, memory=memory
+        settings,
+        secrets,
+        storage,
+        api_key_hashes=api_key_hashes,
+        signing_key=signing_key,
+        memory=memory,
+        on_late_analytics_write=compaction.nudge,
     )
     click.echo(f"CallVault listening on http://{host}:{port}  (data in {settings.data_dir})", err=True)
     if memory is not None:
         memory.start()  # resumes jobs a previous run left pending
-    compaction = CompactionThread(build_analytics_store(settings), settings.analytics_compact_interval).start()
+    compaction.start()
+    _tune_garbage_collector()
     try:
         # access_log off: URLs can carry phone numbers; the app logs its own masked lines.
-        uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+        run_server(app, settings, host=host, port=port)
     finally:
         compaction.stop()
         if memory is not None:
             memory.stop()
+
+
+def _tune_garbage_collector() -> None:
+    """Every webhook parses a large JSON tree; with the default thresholds the collector ran about
+    three young collections per webhook, promoted live trees and paid 80-100 ms full collections
+    (docs/benchmarks.md). The start-up objects are frozen out of every collection, and young
+    collections wait for 50,000 net allocations: the trees are freed by reference counting anyway."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _local_memory(settings: Settings, storage: "Storage") -> "LocalMemory | None":
@@ -188,3 +213,12 @@ def _register_memory_commands() -> None:
 
 
 _register_memory_commands()
+
+
+def _register_verify_command() -> None:
+    from services.cli.verify_command import verify
+
+    cli.add_command(verify)
+
+
+_register_verify_command()

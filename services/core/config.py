@@ -20,6 +20,12 @@ class Settings(BaseSettings):
     webhook_secret_param: str | None = None
 
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="larger webhook bodies get 413")
+    # `callvault serve` only (services/local/server.py): bounded work per request.
+    max_bodies_in_flight: int = Field(8, ge=1, description="webhook bodies taken at once; more get 503 + Retry-After")
+    header_timeout_secs: float = Field(10.0, gt=0, description="a request's headers must arrive within this")
+    body_timeout_secs: float = Field(
+        30.0, gt=0, description="a request body gets this long, plus 1 s per 128 KiB received (1 Mbit/s)"
+    )
     default_region: str = Field("US", description="region for phone numbers written without a country code")
 
     bucket: str | None = Field(None, description="aws: the archive bucket")

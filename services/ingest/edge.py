@@ -10,29 +10,35 @@ from aws_lambda_powertools import Logger
 
 from services.core.domain import phone
 from services.core.domain.errors import CallVaultError, InvalidSignature, StorageUnavailable, http_status
-from services.core.http import JsonBody, error_body
+from services.core.http import BUSY_CODE, JsonBody, error_body
 
 from .service import WebhookReceiver
 
-__all__ = ["JsonBody", "error_body", "handle_webhook"]
+__all__ = ["BUSY_CODE", "JsonBody", "busy", "error_body", "handle_webhook", "refuse"]
 
 
 def handle_webhook(
-    receiver: WebhookReceiver, raw: bytes, signature: str | None, request_id: str, logger: Logger
+    receiver: WebhookReceiver,
+    raw: bytes,
+    signature: str | None,
+    request_id: str,
+    logger: Logger,
+    *,
+    verified: bool = False,
 ) -> tuple[int, JsonBody]:
-    """Run the use case and map its result or error to ``(status, body)``; log one line either way."""
+    """Run the use case and map its result or error to ``(status, body)``; log one line either way.
+
+    ``verified``: the edge already checked the signature over these bytes while they streamed.
+    """
     fields: dict[str, Any] = {"request_id": request_id, "body_bytes": len(raw)}
     try:
-        result = receiver.receive(raw, signature)
+        result = receiver.receive_verified(raw) if verified else receiver.receive(raw, signature)
     except StorageUnavailable as exc:
         # The cause's message may hold a path or key (which hold phone numbers): log its type only.
         logger.error("webhook not stored", extra={**fields, "status": 503, "cause": _cause_name(exc)})
         return 503, error_body(exc.code, "storage is unavailable; the event was not stored, retry", request_id)
     except CallVaultError as exc:
-        status = http_status(exc)
-        level = logger.warning if isinstance(exc, InvalidSignature) else logger.info
-        level("webhook refused", extra={**fields, "status": status, "error_code": exc.code})
-        return status, error_body(exc.code, exc.message, request_id)
+        return refuse(exc, request_id, len(raw), logger)
     except Exception as exc:
         logger.error(
             "webhook failed",
@@ -51,6 +57,30 @@ def handle_webhook(
         },
     )
     return 200, {**result.body(), "request_id": request_id}
+
+
+def refuse(exc: CallVaultError, request_id: str, body_bytes: int | None, logger: Logger) -> tuple[int, JsonBody]:
+    """A refused webhook (bad signature, size or payload): its status and envelope, logged as one line.
+
+    ``body_bytes`` is None when the edge refused before reading the body.
+    """
+    status = http_status(exc)
+    level = logger.warning if isinstance(exc, InvalidSignature) else logger.info
+    level(
+        "webhook refused",
+        extra={"request_id": request_id, "body_bytes": body_bytes, "status": status, "error_code": exc.code},
+    )
+    return status, error_body(exc.code, exc.message, request_id)
+
+
+def busy(request_id: str, retry_after_secs: int, limit: int, logger: Logger) -> tuple[int, JsonBody]:
+    """503 for a webhook that arrived while ``limit`` bodies were already in flight; the sender retries."""
+    logger.warning(
+        "webhook refused: too many bodies in flight",
+        extra={"request_id": request_id, "status": 503, "error_code": BUSY_CODE, "limit": limit},
+    )
+    message = f"too many webhook bodies in flight; nothing was stored, retry after {retry_after_secs} s"
+    return 503, error_body(BUSY_CODE, message, request_id)
 
 
 def _cause_name(exc: BaseException) -> str | None:

@@ -1,18 +1,79 @@
-"""The webhook route for the local FastAPI app (the Lambda path uses handler.py instead)."""
+"""The webhook route for the local FastAPI app (the Lambda path uses handler.py instead).
 
+Bounded work per request: the signature header is checked before any of the body is read; the body
+is then hashed as it streams in and kept in memory only up to ``BodyIntake.spool_bytes`` (beyond, in
+an unnamed owner-only temp file), and at most ``BodyIntake.max_in_flight`` bodies are taken at once
+(more get 503 with ``Retry-After``). Only an authenticated body is ever read back whole, to parse it.
+"""
+
+import tempfile
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
 
-from fastapi import APIRouter, Request
+from aws_lambda_powertools import Logger
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
-from services.core.domain.errors import PayloadTooLarge
+from services.core.domain import signing
+from services.core.domain.errors import CallVaultError, PayloadTooLarge
 from services.core.domain.signing import HEADER
 
-from .edge import error_body, handle_webhook
+from .edge import busy, error_body, handle_webhook, refuse
+from .service import WebhookReceiver
 
 router = APIRouter(tags=["webhooks"])
+
+DEFAULT_MAX_BODIES_IN_FLIGHT = 8
+DEFAULT_SPOOL_BYTES = 1 << 20  # a transcript is ~10-200 KB: only audio bodies reach the disk
+RETRY_AFTER_SECS = 5
+
+
+@dataclass
+class BodyIntake:
+    """How webhook bodies are taken in. One per app; the event loop is its only user (no lock)."""
+
+    max_in_flight: int = DEFAULT_MAX_BODIES_IN_FLIGHT
+    spool_bytes: int = DEFAULT_SPOOL_BYTES
+    spool_dir: Path | None = None  # None: the system temp dir; `serve` uses the data dir (a disk, not tmpfs)
+    retry_after_secs: int = RETRY_AFTER_SECS
+    in_flight: int = 0
+
+    def try_acquire(self) -> bool:
+        if self.in_flight >= self.max_in_flight:
+            return False
+        self.in_flight += 1
+        return True
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    @contextmanager
+    def spool(self) -> Iterator[IO[bytes]]:
+        # Rolled over to tempfile.TemporaryFile: mode 0600, unnamed (O_TMPFILE) or unlinked at once,
+        # so a crash leaves nothing behind and no other user can read an unauthenticated body.
+        folder = str(self.spool_dir) if self.spool_dir is not None else None
+        with tempfile.SpooledTemporaryFile(max_size=self.spool_bytes, dir=folder) as spool:
+            yield spool
+
+
+def install_body_intake(app: FastAPI, intake: BodyIntake) -> None:
+    """Set the app's limits (``callvault serve`` does, from settings); an app without gets the defaults."""
+    app.state.body_intake = intake
+
+
+def body_intake(app: FastAPI) -> BodyIntake:
+    intake: BodyIntake | None = getattr(app.state, "body_intake", None)
+    if intake is None:
+        intake = BodyIntake()
+        install_body_intake(app, intake)
+    return intake
+
 
 _WEBHOOK_DOC: dict[str, Any] = {
     "requestBody": {
@@ -45,35 +106,73 @@ _WEBHOOK_DOC: dict[str, Any] = {
     summary="Receive an ElevenLabs post-call webhook",
     description=(
         "Verifies the signature over the raw body, then archives the transcript, audio or initiation "
-        "failure. 200 only once the event is durably stored; 503 asks the sender to retry."
+        "failure. 200 only once the event is durably stored; 503 asks the sender to retry (storage "
+        "failed, or too many bodies in flight: see `Retry-After`)."
     ),
     openapi_extra=_WEBHOOK_DOC,
-    responses={401: {"description": "bad signature"}, 400: {"description": "bad payload"}},
+    responses={
+        401: {"description": "bad signature"},
+        400: {"description": "bad payload"},
+        413: {"description": "body too large"},
+        503: {"description": "storage unavailable, or too many bodies in flight (`Retry-After`)"},
+    },
 )
 async def receive_elevenlabs_webhook(request: Request) -> JSONResponse:
-    receiver = request.app.state.receiver
+    receiver: WebhookReceiver = request.app.state.receiver
+    logger: Logger = request.app.state.logger
+    intake = body_intake(request.app)
     # The app's middleware gives every request one id (echoed in x-request-id); reuse it in body and logs.
     request_id = str(request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex)
+    header = request.headers.get(HEADER)
     try:
-        raw = await _read_capped(request, receiver.max_body_bytes)
-    except PayloadTooLarge as exc:
-        return JSONResponse(error_body(exc.code, exc.message, request_id), status_code=413)
-    status, body = await run_in_threadpool(
-        handle_webhook, receiver, raw, request.headers.get(HEADER), request_id, request.app.state.logger
-    )
-    return JSONResponse(body, status_code=status)
+        _check_declared_size(request, receiver.max_body_bytes)
+        # Missing, malformed or expired: refused before a byte of the body is read.
+        verification = signing.begin(header, receiver.secrets, receiver.archiver.clock())
+    except CallVaultError as exc:
+        return _json(*refuse(exc, request_id, None, logger))
+    if not intake.try_acquire():
+        status, body = busy(request_id, intake.retry_after_secs, intake.max_in_flight, logger)
+        return _json(status, body, {"Retry-After": str(intake.retry_after_secs)})
+    try:
+        with intake.spool() as spool:
+            try:
+                await _stream_into(request, spool, verification, receiver.max_body_bytes)
+                verification.finish()
+            except CallVaultError as exc:
+                return _json(*refuse(exc, request_id, verification.size, logger))
+            except ClientDisconnect:
+                # Nobody is left to answer; the log line says what happened, the response goes nowhere.
+                logger.info("webhook abandoned", extra={"request_id": request_id, "body_bytes": verification.size})
+                return _json(400, error_body("incomplete_body", "the body ended before its length", request_id))
+            # Authenticated from here on: only now is the body read back whole, to be parsed
+            # (in the same worker-thread hop as the use case: each hop costs CPU per webhook).
+            status, body = await run_in_threadpool(
+                lambda: handle_webhook(receiver, _read_all(spool), header, request_id, logger, verified=True)
+            )
+        return _json(status, body)
+    finally:
+        intake.release()
 
 
-async def _read_capped(request: Request, limit: int) -> bytes:
-    """Refuse oversized bodies before holding them: by Content-Length, then while streaming (chunked)."""
+def _check_declared_size(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"webhook body is larger than the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
+
+
+async def _stream_into(request: Request, spool: IO[bytes], verification: signing.Verification, limit: int) -> None:
+    """Hash and spool the body as it arrives; refuse it as soon as it passes ``limit`` (chunked bodies)."""
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+        if verification.size + len(chunk) > limit:
             raise PayloadTooLarge(f"webhook body is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        verification.update(chunk)
+        spool.write(chunk)
+
+
+def _read_all(spool: IO[bytes]) -> bytes:
+    spool.seek(0)
+    return spool.read()
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)

@@ -286,10 +286,13 @@ class ArchiveVerifier:
         if not isinstance(document, dict):
             return False
         event_type, event_at = _event_of(document, row.version)
-        if event_type == "call_initiation_failure":
-            record = payload.call_from_initiation_failure(document, event_at, self.archiver.default_region)
-        else:
-            record = payload.call_from_transcription(document, event_at, self.archiver.default_region)
+        try:
+            if event_type == "call_initiation_failure":
+                record = payload.call_from_initiation_failure(document, event_at, self.archiver.default_region)
+            else:
+                record = payload.call_from_transcription(document, event_at, self.archiver.default_region)
+        except CallVaultError:
+            return False  # a document stored before today's checks that no store can hold: reported
         record.phone, record.started_at = row.phone, row.started_at or record.started_at
         record.version = None  # an unconditional rewrite: the rows on file are the wrong ones
         has_audio = _audio_in_place(row, self.blobs)

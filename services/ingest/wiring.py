@@ -21,9 +21,7 @@ def build_archiver(
     ``backfill-analytics`` catches up later. ``on_late_write`` hears of writes to closed analytics
     days (``callvault serve`` merges them soon after)."""
     has_analytics = settings.backend != "aws" or bool(settings.analytics_bucket)
-    analytics = (
-        AnalyticsWriter(build_analytics_store(settings), on_late_write=on_late_write) if has_analytics else None
-    )
+    analytics = AnalyticsWriter(build_analytics_store(settings), on_late_write=on_late_write) if has_analytics else None
     return Archiver(
         storage.blobs, storage.index, time.time, settings.default_region, analytics=analytics, memory_jobs=memory_jobs
     )

@@ -145,19 +145,21 @@ def test_webhook_app_accepts_a_string_event_timestamp(local: Local) -> None:
     assert local.row("conv_01jzfrjvcce0vsea1fcbpp9p04").event_at == 1751802025
 
 
-def test_webhook_app_numbers_no_index_can_hold_are_dropped_not_fatal(local: Local) -> None:
-    # Once an OverflowError in SQLite: 500 on every retry, with the transcript already archived.
+def test_webhook_app_numbers_no_index_can_hold_are_refused_before_anything_is_written(local: Local) -> None:
+    # Once an OverflowError in SQLite: 500 on every retry, with the transcript already archived. Now a
+    # 400 that names the field, and nothing stored (tests/unit/test_payload_storable.py has every field).
     envelope = fixture_json(TRANSCRIPTION)
     envelope["data"]["metadata"]["start_time_unix_secs"] = 2**63
     envelope["data"]["metadata"]["cost"] = 2**64 - 1
-    envelope["data"]["metadata"]["call_duration_secs"] = -(10**20)
 
-    assert local.post(json.dumps(envelope).encode())["status"] == "stored"
+    body = json.dumps(envelope).encode()
+    response = local.client.post(URL, content=body, headers=signed_headers(body))
 
-    row = local.row("conv_01jzfrjvcce0vsea1fcbpp9p04")
-    assert (row.cost, row.duration_s, row.started_at) == (None, None, envelope["event_timestamp"])
-    stored = json.loads((local.archive / EXPECTED_KEYS[TRANSCRIPTION][1]).read_bytes())
-    assert stored["metadata"]["cost"] == 2**64 - 1  # the archive keeps what the vendor sent
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_payload"
+    assert "start_time_unix_secs" in response.json()["error"]["message"]
+    assert local.archived_files() == []
+    assert local.client.app.state.storage.index.get("conv_01jzfrjvcce0vsea1fcbpp9p04") is None  # type: ignore[attr-defined]
 
 
 def test_webhook_app_duplicate_delivery_is_200_and_idempotent(local: Local) -> None:

@@ -6,7 +6,9 @@ file, no index row), and leave the server accepting the next valid webhook.
 
 import base64
 import json
+import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing
@@ -25,6 +27,7 @@ from services.core.domain import signing
 from services.core.domain.errors import StorageUnavailable
 from services.core.domain.models import CallRecord
 from services.core.wiring import Storage
+from services.ingest.router import BodyIntake, body_intake, install_body_intake
 from services.local.app import create_local_app
 from tests.integration.conftest import HttpResponse
 from tests.support import (
@@ -145,6 +148,19 @@ def _now() -> int:
     return int(time.time())
 
 
+def _set_metadata(key: str, value: object) -> bytes:
+    return _fixture_with(TRANSCRIPTION, lambda env: env["data"]["metadata"].__setitem__(key, value))
+
+
+def _nested(levels: int) -> bytes:
+    """The transcription with ``levels`` nested arrays as a data-collection value (json.dumps cannot write it)."""
+    marker = "__nested__"
+    body = _fixture_with(
+        TRANSCRIPTION, lambda env: env["data"]["analysis"].__setitem__("data_collection_results", {"x": marker})
+    )
+    return body.replace(json.dumps(marker).encode(), b"[" * levels + b"]" * levels)
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -252,6 +268,38 @@ CASES = [
     Case("audio-empty", 400, "invalid_payload", lambda: _signed(_set_data("full_audio", "", AUDIO))),
     Case("audio-not-a-string", 400, "invalid_payload", lambda: _signed(_set_data("full_audio", [1, 2], AUDIO))),
     Case("audio-missing", 400, "invalid_payload", lambda: _signed(_drop("full_audio", AUDIO, in_data=True))),
+    # -- values no store can hold: 400 before anything is written (issue #10, hostile input)
+    Case(
+        "start-time-year-10000",
+        400,
+        "invalid_payload",
+        lambda: _signed(_set_metadata("start_time_unix_secs", 253402300800)),
+    ),
+    Case("start-time-1e15", 400, "invalid_payload", lambda: _signed(_set_metadata("start_time_unix_secs", 1e15))),
+    Case(
+        "start-time-minus-1e15", 400, "invalid_payload", lambda: _signed(_set_metadata("start_time_unix_secs", -1e15))
+    ),
+    Case(
+        "event-timestamp-year-10000",
+        400,
+        "invalid_payload",
+        lambda: _signed(_set_envelope("event_timestamp", 253402300800)),
+    ),
+    Case("duration-negative", 400, "invalid_payload", lambda: _signed(_set_metadata("call_duration_secs", -1))),
+    Case("cost-beyond-int64", 400, "invalid_payload", lambda: _signed(_set_metadata("cost", 2**63))),
+    Case("cost-fiat-1e300", 400, "invalid_payload", lambda: _signed(_set_metadata("cost_fiat", 1e300))),
+    Case(
+        "turn-time-negative",
+        400,
+        "invalid_payload",
+        lambda: _signed(
+            _fixture_with(TRANSCRIPTION, lambda e: e["data"]["transcript"][0].__setitem__("time_in_call_secs", -5))
+        ),
+    ),
+    Case("agent-id-3000-chars", 400, "invalid_payload", lambda: _signed(_set_data("agent_id", "a" * 3000))),
+    Case("nested-256-levels", 400, "invalid_payload", lambda: _signed(_nested(256))),
+    Case("nested-1000-levels", 400, "invalid_payload", lambda: _signed(_nested(1000))),  # orjson decodes, cannot encode
+    Case("nested-20000-levels", 400, "invalid_payload", lambda: _signed(_nested(20_000))),
     # -- size: 413 before the body is held
     Case("oversized-with-content-length", 413, "payload_too_large", lambda: _signed(_oversized())),
     Case(
@@ -354,14 +402,9 @@ def test_webhook_unknown_type_with_traversal_id_still_writes_nothing(local: Loca
 class UnavailableBlobStore(MemoryBlobStore):
     """Every write fails the way a full disk or an S3 outage does; the message quotes a key with a phone."""
 
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+    def _store(self, key: str, data: bytes, version: str | None = None) -> None:
+        # Every write of the in-memory store (plain, conditional, copy, move) ends here.
         raise StorageUnavailable(f"cannot write /srv/archive/{key}")
-
-    def put_stream(self, key: str, chunks: Any, content_type: str) -> int:
-        raise StorageUnavailable(f"cannot write /srv/archive/{key}")
-
-    def move(self, source: str, destination: str) -> bool:
-        raise StorageUnavailable(f"cannot move {source}")
 
 
 class ExplodingIndex(MemoryCallIndex):
@@ -383,15 +426,18 @@ def _client_with(tmp_path: Path, storage: Storage) -> TestClient:
 
 @pytest.mark.parametrize("name", [TRANSCRIPTION, AUDIO, INITIATION_FAILURE])
 def test_webhook_storage_unavailable_is_503_with_the_envelope(tmp_path: Path, name: str) -> None:
-    index = MemoryCallIndex()
-    client = _client_with(tmp_path, Storage(UnavailableBlobStore(), index))
+    blobs, index = UnavailableBlobStore(), MemoryCallIndex()
+    client = _client_with(tmp_path, Storage(blobs, index))
     body = fixture_bytes(name)
 
     response = client.post(URL, content=body, headers=signed_headers(body))
 
     envelope = assert_error_envelope(response, 503, "storage_unavailable")
     assert "16125550" not in envelope["error"]["message"] and "/srv/" not in envelope["error"]["message"]
-    assert index.rows == {}
+    assert blobs.objects == {}
+    # The write protocol may have claimed the call's folder; no row names an object that is not there.
+    for row in index.rows.values():
+        assert (row.transcript_key, row.audio_key) == (None, None)
 
 
 @pytest.mark.parametrize(
@@ -419,10 +465,10 @@ def test_webhook_server_recovers_once_storage_is_back(tmp_path: Path) -> None:
     class FlakyBlobStore(MemoryBlobStore):
         down = True
 
-        def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        def _store(self, key: str, data: bytes, version: str | None = None) -> None:
             if self.down:
                 raise StorageUnavailable("down")
-            super().put_bytes(key, data, content_type)
+            super()._store(key, data, version)
 
     blobs, index = FlakyBlobStore(), MemoryCallIndex()
     client = _client_with(tmp_path, Storage(blobs, index))
@@ -433,3 +479,122 @@ def test_webhook_server_recovers_once_storage_is_back(tmp_path: Path) -> None:
     assert retry.status_code == 200
     assert set(blobs.objects) == {"16125550142/conv_01jzfrjvcce0vsea1fcbpp9p04.json"}
     assert list(index.rows) == ["conv_01jzfrjvcce0vsea1fcbpp9p04"]
+
+
+# --- bounded work per request: the header before the body, bodies in flight, spooling -----------
+
+
+def _counting_stream(body: bytes, sent: list[int], size: int = 4096) -> AsyncIterator[bytes]:
+    async def stream() -> AsyncIterator[bytes]:
+        for chunk in _chunked(body, size):
+            sent.append(len(chunk))
+            yield chunk
+
+    return stream()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"content-type": "application/json"},
+        {signing.HEADER: "abc"},
+        {signing.HEADER: f"t={int(time.time()) - 3600},v0={'0' * 64}"},
+        {signing.HEADER: f"t={int(time.time()) + 3600},v0={'0' * 64}"},
+    ],
+    ids=["missing", "malformed", "expired", "from-the-future"],
+)
+def test_webhook_bad_signature_header_is_refused_before_any_body_is_read(
+    tmp_path: Path, headers: dict[str, str]
+) -> None:
+    app = create_local_app(Settings(backend="local", data_dir=tmp_path / "data", max_body_bytes=MAX_BODY), [SECRET])
+    sent: list[int] = []
+
+    async def run() -> HttpResponse:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return await client.post(URL, content=_counting_stream(BODY, sent), headers=headers)
+
+    response = anyio.run(run)
+    assert_error_envelope(response, 401, "invalid_signature")
+    assert sent == []  # not one chunk of the unauthenticated body was pulled
+
+
+def test_webhook_forged_signature_is_refused_after_streaming_and_writes_nothing(local: Local) -> None:
+    forged = {signing.HEADER: f"t={_now()},v0={'0' * 64}", "content-type": "application/json"}
+    response = local.client.post(URL, content=_chunked(BODY, 1000), headers=forged)
+    assert_error_envelope(response, 401, "invalid_signature")
+    assert local.written_files() == []
+    assert_still_serving(local)
+
+
+def test_webhook_more_bodies_in_flight_than_the_cap_get_503_with_retry_after(tmp_path: Path) -> None:
+    app = create_local_app(Settings(backend="local", data_dir=tmp_path / "data", max_body_bytes=MAX_BODY), [SECRET])
+    install_body_intake(app, BodyIntake(max_in_flight=1))
+    intake = body_intake(app)
+    held = fixture_bytes(TRANSCRIPTION)
+    release = anyio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield held[:100]
+        await release.wait()
+        yield held[100:]
+
+    async def run() -> tuple[HttpResponse, HttpResponse, HttpResponse]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            results: dict[str, HttpResponse] = {}
+
+            async def holder() -> None:
+                results["held"] = await client.post(URL, content=slow_body(), headers=signed_headers(held))
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(holder)
+                for _ in range(500):  # until the first body holds the only slot
+                    if intake.in_flight == 1:
+                        break
+                    await anyio.sleep(0.01)
+                assert intake.in_flight == 1
+                small = fixture_bytes(TRANSCRIPTION_WEB)
+                results["busy"] = await client.post(URL, content=small, headers=signed_headers(small))
+                release.set()
+            after = await client.post(URL, content=small, headers=signed_headers(small))
+            return results["held"], results["busy"], after
+
+    held_response, busy, after = anyio.run(run)
+    assert_error_envelope(busy, 503, "server_busy")
+    assert busy.headers["retry-after"] == "5"
+    assert "retry" in busy.json()["error"]["message"]
+    assert held_response.status_code == 200, held_response.text
+    assert after.status_code == 200, after.text  # the slot came back
+    assert intake.in_flight == 0
+
+
+def test_webhook_large_body_is_spooled_to_an_unnamed_temp_file_in_the_spool_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    settings = Settings(backend="local", data_dir=tmp_path / "data", max_body_bytes=4 << 20)
+    app = create_local_app(settings, [SECRET])
+    install_body_intake(app, BodyIntake(spool_bytes=64 * 1024, spool_dir=spool_dir))
+    rolled: list[str | None] = []
+    real_temporary_file = tempfile.TemporaryFile
+
+    def recording_temporary_file(*args: Any, **kwargs: Any) -> Any:
+        rolled.append(kwargs.get("dir"))
+        return real_temporary_file(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", recording_temporary_file)
+    client = TestClient(app)
+    small = fixture_bytes(TRANSCRIPTION)
+    assert client.post(URL, content=small, headers=signed_headers(small)).status_code == 200
+    assert rolled == []  # a transcript stays in memory
+
+    audio = os.urandom(300 * 1024)
+    body = _set_data("full_audio", base64.b64encode(audio).decode(), AUDIO)
+    response = client.post(URL, content=body, headers=signed_headers(body))
+
+    assert response.status_code == 200, response.text
+    assert rolled == [str(spool_dir)]  # past 64 KiB the body went to disk
+    assert list(spool_dir.iterdir()) == []  # unnamed or unlinked: nothing left behind
+    assert (settings.data_dir / "archive" / "16125550142" / "conv_01jzfrjvcce0vsea1fcbpp9p04.mp3").read_bytes() == audio

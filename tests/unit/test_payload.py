@@ -54,7 +54,9 @@ def test_payload_parse_envelope_accepts_a_missing_or_null_timestamp() -> None:
 
 
 def test_payload_parse_envelope_keeps_unknown_types_and_fields() -> None:
-    event = payload.parse_envelope(_envelope(type="answering_machine_detection", event_timestamp=1, data={"a": [1]}))
+    event = payload.parse_envelope(
+        _envelope(type="answering_machine_detection", event_timestamp=1751802025, data={"a": [1]})
+    )
     assert (event.type, event.data) == ("answering_machine_detection", {"a": [1]})
 
 
@@ -251,10 +253,11 @@ def test_payload_call_from_transcription_tolerates_reshaped_fields(field: str, v
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("45", None), (True, None), (45.0, 45), (45.5, None), (2**63, None), (2**64 - 1, None), (1e30, None)],
-    ids=["string", "bool", "integral-float", "fraction", "2^63", "2^64-1", "1e30"],
+    [("45", None), (True, None), (45.0, 45), (45.5, None), (None, None), ({"n": 45}, None)],
+    ids=["string", "bool", "integral-float", "fraction", "null", "object"],
 )
-def test_payload_numbers_that_are_not_int64_are_dropped(value: object, expected: int | None) -> None:
+def test_payload_numbers_of_another_shape_are_read_as_unknown(value: object, expected: int | None) -> None:
+    # Tolerant body: a value we do not understand is "unknown" in the index; the archive keeps it.
     data = copy.deepcopy(_data(TRANSCRIPTION))
     data["metadata"]["cost"] = value
     data["metadata"]["call_duration_secs"] = value
@@ -262,10 +265,25 @@ def test_payload_numbers_that_are_not_int64_are_dropped(value: object, expected:
     assert (record.cost, record.duration_s) == (expected, expected)
 
 
-def test_payload_started_at_out_of_range_falls_back_to_event_time() -> None:
+@pytest.mark.parametrize(
+    "value",
+    [2**53, 2**63, 2**64 - 1, 1e30, -1, -0.5, -(10**20)],
+    ids=["2^53", "2^63", "2^64-1", "1e30", "-1", "-0.5", "-1e20"],
+)
+@pytest.mark.parametrize("field", ["cost", "call_duration_secs"])
+def test_payload_numbers_no_store_can_hold_are_refused_naming_the_field(field: str, value: object) -> None:
+    # Once read as unknown; now refused before any write, so the archive never holds what the index cannot.
+    data = copy.deepcopy(_data(TRANSCRIPTION))
+    data["metadata"][field] = value
+    with pytest.raises(InvalidPayload, match=f"data.metadata.{field} must be a whole number from 0 to"):
+        payload.call_from_transcription(data, 1)
+
+
+def test_payload_started_at_out_of_range_is_refused() -> None:
     data = copy.deepcopy(_data(TRANSCRIPTION))
     data["metadata"]["start_time_unix_secs"] = 2**63
-    assert payload.call_from_transcription(data, 1751802025).started_at == 1751802025
+    with pytest.raises(InvalidPayload, match="start_time_unix_secs must be unix seconds from 946684800"):
+        payload.call_from_transcription(data, 1751802025)
 
 
 @pytest.mark.parametrize("value", [None, "", "../../etc/passwd", "a/b", 5], ids=repr)

@@ -3,6 +3,11 @@
 The HMAC covers ``f"{t}.".encode() + raw_body`` with the webhook secret as key. We verify the raw
 bytes before anything parses them, compare in constant time, accept any matching ``v0`` (so a
 sender can rotate secrets), and never raise anything but ``InvalidSignature`` on bad input.
+
+Because the header carries ``t``, the check splits in two: ``begin`` reads the header (missing,
+malformed, expired: refused before a byte of the body is read), then ``Verification.update`` takes
+the body chunk by chunk as it arrives and ``finish`` compares. A server therefore never has to hold
+an unauthenticated body to verify it. ``verify`` is the one-call form for bodies already in memory.
 """
 
 import hashlib
@@ -19,16 +24,44 @@ _MAX_HEADER_LEN = 4096
 
 def sign(body: bytes, secret: str, timestamp: int) -> str:
     """The header value a sender with ``secret`` would send at ``timestamp`` (tests and `callvault sign`)."""
-    return f"t={timestamp},v0={_digest(body, secret, str(timestamp))}"
+    mac = _mac(secret, str(timestamp))
+    mac.update(body)
+    return f"t={timestamp},v0={mac.hexdigest()}"
 
 
-def _digest(body: bytes, secret: str, timestamp: str) -> str:
-    mac = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256)
-    return mac.hexdigest()
+def _mac(secret: str, timestamp: str) -> "hmac.HMAC":
+    return hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b".", hashlib.sha256)
 
 
-def verify(body: bytes, header: str | None, secrets: Iterable[str], now: float) -> int:
-    """Return the signed timestamp, or raise ``InvalidSignature``. ``secrets`` lists every accepted secret."""
+class Verification:
+    """One body's signature check in progress: feed it the raw body with ``update``, then ``finish``."""
+
+    def __init__(self, timestamp: str, candidates: list[str], secrets: Iterable[str]) -> None:
+        self.signed_at = int(timestamp)
+        self._candidates = candidates
+        self._macs = [_mac(secret, timestamp) for secret in secrets]  # one per secret: rotation
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        for mac in self._macs:
+            mac.update(chunk)
+
+    def finish(self) -> int:
+        """Return the signed timestamp, or raise ``InvalidSignature`` when no ``v0`` matches any secret."""
+        matched = False
+        for mac in self._macs:
+            expected = mac.hexdigest().encode("ascii")
+            for candidate in self._candidates:
+                # compare_digest on bytes; non-ascii candidates cannot match and must not raise.
+                matched |= hmac.compare_digest(expected, candidate.encode("utf-8", "replace"))
+        if not matched:
+            raise InvalidSignature("signature does not match")
+        return self.signed_at
+
+
+def begin(header: str | None, secrets: Iterable[str], now: float) -> Verification:
+    """Check the header alone (present, well formed, inside the time window): ``InvalidSignature`` if not."""
     if not header:
         raise InvalidSignature("missing ElevenLabs-Signature header")
     if len(header) > _MAX_HEADER_LEN:
@@ -53,12 +86,11 @@ def verify(body: bytes, header: str | None, secrets: Iterable[str], now: float) 
         raise InvalidSignature("signature timestamp is older than 30 minutes")
     if signed_at > now + MAX_FUTURE_SECS:
         raise InvalidSignature("signature timestamp is more than 5 minutes in the future")
-    matched = False
-    for secret in secrets:
-        expected = _digest(body, secret, timestamp).encode("ascii")
-        for candidate in candidates:
-            # compare_digest on bytes; non-ascii candidates cannot match and must not raise.
-            matched |= hmac.compare_digest(expected, candidate.encode("utf-8", "replace"))
-    if not matched:
-        raise InvalidSignature("signature does not match")
-    return signed_at
+    return Verification(timestamp, candidates, secrets)
+
+
+def verify(body: bytes, header: str | None, secrets: Iterable[str], now: float) -> int:
+    """Return the signed timestamp, or raise ``InvalidSignature``. ``secrets`` lists every accepted secret."""
+    verification = begin(header, secrets, now)
+    verification.update(body)
+    return verification.finish()

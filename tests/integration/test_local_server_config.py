@@ -1,0 +1,45 @@
+"""``callvault serve``'s server configuration: the settings reach uvicorn, the protocol and the webhook route."""
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from services.core.config import Settings
+from services.ingest.router import body_intake
+from services.local.app import create_local_app
+from services.local.server import (
+    BACKLOG,
+    MAX_HEAD_BYTES,
+    GuardedH11Protocol,
+    RepeatFilter,
+    build_server,
+    default_limit_concurrency,
+)
+from tests.support import SECRET
+
+
+def test_local_server_build_server_applies_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(
+        backend="local",
+        data_dir=tmp_path / "data",
+        memory_backend="none",
+        max_bodies_in_flight=3,
+        header_timeout_secs=4.5,
+        body_timeout_secs=7.0,
+    )
+    app = create_local_app(settings, [SECRET])
+    # The filters build_server adds to process-wide loggers are removed again afterwards.
+    for name in ("asyncio", "uvicorn.error", "callvault", "callvault-server"):
+        monkeypatch.setattr(logging.getLogger(name), "filters", list(logging.getLogger(name).filters))
+    server = build_server(app, settings, host="127.0.0.1", port=0)
+    config = server.config
+    assert isinstance(config.http, type) and issubclass(config.http, GuardedH11Protocol)
+    assert (config.http.limits.header_timeout, config.http.limits.body_timeout) == (4.5, 7.0)
+    assert config.backlog == BACKLOG == 128
+    assert config.h11_max_incomplete_event_size == MAX_HEAD_BYTES
+    assert config.access_log is False
+    assert config.limit_concurrency == default_limit_concurrency()
+    intake = body_intake(app)
+    assert (intake.max_in_flight, intake.spool_dir) == (3, settings.data_dir)
+    assert any(isinstance(f, RepeatFilter) for f in logging.getLogger("asyncio").filters)
