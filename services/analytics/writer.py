@@ -95,12 +95,13 @@ class AnalyticsWriter:
     def _delete_older(self, conversation_id: str, dt: str, version: str, *, inclusive: bool) -> None:
         for table in TABLES:
             key = object_key(table, dt, conversation_id)
-            head = self.store.head(key)
-            if head is None:
-                continue
-            older = head.version is None or head.version < version or (inclusive and head.version == version)
-            if older:
-                self.store.delete_if(key, head.tag)
+            for _attempt in range(MAX_ATTEMPTS):  # mark_audio rewrites the same version under a new tag
+                head = self.store.head(key)
+                if head is None:
+                    break
+                older = head.version is None or head.version < version or (inclusive and head.version == version)
+                if not older or self.store.delete_if(key, head.tag):
+                    break
 
     def _late(self, dt: str, now: float) -> None:
         if self.on_late_write is not None and is_closed(dt, now):

@@ -83,11 +83,15 @@ class CallIndex(Protocol):
 
     def get(self, conversation_id: str) -> CallRecord | None: ...
 
-    def save_call(self, record: CallRecord, now: int) -> bool:
-        """Merge the call-level fields (``CALL_FIELDS``) that are not None; never touch audio fields.
+    def save_call(
+        self, record: CallRecord, now: int, *, expect_version: bool = False, expected_version: str | None = None
+    ) -> bool:
+        """Write the call-level fields (``CALL_FIELDS``: replaced, but for the merged ones); never audio fields.
 
         Atomic and conditional: skipped (returns False) when the stored ``version`` is newer (rows
-        written before versions: when the stored ``event_at`` is newer).
+        written before versions: when the stored ``event_at`` is newer), and, with
+        ``expect_version``, unless the row still holds ``expected_version`` (None: no version yet):
+        a compare-and-swap on the row the caller read.
         """
         ...
 

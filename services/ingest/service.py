@@ -15,7 +15,7 @@ import orjson
 
 from services.analytics.writer import AnalyticsWriter
 from services.core.domain import keys, payload, signing, versions
-from services.core.domain.errors import InvalidPayload, PayloadTooLarge
+from services.core.domain.errors import InvalidPayload, PayloadTooLarge, StorageUnavailable
 from services.core.domain.models import AudioFacts, CallRecord, WebhookEvent
 from services.core.newest import write_newest
 from services.core.ports import BlobStore, CallIndex
@@ -25,6 +25,7 @@ JSON_TYPE = "application/json"
 AUDIO_TYPE = "audio/mpeg"
 _B64_CHUNK_CHARS = 1 << 20  # decode audio 1 MiB of text at a time: no full second copy in memory
 _PLACE_ATTEMPTS = 5  # copies of parked audio racing a newer audio event (each retry re-reads both)
+_SAVE_ATTEMPTS = 10  # row writes racing other events of the same call (each retry re-reads the row)
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,20 @@ class Archiver:
         if self.memory_jobs is not None:  # written with the row itself: one index write, not two
             record.memory_status = self.memory_jobs.status_for(event, record)
             record.memory_updated_at = self._now() if record.memory_status else None
-        if self.analytics is not None and existing is not None:
-            # Before the row forgets the old start: a crash after this leaves the row's start as it
-            # was, so the redelivery cleans the old day again (conditional deletes, idempotent).
-            self.analytics.leave_day(conversation_id, existing.started_at, record.started_at, record.version)
-        if not self.index.save_call(record, self._now()):
-            return self._stale(event, record, self.index.get(conversation_id))
+        current: CallRecord | None = placed
+        for _attempt in range(_SAVE_ATTEMPTS):  # compare-and-swap on the row read: see save_call
+            if current is not None and _row_is_newer(current, record):
+                return self._stale(event, record, current)
+            if self.analytics is not None and current is not None:
+                # Before the row forgets the old start: a crash after this leaves the row's start as it
+                # was, so the redelivery cleans the old day again (conditional deletes, idempotent).
+                self.analytics.leave_day(conversation_id, current.started_at, record.started_at, record.version)
+            expected = current.version if current is not None else None
+            if self.index.save_call(record, self._now(), expect_version=True, expected_version=expected):
+                break
+            current = self.index.get(conversation_id)  # another event wrote the row since we read it
+        else:
+            raise StorageUnavailable("the call's row kept changing during the write; retry")
         # A call this event placed has no audio in place: audio that comes later places itself.
         fresh = existing is None or existing.archive_prefix is None
         has_audio = self.place_audio(conversation_id, prefix, existing, nothing_placed=fresh)
@@ -195,7 +204,11 @@ class Archiver:
                 # (the newer of the two audios stays in place).
                 self.place_audio(conversation_id, existing.archive_prefix or keys.UNKNOWN_PHONE_PREFIX, None)
             if self.analytics is not None:
-                self.analytics.mark_audio(conversation_id, existing.started_at)
+                # The start read before our writes may be stale: a newer version may have moved the
+                # call to another day meanwhile (its own audio check ran before our audio existed).
+                latest = self.index.get(conversation_id)
+                start = latest.started_at if latest is not None else existing.started_at
+                self.analytics.mark_audio(conversation_id, start)
             return IngestResult("stored", event.type, conversation_id, existing.phone)
         if self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=True):
             return IngestResult("stored", event.type, conversation_id)

@@ -902,3 +902,32 @@ def test_call_index_delete_removes_the_row(index: CallIndex) -> None:
     assert index.list_calls(CallQuery(phone=PHONE)).items == []
     # Gone means gone: the next event places the call afresh.
     assert index.claim_place(CONVERSATION, "447700900123", OTHER_PHONE, NOW + 5).phone == OTHER_PHONE
+
+
+def _versioned(label: str) -> CallRecord:
+    return replace(placed(CONVERSATION, PHONE, T0), version=label)
+
+
+def test_call_index_save_call_is_a_compare_and_swap_on_the_version_read(index: CallIndex) -> None:
+    v1, v2, v3 = (f"1.{T0 + n:013d}.{n:016x}" for n in (1, 2, 3))
+    # No row yet, and the writer read none: taken.
+    assert index.save_call(_versioned(v1), NOW, expect_version=True, expected_version=None) is True
+    # The writer read v1 and v1 is still there: taken.
+    assert index.save_call(_versioned(v2), NOW, expect_version=True, expected_version=v1) is True
+    # The writer read v1, but another event wrote v2 since: refused although v3 is newer.
+    assert index.save_call(_versioned(v3), NOW, expect_version=True, expected_version=v1) is False
+    # A writer that read no version finds one now: refused.
+    assert index.save_call(_versioned(v3), NOW, expect_version=True, expected_version=None) is False
+    row = index.get(CONVERSATION)
+    assert row is not None and row.version == v2
+    # The expectation never overrides the order: v1 read as current cannot go back to an older one.
+    assert index.save_call(_versioned(v1), NOW, expect_version=True, expected_version=v2) is False
+
+
+def test_call_index_compare_and_swap_on_a_placement_row_and_on_a_vanished_row(index: CallIndex) -> None:
+    v1 = f"1.{T0:013d}.{1:016x}"
+    index.claim_place(CONVERSATION, "16125550142", PHONE, NOW)  # a row without a version
+    assert index.save_call(_versioned(v1), NOW, expect_version=True, expected_version=None) is True
+    index.delete(CONVERSATION)
+    assert index.save_call(_versioned(v1), NOW, expect_version=True, expected_version=v1) is False
+    assert index.get(CONVERSATION) is None

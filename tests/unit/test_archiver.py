@@ -203,14 +203,30 @@ def _assert_rows_name_nothing(index: MemoryCallIndex) -> None:
 def test_archiver_index_refusal_is_reported_as_stale() -> None:
     # The index's conditional write is the last word (another writer may have won after our read).
     class RefusingIndex(MemoryCallIndex):
-        def save_call(self, record: CallRecord, now: int) -> bool:
+        """A newer version's row lands just before ours: our compare-and-swap fails, the re-read shows why."""
+
+        def save_call(self, record: CallRecord, now: int, **expectation: Any) -> bool:
+            row = self.rows[record.conversation_id]
+            row.version = "9.9999999999999.ffffffffffffffff"  # sorts after any real version
             return False
 
     world = World(index=RefusingIndex())
     assert world.archiver.archive(_event(TRANSCRIPTION)).outcome == "stale"
-    # The call was placed before its object was written: that row stays, naming nothing.
+    # The call was placed before its object was written: that row stays, naming nothing of ours.
     assert list(world.index.rows) == [CONV]
     assert world.row().archive_prefix == "16125550142"
+    _assert_rows_name_nothing(world.index)
+
+
+def test_archiver_row_that_keeps_changing_is_a_503_not_a_lost_write() -> None:
+    # Every compare-and-swap fails although no newer version holds the row: retry later (503).
+    class ChurningIndex(MemoryCallIndex):
+        def save_call(self, record: CallRecord, now: int, **expectation: Any) -> bool:
+            return False
+
+    world = World(index=ChurningIndex())
+    with pytest.raises(StorageUnavailable):
+        world.archiver.archive(_event(TRANSCRIPTION))
     _assert_rows_name_nothing(world.index)
 
 

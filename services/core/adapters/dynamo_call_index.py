@@ -178,7 +178,9 @@ class DynamoCallIndex:
             _unavailable("GetItem", exc)
         return _record(item)
 
-    def save_call(self, record: CallRecord, now: int) -> bool:
+    def save_call(
+        self, record: CallRecord, now: int, *, expect_version: bool = False, expected_version: str | None = None
+    ) -> bool:
         m = self.model
         actions: list[Action] = [
             getattr(m, name).set(value) for name in MERGED_CALL_FIELDS if (value := getattr(record, name)) is not None
@@ -197,6 +199,8 @@ class DynamoCallIndex:
         condition = unversioned
         if record.version is not None:
             condition = unversioned | (m.version <= record.version)
+        if expect_version:  # a compare-and-swap on the row the caller read
+            condition &= m.version.does_not_exist() if expected_version is None else m.version == expected_version
         return self._update(record.conversation_id, actions, condition)
 
     def save_audio(

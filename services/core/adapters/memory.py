@@ -122,9 +122,13 @@ class MemoryCallIndex:
         row = self.rows.get(conversation_id)
         return replace(row) if row else None
 
-    def save_call(self, record: CallRecord, now: int) -> bool:
+    def save_call(
+        self, record: CallRecord, now: int, *, expect_version: bool = False, expected_version: str | None = None
+    ) -> bool:
         with self._lock:
             row = self.rows.get(record.conversation_id)
+            if expect_version and (row.version if row is not None else None) != expected_version:
+                return False
             if row is None:
                 row = CallRecord(record.conversation_id, ingested_at=now)
             elif _is_newer(row, record):

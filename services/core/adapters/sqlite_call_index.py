@@ -64,6 +64,9 @@ WHERE CASE WHEN calls.version IS NOT NULL THEN calls.version <= excluded.version
            ELSE calls.event_at IS NULL OR excluded.event_at IS NULL OR calls.event_at <= excluded.event_at END
 """  # noqa: S608
 
+# The same, as a compare-and-swap on the version the caller read (``IS`` also matches NULL = NULL).
+_SAVE_CALL_EXPECTING = _SAVE_CALL + " AND calls.version IS :expected_version"
+
 _SAVE_AUDIO = """
 INSERT INTO calls (conversation_id, agent_id, has_audio, audio_key, audio_bytes, audio_version, ingested_at,
                    updated_at)
@@ -111,11 +114,16 @@ class SqliteCallIndex:
         row = self._execute("SELECT * FROM calls WHERE conversation_id = ?", (conversation_id,)).fetchone()
         return _record(row) if row else None
 
-    def save_call(self, record: CallRecord, now: int) -> bool:
+    def save_call(
+        self, record: CallRecord, now: int, *, expect_version: bool = False, expected_version: str | None = None
+    ) -> bool:
         params = {c: getattr(record, c) for c in CALL_FIELDS}
-        params.update(conversation_id=record.conversation_id, now=now)
+        params.update(conversation_id=record.conversation_id, now=now, expected_version=expected_version)
+        sql = _SAVE_CALL_EXPECTING if expect_version else _SAVE_CALL
         with self._write_lock:
-            return self._execute(_SAVE_CALL, params).rowcount > 0
+            if expect_version and expected_version is not None and self.get(record.conversation_id) is None:
+                return False  # the insert branch would ignore the expectation: a row we read is gone
+            return self._execute(sql, params).rowcount > 0
 
     def save_audio(
         self,

@@ -1,0 +1,295 @@
+"""Where the write protocol did not keep its promise: one minimal reproduction per gap.
+
+Each was found by the enumerations in this folder (``test_crash_points.py``, the deterministic
+interleavings in ``test_concurrency.py``) and is reduced here to the one interleaving or crash point
+that shows it, with the line at fault and the fix proposed in the docstring. ``test_protocol_gap_*``
+fail until the protocol is fixed (they are the acceptance tests of those fixes);
+``test_protocol_regression_*`` were fixed meanwhile and guard the fix.
+"""
+
+from typing import Any
+
+import pytest
+
+from services.analytics.tables import CONTENT_TYPE, TABLES, object_key, partition_of
+from services.core.domain import keys
+from services.core.domain.errors import StorageUnavailable
+from tests.protocol.harness import (
+    A1,
+    A2,
+    CONV,
+    DAY,
+    F_LATER_DAY,
+    OPEN_NOW,
+    START,
+    A,
+    Crash,
+    F,
+    MemoryWorld,
+    OperationLog,
+    Stores,
+    T,
+    analytics_view,
+    archiver_for,
+    deliver,
+    delivering,
+    end_state,
+    number_of,
+    operations_of,
+    recording,
+    run_step,
+    step_of,
+    transcript,
+    verify,
+)
+
+PENDING_KEY = keys.pending_audio_key(CONV)
+PLACEMENT_FIELDS = ("phone", "archive_prefix", "transcript_key", "reported_phone")  # the first event decides these
+
+
+def _call_days(stores: Stores) -> list[str]:
+    """The days any analytics table holds rows of the call in."""
+    return sorted({dt for table in analytics_view(stores.analytics).values() for dt in table if CONV in table[dt]})
+
+
+def _content(stores: Stores) -> dict[str, Any]:
+    row = end_state(stores).index[CONV]
+    return {name: value for name, value in row.items() if name not in PLACEMENT_FIELDS}
+
+
+# --- 1. the index row merges fields of older versions ------------------------------------------------
+
+
+def test_protocol_regression_the_row_of_the_newest_version_keeps_no_field_of_an_older_one() -> None:
+    """Failure then transcript, or transcript then failure: the transcript wins both times, so the row
+    must be the transcript's whatever the order (its folder aside, which the first event chooses).
+
+    Today ``save_call`` MERGES the fields that are not None (services/core/adapters/sqlite_call_index.py
+    ``_SAVE_CALL``: ``c = COALESCE(excluded.c, calls.c)``; memory.py ``save_call``; dynamo_call_index.py
+    ``save_call`` SETs only non-None values), so F,T leaves ``failure_reason='no-answer'`` (and
+    ``reported_phone``, ``summary``... whatever an older version had and the newer lacks) on the
+    transcript's row, while the archive and analytics hold the transcript alone. `verify` compares
+    five columns and sees nothing. Fixed in b585a8f as proposed: a newer version replaces every
+    call-level content field (None clears it: SQLite ``c = excluded.c``; DynamoDB REMOVE for None),
+    only ``phone``/``archive_prefix`` (``claim_place`` owns them) and the memory fields merged.
+    """
+    failure_first, transcript_first = MemoryWorld().open(), MemoryWorld().open()
+    deliver(failure_first, F, T)
+    deliver(transcript_first, T, F)
+    assert _content(failure_first) == _content(transcript_first)
+
+
+def test_protocol_regression_a_newer_transcript_without_a_summary_clears_the_summary() -> None:
+    """T then a newer T2 whose analysis has no summary: the archive and analytics hold T2 (no summary),
+    the row must too. Today it keeps T's summary (same cause and fix as above)."""
+    newer = transcript("T2", later_by=100)
+    del newer.envelope["data"]["analysis"]["transcript_summary"]
+    stores = MemoryWorld().open()
+    deliver(stores, T, newer)
+    analytics_row = next(iter(analytics_view(stores.analytics)["calls"].values()))[CONV][0]
+    row = stores.index.get(CONV)
+    assert row is not None and analytics_row["summary"] is None
+    assert row.summary is None
+
+
+# --- 2. analytics rows left in the day a call moved away from -------------------------------------
+
+
+def test_protocol_regression_a_crash_after_the_row_moved_the_call_to_another_day_leaves_the_old_day_empty() -> None:
+    """F (its start is its timestamp, two days after the transcript's start) then T; T dies right
+    after ``index.save_call`` and is delivered again.
+
+    T's first attempt read the row (start = F's day) and would delete F's analytics objects in that
+    day after writing its own (services/ingest/service.py:118 ``previous = existing.started_at``,
+    services/analytics/writer.py:76). It died after save_call replaced the row's start, so the
+    redelivery reads T's own start as "previous" and never deletes F's rows: the call is counted in
+    two days (`verify` reports analytics_in_two_days since 930d8a0 and --repair drops them, but the
+    redelivery itself does not complete what the crash interrupted). Fixed in b585a8f: delete the old day's
+    objects (only those holding an older version: head + delete_if) BEFORE ``save_call`` changes the
+    start, so a crash leaves the old start in the row and the redelivery repeats the delete; or keep
+    the day the analytics rows were written to in the row (``analytics_dt``), updated only after that
+    day was cleaned.
+    """
+    stores = MemoryWorld().open()
+    deliver(stores, F_LATER_DAY)
+    crash_at = number_of(operations_of([F_LATER_DAY], T), "index", "save_call")
+    with pytest.raises(Crash):
+        run_step(recording(stores, OperationLog(crash_at, "after")), step_of(T), OPEN_NOW)
+    deliver(stores, T)  # the retry, in a restarted process
+    assert _call_days(stores) == [partition_of(START)]
+    assert verify(stores, OPEN_NOW) == []
+
+
+def test_protocol_regression_an_older_event_racing_a_newer_one_leaves_no_rows_in_its_day() -> None:
+    """No crash: F saves its row, then T (newer, another day) runs whole, deleting F's day (nothing
+    there yet), then F writes its analytics objects in its own day. Nothing removed them: the older
+    writer's analytics write is conditional on objects under ITS day's keys, which the newer writer
+    never touches. Fixed in 930d8a0: the loser re-reads the row and withdraws its rows.
+    """
+    stores = MemoryWorld().open()
+    pause_at = number_of(operations_of([], F_LATER_DAY), "index", "save_call") + 1
+    log = OperationLog(pause_at=pause_at, interrupt=delivering(stores, T))
+    run_step(recording(stores, log), step_of(F_LATER_DAY), OPEN_NOW)
+    assert log.interrupted is not None
+    assert _call_days(stores) == [partition_of(START)]
+
+
+def test_protocol_regression_an_older_event_that_dies_before_withdrawing_leaves_no_rows_in_its_day() -> None:
+    """As above, but F dies between writing its analytics rows and re-reading the row (the window of
+    930d8a0's withdraw: services/ingest/service.py:119-124). Its redelivery finds the newer row and
+    returns "stale" at once (service.py:94), so nobody withdraws F's rows: the call is counted in two
+    days. Fixed in b585a8f: the stale paths withdraw too: ``analytics.withdraw(cid,
+    day of our start, our version, latest.started_at)`` (a few HEADs, only for stale deliveries).
+    """
+    stores = MemoryWorld().open()
+    operations = operations_of([], F_LATER_DAY)
+    pause_at = number_of(operations, "index", "save_call") + 1
+    reread = next(op.number for op in operations if op.store == "index" and op.number > pause_at)
+    log = OperationLog(reread, "before", pause_at=pause_at, interrupt=delivering(stores, T))
+    with pytest.raises(Crash):
+        run_step(recording(stores, log), step_of(F_LATER_DAY), OPEN_NOW)
+    assert deliver(stores, F_LATER_DAY) == ["stale"]  # the retry, in a restarted process
+    assert _call_days(stores) == [partition_of(START)]
+
+
+@pytest.mark.parametrize(
+    "pause_before", [("index", "claim_place"), ("archive", "head")], ids=["before-claim", "after-claim"]
+)
+def test_protocol_gap_a_newer_version_that_read_no_row_still_moves_the_older_versions_day(
+    pause_before: tuple[str, str],
+) -> None:
+    """No crash. T reads no row (its ``existing`` is None); F (older: a failure, two days later) then
+    runs whole: places the call, saves its row, writes its analytics rows in its own day and finds
+    its own version still in the row, so it withdraws nothing. T goes on: ``leave_day`` runs only
+    ``if existing is not None`` (services/ingest/service.py, b585a8f), so nothing removes F's day and
+    the call is counted in two days (verify: analytics_in_two_days; --repair fixes it). OPEN.
+
+    Fix: the old day must come from the row T actually replaces, not the one it read first:
+    (1) use ``placed`` (claim_place's answer, fresher than ``existing``) for the pre-save
+    ``leave_day``: closes "before-claim"; (2) make ``save_call`` a compare-and-swap on the version
+    read just before it (SQLite ``WHERE calls.version IS :expected``, DynamoDB condition on
+    ``version``), re-reading and re-running ``leave_day`` when it fails on a changed row: closes
+    "after-claim" and stays crash-safe (the row changes only after its old day was cleaned). A
+    cheaper (2'): have save_call return the replaced row (DynamoDB ReturnValues=ALL_OLD; SQLite
+    SELECT + UPSERT in one BEGIN IMMEDIATE) and ``leave_day`` on it after the save; that leaves a
+    crash between the save and that cleanup to `verify --repair`.
+    """
+    pause_at = number_of(operations_of([], T), *pause_before)
+    stores = MemoryWorld().open()
+    log = OperationLog(pause_at=pause_at, interrupt=delivering(stores, F_LATER_DAY))
+    run_step(recording(stores, log), step_of(T), OPEN_NOW)
+    assert log.interrupted is not None
+    assert _call_days(stores) == [partition_of(START)]
+    assert verify(stores, OPEN_NOW) == []
+
+
+def test_protocol_gap_leaving_a_day_is_not_undone_by_audio_marking_the_old_rows() -> None:
+    """No crash. F (its day two days later) is archived; T (the call's real start) reads F's row
+    and, before the row forgets F's start, deletes F's per-call objects in F's day (``leave_day``:
+    head, then ``delete_if`` on that tag). Between T's head and its delete of the calls object, A
+    runs whole and ``mark_audio`` rewrites that same calls object (F's version, has_audio=true, a new
+    tag). T's ``delete_if`` fails on the tag and ``_delete_older`` (services/analytics/writer.py)
+    moves on: F's calls row stays, the call is counted in two days. Fix: in ``_delete_older``, when
+    ``delete_if`` fails, head again and retry while the object still holds an older version
+    (bounded, like ``write_newest``).
+    """
+    operations = operations_of([F_LATER_DAY], T)
+    pause_at = number_of(operations, "analytics", "delete_if", "calls/")
+    stores = MemoryWorld().open()
+    deliver(stores, F_LATER_DAY)
+    log = OperationLog(pause_at=pause_at, interrupt=delivering(stores, A))
+    run_step(recording(stores, log), step_of(T), OPEN_NOW)
+    assert log.interrupted is not None
+    assert _call_days(stores) == [partition_of(START)]
+    assert verify(stores, OPEN_NOW) == []
+
+
+def test_protocol_gap_audio_marks_the_day_the_call_is_in_when_it_marks() -> None:
+    """No crash. F (its day two days later) is archived; A reads the row (F's start); T runs whole
+    (moves the call to its own day, writes its calls row with has_audio=false: no audio yet, and its
+    re-check finds none); A writes the audio and marks analytics in the day it READ
+    (``mark_audio(conversation_id, existing.started_at)`` in ``_archive_audio``'s placed branch,
+    services/ingest/service.py): F's day, whose objects T deleted. T's calls row keeps
+    has_audio=false (verify: analytics_differs_from_index). Fix: re-read the row after writing the
+    audio and mark the day of ``latest.started_at``; either that read sees T's start, or T's
+    re-check (after its analytics write) sees the audio.
+    """
+    stores = MemoryWorld().open()
+    deliver(stores, F_LATER_DAY)
+    log = OperationLog(pause_at=2, interrupt=delivering(stores, T))
+    run_step(recording(stores, log), step_of(A), OPEN_NOW)
+    assert log.interrupted is not None and log.interrupted.name == "head"
+    assert verify(stores, OPEN_NOW) == []
+    calls = analytics_view(stores.analytics)["calls"][partition_of(START)][CONV]
+    assert calls[0]["has_audio"] is True
+
+
+def test_protocol_regression_verify_sees_a_call_counted_in_two_days() -> None:
+    """The state the gaps above and below leave, with the stale day BEFORE the call's day: `verify`
+    found nothing, because ``_analytics_calls`` kept one row per call and the later day's object won.
+    Fixed in 930d8a0 (``analytics_in_two_days``).
+    """
+    stores = MemoryWorld().open()
+    deliver(stores, T)
+    stale_day = partition_of(START - 2 * DAY)
+    for table in TABLES:  # the call's rows, also in a day two days earlier (what a moved call leaves)
+        data = stores.analytics.get_bytes(object_key(table, partition_of(START), CONV))
+        stores.analytics.put_bytes(object_key(table, stale_day, CONV), data, CONTENT_TYPE)
+    assert _call_days(stores) == [stale_day, partition_of(START)], "the state this test is about"
+    assert verify(stores, OPEN_NOW) != []
+
+
+# --- 3. has_audio never set after a crash -----------------------------------------------------------
+
+
+def test_protocol_regression_audio_that_lands_during_a_transcript_that_then_dies_is_marked_in_analytics() -> None:
+    """T finds no audio (place_audio; since 7fec45f a call T itself placed does not even look), A runs
+    whole before T's analytics writes (A's ``mark_audio`` finds no calls row yet: False), T writes its
+    calls row with has_audio=false and dies before its re-check (services/ingest/service.py:125
+    ``if not has_audio and head(audio)``). The redelivered T
+    finds the audio, but every analytics object is "same" version, so nothing rewrites has_audio, and
+    the re-check is skipped because has_audio is now True: has_audio stays false for good.
+    Fixed in b585a8f: whenever the audio is in place after the analytics write (``has_audio`` or the head), call
+    ``analytics.mark_audio`` (a no-op when the row says has_audio already).
+    """
+    operations = operations_of([], T)
+    first_analytics = next(op.number for op in operations if op.store == "analytics")
+    calls_written = number_of(operations, "analytics", "put_stream_if", "calls/")
+    stores = MemoryWorld().open()
+    log = OperationLog(calls_written, "after", pause_at=first_analytics, interrupt=delivering(stores, A))
+    with pytest.raises(Crash):
+        run_step(recording(stores, log), step_of(T), OPEN_NOW)
+    deliver(stores, T)
+    assert verify(stores, OPEN_NOW) == []
+    calls = analytics_view(stores.analytics)["calls"][partition_of(START)][CONV]
+    assert calls[0]["has_audio"] is True
+
+
+# --- 4. a spurious 503 ------------------------------------------------------------------------------------
+
+
+def test_protocol_regression_an_older_audio_racing_a_newer_parked_one_is_stale_not_unavailable() -> None:
+    """A1 and A2 (newer) of a call not placed yet: A1 parks, then A2 parks and records itself, then
+    A1's ``save_audio(only_if_unplaced=True)`` fails because the row holds the newer audio_version;
+    services/ingest/service.py:192 assumes the failed condition means "placed" (``pragma: no cover``)
+    and answers 503. The retry ends "stale", so nothing is lost, but a failed condition on a newer
+    version is the protocol working, not storage failing. Fixed in b585a8f: re-read the row; still unplaced means
+    a newer audio is recorded: return ``IngestResult("stale", ...)``.
+    """
+    save = number_of(operations_of([], A1), "index", "save_audio")
+    stores = MemoryWorld().open()
+    log = OperationLog(pause_at=save, interrupt=delivering(stores, A2))
+    outcome: str
+    try:
+        outcome = archiver_for(recording(stores, log), OPEN_NOW).archive(A1.parsed()).outcome
+    except StorageUnavailable:
+        outcome = "503"
+    assert log.interrupted is not None
+    row = stores.index.get(CONV)
+    assert row is not None and row.audio_version == _audio_version(stores)  # the newer audio is parked and recorded
+    assert outcome == "stale"
+
+
+def _audio_version(stores: Stores) -> str | None:
+    head = stores.blobs.head(PENDING_KEY)
+    return head.version if head else None
