@@ -415,7 +415,14 @@ class ExplodingIndex(MemoryCallIndex):
 
 
 class ExplodingOnWriteIndex(MemoryCallIndex):
-    def save_call(self, record: CallRecord, now: int) -> bool:
+    def save_call(
+        self,
+        record: CallRecord,
+        now: int,
+        *,
+        expect_version: bool = False,
+        expected_version: str | None = None,
+    ) -> bool:
         raise KeyError(f"boom for {record.phone}")
 
 
