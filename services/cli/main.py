@@ -51,6 +51,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     from services.local.app import create_local_app
     from services.local.hygiene import prepare_data_dir
     from services.local.server import run_server
+    from services.local.sync_runtime import build_local_sync
     from services.search.credentials import API_KEY_FILE, configured_api_key_hashes, local_api_key, resolve_local
 
     settings = settings_for(data_dir)
@@ -90,15 +91,24 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
         memory=memory,
         on_late_analytics_write=compaction.nudge,
     )
+    sync = build_local_sync(settings, storage, app.state.receiver.archiver)
+    if sync is not None:
+        interval = settings.effective_sync_interval()
+        every = f"syncing every {interval:.0f} s" if interval > 0 else "scheduled sync off"
+        click.echo(f"ElevenLabs API: missing audio fetched after {settings.audio_grace_seconds} s, {every}", err=True)
     click.echo(f"CallVault listening on http://{host}:{port}  (data in {settings.data_dir})", err=True)
     if memory is not None:
         memory.start()  # resumes jobs a previous run left pending
     compaction.start()
+    if sync is not None:
+        sync.start()
     _tune_garbage_collector()
     try:
         # access_log off: URLs can carry phone numbers; the app logs its own masked lines.
         run_server(app, settings, host=host, port=port)
     finally:
+        if sync is not None:
+            sync.stop()
         compaction.stop()
         if memory is not None:
             memory.stop()
@@ -222,3 +232,12 @@ def _register_verify_command() -> None:
 
 
 _register_verify_command()
+
+
+def _register_sync_command() -> None:
+    from services.cli.sync_command import sync
+
+    cli.add_command(sync)
+
+
+_register_sync_command()

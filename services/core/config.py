@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -90,6 +90,32 @@ class Settings(BaseSettings):
     memory_worker_yield_max_secs: float = Field(
         10.0, ge=0, description="local worker: longest wait for a gap between webhooks before the next job"
     )
+
+    # ElevenLabs Conversations API (services/sync, docs/sync.md): missed calls and audio the webhooks
+    # did not bring. The key keeps the SDK's own variable name; on AWS it comes from SSM.
+    elevenlabs_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ELEVENLABS_API_KEY", "CALLVAULT_ELEVENLABS_API_KEY")
+    )
+    elevenlabs_api_key_param: str | None = None
+    elevenlabs_base_url: str = Field("https://api.elevenlabs.io", description="ElevenLabs API base URL")
+    elevenlabs_timeout_secs: float = Field(30.0, gt=0, description="per-request timeout towards ElevenLabs")
+    elevenlabs_max_attempts: int = Field(6, ge=1, le=20, description="attempts of one ElevenLabs request")
+    audio_grace_seconds: int = Field(
+        300, ge=0, le=900, description="wait this long for the audio webhook before fetching the audio from the API"
+    )
+    sync_interval: float | None = Field(
+        None, ge=0, description="`callvault serve`: seconds between syncs (default 900 with an API key; 0: off)"
+    )
+    sync_overlap_seconds: int = Field(
+        3600, ge=0, description="a sync without --since lists this far before the last watermark (late calls)"
+    )
+    audio_fetch_queue_url: str | None = Field(None, description="aws: the SQS queue of delayed audio fetches")
+
+    def effective_sync_interval(self) -> float:
+        """0 when no sync should run; the default interval applies only when an API key is set."""
+        if self.sync_interval is not None:
+            return self.sync_interval
+        return 900.0 if self.elevenlabs_api_key is not None else 0.0
 
 
 @lru_cache(maxsize=1)

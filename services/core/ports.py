@@ -127,6 +127,11 @@ class CallIndex(Protocol):
         """Every row, in no particular order (``callvault verify``)."""
         ...
 
+    def awaiting_audio(self, updated_before: int, limit: int = 100) -> list[CallRecord]:
+        """Rows whose transcript said the call has audio (``expects_audio``) but no audio is in place,
+        last written before ``updated_before``: the audio fetches due (``callvault serve``, verify)."""
+        ...
+
     def delete(self, conversation_id: str) -> None:
         """Remove a row (``callvault verify --repair`` of a row that names nothing)."""
         ...

@@ -7,7 +7,7 @@ so a failure anywhere before the 200 lets the sender retry the whole event. See 
 
 import base64
 import binascii
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -49,6 +49,13 @@ class MemoryJobSubmitter(Protocol):
     def submit(self, event: WebhookEvent, record: CallRecord) -> None: ...
 
 
+class AudioFetchScheduler(Protocol):
+    """services.sync: fetch a call's audio from the ElevenLabs API unless it arrives within the grace
+    period (an SQS message with a delay on AWS). Never raises: the scheduled sync is the backstop."""
+
+    def schedule(self, conversation_id: str) -> None: ...
+
+
 @dataclass
 class Archiver:
     """Writes events into the archive, the index and the analytics tables, in the one write protocol.
@@ -72,6 +79,9 @@ class Archiver:
     default_region: str = "US"
     analytics: AnalyticsWriter | None = None  # the compact report tables, written before the 200
     memory_jobs: MemoryJobSubmitter | None = None  # records a caller-memory job; never raises
+    # AWS: schedules the audio fetch a transcript with `has_audio` and no audio yet needs. Locally the
+    # row itself is the job (``expects_audio`` without audio), which `callvault serve` polls for.
+    audio_fetches: AudioFetchScheduler | None = None
 
     def archive(self, event: WebhookEvent) -> IngestResult:
         if event.type == "post_call_transcription":
@@ -138,6 +148,8 @@ class Archiver:
                 # Audio that landed while we wrote found no row to mark, or a crash of an earlier
                 # delivery left the row unmarked ("same" version: not rewritten). A no-op if marked.
                 self.analytics.mark_audio(conversation_id, record.started_at)
+        if self.audio_fetches is not None and record.expects_audio and not has_audio:
+            self.audio_fetches.schedule(conversation_id)
         if self.memory_jobs is not None:
             self.memory_jobs.submit(event, record)
         return IngestResult("stored", event.type, conversation_id, record.phone)
@@ -187,15 +199,51 @@ class Archiver:
         _check_base64_shape(encoded)
         version = versions.audio_version(event.event_timestamp, _ascii_chunks(encoded))
         agent_id = event.data.get("agent_id") if isinstance(event.data.get("agent_id"), str) else None
+        return self._store_audio(event.type, conversation_id, agent_id, lambda: _decode_base64(encoded), version)
+
+    def archive_conversation(self, document: dict[str, Any], observed_at: int) -> str:
+        """A ``GET /v1/convai/conversations/{id}`` document (sync), as a transcript seen at ``observed_at``.
+
+        Content the row already holds is "unchanged" and writes nothing, whenever it was seen.
+        """
+        event = payload.as_transcription_event(document)
+        event = WebhookEvent(event.type, observed_at, event.data)
+        row = self.index.get(keys.check_conversation_id(event.data.get("conversation_id")))
+        if row is not None and row.version is not None and row.transcript_key is not None:
+            digest = versions.call_version(event.type, observed_at, orjson.dumps(event.data)).rsplit(".", 1)[1]
+            if row.version.startswith(f"{versions.TRANSCRIPT_KIND}.") and row.version.endswith(f".{digest}"):
+                return "unchanged"
+        return self.archive(event).outcome
+
+    def archive_audio_stream(
+        self, conversation_id: str, agent_id: str | None, chunks: Callable[[], Iterable[bytes]]
+    ) -> str:
+        """The call's MP3 from a stream (the API's audio endpoint): never whole in memory.
+
+        Its version sorts below any audio webhook's (``versions.API_AUDIO_VERSION``), so the pushed
+        audio, when it comes, is kept; the same call's audio fetched twice is "same".
+        """
+        conversation_id = keys.check_conversation_id(conversation_id)
+        version = versions.API_AUDIO_VERSION
+        return self._store_audio("post_call_audio", conversation_id, agent_id, chunks, version).outcome
+
+    def _store_audio(
+        self,
+        event_type: str,
+        conversation_id: str,
+        agent_id: str | None,
+        body: Callable[[], Iterable[bytes]],
+        version: str,
+    ) -> IngestResult:
         existing = self.index.get(conversation_id)
         placed = existing is not None and existing.archive_prefix is not None
         if existing is not None and existing.archive_prefix is not None:
             key = keys.audio_key(existing.archive_prefix, conversation_id)
         else:  # no call-level event yet, so no folder: park the audio until one places the call
             key = keys.pending_audio_key(conversation_id)
-        written = write_newest(self.blobs, key, lambda: _decode_base64(encoded), AUDIO_TYPE, version)
+        written = write_newest(self.blobs, key, body, AUDIO_TYPE, version)
         if written.outcome == "older":
-            return IngestResult("stale", event.type, conversation_id, existing.phone if existing else None)
+            return IngestResult("stale", event_type, conversation_id, existing.phone if existing else None)
         audio = AudioFacts(key, written.size, version)
         if existing is not None and placed:
             self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=False)
@@ -209,18 +257,18 @@ class Archiver:
                 latest = self.index.get(conversation_id)
                 start = latest.started_at if latest is not None else existing.started_at
                 self.analytics.mark_audio(conversation_id, start)
-            return IngestResult("stored", event.type, conversation_id, existing.phone)
+            return IngestResult("stored", event_type, conversation_id, existing.phone)
         if self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=True):
-            return IngestResult("stored", event.type, conversation_id)
+            return IngestResult("stored", event_type, conversation_id)
         row = self.index.get(conversation_id)
         if row is None or row.archive_prefix is None:
             # Still unplaced: the condition failed on the version, a newer parked audio is recorded.
-            return IngestResult("stale", event.type, conversation_id)
+            return IngestResult("stale", event_type, conversation_id)
         # A call-level event placed the call between our read and our write: place the audio ourselves.
         self.place_audio(conversation_id, row.archive_prefix, row)
         if self.analytics is not None:
             self.analytics.mark_audio(conversation_id, row.started_at)
-        return IngestResult("stored", event.type, conversation_id, row.phone)
+        return IngestResult("stored", event_type, conversation_id, row.phone)
 
 
 def _row_is_newer(row: CallRecord, record: CallRecord) -> bool:

@@ -931,3 +931,24 @@ def test_call_index_compare_and_swap_on_a_placement_row_and_on_a_vanished_row(in
     index.delete(CONVERSATION)
     assert index.save_call(_versioned(v1), NOW, expect_version=True, expected_version=v1) is False
     assert index.get(CONVERSATION) is None
+
+
+def test_call_index_awaiting_audio_lists_calls_whose_transcript_promised_audio_not_yet_in_place(
+    index: CallIndex,
+) -> None:
+    """The local audio fetch's job list: a row is due once its last write is older than the grace."""
+    waiting, early, has_it, no_audio, unsaid = (conversation(n) for n in range(5))
+    index.save_call(placed(waiting, PHONE, T0, expects_audio=True), NOW)
+    index.save_call(placed(early, PHONE, T0, expects_audio=True), NOW + 100)
+    index.save_call(placed(has_it, PHONE, T0, expects_audio=True), NOW)
+    index.save_audio(has_it, AGENT, AudioFacts(f"16125550142/{has_it}.mp3", 10, "1"), NOW, only_if_unplaced=False)
+    index.save_call(placed(no_audio, PHONE, T0, expects_audio=False), NOW)
+    index.save_call(placed(unsaid, PHONE, T0), NOW)
+
+    due = index.awaiting_audio(NOW + 50)
+
+    assert [r.conversation_id for r in due] == [waiting]
+    assert due[0].expects_audio is True and index.get(no_audio).expects_audio is False  # type: ignore[union-attr]
+    assert index.get(unsaid).expects_audio is None  # type: ignore[union-attr]
+    assert {r.conversation_id for r in index.awaiting_audio(NOW + 101)} == {waiting, early}
+    assert len(index.awaiting_audio(NOW + 101, limit=1)) == 1

@@ -95,6 +95,10 @@ class ByOutcome(GlobalSecondaryIndex["CallModel"]):  # type: ignore[no-untyped-c
     started_at = NumberAttribute(range_key=True)
 
 
+# Items that are not calls (the sync watermark, services/sync) have keys no conversation id can have.
+STATE_KEY_PREFIX = "~"
+
+
 class CallModel(Model):
     """One item per call. Use ``make_call_model`` to bind it to a table; this base is never queried."""
 
@@ -129,6 +133,7 @@ class CallModel(Model):
     version = UnicodeAttribute(null=True)
     audio_version = UnicodeAttribute(null=True)
     reported_phone = UnicodeAttribute(null=True)
+    expects_audio = BooleanAttribute(null=True)
     memory_status = UnicodeAttribute(null=True)
     memory_updated_at = NumberAttribute(null=True)
     ingested_at = NumberAttribute(null=True)
@@ -250,9 +255,22 @@ class DynamoCallIndex:
     def scan(self) -> Iterator[CallRecord]:
         try:
             for item in self.model.scan(consistent_read=True):
-                yield _record(item)
+                if not item.conversation_id.startswith(STATE_KEY_PREFIX):  # sync state items share the table
+                    yield _record(item)
         except (PynamoDBException, BotoCoreError, ClientError) as exc:
             _unavailable("Scan", exc)
+
+    def awaiting_audio(self, updated_before: int, limit: int = 100) -> list[CallRecord]:
+        """A filtered scan: on AWS the due fetches are SQS messages; this serves verify and sync."""
+        m = self.model
+        condition = (m.expects_audio == True) & m.audio_key.does_not_exist() & (m.updated_at < updated_before)  # noqa: E712
+        due: list[CallRecord] = []
+        try:
+            for item in m.scan(filter_condition=condition, consistent_read=True):
+                due.append(_record(item))
+        except (PynamoDBException, BotoCoreError, ClientError) as exc:
+            _unavailable("Scan", exc)
+        return sorted(due, key=lambda r: (r.updated_at or 0, r.conversation_id))[:limit]
 
     def delete(self, conversation_id: str) -> None:
         try:

@@ -182,6 +182,14 @@ class MemoryCallIndex:
     def scan(self) -> Iterator[CallRecord]:
         return iter([replace(row) for row in list(self.rows.values())])
 
+    def awaiting_audio(self, updated_before: int, limit: int = 100) -> list[CallRecord]:
+        due = [
+            replace(r)
+            for r in list(self.rows.values())
+            if r.expects_audio and r.audio_key is None and (r.updated_at or 0) < updated_before
+        ]
+        return sorted(due, key=lambda r: (r.updated_at or 0, r.conversation_id))[:limit]
+
     def delete(self, conversation_id: str) -> None:
         with self._lock:
             self.rows.pop(conversation_id, None)

@@ -30,6 +30,7 @@ _COLUMN_TYPES = {
     "message_count": "INTEGER",
     "transcript_bytes": "INTEGER",
     "has_audio": "INTEGER",
+    "expects_audio": "INTEGER",
     "audio_bytes": "INTEGER",
     "cost": "INTEGER",
     "cost_usd": "REAL",
@@ -50,6 +51,9 @@ CREATE INDEX IF NOT EXISTS calls_by_agent ON calls (agent_id, started_at DESC, c
 CREATE INDEX IF NOT EXISTS calls_by_time ON calls (started_at DESC, conversation_id DESC);
 CREATE INDEX IF NOT EXISTS calls_by_outcome ON calls (call_successful, started_at DESC, conversation_id DESC);
 CREATE INDEX IF NOT EXISTS calls_by_status ON calls (status, started_at DESC, conversation_id DESC);
+-- Partial: only calls waiting for their audio are in it, so the webhook's write barely grows.
+CREATE INDEX IF NOT EXISTS calls_awaiting_audio ON calls (updated_at, conversation_id)
+    WHERE expects_audio = 1 AND audio_key IS NULL;
 """
 
 # Column names come from the dataclass; every value is bound.
@@ -181,6 +185,14 @@ class SqliteCallIndex:
             yield from (_record(row) for row in rows)
             last = rows[-1]["conversation_id"]
 
+    def awaiting_audio(self, updated_before: int, limit: int = 100) -> list[CallRecord]:
+        rows = self._execute(
+            "SELECT * FROM calls WHERE expects_audio = 1 AND audio_key IS NULL AND updated_at < ?"
+            " ORDER BY updated_at, conversation_id LIMIT ?",
+            (updated_before, limit),
+        ).fetchall()
+        return [_record(row) for row in rows]
+
     def delete(self, conversation_id: str) -> None:
         with self._write_lock:
             self._execute("DELETE FROM calls WHERE conversation_id = ?", (conversation_id,))
@@ -235,6 +247,7 @@ def _position(after: dict[str, Any]) -> tuple[int, str]:
 
 def _record(row: sqlite3.Row) -> CallRecord:
     values = dict(row)
-    if values.get("has_audio") is not None:
-        values["has_audio"] = bool(values["has_audio"])
+    for flag in ("has_audio", "expects_audio"):
+        if values.get(flag) is not None:
+            values[flag] = bool(values[flag])
     return CallRecord(**values)

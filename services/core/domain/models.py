@@ -46,6 +46,9 @@ class CallRecord:
     version: str | None = None
     audio_version: str | None = None
     reported_phone: str | None = None  # a number a newer event reported, when it differs from ``phone``
+    # The transcript says the call has audio (``data.has_audio``): until audio is in place, CallVault
+    # fetches it from the ElevenLabs API after a grace period (services/sync). None: not said.
+    expects_audio: bool | None = None
     ingested_at: int | None = None  # first time any event of this call was stored
     updated_at: int | None = None
 

@@ -205,6 +205,7 @@ def call_from_transcription(
         summary_title=_clip(_str(analysis.get("call_summary_title"))),
         summary=summary[:SUMMARY_MAX_CHARS] if summary else None,
         event_at=event_at if event_at is not None else 0,
+        expects_audio=data["has_audio"] if isinstance(data.get("has_audio"), bool) else None,
     )
 
 

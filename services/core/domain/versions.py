@@ -43,6 +43,11 @@ def audio_version(event_at: int | None, encoded: Iterable[bytes]) -> str:
     return f"{(event_at or 0):0{_TIME_DIGITS}d}.{digest.hexdigest()[:_DIGEST_CHARS]}"
 
 
+# Audio fetched from the Conversations API (services/sync): streamed, so no digest is known before the
+# write. It sorts below every audio webhook (timestamp 0) and equals itself: a refetch is a no-op.
+API_AUDIO_VERSION = f"{0:0{_TIME_DIGITS}d}.{'0' * _DIGEST_CHARS}"
+
+
 def compare(mine: str, stored: str | None) -> Comparison:
     """How ``mine`` relates to what a store holds (``None``: nothing, or written before versions)."""
     if stored is None or mine > stored:

@@ -1,0 +1,114 @@
+"""Audio never depends on the audio webhook: fetch a call's MP3 from the API when it did not come.
+
+Audio webhooks are never retried, and on AWS no body above 6 MB reaches Lambda, so every call whose
+transcript says ``has_audio`` gets this fetch after a grace period (``CALLVAULT_AUDIO_GRACE_SECONDS``):
+an SQS message with a delay on AWS, the index row itself locally (``CallIndex.awaiting_audio``).
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from services.core.domain.errors import CallVaultError
+from services.core.ports import CallIndex
+
+from .ports import CallArchive, ConversationGone, ConversationSource
+
+log = logging.getLogger(__name__)
+
+FetchOutcome = Literal["fetched", "present", "gone", "stale"]
+
+
+@dataclass
+class AudioFetcher:
+    source: ConversationSource
+    archive: CallArchive
+    index: CallIndex
+
+    def fetch(self, conversation_id: str) -> FetchOutcome:
+        """Stream the call's audio into the archive unless audio is already in place.
+
+        ``ConversationGone`` (404 upstream) is reported as "gone": nothing is deleted here.
+        Other errors raise, so the caller retries (SQS redelivery, the worker's backoff).
+        """
+        row = self.index.get(conversation_id)
+        if row is not None and row.audio_key is not None:
+            return "present"
+        agent_id = row.agent_id if row is not None else None
+        try:
+            outcome = self.archive.archive_audio_stream(
+                conversation_id, agent_id, lambda: self._chunks(conversation_id)
+            )
+        except ConversationGone:
+            return "gone"
+        return "fetched" if outcome == "stored" else "stale"
+
+    def _chunks(self, conversation_id: str) -> Iterator[bytes]:
+        # A generator: the request opens when the store starts reading and closes when it stops,
+        # so a retried conditional write opens a fresh stream.
+        with self.source.open_audio(conversation_id) as chunks:
+            yield from chunks
+
+
+@dataclass
+class AudioFetchWorker:
+    """``callvault serve``: every ``poll_secs``, fetch the audio of calls waiting past the grace period.
+
+    Durable without a queue: the index row (``expects_audio`` without ``audio_key``) is the job, so
+    a restart loses nothing. Failures back off per call (in memory; a restart retries once at once).
+    """
+
+    fetcher: AudioFetcher
+    index: CallIndex
+    grace_seconds: int
+    clock: Callable[[], float] = time.time
+    poll_secs: float = 15.0
+    max_backoff_secs: float = 3600.0
+    _retry_at: dict[str, tuple[float, float]] = field(default_factory=dict)  # id -> (due, last delay)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def run_once(self) -> dict[str, int]:
+        """One pass over the due calls; returns how many ended in each outcome (and "failed")."""
+        now = self.clock()
+        counts: dict[str, int] = {}
+        for row in self.index.awaiting_audio(int(now) - self.grace_seconds, limit=100):
+            due, delay = self._retry_at.get(row.conversation_id, (0.0, 0.0))
+            if due > now:
+                continue
+            try:
+                outcome: str = self.fetcher.fetch(row.conversation_id)
+            except CallVaultError as exc:
+                outcome = "failed"
+                delay = min(self.max_backoff_secs, max(60.0, delay * 2))
+                self._retry_at[row.conversation_id] = (now + delay, delay)
+                log.warning("audio fetch failed; retrying in %.0f s: %s", delay, exc.message)
+            else:
+                if outcome == "gone":  # nothing upstream: stop asking until the next start or sync
+                    self._retry_at[row.conversation_id] = (float("inf"), self.max_backoff_secs)
+                else:
+                    self._retry_at.pop(row.conversation_id, None)
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return counts
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="callvault-audio-fetch", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_secs):
+            try:
+                counts = self.run_once()
+            except Exception:  # the worker must outlive any one bad pass
+                log.exception("audio fetch pass failed")
+                continue
+            if counts:
+                log.info("audio fetch pass", extra={"outcomes": counts})

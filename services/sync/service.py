@@ -1,0 +1,232 @@
+"""``callvault sync``: list a window of upstream conversations and archive what the archive lacks.
+
+For each conversation listed: missing from the index, or held in a version that disagrees with the
+upstream summary (an analysis re-run changes the outcome) -> GET it and archive it through the same
+Archiver as the webhook; the transcript says ``has_audio`` and no audio is in place -> stream the
+audio. Calls still in progress upstream are counted and left for the next run, and the watermark
+(where the next run starts, minus an overlap) never passes the oldest of them.
+
+Request budget (benchmarks/sync.py measures it): one list page per 100 calls, one GET per new or
+changed call, one audio GET per missing audio, nothing else. A second run fetches nothing.
+"""
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from services.core.domain.errors import CallVaultError
+from services.core.domain.models import CallRecord
+from services.core.domain.versions import FAILURE_KIND
+from services.core.ports import CallIndex
+
+from .audio import AudioFetcher
+from .ports import CallArchive, ConversationGone, ConversationSource, ConversationSummary, UpstreamRejected
+from .state import SyncState
+
+Kind = Literal["complete", "new", "updated", "processing", "failed", "gone"]
+PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class ConversationResult:
+    conversation_id: str
+    kind: Kind
+    audio_fetched: bool = False
+    audio_missing: bool = False  # dry run: the archive lacks audio upstream has
+    reason: str | None = None  # why it failed
+
+
+@dataclass
+class SyncSummary:
+    after: int | None
+    before: int | None
+    dry_run: bool = False
+    listed: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    audio_fetched: int = 0
+    audio_missing: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # dry run: what upstream has and the archive lacks
+    outdated: list[str] = field(default_factory=list)  # dry run: held here in an older version
+    gone: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    watermark: int | None = None
+
+    def add(self, result: ConversationResult) -> None:
+        self.counts[result.kind] = self.counts.get(result.kind, 0) + 1
+        if result.audio_fetched:
+            self.audio_fetched += 1
+        if result.audio_missing:
+            self.audio_missing.append(result.conversation_id)
+        if self.dry_run and result.kind == "new":
+            self.missing.append(result.conversation_id)
+        if self.dry_run and result.kind == "updated":
+            self.outdated.append(result.conversation_id)
+        if result.kind == "gone":
+            self.gone.append(result.conversation_id)
+        if result.kind == "failed":
+            self.failures.append((result.conversation_id, result.reason or "failed"))
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window": {"after": self.after, "before": self.before},
+            "dry_run": self.dry_run,
+            "listed": self.listed,
+            "already_complete": self.counts.get("complete", 0),
+            "new": self.counts.get("new", 0),
+            "updated": self.counts.get("updated", 0),
+            "audio_fetched": self.audio_fetched,
+            "still_processing": self.counts.get("processing", 0),
+            "gone_upstream": self.gone,
+            "failed": [{"conversation_id": cid, "reason": reason} for cid, reason in self.failures],
+            **(
+                {"missing": self.missing, "outdated": self.outdated, "audio_missing": self.audio_missing}
+                if self.dry_run
+                else {}
+            ),
+            "watermark": self.watermark,
+        }
+
+
+@dataclass
+class Syncer:
+    source: ConversationSource
+    archive: CallArchive
+    index: CallIndex
+    state: SyncState
+    clock: Callable[[], float] = time.time
+    concurrency: int = 4
+    overlap_seconds: int = 3600
+
+    def window(self, since: int | None, agent_id: str | None) -> int | None:
+        """Where a run starts: ``since``, else the last watermark minus the overlap, else the beginning."""
+        if since is not None:
+            return since
+        watermark = self.state.get_watermark(_scope(agent_id))
+        return None if watermark is None else max(0, watermark - self.overlap_seconds)
+
+    def run(
+        self,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        agent_id: str | None = None,
+        dry_run: bool = False,
+        on_listed: Callable[[int], None] | None = None,
+        on_done: Callable[[ConversationResult], None] | None = None,
+    ) -> SyncSummary:
+        started = int(self.clock())
+        after = self.window(since, agent_id)
+        summary = SyncSummary(after, until, dry_run)
+        oldest_open = started  # the watermark never passes a call still processing or failed to fetch
+        lock = threading.Lock()
+        fetcher = AudioFetcher(self.source, self.archive, self.index)
+
+        def finish(future: "Future[tuple[ConversationSummary, ConversationResult]]") -> None:
+            nonlocal oldest_open
+            listed, result = future.result()
+            with lock:
+                summary.add(result)
+                if result.kind in ("processing", "failed"):
+                    oldest_open = min(oldest_open, listed.start_time_unix_secs)
+            if on_done is not None:
+                on_done(result)
+
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="callvault-sync") as pool:
+            pending: set[Future[tuple[ConversationSummary, ConversationResult]]] = set()
+            for page in self._pages(after, until, agent_id):
+                summary.listed += len(page)
+                if on_listed is not None:
+                    on_listed(len(page))
+                for listed in page:
+                    # Bounded: at most a few pages of work queued, whatever the window's size.
+                    while len(pending) >= self.concurrency * 4:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            finish(future)
+                    pending.add(pool.submit(self._sync_one, listed, fetcher, dry_run))
+            for future in pending:
+                finish(future)  # waits for it
+        if not dry_run and until is None:
+            summary.watermark = oldest_open
+            self.state.set_watermark(_scope(agent_id), oldest_open, int(self.clock()))
+        return summary
+
+    def _pages(
+        self, after: int | None, before: int | None, agent_id: str | None
+    ) -> Iterator[list[ConversationSummary]]:
+        cursor: str | None = None
+        # ``after`` is inclusive here ("started at or after"); the API's bound may be exclusive.
+        after_bound = after - 1 if after is not None else None
+        while True:
+            page = self.source.list_conversations(
+                after=after_bound, before=before, agent_id=agent_id, cursor=cursor, page_size=PAGE_SIZE
+            )
+            yield page.conversations
+            if not page.has_more or not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def _sync_one(
+        self, listed: ConversationSummary, fetcher: AudioFetcher, dry_run: bool
+    ) -> tuple[ConversationSummary, ConversationResult]:
+        cid = listed.conversation_id
+        try:
+            return listed, self._sync(listed, fetcher, dry_run)
+        except ConversationGone:
+            return listed, ConversationResult(cid, "gone")
+        except UpstreamRejected:
+            raise  # a wrong key fails every call alike: stop the run with its message
+        except CallVaultError as exc:
+            return listed, ConversationResult(cid, "failed", reason=exc.message)
+
+    def _sync(self, listed: ConversationSummary, fetcher: AudioFetcher, dry_run: bool) -> ConversationResult:
+        cid = listed.conversation_id
+        if not listed.is_final:
+            return ConversationResult(cid, "processing")
+        row = self.index.get(cid)
+        kind: Kind = "complete"
+        if _needs_document(row, listed):
+            kind = "new" if row is None or row.transcript_key is None else "updated"
+            if dry_run:
+                # A missing call's audio is missing too; whether it has any, only its document says.
+                return ConversationResult(cid, kind)
+            document = self.source.get_conversation(cid)
+            if document.get("status") not in ("done", "failed"):
+                return ConversationResult(cid, "processing")
+            outcome = self.archive.archive_conversation(document, int(self.clock()))
+            if outcome != "stored":
+                kind = "complete"  # the archive held this content already, or newer
+            row = self.index.get(cid)
+        if row is None or not row.expects_audio or row.audio_key is not None:
+            return ConversationResult(cid, kind)
+        if dry_run:
+            return ConversationResult(cid, kind, audio_missing=True)
+        fetched = fetcher.fetch(cid) == "fetched"
+        return ConversationResult(cid, kind, audio_fetched=fetched)
+
+
+def _scope(agent_id: str | None) -> str:
+    return f"agent/{agent_id}" if agent_id else "all"
+
+
+def _needs_document(row: CallRecord | None, listed: ConversationSummary) -> bool:
+    """The archive lacks the call, or holds a version the upstream summary contradicts."""
+    if row is None or row.transcript_key is None or row.version is None:
+        return True
+    if row.version.startswith(f"{FAILURE_KIND}."):
+        # An initiation failure: upstream lists it as a failed call without messages. A listed
+        # conversation with messages happened after all; its transcript outranks the failure.
+        return bool(listed.message_count)
+    return (
+        (listed.call_successful is not None and row.call_successful != listed.call_successful)
+        or (listed.call_duration_secs is not None and row.duration_s != listed.call_duration_secs)
+        or (listed.message_count is not None and row.message_count != listed.message_count)
+        or (row.status != listed.status)
+    )

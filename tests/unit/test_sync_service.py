@@ -1,0 +1,384 @@
+"""The sync use case against an in-memory Conversations API: what is fetched, what is written, and
+what a second run does (nothing). The real HTTP client and stand-in server: tests/integration."""
+
+import copy
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+import pytest
+
+from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+from services.core.domain import keys, payload, versions
+from services.core.domain.models import WebhookEvent
+from services.ingest.service import Archiver
+from services.sync.audio import AudioFetcher, AudioFetchWorker
+from services.sync.ports import (
+    ConversationGone,
+    ConversationPage,
+    ConversationSummary,
+    UpstreamError,
+    UpstreamRejected,
+)
+from services.sync.service import Syncer
+from services.sync.state import MemorySyncState
+from tests.support import TRANSCRIPTION, fixture_json
+
+BASE = fixture_json(TRANSCRIPTION)["data"]
+T0 = 1_751_888_415
+NOW = T0 + 86_400
+
+
+def document(n: int, *, status: str = "done", has_audio: bool = True, outcome: str = "success") -> dict[str, Any]:
+    doc: dict[str, Any] = copy.deepcopy(BASE)
+    doc["conversation_id"] = f"conv_sync_{n:05d}"
+    doc["status"] = status
+    doc["has_audio"] = has_audio
+    doc["metadata"]["start_time_unix_secs"] = T0 + n * 60
+    doc["analysis"]["call_successful"] = outcome
+    return doc
+
+
+def audio_of(conversation_id: str) -> bytes:
+    return b"ID3" + conversation_id.encode() * 1000
+
+
+class FakeApi:
+    """The three endpoints, in memory, counting requests."""
+
+    def __init__(self, documents: list[dict[str, Any]]) -> None:
+        self.documents = {d["conversation_id"]: d for d in documents}
+        self.requests: dict[str, int] = {"list": 0, "get": 0, "audio": 0}
+        self.failing: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.requests[kind] += 1
+
+    def summary(self, doc: dict[str, Any]) -> ConversationSummary:
+        return ConversationSummary(
+            doc["conversation_id"],
+            doc["agent_id"],
+            doc["metadata"]["start_time_unix_secs"],
+            doc["status"],
+            doc["analysis"]["call_successful"],
+            doc["metadata"]["call_duration_secs"],
+            len(doc["transcript"]),
+        )
+
+    def list_conversations(
+        self,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        agent_id: str | None = None,
+        cursor: str | None = None,
+        page_size: int = 100,
+    ) -> ConversationPage:
+        self._count("list")
+        rows = sorted(
+            (self.summary(d) for d in self.documents.values()),
+            key=lambda s: (-s.start_time_unix_secs, s.conversation_id),
+        )
+        rows = [
+            r
+            for r in rows
+            if (after is None or r.start_time_unix_secs > after)
+            and (before is None or r.start_time_unix_secs < before)
+            and (agent_id is None or r.agent_id == agent_id)
+        ]
+        start = int(cursor or 0)
+        page = rows[start : start + page_size]
+        more = start + page_size < len(rows)
+        return ConversationPage(page, str(start + page_size) if more else None, more)
+
+    def get_conversation(self, conversation_id: str) -> dict[str, Any]:
+        self._count("get")
+        if conversation_id in self.failing:
+            raise UpstreamError("the API kept answering 503")
+        if conversation_id not in self.documents:
+            raise ConversationGone(f"{conversation_id} is not upstream")
+        return orjson.loads(orjson.dumps(self.documents[conversation_id]))  # type: ignore[no-any-return]
+
+    @contextmanager
+    def open_audio(self, conversation_id: str) -> Iterator[Iterator[bytes]]:
+        self._count("audio")
+        if conversation_id not in self.documents:
+            raise ConversationGone(f"no audio for {conversation_id}")
+        data = audio_of(conversation_id)
+        yield iter([data[i : i + 1000] for i in range(0, len(data), 1000)])
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def world() -> tuple[MemoryBlobStore, MemoryCallIndex, Archiver, Clock]:
+    blobs, index, clock = MemoryBlobStore(), MemoryCallIndex(), Clock(NOW)
+    return blobs, index, Archiver(blobs, index, clock), clock
+
+
+def syncer(api: FakeApi, world: Any, state: MemorySyncState | None = None, **kwargs: Any) -> Syncer:
+    _blobs, index, archiver, clock = world
+    return Syncer(api, archiver, index, state or MemorySyncState(), clock, **kwargs)
+
+
+def test_sync_of_an_empty_archive_archives_every_call_with_its_audio_then_fetches_nothing(world: Any) -> None:
+    blobs, index, _archiver, _clock = world
+    docs = [document(n) for n in range(250)]
+    api = FakeApi(docs)
+
+    first = syncer(api, world).run()
+
+    assert (first.listed, first.counts, first.audio_fetched, first.failed) == (250, {"new": 250}, 250, 0)
+    assert api.requests == {"list": 3, "get": 250, "audio": 250}  # one page per 100, one GET, one audio each
+    for doc in docs:
+        row = index.get(doc["conversation_id"])
+        assert row is not None and row.transcript_key and row.audio_key
+        assert orjson.loads(blobs.get_bytes(row.transcript_key)) == doc  # every field kept
+        assert blobs.get_bytes(row.audio_key) == audio_of(doc["conversation_id"])  # byte-identical
+
+    second = syncer(api, world).run(since=0)
+    assert second.counts == {"complete": 250} and second.audio_fetched == 0
+    assert api.requests == {"list": 6, "get": 250, "audio": 250}  # listing only
+
+
+def test_a_call_complete_from_webhooks_is_not_fetched(world: Any) -> None:
+    _blobs, _index, archiver, _clock = world
+    doc = document(1)
+    archiver.archive(WebhookEvent("post_call_transcription", T0 + 200, copy.deepcopy(doc)))
+    archiver.archive_audio_stream(doc["conversation_id"], None, lambda: [b"ID3 pushed"])
+    api = FakeApi([doc])
+
+    summary = syncer(api, world).run()
+
+    assert summary.counts == {"complete": 1}
+    assert api.requests == {"list": 1, "get": 0, "audio": 0}
+
+
+def test_a_transcript_without_its_audio_gets_only_the_audio(world: Any) -> None:
+    _blobs, index, archiver, _clock = world
+    doc = document(1)
+    archiver.archive(WebhookEvent("post_call_transcription", T0 + 200, copy.deepcopy(doc)))
+    api = FakeApi([doc])
+
+    summary = syncer(api, world).run()
+
+    assert (summary.counts, summary.audio_fetched) == ({"complete": 1}, 1)
+    assert api.requests == {"list": 1, "get": 0, "audio": 1}
+    row = index.get(doc["conversation_id"])
+    assert row is not None and row.audio_key == keys.audio_key(row.archive_prefix or "", row.conversation_id)
+
+
+def test_calls_still_processing_wait_for_the_next_run_and_hold_the_watermark_back(world: Any) -> None:
+    _blobs, index, _archiver, clock = world
+    done, busy = document(1), document(2, status="processing")
+    api = FakeApi([done, busy])
+    state = MemorySyncState()
+
+    first = syncer(api, world, state, overlap_seconds=600).run()
+
+    assert first.counts == {"new": 1, "processing": 1}
+    assert index.get(busy["conversation_id"]) is None
+    assert state.get_watermark("all") == busy["metadata"]["start_time_unix_secs"]
+
+    busy["status"] = "done"
+    clock.now += 900
+    second = syncer(api, world, state, overlap_seconds=600).run()  # from the watermark, minus the overlap
+
+    assert second.after == busy["metadata"]["start_time_unix_secs"] - 600
+    assert second.counts == {"new": 1, "complete": 1}  # the finished call; the first is in the overlap
+    assert state.get_watermark("all") == int(clock.now)
+
+
+def test_a_newer_version_upstream_replaces_the_archived_one(world: Any) -> None:
+    blobs, index, archiver, _clock = world
+    doc = document(1, outcome="unknown")
+    archiver.archive(WebhookEvent("post_call_transcription", T0 + 200, copy.deepcopy(doc)))
+    doc["analysis"]["call_successful"] = "success"  # the analysis ran again upstream
+    api = FakeApi([doc])
+
+    summary = syncer(api, world).run()
+
+    assert summary.counts == {"updated": 1}
+    row = index.get(doc["conversation_id"])
+    assert row is not None and row.call_successful == "success"
+    assert orjson.loads(blobs.get_bytes(row.transcript_key or "")) == doc
+    assert api.requests["get"] == 1
+
+
+def test_a_conversation_gone_upstream_is_reported_and_kept_here(world: Any) -> None:
+    _blobs, index, archiver, _clock = world
+    doc = document(1, outcome="unknown")
+    archiver.archive(WebhookEvent("post_call_transcription", T0 + 200, copy.deepcopy(doc)))
+    api = FakeApi([document(1)])  # listed with another outcome, then deleted before the GET
+    api.documents.pop(doc["conversation_id"])
+    api.list_conversations = lambda **_kw: ConversationPage([FakeApi([document(1)]).summary(document(1))], None, False)  # type: ignore[method-assign]
+
+    summary = syncer(api, world).run()
+
+    assert summary.gone == [doc["conversation_id"]] and summary.failed == 0
+    assert index.get(doc["conversation_id"]) is not None
+
+
+def test_failed_fetches_are_reported_and_the_next_run_starts_before_them(world: Any) -> None:
+    _blobs, index, _archiver, clock = world
+    ok, failing = document(1), document(2)
+    api = FakeApi([ok, failing])
+    api.failing.add(failing["conversation_id"])
+    state = MemorySyncState()
+
+    summary = syncer(api, world, state, overlap_seconds=0).run()
+
+    assert summary.failures == [(failing["conversation_id"], "the API kept answering 503")]
+    assert state.get_watermark("all") == failing["metadata"]["start_time_unix_secs"]
+    api.failing.clear()
+    clock.now += 60
+    again = syncer(api, world, state, overlap_seconds=0).run()
+    assert again.failed == 0 and index.get(failing["conversation_id"]) is not None
+
+
+def test_a_rejected_key_stops_the_run_with_its_message(world: Any) -> None:
+    api = FakeApi([document(1)])
+
+    def rejected(_conversation_id: str) -> dict[str, Any]:
+        raise UpstreamRejected("ElevenLabs refused the API key: check ELEVENLABS_API_KEY")
+
+    api.get_conversation = rejected  # type: ignore[method-assign,assignment]
+    with pytest.raises(UpstreamRejected, match="ELEVENLABS_API_KEY"):
+        syncer(api, world).run()
+
+
+def test_dry_run_reports_the_gap_and_writes_nothing(world: Any) -> None:
+    blobs, index, archiver, _clock = world
+    missing, outdated, no_audio = document(1), document(2, outcome="unknown"), document(3)
+    archiver.archive(WebhookEvent("post_call_transcription", T0 + 200, copy.deepcopy(outdated)))
+    archiver.archive(WebhookEvent("post_call_transcription", T0 + 200, copy.deepcopy(no_audio)))
+    outdated["analysis"]["call_successful"] = "success"
+    api = FakeApi([missing, outdated, no_audio])
+    state = MemorySyncState()
+    before = dict(blobs.objects)
+
+    summary = syncer(api, world, state).run(dry_run=True)
+
+    assert summary.missing == [missing["conversation_id"]]
+    assert summary.outdated == [outdated["conversation_id"]]
+    assert summary.audio_missing == [no_audio["conversation_id"]]
+    assert blobs.objects == before and index.get(missing["conversation_id"]) is None
+    assert api.requests == {"list": 1, "get": 0, "audio": 0}
+    assert state.get_watermark("all") is None
+
+
+def test_the_webhook_and_the_sync_agree_on_the_newest_version_whichever_writes_last(world: Any) -> None:
+    """The sync's document counts as seen when it was fetched: a webhook sent later wins, an older one
+    (a retry of a delivery from before the sync) does not undo the sync's newer content."""
+    blobs, index, archiver, clock = world
+    doc = document(1, outcome="unknown")
+    newer = copy.deepcopy(doc)
+    newer["analysis"]["call_successful"] = "success"
+    api = FakeApi([newer])
+
+    syncer(api, world).run()  # observed at NOW
+    late_retry = archiver.archive(WebhookEvent("post_call_transcription", T0 + 200, copy.deepcopy(doc)))
+    row = index.get(doc["conversation_id"])
+    assert late_retry.outcome == "stale" and row is not None and row.call_successful == "success"
+
+    final = copy.deepcopy(doc)
+    final["analysis"]["call_successful"] = "failure"
+    assert archiver.archive(WebhookEvent("post_call_transcription", NOW + 5, final)).outcome == "stored"
+    row = index.get(doc["conversation_id"])
+    assert row is not None and row.call_successful == "failure"
+    assert orjson.loads(blobs.get_bytes(row.transcript_key or ""))["analysis"]["call_successful"] == "failure"
+    clock.now += 60
+    assert syncer(FakeApi([final]), world).run().counts == {"complete": 1}  # agrees: nothing to fetch
+
+
+def test_sync_and_webhooks_racing_leave_one_row_at_the_newest_version(world: Any) -> None:
+    blobs, index, archiver, _clock = world
+    docs = [document(n) for n in range(40)]
+    api = FakeApi(docs)
+    pushed = [copy.deepcopy(d) for d in docs]
+    for d in pushed:
+        d["analysis"]["call_successful"] = "failure"  # the webhook's content, sent after the fetch
+
+    def deliver() -> None:
+        for d in pushed:
+            archiver.archive(WebhookEvent("post_call_transcription", NOW + 10, d))
+
+    thread = threading.Thread(target=deliver)
+    thread.start()
+    syncer(api, world, concurrency=4).run()
+    thread.join()
+
+    for d in pushed:
+        row = index.get(d["conversation_id"])
+        assert row is not None and row.call_successful == "failure"
+        stored = blobs.get_bytes(row.transcript_key or "")
+        assert row.version == versions.call_version("post_call_transcription", NOW + 10, stored)
+        assert orjson.loads(stored) == d
+
+
+def test_archive_conversation_of_content_the_row_holds_writes_nothing(world: Any) -> None:
+    blobs, _index, archiver, _clock = world
+    doc = document(1)
+    archiver.archive(
+        payload.as_transcription_event({"type": "post_call_transcription", "event_timestamp": T0, "data": doc})
+    )
+    before = dict(blobs.objects)
+
+    assert archiver.archive_conversation(copy.deepcopy(doc), NOW) == "unchanged"
+    assert blobs.objects == before
+
+
+def test_the_audio_worker_fetches_audio_the_webhook_never_brought_after_the_grace(world: Any) -> None:
+    blobs, index, archiver, clock = world
+    doc = document(1)
+    archiver.archive(WebhookEvent("post_call_transcription", T0 + 200, copy.deepcopy(doc)))
+    api = FakeApi([doc])
+    worker = AudioFetchWorker(AudioFetcher(api, archiver, index), index, grace_seconds=300, clock=clock)
+
+    assert worker.run_once() == {}  # within the grace: the webhook may still come
+    clock.now += 301
+    assert worker.run_once() == {"fetched": 1}
+    row = index.get(doc["conversation_id"])
+    assert row is not None and blobs.get_bytes(row.audio_key or "") == audio_of(doc["conversation_id"])
+    clock.now += 301
+    assert worker.run_once() == {} and api.requests["audio"] == 1
+
+
+def test_the_audio_worker_backs_off_a_failing_fetch_and_stops_at_a_404(world: Any) -> None:
+    _blobs, index, archiver, clock = world
+    gone, flaky = document(1), document(2)
+    for doc in (gone, flaky):
+        archiver.archive(WebhookEvent("post_call_transcription", T0 + 200, copy.deepcopy(doc)))
+    api = FakeApi([flaky])
+    calls = {"n": 0}
+    real_open = api.open_audio
+
+    @contextmanager
+    def flaky_open(conversation_id: str) -> Iterator[Iterator[bytes]]:
+        if conversation_id == flaky["conversation_id"]:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise UpstreamError("the API answered 503")
+        with real_open(conversation_id) as chunks:
+            yield chunks
+
+    api.open_audio = flaky_open  # type: ignore[method-assign]
+    worker = AudioFetchWorker(AudioFetcher(api, archiver, index), index, grace_seconds=0, clock=clock)
+    clock.now += 1
+
+    assert worker.run_once() == {"gone": 1, "failed": 1}
+    assert worker.run_once() == {}  # both waiting: one backs off, one is gone
+    clock.now += 61
+    assert worker.run_once() == {"fetched": 1}
+    gone_row = index.get(gone["conversation_id"])
+    assert gone_row is not None and gone_row.audio_key is None
