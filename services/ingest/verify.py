@@ -140,6 +140,10 @@ class ArchiveVerifier:
             yield Finding("placement_without_objects", cid, "a crash left a row that names nothing", True, repaired)
         if row.audio_key is not None:
             yield from self._check_audio(row, repair)
+        elif row.expects_audio and (row.updated_at or 0) < now - self.parked_grace:
+            # Audio webhooks are never retried: the audio fetch (or a sync) should have brought it.
+            detail = "the transcript says the call has audio; none came in a day: run callvault sync"
+            yield Finding("audio_missing", cid, detail, False)
 
     def _check_transcript(self, row: CallRecord, repair: bool) -> Iterator[Finding]:
         cid = row.conversation_id

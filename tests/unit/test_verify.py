@@ -115,6 +115,21 @@ def test_verify_reports_audio_waiting_more_than_a_day_for_its_transcript() -> No
     assert _kinds(report) == ["parked_audio_stale"] and report.unresolved
 
 
+def test_verify_reports_audio_a_transcript_promised_that_never_came() -> None:
+    world = World()
+    event = payload.parse_envelope(fixture_bytes(TRANSCRIPTION))
+    event.data["has_audio"] = True  # newer payloads say so (the captured one predates the flag)
+    assert world.archiver.archive(event).outcome == "stored"
+    assert world.row().expects_audio is True
+    assert world.verify().findings == []  # the audio webhook or the audio fetch is still on its way
+    world.now += 2 * 86_400
+    report = world.verify(repair=True)
+    assert _kinds(report) == ["audio_missing"] and report.unresolved
+    assert "callvault sync" in report.findings[0].detail
+    world.deliver(AUDIO)
+    assert world.verify().findings == []
+
+
 def test_verify_removes_a_placement_row_a_crash_left_after_a_day() -> None:
     world = World()
     world.index.claim_place(CONV, "16125550142", "+16125550142", int(world.now))
