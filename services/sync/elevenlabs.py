@@ -1,0 +1,361 @@
+"""The ElevenLabs Conversations API over httpx: the ``ConversationSource`` adapter (docs/sync.md).
+
+Three endpoints, header ``xi-api-key``. One client is shared by the sync's worker threads, so it bounds
+the requests in flight itself (a semaphore, and an httpx pool of the same size) and retries what a later
+attempt can fix: 429 after its ``Retry-After`` (at most 60 s), 5xx, timeouts and dropped connections
+with exponential backoff and full jitter (tenacity), ``max_attempts`` in all. What reaches the caller
+is final: ``UpstreamError``, ``UpstreamRejected`` or ``ConversationGone``, never with the key in it.
+"""
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import quote
+
+import httpx
+import orjson
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from services.core.domain.errors import CallVaultError
+
+from .ports import ConversationGone, ConversationPage, ConversationSummary, UpstreamError, UpstreamRejected
+
+if TYPE_CHECKING:
+    from services.core.config import Settings
+
+log = logging.getLogger(__name__)
+
+CONVERSATIONS_PATH = "/v1/convai/conversations"
+MAX_PAGE_SIZE = 100  # the API answers 422 above this
+MAX_RETRY_AFTER_SECS = 60.0  # a longer Retry-After is a quota reset: waiting it out inside a request helps no one
+BACKOFF_BASE_SECS = 1.0
+BACKOFF_MAX_SECS = 30.0
+AUDIO_CHUNK_BYTES = 64 * 1024  # what a consumer holds at once, whatever the call's length
+AUDIO_TYPES = ("audio/", "application/octet-stream")
+KEY_HELP = (
+    "check ELEVENLABS_API_KEY (on AWS, the SSM parameter named by CALLVAULT_ELEVENLABS_API_KEY_PARAM): "
+    "the key must be valid and have read access to Conversational AI (convai_read)"
+)
+
+
+class _Transient(Exception):
+    """One attempt failed in a way a later attempt may not (429, 5xx, timeout, dropped connection)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds to wait (delta-seconds or an HTTP date), capped; None if absent or unreadable."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    if math.isnan(seconds):
+        return None
+    return min(MAX_RETRY_AFTER_SECS, max(0.0, seconds))
+
+
+class ElevenLabsClient:
+    """``ConversationSource`` over HTTP. Thread-safe; never nest two requests in one thread (each holds a slot)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        max_attempts: int = 6,
+        concurrency: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not api_key:
+            raise UpstreamRejected(f"no ElevenLabs API key: {KEY_HELP}")
+        if max_attempts < 1 or concurrency < 1:
+            raise ValueError("max_attempts and concurrency must be at least 1")
+        self._api_key = api_key
+        self._timeout = timeout
+        self._max_attempts = max_attempts
+        self._sleep = sleep
+        self._clock = clock
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._backoff = wait_random_exponential(multiplier=BACKOFF_BASE_SECS, max=BACKOFF_MAX_SECS)
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers={"xi-api-key": api_key, "user-agent": "callvault-sync"},
+            timeout=httpx.Timeout(timeout),
+            # As many connections as requests may be in flight: no thread waits for the pool.
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            # Never follow: a redirect to another host would carry the key in a custom header.
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: "Settings", concurrency: int = 4) -> "ElevenLabsClient":
+        secret = settings.elevenlabs_api_key
+        api_key = secret.get_secret_value().strip() if secret is not None else ""
+        if not api_key:
+            raise UpstreamRejected(
+                "no ElevenLabs API key: set ELEVENLABS_API_KEY to a key with read access to Conversational AI "
+                "(ElevenLabs: Developers -> API Keys; docs/sync.md)"
+            )
+        return cls(
+            settings.elevenlabs_base_url,
+            api_key,
+            timeout=settings.elevenlabs_timeout_secs,
+            max_attempts=settings.elevenlabs_max_attempts,
+            concurrency=concurrency,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "ElevenLabsClient":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- the port ---------------------------------------------------------------------------------
+
+    def list_conversations(
+        self,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        agent_id: str | None = None,
+        cursor: str | None = None,
+        page_size: int = 100,
+    ) -> ConversationPage:
+        """One page, newest first. ``page_size`` is clamped to 1-100: paging by cursor gets the rest anyway."""
+        params: dict[str, str | int] = {"page_size": min(max(page_size, 1), MAX_PAGE_SIZE)}
+        optional = {
+            "cursor": cursor,
+            "agent_id": agent_id,
+            "call_start_after_unix": after,
+            "call_start_before_unix": before,
+        }
+        params.update({name: value for name, value in optional.items() if value is not None})
+        response = self._request(CONVERSATIONS_PATH, params)
+        try:
+            return _page(orjson.loads(response.content))
+        except (ValueError, TypeError, KeyError) as exc:
+            self._fail(UpstreamError, f"unexpected response from ElevenLabs to GET {CONVERSATIONS_PATH}: {exc}")
+
+    def get_conversation(self, conversation_id: str) -> dict[str, Any]:
+        path = _conversation_path(conversation_id)
+        response = self._request(path)
+        try:
+            document = orjson.loads(response.content)
+        except ValueError as exc:
+            self._fail(UpstreamError, f"unexpected response from ElevenLabs to GET {path}: not JSON ({exc})")
+        if not isinstance(document, dict) or document.get("conversation_id") != conversation_id:
+            self._fail(UpstreamError, f"unexpected response from ElevenLabs to GET {path}: not that conversation")
+        return document
+
+    @contextmanager
+    def open_audio(self, conversation_id: str) -> Iterator[Iterator[bytes]]:
+        """The response stays open (and holds its slot) until the ``with`` block ends."""
+        path = f"{_conversation_path(conversation_id)}/audio"
+        response = self._request(path, stream=True)
+        try:
+            content_type = response.headers.get("content-type", "").lower()
+            if not content_type.startswith(AUDIO_TYPES):
+                self._fail(
+                    UpstreamError,
+                    f"unexpected response from ElevenLabs to GET {path}: {content_type or 'no content type'}, "
+                    "not audio; run again later",
+                )
+            yield self._audio_chunks(response, path)
+        finally:
+            response.close()
+            self._slots.release()
+
+    # -- requests and retries ---------------------------------------------------------------------
+
+    def _request(
+        self, path: str, params: dict[str, str | int] | None = None, *, stream: bool = False
+    ) -> httpx.Response:
+        """A 2xx response (read whole, or open and holding a slot when ``stream``), after any retries."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self._max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Transient),
+            sleep=self._sleep,
+            before_sleep=lambda state: self._log_retry(path, state),
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt, path, params, stream)
+        except _Transient as exc:
+            self._fail(
+                UpstreamError,
+                f"ElevenLabs did not answer GET {path} after {self._max_attempts} attempts (last: {exc.reason}); "
+                "it may be down or rate-limiting this key. Run again later (a lower --concurrency eases rate limits)",
+                exc,
+            )
+
+    def _attempt(self, path: str, params: dict[str, str | int] | None, stream: bool) -> httpx.Response:
+        self._slots.acquire()
+        keep_slot = False
+        try:
+            try:
+                request = self._http.build_request("GET", path, params=params)
+                response = self._http.send(request, stream=stream)
+            except httpx.TimeoutException as exc:
+                raise _Transient(f"no answer within {self._timeout:g} s ({type(exc).__name__})") from exc
+            except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                raise _Transient(f"connection failed ({type(exc).__name__})") from exc
+            try:
+                self._check(response, path)
+            except BaseException:
+                response.close()
+                raise
+            keep_slot = stream
+            return response
+        finally:
+            if not keep_slot:
+                self._slots.release()
+
+    def _check(self, response: httpx.Response, path: str) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status == 429 or status >= 500:
+            retry_after = retry_after_seconds(response.headers.get("retry-after"), self._clock())
+            raise _Transient(f"HTTP {status}", retry_after)
+        if status in (401, 403):
+            self._fail(
+                UpstreamRejected, f"ElevenLabs refused GET {path} (HTTP {status}: {_detail(response)}); {KEY_HELP}"
+            )
+        if status == 404:
+            self._fail(ConversationGone, f"ElevenLabs has no {path} (HTTP 404)")
+        if 400 <= status < 500:
+            self._fail(UpstreamRejected, f"ElevenLabs rejected GET {path} (HTTP {status}: {_detail(response)})")
+        self._fail(UpstreamError, f"unexpected response from ElevenLabs to GET {path}: HTTP {status}")
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, _Transient) and error.retry_after is not None:
+            return error.retry_after
+        return float(self._backoff(state))
+
+    def _log_retry(self, path: str, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else None
+        log.warning(
+            "ElevenLabs request failed; retrying",
+            extra={
+                "path": path,
+                "attempt": state.attempt_number,
+                "reason": error.reason if isinstance(error, _Transient) else repr(error),
+                "wait_secs": wait,
+            },
+        )
+
+    def _audio_chunks(self, response: httpx.Response, path: str) -> Iterator[bytes]:
+        received = 0
+        try:
+            for chunk in response.iter_bytes(AUDIO_CHUNK_BYTES):
+                received += len(chunk)
+                yield chunk
+        except httpx.TransportError as exc:
+            self._fail(
+                UpstreamError,
+                f"the audio from GET {path} was cut off after {received} bytes ({type(exc).__name__}); run again",
+                exc,
+            )
+        if received == 0:
+            self._fail(UpstreamError, f"ElevenLabs sent no audio bytes for GET {path}; run again later")
+
+    def _fail(self, error: type[CallVaultError], message: str, cause: BaseException | None = None) -> NoReturn:
+        """Every error leaves through here, so none carries the key (even if upstream echoed it)."""
+        raise error(message.replace(self._api_key, "[redacted]")) from cause
+
+
+def _conversation_path(conversation_id: str) -> str:
+    return f"{CONVERSATIONS_PATH}/{quote(conversation_id, safe='')}"
+
+
+def _detail(response: httpx.Response) -> str:
+    """The API's own words for an error (``{"detail": {"message": ...}}`` or ``{"detail": "..."}``), short."""
+    try:
+        response.read()
+        body = orjson.loads(response.content)
+    except (httpx.HTTPError, ValueError):
+        return "no detail"
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, dict):
+        detail = detail.get("message") or detail.get("status")
+    text = detail if isinstance(detail, str) else orjson.dumps(detail).decode() if detail else "no detail"
+    return text[:300]
+
+
+def _page(body: Any) -> ConversationPage:
+    if not isinstance(body, dict) or not isinstance(body.get("conversations"), list):
+        raise ValueError("no conversations list")
+    has_more = body.get("has_more")
+    if not isinstance(has_more, bool):
+        raise ValueError("no has_more")
+    next_cursor = body.get("next_cursor")
+    if next_cursor is not None and not isinstance(next_cursor, str):
+        raise ValueError("next_cursor is not a string")
+    return ConversationPage([_summary(row) for row in body["conversations"]], next_cursor, has_more)
+
+
+def _summary(row: Any) -> ConversationSummary:
+    """Tolerant of what the port does not use (unknown fields ignored, optional ones None), strict on the rest."""
+    if not isinstance(row, dict):
+        raise ValueError("a conversation row is not an object")
+    conversation_id, status = row.get("conversation_id"), row.get("status")
+    start = _int_or_none(row.get("start_time_unix_secs"))
+    if not isinstance(conversation_id, str) or not conversation_id:
+        raise ValueError("a conversation row has no conversation_id")
+    if start is None or not isinstance(status, str):
+        raise ValueError(f"conversation {conversation_id} has no start_time_unix_secs or status")
+    return ConversationSummary(
+        conversation_id=conversation_id,
+        agent_id=_str_or_none(row.get("agent_id")),
+        start_time_unix_secs=start,
+        status=status,
+        call_successful=_str_or_none(row.get("call_successful")),
+        call_duration_secs=_int_or_none(row.get("call_duration_secs")),
+        message_count=_int_or_none(row.get("message_count")),
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
