@@ -88,8 +88,8 @@ def build_app(data_dir: Path, memory: bool) -> tuple[Any, Any]:
     from services.local.app import create_local_app
     from services.memory.app import mount_memory
     from services.memory.local import build_local_memory
-    from services.search.auth import hash_key
     from services.search.dependencies import require_api_key
+    from services.web.auth import hash_key
 
     settings = Settings(data_dir=data_dir, memory_backend="oss" if memory else "none", log_level="WARNING")
     storage = build_storage(settings)

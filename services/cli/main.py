@@ -52,7 +52,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     from services.local.hygiene import prepare_data_dir
     from services.local.server import run_server
     from services.local.sync_runtime import build_local_sync
-    from services.search.credentials import API_KEY_FILE, configured_api_key_hashes, local_api_key, resolve_local
+    from services.web.credentials import API_KEY_FILE, configured_api_keys, local_api_key, resolve_local
 
     settings = settings_for(data_dir)
     prepare_data_dir(settings)  # before anything opens it: older files made owner-only, a crash's temp files gone
@@ -66,7 +66,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
             click.echo("Paste it into ElevenLabs as the webhook's HMAC secret.", err=True)
         else:
             click.echo(f"Webhook secret: kept in {where}", err=True)
-    if not configured_api_key_hashes(settings):
+    if not configured_api_keys(settings):
         api_key, created = local_api_key(settings.data_dir)
         if created:
             click.echo(
@@ -241,3 +241,12 @@ def _register_sync_command() -> None:
 
 
 _register_sync_command()
+
+
+def _register_keys_command() -> None:
+    from services.cli.keys_command import keys
+
+    cli.add_command(keys)
+
+
+_register_keys_command()

@@ -78,7 +78,7 @@ def forget(phone: str, data_dir: Path | None, yes: bool) -> None:
     from services.core.domain import phone as phone_domain
     from services.core.domain.errors import CallVaultError
     from services.memory.wiring import build_memory_store
-    from services.search.params import parse_phone
+    from services.web.params import parse_phone
 
     settings = settings_for(data_dir)
     try:

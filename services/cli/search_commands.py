@@ -23,7 +23,7 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8080"
 
 def _signing_key(settings: Settings) -> bytes:
     """The key `callvault serve` uses, so cursors and links from here work there too (and back)."""
-    from services.search.credentials import configured_signing_key, local_signing_key
+    from services.web.credentials import configured_signing_key, local_signing_key
 
     return configured_signing_key(settings) or local_signing_key(settings.data_dir)
 

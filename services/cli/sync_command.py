@@ -63,10 +63,10 @@ def sync(
     """
     from services.core.wiring import build_storage
     from services.ingest.wiring import build_archiver
-    from services.search.params import parse_instant
     from services.sync.elevenlabs import ElevenLabsClient
     from services.sync.service import Syncer
     from services.sync.state import build_sync_state
+    from services.web.params import parse_instant
 
     settings = settings_for(data_dir)
     try:

@@ -22,14 +22,15 @@ from services.ingest.service import WebhookReceiver
 from services.ingest.wiring import build_archiver
 from services.memory.app import mount_memory
 from services.search.app import create_app
-from services.search.auth import ApiKeys
-from services.search.credentials import configured_api_key_hashes, configured_signing_key
 from services.search.cursor import CursorCodec
 from services.search.dependencies import require_api_key
 from services.search.files import LocalFiles
 from services.search.links import HmacLinkSigner
 from services.search.routes import files as files_routes
 from services.search.wiring import build_link_signer
+from services.web.auth import ApiKeys, KeyEntry
+from services.web.credentials import configured_api_keys, configured_signing_key
+from services.web.keystore import KeyFile
 
 if TYPE_CHECKING:  # the memory stack (Mem0, Qdrant, ONNX) loads only when `serve` builds it
     from services.memory.local import LocalMemory
@@ -40,7 +41,7 @@ def create_local_app(
     secrets: list[str],
     storage: Storage | None = None,
     *,
-    api_key_hashes: list[bytes] | None = None,
+    api_key_hashes: list[KeyEntry] | list[bytes] | None = None,
     signing_key: bytes | None = None,
     clock: Callable[[], float] = time.time,
     memory: "LocalMemory | None" = None,
@@ -51,13 +52,13 @@ def create_local_app(
     search is a 401) and a throwaway signing key, so building an app never writes to the data dir."""
     storage = storage or build_storage(settings)
     if api_key_hashes is None:
-        api_key_hashes = configured_api_key_hashes(settings)
+        api_key_hashes = configured_api_keys(settings)
     if signing_key is None:
         signing_key = configured_signing_key(settings) or token_source.token_bytes(32)
     app = create_app(
         settings,
         storage,
-        api_keys=ApiKeys(api_key_hashes),
+        api_keys=ApiKeys(api_key_hashes, managed=KeyFile.in_data_dir(settings.data_dir).entries),
         cursors=CursorCodec(signing_key),
         links=build_link_signer(settings, storage, signing_key, clock),
         clock=clock,

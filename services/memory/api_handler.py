@@ -13,8 +13,8 @@ from mangum import Mangum
 from services.core.config import get_settings
 from services.core.logging import get_logger
 from services.core.wiring import build_storage
-from services.search.auth import ApiKeys
-from services.search.credentials import configured_api_key_hashes
+from services.web.auth import ApiKeys
+from services.web.credentials import configured_api_keys
 
 from .app import create_memory_app
 from .router import MemoryContext
@@ -36,7 +36,7 @@ def _build() -> Mangum:
         logger=logger,
         clock=time.time,
     )
-    app = create_memory_app(context, ApiKeys(configured_api_key_hashes(settings)), logger)
+    app = create_memory_app(context, ApiKeys(configured_api_keys(settings)), logger)
     return Mangum(app, lifespan="off", api_gateway_base_path=settings.api_base_path)
 
 

@@ -8,8 +8,8 @@ from aws_lambda_powertools import Logger
 from fastapi import FastAPI, Request
 
 from services.core.logging import get_logger
-from services.search.auth import ApiKeys
-from services.search.edge import RequestContextMiddleware, install_error_handlers
+from services.web.auth import ApiKeys
+from services.web.edge import RequestContextMiddleware, install_error_handlers
 
 from .router import MemoryContext, create_memory_router
 
@@ -24,7 +24,7 @@ def api_key_dependency(keys: ApiKeys) -> Callable[[Request], None]:
     """A bearer-key check over ``keys`` for apps that have no search context of their own."""
 
     def require_api_key(request: Request) -> None:
-        keys.check_header(request.headers.get("authorization"))
+        keys.check_header(request.headers.get("authorization"))  # any role may read memories
 
     return require_api_key
 

@@ -19,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from services.core.domain import phone as phone_domain
-from services.core.domain.errors import InvalidPayload, PayloadTooLarge
+from services.core.domain.errors import InvalidPayload
 from services.core.ports import CallIndex
-from services.search.edge import add_log_fields
-from services.search.params import parse_phone
+from services.web.body import read_bounded
+from services.web.edge import add_log_fields
+from services.web.params import parse_phone
 
 from .domain import StoredMemory
 from .ports import MemoryStore
@@ -202,14 +203,7 @@ def create_memory_router(require_api_key: Callable[..., Any]) -> APIRouter:
 
 async def _authenticated_json(request: Request, context: MemoryContext) -> dict[str, Any]:
     context.agent_secrets.check(request.headers.get(SECRET_HEADER))
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_AGENT_BODY_BYTES:
-        raise PayloadTooLarge(f"body is larger than {MAX_AGENT_BODY_BYTES} bytes")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_AGENT_BODY_BYTES:
-            raise PayloadTooLarge(f"body is larger than {MAX_AGENT_BODY_BYTES} bytes")
+    raw = await read_bounded(request, MAX_AGENT_BODY_BYTES)
     if not raw.strip():
         return {}
     try:

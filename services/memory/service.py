@@ -6,7 +6,6 @@ a store that is down, slow or empty yields the first-time-caller answer, never a
 an error there could cost the call itself.
 """
 
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from typing import Any
 
 from services.core.domain import phone as phone_domain
 from services.core.domain.errors import CallVaultError, Unauthorized
+from services.core.domain.matching import matches_any
 from services.core.domain.models import STATUS_INITIATION_FAILED, CallQuery, CallRecord
 from services.core.ports import CallIndex
 
@@ -41,10 +41,7 @@ class AgentSecrets:
         if not presented:
             raise Unauthorized(f"missing {SECRET_HEADER} header")
         value = presented.strip().encode("utf-8")
-        matched = False
-        for secret in self._secrets:  # no early exit: timing does not reveal which one matched
-            matched |= hmac.compare_digest(value, secret)
-        if not matched:
+        if not matches_any(value, self._secrets):
             raise Unauthorized(f"{SECRET_HEADER} is not valid")
 
 

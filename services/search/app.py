@@ -10,11 +10,11 @@ from fastapi import FastAPI
 from services.core.config import Settings
 from services.core.logging import get_logger
 from services.core.wiring import Storage
+from services.web.auth import ApiKeys
+from services.web.edge import RequestContextMiddleware, install_error_handlers
 
-from .auth import ApiKeys
 from .cursor import CursorCodec
 from .dependencies import SearchContext
-from .edge import RequestContextMiddleware, install_error_handlers
 from .links import LinkSigner
 from .routes import calls, health
 

@@ -9,10 +9,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.core.ports import CallIndex
+from services.web.auth import ApiKeys, Principal, iam_caller
+from services.web.edge import add_log_fields
 
-from .auth import ApiKeys, iam_caller
 from .cursor import CursorCodec
-from .edge import add_log_fields
 from .files import LocalFiles
 from .links import HmacLinkSigner, LinkSigner
 
@@ -84,10 +84,16 @@ def require_api_key(
     context: Context,
     keys: Keys,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> None:
-    """The gate of every data route: a configured API key, or (``api_auth=iam``) an IAM caller that
-    API Gateway authenticated."""
+) -> Principal:
+    """The gate of every data route: a configured API key (its role decides what it may do), or
+    (``api_auth=iam``) an IAM caller that API Gateway authenticated (admin: IAM policy is the gate)."""
     if context.auth == "iam":
-        add_log_fields(request, caller=iam_caller(request.scope))
-        return
-    keys.check_header(request.headers.get("authorization"))
+        caller = iam_caller(request.scope)
+        add_log_fields(request, caller=caller)
+        return Principal("iam", "admin", caller)
+    principal = keys.check_header(request.headers.get("authorization"))
+    add_log_fields(request, key_id=principal.key_id, role=principal.role)
+    return principal
+
+
+Caller = Annotated[Principal, Depends(require_api_key)]

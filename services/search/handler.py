@@ -12,10 +12,10 @@ from mangum import Mangum
 
 from services.core.config import get_settings
 from services.core.wiring import build_storage
+from services.web.auth import ApiKeys
+from services.web.credentials import configured_api_keys, configured_signing_key
 
 from .app import create_app
-from .auth import ApiKeys
-from .credentials import configured_api_key_hashes, configured_signing_key
 from .cursor import CursorCodec
 from .wiring import build_link_signer
 
@@ -32,7 +32,7 @@ def _build() -> Mangum:
     app = create_app(
         settings,
         storage,
-        api_keys=ApiKeys(configured_api_key_hashes(settings)),
+        api_keys=ApiKeys(configured_api_keys(settings)),
         cursors=CursorCodec(signing_key),
         links=build_link_signer(settings, storage, signing_key, time.time),
     )

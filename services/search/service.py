@@ -71,8 +71,11 @@ def check_id(conversation_id: str) -> str:
     return conversation_id
 
 
-def get_call(conversation_id: str, *, index: CallIndex, links: LinkSigner, expires_in: int) -> CallDetails:
-    """The index record of one call with time-limited links to its transcript and audio.
+def get_call(
+    conversation_id: str, *, index: CallIndex, links: LinkSigner, expires_in: int, may_listen: bool = True
+) -> CallDetails:
+    """The index record of one call with time-limited links to its transcript and audio (the audio
+    only for a caller that ``may_listen``: a ``read`` key gets no audio link).
 
     Links are signed from the index row alone (no request to the archive): the row is written only
     after its objects are durable, so it never names an object that is not there.
@@ -84,10 +87,18 @@ def get_call(conversation_id: str, *, index: CallIndex, links: LinkSigner, expir
     if record.transcript_key:
         signed = links.sign(record.transcript_key, expires_in, f"{record.conversation_id}.json")
         transcript = FileLink(signed.url, signed.expires_at, record.transcript_bytes)
-    if record.has_audio and record.audio_key:
+    if may_listen and record.has_audio and record.audio_key:
         signed = links.sign(record.audio_key, expires_in, f"{record.conversation_id}.mp3")
         audio = FileLink(signed.url, signed.expires_at, record.audio_bytes)
     return CallDetails(record, transcript, audio)
+
+
+def audio_link(conversation_id: str, *, index: CallIndex, links: LinkSigner, expires_in: int) -> FileLink:
+    """The audio link alone (the caller's role was checked by the edge); ``NotFound`` without audio."""
+    details = get_call(conversation_id, index=index, links=links, expires_in=expires_in)
+    if details.audio is None:
+        raise NotFound("this call has no audio")
+    return details.audio
 
 
 @dataclass(frozen=True)

@@ -217,9 +217,9 @@ def test_search_routes_are_the_routes_of_the_search_app(tmp_path: Path) -> None:
     from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
     from services.core.wiring import Storage
     from services.search.app import create_app
-    from services.search.auth import ApiKeys
     from services.search.cursor import CursorCodec
     from services.search.links import HmacLinkSigner
+    from services.web.auth import ApiKeys
 
     key = b"k" * 32
     app = create_app(

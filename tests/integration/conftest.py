@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from services.core.config import Settings
 from services.core.domain.models import CallRecord
 from services.local.app import create_local_app
-from services.search.auth import hash_key
+from services.web.auth import hash_key
 from tests.support import SECRET, fixture_bytes, signed_headers
 
 SEARCH_KEY = "cvk_integration-test-key"

@@ -260,7 +260,7 @@ def test_search_app_public_url_setting_is_used_for_links(tmp_path: Any) -> None:
 
     from services.core.config import Settings
     from services.local.app import create_local_app
-    from services.search.auth import hash_key
+    from services.web.auth import hash_key
     from tests.support import SECRET, fixture_bytes, signed_headers
 
     settings = Settings(data_dir=tmp_path, public_url="https://calls.example.org/vault")

@@ -88,7 +88,7 @@ def test_search_cli_and_server_share_the_signing_key(tmp_path: Path) -> None:
 
     from services.core.config import Settings
     from services.local.app import create_local_app
-    from services.search.credentials import resolve_local
+    from services.web.credentials import resolve_local
     from tests.support import SECRET, fixture_bytes, signed_headers
 
     settings = Settings(data_dir=tmp_path / "data", api_keys=SecretStr(SEARCH_KEY))

@@ -22,9 +22,9 @@ from services.core.domain import payload
 from services.core.wiring import Storage
 from services.ingest.service import Archiver
 from services.search.app import create_app
-from services.search.auth import ApiKeys, hash_key
 from services.search.cursor import CursorCodec
 from services.search.wiring import build_link_signer
+from services.web.auth import ApiKeys, hash_key
 from tests.conftest_seaweed import SeaweedS3, s3_client
 from tests.support import AUDIO, TRANSCRIPTION, fixture_json
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 
 from services.core.config import Settings
 from services.local.app import create_local_app
-from services.search.auth import hash_key
+from services.web.auth import hash_key
 from tests.support import ALL_FIXTURES, SECRET, fixture_bytes, signed_headers
 
 KEY = "cvk_schemathesis"

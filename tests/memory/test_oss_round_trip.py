@@ -213,8 +213,8 @@ def test_the_composed_local_app_makes_a_webhook_searchable(tmp_path: Path, oss_s
     from services.local.app import create_local_app
     from services.memory.app import mount_memory
     from services.memory.local import build_local_memory
-    from services.search.auth import hash_key
     from services.search.dependencies import require_api_key
+    from services.web.auth import hash_key
 
     settings = Settings(data_dir=tmp_path / "data", memory_worker_poll_secs=0.05)
     storage = build_storage(settings)

@@ -18,8 +18,8 @@ from services.memory.app import create_memory_app, mount_memory
 from services.memory.domain import build_conversation_memories
 from services.memory.router import MemoryContext
 from services.memory.service import SECRET_HEADER, AgentSecrets
-from services.search.auth import ApiKeys, hash_key
 from services.search.dependencies import require_api_key
+from services.web.auth import ApiKeys, hash_key
 from tests.memory.support import CALLER, OTHER_CALLER, FakeMemoryStore, call_envelope, envelope_bytes
 from tests.support import SECRET, signed_headers
 

@@ -50,7 +50,7 @@ PRELOADED = (
     "services.local.hygiene",
     "services.local.server",
     "services.memory.local",
-    "services.search.credentials",
+    "services.web.credentials",
     "tests.protocol.harness",
 )
 

@@ -3,7 +3,8 @@
 import pytest
 
 from services.core.domain.errors import InvalidRequest
-from services.search.params import CallFilters, parse_filters, parse_instant, parse_label, parse_phone
+from services.search.params import CallFilters, parse_filters
+from services.web.params import parse_instant, parse_label, parse_phone
 
 PHONE_FORMS = [
     ("+16125550142", "+16125550142"),

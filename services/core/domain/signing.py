@@ -15,6 +15,7 @@ import hmac
 from collections.abc import Iterable
 
 from .errors import InvalidSignature
+from .matching import matches_any
 
 HEADER = "ElevenLabs-Signature"
 MAX_AGE_SECS = 30 * 60
@@ -49,12 +50,11 @@ class Verification:
 
     def finish(self) -> int:
         """Return the signed timestamp, or raise ``InvalidSignature`` when no ``v0`` matches any secret."""
+        # Bytes, so non-ascii candidates cannot match and must not raise; every pair compared.
+        presented = [candidate.encode("utf-8", "replace") for candidate in self._candidates]
         matched = False
         for mac in self._macs:
-            expected = mac.hexdigest().encode("ascii")
-            for candidate in self._candidates:
-                # compare_digest on bytes; non-ascii candidates cannot match and must not raise.
-                matched |= hmac.compare_digest(expected, candidate.encode("utf-8", "replace"))
+            matched |= matches_any(mac.hexdigest().encode("ascii"), presented)
         if not matched:
             raise InvalidSignature("signature does not match")
         return self.signed_at

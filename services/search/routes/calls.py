@@ -3,14 +3,17 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import RedirectResponse
 
 from services.core.domain import phone as phone_domain
+from services.web.auth import require_role
+from services.web.edge import add_log_fields
 
-from ..dependencies import BaseUrl, Context, Cursors, Index, Links, require_api_key
-from ..edge import add_log_fields
+from ..dependencies import BaseUrl, Caller, Context, Cursors, Index, Links, require_api_key
+from ..links import absolute_url
 from ..params import parse_filters
 from ..schemas import EXAMPLE_ID, CallDetail, CallList, error_example
-from ..service import DEFAULT_LIMIT, MAX_LIMIT, get_call, search_calls
+from ..service import DEFAULT_LIMIT, MAX_LIMIT, audio_link, get_call, search_calls
 
 UNAUTHORIZED = error_example("missing or wrong API key", "unauthorized", "API key is not valid")
 UNAVAILABLE = error_example(
@@ -164,6 +167,7 @@ def list_calls(
     },
 )
 def show_call(
+    caller: Caller,
     context: Context,
     index: Index,
     links: Links,
@@ -177,5 +181,38 @@ def show_call(
         ),
     ],
 ) -> CallDetail:
-    details = get_call(conversation_id, index=index, links=links, expires_in=context.link_ttl_secs)
+    details = get_call(
+        conversation_id,
+        index=index,
+        links=links,
+        expires_in=context.link_ttl_secs,
+        may_listen=caller.may("listen"),
+    )
     return CallDetail.of_details(details, base_url)
+
+
+@router.get(
+    "/calls/{conversation_id}/audio",
+    status_code=307,
+    response_class=RedirectResponse,
+    summary="Play a call's audio (keys with the listen or admin role)",
+    description=(
+        "Redirects (307) to a fresh time-limited link to the call's MP3, which answers `Range` requests, "
+        "so a player can stream and seek. A `read` key gets 403; a call without audio 404."
+    ),
+    responses={
+        403: error_example("a read-only key", "forbidden", "audio needs a key with the 'listen' role"),
+        404: error_example("no call, or no audio", "not_found", "this call has no audio"),
+    },
+)
+def play_audio(
+    caller: Caller,
+    context: Context,
+    index: Index,
+    links: Links,
+    base_url: BaseUrl,
+    conversation_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,128}$", description="The conversation id.")],
+) -> RedirectResponse:
+    require_role(caller, "listen", "audio")
+    link = audio_link(conversation_id, index=index, links=links, expires_in=context.link_ttl_secs)
+    return RedirectResponse(absolute_url(link.url, base_url), status_code=307)

@@ -12,8 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
+from services.web.edge import add_log_fields
+
 from ..dependencies import Context
-from ..edge import add_log_fields
 from ..files import LocalFiles
 from ..links import HmacLinkSigner
 from ..schemas import error_example

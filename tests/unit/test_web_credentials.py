@@ -9,10 +9,10 @@ from pydantic import SecretStr
 
 from services.core.config import Settings
 from services.core.secrets import local_secret
-from services.search.auth import hash_key
-from services.search.credentials import (
+from services.web.auth import hash_key
+from services.web.credentials import (
     API_KEY_FILE,
-    configured_api_key_hashes,
+    configured_api_keys,
     configured_signing_key,
     local_api_key,
     resolve_local,
@@ -48,7 +48,8 @@ def test_search_local_secret_racing_processes_agree_on_one_value(tmp_path: Path)
 def test_search_configured_keys_win_over_the_data_dir(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, api_keys=SecretStr("k1, k2 ,"), signing_key=SecretStr("s" * 32))
     hashes, signing_key = resolve_local(settings)
-    assert hashes == [hash_key("k1"), hash_key("k2")]
+    assert [e.digest for e in hashes] == [hash_key("k1"), hash_key("k2")]
+    assert {e.role for e in hashes} == {"admin"}  # entries without a role keep full access
     assert signing_key == b"s" * 32
     assert list(tmp_path.iterdir()) == []  # nothing generated
 
@@ -57,7 +58,7 @@ def test_search_without_configuration_the_data_dir_keys_are_used(tmp_path: Path)
     settings = Settings(data_dir=tmp_path)
     key, _ = local_api_key(tmp_path)
     hashes, signing_key = resolve_local(settings)
-    assert hashes == [hash_key(key)]
+    assert [(e.digest, e.role) for e in hashes] == [(hash_key(key), "admin")]
     assert (tmp_path / API_KEY_FILE).exists() and (tmp_path / "signing-key").exists()
     assert resolve_local(settings) == (hashes, signing_key)  # stable across restarts
 
@@ -69,5 +70,5 @@ def test_search_short_signing_key_is_refused(tmp_path: Path) -> None:
 
 def test_search_nothing_configured_means_no_keys(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    assert configured_api_key_hashes(settings) == []
+    assert configured_api_keys(settings) == []
     assert configured_signing_key(settings) is None

@@ -5,7 +5,7 @@ import hashlib
 import pytest
 
 from services.core.domain.errors import Unauthorized
-from services.search.auth import ApiKeys, hash_key, iam_caller, parse_key_entries
+from services.web.auth import ApiKeys, hash_key, iam_caller, parse_key_entries
 
 RAW = "cvk_first-key"
 SECOND = "cvk_second-key"
@@ -13,14 +13,14 @@ SECOND = "cvk_second-key"
 
 def test_search_auth_entries_become_hashes_only() -> None:
     hashed_entry = "sha256:" + hashlib.sha256(SECOND.encode()).hexdigest()
-    hashes = parse_key_entries([RAW, hashed_entry])
+    hashes = [e.digest for e in parse_key_entries([RAW, hashed_entry])]
     assert hashes == [hash_key(RAW), hash_key(SECOND)]
     assert all(RAW.encode() not in h for h in hashes)
 
 
 def test_search_auth_accepts_upper_case_hex() -> None:
     entry = "sha256:" + hashlib.sha256(RAW.encode()).hexdigest().upper()
-    assert parse_key_entries([entry]) == [hash_key(RAW)]
+    assert [e.digest for e in parse_key_entries([entry])] == [hash_key(RAW)]
 
 
 @pytest.mark.parametrize("entry", ["sha256:", "sha256:abc", "sha256:" + "z" * 64, "sha256:" + "a" * 63])
@@ -87,3 +87,44 @@ def test_search_auth_iam_caller_is_read_only_from_the_api_gateway_event() -> Non
 def test_search_auth_iam_mode_without_an_iam_caller_is_refused(scope: dict[str, object]) -> None:
     with pytest.raises(Unauthorized, match="IAM"):
         iam_caller(scope)
+
+
+def test_web_auth_entries_carry_roles_and_default_to_admin() -> None:
+    digest = hashlib.sha256(SECOND.encode()).hexdigest()
+    entries = parse_key_entries([RAW, f"read:{SECOND}", f"listen:sha256:{digest}", "admin:cvk_third"])
+    assert [e.role for e in entries] == ["admin", "read", "listen", "admin"]
+    assert entries[1].digest == entries[2].digest == hash_key(SECOND)
+    assert entries[0].key_id.startswith("cfg_") and RAW not in entries[0].key_id
+
+
+def test_web_auth_unknown_role_prefix_is_part_of_the_key() -> None:
+    # "cvk_..." keys never contain ':'; an entry whose prefix is no role is a raw key, as before roles.
+    assert parse_key_entries(["writer:abc"])[0].digest == hash_key("writer:abc")
+
+
+def test_web_auth_check_header_returns_the_principal_with_its_role() -> None:
+    keys = ApiKeys(parse_key_entries([f"read:{RAW}", SECOND]))
+    reader = keys.check_header(f"Bearer {RAW}")
+    assert (reader.role, reader.may("read"), reader.may("listen")) == ("read", True, False)
+    admin = keys.check_header(f"Bearer {SECOND}")
+    assert admin.role == "admin" and admin.may("listen") and admin.may("admin")
+    assert keys.by_id(reader.key_id) == reader
+    assert keys.by_id("cfg_000000000000") is None
+
+
+def test_web_auth_require_role_refuses_a_lesser_key() -> None:
+    from services.core.domain.errors import Forbidden
+    from services.web.auth import Principal, require_role
+
+    require_role(Principal("k", "listen"), "listen", "audio")
+    with pytest.raises(Forbidden, match="'listen' role"):
+        require_role(Principal("k", "read"), "listen", "audio")
+
+
+def test_web_auth_one_matcher_compares_every_candidate() -> None:
+    from services.core.domain.matching import index_of_match, matches_any
+
+    assert matches_any(b"b", [b"a", b"b", b"c"]) and not matches_any(b"d", [b"a", b"b"])
+    assert not matches_any(b"a", [])
+    assert index_of_match(b"b", [b"a", b"b", b"b"]) == 1
+    assert index_of_match(b"z", [b"a"]) is None

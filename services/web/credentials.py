@@ -1,8 +1,9 @@
-"""Where the search service's secrets come from: the environment, SSM (AWS), or the data dir (local).
+"""Where the web faces' secrets come from: the environment, SSM (AWS), or the data dir (local).
 
-- API keys: ``CALLVAULT_API_KEYS`` (raw or ``sha256:<hex>``), else the SSM parameter named by
-  ``CALLVAULT_API_KEYS_PARAM``; locally ``callvault serve`` generates one into ``DATA_DIR/api-key``.
-- Signing key (cursors, local file links): ``CALLVAULT_SIGNING_KEY``, else
+- API keys: ``CALLVAULT_API_KEYS`` (``[role:]<key>`` or ``[role:]sha256:<hex>``; no role means admin),
+  else the SSM parameter named by ``CALLVAULT_API_KEYS_PARAM``; locally ``callvault serve`` generates
+  one (admin) into ``DATA_DIR/api-key``, and ``callvault keys`` manages more in ``DATA_DIR/api-keys.json``.
+- Signing key (cursors, local file links, console sessions): ``CALLVAULT_SIGNING_KEY``, else
   ``CALLVAULT_SIGNING_KEY_PARAM``; locally generated into ``DATA_DIR/signing-key``. On AWS it must
   be configured: every Lambda instance has to verify the cursors the others issued.
 """
@@ -12,15 +13,15 @@ from pathlib import Path
 from services.core.config import Settings
 from services.core.secrets import local_secret
 
-from .auth import parse_key_entries
+from .auth import KeyEntry, parse_key_entries
 
 API_KEY_FILE = "api-key"
 SIGNING_KEY_FILE = "signing-key"
 MIN_SIGNING_KEY_CHARS = 32
 
 
-def configured_api_key_hashes(settings: Settings) -> list[bytes]:
-    """Hashes of the keys from the environment, else (AWS) from SSM. Empty: no key configured."""
+def configured_api_keys(settings: Settings) -> list[KeyEntry]:
+    """The keys from the environment, else (AWS) from SSM, as hashes with roles. Empty: none configured."""
     from services.core.secrets import secret_list
 
     return parse_key_entries(secret_list(settings.api_keys, settings.api_keys_param))
@@ -49,9 +50,10 @@ def local_signing_key(data_dir: Path) -> bytes:
     return local_secret(data_dir, SIGNING_KEY_FILE, "csk_")[0].encode("utf-8")
 
 
-def resolve_local(settings: Settings) -> tuple[list[bytes], bytes]:
-    """API key hashes and signing key for a local process: configured ones win, else the data dir's."""
-    hashes = configured_api_key_hashes(settings)
+def resolve_local(settings: Settings) -> tuple[list[KeyEntry], bytes]:
+    """API keys and signing key for a local process: configured ones win, else the data dir's (the
+    generated key is an admin key: it is the owner's)."""
+    hashes = configured_api_keys(settings)
     if not hashes:
         hashes = parse_key_entries([local_api_key(settings.data_dir)[0]])
     signing_key = configured_signing_key(settings) or local_signing_key(settings.data_dir)

@@ -1,0 +1,71 @@
+"""``callvault keys create|list|revoke``: API keys with roles, kept as hashes in DATA_DIR/api-keys.json.
+
+``callvault serve`` reads that file whenever it changes, so keys work (and stop working) at once.
+On AWS, put the printed ``role:sha256:<hex>`` entry into CALLVAULT_API_KEYS or its SSM parameter.
+"""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import orjson
+
+from services.cli.options import DATA_DIR_OPTION, settings_for
+from services.web.auth import ROLES, parse_role
+from services.web.keystore import KeyFile
+
+
+def _when(seconds: int | None) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M UTC") if seconds else "-"
+
+
+@click.group()
+def keys() -> None:
+    """API keys with roles: read (metadata, transcripts), listen (also audio), admin (everything).
+
+    \b
+    The key is printed once, by `create`; only its SHA-256 is kept.
+    The key `serve` generated (DATA_DIR/api-key) and CALLVAULT_API_KEYS entries without a role are admin.
+    """
+
+
+@keys.command()
+@DATA_DIR_OPTION
+@click.option("--name", required=True, help="Who or what the key is for, e.g. 'qa team'.")
+@click.option("--role", type=click.Choice(ROLES), default="read", show_default=True, help="What the key may do.")
+def create(data_dir: Path | None, name: str, role: str) -> None:
+    """Create a key and print it (once)."""
+    store = KeyFile.in_data_dir(settings_for(data_dir).data_dir)
+    key, record = store.create(name.strip()[:100], parse_role(role))
+    click.echo(key)
+    click.echo(
+        f"Created {record.id} ({record.role}) for {record.name!r}. The key above is not shown again.\n"
+        f"For CALLVAULT_API_KEYS or its SSM parameter on AWS: {record.config_entry()}",
+        err=True,
+    )
+
+
+@keys.command(name="list")
+@DATA_DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+def list_(data_dir: Path | None, as_json: bool) -> None:
+    """List the managed keys: id, name, role, created, revoked (never the key)."""
+    for record in KeyFile.in_data_dir(settings_for(data_dir).data_dir).all_keys():
+        if as_json:
+            shown = {k: getattr(record, k) for k in ("id", "name", "role", "created_at", "revoked_at")}
+            click.echo(orjson.dumps(shown).decode())
+        else:
+            state = f"revoked {_when(record.revoked_at)}" if record.revoked_at else "active"
+            click.echo(f"{record.id}  {record.role:<6}  {_when(record.created_at)}  {state:<28}  {record.name}")
+
+
+@keys.command()
+@DATA_DIR_OPTION
+@click.argument("key_id")
+def revoke(data_dir: Path | None, key_id: str) -> None:
+    """Revoke a key by its id (from `callvault keys list`); effective at once, also for its sessions."""
+    try:
+        record = KeyFile.in_data_dir(settings_for(data_dir).data_dir).revoke(key_id)
+    except KeyError:
+        raise click.ClickException(f"no key with id {key_id}") from None
+    click.echo(f"Revoked {record.id} ({record.name})", err=True)

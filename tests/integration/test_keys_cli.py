@@ -1,0 +1,30 @@
+"""`callvault keys create|list|revoke`: the key is printed once and never listed or stored."""
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from services.cli.main import cli
+from services.web.auth import ApiKeys
+from services.web.keystore import KeyFile
+
+
+def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
+    runner = CliRunner()
+    created = runner.invoke(cli, ["keys", "create", "--data-dir", str(tmp_path), "--name", "qa", "--role", "listen"])
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip()
+    assert key.startswith("cvk_")
+    assert "not shown again" in created.stderr and "listen:sha256:" in created.stderr
+    listed = runner.invoke(cli, ["keys", "list", "--data-dir", str(tmp_path), "--json"])
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["name"], r["role"], r["revoked_at"]) for r in rows] == [("qa", "listen", None)]
+    assert key not in listed.output and key not in (tmp_path / "api-keys.json").read_text()
+    api_keys = ApiKeys([], managed=KeyFile.in_data_dir(tmp_path).entries)
+    assert api_keys.authenticate(key).role == "listen"
+    revoked = runner.invoke(cli, ["keys", "revoke", "--data-dir", str(tmp_path), rows[0]["id"]])
+    assert revoked.exit_code == 0
+    assert api_keys.lookup(key) is None
+    assert runner.invoke(cli, ["keys", "revoke", "--data-dir", str(tmp_path), "key_nope"]).exit_code == 1
+    assert "revoked" in runner.invoke(cli, ["keys", "list", "--data-dir", str(tmp_path)]).output
