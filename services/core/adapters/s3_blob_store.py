@@ -5,13 +5,16 @@ messages can (``EndpointConnectionError`` prints the object URL), hence ``from N
 message built only from the operation and AWS's error code.
 
 IAM: grant ``s3:ListBucket`` as well as Get/Put/Delete. Without it S3 answers HEAD on a missing
-key with 403 instead of 404, and ``size``/``move`` report the archive as unavailable.
+key with 403 instead of 404, and ``size``/``move`` report the archive as unavailable. Streams longer
+than one part are multipart uploads: ``s3:PutObject`` covers Create/UploadPart/Complete, and
+``s3:AbortMultipartUpload`` lets a failed one clean up after itself (the bucket's lifecycle rule
+``AbortIncompleteMultipartUpload`` removes what a killed process left).
 """
 
+import contextlib
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import boto3
 from botocore.config import Config
@@ -22,14 +25,18 @@ from ..ports import ObjectHead
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
-# Below this a stream stays in memory; above, it spills to /tmp and upload_fileobj goes multipart.
-SPOOL_MAX_BYTES = 8 * 1024 * 1024
+# A stream is read one part at a time: one that ends within a part is a single PutObject, a longer
+# one a multipart upload of parts this size (S3 wants >= 5 MiB but the last; 10,000 parts at most,
+# so streams up to ~78 GiB). Memory stays about two parts, whatever the stream's length.
+PART_BYTES = 8 * 1024 * 1024
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 # 412: the condition failed. 409: S3's answer to a conditional write racing another one on the key.
 _CONDITION_CODES = frozenset({"412", "PreconditionFailed", "409", "ConditionalRequestConflict"})
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._+-]")
 VERSION_METADATA = "callvault-version"  # x-amz-meta-callvault-version: the object's version label
+_CONDITIONS = ("IfMatch", "IfNoneMatch")
 
 
 class S3BlobStore:
@@ -45,19 +52,11 @@ class S3BlobStore:
             _unavailable("PutObject", exc)
 
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
-        """Spool first, upload after: a source that fails mid-way leaves nothing in the bucket."""
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES) as spool:
-            size = 0
-            for chunk in chunks:  # an exception here propagates before any request is made
-                spool.write(chunk)
-                size += len(chunk)
-            spool.seek(0)
-            try:
-                # Multipart above the transfer threshold; s3transfer aborts the upload if a part fails,
-                # and S3 shows the object only once it is complete.
-                self.client.upload_fileobj(spool, self.bucket, key, ExtraArgs={"ContentType": content_type})
-            except (BotoCoreError, ClientError) as exc:
-                _unavailable("upload", exc)
+        """Constant memory: one part buffered at a time. A source that fails mid-way leaves nothing in
+        the bucket (a multipart upload is aborted; S3 shows an object only once it is complete)."""
+        size = self._write_stream(key, chunks, content_type, {})
+        if size is None:  # no condition was sent, so none can have failed
+            raise StorageUnavailable("the archive is unavailable (PutObject: unexpected precondition failure)")
         return size
 
     def get_bytes(self, key: str) -> bytes:
@@ -124,19 +123,82 @@ class S3BlobStore:
     def put_stream_if(
         self, key: str, chunks: Iterable[bytes], content_type: str, tag: str | None, *, version: str | None = None
     ) -> int | None:
-        """Spooled like ``put_stream``, then one conditional PutObject (bodies reach us below 64 MiB)."""
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES) as spool:
-            size = 0
-            for chunk in chunks:
-                spool.write(chunk)
-                size += len(chunk)
-            spool.seek(0)
-            return size if self._put_if(key, spool, content_type, tag, version) else None
+        """``put_if`` for a stream of any length, in constant memory: within one part, one conditional
+        PutObject; longer, a multipart upload whose CompleteMultipartUpload carries the condition (S3
+        checks it there, atomically). A failed condition or any error aborts the upload: nothing written."""
+        return self._write_stream(key, chunks, content_type, _write_args(tag, version))
+
+    def _write_stream(self, key: str, chunks: Iterable[bytes], content_type: str, extra: dict[str, Any]) -> int | None:
+        """The size written, or None when the condition in ``extra`` failed."""
+        parts = _parts(chunks)
+        first = next(parts, bytearray())  # an exception from the source propagates before any request
+        second = next(parts, None)
+        if second is None:  # the stream ended within one part
+            return len(first) if self._put(key, first, content_type, extra) else None
+        pending = [first, second]
+        del first, second  # each part is dropped once sent: two in memory at most
+        return self._multipart(key, pending, parts, content_type, extra)
+
+    def _multipart(
+        self, key: str, pending: list[bytearray], parts: Iterator[bytearray], content_type: str, extra: dict[str, Any]
+    ) -> int | None:
+        """Upload ``pending`` then the rest of ``parts``; complete on the condition in ``extra``."""
+        condition = {k: v for k, v in extra.items() if k in _CONDITIONS}  # for the completion only
+        create = {k: v for k, v in extra.items() if k not in _CONDITIONS}  # the version label's metadata
+        # As s3transfer does: every part carries its CRC32, and the completion lists them.
+        create.update(ContentType=content_type, ChecksumAlgorithm="CRC32")
+        try:
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **create)["UploadId"]
+        except (BotoCoreError, ClientError) as exc:
+            _unavailable("CreateMultipartUpload", exc)
+        done: list[CompletedPartTypeDef] = []
+        size = 0
+        operation = "UploadPart"
+        try:
+            for data in _pending_then(pending, parts):  # the source may raise here: aborted below
+                number = len(done) + 1
+                response = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=cast(bytes, data),  # botocore takes a bytearray as it is (no copy)
+                    ChecksumAlgorithm="CRC32",
+                )
+                size += len(data)
+                del data  # before the next part is read
+                part: CompletedPartTypeDef = {"ETag": response["ETag"], "PartNumber": number}
+                if "ChecksumCRC32" in response:
+                    part["ChecksumCRC32"] = response["ChecksumCRC32"]
+                done.append(part)
+            operation = "CompleteMultipartUpload"
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done}, **condition
+            )
+        except ClientError as exc:
+            self._abort(key, upload_id)
+            # If-Match on a key that is gone: 404. (S3 keeps the parts after a failed condition.)
+            if operation == "CompleteMultipartUpload" and (_failed_condition(exc) or _is_missing(exc)):
+                return None
+            _unavailable(operation, exc)
+        except BotoCoreError as exc:
+            self._abort(key, upload_id)
+            _unavailable(operation, exc)
+        except BaseException:  # the source failed (or the process is stopping): leave nothing behind
+            self._abort(key, upload_id)
+            raise
+        return size
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        """Best effort: an upload left unfinished is invisible, and the lifecycle rule removes it."""
+        with contextlib.suppress(BotoCoreError, ClientError):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
     def _put_if(self, key: str, body: Any, content_type: str, tag: str | None, version: str | None) -> bool:
-        extra: dict[str, Any] = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
-        if version is not None:
-            extra["Metadata"] = {VERSION_METADATA: version}
+        return self._put(key, body, content_type, _write_args(tag, version))
+
+    def _put(self, key: str, body: Any, content_type: str, extra: dict[str, Any]) -> bool:
+        """False when the condition in ``extra`` (if any) failed."""
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **extra)
         except ClientError as exc:
@@ -203,6 +265,39 @@ class S3BlobStore:
             )
         except (BotoCoreError, ClientError) as exc:
             _unavailable("presign", exc)
+
+
+def _pending_then(pending: list[bytearray], parts: Iterator[bytearray]) -> Iterator[bytearray]:
+    """The parts already read, then the rest; each is let go of as it is handed out."""
+    while pending:
+        yield pending.pop(0)
+    yield from parts
+
+
+def _parts(chunks: Iterable[bytes]) -> Iterator[bytearray]:
+    """The stream cut into parts of ``PART_BYTES`` (the last one shorter), each filled in place."""
+    buffer, filled = bytearray(PART_BYTES), 0
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while len(view):
+            take = min(len(view), PART_BYTES - filled)
+            buffer[filled : filled + take] = view[:take]
+            filled += take
+            view = view[take:]
+            if filled == PART_BYTES:
+                yield buffer
+                buffer, filled = bytearray(PART_BYTES), 0
+    if filled:
+        del buffer[filled:]
+        yield buffer
+
+
+def _write_args(tag: str | None, version: str | None) -> dict[str, Any]:
+    """A conditional write's arguments: ``If-Match`` the tag, or ``If-None-Match: *`` to create."""
+    extra: dict[str, Any] = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
+    if version is not None:
+        extra["Metadata"] = {VERSION_METADATA: version}
+    return extra
 
 
 def _is_missing(exc: ClientError) -> bool:
