@@ -1,5 +1,5 @@
-"""The one-machine deployment: the search API, the webhook receiver, signed file downloads and
-/healthz in one FastAPI process (``callvault serve``).
+"""The one-machine deployment: the search API, the webhook receiver, signed file downloads, the
+review console and /healthz in one FastAPI process (``callvault serve``).
 
 Composition only: the search app (``services.search.app.create_app``) is the base, the webhook route
 and the ``/files`` route are mounted on it, so every route shares one error envelope, one request id
@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from services.analytics.reader import AnalyticsReader
+from services.console.app import ConsoleContext, mount_console
+from services.console.session import SessionCodec
 from services.core.adapters.fs_blob_store import FsBlobStore
 from services.core.config import Settings
 from services.core.logging import get_logger
@@ -25,6 +28,7 @@ from services.search.app import create_app
 from services.search.cursor import CursorCodec
 from services.search.dependencies import require_api_key
 from services.search.files import LocalFiles
+from services.search.finder import SearchFinder
 from services.search.links import HmacLinkSigner
 from services.search.routes import files as files_routes
 from services.search.wiring import build_link_signer
@@ -55,6 +59,8 @@ def create_local_app(
         api_key_hashes = configured_api_keys(settings)
     if signing_key is None:
         signing_key = configured_signing_key(settings) or token_source.token_bytes(32)
+    local = isinstance(storage.blobs, FsBlobStore)
+    analytics = AnalyticsReader.local(settings.data_dir) if local else None
     app = create_app(
         settings,
         storage,
@@ -63,6 +69,7 @@ def create_local_app(
         links=build_link_signer(settings, storage, signing_key, clock),
         clock=clock,
         logger=get_logger("callvault", settings.log_level),
+        analytics=analytics,
     )
     archiver = build_archiver(
         settings, storage, memory.jobs if memory is not None else None, on_late_write=on_late_analytics_write
@@ -72,6 +79,22 @@ def create_local_app(
     app.state.receiver = WebhookReceiver(archiver, secrets, settings.max_body_bytes)
     app.state.storage = storage
     app.include_router(webhook_router)
+    search = app.state.search
+    mount_console(
+        app,
+        ConsoleContext(
+            finder=SearchFinder(
+                storage.index, search.cursors, search.links, settings.link_ttl_secs, settings.default_region
+            ),
+            blobs=storage.blobs,
+            api_keys=search.api_keys,
+            sessions=SessionCodec(signing_key, clock=clock),
+            default_region=settings.default_region,
+            reports=analytics,
+            memories=memory.context.store if memory is not None else None,
+            clock=clock,
+        ),
+    )
     if isinstance(storage.blobs, FsBlobStore):
         # The archive is a folder: serve it through signed links, as S3 serves presigned URLs.
         context = app.state.search

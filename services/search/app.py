@@ -7,6 +7,7 @@ from collections.abc import Callable
 from aws_lambda_powertools import Logger
 from fastapi import FastAPI
 
+from services.analytics.reader import AnalyticsReader
 from services.core.config import Settings
 from services.core.logging import get_logger
 from services.core.wiring import Storage
@@ -16,7 +17,7 @@ from services.web.edge import RequestContextMiddleware, install_error_handlers
 from .cursor import CursorCodec
 from .dependencies import SearchContext
 from .links import LinkSigner
-from .routes import calls, health
+from .routes import calls, health, transcripts
 
 VERSION = "0.1.0"
 DESCRIPTION = """\
@@ -49,6 +50,7 @@ def create_app(
     links: LinkSigner,
     clock: Callable[[], float] = time.time,
     logger: Logger | None = None,
+    analytics: AnalyticsReader | None = None,
 ) -> FastAPI:
     """The search app over ``storage.index``. Nothing here chooses adapters: callers pass the link
     signer (S3 presign on AWS, HMAC links locally) and the secrets they resolved."""
@@ -66,10 +68,12 @@ def create_app(
         clock=clock,
         public_url=settings.public_url,
         auth=settings.api_auth,
+        analytics=analytics,
     )
     app.state.logger = logger
     app.include_router(health.router)
     app.include_router(calls.router)
+    app.include_router(transcripts.router)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, logger=logger)
     return app

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from services.analytics.reader import AnalyticsReader
 from services.core.ports import CallIndex
 from services.web.auth import ApiKeys, Principal, iam_caller
 from services.web.edge import add_log_fields
@@ -33,6 +34,8 @@ class SearchContext:
     # Local back end only: the /files route's verifier and the archive folder it serves.
     file_links: HmacLinkSigner | None = None
     files: LocalFiles | None = field(default=None)
+    # Keyword search over transcripts (GET /search): DuckDB locally, Athena on AWS; None: not offered.
+    analytics: AnalyticsReader | None = None
 
 
 def get_context(request: Request) -> SearchContext:

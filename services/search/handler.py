@@ -10,6 +10,8 @@ from typing import Any
 
 from mangum import Mangum
 
+from services.console.app import ConsoleContext, mount_console
+from services.console.session import SessionCodec
 from services.core.config import get_settings
 from services.core.wiring import build_storage
 from services.web.auth import ApiKeys
@@ -17,6 +19,7 @@ from services.web.credentials import configured_api_keys, configured_signing_key
 
 from .app import create_app
 from .cursor import CursorCodec
+from .finder import SearchFinder
 from .wiring import build_link_signer
 
 _handler: Mangum | None = None
@@ -29,12 +32,22 @@ def _build() -> Mangum:
         # Every instance must verify the cursors the others issued: a per-instance random key would not.
         raise RuntimeError("set CALLVAULT_SIGNING_KEY or CALLVAULT_SIGNING_KEY_PARAM for the search function")
     storage = build_storage(settings)
-    app = create_app(
-        settings,
-        storage,
-        api_keys=ApiKeys(configured_api_keys(settings)),
-        cursors=CursorCodec(signing_key),
-        links=build_link_signer(settings, storage, signing_key, time.time),
+    api_keys = ApiKeys(configured_api_keys(settings))
+    cursors = CursorCodec(signing_key)
+    links = build_link_signer(settings, storage, signing_key, time.time)
+    app = create_app(settings, storage, api_keys=api_keys, cursors=cursors, links=links)
+    # The review console, from the same function: sessions are signed cookies (nothing kept between
+    # invocations). Dashboard and transcript search need an analytics engine: not wired on AWS yet.
+    finder = SearchFinder(storage.index, cursors, links, settings.link_ttl_secs, settings.default_region)
+    mount_console(
+        app,
+        ConsoleContext(
+            finder=finder,
+            blobs=storage.blobs,
+            api_keys=api_keys,
+            sessions=SessionCodec(signing_key),
+            default_region=settings.default_region,
+        ),
     )
     return Mangum(app, lifespan="off", api_gateway_base_path=settings.api_base_path)
 

@@ -232,8 +232,20 @@ def test_search_routes_are_the_routes_of_the_search_app(tmp_path: Path) -> None:
     code = _openapi_routes(app)
     # FastAPI serves its own description and Swagger UI outside the documented paths.
     described = {("GET", app.openapi_url), ("GET", app.docs_url)}
-    assert http_routes(template(), SEARCH) == code | described
-    assert {("GET", "/calls"), ("GET", "/calls/{conversation_id}")} <= code
+    # The console's pages are not API routes (not in the OpenAPI document): one root and one proxy route.
+    console = {("GET", "/"), ("ANY", "/console/{proxy+}")}
+    assert http_routes(template(), SEARCH) == code | described | console
+    assert {("GET", "/calls"), ("GET", "/calls/{conversation_id}"), ("GET", "/search")} <= code
+
+
+def test_search_template_routes_reach_every_console_route(tmp_path: Path) -> None:
+    """Every console path the search function mounts is under a routed prefix of the template."""
+    from services.console.router import router as console_router
+
+    paths = {getattr(route, "path", "") for route in console_router.routes}
+    assert paths, "the console has routes"
+    for path in paths:
+        assert path == "/" or (path.startswith("/console/") and len(path) > len("/console/")), path
 
 
 def test_only_the_pending_audio_prefix_may_be_deleted() -> None:

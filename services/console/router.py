@@ -1,0 +1,365 @@
+"""The console's routes. Pages are GET and read-only; the two forms that change something (sign-in,
+sign-out) are POST with a CSRF token. Each page needs a session; the audio needs the listen role."""
+
+import hashlib
+from datetime import date
+from typing import Annotated, Any
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from services.analytics.reports import ReportArgs
+from services.core.domain import phone as phone_domain
+from services.core.domain.errors import CallVaultError, InvalidRequest, NotFound
+from services.web.auth import ROLES, Principal
+from services.web.body import read_bounded
+from services.web.edge import add_log_fields
+from services.web.params import parse_phone
+
+from . import views
+from .app import STATIC, TEMPLATES, ConsoleContext, SignInRequired
+from .session import SESSION_COOKIE, SIGNIN_COOKIE, Session, safe_next
+
+router = APIRouter(include_in_schema=False)
+PAGE_SIZE = 50
+MAX_FORM_BYTES = 8 * 1024
+FILTERS = ("phone", "agent_id", "since", "until", "status", "call_successful")
+CONVERSATION_ID = r"^[A-Za-z0-9_-]{1,128}$"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self' https: blob:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+    "base-uri 'none'; object-src 'none'"
+)
+
+
+def _asset_version() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(STATIC.iterdir()):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+templates = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+templates.filters["when"] = views.when
+templates.filters["clock"] = views.clock
+templates.filters["mask"] = phone_domain.mask
+templates.globals["asset_version"] = _asset_version()
+
+
+def get_context(request: Request) -> ConsoleContext:
+    context: ConsoleContext = request.app.state.console
+    return context
+
+
+Context = Annotated[ConsoleContext, Depends(get_context)]
+
+
+class Visitor:
+    """The signed-in person: their key's principal and their session (for the CSRF token)."""
+
+    def __init__(self, principal: Principal, session: Session, csrf: str) -> None:
+        self.principal, self.session, self.csrf = principal, session, csrf
+
+    @property
+    def may_listen(self) -> bool:
+        return self.principal.may("listen")
+
+
+def signed_in(request: Request, context: Context) -> Visitor:
+    session = context.sessions.read(request.cookies.get(SESSION_COOKIE))
+    principal = context.api_keys.by_id(session.key_id) if session else None
+    if session is None or principal is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise SignInRequired(target)
+    add_log_fields(request, key_id=principal.key_id, role=principal.role)
+    return Visitor(principal, session, context.sessions.csrf_token(session))
+
+
+SignedIn = Annotated[Visitor, Depends(signed_in)]
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+
+
+def page(name: str, status: int = 200, **values: Any) -> HTMLResponse:
+    html = templates.get_template(name).render(**values)
+    return HTMLResponse(html, status_code=status, headers=_headers())
+
+
+def _headers() -> dict[str, str]:
+    return {
+        "content-security-policy": CSP,
+        "x-frame-options": "DENY",
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "same-origin",
+        "cache-control": "no-store",
+    }
+
+
+async def _form(request: Request) -> dict[str, str]:
+    raw = await read_bounded(request, MAX_FORM_BYTES)
+    parsed = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=10)
+    return {name: values[0] for name, values in parsed.items()}
+
+
+# -- sign-in and sign-out ----------------------------------------------------------------------------
+
+
+@router.get("/")
+def root() -> RedirectResponse:
+    return RedirectResponse("/console/calls", status_code=303)
+
+
+def _signin_page(
+    request: Request, context: ConsoleContext, next_path: str, error: str | None, status: int
+) -> HTMLResponse:
+    cookie, token = context.sessions.signin_token()
+    response = page("signin.html", status, csrf=token, next=safe_next(next_path), error=error, visitor=None)
+    response.set_cookie(
+        SIGNIN_COOKIE,
+        cookie,
+        max_age=3600,
+        path="/console/signin",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
+    return response
+
+
+@router.get("/console/signin")
+def signin_form(request: Request, context: Context, next: str | None = None) -> HTMLResponse:
+    return _signin_page(request, context, next or "", None, 200)
+
+
+@router.post("/console/signin")
+async def signin(request: Request, context: Context) -> Response:
+    form = await _form(request)
+    next_path = safe_next(form.get("next"))
+    if not context.sessions.check_signin(request.cookies.get(SIGNIN_COOKIE), form.get("csrf")):
+        add_log_fields(request, error_code="csrf")
+        return _signin_page(request, context, next_path, "The form expired. Please sign in again.", 403)
+    principal = context.api_keys.lookup(form.get("key", "").strip()) if len(form.get("key", "")) <= 512 else None
+    if principal is None:
+        add_log_fields(request, error_code="unauthorized")
+        return _signin_page(request, context, next_path, "That API key is not valid.", 401)
+    cookie, _ = context.sessions.issue(principal.key_id)  # always a new session id: no fixation
+    response = RedirectResponse(next_path, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=context.sessions.ttl_secs,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
+    response.delete_cookie(
+        SIGNIN_COOKIE, path="/console/signin", httponly=True, samesite="strict", secure=_secure(request)
+    )
+    add_log_fields(request, key_id=principal.key_id, role=principal.role)
+    return response
+
+
+@router.post("/console/signout")
+async def signout(request: Request, context: Context, visitor: SignedIn) -> Response:
+    form = await _form(request)
+    if not context.sessions.check_csrf(visitor.session, form.get("csrf")):
+        add_log_fields(request, error_code="csrf")
+        return page(
+            "error.html", 403, visitor=visitor, title="Forbidden", message="The form expired; reload and try again."
+        )
+    response = RedirectResponse("/console/signin", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_secure(request))
+    return response
+
+
+# -- calls -------------------------------------------------------------------------------------------
+
+
+@router.get("/console/calls")
+async def calls_page(request: Request, context: Context, visitor: SignedIn) -> HTMLResponse:
+    params = request.query_params
+    filters = {name: params.get(name, "").strip() for name in FILTERS}
+    cursor = params.get("cursor") or None
+    error = None
+    items: list[Any] = []
+    next_url = None
+    try:
+        found = await run_in_threadpool(context.finder.find, {k: v for k, v in filters.items() if v}, cursor, PAGE_SIZE)
+        items = list(found.items)
+        if found.next_cursor:
+            next_url = "/console/calls?" + urlencode(
+                {**{k: v for k, v in filters.items() if v}, "cursor": found.next_cursor}
+            )
+    except CallVaultError as exc:  # a wrong filter or an altered cursor: say so above an empty list
+        error = exc.message
+    add_log_fields(request, filters=[k for k, v in filters.items() if v], paged=cursor is not None, items=len(items))
+    first_url = "/console/calls?" + urlencode({k: v for k, v in filters.items() if v}) if cursor else None
+    return page(
+        "calls.html",
+        400 if error else 200,
+        visitor=visitor,
+        nav="calls",
+        filters=filters,
+        calls=items,
+        next_url=next_url,
+        first_url=first_url,
+        error=error,
+    )
+
+
+@router.get("/console/calls/{conversation_id}")
+async def call_page(
+    request: Request,
+    context: Context,
+    visitor: SignedIn,
+    conversation_id: Annotated[str, Path(pattern=CONVERSATION_ID)],
+) -> HTMLResponse:
+    try:
+        found = await run_in_threadpool(context.finder.details, conversation_id, may_listen=visitor.may_listen)
+    except NotFound:
+        return page("error.html", 404, visitor=visitor, title="Not found", message="No call with this id.")
+    record = found.record
+    conversation = views.Conversation([], [], [])
+    if record.transcript_key:
+        raw = await run_in_threadpool(context.blobs.get_bytes, record.transcript_key)
+        conversation = views.read_conversation(raw)
+    memories: list[Any] = []
+    if context.memories is not None and record.phone:
+        memories = list(await run_in_threadpool(_memories, context, record.phone))
+    return page(
+        "call.html",
+        visitor=visitor,
+        nav="calls",
+        call=record,
+        conversation=conversation,
+        transcript_url=found.transcript.url if found.transcript else None,
+        audio=found.audio is not None,
+        memories=memories,
+    )
+
+
+def _memories(context: ConsoleContext, phone: str) -> list[Any]:
+    assert context.memories is not None
+    try:
+        return list(context.memories.list(phone, None, 50))
+    except Exception:  # memory is an add-on: a Mem0 outage must not take the call page down
+        return []
+
+
+@router.get("/console/calls/{conversation_id}/audio")
+async def call_audio(
+    context: Context, visitor: SignedIn, conversation_id: Annotated[str, Path(pattern=CONVERSATION_ID)]
+) -> Response:
+    """The player's source: a fresh signed link (Range works there) for listen and admin; 403 for read."""
+    if not visitor.may_listen:
+        return page("error.html", 403, visitor=visitor, title="Forbidden", message="Your key may not play audio.")
+    found = await run_in_threadpool(context.finder.details, conversation_id, may_listen=True)
+    if found.audio is None:
+        return page("error.html", 404, visitor=visitor, title="Not found", message="This call has no audio.")
+    return RedirectResponse(found.audio.url, status_code=307, headers={"cache-control": "no-store"})
+
+
+@router.get("/console/callers/{phone}")
+async def caller_page(
+    request: Request, context: Context, visitor: SignedIn, phone: Annotated[str, Path(max_length=64)]
+) -> HTMLResponse:
+    try:
+        e164 = parse_phone(phone, context.default_region)
+    except InvalidRequest as exc:
+        return page("error.html", 400, visitor=visitor, title="Not a phone number", message=exc.message)
+    found = await run_in_threadpool(context.finder.find, {"phone": e164}, None, 100)
+    memories = await run_in_threadpool(_memories, context, e164) if context.memories is not None else []
+    add_log_fields(request, phone=phone_domain.mask(e164), items=len(found.items))
+    return page(
+        "caller.html",
+        visitor=visitor,
+        nav="calls",
+        phone=e164,
+        calls=list(found.items),
+        more=found.next_cursor is not None,
+        memories=memories,
+        memory_enabled=context.memories is not None,
+    )
+
+
+# -- dashboard and search ----------------------------------------------------------------------------
+
+
+def _day(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+@router.get("/console/dashboard")
+async def dashboard_page(request: Request, context: Context, visitor: SignedIn) -> HTMLResponse:
+    since, until = _day(request.query_params.get("since")), _day(request.query_params.get("until"))
+    if context.reports is None:
+        return page("dashboard.html", visitor=visitor, nav="dashboard", unavailable=True, since=since, until=until)
+    args = ReportArgs(since=since, until=until)
+    per_day = await run_in_threadpool(context.reports.run, "calls-per-day", args)
+    agents = await run_in_threadpool(context.reports.run, "success-rate", args)
+    criteria = await run_in_threadpool(context.reports.run, "criteria", args)
+    return page(
+        "dashboard.html",
+        visitor=visitor,
+        nav="dashboard",
+        unavailable=False,
+        since=since,
+        until=until,
+        chart=views.per_day_chart(per_day.dicts()),
+        agents=views.rate_rows(
+            agents.dicts(),
+            label_keys=("agent_name", "agent_id"),
+            rate_key="success_rate",
+            count_keys=("successful", "failed"),
+        ),
+        criteria=views.rate_rows(
+            criteria.dicts(), label_keys=("criteria_id",), rate_key="pass_rate", count_keys=("passed", "failed")
+        ),
+    )
+
+
+@router.get("/console/search")
+async def search_page(request: Request, context: Context, visitor: SignedIn) -> HTMLResponse:
+    q = (request.query_params.get("q") or "").strip()[:100]
+    matches: list[dict[str, Any]] = []
+    error = None
+    if q:
+        if context.reports is None:
+            error = "Search over transcripts needs the analytics engine, which is not configured here."
+        elif len(q) < 2:
+            error = "Type at least 2 characters."
+        else:
+            result = await run_in_threadpool(context.reports.run, "keyword", ReportArgs(keyword=q, limit=100))
+            matches = [{**row, "parts": _highlight(str(row["text"]), q)} for row in result.dicts()]
+    add_log_fields(request, searched=bool(q), items=len(matches))
+    return page("search.html", 400 if error else 200, visitor=visitor, nav="search", q=q, matches=matches, error=error)
+
+
+def _highlight(text: str, keyword: str) -> list[tuple[str, bool]]:
+    """``text`` cut into (part, is_match) pieces; the template escapes each part."""
+    lower, key = text.lower(), keyword.lower()
+    parts: list[tuple[str, bool]] = []
+    at = 0
+    while key and (found := lower.find(key, at)) >= 0:
+        parts.append((text[at:found], False))
+        parts.append((text[found : found + len(key)], True))
+        at = found + len(key)
+    parts.append((text[at:], False))
+    return [p for p in parts if p[0]]
+
+
+templates.globals["ROLES"] = ROLES

@@ -1,0 +1,117 @@
+"""Stateless console sessions: a signed, expiring cookie naming the key it was opened with.
+
+Nothing is stored server-side (it works the same on Lambda): the cookie is
+``base64url(json{k: key id, s: session id, e: expiry}) "." base64url(HMAC-SHA256)`` under a key derived
+from the signing key. Every request looks the key id up again, so a revoked key (or a changed role)
+counts at once. CSRF tokens are HMACs of the session id; the sign-in form, which has no session yet,
+uses a signed double-submit cookie. Comparisons go through the one constant-time matcher.
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+from services.core.domain.matching import matches_any
+
+SESSION_COOKIE = "cv_session"
+SIGNIN_COOKIE = "cv_signin"
+SESSION_TTL_SECS = 8 * 3600
+SIGNIN_TTL_SECS = 3600
+MAX_COOKIE_CHARS = 1024
+_LOCAL_PATH = re.compile(r"^/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*$")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class Session:
+    key_id: str
+    session_id: str
+    expires_at: int
+
+
+class SessionCodec:
+    def __init__(
+        self, signing_key: bytes, *, ttl_secs: int = SESSION_TTL_SECS, clock: Callable[[], float] = time.time
+    ) -> None:
+        # A key of its own: a session tag can never be replayed as a cursor or file-link signature.
+        self._key = hmac.new(signing_key, b"callvault-console-session-v1", hashlib.sha256).digest()
+        self.ttl_secs = ttl_secs
+        self._clock = clock
+
+    def _tag(self, purpose: bytes, payload: bytes) -> bytes:
+        return hmac.new(self._key, purpose + b":" + payload, hashlib.sha256).digest()
+
+    def issue(self, key_id: str) -> tuple[str, Session]:
+        """A new session (a fresh random id every sign-in: no fixation) and its cookie value."""
+        session = Session(key_id, secrets.token_hex(16), int(self._clock()) + self.ttl_secs)
+        payload = orjson.dumps({"k": session.key_id, "s": session.session_id, "e": session.expires_at})
+        return f"{_b64(payload)}.{_b64(self._tag(b'session', payload))}", session
+
+    def read(self, cookie: str | None) -> Session | None:
+        """The session of a cookie we signed that has not expired, else None."""
+        if not cookie or len(cookie) > MAX_COOKIE_CHARS or cookie.count(".") != 1:
+            return None
+        body, tag = cookie.split(".")
+        try:
+            payload, presented = _unb64(body), _unb64(tag)
+        except (binascii.Error, ValueError):
+            return None
+        if not matches_any(presented, [self._tag(b"session", payload)]):
+            return None
+        try:
+            values = orjson.loads(payload)
+            session = Session(str(values["k"]), str(values["s"]), int(values["e"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+        return session if session.expires_at > self._clock() else None
+
+    def csrf_token(self, session: Session) -> str:
+        return _b64(self._tag(b"csrf", session.session_id.encode("ascii")))
+
+    def check_csrf(self, session: Session, token: str | None) -> bool:
+        return bool(token) and matches_any(
+            (token or "").encode("utf-8", "replace"), [self.csrf_token(session).encode()]
+        )
+
+    def signin_token(self) -> tuple[str, str]:
+        """``(cookie value, form token)`` for the sign-in form's double submit."""
+        token = secrets.token_urlsafe(16)
+        expires = int(self._clock()) + SIGNIN_TTL_SECS
+        signed = f"{token}.{expires}"
+        return f"{signed}.{_b64(self._tag(b'signin', signed.encode()))}", token
+
+    def check_signin(self, cookie: str | None, token: str | None) -> bool:
+        if not cookie or not token or len(cookie) > MAX_COOKIE_CHARS or cookie.count(".") != 2:
+            return False
+        value, expires, tag = cookie.split(".")
+        signed = f"{value}.{expires}"
+        try:
+            presented = _unb64(tag)
+        except (binascii.Error, ValueError):
+            return False
+        genuine = matches_any(presented, [self._tag(b"signin", signed.encode())])
+        same = matches_any(token.encode("utf-8", "replace"), [value.encode()])
+        return genuine and same and expires.isdigit() and int(expires) > self._clock()
+
+
+def safe_next(target: str | None, default: str = "/console/calls") -> str:
+    """Where to go after signing in: a path on this site only (``/x``), never ``//host``, ``/\\host``,
+    a scheme, or anything with control characters or spaces — no open redirect."""
+    if target and len(target) <= 2048 and _LOCAL_PATH.fullmatch(target):
+        return target
+    return default

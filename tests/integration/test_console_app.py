@@ -1,0 +1,257 @@
+"""The review console in process (the local app): sign-in and sessions, CSRF, redirects, roles, and
+every transcript field rendered escaped. The browser tests (tests/e2e/test_console_browser.py) drive
+the same pages in Chromium."""
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.core.config import Settings
+from services.core.domain.models import CallRecord
+from services.local.app import create_local_app
+from services.web.auth import parse_key_entries
+from services.web.keystore import KeyFile
+from tests.support import ALL_FIXTURES, SECRET, fixture_bytes, signed_headers
+from tests.support_console import RICH_ID, RICH_PHONE, XSS, csrf_of, rich_audio, rich_call, sign_in
+
+ADMIN, READ, LISTEN = "cvk_console-admin", "cvk_console-read", "cvk_console-listen"
+CALL_ID = "conv_01jzfrjvcce0vsea1fcbpp9p04"
+PAGES = (
+    "/console/calls",
+    f"/console/calls/{RICH_ID}",
+    f"/console/callers/{RICH_PHONE}",
+    "/console/dashboard",
+    "/console/search?q=hello",
+)
+
+
+def _app(data_dir: Path) -> TestClient:
+    entries = parse_key_entries([ADMIN, f"read:{READ}", f"listen:{LISTEN}"])
+    app = create_local_app(Settings(data_dir=data_dir), [SECRET], api_key_hashes=entries, signing_key=b"c" * 32)
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def _ingest(client: TestClient, raw: bytes) -> None:
+    assert client.post("/webhooks/elevenlabs", content=raw, headers=signed_headers(raw)).status_code == 200
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with _app(tmp_path / "data") as client:
+        for name in ALL_FIXTURES:
+            _ingest(client, fixture_bytes(name))
+        _ingest(client, rich_call(hostile=XSS))
+        _ingest(client, rich_audio())
+        yield client
+
+
+def test_console_root_sends_a_stranger_to_sign_in_and_back(client: TestClient) -> None:
+    response = client.get("/console/calls/" + CALL_ID, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/console/signin?next=/console/calls/{CALL_ID}"
+    assert client.get("/", follow_redirects=True).url.path == "/console/signin"
+    signed = sign_in(client, ADMIN, f"/console/calls/{CALL_ID}")
+    assert (signed.status_code, signed.headers["location"]) == (303, f"/console/calls/{CALL_ID}")
+    assert client.get("/").headers.get("content-type", "").startswith("text/html")
+    assert "Calls" in client.get("/", follow_redirects=True).text
+
+
+def test_console_session_cookie_flags(client: TestClient) -> None:
+    header = sign_in(client, ADMIN).headers["set-cookie"]
+    session = next(part for part in header.split(", cv_") if part.startswith("cv_session=") or "session=" in part)
+    assert "HttpOnly" in session and "SameSite=strict" in session and "Path=/" in session
+    assert "Max-Age=28800" in session
+    assert "Secure" not in session  # plain HTTP on loopback: a Secure cookie would never come back
+
+
+def test_console_session_cookie_is_secure_over_https(tmp_path: Path) -> None:
+    with _app(tmp_path / "data") as client:
+        client.base_url = "https://testserver"
+        header = sign_in(client, ADMIN).headers["set-cookie"]
+        assert "Secure" in header and "HttpOnly" in header
+        proxied = client.get("/console/signin", headers={"x-forwarded-proto": "https"})
+        assert "Secure" in proxied.headers["set-cookie"]
+
+
+def test_console_sign_in_always_starts_a_new_session(client: TestClient) -> None:
+    # Session fixation: whatever cookie the browser had before (planted or an older session) is replaced.
+    client.cookies.set("cv_session", "planted-by-an-attacker")
+    first = sign_in(client, ADMIN).cookies.get("cv_session")
+    assert first and first != "planted-by-an-attacker"
+    second = sign_in(client, ADMIN).cookies.get("cv_session")
+    assert second and second != first
+    client.cookies.clear()
+    client.cookies.set("cv_session", "planted-by-an-attacker")
+    assert client.get("/console/calls", follow_redirects=False).status_code == 303
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    ["", "x", "e30.AAAA", "eyJrIjoiY2ZnXzEiLCJzIjoiMSIsImUiOjk5OTk5OTk5OTl9.AAAA", "a.b.c"],
+)
+def test_console_forged_sessions_are_refused(client: TestClient, cookie: str) -> None:
+    client.cookies.set("cv_session", cookie)
+    assert client.get("/console/calls", follow_redirects=False).status_code == 303
+
+
+def test_console_tampered_and_expired_sessions_are_refused(client: TestClient) -> None:
+    cookie = sign_in(client, ADMIN).cookies["cv_session"]
+    body, tag = cookie.split(".")
+    client.cookies.clear()
+    client.cookies.set("cv_session", body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + tag)
+    assert client.get("/console/calls", follow_redirects=False).status_code == 303
+    sessions = client.app.state.console.sessions  # type: ignore[attr-defined]
+    real_clock = sessions._clock
+    client.cookies.clear()
+    client.cookies.set("cv_session", cookie)
+    assert client.get("/console/calls", follow_redirects=False).status_code == 200
+    sessions._clock = lambda: real_clock() + sessions.ttl_secs + 1
+    try:
+        assert client.get("/console/calls", follow_redirects=False).status_code == 303
+    finally:
+        sessions._clock = real_clock
+
+
+def test_console_sign_in_needs_its_csrf_token(client: TestClient) -> None:
+    form = client.get("/console/signin")
+    token = csrf_of(form.text)
+    for data in ({"key": ADMIN}, {"key": ADMIN, "csrf": "wrong"}, {"key": ADMIN, "csrf": token + "x"}):
+        refused = client.post("/console/signin", data=data, follow_redirects=False)
+        assert refused.status_code == 403 and "cv_session" not in refused.cookies
+    client.cookies.delete("cv_signin", path="/console/signin")
+    client.cookies.clear()
+    refused = client.post("/console/signin", data={"key": ADMIN, "csrf": token}, follow_redirects=False)
+    assert refused.status_code == 403  # the token alone, without its cookie (a cross-site post)
+
+
+def test_console_wrong_key_is_401_and_sets_no_session(client: TestClient) -> None:
+    response = sign_in(client, "cvk_not-a-key")
+    assert response.status_code == 401 and "not valid" in response.text
+    assert "cv_session" not in response.cookies
+
+
+def test_console_sign_out_needs_csrf_and_ends_the_session(client: TestClient) -> None:
+    sign_in(client, ADMIN)
+    page = client.get("/console/calls")
+    refused = client.post("/console/signout", data={"csrf": "nope"}, follow_redirects=False)
+    assert refused.status_code == 403
+    assert client.get("/console/calls", follow_redirects=False).status_code == 200  # still signed in
+    done = client.post("/console/signout", data={"csrf": csrf_of(page.text)}, follow_redirects=False)
+    assert (done.status_code, done.headers["location"]) == (303, "/console/signin")
+    assert 'cv_session=""' in done.headers["set-cookie"] and "Max-Age=0" in done.headers["set-cookie"]
+    assert client.get("/console/calls", follow_redirects=False).status_code == 303
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/",
+        "https://evil.example/",
+        "/\\evil.example",
+        "javascript:alert(1)",
+        "evil.example",
+        "/console/calls\r\nSet-Cookie: x=1",
+        "/ /evil.example",
+        "",
+    ],
+)
+def test_console_sign_in_never_redirects_off_site(client: TestClient, target: str) -> None:
+    response = sign_in(client, ADMIN, target)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/calls"
+
+
+def test_console_sign_in_keeps_a_local_next(client: TestClient) -> None:
+    assert sign_in(client, ADMIN, "/console/calls?phone=%2B1612").headers["location"] == "/console/calls?phone=%2B1612"
+
+
+def test_console_every_page_renders_transcript_fields_escaped(client: TestClient) -> None:
+    sign_in(client, ADMIN)
+    for path in PAGES:
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert "<script>window.__xss" not in response.text, path
+        assert 'onerror="window' not in response.text, path
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+    call = client.get(f"/console/calls/{RICH_ID}").text
+    escaped = "&lt;script&gt;window.__xss=1&lt;/script&gt;"
+    for field in ("Support agent", "Turn 1 says hello", "Because", "value", "lookup_order", "Order status"):
+        assert f"{field} {escaped}" in call or f"{field}{escaped}" in call, field
+    assert "A-17 &lt;script&gt;" in call  # tool arguments
+
+
+def test_console_call_page_shows_the_call(client: TestClient) -> None:
+    sign_in(client, ADMIN)
+    html = client.get(f"/console/calls/{RICH_ID}").text
+    assert html.count('class="turn ') == 5
+    assert 'data-t="2.4"' in html and "0:02" in html
+    for heading in ("Evaluation", "Data collected", "Tool calls", "Transcript"):
+        assert f">{heading}</h2>" in html
+    assert '<audio id="player"' in html and f"/console/calls/{RICH_ID}/audio" in html
+    assert "Transcript (JSON)" in html
+
+
+def test_console_read_key_sees_no_player_and_gets_403_on_audio(client: TestClient) -> None:
+    sign_in(client, READ)
+    html = client.get(f"/console/calls/{RICH_ID}").text
+    assert "<audio" not in html and "/audio" not in html
+    assert "may read this call but not play its audio" in html
+    assert client.get(f"/console/calls/{RICH_ID}/audio", follow_redirects=False).status_code == 403
+
+
+def test_console_listen_key_streams_audio_with_range(client: TestClient) -> None:
+    sign_in(client, LISTEN)
+    moved = client.get(f"/console/calls/{RICH_ID}/audio", follow_redirects=False)
+    assert moved.status_code == 307
+    part = client.get(moved.headers["location"], headers={"Range": "bytes=0-9"})
+    assert (part.status_code, len(part.content)) == (206, 10)
+
+
+def test_console_revoked_key_ends_its_sessions(tmp_path: Path) -> None:
+    with _app(tmp_path / "data") as client:
+        key, record = KeyFile.in_data_dir(tmp_path / "data").create("temp", "read")
+        assert sign_in(client, key).status_code == 303
+        assert client.get("/console/calls", follow_redirects=False).status_code == 200
+        KeyFile.in_data_dir(tmp_path / "data").revoke(record.id)
+        assert client.get("/console/calls", follow_redirects=False).status_code == 303
+
+
+def test_console_calls_filters_and_cursor_live_in_the_url(client: TestClient) -> None:
+    index = client.app.state.storage.index  # type: ignore[attr-defined]
+    now = int(time.time())
+    for i in range(60):
+        index.save_call(
+            CallRecord(
+                f"conv_page_{i:03d}", phone="+16125550111", agent_id="agent_paging", started_at=1_760_000_000 + i
+            ),
+            now,
+        )
+    sign_in(client, ADMIN)
+    first = client.get("/console/calls", params={"agent_id": "agent_paging"})
+    ids = re.findall(r'href="/console/calls/(conv_page_\d+)"', first.text)
+    assert ids == [f"conv_page_{i:03d}" for i in range(59, 9, -1)]  # newest first, 50 per page
+    next_url = re.search(r'href="([^"]+)" rel="next"', first.text)
+    assert next_url and "agent_id=agent_paging" in next_url.group(1) and "cursor=" in next_url.group(1)
+    second = client.get(next_url.group(1).replace("&amp;", "&"))  # a reload of this URL gives this page again
+    assert re.findall(r'href="/console/calls/(conv_page_\d+)"', second.text) == [
+        f"conv_page_{i:03d}" for i in range(9, -1, -1)
+    ]
+    assert 'rel="next"' not in second.text
+    by_phone = client.get("/console/calls", params={"phone": "(612) 555-0111", "agent_id": "agent_paging"})
+    assert len(re.findall(r'href="/console/calls/conv_page_', by_phone.text)) == 50
+    bad = client.get("/console/calls", params={"phone": "12"})
+    assert bad.status_code == 400 and "phone" in bad.text
+
+
+def test_console_dashboard_and_search_use_the_report_code(client: TestClient) -> None:
+    sign_in(client, ADMIN)
+    dashboard = client.get("/console/dashboard").text
+    assert "Calls per day" in dashboard and "<svg" in dashboard
+    assert "2025-07-06 to 2025-07-08" in dashboard or "2025-07-06 to" in dashboard
+    assert "session_closure" in dashboard  # an evaluation criterion's pass rate
+    found = client.get("/console/search", params={"q": "turn 3"}).text
+    assert f"/console/calls/{RICH_ID}#turn-3" in found and "<mark>Turn 3</mark>" in found
