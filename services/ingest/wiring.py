@@ -22,6 +22,11 @@ def build_archiver(
     days (``callvault serve`` merges them soon after)."""
     has_analytics = settings.backend != "aws" or bool(settings.analytics_bucket)
     analytics = AnalyticsWriter(build_analytics_store(settings), on_late_write=on_late_write) if has_analytics else None
-    return Archiver(
+    archiver = Archiver(
         storage.blobs, storage.index, time.time, settings.default_region, analytics=analytics, memory_jobs=memory_jobs
     )
+    if settings.audio_fetch_queue_url:  # AWS: a delayed SQS message per call whose audio may not come
+        from services.sync.sqs_scheduler import SqsAudioFetchScheduler  # a composition root may wire sync in
+
+        archiver.audio_fetches = SqsAudioFetchScheduler(settings.audio_fetch_queue_url, settings.audio_grace_seconds)
+    return archiver

@@ -20,6 +20,7 @@ COMPACT = "AnalyticsCompactFunction"
 # Functions without reserved concurrency, and why (every other one takes it as a parameter).
 UNRESERVED = {
     COMPACT: "runs once a day, and concurrent runs are safe (compare-and-swap): neither a slot nor a cap is needed",
+    "AudioFetchFunction": "its SQS event source's MaximumConcurrency caps it; a rare short job needs no slot",
 }
 
 
@@ -75,7 +76,16 @@ def test_every_function_can_write_its_traces_when_tracing_is_on() -> None:
 
 
 @pytest.mark.parametrize(
-    "role", ["IngestRole", "SearchRole", "AnalyticsCompactRole", "MemoryWorkerRole", "MemoryApiRole"]
+    "role",
+    [
+        "IngestRole",
+        "SearchRole",
+        "AnalyticsCompactRole",
+        "MemoryWorkerRole",
+        "MemoryApiRole",
+        "AudioFetchRole",
+        "SyncRole",
+    ],
 )
 def test_no_wildcard_actions_and_only_scoped_resources(role: str) -> None:
     for statement, condition in _statements(_roles()[role]):
@@ -117,6 +127,24 @@ def test_what_each_role_may_do_is_exactly_what_its_function_needs() -> None:
         "sqs:SendMessage",  # records a caller-memory job; Mem0 is the worker's business
     }
     assert granted("SearchRole") == logs | {"s3:GetObject", "dynamodb:GetItem", "dynamodb:Query", "ssm:GetParameter"}
+    # The sync functions archive through the ingest Archiver: ingest's grants, plus aborting a multipart
+    # upload (audio above 8 MiB); no Query (rows are read by key) and no secret but the ElevenLabs key.
+    archiving = {
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:DeleteObject",
+        "s3:ListBucket",
+        "s3:AbortMultipartUpload",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "ssm:GetParameter",
+    }
+    assert granted("AudioFetchRole") == logs | archiving | {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+    }
+    assert granted("SyncRole") == logs | archiving | {"sqs:SendMessage"}  # memory jobs of the calls it archives
     # The analytics tables only (resources: test_template_matches_code.py); no archive, index or secret.
     assert granted("AnalyticsCompactRole") == logs | {
         "s3:GetObject",  # per-call objects and the day object, with their ETags
@@ -128,7 +156,7 @@ def test_what_each_role_may_do_is_exactly_what_its_function_needs() -> None:
 
 def test_with_a_bucket_key_each_role_may_use_it_only_through_s3() -> None:
     """SSE-KMS on the buckets: a role that writes objects needs GenerateDataKey, one that reads, Decrypt."""
-    for role in ("IngestRole", "AnalyticsCompactRole"):
+    for role in ("IngestRole", "AnalyticsCompactRole", "AudioFetchRole", "SyncRole"):
         (statement,) = [s for s, c in _statements(_roles()[role]) if c == "HasBucketKmsKey"]
         assert set(_as_list(statement["Action"])) == {"kms:GenerateDataKey", "kms:Decrypt"}, role
         assert statement["Resource"] == {"Ref": "BucketKmsKeyArn"}
@@ -247,8 +275,14 @@ def test_secrets_come_from_ssm_parameters_never_from_the_template() -> None:
         "Mem0ApiKeyParameterName",
         "AgentWebhookSecretParameterName",
     }
+    # Optional: empty (the default) turns a feature off; otherwise an SSM name like the others.
+    optional_secret_params = {"ElevenLabsApiKeyParam"}
     for name in secret_params:
         assert params[name]["Type"] == "String" and params[name]["Default"].startswith("/")
+    for name in optional_secret_params:
+        assert params[name]["Type"] == "String" and params[name]["Default"] == ""
+        assert params[name]["AllowedPattern"].startswith("^$|^/")
+    secret_params |= optional_secret_params
     for name, spec in params.items():
         if name.endswith("KmsKeyArn"):
             assert spec["AllowedPattern"].startswith("^$|^arn:"), f"{name} must only take a key ARN"
