@@ -149,8 +149,9 @@ def run_cli(args: list[str]) -> int:
 # --- the fork server ------------------------------------------------------------------------------------
 
 
-def _child(env: dict[str, str], args: list[str], output: str) -> None:
-    """In the forked child: the environment, stdio to ``output``, hooks, the CLI; never returns."""
+def _child(env: dict[str, str], args: list[str], output: str, errors: str | None) -> None:
+    """In the forked child: the environment, stdout to ``output`` (stderr too unless ``errors`` names its own
+    file: a command's --json must stay parseable when CI turns progress bars on), hooks, the CLI; never returns."""
     code = 70
     try:
         for name in [name for name in os.environ if name.startswith(("CALLVAULT_", PREFIX))]:
@@ -160,7 +161,7 @@ def _child(env: dict[str, str], args: list[str], output: str) -> None:
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(fd, 1)
-        os.dup2(fd, 2)
+        os.dup2(os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if errors else fd, 2)
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -212,7 +213,7 @@ def _serve_commands(children: set[int]) -> None:
         if kind in ("serve", "verify"):
             pid = os.fork()
             if pid == 0:
-                _child(command["env"], command["args"], command["output"])
+                _child(command["env"], command["args"], command["output"], command.get("errors"))
             children.add(pid)
             answer = {"pid": pid}
             if kind == "verify":

@@ -201,6 +201,7 @@ def verify_cli(forks: ForkServer, data_dir: Path) -> tuple[int, dict[str, Any]]:
         env=serve_env(),
         args=["verify", "--json", "--data-dir", str(data_dir)],
         output=str(output),
+        errors=str(output.with_suffix(".stderr")),
         timeout=120,
     )
     text = output.read_text()
