@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit clean infra infra-lint infra-build infra-check
+.PHONY: serve test lint typecheck unit clean infra infra-lint infra-build infra-check browser
 
 # Infrastructure checks (infra/template.yaml), offline. The SAM CLI and checkov each live in their
 # own virtual environment: installed into .venv they would downgrade boto3 and pydantic.
@@ -37,8 +37,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The console's browser tests drive Debian's chromium-headless-shell through Playwright (Playwright's
+# own browser download needs the internet). Installed here where we can (root and apt); otherwise
+# stop with what to do: in CI a missing browser fails the run, it is never skipped.
+browser:
+	@if command -v chromium-headless-shell >/dev/null 2>&1 || [ -n "$$CALLVAULT_CHROMIUM" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get install -y -q chromium-headless-shell || { apt-get update -q && apt-get install -y -q chromium-headless-shell; }; \
+	else \
+	  echo "The console's browser tests need headless Chromium: run 'sudo apt-get install -y chromium-headless-shell'" >&2; \
+	  echo "(Debian/Ubuntu), or set CALLVAULT_CHROMIUM to a Chromium binary, then run make test again." >&2; \
+	  exit 1; \
+	fi
+
 # `infra` builds the Lambda packages that tests/infra imports, so it runs before pytest.
-test: lint typecheck infra
+test: lint typecheck infra browser
 	CALLVAULT_SAM_BUILD_DIR=$(SAM_BUILD_DIR) $(BIN)/pytest $(PYTEST_ARGS)
 
 $(SAM_STAMP):

@@ -25,7 +25,22 @@
     }
   }
 
-  ["timeupdate", "seeked", "loadedmetadata"].forEach(function (name) { audio.addEventListener(name, update); });
+  // Our own controls (the native ones reflow inside when the audio loads): play/pause, position, time.
+  var controls = document.querySelector(".player .controls");
+  var play = document.getElementById("play");
+  var position = document.getElementById("position");
+  var clock = document.getElementById("clock");
+  var total = clock.textContent.split(" / ")[1];
+  function mmss(t) { t = Math.max(0, Math.floor(t)); var s = t % 60; return Math.floor(t / 60) + ":" + (s < 10 ? "0" : "") + s; }
+  controls.hidden = false;
+  play.addEventListener("click", function () { if (audio.paused) { var p = audio.play(); if (p && p.catch) p.catch(function () {}); } else audio.pause(); });
+  position.addEventListener("input", function () { audio.currentTime = parseFloat(position.value); });
+  audio.addEventListener("play", function () { play.textContent = "Pause"; play.setAttribute("aria-pressed", "true"); });
+  audio.addEventListener("pause", function () { play.textContent = "Play"; play.setAttribute("aria-pressed", "false"); });
+  audio.addEventListener("loadedmetadata", function () { if (isFinite(audio.duration)) { position.max = audio.duration; total = mmss(audio.duration); } });
+  function tick() { position.value = audio.currentTime; clock.textContent = mmss(audio.currentTime) + " / " + total; }
+
+  ["timeupdate", "seeked", "loadedmetadata"].forEach(function (name) { audio.addEventListener(name, update); audio.addEventListener(name, tick); });
   document.getElementById("transcript").addEventListener("click", function (event) {
     var button = event.target.closest ? event.target.closest("button.seek") : null;
     if (!button) return;

@@ -1,0 +1,214 @@
+"""The review console in headless Chromium against the real `callvault serve`: sign in, filter, open a
+call, play its audio and watch the highlighted turn follow ``currentTime``, seek by clicking a turn,
+read-only keys without a player, sign out; axe-core on every page, no layout shift, phone width.
+
+Contexts bypass the Content-Security-Policy so axe-core can be injected; that also means the XSS
+checks prove the escaping alone, without the CSP's second line of defence. Screenshots go to a temp
+folder; with CALLVAULT_UPDATE_SCREENSHOTS=1 to docs/console/ (the console's documentation: look at
+them after a change)."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlparse
+
+import httpx
+import pytest
+
+from tests.e2e.browser import axe_violations, browser, layout_shift  # noqa: F401  (browser is a fixture)
+from tests.support import ALL_FIXTURES, ServedArchive, fixture_bytes, serve_archive, signed_headers
+from tests.support_console import RICH_ID, RICH_PHONE, TURN_TIMES, XSS, rich_audio, rich_call
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(180)]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+XSS_ID = "conv_console_hostile_01"
+PHONE_WIDTH = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedArchive]:
+    with serve_archive(tmp_path_factory.mktemp("console") / "data") as archive:
+        bodies = [fixture_bytes(name) for name in ALL_FIXTURES]
+        bodies += [rich_call(), rich_audio(), rich_call(XSS_ID, hostile=XSS, phone="+16125550198")]
+        for body in bodies:
+            response = httpx.post(archive.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))
+            assert response.status_code == 200, response.text
+        yield archive
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if os.environ.get("CALLVAULT_UPDATE_SCREENSHOTS"):
+        folder = REPO_ROOT / "docs" / "console"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def admin_key(served: ServedArchive) -> str:
+    return (served.data_dir / "api-key").read_text().strip()
+
+
+def create_key(served: ServedArchive, role: str) -> str:
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "keys",
+            "create",
+            "--data-dir",
+            str(served.data_dir),
+            "--name",
+            role,
+            "--role",
+            role,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return made.stdout.strip()
+
+
+def sign_in(page: Any, served: ServedArchive, key: str) -> None:
+    page.goto(served.url + "/")
+    assert urlparse(page.url).path == "/console/signin"
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/console/calls")
+
+
+def check_page(page: Any, shots: Path, name: str) -> None:
+    """Every page: no serious/critical axe violation, nothing moved while loading, a screenshot."""
+    assert axe_violations(page) == [], name
+    assert layout_shift(page) == 0, name
+    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+
+def test_console_browser_review_a_call_end_to_end(browser: Any, served: ServedArchive, shots: Path) -> None:  # noqa: F811
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    page = context.new_page()
+    dialogs: list[str] = []
+
+    def note_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", note_dialog)
+
+    page.goto(served.url + "/")
+    check_page(page, shots, "signin")
+    sign_in(page, served, admin_key(served))
+    assert page.locator("table.calls tbody tr").count() == 6  # the four fixture calls and two of ours
+    check_page(page, shots, "calls")
+
+    # Filter by the phone as people type it: the filter lands in the URL, so a reload keeps it.
+    page.get_by_label("Phone").fill("(612) 555-0199")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**/console/calls?*")
+    assert parse_qs(urlparse(page.url).query)["phone"] == ["(612) 555-0199"]
+    page.reload()
+    rows = page.locator("table.calls tbody tr")
+    assert rows.count() == 1 and RICH_PHONE in rows.first.inner_text()
+
+    rows.first.get_by_role("link").first.click()
+    page.wait_for_url(f"**/console/calls/{RICH_ID}")
+    check_page(page, shots, "call")  # preload="none": the player's controls do not reflow as metadata loads
+
+    # Play: record (currentTime, highlighted turn) at every timeupdate, after the console's own handler.
+    page.evaluate(
+        """() => { window.__seen = []; const a = document.getElementById('player');
+        a.addEventListener('timeupdate', () => window.__seen.push(
+          [a.currentTime, (document.querySelector('#transcript .turn.current') || {}).id || null])); }"""
+    )
+    page.evaluate("() => document.getElementById('player').play()")
+    page.wait_for_function("document.querySelector('#transcript .turn.current')?.id === 'turn-2'", timeout=15_000)
+    page.evaluate("() => document.getElementById('player').pause()")
+    seen = page.evaluate("() => window.__seen")
+    assert len(seen) >= 3
+    for current_time, turn_id in seen:
+        expected = max(i for i, t in enumerate(TURN_TIMES) if t <= current_time + 0.05)
+        assert turn_id == f"turn-{expected}", (current_time, turn_id)
+    assert {turn_id for _, turn_id in seen} >= {"turn-0", "turn-1"}
+    assert page.locator("#transcript .turn.current").count() == 1
+    assert page.locator("#turn-2").get_attribute("aria-current") == "true"
+
+    # Click a turn: the audio seeks to it and that turn is highlighted.
+    page.locator("#turn-3 button.seek").click()
+    page.evaluate("() => document.getElementById('player').pause()")
+    position = page.evaluate("() => document.getElementById('player').currentTime")
+    assert TURN_TIMES[3] <= position < TURN_TIMES[4]
+    assert page.locator("#transcript .turn.current").get_attribute("id") == "turn-3"
+    page.screenshot(path=str(shots / "call-playing.png"))
+    # ...and by keyboard: focus a turn's time and press Enter.
+    page.locator("#turn-4 button.seek").focus()
+    page.keyboard.press("Enter")
+    page.evaluate("() => document.getElementById('player').pause()")
+    assert page.evaluate("() => document.getElementById('player').currentTime") >= TURN_TIMES[4]
+    assert page.locator("#transcript .turn.current").get_attribute("id") == "turn-4"
+
+    # The audio is streamed with Range (the player asks for byte ranges; the server answers 206).
+    moved = page.request.get(served.url + f"/console/calls/{RICH_ID}/audio", max_redirects=0)
+    assert moved.status == 307
+    part = page.request.get(urljoin(served.url, moved.headers["location"]), headers={"Range": "bytes=0-99"})
+    assert part.status == 206
+
+    page.get_by_role("link", name=RICH_PHONE).first.click()
+    page.wait_for_url("**/console/callers/**")
+    check_page(page, shots, "caller")
+
+    page.get_by_role("link", name="Dashboard").click()
+    page.wait_for_url("**/console/dashboard")
+    assert page.locator(".chart svg rect.calls").count() == 2  # 2025-07-06 and 07-07: one bar per day
+    check_page(page, shots, "dashboard")
+
+    page.get_by_role("link", name="Search").click()
+    page.get_by_label("Words").fill("turn 3")
+    page.get_by_label("Words").press("Enter")
+    page.wait_for_url("**/console/search?q=*")
+    assert page.locator("ol.matches mark").first.inner_text().lower() == "turn 3"
+    check_page(page, shots, "search")
+
+    # Hostile text in every field of a transcript is shown as text, never run.
+    page.goto(served.url + f"/console/calls/{XSS_ID}")
+    assert page.evaluate("() => window.__xss") is None
+    assert "<script>window.__xss=1</script>" in page.locator("#transcript").inner_text()
+    assert dialogs == []
+
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/console/signin")
+    page.goto(served.url + f"/console/calls/{RICH_ID}")
+    assert urlparse(page.url).path == "/console/signin"
+    context.close()
+
+
+def test_console_browser_read_key_sees_no_player_and_gets_403(browser: Any, served: ServedArchive) -> None:  # noqa: F811
+    key = create_key(served, "read")  # created while serve runs: it counts at once
+    context = browser.new_context(bypass_csp=True)
+    page = context.new_page()
+    sign_in(page, served, key)
+    page.goto(served.url + f"/console/calls/{RICH_ID}")
+    assert page.locator("#transcript .turn").count() == len(TURN_TIMES)
+    assert page.locator("audio").count() == 0
+    assert page.get_by_text("Audio (MP3)").count() == 0
+    assert page.request.get(served.url + f"/console/calls/{RICH_ID}/audio", max_redirects=0).status == 403
+    api = httpx.get(served.url + f"/calls/{RICH_ID}/audio", headers={"Authorization": f"Bearer {key}"})
+    assert api.status_code == 403
+    context.close()
+
+
+def test_console_browser_phone_width(browser: Any, served: ServedArchive, shots: Path) -> None:  # noqa: F811
+    context = browser.new_context(viewport=PHONE_WIDTH, is_mobile=True, has_touch=True, bypass_csp=True)
+    page = context.new_page()
+    sign_in(page, served, admin_key(served))
+    for path, name in (("/console/calls", "phone-calls"), (f"/console/calls/{RICH_ID}", "phone-call")):
+        page.goto(served.url + path)
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, (path, overflow)  # wide tables scroll inside their own region
+        check_page(page, shots, name)
+    context.close()
