@@ -255,3 +255,35 @@ def test_a_failed_fetch_exits_non_zero_and_a_conversation_gone_upstream_is_kept(
     assert newer in rows(data_dir)
     assert "failed" in done.stderr and "audio fetched" in done.stderr  # the text summary
     assert SECRET not in done.stderr
+
+
+def test_serve_fetches_the_audio_a_transcript_promised_once_the_grace_has_passed(
+    tmp_path: Path, api: ElevenLabsStandIn
+) -> None:
+    """Only the transcript webhook comes (audio webhooks are never retried): serve fetches the MP3."""
+    data_dir = tmp_path / "data"
+    cid = api.add("conv_e2e_grace", audio=SyntheticAudio(2 * 1024 * 1024 + 5, "grace"))
+    body = json.dumps(
+        {"type": "post_call_transcription", "event_timestamp": int(time.time()), "data": api.document(cid)}
+    ).encode()
+    env = {
+        "ELEVENLABS_API_KEY": API_KEY,
+        "CALLVAULT_ELEVENLABS_BASE_URL": api.url,
+        "CALLVAULT_AUDIO_GRACE_SECONDS": "1",
+        "CALLVAULT_SYNC_INTERVAL": "0",  # the audio fetch alone, no scheduled sync
+    }
+    with serve_archive(data_dir, env) as served, httpx.Client(timeout=30) as client:
+        response = client.post(f"{served.url}/webhooks/elevenlabs", content=body, headers=signed_headers(body))
+        assert response.status_code == 200, response.text
+        deadline = time.monotonic() + 60
+        while rows(data_dir)[cid]["audio_key"] is None:
+            assert served.process.poll() is None, served.logs()
+            assert time.monotonic() < deadline, f"no audio fetched:\n{served.logs()[-3000:]}"
+            time.sleep(0.1)
+        logs = served.logs()
+
+    assert api.requests == counts(audio=1)  # the audio only: no list, no GET (no sync runs)
+    assert rows(data_dir)[cid]["audio_key"] == f"{FOLDER}/{cid}.mp3"
+    assert sha256(archived(data_dir, cid, "mp3")) == api.conversation(cid).audio_sha256()
+    assert API_KEY not in logs
+    assert verify(data_dir)["items"] == []
