@@ -177,6 +177,10 @@ class DayChart:
     first: str
     last: str
 
+    @property
+    def successful(self) -> int:
+        return sum(bar.value for bar in self.successes)
+
 
 def integer_ticks(top: int, count: int = 4) -> list[int]:
     """0 .. at least ``top`` in whole, round steps (1, 2, 5 x 10^n): never 2.5 calls."""

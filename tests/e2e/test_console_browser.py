@@ -90,6 +90,15 @@ def check_page(page: Any, shots: Path, name: str) -> None:
     page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
 
 
+CLIPPED_TABLES = """() => Array.from(document.querySelectorAll('.scroll')).filter(
+  region => region.scrollWidth > region.clientWidth).map(region => region.getAttribute('aria-label'))"""
+
+
+def clipped_tables(page: Any) -> list[str]:
+    """The labels of table regions whose table is wider than the region (cut off or scrolled)."""
+    return list(page.evaluate(CLIPPED_TABLES))
+
+
 def test_console_browser_review_a_call_end_to_end(browser: Any, served: ServedArchive, shots: Path) -> None:  # noqa: F811
     context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
     page = context.new_page()
@@ -165,6 +174,11 @@ def test_console_browser_review_a_call_end_to_end(browser: Any, served: ServedAr
     page.get_by_role("link", name="Dashboard").click()
     page.wait_for_url("**/console/dashboard")
     assert page.locator(".chart svg rect.calls").count() == 2  # 2025-07-06 and 07-07: one bar per day
+    assert page.locator(".legend").inner_text().split("\n") == [
+        "All calls: 6",
+        "Successful (the lower part of a bar): 0",
+    ]
+    assert clipped_tables(page) == []  # a long agent name wraps inside its column
     check_page(page, shots, "dashboard")
 
     page.get_by_role("link", name="Search").click()
@@ -206,9 +220,14 @@ def test_console_browser_phone_width(browser: Any, served: ServedArchive, shots:
     context = browser.new_context(viewport=PHONE_WIDTH, is_mobile=True, has_touch=True, bypass_csp=True)
     page = context.new_page()
     sign_in(page, served, admin_key(served))
-    for path, name in (("/console/calls", "phone-calls"), (f"/console/calls/{RICH_ID}", "phone-call")):
+    for path, name in (
+        ("/console/calls", "phone-calls"),
+        (f"/console/calls/{RICH_ID}", "phone-call"),
+        ("/console/dashboard", "phone-dashboard"),
+    ):
         page.goto(served.url + path)
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, (path, overflow)  # wide tables scroll inside their own region
         check_page(page, shots, name)
+    assert clipped_tables(page) == []  # the dashboard's rate tables fit a phone without scrolling
     context.close()
