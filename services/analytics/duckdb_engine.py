@@ -76,18 +76,51 @@ def load_httpfs(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"LOAD {_literal(str(path))}")
 
 
-def _connect(database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+class QueryRefused(ValueError):
+    """A statement that could change data, run where only reading is allowed (``callvault sql``)."""
+
+
+# DuckDB's own parser says what each statement is; DESCRIBE, SHOW, SUMMARIZE and PRAGMA reads parse as SELECT.
+_READ_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+_EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN(\s+ANALY[SZ]E)?\b", re.IGNORECASE)
+
+
+def check_read_only(sql: str) -> None:
+    """Raise ``QueryRefused`` unless every statement in ``sql`` only reads (``duckdb.ParserException`` if
+    it does not parse). ``EXPLAIN ANALYZE`` runs its statement, so what it explains is checked too."""
+    for statement in duckdb.extract_statements(sql):
+        if statement.type not in _READ_STATEMENTS:
+            words = statement.query.split(None, 1)
+            what = words[0].upper() if words else str(statement.type).rsplit(".", 1)[-1]
+            raise QueryRefused(
+                f"{what} refused: this SQL is read-only "
+                "(SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN and PRAGMA reads run)"
+            )
+        if statement.type == duckdb.StatementType.EXPLAIN:
+            check_read_only(_EXPLAIN_PREFIX.sub("", statement.query, count=1))
+
+
+def _connect(database: str = ":memory:", *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     # No extension is ever installed or fetched behind our back: offline, and the same on every machine.
     # preserve_insertion_order=false: with it on, reading 10,000 small gzip files took 2.9 GB and 3.9 s;
     # off, 130 MB and 0.6 s (measured, benchmarks/analytics_duckdb.py). Reports order explicitly anyway.
-    return duckdb.connect(
-        database,
-        config={
-            "autoinstall_known_extensions": "false",
-            "autoload_known_extensions": "false",
-            "preserve_insertion_order": "false",
-        },
-    )
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "autoinstall_known_extensions": "false",
+        "autoload_known_extensions": "false",
+        "preserve_insertion_order": "false",
+    }
+    if read_only:  # the cache file opened read-only, no file system access, settings locked
+        config |= {"enable_external_access": "false", "lock_configuration": "true"}
+    return duckdb.connect(database, read_only=read_only, config=config)
+
+
+def _lock_down(con: duckdb.DuckDBPyConnection, readable: Sequence[str]) -> None:
+    """For an in-memory database (no file to open read-only): files outside ``readable`` out of reach,
+    no extension loads, no setting changes. Writes to the views are refused by ``check_read_only``."""
+    if readable:
+        con.execute(f"SET allowed_directories = [{', '.join(_literal(d) for d in readable)}]")
+        con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 class DuckDbEngine:
@@ -95,18 +128,23 @@ class DuckDbEngine:
 
     dialect: Final = "duckdb"
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, description: str) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, description: str, *, read_only: bool = False) -> None:
         self.con = con
         self.description = description
+        self.read_only = read_only  # query() refuses statements that could write (callvault sql)
 
     # -- construction ------------------------------------------------------------------------------
 
     @classmethod
-    def local(cls, root: Path, cache: Path | None = None, *, refresh: bool = True) -> "DuckDbEngine":
+    def local(
+        cls, root: Path, cache: Path | None = None, *, refresh: bool = True, read_only: bool = False
+    ) -> "DuckDbEngine":
         """Over ``root`` (the folder holding ``calls/``, ``messages/``, ``evaluations/``).
 
         With ``cache``, rows live in that DuckDB file and only changed partitions are re-read; if
         another process holds the cache, this one reads the files directly instead (slower, same rows).
+        ``read_only``: after the refresh the cache is opened again in DuckDB's read-only mode, and
+        ``query`` runs only statements that read (``callvault sql``).
         """
         if cache is not None and root.is_dir():  # no folder yet: no data, nothing worth caching
             try:
@@ -120,7 +158,17 @@ class DuckDbEngine:
                 engine._init_cache()
                 if refresh:
                     engine.refresh(root)
-                return engine
+                if not read_only:
+                    return engine
+                engine.close()
+                try:
+                    return cls(_connect(str(cache), read_only=True), engine.description, read_only=True)
+                # Another process took the cache in between, or this one still holds it writable.
+                except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                    reason = str(exc).strip().splitlines()[0]
+                    print(
+                        f"note: cannot open the cache {cache} ({reason}); reading the files directly", file=sys.stderr
+                    )
         con = _connect()
         for table in TABLES:
             folder = root / table
@@ -131,7 +179,9 @@ class DuckDbEngine:
                 else _empty_select(table)
             )
             con.execute(f"CREATE VIEW {table} AS {body}")
-        return cls(con, str(root))
+        if read_only:
+            _lock_down(con, [str(root)])
+        return cls(con, str(root), read_only=read_only)
 
     @classmethod
     def s3(
@@ -143,6 +193,7 @@ class DuckDbEngine:
         session_token: str | None = None,
         region: str | None = None,
         endpoint: str | None = None,
+        read_only: bool = False,
     ) -> "DuckDbEngine":
         """Straight from a bucket: ``s3://bucket[/prefix]``. Credentials default to boto3's chain, the
         endpoint to ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (any S3 implementation works)."""
@@ -181,7 +232,9 @@ class DuckDbEngine:
             has_files = bool(found and found[0])
             body = f"SELECT {_select_list(table)} FROM {_read_json(table, [pattern])}" if has_files else None  # noqa: S608
             con.execute(f"CREATE VIEW {table} AS {body or _empty_select(table)}")
-        return cls(con, base)
+        if read_only:
+            _lock_down(con, [])
+        return cls(con, base, read_only=read_only)
 
     # -- the local cache ---------------------------------------------------------------------------
 
@@ -243,6 +296,8 @@ class DuckDbEngine:
     # -- queries -----------------------------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[object] = ()) -> QueryResult:
+        if self.read_only:
+            check_read_only(sql)
         relation = self.con.sql(sql, params=list(params)) if params else self.con.sql(sql)
         if relation is None:  # a statement without a result (SET, CREATE ...)
             return QueryResult([], [], [])

@@ -51,7 +51,9 @@ DAY = click.DateTime(formats=["%Y-%m-%d"])
 CACHE_FILE = "analytics-cache.duckdb"
 
 
-def _engine(settings: Settings, *, athena: bool, source: str | None, no_cache: bool) -> "Engine":
+def _engine(
+    settings: Settings, *, athena: bool, source: str | None, no_cache: bool, read_only: bool = False
+) -> "Engine":
     if athena:
         from services.analytics.athena_engine import AthenaEngine
 
@@ -61,12 +63,12 @@ def _engine(settings: Settings, *, athena: bool, source: str | None, no_cache: b
     if source is None and settings.backend == "aws" and settings.analytics_bucket:
         source = f"s3://{settings.analytics_bucket}"
     if source is not None:
-        return DuckDbEngine.s3(source)
+        return DuckDbEngine.s3(source, read_only=read_only)
     root = settings.data_dir / "analytics"
     cache = None if no_cache else settings.data_dir / CACHE_FILE
     if cache is not None and not cache.exists() and root.is_dir():
         click.echo(f"Building the analytics cache {cache} (first run; later runs read only new partitions)", err=True)
-    return DuckDbEngine.local(root, cache)
+    return DuckDbEngine.local(root, cache, read_only=read_only)
 
 
 def _plain(value: Any) -> Any:
@@ -178,7 +180,10 @@ def report(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     engine = _engine(settings, athena=athena, source=source, no_cache=no_cache)
-    result = _run(lambda: run_report(engine, name, args))
+    try:
+        result = _run(lambda: run_report(engine, name, args))
+    finally:
+        _close(engine)
     print_result(result, output_format, chosen.title)
     _report_athena_bytes(engine)
     if chart is not None:
@@ -199,7 +204,10 @@ def report(
 def sql(
     query: str, output_format: str, athena: bool, source: str | None, no_cache: bool, data_dir: Path | None
 ) -> None:
-    """Run ad-hoc SQL over the tables calls, messages and evaluations (the Glue names); - reads stdin.
+    """Run read-only SQL over the tables calls, messages and evaluations (the Glue names); - reads stdin.
+
+    Only statements that read run (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN, ...); anything that could
+    change data or files (DROP, DELETE, INSERT, CREATE, ATTACH, COPY, INSTALL, LOAD, SET) is refused.
 
     \b
     Examples:
@@ -207,11 +215,47 @@ def sql(
       callvault sql "SELECT criteria_id, result, count(*) FROM evaluations GROUP BY 1, 2"
       callvault sql --source s3://my-analytics-bucket "SELECT count(*) FROM messages"
     """
+    import duckdb
+
+    from services.analytics.duckdb_engine import QueryRefused, check_read_only
+
     text = sys.stdin.read() if query == "-" else query
-    engine = _engine(settings_for(data_dir), athena=athena, source=source, no_cache=no_cache)
-    result = _run(lambda: engine.query(text))
+    try:  # refused before any engine opens; DuckDB then also runs it on a read-only connection
+        if athena:
+            _check_athena_read_only(text)
+        else:
+            check_read_only(text)
+    except (QueryRefused, duckdb.Error) as exc:
+        raise click.ClickException(str(exc).strip()) from None
+    engine = _engine(settings_for(data_dir), athena=athena, source=source, no_cache=no_cache, read_only=True)
+    try:
+        result = _run(lambda: engine.query(text))
+    finally:
+        _close(engine)
     print_result(result, output_format)
     _report_athena_bytes(engine)
+
+
+_ATHENA_READS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "EXPLAIN", "VALUES", "(")
+
+
+def _check_athena_read_only(text: str) -> None:
+    """Athena runs one statement per query, in Trino's dialect (which DuckDB's parser need not accept):
+    it must start with a reading keyword, and EXPLAIN ANALYZE (which runs its statement) is refused."""
+    from services.analytics.duckdb_engine import QueryRefused
+
+    words = text.lstrip().upper().split(None, 2)
+    first = words[0] if words else ""
+    if not first.startswith(_ATHENA_READS) or (first == "EXPLAIN" and words[1:2] == ["ANALYZE"]):
+        raise QueryRefused(f"{first or 'an empty statement'} refused: this SQL is read-only (SELECT, WITH, SHOW, ...)")
+
+
+def _close(engine: "Engine") -> None:
+    """A DuckDB file stays free for the next command, and for the next engine of this process."""
+    from services.analytics.duckdb_engine import DuckDbEngine
+
+    if isinstance(engine, DuckDbEngine):
+        engine.close()
 
 
 def _run(call: Any) -> "QueryResult":
