@@ -50,11 +50,22 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     from services.core.wiring import build_analytics_store, build_storage, local_webhook_secret
     from services.local.app import create_local_app
     from services.local.hygiene import prepare_data_dir
+    from services.local.lock import DataDirBusy, DataDirLock, PortTaken, bind_listener
     from services.local.server import run_server
     from services.local.sync_runtime import build_local_sync
     from services.web.credentials import API_KEY_FILE, configured_api_keys, local_api_key, resolve_local
 
     settings = settings_for(data_dir)
+    try:  # before anything is generated, printed or opened: the data dir is ours alone, the port is free
+        lock = DataDirLock.acquire(settings.data_dir, "callvault serve")
+    except DataDirBusy as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        listener = bind_listener(host, port)
+    except PortTaken as exc:
+        lock.close()
+        raise click.ClickException(str(exc)) from None
+    port = listener.getsockname()[1]  # the real one when --port 0
     prepare_data_dir(settings)  # before anything opens it: older files made owner-only, a crash's temp files gone
     secrets = secret_list(settings.webhook_secret, None)  # SSM is for AWS; locally the env or the data dir
     if not secrets:
@@ -105,13 +116,14 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     _tune_garbage_collector()
     try:
         # access_log off: URLs can carry phone numbers; the app logs its own masked lines.
-        run_server(app, settings, host=host, port=port)
+        run_server(app, settings, host=host, port=port, sockets=[listener])
     finally:
         if sync is not None:
             sync.stop()
         compaction.stop()
         if memory is not None:
             memory.stop()
+        lock.close()
 
 
 def _tune_garbage_collector() -> None:

@@ -11,6 +11,7 @@ dead-letter queue instead (docs/memory.md).
 """
 
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,11 +74,10 @@ def forget(phone: str, data_dir: Path | None, yes: bool) -> None:
     """Erase every memory of the caller PHONE (memories and their history).
 
     Stop `callvault serve` first when the back end is the local one: its store is locked to one
-    process.
+    process (a running server is named, with its pid).
     """
     from services.core.domain import phone as phone_domain
     from services.core.domain.errors import CallVaultError
-    from services.memory.wiring import build_memory_store
     from services.web.params import parse_phone
 
     settings = settings_for(data_dir)
@@ -87,6 +87,26 @@ def forget(phone: str, data_dir: Path | None, yes: bool) -> None:
         raise click.BadParameter(exc.message, param_hint="PHONE") from None
     if not yes:
         click.confirm(f"Erase all memories of {phone_domain.mask(e164)}?", abort=True)
+    with _data_dir_lock(settings):
+        _forget(settings, e164)
+
+
+def _data_dir_lock(settings: Settings) -> AbstractContextManager[object]:
+    """The local store is one process's: held for the erasure, refused while `serve` holds it."""
+    from services.local.lock import DataDirBusy, DataDirLock
+
+    if settings.backend != "local" or settings.memory_backend != "oss":
+        return nullcontext()
+    try:
+        return DataDirLock.acquire(settings.data_dir, "callvault memory forget")
+    except DataDirBusy as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _forget(settings: Settings, e164: str) -> None:
+    from services.core.domain.errors import CallVaultError
+    from services.memory.wiring import build_memory_store
+
     try:
         store = build_memory_store(settings)
     except CallVaultError as exc:

@@ -20,6 +20,7 @@ Webhook bodies themselves are bounded by the route (``services.ingest.router.Bod
 import asyncio
 import logging
 import resource
+import socket
 import threading
 import time
 import uuid
@@ -306,6 +307,9 @@ def build_server(app: FastAPI, settings: Settings, *, host: str, port: int) -> u
     return uvicorn.Server(config)
 
 
-def run_server(app: FastAPI, settings: Settings, *, host: str, port: int) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM (what ``callvault serve`` runs)."""
-    build_server(app, settings, host=host, port=port).run()
+def run_server(
+    app: FastAPI, settings: Settings, *, host: str, port: int, sockets: list[socket.socket] | None = None
+) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM (what ``callvault serve`` runs), on ``sockets`` when given
+    (bound beforehand, so a taken port is reported before anything else happens)."""
+    build_server(app, settings, host=host, port=port).run(sockets=sockets)

@@ -1,0 +1,105 @@
+"""One process at a time owns a data dir, and a port is checked before anything is generated or printed.
+
+``DATA_DIR/callvault.lock`` is held with ``flock`` by ``callvault serve`` for its lifetime (and by
+``callvault memory forget`` while it erases): the local memory store, the outbox worker and the
+start-up sweep of temp files each assume they are alone. The file names the holder (pid and command)
+so the second process can say who to stop. The kernel drops the lock when the holder exits, however
+it exits, so a stale file left by a crash never blocks anyone.
+"""
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+from pathlib import Path
+from typing import Self
+
+LOCK_FILE = "callvault.lock"
+
+
+class DataDirBusy(Exception):
+    """Another process holds the data dir's lock; the message names it and says what to do."""
+
+    def __init__(self, data_dir: Path, holder: str) -> None:
+        self.data_dir = data_dir
+        self.holder = holder
+        super().__init__(f"another {holder} holds {data_dir}; stop it or use another --data-dir")
+
+
+class PortTaken(Exception):
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {reason}; stop what uses it or pass another --port")
+
+
+class DataDirLock:
+    """An exclusive, non-blocking ``flock`` on ``DATA_DIR/callvault.lock``; release with ``close()``."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd = fd
+        self.path = path
+
+    @classmethod
+    def acquire(cls, data_dir: Path, command: str) -> Self:
+        """Take the lock for ``command`` (e.g. ``"callvault serve"``) or raise ``DataDirBusy``."""
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = data_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _holder(fd)
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise DataDirBusy(data_dir, holder) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+        return cls(fd, path)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)  # the next reader sees no holder
+            os.close(self._fd)  # releases the flock
+            self._fd = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _holder(fd: int) -> str:
+    """``"callvault serve (pid 123)"`` from the lock file (the holder may be writing it: then less precise)."""
+    with contextlib.suppress(OSError, ValueError):
+        pid, _, command = os.pread(fd, 512, 0).decode().strip().partition(" ")
+        if pid.isdigit():
+            return f"{command or 'callvault process'} (pid {int(pid)})"
+    return "callvault process"
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A bound socket for the server (uvicorn listens on it), or ``PortTaken``: checked before the
+    caller generates secrets or prints where it listens. Bound here, so nothing can take it in between."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise PortTaken(host, port, f"unknown host ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no obstacle
+        if family == socket.AF_INET6:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortTaken(host, port, "the port is taken by another program") from None
+        raise PortTaken(host, port, exc.strerror or str(exc)) from None
+    sock.set_inheritable(True)
+    return sock

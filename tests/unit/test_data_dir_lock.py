@@ -1,0 +1,45 @@
+"""``DataDirLock``: exclusive per data dir, names its holder, released when the holder dies."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.local.lock import LOCK_FILE, DataDirBusy, DataDirLock
+
+
+def test_lock_is_exclusive_and_named(tmp_path: Path) -> None:
+    with DataDirLock.acquire(tmp_path, "callvault serve"):
+        with pytest.raises(DataDirBusy) as refused:
+            DataDirLock.acquire(tmp_path, "callvault memory forget")
+        assert str(refused.value) == (
+            f"another callvault serve (pid {os.getpid()}) holds {tmp_path}; stop it or use another --data-dir"
+        )
+    with DataDirLock.acquire(tmp_path, "callvault memory forget"):
+        assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()} callvault memory forget\n"
+    assert (tmp_path / LOCK_FILE).stat().st_mode & 0o077 == 0
+
+
+def test_a_killed_holder_leaves_no_lock(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from services.local.lock import DataDirLock;"
+            f"lock = DataDirLock.acquire(Path({str(tmp_path)!r}), 'callvault serve'); print('held', flush=True);"
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(DataDirBusy, match=f"pid {holder.pid}"):
+            DataDirLock.acquire(tmp_path, "callvault serve")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    DataDirLock.acquire(tmp_path, "callvault serve").close()
