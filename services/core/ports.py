@@ -1,6 +1,6 @@
 """The ports: what the use cases need from storage, named by role. Adapters live in ``adapters/``."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,6 +38,11 @@ class BlobStore(Protocol):
         ...
 
     def delete(self, key: str) -> None: ...
+
+    def purge(self, key: str) -> int:
+        """Erase the object for good (erasure, #13): on a versioned bucket every version and delete
+        marker of ``key``, not only the current object. Idempotent; returns how many versions went."""
+        ...
 
     def list_keys(self, prefix: str = "") -> Iterator[str]: ...
 
@@ -138,4 +143,21 @@ class CallIndex(Protocol):
 
     def list_calls(self, query: CallQuery) -> CallPage:
         """Newest first by ``started_at``; cost follows the page, never the size of the index."""
+        ...
+
+
+class CallerData(Protocol):
+    """What a feature derived from calls (analytics rows, memories, jobs waiting, caches), told when
+    calls are erased (``services/privacy``). Each feature implements it over its own stores; erasure
+    never knows their tables."""
+
+    name: str
+
+    def find(self, phone: str | None, calls: Sequence[CallRecord]) -> int:
+        """How many items ``erase`` would remove (``--dry-run``). ``phone``: the whole caller is erased."""
+        ...
+
+    def erase(self, phone: str | None, calls: Sequence[CallRecord]) -> int:
+        """Remove what was derived from ``calls`` (and, with ``phone``, anything else kept of that caller).
+        Idempotent; returns how many items went."""
         ...

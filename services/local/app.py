@@ -24,6 +24,9 @@ from services.ingest.router import router as webhook_router
 from services.ingest.service import WebhookReceiver
 from services.ingest.wiring import build_archiver
 from services.memory.app import mount_memory
+from services.memory.erasure import MemoryErasure
+from services.privacy.router import PrivacyContext, mount_privacy
+from services.privacy.wiring import build_eraser
 from services.search.app import create_app
 from services.search.cursor import CursorCodec
 from services.search.dependencies import require_api_key
@@ -76,6 +79,9 @@ def create_local_app(
     )
     if memory is not None:
         mount_memory(app, memory.context, require_api_key)
+    memory_erasure = MemoryErasure(memory.store, memory.outbox) if memory is not None else None
+    eraser = build_eraser(settings, storage, memory_erasure)
+    mount_privacy(app, PrivacyContext(eraser, settings.default_region), require_api_key)
     app.state.receiver = WebhookReceiver(archiver, secrets, settings.max_body_bytes)
     app.state.storage = storage
     app.include_router(webhook_router)

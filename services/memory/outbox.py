@@ -269,6 +269,18 @@ class SqliteOutbox:
             self.wakeup.set()
         return count
 
+    def forget_jobs(self, conversation_ids: list[str], *, dry_run: bool = False) -> int:
+        """Erasure (#13): drop these conversations' jobs, whatever their state. A worker running one
+        finds its row gone: ``complete``/``fail`` touch only a row with its lease token."""
+        count = 0
+        verb = "SELECT COUNT(*) FROM" if dry_run else "DELETE FROM"
+        for start in range(0, len(conversation_ids), 500):  # SQLite's bound on host parameters
+            chunk = conversation_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            cursor = self._execute(f"{verb} memory_outbox WHERE conversation_id IN ({marks})", tuple(chunk))
+            count += int(cursor.fetchone()[0]) if dry_run else cursor.rowcount
+        return count
+
     def counts(self) -> dict[str, int]:
         found: dict[str, int] = dict.fromkeys(STATES, 0)
         for row in self._execute("SELECT state, COUNT(*) AS n FROM memory_outbox GROUP BY state"):

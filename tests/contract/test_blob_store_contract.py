@@ -293,3 +293,64 @@ def test_blob_store_conditional_stream_of_many_parts(
             pytest.mark.xfail(strict=True, reason="moto 5.2.5 ignores If-Match on CompleteMultipartUpload")
         )
     multipart_checks.CHECKS[check](blobs.store, blobs.leftovers)
+
+
+def test_blob_store_purge_removes_the_object_and_only_it(blobs: BlobHarness) -> None:
+    other = f"{PHONE_DIGITS}/conv_other.json"
+    longer = f"{TRANSCRIPT}.bak"  # a key the purged one is a prefix of
+    for key in (TRANSCRIPT, other, longer):
+        blobs.store.put_bytes(key, DOCUMENT, "application/json")
+    blobs.store.put_bytes(TRANSCRIPT, DOCUMENT + b" ", "application/json")
+
+    assert blobs.store.purge(TRANSCRIPT) >= 1
+
+    assert blobs.store.head(TRANSCRIPT) is None
+    assert blobs.leftovers() == sorted([other, longer])
+    assert blobs.store.get_bytes(other) == DOCUMENT
+
+
+def test_blob_store_purge_is_idempotent(blobs: BlobHarness) -> None:
+    assert blobs.store.purge(TRANSCRIPT) == 0
+    blobs.store.put_if(TRANSCRIPT, DOCUMENT, "application/json", None, version="1.1.a")
+    blobs.store.purge(TRANSCRIPT)
+
+    assert blobs.store.purge(TRANSCRIPT) == 0
+    assert blobs.store.list_keys() is not None and list(blobs.store.list_keys()) == []
+
+
+@pytest.fixture
+def versioned_bucket(aws: None) -> tuple[S3BlobStore, object]:
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return S3BlobStore(BUCKET), client
+
+
+def _all_versions(client: object) -> list[tuple[str, str]]:
+    listing = client.list_object_versions(Bucket=BUCKET)  # type: ignore[attr-defined]
+    return sorted(
+        [("version", v["Key"]) for v in listing.get("Versions", [])]
+        + [("marker", m["Key"]) for m in listing.get("DeleteMarkers", [])]
+    )
+
+
+def test_s3_blob_store_purge_on_a_versioned_bucket_removes_every_version_and_delete_marker(
+    versioned_bucket: tuple[S3BlobStore, object],
+) -> None:
+    """Deleting the current object of a versioned bucket erases nothing: purge removes the history."""
+    store, client = versioned_bucket
+    other = f"{PHONE_DIGITS}/conv_other.json"
+    store.put_bytes(other, DOCUMENT, "application/json")
+    for body in (b"{}", b'{"a":1}', DOCUMENT):
+        store.put_bytes(TRANSCRIPT, body, "application/json")
+    store.delete(TRANSCRIPT)  # a delete marker on top of three versions
+    store.put_bytes(AUDIO, MP3, "audio/mpeg")
+    store.delete(AUDIO)
+    assert ("marker", TRANSCRIPT) in _all_versions(client)
+
+    assert store.purge(TRANSCRIPT) == 4
+    assert store.purge(AUDIO) == 2
+
+    assert _all_versions(client) == [("version", other)]
+    assert store.purge(TRANSCRIPT) == 0
+    assert store.get_bytes(other) == DOCUMENT

@@ -111,6 +111,19 @@ class FsBlobStore:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
 
+    def purge(self, key: str) -> int:
+        """A folder keeps no versions: unlink, and make the removal durable (an erasure must survive
+        a power cut as a write does)."""
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StorageUnavailable("the local archive cannot be written") from exc
+        self._fsync_dir(path.parent)
+        return 1
+
     def get_tagged(self, key: str) -> tuple[bytes, str]:
         try:
             with self._path(key).open("rb") as handle:  # one open file: the tag and the bytes agree

@@ -65,6 +65,12 @@ class MemoryBlobStore:
             self._tags.pop(key, None)
             self.versions.pop(key, None)
 
+    def purge(self, key: str) -> int:
+        with self._lock:  # one version only: this store keeps no history
+            found = key in self.objects
+        self.delete(key)
+        return int(found)
+
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         return iter(sorted(k for k in list(self.objects) if k.startswith(prefix)))
 

@@ -25,7 +25,7 @@ from ..ports import ObjectHead
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
 
 # A stream is read one part at a time: one that ends within a part is a single PutObject, a longer
 # one a multipart upload of parts this size (S3 wants >= 5 MiB but the last; 10,000 parts at most,
@@ -95,6 +95,29 @@ class S3BlobStore:
             self.client.delete_object(Bucket=self.bucket, Key=key)  # idempotent: 204 for a missing key
         except (BotoCoreError, ClientError) as exc:
             _unavailable("DeleteObject", exc)
+
+    def purge(self, key: str) -> int:
+        """Every version and delete marker of ``key`` (the archive bucket is versioned: deleting the
+        current object only hides it). Needs ``s3:ListBucketVersions`` and ``s3:DeleteObjectVersion``.
+        An unversioned bucket lists its one object with version ``null``, deleted the same way."""
+        removed = 0
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=key)
+            for page in pages:
+                doomed: list[ObjectIdentifierTypeDef] = [
+                    {"Key": entry["Key"], "VersionId": entry["VersionId"]}
+                    for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+                    if entry.get("Key") == key  # the prefix also matches longer keys
+                ]
+                if not doomed:
+                    continue
+                response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": doomed, "Quiet": True})
+                if response.get("Errors"):
+                    raise StorageUnavailable("the archive is unavailable (DeleteObjects: some versions stayed)")
+                removed += len(doomed)
+        except (BotoCoreError, ClientError) as exc:
+            _unavailable("DeleteObjects", exc)
+        return removed
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         try:

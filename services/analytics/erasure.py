@@ -1,0 +1,85 @@
+"""Erasure of calls from the analytics tables (``core.ports.CallerData``, told by ``services/privacy``).
+
+A call's rows of one table live in its per-call object while its day is open, and in the day object
+once the day is merged (``compaction``); a late write puts a per-call object beside the day object.
+So, per table and per day the erased calls appear in: every version of their per-call objects is
+purged, and the day object is rewritten without them (compare-and-swap, as a merge; it folds in the
+other calls' per-call objects of that day exactly as the next merge would). Work follows the erased
+calls and the days they appear in, never the size of the tables. The Athena tables read these very
+objects; the analytics bucket keeps no versions (infra), so a rewritten day object has no history.
+"""
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.core.domain.errors import NotFound
+from services.core.domain.models import CallRecord
+from services.core.ports import BlobStore
+
+from .compaction import drop_calls, rewrite_day
+from .rows import UnreadableRows, decode
+from .tables import TABLES, day_object_key, object_key, partition_of
+
+
+def _days(calls: Sequence[CallRecord]) -> dict[str, set[str]]:
+    days: dict[str, set[str]] = {}
+    for call in calls:
+        if call.started_at:  # a row without a start has no analytics rows yet (audio waiting for its call)
+            days.setdefault(partition_of(call.started_at), set()).add(call.conversation_id)
+    return days
+
+
+@dataclass
+class AnalyticsErasure:
+    store: BlobStore  # the analytics store
+    name: str = "analytics"
+
+    def find(self, phone: str | None, calls: Sequence[CallRecord]) -> int:
+        """Per-call objects, plus the erased calls' entries in day objects, per table."""
+        found = 0
+        for dt, ids in _days(calls).items():
+            for table in TABLES:
+                found += sum(1 for cid in ids if self.store.head(object_key(table, dt, cid)) is not None)
+                found += len(ids & self._ids_in_day(table, dt))
+        return found
+
+    def erase(self, phone: str | None, calls: Sequence[CallRecord]) -> int:
+        erased = 0
+        for dt, ids in _days(calls).items():
+            for table in TABLES:
+                in_day = ids & self._ids_in_day(table, dt)
+                for cid in sorted(ids):
+                    erased += min(1, self.store.purge(object_key(table, dt, cid)))
+                if in_day:
+                    rewrite_day(self.store, table, dt, drop_calls(ids.__contains__))
+                    erased += len(in_day)
+        return erased
+
+    def _ids_in_day(self, table: str, dt: str) -> set[str]:
+        try:
+            rows = decode(self.store.get_bytes(day_object_key(table, dt)))
+        except (NotFound, UnreadableRows):
+            return set()
+        return {str(row.get("conversation_id")) for row in rows}
+
+
+@dataclass
+class DuckDbCacheErasure:
+    """The local DuckDB cache holds copies of analytics rows (and their old pages): it is disposable,
+    so erasure deletes it and the next query rebuilds it from the tables."""
+
+    path: Path
+    name: str = "analytics cache"
+
+    def find(self, phone: str | None, calls: Sequence[CallRecord]) -> int:
+        return int(self.path.exists())
+
+    def erase(self, phone: str | None, calls: Sequence[CallRecord]) -> int:
+        removed = 0
+        for path in (self.path, self.path.with_name(self.path.name + ".wal")):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        return min(removed, 1)

@@ -1,0 +1,1 @@
+"""Privacy and lifecycle (#13): erase a caller or a conversation from every store."""

@@ -1,0 +1,26 @@
+"""Builds the Eraser: the composition root that tells erasure which features keep data of a call.
+
+Erasure (``service.py``) knows only the ports; this module may import the features that implement
+``CallerData``, as ``ingest/wiring.py`` wires analytics into the Archiver.
+"""
+
+from services.analytics.erasure import AnalyticsErasure, DuckDbCacheErasure
+from services.analytics.reader import CACHE_FILE
+from services.core.config import Settings
+from services.core.ports import CallerData
+from services.core.wiring import Storage, build_analytics_store
+
+from .service import Eraser
+
+
+def build_eraser(settings: Settings, storage: Storage, memory: CallerData | None = None) -> Eraser:
+    """``memory``: ``services.memory.erasure.MemoryErasure`` over the store the process holds (the
+    local Mem0 store is locked to one process: `serve` passes its own)."""
+    derived: list[CallerData] = []
+    if settings.backend != "aws" or settings.analytics_bucket:
+        derived.append(AnalyticsErasure(build_analytics_store(settings)))
+    if settings.backend != "aws":
+        derived.append(DuckDbCacheErasure(settings.data_dir / CACHE_FILE))
+    if memory is not None:
+        derived.append(memory)
+    return Eraser(storage.blobs, storage.index, derived)

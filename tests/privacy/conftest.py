@@ -1,0 +1,102 @@
+"""Worlds for the privacy tests: the archive, index and analytics on each back end, with the Archiver."""
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from services.analytics.compaction import compact_closed_days
+from services.analytics.rows import decode
+from services.analytics.writer import AnalyticsWriter
+from services.core.adapters.dynamo_call_index import DynamoCallIndex
+from services.core.adapters.fs_blob_store import FsBlobStore
+from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+from services.core.adapters.s3_blob_store import S3BlobStore
+from services.core.adapters.sqlite_call_index import SqliteCallIndex
+from services.core.domain import payload
+from services.core.ports import BlobStore, CallIndex
+from services.ingest.service import Archiver
+from tests.contract.conftest import aws  # noqa: F401 - the moto fixture, shared
+from tests.memory.support import call_envelope, envelope_bytes
+from tests.support import AUDIO, fixture_json
+
+DAY = 86_400
+T0 = 1_751_802_015  # 2025-07-06
+ARCHIVE, ANALYTICS, TABLE = "privacy-archive", "privacy-analytics", "privacy-calls"
+
+
+def audio_envelope(conversation_id: str, at: int) -> dict[str, Any]:
+    envelope = copy.deepcopy(fixture_json(AUDIO))
+    envelope["data"]["conversation_id"] = conversation_id
+    envelope["event_timestamp"] = at
+    return envelope
+
+
+@dataclass
+class World:
+    name: str
+    blobs: BlobStore
+    index: CallIndex
+    analytics: BlobStore
+    s3: Any = None  # boto3 client on moto
+    now: float = float(T0 + 5 * DAY)
+    archiver: Archiver = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.archiver = Archiver(
+            self.blobs, self.index, self.clock, analytics=AnalyticsWriter(self.analytics, self.clock)
+        )
+
+    def clock(self) -> float:
+        return self.now
+
+    def deliver(self, envelope: dict[str, Any]) -> str:
+        return self.archiver.archive(payload.parse_envelope(envelope_bytes(envelope))).outcome
+
+    def call(self, conversation_id: str, phone: str | None, started_at: int, *, audio: bool = False) -> None:
+        envelope = call_envelope(conversation_id, phone, started_at=started_at, event_at=started_at + 60)
+        assert self.deliver(envelope) == "stored"
+        if audio:
+            assert self.deliver(audio_envelope(conversation_id, started_at + 61)) == "stored"
+
+    def compact(self) -> None:
+        compact_closed_days(self.analytics, now=self.now)
+
+    def archive_listing(self) -> list[str]:
+        """Every object in the archive; on S3 every version and delete marker too."""
+        if self.s3 is None:
+            return sorted(self.blobs.list_keys())
+        listing = self.s3.list_object_versions(Bucket=ARCHIVE)
+        return sorted(
+            [f"{v['Key']}@{v['VersionId']}" for v in listing.get("Versions", [])]
+            + [f"{m['Key']}@marker" for m in listing.get("DeleteMarkers", [])]
+        )
+
+    def analytics_rows(self) -> list[dict[str, Any]]:
+        return [row for key in self.analytics.list_keys() for row in decode(self.analytics.get_bytes(key))]
+
+    def archive_bytes(self) -> dict[str, bytes]:
+        return {key: self.blobs.get_bytes(key) for key in self.blobs.list_keys()}
+
+
+@pytest.fixture(params=["memory", "local", "moto"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    if request.param == "memory":
+        yield World("memory", MemoryBlobStore(), MemoryCallIndex(), MemoryBlobStore())
+    elif request.param == "local":
+        index = SqliteCallIndex(tmp_path / "index.sqlite3")
+        yield World("local", FsBlobStore(tmp_path / "archive"), index, FsBlobStore(tmp_path / "analytics"))
+        index.close()
+    else:
+        request.getfixturevalue("aws")
+        client = boto3.client("s3")
+        for bucket in (ARCHIVE, ANALYTICS):
+            client.create_bucket(Bucket=bucket)
+        client.put_bucket_versioning(Bucket=ARCHIVE, VersioningConfiguration={"Status": "Enabled"})
+        dynamo = DynamoCallIndex(TABLE)
+        dynamo.create_table()
+        yield World("moto", S3BlobStore(ARCHIVE), dynamo, S3BlobStore(ANALYTICS), s3=client)

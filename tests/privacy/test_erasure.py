@@ -1,0 +1,165 @@
+"""Erasure of a caller or a conversation, on every back end: nothing of it is left in any store
+(every S3 version included), other callers are byte-identical, verify is clean, reruns finish."""
+
+from typing import Any
+
+import pytest
+
+from services.analytics.erasure import AnalyticsErasure
+from services.core.domain.errors import StorageUnavailable
+from services.ingest.verify import ArchiveVerifier
+from services.memory.erasure import MemoryErasure
+from services.privacy.service import Eraser
+from tests.memory.support import FakeMemoryStore
+
+from .conftest import DAY, T0, World
+
+ERASED, KEPT = "+16125550142", "+16125550177"
+ERASED_IDS = ("conv_erase_a", "conv_erase_b", "conv_erase_c")
+KEPT_IDS = ("conv_keep_a", "conv_keep_b")
+
+
+def _populate(world: World) -> None:
+    """The erased caller on a closed, merged day and on an open day; the kept caller on both too."""
+    world.call(ERASED_IDS[0], ERASED, T0, audio=True)
+    world.call(KEPT_IDS[0], KEPT, T0 + 100, audio=True)
+    world.call(ERASED_IDS[1], ERASED, T0 + 200)
+    world.compact()  # T0's day is closed: one day object per table
+    world.call(ERASED_IDS[2], ERASED, T0 + 4 * DAY, audio=True)
+    world.call(KEPT_IDS[1], KEPT, T0 + 4 * DAY + 100)
+    world.call(ERASED_IDS[1], ERASED, T0 + 200)  # no-op redelivery
+
+
+def _eraser(world: World, memory: Any = None) -> Eraser:
+    derived: list[Any] = [AnalyticsErasure(world.analytics)]
+    if memory is not None:
+        derived.append(memory)
+    return Eraser(world.blobs, world.index, derived)
+
+
+def _nothing_of_erased(world: World) -> None:
+    listing = world.archive_listing()
+    assert not [key for key in listing if any(cid in key for cid in ERASED_IDS) or key.startswith("16125550142/")]
+    assert not [row for row in world.index.scan() if row.phone == ERASED or row.conversation_id in ERASED_IDS]
+    rows = world.analytics_rows()
+    assert not [row for row in rows if row.get("phone") == ERASED or row.get("conversation_id") in ERASED_IDS]
+    assert {row["conversation_id"] for row in rows} == set(KEPT_IDS)
+
+
+def test_erase_caller_leaves_nothing_of_them_and_other_callers_untouched(world: World) -> None:
+    _populate(world)
+    kept_before = {k: v for k, v in world.archive_bytes().items() if not k.startswith("16125550142/")}
+    kept_rows_before = sorted(map(repr, (r for r in world.analytics_rows() if r.get("phone") == KEPT)))
+    kept_index_before = [world.index.get(cid) for cid in KEPT_IDS]
+
+    eraser = _eraser(world)
+    plan = eraser.plan_caller(ERASED)
+    summary = eraser.erase(plan)
+
+    assert summary.conversations == 3 and summary.index_rows == 3
+    assert summary.archive_objects >= 5  # 3 transcripts, 2 audios (more versions on S3)
+    assert summary.derived["analytics"] > 0
+    _nothing_of_erased(world)
+    assert world.archive_bytes() == kept_before  # byte-identical
+    assert sorted(map(repr, (r for r in world.analytics_rows() if r.get("phone") == KEPT))) == kept_rows_before
+    assert [world.index.get(cid) for cid in KEPT_IDS] == kept_index_before
+    assert ArchiveVerifier(world.archiver, clock=world.clock).run().findings == []
+
+
+def test_dry_run_counts_what_erase_removes_and_changes_nothing(world: World) -> None:
+    _populate(world)
+    before = (world.archive_listing(), world.analytics_rows())
+    eraser = _eraser(world)
+
+    planned = eraser.dry_run(eraser.plan_caller(ERASED))
+
+    assert (world.archive_listing(), world.analytics_rows()) == before
+    done = eraser.erase(eraser.plan_caller(ERASED))
+    assert (planned.conversations, planned.index_rows) == (done.conversations, done.index_rows)
+    assert planned.derived == done.derived
+    if world.name != "moto":  # S3 also removes the older versions the dry run does not count
+        assert planned.archive_objects == done.archive_objects
+
+
+def test_erase_is_idempotent(world: World) -> None:
+    _populate(world)
+    eraser = _eraser(world)
+    eraser.erase(eraser.plan_caller(ERASED))
+
+    again = eraser.erase(eraser.plan_caller(ERASED))
+
+    assert (again.conversations, again.archive_objects, again.index_rows, again.derived) == (0, 0, 0, {"analytics": 0})
+
+
+def test_erase_one_conversation_keeps_the_callers_other_calls(world: World) -> None:
+    _populate(world)
+    eraser = _eraser(world)
+
+    summary = eraser.erase(eraser.plan_conversations([ERASED_IDS[0]]))
+
+    assert summary.index_rows == 1
+    assert world.index.get(ERASED_IDS[0]) is None and world.index.get(ERASED_IDS[1]) is not None
+    assert not [key for key in world.archive_listing() if ERASED_IDS[0] in key]
+    assert ERASED_IDS[0] not in {row["conversation_id"] for row in world.analytics_rows()}
+    assert ERASED_IDS[1] in {row["conversation_id"] for row in world.analytics_rows()}
+    assert ArchiveVerifier(world.archiver, clock=world.clock).run().findings == []
+
+
+@pytest.mark.parametrize("crash_at", [1, 3, 5])
+def test_a_crash_during_erasure_then_a_rerun_completes_it(world: World, crash_at: int) -> None:
+    _populate(world)
+    purges = {"n": 0}
+    real_purge = world.blobs.purge
+
+    def crashing_purge(key: str) -> int:
+        purges["n"] += 1
+        if purges["n"] == crash_at:
+            raise StorageUnavailable("crash")
+        return real_purge(key)
+
+    world.blobs.purge = crashing_purge  # type: ignore[method-assign]
+    with pytest.raises(StorageUnavailable):
+        _eraser(world).erase(_eraser(world).plan_caller(ERASED))
+    world.blobs.purge = real_purge  # type: ignore[method-assign]
+
+    _eraser(world).erase(_eraser(world).plan_caller(ERASED))
+
+    _nothing_of_erased(world)
+    assert ArchiveVerifier(world.archiver, clock=world.clock).run().findings == []
+
+
+def test_erasure_forgets_memories_of_the_caller_only() -> None:
+    from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+
+    world = World("memory", MemoryBlobStore(), MemoryCallIndex(), MemoryBlobStore())
+    _populate(world)
+    store = FakeMemoryStore()
+    for phone, cid in [(ERASED, ERASED_IDS[0]), (ERASED, ERASED_IDS[2]), (KEPT, KEPT_IDS[0])]:
+        store.add_conversation(phone, cid, [_item(cid)])
+    eraser = _eraser(world, MemoryErasure(store))
+
+    assert eraser.dry_run(eraser.plan_caller(ERASED)).derived["memories"] == 2
+    assert eraser.erase(eraser.plan_caller(ERASED)).derived["memories"] == 2
+
+    assert store.count(ERASED) == 0 and store.count(KEPT) == 1
+
+
+def test_erasing_one_conversation_forgets_only_its_memories() -> None:
+    from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+
+    world = World("memory", MemoryBlobStore(), MemoryCallIndex(), MemoryBlobStore())
+    _populate(world)
+    store = FakeMemoryStore()
+    for cid in (ERASED_IDS[0], ERASED_IDS[2]):
+        store.add_conversation(ERASED, cid, [_item(cid)])
+    eraser = _eraser(world, MemoryErasure(store))
+
+    eraser.erase(eraser.plan_conversations([ERASED_IDS[0]]))
+
+    assert store.count(ERASED, ERASED_IDS[0]) == 0 and store.count(ERASED, ERASED_IDS[2]) == 1
+
+
+def _item(conversation_id: str) -> Any:
+    from services.memory.domain import MemoryItem
+
+    return MemoryItem("I like tea", "user", "semantic", {"conversation_id": conversation_id, "started_at": T0})

@@ -1,0 +1,107 @@
+"""The erasure edges: ``DELETE /callers/{phone}`` (admin keys only) and ``callvault forget``."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from services.cli.main import cli
+from services.core.config import Settings
+from services.local.app import create_local_app
+from services.web.auth import parse_key_entries
+from tests.support import AUDIO, SECRET, TRANSCRIPTION, TRANSCRIPTION_WEB, fixture_bytes, signed_headers
+
+CALL_ID = "conv_01jzfrjvcce0vsea1fcbpp9p04"  # +16125550142, with audio
+WEB = "conv_01jzfrjvcce0vsea1fcbpp9p06"  # a web call, no number
+READ, LISTEN, ADMIN = "cvk_role-read", "cvk_role-listen", "cvk_role-admin"
+PHONE = "+1 612 555 0142"
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def client(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv("CALLVAULT_MEMORY_BACKEND", "none")
+    entries = parse_key_entries([f"read:{READ}", f"listen:{LISTEN}", ADMIN])
+    app = create_local_app(Settings(data_dir=data_dir), [SECRET], api_key_hashes=entries, signing_key=b"k" * 32)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for name in (TRANSCRIPTION, AUDIO, TRANSCRIPTION_WEB):
+            raw = fixture_bytes(name)
+            assert client.post("/webhooks/elevenlabs", content=raw, headers=signed_headers(raw)).status_code == 200
+        yield client
+
+
+def _files(data_dir: Path) -> list[str]:
+    return sorted(p.relative_to(data_dir).as_posix() for p in (data_dir / "archive").rglob("*") if p.is_file())
+
+
+def test_delete_caller_needs_an_admin_key(client: TestClient) -> None:
+    for key in (READ, LISTEN):
+        refused = client.delete("/callers/+16125550142", headers=bearer(key))
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "forbidden"
+    assert client.delete("/callers/+16125550142").status_code == 401
+    assert client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN)).status_code == 200
+
+
+def test_delete_caller_erases_them_from_every_route(client: TestClient, data_dir: Path) -> None:
+    dry = client.delete("/callers/+16125550142?dry_run=true", headers=bearer(ADMIN)).json()
+    assert dry["dry_run"] is True and dry["conversations"] == 1 and dry["archive_objects"] == 2
+    assert client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN)).status_code == 200
+
+    done = client.delete("/callers/+16125550142", headers=bearer(ADMIN))
+
+    assert done.status_code == 200
+    body = done.json()
+    assert (body["conversations"], body["archive_objects"], body["index_rows"]) == (1, 2, 1)
+    assert body["phone"] == "*******0142"
+    assert client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN)).status_code == 404
+    listed = client.get("/calls?phone=%2B16125550142", headers=bearer(ADMIN)).json()
+    assert listed["items"] == []
+    assert [item["conversation_id"] for item in client.get("/calls", headers=bearer(ADMIN)).json()["items"]] == [WEB]
+    assert _files(data_dir) == [f"archive/unknown/{WEB}.json"]
+
+
+def test_forget_command_dry_run_then_erase_then_verify_is_clean(client: TestClient, data_dir: Path) -> None:
+    runner = CliRunner()
+    env = {"CALLVAULT_MEMORY_BACKEND": "none"}
+    before = _files(data_dir)
+    count = "SELECT count(*) AS n FROM {} WHERE phone = '+16125550142'"
+    for table in ("calls", "messages", "evaluations"):  # also fills the DuckDB cache, which erasure drops
+        sql = runner.invoke(cli, ["sql", count.format(table), "--format", "json", "--data-dir", str(data_dir)])
+        assert sql.exit_code == 0 and json.loads(sql.stdout)[0]["n"] > 0, sql.output
+
+    dry = runner.invoke(cli, ["forget", PHONE, "--dry-run", "--json", "--data-dir", str(data_dir)], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.output)["conversations"] == 1
+    assert _files(data_dir) == before
+
+    done = runner.invoke(cli, ["forget", PHONE, "--yes", "--data-dir", str(data_dir)], env=env)
+    assert done.exit_code == 0, done.output
+    assert "erased 1 conversation(s)" in done.output and "16125550142" not in done.output
+    assert _files(data_dir) == [f"archive/unknown/{WEB}.json"]
+
+    for table in ("calls", "messages", "evaluations"):
+        sql = runner.invoke(cli, ["sql", count.format(table), "--format", "json", "--data-dir", str(data_dir)])
+        assert sql.exit_code == 0 and json.loads(sql.stdout)[0]["n"] == 0, sql.output
+    verify = runner.invoke(cli, ["verify", "--json", "--data-dir", str(data_dir)], env=env)
+    assert verify.exit_code == 0, verify.output
+
+    by_id = runner.invoke(cli, ["forget", "--conversation", WEB, "--yes", "--data-dir", str(data_dir)], env=env)
+    assert by_id.exit_code == 0, by_id.output
+    assert _files(data_dir) == []
+
+
+def test_forget_command_needs_a_phone_or_a_conversation(data_dir: Path) -> None:
+    result = CliRunner().invoke(cli, ["forget", "--data-dir", str(data_dir)])
+    assert result.exit_code == 2
