@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.analytics.reports import REPORTS
-from services.cli.options import DATA_DIR_OPTION, progress_bars, settings_for
+from services.cli.options import DATA_DIR_OPTION, progress_bars, require_archive, settings_for
 from services.core.config import Settings
 
 if TYPE_CHECKING:
@@ -52,18 +52,33 @@ CACHE_FILE = "analytics-cache.duckdb"
 
 
 def _engine(
-    settings: Settings, *, athena: bool, source: str | None, no_cache: bool, read_only: bool = False
+    settings: Settings,
+    data_dir: Path | None,
+    *,
+    athena: bool,
+    source: str | None,
+    no_cache: bool,
+    read_only: bool = False,
 ) -> "Engine":
     if athena:
+        from botocore.exceptions import NoRegionError
+
         from services.analytics.athena_engine import AthenaEngine
 
-        return AthenaEngine(settings.athena_workgroup, settings.athena_database)
+        try:
+            return AthenaEngine(settings.athena_workgroup, settings.athena_database)
+        except NoRegionError:
+            raise click.ClickException(
+                "--athena needs AWS settings: a region (AWS_REGION, or a profile's region), credentials, and "
+                "CALLVAULT_ATHENA_WORKGROUP / CALLVAULT_ATHENA_DATABASE if not the defaults (docs/analytics.md)"
+            ) from None
     from services.analytics.duckdb_engine import DuckDbEngine
 
     if source is None and settings.backend == "aws" and settings.analytics_bucket:
         source = f"s3://{settings.analytics_bucket}"
     if source is not None:
         return DuckDbEngine.s3(source, read_only=read_only)
+    require_archive(settings, data_dir)
     root = settings.data_dir / "analytics"
     cache = None if no_cache else settings.data_dir / CACHE_FILE
     if cache is not None and not cache.exists() and root.is_dir():
@@ -179,7 +194,7 @@ def report(
         bind(chosen, args)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    engine = _engine(settings, athena=athena, source=source, no_cache=no_cache)
+    engine = _engine(settings, data_dir, athena=athena, source=source, no_cache=no_cache)
     try:
         result = _run(lambda: run_report(engine, name, args))
     finally:
@@ -227,7 +242,7 @@ def sql(
             check_read_only(text)
     except (QueryRefused, duckdb.Error) as exc:
         raise click.ClickException(str(exc).strip()) from None
-    engine = _engine(settings_for(data_dir), athena=athena, source=source, no_cache=no_cache, read_only=True)
+    engine = _engine(settings_for(data_dir), data_dir, athena=athena, source=source, no_cache=no_cache, read_only=True)
     try:
         result = _run(lambda: engine.query(text))
     finally:
@@ -260,6 +275,7 @@ def _close(engine: "Engine") -> None:
 
 def _run(call: Any) -> "QueryResult":
     import duckdb
+    from botocore.exceptions import BotoCoreError, ClientError
 
     from services.analytics.athena_engine import AthenaQueryFailed
 
@@ -267,6 +283,8 @@ def _run(call: Any) -> "QueryResult":
         result: QueryResult = call()
     except (duckdb.Error, AthenaQueryFailed) as exc:
         raise click.ClickException(str(exc).strip()) from None
+    except (BotoCoreError, ClientError) as exc:  # no credentials, no such workgroup, access denied, ...
+        raise click.ClickException(f"Athena: {exc}") from None
     return result
 
 

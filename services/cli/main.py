@@ -51,6 +51,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     from services.local.app import create_local_app
     from services.local.hygiene import prepare_data_dir
     from services.local.lock import DataDirBusy, DataDirLock, PortTaken, bind_listener
+    from services.local.served_url import record_served_url, served_url
     from services.local.server import run_server
     from services.local.sync_runtime import build_local_sync
     from services.web.credentials import API_KEY_FILE, configured_api_keys, local_api_key, resolve_local
@@ -67,6 +68,8 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
         raise click.ClickException(str(exc)) from None
     port = listener.getsockname()[1]  # the real one when --port 0
     prepare_data_dir(settings)  # before anything opens it: older files made owner-only, a crash's temp files gone
+    url = served_url(host, port)
+    record_served_url(settings.data_dir, url)  # `callvault show` links point here
     secrets = secret_list(settings.webhook_secret, None)  # SSM is for AWS; locally the env or the data dir
     if not secrets:
         secret, created = local_webhook_secret(settings.data_dir)
@@ -85,7 +88,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
             )
             key_file = settings.data_dir / API_KEY_FILE
             click.echo(
-                f'Search with: curl -H "Authorization: Bearer $(cat {key_file})" http://{host}:{port}/calls', err=True
+                f'Search with: curl -H "Authorization: Bearer $(cat {key_file})" {url}/calls', err=True
             )
         else:
             click.echo(f"API key: kept in {settings.data_dir / API_KEY_FILE}", err=True)
@@ -107,7 +110,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
         interval = settings.effective_sync_interval()
         every = f"syncing every {interval:.0f} s" if interval > 0 else "scheduled sync off"
         click.echo(f"ElevenLabs API: missing audio fetched after {settings.audio_grace_seconds} s, {every}", err=True)
-    click.echo(f"CallVault listening on http://{host}:{port}  (data in {settings.data_dir})", err=True)
+    click.echo(f"CallVault listening on {url}  (data in {settings.data_dir})", err=True)
     if memory is not None:
         memory.start()  # resumes jobs a previous run left pending
     compaction.start()
@@ -262,13 +265,3 @@ def _register_keys_command() -> None:
 
 
 _register_keys_command()
-
-
-def _register_privacy_commands() -> None:
-    from services.cli.privacy_commands import PRIVACY_COMMANDS
-
-    for command in PRIVACY_COMMANDS:
-        cli.add_command(command)
-
-
-_register_privacy_commands()

@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.options import DATA_DIR_OPTION, settings_for
+from services.cli.options import DATA_DIR_OPTION, archive_settings
 from services.core.config import Settings
 from services.core.domain.errors import CallVaultError, InvalidCursor, InvalidRequest
 
@@ -88,7 +88,7 @@ def calls(
     from services.search.schemas import CallList
     from services.search.service import search_calls
 
-    settings = settings_for(data_dir)
+    settings = archive_settings(data_dir)
     try:
         filters = parse_filters(
             phone=phone,
@@ -141,8 +141,8 @@ def calls(
     "--base-url",
     default=None,
     help=(
-        "Local back end: the `callvault serve` address the links point at "
-        f"[CALLVAULT_PUBLIC_URL or {DEFAULT_BASE_URL}]."
+        "Local back end: the `callvault serve` address the links point at [CALLVAULT_PUBLIC_URL, "
+        f"else where `serve` last listened for this data dir, else {DEFAULT_BASE_URL}]."
     ),
 )
 @JSON_OPTION
@@ -156,18 +156,20 @@ def show(conversation_id: str, base_url: str | None, as_json: bool, data_dir: Pa
       curl -fLOJ "$(callvault show conv_01jz... --json | jq -r .links.transcript.url)"
     """
     from services.core.wiring import build_storage
+    from services.local.served_url import recorded_served_url
     from services.search.schemas import CallDetail
     from services.search.service import get_call
     from services.search.wiring import build_link_signer
 
-    settings = settings_for(data_dir)
+    settings = archive_settings(data_dir)
     try:
         storage = build_storage(settings)
         links = build_link_signer(settings, storage, _signing_key(settings), time.time)
         details = get_call(conversation_id, index=storage.index, links=links, expires_in=settings.link_ttl_secs)
     except CallVaultError as exc:
         raise _fail(exc) from None
-    detail = CallDetail.of_details(details, base_url or settings.public_url or DEFAULT_BASE_URL)
+    base_url = base_url or settings.public_url or recorded_served_url(settings.data_dir) or DEFAULT_BASE_URL
+    detail = CallDetail.of_details(details, base_url)
     if as_json:
         click.echo(detail.model_dump_json(indent=2))
         return

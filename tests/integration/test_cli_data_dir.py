@@ -1,0 +1,65 @@
+"""Commands that read an archive, pointed at a data dir that holds none (issue #14): they say where they
+looked and how to point at the server's, exit 1, and create nothing; `--athena` without AWS settings
+is one line, not a traceback."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from services.cli.main import cli
+
+READERS = [
+    ["calls"],
+    ["show", "conv_01jzfrjvcce0vsea1fcbpp9p04"],
+    ["sql", "SELECT count(*) FROM calls"],
+    ["report", "calls-per-day"],
+    ["report", "agents", "--no-cache"],
+]
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory without ./callvault-data, and no CALLVAULT_* settings."""
+    for name in list(os.environ):
+        if name.startswith("CALLVAULT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("args", READERS, ids=lambda a: "-".join(a[:2]))
+def test_no_archive_at_the_default_says_where_and_creates_nothing(elsewhere: Path, args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert f"no archive in {elsewhere / 'callvault-data'} (from the default, ./callvault-data)" in result.stderr
+    assert "--data-dir DIR or CALLVAULT_DATA_DIR=DIR" in result.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", READERS, ids=lambda a: "-".join(a[:2]))
+def test_no_archive_in_the_given_data_dir(elsewhere: Path, args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = elsewhere / "not-here"
+    result = CliRunner().invoke(cli, [*args, "--data-dir", str(missing)])
+    assert result.exit_code == 1 and f"no archive in {missing} (from --data-dir)" in result.stderr
+    monkeypatch.setenv("CALLVAULT_DATA_DIR", str(missing))
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and f"no archive in {missing} (from CALLVAULT_DATA_DIR)" in result.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_athena_without_aws_settings_is_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CALLVAULT_"))}
+    env |= {"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+    for args in (["report", "success-rate", "--athena"], ["sql", "SELECT 1", "--athena"]):
+        process = subprocess.run(
+            [sys.executable, "-m", "services.cli", *args], capture_output=True, text=True, env=env, cwd=tmp_path
+        )
+        assert process.returncode == 1, process.stderr
+        assert process.stderr.strip().splitlines() == [
+            "Error: --athena needs AWS settings: a region (AWS_REGION, or a profile's region), credentials, and "
+            "CALLVAULT_ATHENA_WORKGROUP / CALLVAULT_ATHENA_DATABASE if not the defaults (docs/analytics.md)"
+        ]
