@@ -87,9 +87,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
                 f"Generated an API key (kept in {settings.data_dir / API_KEY_FILE}):\n\n    {api_key}\n", err=True
             )
             key_file = settings.data_dir / API_KEY_FILE
-            click.echo(
-                f'Search with: curl -H "Authorization: Bearer $(cat {key_file})" {url}/calls', err=True
-            )
+            click.echo(f'Search with: curl -H "Authorization: Bearer $(cat {key_file})" {url}/calls', err=True)
         else:
             click.echo(f"API key: kept in {settings.data_dir / API_KEY_FILE}", err=True)
     api_key_hashes, signing_key = resolve_local(settings)
