@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from services.core.config import get_settings
 from services.core.secrets import read_ssm_secret
 from services.ingest import handler as ingest_handler
 from services.sync import handler
+from services.sync.wiring import build_syncer
 from tests.infra.cfn import Json, Stack, function_properties, template
 from tests.infra.test_built_handlers import ACCOUNT, REGION, _as_moto_enforces, _post, _wait_until_up
 from tests.support import SECRET, free_port, signed_headers
@@ -417,3 +419,36 @@ def test_moto_enforces_the_sync_roles(aws: Aws) -> None:
         )
     with pytest.raises(ClientError, match="AccessDenied"):
         aws.client("ssm", "SyncRole").put_parameter(Name="/callvault/other", Value="x", Type="String")
+
+
+def test_two_syncs_at_once_leave_each_call_archived_once(aws: Aws, as_function: Any) -> None:
+    """A manual invoke beside the schedule (or reserved concurrency 0): two containers, one window."""
+    start = int(time.time()) - 43_200
+    ids = aws.api.add_many(12, start=start, id_prefix="conv_lambda_overlap_")
+    as_function("SyncFunction")
+    syncers = [build_syncer(get_settings()) for _ in range(2)]  # each its own clients, as two containers
+    barrier = threading.Barrier(2)
+    results: list[Any] = [None, None]
+
+    def run(i: int) -> None:
+        barrier.wait(timeout=30)
+        results[i] = syncers[i].run(since=start - 60)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+
+    assert all(r is not None and r.failures == [] for r in results), results
+    s3 = aws.client("s3")
+    for cid in ids:
+        item = row(aws, cid)
+        assert (item["transcript_key"]["S"], item["audio_key"]["S"]) == (f"{FOLDER}/{cid}.json", f"{FOLDER}/{cid}.mp3")
+        listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{FOLDER}/{cid}.")["Contents"]
+        assert sorted(o["Key"] for o in listed) == [f"{FOLDER}/{cid}.json", f"{FOLDER}/{cid}.mp3"]
+        archived = s3.get_object(Bucket=BUCKET, Key=f"{FOLDER}/{cid}.json")["Body"].read()
+        assert json.loads(archived) == aws.api.document(cid)
+        assert s3_sha256(aws, f"{FOLDER}/{cid}.mp3") == aws.api.conversation(cid).audio_sha256()
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="_pending-audio/").get("KeyCount", 0) == 0
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
