@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from services.core.domain.errors import StorageUnavailable
+
 from .reports import Engine, ReportArgs, run_report
 from .result import QueryResult
 
@@ -38,14 +40,26 @@ class AnalyticsReader:
         return cls(open_engine, engine_name="duckdb")
 
     @classmethod
-    def athena(cls, workgroup: str, database: str) -> "AnalyticsReader":
-        def open_engine() -> AbstractContextManager[Engine]:
-            from .athena_engine import AthenaEngine
+    def athena(cls, workgroup: str, database: str, *, timeout_secs: float = 300.0) -> "AnalyticsReader":
+        """``timeout_secs`` bounds each query: on Lambda it must end (and be stopped) before the function does."""
+        engine: list[Engine] = []  # one client per process, made on first use
 
-            return contextlib.nullcontext(AthenaEngine(workgroup, database))
+        def open_engine() -> AbstractContextManager[Engine]:
+            if not engine:
+                from .athena_engine import AthenaEngine
+
+                engine.append(AthenaEngine(workgroup, database, timeout_secs=timeout_secs))
+            return contextlib.nullcontext(engine[0])
 
         return cls(open_engine, engine_name="athena")
 
     def run(self, name: str, args: ReportArgs) -> QueryResult:
+        """The report's rows; an engine that fails or times out raises ``StorageUnavailable`` (a 503 on
+        the API, a message on the console), with the engine's reason."""
+        from .athena_engine import AthenaQueryFailed
+
         with self._lock, self._open() as engine:
-            return run_report(engine, name, args)
+            try:
+                return run_report(engine, name, args)
+            except AthenaQueryFailed as exc:
+                raise StorageUnavailable(f"the {self.engine_name} query did not finish: {exc}") from exc

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.analytics.reports import ReportArgs
 from services.core.domain import phone as phone_domain
-from services.core.domain.errors import CallVaultError, InvalidRequest, NotFound
+from services.core.domain.errors import CallVaultError, InvalidRequest, NotFound, StorageUnavailable
 from services.web.auth import ROLES, Principal
 from services.web.body import read_bounded
 from services.web.edge import add_log_fields
@@ -309,14 +309,29 @@ async def dashboard_page(request: Request, context: Context, visitor: SignedIn) 
     if context.reports is None:
         return page("dashboard.html", visitor=visitor, nav="dashboard", unavailable=True, since=since, until=until)
     args = ReportArgs(since=since, until=until)
-    per_day = await run_in_threadpool(context.reports.run, "calls-per-day", args)
-    agents = await run_in_threadpool(context.reports.run, "success-rate", args)
-    criteria = await run_in_threadpool(context.reports.run, "criteria", args)
+    try:
+        per_day = await run_in_threadpool(context.reports.run, "calls-per-day", args)
+        agents = await run_in_threadpool(context.reports.run, "success-rate", args)
+        criteria = await run_in_threadpool(context.reports.run, "criteria", args)
+    except StorageUnavailable as exc:  # Athena failed or took too long: say so, keep the page
+        add_log_fields(request, error_code=exc.code)
+        return page(
+            "dashboard.html",
+            503,
+            visitor=visitor,
+            nav="dashboard",
+            unavailable=False,
+            failed=exc.message,
+            engine=context.reports.engine_name,
+            since=since,
+            until=until,
+        )
     return page(
         "dashboard.html",
         visitor=visitor,
         nav="dashboard",
         unavailable=False,
+        engine=context.reports.engine_name,
         since=since,
         until=until,
         chart=views.per_day_chart(per_day.dicts()),
@@ -336,17 +351,29 @@ async def dashboard_page(request: Request, context: Context, visitor: SignedIn) 
 async def search_page(request: Request, context: Context, visitor: SignedIn) -> HTMLResponse:
     q = (request.query_params.get("q") or "").strip()[:100]
     matches: list[dict[str, Any]] = []
-    error = None
+    error, status = None, 200
     if q:
         if context.reports is None:
-            error = "Search over transcripts needs the analytics engine, which is not configured here."
+            error, status = "Search over transcripts needs the analytics engine, which is not configured here.", 400
         elif len(q) < 2:
-            error = "Type at least 2 characters."
+            error, status = "Type at least 2 characters.", 400
         else:
-            result = await run_in_threadpool(context.reports.run, "keyword", ReportArgs(keyword=q, limit=100))
-            matches = [{**row, "parts": _highlight(str(row["text"]), q)} for row in result.dicts()]
+            try:
+                result = await run_in_threadpool(context.reports.run, "keyword", ReportArgs(keyword=q, limit=100))
+                matches = [{**row, "parts": _highlight(str(row["text"]), q)} for row in result.dicts()]
+            except StorageUnavailable as exc:  # Athena failed or took too long
+                error, status = f"The search did not finish ({exc.message}). Try again, or narrow it.", 503
     add_log_fields(request, searched=bool(q), items=len(matches))
-    return page("search.html", 400 if error else 200, visitor=visitor, nav="search", q=q, matches=matches, error=error)
+    return page(
+        "search.html",
+        status,
+        visitor=visitor,
+        nav="search",
+        q=q,
+        matches=matches,
+        error=error,
+        engine=context.reports.engine_name if context.reports else None,
+    )
 
 
 def _highlight(text: str, keyword: str) -> list[tuple[str, bool]]:

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     analytics_bucket: str | None = Field(None, description="aws: the analytics tables' bucket (not the archive)")
     athena_workgroup: str = Field("callvault-analytics", description="`callvault report --athena`: workgroup")
     athena_database: str = Field("callvault_analytics", description="`callvault report --athena`: Glue database")
+    search_analytics: Literal["none", "athena"] = Field(
+        "none", description="aws: the engine behind GET /search and the console's search and dashboard"
+    )
     analytics_compact_interval: float = Field(
         3600.0, gt=0, description="`callvault serve`: seconds between merges of closed analytics days"
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 from mangum import Mangum
 
+from services.analytics.reader import AnalyticsReader
 from services.console.app import ConsoleContext, mount_console
 from services.console.session import SessionCodec
 from services.core.config import get_settings
@@ -23,6 +24,7 @@ from .finder import SearchFinder
 from .wiring import build_link_signer
 
 _handler: Mangum | None = None
+ATHENA_TIMEOUT_SECS = 8.0  # per query: the dashboard runs three in one request, all within the 29 s
 
 
 def _build() -> Mangum:
@@ -35,9 +37,15 @@ def _build() -> Mangum:
     api_keys = ApiKeys(configured_api_keys(settings))
     cursors = CursorCodec(signing_key)
     links = build_link_signer(settings, storage, signing_key, time.time)
-    app = create_app(settings, storage, api_keys=api_keys, cursors=cursors, links=links)
+    analytics = None
+    if settings.search_analytics == "athena":
+        # Each query must end, and be stopped, before the function does (29 s; API Gateway waits 30 s).
+        analytics = AnalyticsReader.athena(
+            settings.athena_workgroup, settings.athena_database, timeout_secs=ATHENA_TIMEOUT_SECS
+        )
+    app = create_app(settings, storage, api_keys=api_keys, cursors=cursors, links=links, analytics=analytics)
     # The review console, from the same function: sessions are signed cookies (nothing kept between
-    # invocations). Dashboard and transcript search need an analytics engine: not wired on AWS yet.
+    # invocations); its search and dashboard run on Athena when it is wired.
     finder = SearchFinder(storage.index, cursors, links, settings.link_ttl_secs, settings.default_region)
     mount_console(
         app,
@@ -47,6 +55,7 @@ def _build() -> Mangum:
             api_keys=api_keys,
             sessions=SessionCodec(signing_key),
             default_region=settings.default_region,
+            reports=analytics,
         ),
     )
     return Mangum(app, lifespan="off", api_gateway_base_path=settings.api_base_path)

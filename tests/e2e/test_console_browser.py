@@ -187,6 +187,16 @@ def test_console_browser_review_a_call_end_to_end(browser: Any, served: ServedAr
     page.wait_for_url("**/console/search?q=*")
     assert page.locator("ol.matches mark").first.inner_text().lower() == "turn 3"
     check_page(page, shots, "search")
+    # While the next page is on its way (Athena takes seconds), the form's status region says so and counts;
+    # the test holds the submission back (a listener after the console's cancels it) to read the status.
+    page.evaluate(
+        "() => { const f = document.querySelector('form[data-progress]');"
+        " f.addEventListener('submit', e => e.preventDefault()); f.requestSubmit(); }"
+    )
+    status = page.locator("form[data-progress] .progress")
+    assert status.inner_text() == "Searching… 0 s"
+    page.wait_for_function("document.querySelector('form[data-progress] .progress').textContent.endsWith(' 1 s')")
+    assert page.get_by_role("button", name="Search").get_attribute("aria-disabled") == "true"
 
     # Hostile text in every field of a transcript is shown as text, never run.
     page.goto(served.url + f"/console/calls/{XSS_ID}")

@@ -101,7 +101,7 @@ def test_no_wildcard_actions_and_only_scoped_resources(role: str) -> None:
             text = resource.get("Fn::Sub", "") if isinstance(resource, dict) else resource
             if "*" in text:
                 # Objects of one of this stack's buckets (optionally under a prefix), nothing wider.
-                bucket_arn = r"\$\{(ArchiveBucket\.Arn|Analytics\.Outputs\.AnalyticsBucketArn)\}"
+                bucket_arn = r"\$\{(ArchiveBucket\.Arn|Analytics\.Outputs\.(AnalyticsBucketArn|ResultsBucketArn))\}"
                 assert re.fullmatch(bucket_arn + r"/([\w-]+/)?\*", text), (
                     f"{role}/{statement.get('Sid')}: wildcard resource {text}"
                 )
@@ -126,7 +126,27 @@ def test_what_each_role_may_do_is_exactly_what_its_function_needs() -> None:
         "ssm:GetParameter",
         "sqs:SendMessage",  # records a caller-memory job; Mem0 is the worker's business
     }
-    assert granted("SearchRole") == logs | {"s3:GetObject", "dynamodb:GetItem", "dynamodb:Query", "ssm:GetParameter"}
+    assert granted("SearchRole") == logs | {
+        "s3:GetObject",
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "ssm:GetParameter",
+        # GET /search and the console's search and dashboard: report SQL on Athena in CallVault's workgroup,
+        # which reads the analytics tables and writes its results with this role's credentials.
+        "athena:StartQueryExecution",
+        "athena:GetQueryExecution",
+        "athena:GetQueryResults",
+        "athena:StopQueryExecution",
+        "glue:GetDatabase",
+        "glue:GetTable",
+        "glue:GetPartition",
+        "glue:GetPartitions",
+        "glue:BatchGetPartition",
+        "s3:ListBucket",
+        "s3:GetBucketLocation",
+        "s3:PutObject",  # query results only (see the resources)
+        "s3:AbortMultipartUpload",
+    }
     # The sync functions archive through the ingest Archiver: ingest's grants, plus aborting a multipart
     # upload (audio above 8 MiB); no Query (rows are read by key) and no secret but the ElevenLabs key.
     archiving = {

@@ -5,6 +5,7 @@ posts base64-encoded as API Gateway sends them). Everything arrives over HTTPS, 
 
 import base64
 import hashlib
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -17,13 +18,17 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from services.analytics.duckdb_engine import DuckDbEngine
+from services.analytics.writer import AnalyticsWriter
 from services.core.adapters.dynamo_call_index import DynamoCallIndex
+from services.core.adapters.fs_blob_store import FsBlobStore
 from services.core.adapters.s3_blob_store import S3BlobStore
 from services.core.config import get_settings
 from services.core.domain import payload
 from services.core.secrets import read_ssm_secret
 from services.ingest.service import Archiver
 from services.search import handler
+from tests.analytics.test_athena_engine import FakeAthena
 from tests.support import TRANSCRIPTION, fake_aws_environment, fixture_json
 from tests.support_console import RICH_ID, TURN_TIMES, XSS, csrf_of, rich_audio, rich_call
 
@@ -146,7 +151,9 @@ def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
         keys = f"{ADMIN},{hashed_read},listen:{LISTEN}"
         ssm.put_parameter(Name="/callvault/api-keys", Value=keys, Type="SecureString")
         ssm.put_parameter(Name="/callvault/signing-key", Value="csk_" + "c" * 40, Type="SecureString")
-        archiver = Archiver(S3BlobStore(BUCKET), index, time.time)
+        # The analytics tables go to a folder here: Athena's stand-in reads them (see athena below).
+        analytics = AnalyticsWriter(FsBlobStore(tmp_path / "analytics"))
+        archiver = Archiver(S3BlobStore(BUCKET), index, time.time, analytics=analytics)
         for body in (rich_call(), rich_audio(), rich_call(HOSTILE_ID, hostile=XSS, phone="+16125550198")):
             archiver.archive(payload.parse_envelope(body))
         archiver.archive(payload.as_transcription_event(fixture_json(TRANSCRIPTION)))
@@ -257,3 +264,90 @@ def test_console_lambda_static_files_come_from_the_function(aws: None) -> None:
         answer = browser.get(f"/console/static/{name}")
         assert answer.status == 200 and kind in answer.headers["content-type"], name
         assert answer.text.strip()
+
+
+# --- transcript search and the dashboard on Athena --------------------------------------------------
+# moto 5.2.5 cannot answer this botocore's Athena (rest-json) calls, and runs no SQL anyway: the Athena
+# client is tests/analytics' FakeAthena, which answers like Athena (states, text values, a header row,
+# pages) by running the report's Trino text on DuckDB over the analytics tables the ingest above wrote.
+
+WORKGROUP = "callvault-analytics"
+
+
+@pytest.fixture
+def athena(aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAthena]:
+    """The function as the template configures it: reports on Athena in CallVault's workgroup."""
+    monkeypatch.setenv("CALLVAULT_SEARCH_ANALYTICS", "athena")
+    monkeypatch.setenv("CALLVAULT_ATHENA_WORKGROUP", WORKGROUP)
+    monkeypatch.setenv("CALLVAULT_ATHENA_DATABASE", "callvault_analytics")
+    with DuckDbEngine.local(tmp_path / "analytics") as tables:
+        fake = FakeAthena(tables)
+        real_client: Any = boto3.client
+
+        def client(service: str, *args: Any, **kwargs: Any) -> Any:
+            return fake if service == "athena" else real_client(service, *args, **kwargs)
+
+        monkeypatch.setattr(boto3, "client", client)
+        _cold_start()
+        yield fake
+
+
+def _api_search(key: str, query: str) -> tuple[int, dict[str, Any]]:
+    event = http_api_event("GET", "/search?" + query, [])
+    event["headers"]["authorization"] = f"Bearer {key}"
+    response = handler.lambda_handler(event, FakeContext())
+    return response["statusCode"], json.loads(response["body"])
+
+
+def test_console_lambda_search_runs_on_athena_and_shows_progress_while_it_waits(athena: FakeAthena) -> None:
+    browser = LambdaBrowser()
+    browser.sign_in(READ)
+    page = browser.get("/console/search?q=Turn+3")
+    assert page.status == 200, page.text
+    for conversation_id in (RICH_ID, HOSTILE_ID):
+        assert f'href="/console/calls/{conversation_id}#turn-3"' in page.text
+    assert page.text.count("<mark>Turn 3</mark>") == 2
+    assert "<script>window.__xss" not in page.text
+    # While Athena runs, the form's status region counts the seconds (progress.js; tests/e2e runs it).
+    assert 'data-progress="Searching on Athena"' in page.text and 'class="progress" role="status"' in page.text
+    assert '<script src="/console/static/progress.js' in page.text and "Search runs on Athena" in page.text
+    [request] = athena.requests
+    assert request["WorkGroup"] == WORKGROUP
+    assert request["QueryExecutionContext"] == {"Database": "callvault_analytics"}
+    assert "strpos(lower(text), ?)" in request["QueryString"] and "'turn 3'" in request["ExecutionParameters"]
+
+
+def test_console_lambda_search_api_route_runs_on_athena(athena: FakeAthena) -> None:
+    status, body = _api_search(READ, "q=turn+1&since=2025-07-01")
+    assert status == 200, body
+    assert body["engine"] == "athena"
+    found = sorted((m["conversation_id"], m["turn_index"], m["role"]) for m in body["items"])
+    assert found == [(HOSTILE_ID, 1, "user"), (RICH_ID, 1, "user")]
+
+
+def test_console_lambda_dashboard_runs_its_three_reports_on_athena(athena: FakeAthena) -> None:
+    browser = LambdaBrowser()
+    browser.sign_in(ADMIN)
+    page = browser.get("/console/dashboard")
+    assert page.status == 200, page.text
+    assert "All calls: 3" in page.text  # the two rich calls and the fixture call
+    assert "session_closure" in page.text  # an evaluation criterion of the fixtures
+    assert 'data-progress="Running the reports on Athena"' in page.text
+    assert len(athena.requests) == 3 and {r["WorkGroup"] for r in athena.requests} == {WORKGROUP}
+
+
+def test_console_lambda_athena_query_past_its_time_is_stopped_and_the_page_says_so(
+    athena: FakeAthena, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    athena.states = ["QUEUED", "RUNNING"]  # never finishes
+    monkeypatch.setattr(handler, "ATHENA_TIMEOUT_SECS", 0.3)
+    _cold_start()
+    browser = LambdaBrowser()
+    browser.sign_in(READ)
+    page = browser.get("/console/search?q=hello")
+    assert page.status == 503 and 'role="alert"' in page.text and "did not finish" in page.text
+    status, body = _api_search(READ, "q=hello")
+    assert (status, body["error"]["code"]) == (503, "storage_unavailable")
+    assert athena.stopped == ["q1", "q2"]  # stopped, not left scanning (and billing)
+    dashboard = browser.get("/console/dashboard")
+    assert dashboard.status == 503 and "The reports did not finish" in dashboard.text
