@@ -9,7 +9,13 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from services.core.domain import phone
-from services.core.domain.errors import CallVaultError, InvalidSignature, StorageUnavailable, http_status
+from services.core.domain.errors import (
+    CallVaultError,
+    InvalidSignature,
+    SignatureMismatch,
+    StorageUnavailable,
+    http_status,
+)
 from services.core.http import BUSY_CODE, JsonBody, error_body
 
 from .service import WebhookReceiver
@@ -59,10 +65,31 @@ def handle_webhook(
     return 200, {**result.body(), "request_id": request_id}
 
 
-def refuse(exc: CallVaultError, request_id: str, body_bytes: int | None, logger: Logger) -> tuple[int, JsonBody]:
+# What to check when a signature does not match. Sent to an unauthenticated caller: names settings and
+# files, never a secret or this machine's paths.
+SIGNATURE_HINT = (
+    "sign with this server's webhook secret (CALLVAULT_WEBHOOK_SECRET, else the webhook-secret file in the "
+    "data dir `callvault serve` runs with: `callvault sign --data-dir DIR FILE` uses it; on AWS the SSM "
+    "parameter) over the exact bytes sent: curl --data-binary @FILE, not -d (which drops newlines)"
+)
+FORM_BODY_HINT = (
+    "the body arrived as a form (curl -d), and curl -d drops a file's newlines: "
+    "send it unchanged with curl --data-binary @FILE -H 'content-type: application/json'"
+)
+
+
+def refuse(
+    exc: CallVaultError,
+    request_id: str,
+    body_bytes: int | None,
+    logger: Logger,
+    *,
+    content_type: str | None = None,
+) -> tuple[int, JsonBody]:
     """A refused webhook (bad signature, size or payload): its status and envelope, logged as one line.
 
-    ``body_bytes`` is None when the edge refused before reading the body.
+    ``body_bytes`` is None when the edge refused before reading the body. A signature that does not
+    match gets a hint on what to check (``content_type`` tells a ``curl -d`` form body apart).
     """
     status = http_status(exc)
     level = logger.warning if isinstance(exc, InvalidSignature) else logger.info
@@ -70,7 +97,11 @@ def refuse(exc: CallVaultError, request_id: str, body_bytes: int | None, logger:
         "webhook refused",
         extra={"request_id": request_id, "body_bytes": body_bytes, "status": status, "error_code": exc.code},
     )
-    return status, error_body(exc.code, exc.message, request_id)
+    message = exc.message
+    if isinstance(exc, SignatureMismatch):
+        form = (content_type or "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded"
+        message = f"{message}: {FORM_BODY_HINT if form else SIGNATURE_HINT}"
+    return status, error_body(exc.code, message, request_id)
 
 
 def busy(request_id: str, retry_after_secs: int, limit: int, logger: Logger) -> tuple[int, JsonBody]:

@@ -139,7 +139,8 @@ async def receive_elevenlabs_webhook(request: Request) -> JSONResponse:
                 await _stream_into(request, spool, verification, receiver.max_body_bytes)
                 verification.finish()
             except CallVaultError as exc:
-                return _json(*refuse(exc, request_id, verification.size, logger))
+                content_type = request.headers.get("content-type")
+                return _json(*refuse(exc, request_id, verification.size, logger, content_type=content_type))
             except ClientDisconnect:
                 # Nobody is left to answer; the log line says what happened, the response goes nowhere.
                 logger.info("webhook abandoned", extra={"request_id": request_id, "body_bytes": verification.size})

@@ -14,6 +14,10 @@ class InvalidSignature(CallVaultError):
     code = "invalid_signature"
 
 
+class SignatureMismatch(InvalidSignature):
+    """A well-formed, timely signature made with another secret or over other bytes (edges add a hint)."""
+
+
 class InvalidPayload(CallVaultError):
     code = "invalid_payload"
 

@@ -65,6 +65,11 @@ def parse_envelope(raw: bytes) -> WebhookEvent:
     if not isinstance(body, dict):
         raise InvalidPayload("webhook envelope must be a JSON object with 'type' and 'data'")
     event_type = body.get("type")
+    if event_type is None and "conversation_id" in body and "transcript" in body:
+        raise InvalidPayload(
+            "this is a conversation document (GET /v1/convai/conversations/{id}), not a webhook envelope: "
+            "archive saved documents with `callvault import FILE_OR_FOLDER`"
+        )
     if not isinstance(event_type, str) or not event_type:
         raise InvalidPayload("webhook envelope has no 'type' string")
     data = body.get("data")

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-from .errors import InvalidSignature
+from .errors import InvalidSignature, SignatureMismatch
 from .matching import matches_any
 
 HEADER = "ElevenLabs-Signature"
@@ -56,7 +56,7 @@ class Verification:
         for mac in self._macs:
             matched |= matches_any(mac.hexdigest().encode("ascii"), presented)
         if not matched:
-            raise InvalidSignature("signature does not match")
+            raise SignatureMismatch("signature does not match")
         return self.signed_at
 
 
