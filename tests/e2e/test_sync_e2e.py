@@ -287,3 +287,30 @@ def test_serve_fetches_the_audio_a_transcript_promised_once_the_grace_has_passed
     assert sha256(archived(data_dir, cid, "mp3")) == api.conversation(cid).audio_sha256()
     assert API_KEY not in logs
     assert verify(data_dir)["items"] == []
+
+
+def test_dry_run_is_the_gap_report_and_fetches_and_writes_nothing(tmp_path: Path, api: ElevenLabsStandIn) -> None:
+    data_dir = tmp_path / "data"
+    complete, changed = api.add(), api.add()
+    assert sync(api, data_dir)[0] == 0
+    api.update(changed, call_successful="failure")  # an analysis re-run upstream
+    missing = api.add()
+    no_audio = api.add()
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / f"{no_audio}.json").write_text(json.dumps(api.document(no_audio)))  # a saved GET, no audio
+    imported = callvault("import", str(exports), "--data-dir", str(data_dir), env=cli_env(api))
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    files_before = sorted(p.relative_to(data_dir) for p in (data_dir / "archive").rglob("*"))
+    rows_before = rows(data_dir)
+    api.reset_counts()
+
+    status, report = sync(api, data_dir, "--dry-run", "--since", "2000-01-01")
+
+    assert status == 0, report
+    assert api.requests == counts(list=1)  # listing only
+    assert (report["dry_run"], report["missing"], report["outdated"]) == (True, [missing], [changed])
+    assert report["audio_missing"] == [no_audio]
+    assert report["already_complete"] == 2 and complete not in report["missing"] + report["outdated"]
+    assert sorted(p.relative_to(data_dir) for p in (data_dir / "archive").rglob("*")) == files_before
+    assert rows(data_dir) == rows_before
