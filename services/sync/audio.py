@@ -20,6 +20,7 @@ from .ports import CallArchive, ConversationGone, ConversationSource
 log = logging.getLogger(__name__)
 
 FetchOutcome = Literal["fetched", "present", "gone", "stale"]
+PASS_SIZE = 100  # fetches per pass of the worker, at most
 
 
 @dataclass
@@ -72,13 +73,24 @@ class AudioFetchWorker:
     _thread: threading.Thread | None = None
 
     def run_once(self) -> dict[str, int]:
-        """One pass over the due calls; returns how many ended in each outcome (and "failed")."""
+        """At most ``PASS_SIZE`` due calls; returns how many ended in each outcome (and "failed")."""
         now = self.clock()
         counts: dict[str, int] = {}
-        for row in self.index.awaiting_audio(int(now) - self.grace_seconds, limit=100):
+        # Rows backing off (or gone upstream) are never written, so they stay first in line: read past
+        # them, or 100 calls whose audio is gone would hide every later one for good.
+        waiting = sum(1 for due, _delay in self._retry_at.values() if due > now)
+        rows = self.index.awaiting_audio(int(now) - self.grace_seconds, limit=PASS_SIZE + waiting)
+        if len(rows) < PASS_SIZE + waiting:  # every waiting row was read: forget those that got audio
+            awaiting = {row.conversation_id for row in rows}
+            self._retry_at = {cid: entry for cid, entry in self._retry_at.items() if cid in awaiting}
+        tried = 0
+        for row in rows:
             due, delay = self._retry_at.get(row.conversation_id, (0.0, 0.0))
             if due > now:
                 continue
+            if tried == PASS_SIZE:
+                break
+            tried += 1
             try:
                 outcome: str = self.fetcher.fetch(row.conversation_id)
             except CallVaultError as exc:

@@ -382,3 +382,25 @@ def test_the_audio_worker_backs_off_a_failing_fetch_and_stops_at_a_404(world: An
     assert worker.run_once() == {"fetched": 1}
     gone_row = index.get(gone["conversation_id"])
     assert gone_row is not None and gone_row.audio_key is None
+
+
+def test_the_audio_worker_reaches_due_calls_behind_a_hundred_that_wait(world: Any) -> None:
+    """Calls whose audio is gone upstream keep their rows (and their place first in line, since no write
+    touches them): a due call behind more of them than one pass reads must still be fetched."""
+    _blobs, index, archiver, clock = world
+    gone = [document(n) for n in range(1, 121)]
+    for doc in gone:
+        archiver.archive(WebhookEvent("post_call_transcription", T0 + 200, copy.deepcopy(doc)))
+    clock.now += 10
+    late = document(500)
+    archiver.archive(WebhookEvent("post_call_transcription", T0 + 200, copy.deepcopy(late)))
+    api = FakeApi([late])  # the others' audio answers 404
+    worker = AudioFetchWorker(AudioFetcher(api, archiver, index), index, grace_seconds=0, clock=clock)
+    clock.now += 1
+
+    passes = [worker.run_once() for _ in range(3)]
+
+    assert passes == [{"gone": 100}, {"gone": 20, "fetched": 1}, {}]
+    row = index.get(late["conversation_id"])
+    assert row is not None and row.audio_key is not None
+    assert api.requests["audio"] == 121  # each gone call asked once
