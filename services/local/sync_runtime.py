@@ -81,8 +81,10 @@ class LocalSync:
 
 
 def build_local_sync(settings: Settings, storage: Storage, archive: CallArchive) -> LocalSync | None:
-    """None without an API key: nothing to fetch from."""
-    if settings.elevenlabs_api_key is None:
+    """None without an API key: nothing to fetch from. A blank ``ELEVENLABS_API_KEY=`` (a compose file
+    or .env template passing an unset variable on) is no key, not a start-up failure."""
+    key = settings.elevenlabs_api_key
+    if key is None or not key.get_secret_value().strip():
         return None
     from services.sync.elevenlabs import ElevenLabsClient
 
