@@ -26,7 +26,7 @@ class ImportSummary:
         table = Table(title="callvault import")
         table.add_column("outcome")
         table.add_column("files", justify="right")
-        for outcome in ("stored", "stale", "ignored"):
+        for outcome in ("stored", "stale", "ignored", "erased"):
             table.add_row(outcome, str(self.outcomes[outcome]))
         table.add_row("failed", str(len(self.failed)))
         console.print(table)

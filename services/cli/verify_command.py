@@ -3,8 +3,14 @@
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from services.core.config import Settings
+    from services.core.wiring import Storage
+    from services.ingest.verify import Finding
 
 from services.cli.options import DATA_DIR_OPTION, progress_bars, settings_for
 
@@ -35,9 +41,12 @@ def verify(repair: bool, as_json: bool, data_dir: Path | None) -> None:
         raise click.ClickException(
             f"no archive in {settings.data_dir}: pass the server's --data-dir (or set CALLVAULT_DATA_DIR)"
         )
-    archiver = build_archiver(settings, build_storage(settings))
+    storage = build_storage(settings)
+    archiver = build_archiver(settings, storage)
+    reappeared = _erased_again(settings, storage, repair)  # first: a repair below must not rebuild them
     with progress_bars() as bar:
         report = ArchiveVerifier(archiver).run(repair=repair, progress=bar("checking calls"))
+    report.findings.extend(reappeared)
     if settings.backend != "aws":
         import time
 
@@ -54,6 +63,25 @@ def verify(repair: bool, as_json: bool, data_dir: Path | None) -> None:
     else:
         _print(summary, repair)
     sys.exit(1 if report.unresolved else 0)
+
+
+def _erased_again(settings: "Settings", storage: "Storage", repair: bool) -> list["Finding"]:
+    """Erased conversations (tombstones, #13) that are back, e.g. from a restored backup; ``repair``
+    erases them again. Named by their keyed hash only, as the audit trail names them."""
+    from services.ingest.verify import Finding
+    from services.privacy.service import find_reappeared
+    from services.privacy.wiring import build_eraser
+
+    eraser = build_eraser(settings, storage)
+    if eraser.erased is None:
+        return []
+    found = find_reappeared(eraser.erased, storage.blobs, storage.index)
+    if repair and found:
+        eraser.erase(eraser.plan_conversations(found))
+    detail = "erased before, present again (a restored backup?): callvault verify --repair erases it again"
+    return [
+        Finding("erased_reappeared", None, f"{eraser.erased.digest(cid)[:16]}: {detail}", True, repair) for cid in found
+    ]
 
 
 def _print(summary: dict[str, object], repair: bool) -> None:

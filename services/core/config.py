@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     # cursor issued by one Lambda instance is redeemed by another); generated into the data dir locally.
     signing_key: SecretStr | None = None
     signing_key_param: str | None = None
+    # Erasure (#13, docs/privacy.md): the HMAC key of the tombstones and audit entries that name
+    # erased conversations. Generated into the data dir locally; on AWS an SSM SecureString.
+    tombstone_key: SecretStr | None = None
+    tombstone_key_param: str | None = None
     # key: every data route checks `Authorization: Bearer <key>`. iam: API Gateway authorises callers with
     # IAM (SigV4 uses the Authorization header itself); the app then only insists that the event shows
     # an IAM-authenticated caller, so a deployment that lost its authorizer fails closed.

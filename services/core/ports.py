@@ -161,3 +161,17 @@ class CallerData(Protocol):
         """Remove what was derived from ``calls`` (and, with ``phone``, anything else kept of that caller).
         Idempotent; returns how many items went."""
         ...
+
+
+class Tombstones(Protocol):
+    """Keyed hashes of erased conversations (``core.erased``): what must never be archived again."""
+
+    def add(self, digests: Sequence[str], now: int) -> None:
+        """Durable when it returns; adding a digest twice keeps one."""
+        ...
+
+    def contains(self, digest: str) -> bool: ...
+
+    def digests(self) -> Iterator[str]:
+        """Every digest (``callvault verify``: erased data that reappeared)."""
+        ...

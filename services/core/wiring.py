@@ -2,9 +2,13 @@
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Settings
 from .ports import BlobStore, CallIndex
+
+if TYPE_CHECKING:
+    from .erased import ErasedConversations
 
 WEBHOOK_SECRET_FILE = "webhook-secret"  # noqa: S105 - a file name, not a secret
 
@@ -67,3 +71,23 @@ def local_webhook_secret(data_dir: Path) -> tuple[str, bool]:
     from .secrets import local_secret
 
     return local_secret(data_dir, WEBHOOK_SECRET_FILE, "wsec_")
+
+
+def build_erased(settings: Settings) -> "ErasedConversations | None":
+    """The tombstones of erased conversations with their key: ``<data-dir>/privacy.sqlite3`` and
+    ``<data-dir>/tombstone-key`` locally; on AWS items in the calls table and the key from SSM (None
+    when no key is configured: nothing was ever erased there)."""
+    from .erased import TOMBSTONE_KEY_FILE, ErasedConversations
+    from .secrets import local_secret, secret_list
+
+    if settings.backend == "aws":
+        from .adapters.dynamo_tombstones import DynamoTombstones
+
+        keys = secret_list(settings.tombstone_key, settings.tombstone_key_param)
+        return ErasedConversations(keys[0].encode(), DynamoTombstones(settings.table)) if keys else None
+    from .adapters.sqlite_tombstones import PRIVACY_FILE, SqliteTombstones
+
+    key = settings.tombstone_key.get_secret_value() if settings.tombstone_key else None
+    if not key:
+        key, _created = local_secret(settings.data_dir, TOMBSTONE_KEY_FILE, "tsk_")
+    return ErasedConversations(key.encode(), SqliteTombstones(settings.data_dir / PRIVACY_FILE))

@@ -17,10 +17,11 @@ from services.analytics.writer import AnalyticsWriter
 from services.core.domain import keys, payload, signing, versions
 from services.core.domain.errors import InvalidPayload, PayloadTooLarge, StorageUnavailable
 from services.core.domain.models import AudioFacts, CallRecord, WebhookEvent
+from services.core.erased import ErasedConversations
 from services.core.newest import write_newest
 from services.core.ports import BlobStore, CallIndex
 
-Outcome = Literal["stored", "ignored", "stale"]
+Outcome = Literal["stored", "ignored", "stale", "erased"]
 JSON_TYPE = "application/json"
 AUDIO_TYPE = "audio/mpeg"
 _B64_CHUNK_CHARS = 1 << 20  # decode audio 1 MiB of text at a time: no full second copy in memory
@@ -82,6 +83,12 @@ class Archiver:
     # AWS: schedules the audio fetch a transcript with `has_audio` and no audio yet needs. Locally the
     # row itself is the job (``expects_audio`` without audio), which `callvault serve` polls for.
     audio_fetches: AudioFetchScheduler | None = None
+    # Tombstones of erased conversations (#13): any event of one is answered "erased" and stores
+    # nothing, whether a webhook retry, an import or a sync brings it.
+    erased: ErasedConversations | None = None
+
+    def _is_erased(self, conversation_id: str) -> bool:
+        return self.erased is not None and self.erased.is_erased(conversation_id)
 
     def archive(self, event: WebhookEvent) -> IngestResult:
         if event.type == "post_call_transcription":
@@ -99,6 +106,8 @@ class Archiver:
 
     def _archive_call(self, event: WebhookEvent, record: CallRecord) -> IngestResult:
         conversation_id = record.conversation_id
+        if self._is_erased(conversation_id):
+            return IngestResult("erased", event.type)  # no id: logs and answers name no erased call
         document = orjson.dumps(event.data)  # the whole `data`, unknown fields kept, on one line
         record.version = versions.call_version(event.type, event.event_timestamp, document)
         existing = self.index.get(conversation_id)
@@ -235,6 +244,8 @@ class Archiver:
         body: Callable[[], Iterable[bytes]],
         version: str,
     ) -> IngestResult:
+        if self._is_erased(conversation_id):
+            return IngestResult("erased", event_type)  # no id: logs and answers name no erased call
         existing = self.index.get(conversation_id)
         placed = existing is not None and existing.archive_prefix is not None
         if existing is not None and existing.archive_prefix is not None:

@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 from services.analytics.writer import AnalyticsWriter
 from services.core.config import Settings
-from services.core.wiring import Storage, build_analytics_store
+from services.core.wiring import Storage, build_analytics_store, build_erased
 
 from .service import Archiver, MemoryJobSubmitter
 
@@ -25,6 +25,7 @@ def build_archiver(
     archiver = Archiver(
         storage.blobs, storage.index, time.time, settings.default_region, analytics=analytics, memory_jobs=memory_jobs
     )
+    archiver.erased = build_erased(settings)  # erased conversations are never archived again (#13)
     if settings.audio_fetch_queue_url:  # AWS: a delayed SQS message per call whose audio may not come
         from services.sync.sqs_scheduler import SqsAudioFetchScheduler  # a composition root may wire sync in
 

@@ -1,13 +1,16 @@
 """Erase a caller (or one conversation) from every store, each told through its port.
 
-The order makes an erasure resumable: what a feature derived from the calls first (analytics rows,
-memories and their jobs, caches: ``CallerData``), then each call's archive objects with their whole
-version history, then its index row last. The row is how an erasure finds a call, so a crash at any
-step leaves the row in place and a rerun finds and finishes the call; every step is idempotent.
-Objects under the caller's folder that no row names (a crash between object and row at ingest) are
-found by listing that folder, which holds only the caller's calls.
+First the tombstones (``core.erased``): from then on any webhook retry, import or sync of these
+conversations stores nothing. The rest of the order makes an erasure resumable: what a feature
+derived from the calls first (analytics rows, memories and their jobs, caches: ``CallerData``),
+then each call's archive objects with their whole version history, then its index row last. The
+row is how an erasure finds a call, so a crash at any step leaves the row in place and a rerun
+finds and finishes the call; every step is idempotent. Objects under the caller's folder that no
+row names (a crash between object and row at ingest) are found by listing that folder, which holds
+only the caller's calls.
 """
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +18,7 @@ from typing import Any
 from services.core.domain import keys
 from services.core.domain.models import MAX_PAGE_SIZE, CallQuery, CallRecord
 from services.core.domain.phone import mask
+from services.core.erased import ErasedConversations
 from services.core.ports import BlobStore, CallerData, CallIndex
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -64,6 +68,8 @@ class Eraser:
     blobs: BlobStore
     index: CallIndex
     derived: Sequence[CallerData] = ()
+    erased: ErasedConversations | None = None  # the tombstones; None only in tests of the stores alone
+    clock: Callable[[], float] = time.time
 
     def plan_caller(self, phone: str) -> ErasurePlan:
         """Every call of the caller: the rows of that number, and objects in its folder no row names."""
@@ -101,6 +107,8 @@ class Eraser:
 
     def erase(self, plan: ErasurePlan, progress: Progress | None = None) -> ErasureSummary:
         summary = ErasureSummary(mask(plan.phone), False, conversations=len(plan.calls))
+        if self.erased is not None:
+            self.erased.mark([call.conversation_id for call in plan.calls], int(self.clock()))
         summary.derived = {target.name: target.erase(plan.phone, plan.calls) for target in self.derived}
         for done, call in enumerate(plan.calls, start=1):
             for key in plan.object_keys(call):
@@ -111,3 +119,18 @@ class Eraser:
             if progress is not None:
                 progress(done, len(plan.calls))
         return summary
+
+
+def find_reappeared(erased: ErasedConversations, blobs: BlobStore, index: CallIndex) -> list[str]:
+    """Conversation ids erased once that the archive or index holds again (a restored backup, or a
+    delivery that raced its erasure). Reads every row and key: it runs with ``callvault verify``."""
+    tombstones = set(erased.store.digests())
+    if not tombstones:
+        return []
+    seen = {row.conversation_id for row in index.scan()}
+    for key in blobs.list_keys():
+        stem = key.rsplit("/", 1)[-1]
+        stem = next((stem.removesuffix(s) for s in _SUFFIXES if stem.endswith(s)), "")
+        if keys.CONVERSATION_ID.fullmatch(stem):
+            seen.add(stem)
+    return sorted(cid for cid in seen if erased.digest(cid) in tombstones)

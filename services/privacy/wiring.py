@@ -8,7 +8,7 @@ from services.analytics.erasure import AnalyticsErasure, DuckDbCacheErasure
 from services.analytics.reader import CACHE_FILE
 from services.core.config import Settings
 from services.core.ports import CallerData
-from services.core.wiring import Storage, build_analytics_store
+from services.core.wiring import Storage, build_analytics_store, build_erased
 
 from .service import Eraser
 
@@ -23,4 +23,4 @@ def build_eraser(settings: Settings, storage: Storage, memory: CallerData | None
         derived.append(DuckDbCacheErasure(settings.data_dir / CACHE_FILE))
     if memory is not None:
         derived.append(memory)
-    return Eraser(storage.blobs, storage.index, derived)
+    return Eraser(storage.blobs, storage.index, derived, erased=build_erased(settings))

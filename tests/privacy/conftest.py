@@ -13,11 +13,14 @@ from services.analytics.compaction import compact_closed_days
 from services.analytics.rows import decode
 from services.analytics.writer import AnalyticsWriter
 from services.core.adapters.dynamo_call_index import DynamoCallIndex
+from services.core.adapters.dynamo_tombstones import DynamoTombstones
 from services.core.adapters.fs_blob_store import FsBlobStore
-from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex, MemoryTombstones
 from services.core.adapters.s3_blob_store import S3BlobStore
 from services.core.adapters.sqlite_call_index import SqliteCallIndex
+from services.core.adapters.sqlite_tombstones import SqliteTombstones
 from services.core.domain import payload
+from services.core.erased import ErasedConversations
 from services.core.ports import BlobStore, CallIndex
 from services.ingest.service import Archiver
 from tests.contract.conftest import aws  # noqa: F401 - the moto fixture, shared
@@ -43,12 +46,17 @@ class World:
     index: CallIndex
     analytics: BlobStore
     s3: Any = None  # boto3 client on moto
+    erased: ErasedConversations = field(default_factory=lambda: ErasedConversations(b"k" * 32, MemoryTombstones()))
     now: float = float(T0 + 5 * DAY)
     archiver: Archiver = field(init=False)
 
     def __post_init__(self) -> None:
         self.archiver = Archiver(
-            self.blobs, self.index, self.clock, analytics=AnalyticsWriter(self.analytics, self.clock)
+            self.blobs,
+            self.index,
+            self.clock,
+            analytics=AnalyticsWriter(self.analytics, self.clock),
+            erased=self.erased,
         )
 
     def clock(self) -> float:
@@ -89,7 +97,10 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
         yield World("memory", MemoryBlobStore(), MemoryCallIndex(), MemoryBlobStore())
     elif request.param == "local":
         index = SqliteCallIndex(tmp_path / "index.sqlite3")
-        yield World("local", FsBlobStore(tmp_path / "archive"), index, FsBlobStore(tmp_path / "analytics"))
+        tombstones = ErasedConversations(b"k" * 32, SqliteTombstones(tmp_path / "privacy.sqlite3"))
+        yield World(
+            "local", FsBlobStore(tmp_path / "archive"), index, FsBlobStore(tmp_path / "analytics"), erased=tombstones
+        )
         index.close()
     else:
         request.getfixturevalue("aws")
@@ -99,4 +110,5 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
         client.put_bucket_versioning(Bucket=ARCHIVE, VersioningConfiguration={"Status": "Enabled"})
         dynamo = DynamoCallIndex(TABLE)
         dynamo.create_table()
-        yield World("moto", S3BlobStore(ARCHIVE), dynamo, S3BlobStore(ANALYTICS), s3=client)
+        tombstones = ErasedConversations(b"k" * 32, DynamoTombstones(TABLE))
+        yield World("moto", S3BlobStore(ARCHIVE), dynamo, S3BlobStore(ANALYTICS), s3=client, erased=tombstones)

@@ -105,3 +105,49 @@ def test_forget_command_dry_run_then_erase_then_verify_is_clean(client: TestClie
 def test_forget_command_needs_a_phone_or_a_conversation(data_dir: Path) -> None:
     result = CliRunner().invoke(cli, ["forget", "--data-dir", str(data_dir)])
     assert result.exit_code == 2
+
+
+def test_after_forget_a_webhook_retry_is_answered_200_and_stores_nothing(client: TestClient, data_dir: Path) -> None:
+    assert client.delete("/callers/+16125550142", headers=bearer(ADMIN)).status_code == 200
+    before = _files(data_dir)
+
+    for name in (TRANSCRIPTION, AUDIO):
+        raw = fixture_bytes(name)
+        retried = client.post("/webhooks/elevenlabs", content=raw, headers=signed_headers(raw))
+        assert retried.status_code == 200
+        assert retried.json()["status"] == "erased" and retried.json()["conversation_id"] is None
+
+    assert _files(data_dir) == before
+    assert client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN)).status_code == 404
+    tombstones = (data_dir / "privacy.sqlite3").read_bytes()
+    assert CALL_ID.encode() not in tombstones and b"16125550142" not in tombstones
+
+
+def test_verify_finds_erased_calls_a_backup_brought_back_and_repair_erases_them(
+    client: TestClient, data_dir: Path
+) -> None:
+    import shutil
+
+    from services.core.adapters.sqlite_call_index import SqliteCallIndex
+
+    shutil.copytree(data_dir / "archive", data_dir.parent / "backup")
+    index = SqliteCallIndex(data_dir / "index.sqlite3")
+    row = index.get(CALL_ID)
+    assert row is not None
+    assert client.delete("/callers/+16125550142", headers=bearer(ADMIN)).status_code == 200
+    shutil.copytree(data_dir.parent / "backup", data_dir / "archive", dirs_exist_ok=True)  # the restore
+    index.save_call(row, 1)
+    runner, env = CliRunner(), {"CALLVAULT_MEMORY_BACKEND": "none"}
+
+    found = runner.invoke(cli, ["verify", "--json", "--data-dir", str(data_dir)], env=env)
+    assert found.exit_code == 1, found.output
+    report = json.loads(found.stdout)
+    assert report["by_kind"].get("erased_reappeared") == 1
+    (item,) = [item for item in report["items"] if item["kind"] == "erased_reappeared"]
+    assert item["conversation_id"] is None and CALL_ID not in item["detail"] and "0142" not in item["detail"]
+
+    repaired = runner.invoke(cli, ["verify", "--repair", "--data-dir", str(data_dir)], env=env)
+    assert repaired.exit_code == 0, repaired.output
+    assert runner.invoke(cli, ["verify", "--data-dir", str(data_dir)], env=env).exit_code == 0
+    assert _files(data_dir) == [f"archive/unknown/{WEB}.json"]
+    assert index.get(CALL_ID) is None

@@ -2,7 +2,7 @@
 
 import itertools
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
 from ..domain.errors import InvalidCursor, NotFound
@@ -230,3 +230,18 @@ def _is_newer(stored: CallRecord, incoming: CallRecord) -> bool:
     if stored.version is not None:
         return incoming.version is None or stored.version > incoming.version
     return stored.event_at is not None and incoming.event_at is not None and stored.event_at > incoming.event_at
+
+
+class MemoryTombstones:
+    def __init__(self) -> None:
+        self.added: dict[str, int] = {}
+
+    def add(self, digests: Sequence[str], now: int) -> None:
+        for digest in digests:
+            self.added.setdefault(digest, now)
+
+    def contains(self, digest: str) -> bool:
+        return digest in self.added
+
+    def digests(self) -> Iterator[str]:
+        return iter(sorted(self.added))
