@@ -8,7 +8,7 @@ DuckDB, boto3 and matplotlib are imported inside the commands so ``callvault --h
 import csv
 import sys
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.analytics.reports import REPORTS
-from services.cli.options import DATA_DIR_OPTION, progress_bars, require_archive, settings_for
+from services.cli.options import DATA_DIR_OPTION, INSTANT, progress_bars, require_archive, settings_for
 from services.core.config import Settings
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ NO_CACHE_OPTION = click.option(
 ATHENA_OPTION = click.option(
     "--athena", is_flag=True, help="Run on Amazon Athena (workgroup and database from CALLVAULT_ATHENA_*)."
 )
-DAY = click.DateTime(formats=["%Y-%m-%d"])
 CACHE_FILE = "analytics-cache.duckdb"
 
 
@@ -84,6 +83,10 @@ def _engine(
     if cache is not None and not cache.exists() and root.is_dir():
         click.echo(f"Building the analytics cache {cache} (first run; later runs read only new partitions)", err=True)
     return DuckDbEngine.local(root, cache, read_only=read_only)
+
+
+def _utc_day(seconds: int | None) -> date | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).date()
 
 
 def _plain(value: Any) -> Any:
@@ -128,8 +131,14 @@ def _cell(value: Any) -> str:
 
 @click.command()
 @click.argument("name", type=click.Choice(sorted(REPORTS)), metavar="NAME")
-@click.option("--since", type=DAY, default=None, help="First day (UTC), YYYY-MM-DD [default: all time].")
-@click.option("--until", type=DAY, default=None, help="Last day (UTC), inclusive [default: all time].")
+@click.option(
+    "--since",
+    type=INSTANT,
+    default=None,
+    help="First day: a date, ISO time or unix seconds, as for `calls --since`; a time counts as its UTC day "
+    "[default: all time].",
+)
+@click.option("--until", type=INSTANT, default=None, help="Last day (UTC), inclusive; same forms [default: all time].")
 @click.option("--keyword", "-k", default=None, help="keyword: the word or phrase to find (case-insensitive).")
 @click.option("--phone", default=None, help="caller: the phone number, in any common format.")
 @click.option(
@@ -143,8 +152,8 @@ def _cell(value: Any) -> str:
 @DATA_DIR_OPTION
 def report(
     name: str,
-    since: datetime | None,
-    until: datetime | None,
+    since: int | None,
+    until: int | None,
     keyword: str | None,
     phone: str | None,
     limit: int | None,
@@ -178,7 +187,8 @@ def report(
 
     settings = settings_for(data_dir)
     chosen = REPORTS[name]
-    if since and until and since > until:
+    first, last = _utc_day(since), _utc_day(until)
+    if first is not None and last is not None and first > last:
         raise click.BadParameter("--since is after --until", param_hint="--since")
     e164 = None
     if phone is not None:
@@ -187,7 +197,7 @@ def report(
             raise click.BadParameter(f"{phone!r} is not a phone number", param_hint="--phone")
     if chart is not None and chosen.chart is None:
         raise click.UsageError(f"report {name} has no chart; charts: calls-per-day, success-rate, criteria")
-    args = ReportArgs(since.date() if since else None, until.date() if until else None, keyword, e164, limit)
+    args = ReportArgs(first, last, keyword, e164, limit)
     try:
         from services.analytics.reports import bind
 
@@ -204,7 +214,7 @@ def report(
     if chart is not None:
         from services.analytics.charts import render
 
-        period = f"{args.since or 'start'} to {args.until or 'today'}" if since or until else "all time"
+        period = f"{args.since or 'start'} to {args.until or 'today'}" if first or last else "all time"
         render(chosen, result, chart, subtitle=period)
         click.echo(f"Chart written to {chart}", err=True)
 

@@ -21,6 +21,27 @@ DATA_DIR_OPTION = click.option(
 )
 
 
+class InstantType(click.ParamType[int]):
+    """A time as every command takes it (``services.web.params.parse_instant``, like ``GET /calls``):
+    a date (2025-07-06), an ISO 8601 time (2025-07-06T11:40:15Z, +02:00) or unix seconds; no offset is UTC."""
+
+    name = "TIME"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        from services.core.domain.errors import InvalidRequest
+        from services.web.params import parse_instant
+
+        try:
+            return parse_instant(param.name if param is not None and param.name else "time", str(value))
+        except InvalidRequest as exc:
+            self.fail(exc.message, param, ctx)
+
+
+INSTANT = InstantType()
+
+
 def settings_for(data_dir: Path | None) -> Settings:
     """The environment's settings, with ``--data-dir`` (when given) taking precedence."""
     settings = Settings()

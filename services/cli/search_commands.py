@@ -57,7 +57,12 @@ def _text(value: object) -> str:
 @click.option("--since", help="Started at or after: ISO 8601 (2025-07-06, 2025-07-06T11:40Z) or unix seconds.")
 @click.option("--until", help="Started before (exclusive): ISO 8601 or unix seconds.")
 @click.option("--status", help="ElevenLabs status: done, failed, initiation_failed, ...")
-@click.option("--outcome", "call_successful", help="ElevenLabs evaluation: success, failure or unknown.")
+@click.option(
+    "--outcome",
+    "call_successful",
+    type=click.Choice(["success", "failure", "unknown"]),
+    help="ElevenLabs' evaluation of the call.",
+)
 @click.option("--limit", default=25, show_default=True, type=click.IntRange(1, 100), help="Calls per page.")
 @click.option("--cursor", help="Continue a previous listing (its 'next page' hint prints this).")
 @JSON_OPTION

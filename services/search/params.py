@@ -2,10 +2,19 @@
 people type through ``services.web.params``."""
 
 from dataclasses import asdict, dataclass
+from typing import Final
 
 from services.core.domain import phone as phone_domain
 from services.core.domain.errors import InvalidRequest
 from services.web.params import parse_instant, parse_label, parse_phone
+
+OUTCOMES: Final = ("success", "failure", "unknown")  # ElevenLabs' analysis.call_successful
+
+
+def parse_outcome(raw: str) -> str:
+    if raw not in OUTCOMES:
+        raise InvalidRequest("call_successful must be success, failure or unknown")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,7 @@ def parse_filters(
         since=parse_instant("since", since) if since is not None else None,
         until=parse_instant("until", until) if until is not None else None,
         status=parse_label("status", status) if status is not None else None,
-        call_successful=parse_label("call_successful", call_successful) if call_successful is not None else None,
+        call_successful=parse_outcome(call_successful) if call_successful is not None else None,
     )
     if filters.since is not None and filters.until is not None and filters.until <= filters.since:
         raise InvalidRequest("until must be later than since (since is inclusive, until exclusive)")

@@ -32,6 +32,12 @@ class InvalidRequest(CallVaultError):
     code = "invalid_request"
 
 
+class UnknownParameter(CallVaultError):
+    """A query parameter the route does not take (a typo such as ``from=`` must not widen a search)."""
+
+    code = "unknown_parameter"
+
+
 class InvalidCursor(CallVaultError):
     code = "invalid_cursor"
 
@@ -71,6 +77,7 @@ HTTP_STATUS: dict[type[CallVaultError], int] = {
     Forbidden: 403,
     InvalidPayload: 400,
     InvalidCursor: 400,
+    UnknownParameter: 400,
     NotFound: 404,
     PayloadTooLarge: 413,
     RangeNotSatisfiable: 416,

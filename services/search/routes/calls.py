@@ -8,10 +8,11 @@ from fastapi.responses import RedirectResponse
 from services.core.domain import phone as phone_domain
 from services.web.auth import require_role
 from services.web.edge import add_log_fields
+from services.web.query import reject_unknown_query_params
 
 from ..dependencies import BaseUrl, Caller, Context, Cursors, Index, Links, require_api_key
 from ..links import absolute_url
-from ..params import parse_filters
+from ..params import OUTCOMES, parse_filters
 from ..schemas import EXAMPLE_ID, CallDetail, CallList, error_example
 from ..service import DEFAULT_LIMIT, MAX_LIMIT, audio_link, get_call, search_calls
 
@@ -22,7 +23,7 @@ UNAVAILABLE = error_example(
 
 router = APIRouter(
     tags=["calls"],
-    dependencies=[Depends(require_api_key)],
+    dependencies=[Depends(require_api_key), Depends(reject_unknown_query_params)],
     responses={401: UNAUTHORIZED, 503: UNAVAILABLE},
 )
 
@@ -87,7 +88,8 @@ OutcomeParam = Annotated[
     str | None,
     Query(
         max_length=128,
-        description="ElevenLabs' evaluation of the call: `success`, `failure` or `unknown`.",
+        description="ElevenLabs' evaluation of the call: `success`, `failure` or `unknown` (anything else is refused).",
+        json_schema_extra={"enum": list(OUTCOMES)},
         openapi_examples=_examples(failure=("calls that failed their goal", "failure")),
     ),
 ]

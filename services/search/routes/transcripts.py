@@ -11,11 +11,12 @@ from services.analytics.reader import AnalyticsReader
 from services.analytics.reports import ReportArgs
 from services.core.domain.errors import InvalidRequest, StorageUnavailable
 from services.web.edge import add_log_fields
+from services.web.query import reject_unknown_query_params
 
 from ..dependencies import Context, require_api_key
 from ..schemas import error_example
 
-router = APIRouter(tags=["calls"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["calls"], dependencies=[Depends(require_api_key), Depends(reject_unknown_query_params)])
 MAX_RESULTS = 200
 
 

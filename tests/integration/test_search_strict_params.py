@@ -1,0 +1,91 @@
+"""Strict query parameters on the search API (issue #14): a parameter a route does not take is a 400
+naming it (``from=`` must not quietly return every call), and ``call_successful`` is one of its three
+values. The CLI takes the same times everywhere (``report --since`` like ``calls --since``)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from services.cli.main import cli
+from tests.integration.conftest import SearchApp
+from tests.support import FIXTURES, TRANSCRIPTION, TRANSCRIPTION_OUTBOUND
+
+
+@pytest.fixture
+def app(search_app: SearchApp) -> SearchApp:
+    for name in (TRANSCRIPTION, TRANSCRIPTION_OUTBOUND):
+        search_app.ingest(name)
+    return search_app
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("/calls?from=2025-07-07", "'from'"),
+        ("/calls?phone=%2B16125550142&to=2025-07-08&sinse=1", "'sinse', 'to'"),
+        ("/calls/conv_01jzfrjvcce0vsea1fcbpp9p04?verbose=1", "'verbose'"),
+        ("/search?q=maria&page=2", "'page'"),
+    ],
+)
+def test_unknown_query_parameters_are_400_naming_them(app: SearchApp, query: str, named: str) -> None:
+    response = app.client.get(query, headers=app.auth)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "unknown_parameter"
+    assert f"parameter{'s' if ',' in named else ''} {named};" in error["message"]
+
+
+def test_the_message_lists_what_the_route_takes(app: SearchApp) -> None:
+    message = app.client.get("/calls?from=2025-07-07", headers=app.auth).json()["error"]["message"]
+    assert message == (
+        "unknown query parameter 'from'; /calls takes: agent_id, call_successful, cursor, limit, phone, since, "
+        "status, until"
+    )
+
+
+def test_known_parameters_still_filter(app: SearchApp) -> None:
+    response = app.client.get("/calls?since=2025-07-07&call_successful=failure", headers=app.auth)
+    assert response.status_code == 200, response.text
+    assert [c["conversation_id"] for c in response.json()["items"]] == ["conv_01jzfrjvcce0vsea1fcbpp9p05"]
+    none = app.client.get("/calls?call_successful=success", headers=app.auth)
+    assert none.status_code == 200 and none.json()["items"] == []
+
+
+@pytest.mark.parametrize("value", ["yes", "SUCCESS", "true", ""])
+def test_call_successful_is_one_of_three(app: SearchApp, value: str) -> None:
+    response = app.client.get("/calls", params={"call_successful": value}, headers=app.auth)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == {
+        "code": "invalid_request",
+        "message": "call_successful must be success, failure or unknown",
+    }
+
+
+def test_cli_outcome_is_one_of_three(app: SearchApp) -> None:
+    result = CliRunner().invoke(cli, ["calls", "--outcome", "yes", "--data-dir", str(app.data_dir)])
+    assert result.exit_code == 2 and "'yes' is not one of 'success', 'failure', 'unknown'" in result.output
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("data")
+    assert CliRunner().invoke(cli, ["import", str(FIXTURES), "--data-dir", str(target)]).exit_code == 0
+    return target
+
+
+@pytest.mark.parametrize("since", ["2025-07-07", "2025-07-07T08:00:00Z", "2025-07-07T10:00:00+02:00", "1751846400"])
+def test_report_since_takes_what_calls_since_takes(imported: Path, since: str) -> None:
+    args = ["report", "calls-per-day", "--since", since, "--format", "json", "--data-dir", str(imported)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert [row["day"] for row in json.loads(result.stdout)] == ["2025-07-07"]
+    calls = CliRunner().invoke(cli, ["calls", "--since", since, "--json", "--data-dir", str(imported)])
+    assert calls.exit_code == 0, calls.output
+
+
+def test_report_since_refuses_what_calls_since_refuses(imported: Path) -> None:
+    result = CliRunner().invoke(cli, ["report", "agents", "--since", "last week", "--data-dir", str(imported)])
+    assert result.exit_code == 2
+    assert "since is neither ISO 8601 (2025-07-06 or 2025-07-06T11:40:15Z) nor unix seconds" in result.output
