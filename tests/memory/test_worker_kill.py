@@ -65,11 +65,17 @@ def test_a_worker_killed_mid_job_is_resumed_after_its_lease_and_the_job_complete
     store = Mem0OssMemoryStore(data_dir / "memory", embedder=embedder)  # the folder lock died with the child
     try:
         assert len(store.list(CALLER, None, 100)) == 3  # half done: factual + 2 turns made it before the kill
-        worker = MemoryWorker(outbox, JobProcessor(blobs, index, store), NullStatusSink(), lease_secs=60)
         leased_until = outbox.get("conv_kill_1").leased_until  # type: ignore[union-attr]
-        assert leased_until is not None and time.time() < leased_until - 0.3, "opening the store took too long"
+        assert leased_until is not None
+        # The restarted worker's clock is ours: "before" and "after" the dead lease without sleeping on a
+        # loaded machine (opening the store can take longer than the lease).
+        now = [leased_until - 1.0]
+        restarted = SqliteOutbox(data_dir / "index.sqlite3", clock=lambda: now[0])
+        worker = MemoryWorker(
+            restarted, JobProcessor(blobs, index, store), NullStatusSink(), lease_secs=60, clock=lambda: now[0]
+        )
         assert worker.run_once() is False  # the dead worker's lease has not run out yet...
-        time.sleep(max(0.0, leased_until - time.time()) + 0.1)
+        now[0] = leased_until + 0.1
         assert worker.run_once() is True  # ...now it has: picked up again
         assert worker.run_once() is False  # and run once only
 
