@@ -11,8 +11,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from aws_lambda_powertools import Logger
+
 from services.core.config import Settings
 from services.core.domain.errors import CallVaultError
+from services.core.logging import get_logger
 from services.core.wiring import Storage
 from services.sync.audio import AudioFetcher, AudioFetchWorker
 from services.sync.ports import CallArchive
@@ -28,6 +31,7 @@ class SyncThread:
     syncer: Syncer
     interval: float
     first_delay: float = FIRST_SYNC_DELAY_SECS
+    log: Logger | logging.Logger = log
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -48,13 +52,13 @@ class SyncThread:
             try:
                 summary = self.syncer.run()
             except CallVaultError as exc:  # a wrong key, the API down: said once per run, retried next run
-                log.warning("scheduled sync failed: %s", exc.message)
+                self.log.warning("scheduled sync failed", extra={"reason": exc.message})
                 continue
             except Exception:
-                log.exception("scheduled sync failed")
+                self.log.exception("scheduled sync failed")
                 continue
             result = summary.to_dict()
-            log.info(
+            self.log.info(
                 "scheduled sync done",
                 extra={
                     "seconds": round(time.monotonic() - started, 1),
@@ -91,7 +95,9 @@ def build_local_sync(settings: Settings, storage: Storage, archive: CallArchive)
     client = ElevenLabsClient.from_settings(settings, concurrency=4)
     fetcher = AudioFetcher(client, archive, storage.index)
     grace = settings.audio_grace_seconds
-    worker = AudioFetchWorker(fetcher, storage.index, grace, poll_secs=max(0.5, min(15.0, grace / 4)))
+    # serve's JSON log (a module logger would reach no handler: its summaries would vanish)
+    logger = get_logger("callvault-sync", settings.log_level)
+    worker = AudioFetchWorker(fetcher, storage.index, grace, poll_secs=max(0.5, min(15.0, grace / 4)), log=logger)
     interval = settings.effective_sync_interval()
     schedule = None
     if interval > 0:
@@ -102,5 +108,5 @@ def build_local_sync(settings: Settings, storage: Storage, archive: CallArchive)
             build_sync_state(settings),
             overlap_seconds=settings.sync_overlap_seconds,
         )
-        schedule = SyncThread(syncer, interval)
+        schedule = SyncThread(syncer, interval, log=logger)
     return LocalSync(worker, schedule)

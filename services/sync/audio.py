@@ -10,12 +10,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from services.core.domain.errors import CallVaultError
 from services.core.ports import CallIndex
 
 from .ports import CallArchive, ConversationGone, ConversationSource
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class AudioFetchWorker:
     clock: Callable[[], float] = time.time
     poll_secs: float = 15.0
     max_backoff_secs: float = 3600.0
+    log: "Logger | logging.Logger" = log
     _retry_at: dict[str, tuple[float, float]] = field(default_factory=dict)  # id -> (due, last delay)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -97,7 +101,10 @@ class AudioFetchWorker:
                 outcome = "failed"
                 delay = min(self.max_backoff_secs, max(60.0, delay * 2))
                 self._retry_at[row.conversation_id] = (now + delay, delay)
-                log.warning("audio fetch failed; retrying in %.0f s: %s", delay, exc.message)
+                self.log.warning(
+                    "audio fetch failed",
+                    extra={"conversation_id": row.conversation_id, "retry_in_secs": delay, "reason": exc.message},
+                )
             else:
                 if outcome == "gone":  # nothing upstream: stop asking until the next start or sync
                     self._retry_at[row.conversation_id] = (float("inf"), self.max_backoff_secs)
@@ -120,7 +127,7 @@ class AudioFetchWorker:
             try:
                 counts = self.run_once()
             except Exception:  # the worker must outlive any one bad pass
-                log.exception("audio fetch pass failed")
+                self.log.exception("audio fetch pass failed")
                 continue
             if counts:
-                log.info("audio fetch pass", extra={"outcomes": counts})
+                self.log.info("audio fetch pass", extra={"outcomes": counts})

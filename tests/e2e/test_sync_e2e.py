@@ -314,3 +314,25 @@ def test_dry_run_is_the_gap_report_and_fetches_and_writes_nothing(tmp_path: Path
     assert report["already_complete"] == 2 and complete not in report["missing"] + report["outdated"]
     assert sorted(p.relative_to(data_dir) for p in (data_dir / "archive").rglob("*")) == files_before
     assert rows(data_dir) == rows_before
+
+
+def test_serve_syncs_on_its_schedule_calls_no_webhook_brought(tmp_path: Path, api: ElevenLabsStandIn) -> None:
+    data_dir = tmp_path / "data"
+    missed = api.add_many(3)
+    env = {"ELEVENLABS_API_KEY": API_KEY, "CALLVAULT_ELEVENLABS_BASE_URL": api.url, "CALLVAULT_SYNC_INTERVAL": "1"}
+    with serve_archive(data_dir, env) as served:
+        deadline = time.monotonic() + 60
+        while "scheduled sync done" not in served.logs():  # logged once a run has finished
+            assert served.process.poll() is None, served.logs()
+            assert time.monotonic() < deadline, f"no scheduled sync finished:\n{served.logs()[-3000:]}"
+            time.sleep(0.2)
+        time.sleep(2.5)  # more runs, every second: they find nothing to fetch
+        index, logs = rows(data_dir), served.logs()
+
+    assert set(index) == set(missed)
+    for cid in missed:
+        assert json.loads(archived(data_dir, cid, "json").read_bytes()) == api.document(cid)
+        assert sha256(archived(data_dir, cid, "mp3")) == api.conversation(cid).audio_sha256()
+    assert "scheduled sync failed" not in logs and API_KEY not in logs
+    assert api.requests["list"] >= 2  # it ran again
+    assert api.requests["get"] == 3 and api.requests["audio"] == 3  # and fetched nothing twice
