@@ -54,7 +54,28 @@ def test_search_files_valid_link_returns_exactly_the_archived_bytes(loaded: Sear
     assert len(response.content) == audio["bytes"]
     assert response.headers["content-type"] == "audio/mpeg"
     assert response.headers["accept-ranges"] == "bytes"
-    assert response.headers["content-disposition"] == f'attachment; filename="{CONVERSATION}.mp3"'
+    # inline: a browser that opens the link plays the audio instead of saving it (issue #14)
+    assert response.headers["content-disposition"] == f'inline; filename="{CONVERSATION}.mp3"'
+
+
+def test_search_files_transcripts_download_as_attachments(loaded: SearchApp) -> None:
+    response = loaded.client.get(links(loaded)["transcript"]["url"])
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == f'attachment; filename="{CONVERSATION}.json"'
+
+
+@pytest.mark.parametrize("kind", ["audio", "transcript"])
+def test_search_files_head_answers_the_get_headers_without_a_body(loaded: SearchApp, kind: str) -> None:
+    url = links(loaded)[kind]["url"]
+    got = loaded.client.get(url)
+    head = loaded.client.head(url)
+    assert head.status_code == 200 and head.content == b""
+    for name in ("content-type", "content-length", "content-disposition", "accept-ranges"):
+        assert head.headers[name] == got.headers[name], name
+    ranged = loaded.client.head(url, headers={"range": "bytes=0-9"})
+    assert ranged.status_code == 206 and ranged.headers["content-length"] == "10"
+    assert ranged.headers["content-range"] == f"bytes 0-9/{len(got.content)}"
+    assert loaded.client.head(with_query(url, signature="0" * 64)).status_code == 403
 
 
 def test_search_files_links_need_no_api_key_and_a_key_does_not_replace_the_signature(loaded: SearchApp) -> None:

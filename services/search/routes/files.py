@@ -10,7 +10,7 @@ from pathlib import Path as FsPath
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from services.web.edge import add_log_fields
 
@@ -47,7 +47,9 @@ Files = Annotated[LocalFiles, Depends(get_local_files)]
     description=(
         "Follow the `links.*.url` of `GET /calls/{conversation_id}`; do not build these URLs yourself. "
         "Behaves like a presigned S3 URL: 403 when the signature does not match (any parameter or the "
-        "path changed) or the link expired; `Range: bytes=...` is answered with 206."
+        "path changed) or the link expired; `Range: bytes=...` is answered with 206. `HEAD` answers the "
+        "same headers without the body. Audio is served `inline` (a browser plays it), transcripts as "
+        "an `attachment`; both name the file."
     ),
     response_class=StreamingResponse,
     responses={
@@ -67,7 +69,7 @@ def download_file(
     filename: Annotated[str | None, Query(description="download name; part of the signature")] = None,
     signature: Annotated[str | None, Query(description="HMAC-SHA256 of method, key, expires and filename")] = None,
     range_header: Annotated[str | None, Header(alias="range", description="e.g. bytes=0-1023")] = None,
-) -> StreamingResponse:
+) -> Response:
     found = open_file_link(
         key,
         expires=expires,
@@ -77,9 +79,10 @@ def download_file(
         signer=file_links,
         files=files,
     )
+    disposition = "inline" if found.content_type.startswith("audio/") else "attachment"
     headers = {
         "accept-ranges": "bytes",
-        "content-disposition": f'attachment; filename="{found.filename}"',
+        "content-disposition": f'{disposition}; filename="{found.filename}"',
         "cache-control": "private, max-age=0",
     }
     start, length, status = 0, found.size, 200
@@ -87,10 +90,27 @@ def download_file(
         start, length, status = found.range.start, found.range.length, 206
         headers["content-range"] = f"bytes {found.range.start}-{found.range.end}/{found.size}"
     headers["content-length"] = str(length)
+    if request.method == "HEAD":
+        add_log_fields(request, bytes_sent=0, partial=status == 206)
+        return Response(status_code=status, media_type=found.content_type, headers=headers)
     add_log_fields(request, bytes_sent=length, partial=status == 206)
     return StreamingResponse(
         _read(found.path, start, length), status_code=status, media_type=found.content_type, headers=headers
     )
+
+
+# HEAD under its own operation id (one route for both methods would give the document two operations
+# with one id): same checks, same headers, no body.
+router.add_api_route(
+    "/files/{key:path}",
+    download_file,
+    methods=["HEAD"],
+    operation_id="head_file",
+    summary="The headers of a local signed link, without the body",
+    description="What `GET` on the same link would answer, without the bytes (size, type, file name).",
+    response_class=Response,
+    responses={403: {"description": "altered, expired or misused link"}, 404: {"description": "the object is gone"}},
+)
 
 
 def _read(path: FsPath, start: int, length: int) -> Iterator[bytes]:
