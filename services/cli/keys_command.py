@@ -37,6 +37,7 @@ def create(data_dir: Path | None, name: str, role: str) -> None:
     """Create a key and print it (once)."""
     store = KeyFile.in_data_dir(settings_for(data_dir).data_dir)
     key, record = store.create(name.strip()[:100], parse_role(role))
+    _audit(data_dir, "key_create", {"key_id": record.id, "role": record.role})
     click.echo(key)
     click.echo(
         f"Created {record.id} ({record.role}) for {record.name!r}. The key above is not shown again.\n"
@@ -68,4 +69,15 @@ def revoke(data_dir: Path | None, key_id: str) -> None:
         record = KeyFile.in_data_dir(settings_for(data_dir).data_dir).revoke(key_id)
     except KeyError:
         raise click.ClickException(f"no key with id {key_id}") from None
+    _audit(data_dir, "key_revoke", {"key_id": record.id, "role": record.role})
     click.echo(f"Revoked {record.id} ({record.name})", err=True)
+
+
+def _audit(data_dir: Path | None, action: str, detail: dict[str, str]) -> None:
+    """Key changes go into the audit trail (#13, docs/privacy.md): the key's id and role, never the key."""
+    from services.cli.privacy_commands import cli_actor
+    from services.privacy.wiring import build_auditor
+
+    auditor = build_auditor(settings_for(data_dir))
+    if auditor is not None:
+        auditor.record(action, cli_actor(), detail=detail)

@@ -84,7 +84,7 @@ def forget(
             summary = eraser.dry_run(plan)
         else:
             with progress_bars() as bar:
-                summary = eraser.erase(plan, progress=bar("erasing calls"))
+                summary = eraser.erase(plan, progress=bar("erasing calls"), actor=cli_actor())
     except CallVaultError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
     if as_json:
@@ -100,4 +100,66 @@ def forget(
     sys.exit(0)
 
 
-PRIVACY_COMMANDS = [forget]
+def cli_actor() -> str:
+    """Who acts at a terminal, for the audit trail: the OS user (never a caller's data)."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+@click.command()
+@click.option("--since", default=None, metavar="WHEN", help="Only entries at or after this (ISO 8601 or unix seconds).")
+@click.option("--conversation", default=None, metavar="ID", help="Only entries naming this conversation.")
+@click.option("--verify", "check", is_flag=True, help="Check the hash chain; exit 1 if it is broken.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one entry each.")
+@DATA_DIR_OPTION
+def audit(since: str | None, conversation: str | None, check: bool, as_json: bool, data_dir: Path | None) -> None:
+    """The audit trail: erasures, key changes, transcript and audio accesses, oldest first.
+
+    Conversations are named by a keyed hash (never an id or phone number in clear); --conversation
+    finds one conversation's entries, erased or not.
+
+    \b
+    Examples:
+      callvault audit --since 2026-12-01
+      callvault audit --conversation conv_01jzfrjvcce0vsea1fcbpp9p04
+      callvault audit --verify
+    """
+    from datetime import UTC, datetime
+
+    from services.core.domain import keys
+    from services.core.domain.errors import CallVaultError
+    from services.privacy.wiring import build_auditor
+    from services.web.params import parse_instant
+
+    settings = settings_for(data_dir)
+    auditor = build_auditor(settings)
+    if auditor is None:
+        raise click.ClickException("the audit trail is kept by the local back end only (see docs/privacy.md)")
+    try:
+        start = parse_instant("--since", since) if since else None
+        cid = keys.check_conversation_id(conversation) if conversation else None
+        entries = auditor.entries(since=start, conversation_id=cid)
+        chain = auditor.check() if check else None
+    except CallVaultError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    for entry in entries:
+        if as_json:
+            click.echo(json.dumps(entry.to_dict()))
+            continue
+        when = datetime.fromtimestamp(entry.at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        subjects = ",".join(s[:12] for s in entry.subjects[:3]) + (" ..." if len(entry.subjects) > 3 else "")
+        detail = " ".join(f"{k}={v}" for k, v in entry.detail.items())
+        click.echo(f"{entry.seq:>6}  {when}  {entry.action:<18} {entry.actor:<20} {subjects or '-'}  {detail}")
+    if chain is not None:
+        if chain.ok:
+            click.echo(f"chain verifies: {chain.entries} entries, head {chain.head}", err=True)
+        else:
+            click.echo(f"chain BROKEN at entry {chain.seq}: {chain.problem}", err=True)
+            sys.exit(1)
+
+
+PRIVACY_COMMANDS = [forget, audit]

@@ -77,7 +77,7 @@ def _erased_again(settings: "Settings", storage: "Storage", repair: bool) -> lis
         return []
     found = find_reappeared(eraser.erased, storage.blobs, storage.index)
     if repair and found:
-        eraser.erase(eraser.plan_conversations(found))
+        eraser.erase(eraser.plan_conversations(found), actor="cli:verify-repair")
     detail = "erased before, present again (a restored backup?): callvault verify --repair erases it again"
     return [
         Finding("erased_reappeared", None, f"{eraser.erased.digest(cid)[:16]}: {detail}", True, repair) for cid in found

@@ -4,6 +4,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from .domain.audit import AuditEntry, Detail
 from .domain.models import AudioFacts, CallPage, CallQuery, CallRecord
 
 
@@ -174,4 +175,16 @@ class Tombstones(Protocol):
 
     def digests(self) -> Iterator[str]:
         """Every digest (``callvault verify``: erased data that reappeared)."""
+        ...
+
+
+class AuditLog(Protocol):
+    """The append-only, hash-chained audit trail (``domain.audit``)."""
+
+    def append(self, action: str, actor: str, subjects: Sequence[str], detail: Detail, now: int) -> AuditEntry:
+        """Chain a new entry after the last one, atomically (concurrent appends never fork the chain)."""
+        ...
+
+    def entries(self, since: int | None = None, subject: str | None = None) -> Iterator[AuditEntry]:
+        """In order; ``since``: entries at or after that time; ``subject``: entries naming that hash."""
         ...

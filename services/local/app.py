@@ -25,6 +25,7 @@ from services.ingest.service import WebhookReceiver
 from services.ingest.wiring import build_archiver
 from services.memory.app import mount_memory
 from services.memory.erasure import MemoryErasure
+from services.privacy.access_audit import AccessAuditMiddleware
 from services.privacy.router import PrivacyContext, mount_privacy
 from services.privacy.wiring import build_eraser
 from services.search.app import create_app
@@ -81,7 +82,9 @@ def create_local_app(
         mount_memory(app, memory.context, require_api_key)
     memory_erasure = MemoryErasure(memory.store, memory.outbox) if memory is not None else None
     eraser = build_eraser(settings, storage, memory_erasure)
-    mount_privacy(app, PrivacyContext(eraser, settings.default_region), require_api_key)
+    mount_privacy(app, PrivacyContext(eraser, settings.default_region, eraser.audit), require_api_key)
+    if eraser.audit is not None:  # every transcript or audio access, recorded (#13)
+        app.add_middleware(AccessAuditMiddleware, auditor=eraser.audit)
     app.state.receiver = WebhookReceiver(archiver, secrets, settings.max_body_bytes)
     app.state.storage = storage
     app.include_router(webhook_router)

@@ -1,5 +1,6 @@
-"""``DELETE /callers/{phone}``: erase a caller, for an ``admin`` key. The app factory supplies the
-API-key dependency (it returns the request's ``Principal``) and ``app.state.privacy``."""
+"""``DELETE /callers/{phone}`` (erase a caller) and ``GET /audit`` (the audit trail), for ``admin``
+keys. The app factory supplies the API-key dependency (it returns the request's ``Principal``) and
+``app.state.privacy``."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -8,10 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 from starlette.concurrency import run_in_threadpool
 
+from services.core.domain import keys
 from services.core.domain import phone as phone_domain
+from services.core.domain.errors import NotFound
 from services.web.auth import Principal, require_role
-from services.web.params import parse_phone
+from services.web.params import parse_instant, parse_phone
 
+from .audit import Auditor
 from .service import Eraser
 
 
@@ -19,6 +23,7 @@ from .service import Eraser
 class PrivacyContext:
     eraser: Eraser
     default_region: str = "US"
+    audit: Auditor | None = None
 
 
 def create_privacy_router(require_api_key: Callable[..., Principal], context: PrivacyContext) -> APIRouter:
@@ -41,12 +46,41 @@ def create_privacy_router(require_api_key: Callable[..., Principal], context: Pr
 
         def run() -> dict[str, Any]:
             plan = context.eraser.plan_caller(e164)
-            summary = context.eraser.dry_run(plan) if dry_run else context.eraser.erase(plan)
+            summary = context.eraser.dry_run(plan) if dry_run else context.eraser.erase(plan, actor=caller.key_id)
             return summary.to_dict()
 
         result = await run_in_threadpool(run)
         result["phone"] = phone_domain.mask(e164)
         return result
+
+    @router.get(
+        "/audit",
+        summary="The audit trail (admin key)",
+        description="Erasures, key changes and every transcript or audio access, oldest first, with the "
+        "chain check. Conversations are named by keyed hash: `conversation` finds one call's entries.",
+    )
+    async def audit_trail(
+        caller: Caller,
+        since: Annotated[str | None, Query(description="ISO 8601 or unix seconds")] = None,
+        conversation: Annotated[str | None, Query(max_length=128)] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> dict[str, Any]:
+        require_role(caller, "admin", "the audit trail")
+        if context.audit is None:
+            raise NotFound("no audit trail on this deployment")
+        auditor = context.audit
+        start = parse_instant("since", since) if since else None
+        cid = keys.check_conversation_id(conversation) if conversation else None
+
+        def run() -> dict[str, Any]:
+            entries = auditor.entries(since=start, conversation_id=cid)
+            check = auditor.check()
+            return {
+                "items": [entry.to_dict() for entry in entries[-limit:]],
+                "chain": {"ok": check.ok, "entries": check.entries, "head": check.head, "problem": check.problem},
+            }
+
+        return await run_in_threadpool(run)
 
     return router
 

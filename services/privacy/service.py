@@ -21,6 +21,8 @@ from services.core.domain.phone import mask
 from services.core.erased import ErasedConversations
 from services.core.ports import BlobStore, CallerData, CallIndex
 
+from .audit import Auditor
+
 Progress = Callable[[int, int], None]  # (done, total)
 _SUFFIXES = (".json", ".mp3")
 
@@ -70,6 +72,7 @@ class Eraser:
     derived: Sequence[CallerData] = ()
     erased: ErasedConversations | None = None  # the tombstones; None only in tests of the stores alone
     clock: Callable[[], float] = time.time
+    audit: Auditor | None = None
 
     def plan_caller(self, phone: str) -> ErasurePlan:
         """Every call of the caller: the rows of that number, and objects in its folder no row names."""
@@ -105,10 +108,16 @@ class Eraser:
         summary.derived = {target.name: target.find(plan.phone, plan.calls) for target in self.derived}
         return summary
 
-    def erase(self, plan: ErasurePlan, progress: Progress | None = None) -> ErasureSummary:
+    def erase(self, plan: ErasurePlan, progress: Progress | None = None, *, actor: str = "unknown") -> ErasureSummary:
+        """``actor``: who asked (an API key's id, ``cli:<user>``), for the audit trail."""
         summary = ErasureSummary(mask(plan.phone), False, conversations=len(plan.calls))
+        ids = [call.conversation_id for call in plan.calls]
         if self.erased is not None:
-            self.erased.mark([call.conversation_id for call in plan.calls], int(self.clock()))
+            self.erased.mark(ids, int(self.clock()))
+        if self.audit is not None:  # recorded before the work: an erasure asked for is never unrecorded
+            scope = "caller" if plan.phone else "conversations"
+            detail = {"scope": scope, "phone": summary.phone, "conversations": len(ids)}
+            self.audit.record("erase", actor, ids, detail)
         summary.derived = {target.name: target.erase(plan.phone, plan.calls) for target in self.derived}
         for done, call in enumerate(plan.calls, start=1):
             for key in plan.object_keys(call):

@@ -10,6 +10,7 @@ from services.core.config import Settings
 from services.core.ports import CallerData
 from services.core.wiring import Storage, build_analytics_store, build_erased
 
+from .audit import Auditor
 from .service import Eraser
 
 
@@ -23,4 +24,18 @@ def build_eraser(settings: Settings, storage: Storage, memory: CallerData | None
         derived.append(DuckDbCacheErasure(settings.data_dir / CACHE_FILE))
     if memory is not None:
         derived.append(memory)
-    return Eraser(storage.blobs, storage.index, derived, erased=build_erased(settings))
+    return Eraser(storage.blobs, storage.index, derived, erased=build_erased(settings), audit=build_auditor(settings))
+
+
+def build_auditor(settings: Settings) -> Auditor | None:
+    """The audit trail: ``<data-dir>/privacy.sqlite3`` locally. On AWS not built yet (docs/decisions.md
+    records the design: a DynamoDB table); None there."""
+    if settings.backend == "aws":
+        return None
+    from services.core.adapters.sqlite_audit_log import SqliteAuditLog
+    from services.core.adapters.sqlite_tombstones import PRIVACY_FILE
+
+    erased = build_erased(settings)
+    if erased is None:  # never locally: the key is generated
+        return None
+    return Auditor(SqliteAuditLog(settings.data_dir / PRIVACY_FILE), erased)

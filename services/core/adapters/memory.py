@@ -5,6 +5,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
+from ..domain.audit import AuditEntry, Detail, chained
 from ..domain.errors import InvalidCursor, NotFound
 from ..domain.models import MERGED_CALL_FIELDS, REPLACED_CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
 from ..ports import ObjectHead
@@ -245,3 +246,24 @@ class MemoryTombstones:
 
     def digests(self) -> Iterator[str]:
         return iter(sorted(self.added))
+
+
+class MemoryAuditLog:
+    def __init__(self) -> None:
+        self.rows: list[AuditEntry] = []  # tests may edit it to show that the chain check notices
+        self._lock = threading.Lock()
+
+    def append(self, action: str, actor: str, subjects: Sequence[str], detail: Detail, now: int) -> AuditEntry:
+        with self._lock:
+            entry = chained(self.rows[-1] if self.rows else None, now, action, actor, subjects, detail)
+            self.rows.append(entry)
+            return entry
+
+    def entries(self, since: int | None = None, subject: str | None = None) -> Iterator[AuditEntry]:
+        return iter(
+            [
+                e
+                for e in list(self.rows)
+                if (since is None or e.at >= since) and (subject is None or subject in e.subjects)
+            ]
+        )

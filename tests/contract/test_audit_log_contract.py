@@ -1,0 +1,137 @@
+"""The AuditLog contract, on every adapter: append-only, hash-chained, findable by conversation hash.
+Tampering (an entry changed or removed, however it was done) is found by ``check_chain``."""
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from services.core.adapters.memory import MemoryAuditLog
+from services.core.adapters.sqlite_audit_log import SqliteAuditLog
+from services.core.domain.audit import check_chain
+from services.core.ports import AuditLog
+
+A, B = "a" * 64, "b" * 64
+
+
+@dataclass
+class AuditHarness:
+    log: AuditLog
+    # tamper(seq, None): remove the entry; tamper(seq, "x"): change its actor. Bypasses the adapter.
+    tamper: Callable[[int, str | None], None]
+
+
+@pytest.fixture(params=["memory", "local"])
+def audit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditHarness]:
+    if request.param == "memory":
+        memory = MemoryAuditLog()
+
+        def tamper_memory(seq: int, actor: str | None) -> None:
+            index = next(i for i, e in enumerate(memory.rows) if e.seq == seq)
+            if actor is None:
+                del memory.rows[index]
+            else:
+                memory.rows[index] = replace(memory.rows[index], actor=actor)
+
+        yield AuditHarness(memory, tamper_memory)
+        return
+    path = tmp_path / "privacy.sqlite3"
+    sqlite = SqliteAuditLog(path)
+
+    def tamper_sqlite(seq: int, actor: str | None) -> None:
+        conn = sqlite3.connect(path)
+        conn.executescript("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;")
+        if actor is None:
+            conn.execute("DELETE FROM audit WHERE seq = ?", (seq,))
+        else:
+            conn.execute("UPDATE audit SET actor = ? WHERE seq = ?", (actor, seq))
+        conn.commit()
+        conn.close()
+
+    yield AuditHarness(sqlite, tamper_sqlite)
+    sqlite.close()
+
+
+def _fill(log: AuditLog) -> None:
+    log.append("erase", "cli:alice", [A, B], {"conversations": 2, "phone": "*******0142"}, 100)
+    log.append("link_issued", "cfg_123", [A], {}, 200)
+    log.append("key_create", "cli:alice", [], {"key_id": "key_1", "role": "read"}, 300)
+
+
+def test_audit_log_appends_in_order_and_the_chain_verifies(audit: AuditHarness) -> None:
+    _fill(audit.log)
+
+    entries = list(audit.log.entries())
+
+    assert [(e.seq, e.action, e.at) for e in entries] == [
+        (1, "erase", 100),
+        (2, "link_issued", 200),
+        (3, "key_create", 300),
+    ]
+    assert entries[0].subjects == (A, B) and entries[0].detail == {"conversations": 2, "phone": "*******0142"}
+    assert entries[1].prev == entries[0].hash
+    check = check_chain(entries)
+    assert check.ok and check.entries == 3 and check.head == entries[-1].hash
+
+
+def test_audit_log_filters_by_time_and_by_conversation(audit: AuditHarness) -> None:
+    _fill(audit.log)
+
+    assert [e.seq for e in audit.log.entries(since=200)] == [2, 3]
+    assert [e.seq for e in audit.log.entries(subject=A)] == [1, 2]
+    assert [e.seq for e in audit.log.entries(subject=B)] == [1]
+    assert [e.seq for e in audit.log.entries(since=150, subject=B)] == []
+
+
+@pytest.mark.parametrize("seq", [1, 2, 3])
+def test_audit_log_chain_check_finds_a_changed_entry(audit: AuditHarness, seq: int) -> None:
+    _fill(audit.log)
+    audit.tamper(seq, "cli:mallory")
+
+    check = check_chain(audit.log.entries())
+
+    assert not check.ok and check.seq == seq and "changed" in (check.problem or "")
+
+
+@pytest.mark.parametrize("seq", [1, 2])
+def test_audit_log_chain_check_finds_a_removed_entry(audit: AuditHarness, seq: int) -> None:
+    _fill(audit.log)
+    audit.tamper(seq, None)
+
+    check = check_chain(audit.log.entries())
+
+    assert not check.ok and check.seq == seq and "missing" in (check.problem or "")
+
+
+def test_audit_log_concurrent_appends_never_fork_the_chain(audit: AuditHarness) -> None:
+    def append_many(actor: str) -> None:
+        for i in range(20):
+            audit.log.append("link_issued", actor, [A], {}, i)
+
+    threads = [threading.Thread(target=append_many, args=(f"cfg_{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    check = check_chain(audit.log.entries())
+    assert check.ok and check.entries == 80
+
+
+def test_audit_log_refuses_unknown_actions(audit: AuditHarness) -> None:
+    with pytest.raises(ValueError, match="unknown audit action"):
+        audit.log.append("transcript text", "cli:x", [], {}, 1)
+    assert list(audit.log.entries()) == []
+
+
+def test_sqlite_audit_log_refuses_updates_and_deletes(tmp_path: Path) -> None:
+    path = tmp_path / "privacy.sqlite3"
+    SqliteAuditLog(path).append("erase", "cli:alice", [A], {}, 1)
+    conn = sqlite3.connect(path)
+    for statement in ("UPDATE audit SET actor = 'x'", "DELETE FROM audit"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute(statement)
+    conn.close()

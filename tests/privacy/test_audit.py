@@ -1,0 +1,132 @@
+"""The audit trail end to end on the local app: erasures, key changes and every transcript or audio
+access are recorded with the key's id and the conversation's keyed hash, never an id, a whole phone
+number or transcript text; GET /audit is for admin keys; callvault audit finds and checks entries."""
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from services.cli.main import cli
+from services.core.config import Settings
+from services.local.app import create_local_app
+from services.web.auth import parse_key_entries
+from tests.support import AUDIO, SECRET, TRANSCRIPTION, fixture_bytes, fixture_json, signed_headers
+from tests.support_console import sign_in
+
+CALL_ID = "conv_01jzfrjvcce0vsea1fcbpp9p04"
+READ, LISTEN, ADMIN = "cvk_audit-read", "cvk_audit-listen", "cvk_audit-admin"
+ENV = {"CALLVAULT_MEMORY_BACKEND": "none"}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def client(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv("CALLVAULT_MEMORY_BACKEND", "none")
+    entries = parse_key_entries([f"read:{READ}", f"listen:{LISTEN}", ADMIN])
+    app = create_local_app(Settings(data_dir=data_dir), [SECRET], api_key_hashes=entries, signing_key=b"k" * 32)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for name in (TRANSCRIPTION, AUDIO):
+            raw = fixture_bytes(name)
+            assert client.post("/webhooks/elevenlabs", content=raw, headers=signed_headers(raw)).status_code == 200
+        yield client
+
+
+def _trail(client: TestClient, **params: str) -> dict:  # type: ignore[type-arg]
+    response = client.get("/audit", params=params, headers=bearer(ADMIN))
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def _key_id(client: TestClient, key: str) -> str:
+    return str(client.app.state.search.api_keys.check_header(f"Bearer {key}").key_id)  # type: ignore[attr-defined]
+
+
+def test_every_transcript_and_audio_access_is_recorded_with_the_key_id(client: TestClient) -> None:
+    assert _trail(client)["items"] == []  # webhooks and listings are not accesses
+
+    detail = client.get(f"/calls/{CALL_ID}", headers=bearer(LISTEN)).json()
+    assert client.get("/calls", headers=bearer(READ)).status_code == 200  # a listing: not recorded
+    audio = client.get(f"/calls/{CALL_ID}/audio", headers=bearer(LISTEN), follow_redirects=False)
+    assert audio.status_code == 307
+    assert client.get(detail["links"]["transcript"]["url"]).status_code == 200
+    assert client.get(f"/calls/{CALL_ID}/audio", headers=bearer(READ)).status_code == 403  # refused: not recorded
+
+    items = _trail(client)["items"]
+
+    listen = _key_id(client, LISTEN)
+    assert [(i["action"], i["actor"]) for i in items] == [
+        ("link_issued", listen),
+        ("audio_link_issued", listen),
+        ("file_download", "signed-link"),
+    ]
+    assert len({i["subjects"][0] for i in items}) == 1 and CALL_ID not in json.dumps(items)
+
+
+def test_a_console_view_is_recorded(client: TestClient) -> None:
+    assert sign_in(client, LISTEN).status_code == 303
+    assert client.get(f"/console/calls/{CALL_ID}").status_code == 200
+
+    assert [(i["action"], i["actor"]) for i in _trail(client)["items"]] == [("console_view", _key_id(client, LISTEN))]
+
+
+def test_erasure_is_recorded_and_the_conversation_stays_findable_by_id(client: TestClient, data_dir: Path) -> None:
+    client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN))
+    assert client.delete("/callers/+16125550142", headers=bearer(ADMIN)).status_code == 200
+
+    trail = _trail(client, conversation=CALL_ID)
+
+    assert [i["action"] for i in trail["items"]] == ["link_issued", "erase"]
+    erase = trail["items"][1]
+    assert erase["actor"] == _key_id(client, ADMIN)
+    assert erase["detail"] == {"scope": "caller", "phone": "*******0142", "conversations": 1}
+    assert trail["chain"]["ok"] and trail["chain"]["entries"] == 2
+    assert _trail(client, conversation="conv_other")["items"] == []
+
+    stored = (data_dir / "privacy.sqlite3").read_bytes() + (data_dir / "privacy.sqlite3-wal").read_bytes()
+    message = fixture_json(TRANSCRIPTION)["data"]["transcript"][0]["message"]
+    for secret in (CALL_ID, "16125550142", "6125550142", message[:20]):
+        assert secret.encode() not in stored
+
+
+def test_the_audit_route_is_for_admin_keys_only(client: TestClient) -> None:
+    for key in (READ, LISTEN):
+        assert client.get("/audit", headers=bearer(key)).status_code == 403
+    assert client.get("/audit").status_code == 401
+
+
+def test_audit_command_lists_finds_and_verifies_and_sees_tampering(client: TestClient, data_dir: Path) -> None:
+    client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN))
+    runner = CliRunner()
+    created = runner.invoke(cli, ["keys", "create", "--name", "qa", "--data-dir", str(data_dir)], env=ENV)
+    assert created.exit_code == 0, created.output
+    forgot = runner.invoke(cli, ["forget", "--conversation", CALL_ID, "--yes", "--data-dir", str(data_dir)], env=ENV)
+    assert forgot.exit_code == 0, forgot.output
+
+    listed = runner.invoke(cli, ["audit", "--json", "--verify", "--data-dir", str(data_dir)], env=ENV)
+    assert listed.exit_code == 0, listed.output
+    entries = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [e["action"] for e in entries] == ["link_issued", "key_create", "erase"]
+    assert entries[1]["detail"]["role"] == "read" and entries[2]["actor"].startswith("cli")
+    found = runner.invoke(cli, ["audit", "--conversation", CALL_ID, "--json", "--data-dir", str(data_dir)], env=ENV)
+    assert [json.loads(line)["action"] for line in found.stdout.splitlines()] == ["link_issued", "erase"]
+    later = runner.invoke(cli, ["audit", "--since", "2099-01-01", "--data-dir", str(data_dir)], env=ENV)
+    assert later.exit_code == 0 and later.stdout == ""
+
+    conn = sqlite3.connect(data_dir / "privacy.sqlite3")
+    conn.executescript("DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'someone-else' WHERE seq = 2;")
+    conn.close()
+    broken = runner.invoke(cli, ["audit", "--verify", "--data-dir", str(data_dir)], env=ENV)
+    assert broken.exit_code == 1 and "BROKEN at entry 2" in broken.output
