@@ -220,8 +220,11 @@ class SqliteCallIndex:
             params.append(query.until)
         if query.after is not None:
             started_at, conversation_id = _position(query.after)
-            where.append("(started_at < ? OR (started_at = ? AND conversation_id < ?))")
-            params += [started_at, started_at, conversation_id]
+            # A row value, not "a < ? OR (a = ? AND b < ?)": SQLite walks the index from the position
+            # (0.2 ms for a page over 100k calls) instead of a multi-index OR and a sort of every older
+            # row (20 ms; benchmarks/console.py, page 2).
+            where.append("(started_at, conversation_id) < (?, ?)")
+            params += [started_at, conversation_id]
         sql = (
             f"SELECT * FROM calls WHERE {' AND '.join(where)} "  # noqa: S608 - fixed column names only
             "ORDER BY started_at DESC, conversation_id DESC LIMIT ?"
