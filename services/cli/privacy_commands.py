@@ -12,6 +12,7 @@ from services.core.config import Settings
 
 if TYPE_CHECKING:
     from services.core.ports import CallerData
+    from services.privacy.holds import HoldBook
 
 
 def _memory_erasure(settings: Settings) -> "CallerData | None":
@@ -162,4 +163,74 @@ def audit(since: str | None, conversation: str | None, check: bool, as_json: boo
             sys.exit(1)
 
 
-PRIVACY_COMMANDS = [forget, audit]
+def _hold_book(settings: Settings) -> "HoldBook":
+    from services.privacy.wiring import build_auditor, build_holds
+
+    book = build_holds(settings, build_auditor(settings))
+    if book is None:
+        raise click.ClickException("legal holds are kept by the local back end only (see docs/privacy.md)")
+    return book
+
+
+@click.command()
+@click.argument("phone", required=False)
+@click.option("--conversation", default=None, metavar="ID", help="Hold this conversation instead of a caller.")
+@click.option("--reason", default=None, help="Why (a case or ticket reference); shown when erasure is refused.")
+@click.option("--list", "show", is_flag=True, help="List the holds (active and released) instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@DATA_DIR_OPTION
+def hold(
+    phone: str | None, conversation: str | None, reason: str | None, show: bool, as_json: bool, data_dir: Path | None
+) -> None:
+    """Place a legal hold on the caller PHONE (or one --conversation): erasure refuses held data,
+    naming the hold, until `callvault release HOLD_ID`.
+
+    \b
+    Examples:
+      callvault hold +16125550142 --reason "case 2026-114"
+      callvault hold --conversation conv_01jz... --reason "complaint 88"
+      callvault hold --list
+    """
+    from services.core.domain import keys
+    from services.core.domain.errors import CallVaultError
+    from services.web.params import parse_phone
+
+    settings = settings_for(data_dir)
+    book = _hold_book(settings)
+    if show:
+        holds = book.holds.all()
+        for item in holds:
+            if as_json:
+                click.echo(json.dumps(item.to_dict()))
+            else:
+                state = "active" if item.active else f"released by {item.released_by}"
+                click.echo(f"{item.id}  {item.kind:<12} {item.label:<24} {state:<24} {item.reason}")
+        return
+    if bool(phone) == bool(conversation):
+        raise click.UsageError("name a PHONE or --conversation ID (not both)")
+    if not reason or not reason.strip():
+        raise click.UsageError("--reason is required: a case or ticket reference")
+    try:
+        e164 = parse_phone(phone, settings.default_region) if phone else None
+        cid = keys.check_conversation_id(conversation) if conversation else None
+    except CallVaultError as exc:
+        raise click.BadParameter(exc.message) from None
+    placed = book.place(reason=reason, actor=cli_actor(), phone=e164, conversation_id=cid)
+    click.echo(json.dumps(placed.to_dict()) if as_json else f"placed {placed.id} on {placed.label}")
+
+
+@click.command()
+@click.argument("hold_id")
+@DATA_DIR_OPTION
+def release(hold_id: str, data_dir: Path | None) -> None:
+    """Release the legal hold HOLD_ID (from `callvault hold --list`); its data may be erased again."""
+    from services.core.domain.errors import NotFound
+
+    try:
+        released = _hold_book(settings_for(data_dir)).release(hold_id, actor=cli_actor())
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"released {released.id} ({released.label})")
+
+
+PRIVACY_COMMANDS = [forget, audit, hold, release]

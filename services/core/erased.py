@@ -16,6 +16,7 @@ from .ports import Tombstones
 
 TOMBSTONE_KEY_FILE = "tombstone-key"
 _DOMAIN = b"callvault-erased:v1:"
+_CALLER_DOMAIN = b"callvault-caller:v1:"
 
 
 def conversation_digest(key: bytes, conversation_id: str) -> str:
@@ -34,6 +35,10 @@ class ErasedConversations:
 
     def is_erased(self, conversation_id: str) -> bool:
         return self.store.contains(self.digest(conversation_id))
+
+    def caller_digest(self, phone: str) -> str:
+        """A caller (E.164) by keyed hash, for legal holds on a whole caller."""
+        return hmac.new(self.key, _CALLER_DOMAIN + phone.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def mark(self, conversation_ids: Iterable[str], now: int) -> None:
         self.store.add(sorted({self.digest(cid) for cid in conversation_ids}), now)

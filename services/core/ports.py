@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .domain.audit import AuditEntry, Detail
+from .domain.holds import Hold
 from .domain.models import AudioFacts, CallPage, CallQuery, CallRecord
 
 
@@ -187,4 +188,18 @@ class AuditLog(Protocol):
 
     def entries(self, since: int | None = None, subject: str | None = None) -> Iterator[AuditEntry]:
         """In order; ``since``: entries at or after that time; ``subject``: entries naming that hash."""
+        ...
+
+
+class Holds(Protocol):
+    """Legal holds (``domain.holds``): placed, released, never deleted."""
+
+    def place(self, hold: Hold) -> None: ...
+
+    def release(self, hold_id: str, now: int, actor: str) -> Hold | None:
+        """Mark the hold released (idempotent); None when no hold has that id."""
+        ...
+
+    def all(self) -> list[Hold]:
+        """Every hold, active and released, oldest first."""
         ...

@@ -22,6 +22,7 @@ from services.core.erased import ErasedConversations
 from services.core.ports import BlobStore, CallerData, CallIndex
 
 from .audit import Auditor
+from .holds import HoldBook
 
 Progress = Callable[[int, int], None]  # (done, total)
 _SUFFIXES = (".json", ".mp3")
@@ -73,6 +74,7 @@ class Eraser:
     erased: ErasedConversations | None = None  # the tombstones; None only in tests of the stores alone
     clock: Callable[[], float] = time.time
     audit: Auditor | None = None
+    holds: HoldBook | None = None  # held data is refused (``Held``), never erased
 
     def plan_caller(self, phone: str) -> ErasurePlan:
         """Every call of the caller: the rows of that number, and objects in its folder no row names."""
@@ -101,6 +103,8 @@ class Eraser:
         return ErasurePlan(None, calls)
 
     def dry_run(self, plan: ErasurePlan) -> ErasureSummary:
+        if self.holds is not None:
+            self.holds.refuse_held(plan.calls, plan.phone)
         summary = ErasureSummary(mask(plan.phone), True, conversations=len(plan.calls))
         for call in plan.calls:
             summary.archive_objects += sum(1 for key in plan.object_keys(call) if self.blobs.head(key) is not None)
@@ -110,6 +114,8 @@ class Eraser:
 
     def erase(self, plan: ErasurePlan, progress: Progress | None = None, *, actor: str = "unknown") -> ErasureSummary:
         """``actor``: who asked (an API key's id, ``cli:<user>``), for the audit trail."""
+        if self.holds is not None:
+            self.holds.refuse_held(plan.calls, plan.phone)
         summary = ErasureSummary(mask(plan.phone), False, conversations=len(plan.calls))
         ids = [call.conversation_id for call in plan.calls]
         if self.erased is not None:

@@ -11,6 +11,7 @@ from services.core.ports import CallerData
 from services.core.wiring import Storage, build_analytics_store, build_erased
 
 from .audit import Auditor
+from .holds import HoldBook
 from .service import Eraser
 
 
@@ -24,7 +25,26 @@ def build_eraser(settings: Settings, storage: Storage, memory: CallerData | None
         derived.append(DuckDbCacheErasure(settings.data_dir / CACHE_FILE))
     if memory is not None:
         derived.append(memory)
-    return Eraser(storage.blobs, storage.index, derived, erased=build_erased(settings), audit=build_auditor(settings))
+    audit = build_auditor(settings)
+    return Eraser(
+        storage.blobs,
+        storage.index,
+        derived,
+        erased=build_erased(settings),
+        audit=audit,
+        holds=build_holds(settings, audit),
+    )
+
+
+def build_holds(settings: Settings, audit: Auditor | None = None) -> HoldBook | None:
+    """Legal holds: ``<data-dir>/privacy.sqlite3`` locally; not built on AWS yet (None there)."""
+    erased = build_erased(settings)
+    if settings.backend == "aws" or erased is None:
+        return None
+    from services.core.adapters.sqlite_holds import SqliteHolds
+    from services.core.adapters.sqlite_tombstones import PRIVACY_FILE
+
+    return HoldBook(SqliteHolds(settings.data_dir / PRIVACY_FILE), erased, audit)
 
 
 def build_auditor(settings: Settings) -> Auditor | None:

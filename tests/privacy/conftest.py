@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+from fastapi.testclient import TestClient
 
 from services.analytics.compaction import compact_closed_days
 from services.analytics.rows import decode
@@ -19,13 +20,16 @@ from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex, Memo
 from services.core.adapters.s3_blob_store import S3BlobStore
 from services.core.adapters.sqlite_call_index import SqliteCallIndex
 from services.core.adapters.sqlite_tombstones import SqliteTombstones
+from services.core.config import Settings
 from services.core.domain import payload
 from services.core.erased import ErasedConversations
 from services.core.ports import BlobStore, CallIndex
 from services.ingest.service import Archiver
+from services.local.app import create_local_app
+from services.web.auth import parse_key_entries
 from tests.contract.conftest import aws  # noqa: F401 - the moto fixture, shared
 from tests.memory.support import call_envelope, envelope_bytes
-from tests.support import AUDIO, fixture_json
+from tests.support import AUDIO, SECRET, TRANSCRIPTION, TRANSCRIPTION_WEB, fixture_bytes, fixture_json, signed_headers
 
 DAY = 86_400
 T0 = 1_751_802_015  # 2025-07-06
@@ -112,3 +116,24 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
         dynamo.create_table()
         tombstones = ErasedConversations(b"k" * 32, DynamoTombstones(TABLE))
         yield World("moto", S3BlobStore(ARCHIVE), dynamo, S3BlobStore(ANALYTICS), s3=client, erased=tombstones)
+
+
+READ, LISTEN, ADMIN = "cvk_role-read", "cvk_role-listen", "cvk_role-admin"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def client(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """The local app (no memory) with a read, a listen and an admin key, holding three archived events."""
+    monkeypatch.setenv("CALLVAULT_MEMORY_BACKEND", "none")
+    entries = parse_key_entries([f"read:{READ}", f"listen:{LISTEN}", ADMIN])
+    app = create_local_app(Settings(data_dir=data_dir), [SECRET], api_key_hashes=entries, signing_key=b"k" * 32)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for name in (TRANSCRIPTION, AUDIO, TRANSCRIPTION_WEB):
+            raw = fixture_bytes(name)
+            assert client.post("/webhooks/elevenlabs", content=raw, headers=signed_headers(raw)).status_code == 200
+        yield client

@@ -1,18 +1,13 @@
 """The erasure edges: ``DELETE /callers/{phone}`` (admin keys only) and ``callvault forget``."""
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from services.cli.main import cli
-from services.core.config import Settings
-from services.local.app import create_local_app
-from services.web.auth import parse_key_entries
-from tests.support import AUDIO, SECRET, TRANSCRIPTION, TRANSCRIPTION_WEB, fixture_bytes, signed_headers
+from tests.support import AUDIO, TRANSCRIPTION, fixture_bytes, signed_headers
 
 CALL_ID = "conv_01jzfrjvcce0vsea1fcbpp9p04"  # +16125550142, with audio
 WEB = "conv_01jzfrjvcce0vsea1fcbpp9p06"  # a web call, no number
@@ -22,23 +17,6 @@ PHONE = "+1 612 555 0142"
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def client(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.setenv("CALLVAULT_MEMORY_BACKEND", "none")
-    entries = parse_key_entries([f"read:{READ}", f"listen:{LISTEN}", ADMIN])
-    app = create_local_app(Settings(data_dir=data_dir), [SECRET], api_key_hashes=entries, signing_key=b"k" * 32)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        for name in (TRANSCRIPTION, AUDIO, TRANSCRIPTION_WEB):
-            raw = fixture_bytes(name)
-            assert client.post("/webhooks/elevenlabs", content=raw, headers=signed_headers(raw)).status_code == 200
-        yield client
 
 
 def _files(data_dir: Path) -> list[str]:

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from ..domain.audit import AuditEntry, Detail, chained
 from ..domain.errors import InvalidCursor, NotFound
+from ..domain.holds import Hold
 from ..domain.models import MERGED_CALL_FIELDS, REPLACED_CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
 from ..ports import ObjectHead
 
@@ -267,3 +268,20 @@ class MemoryAuditLog:
                 if (since is None or e.at >= since) and (subject is None or subject in e.subjects)
             ]
         )
+
+
+class MemoryHolds:
+    def __init__(self) -> None:
+        self.holds: dict[str, Hold] = {}
+
+    def place(self, hold: Hold) -> None:
+        self.holds.setdefault(hold.id, hold)
+
+    def release(self, hold_id: str, now: int, actor: str) -> Hold | None:
+        hold = self.holds.get(hold_id)
+        if hold is not None and hold.active:
+            hold = self.holds[hold_id] = replace(hold, released_at=now, released_by=actor)
+        return hold
+
+    def all(self) -> list[Hold]:
+        return sorted(self.holds.values(), key=lambda h: (h.placed_at, h.id))

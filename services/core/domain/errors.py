@@ -70,6 +70,12 @@ class RangeNotSatisfiable(CallVaultError):
         self.size = size
 
 
+class Held(CallVaultError):
+    """Data under a legal hold (#13): erasure refuses it, naming the hold, until it is released."""
+
+    code = "held"
+
+
 # One table for every HTTP edge (FastAPI app, Lambda handlers).
 HTTP_STATUS: dict[type[CallVaultError], int] = {
     InvalidSignature: 401,
@@ -79,6 +85,7 @@ HTTP_STATUS: dict[type[CallVaultError], int] = {
     InvalidCursor: 400,
     UnknownParameter: 400,
     NotFound: 404,
+    Held: 409,
     PayloadTooLarge: 413,
     RangeNotSatisfiable: 416,
     InvalidRequest: 422,
