@@ -51,13 +51,25 @@ def create_app(
     clock: Callable[[], float] = time.time,
     logger: Logger | None = None,
     analytics: AnalyticsReader | None = None,
+    offline_docs: bool = False,
 ) -> FastAPI:
     """The search app over ``storage.index``. Nothing here chooses adapters: callers pass the link
-    signer (S3 presign on AWS, HMAC links locally) and the secrets they resolved."""
+    signer (S3 presign on AWS, HMAC links locally) and the secrets they resolved. ``offline_docs``:
+    ``/docs`` loads Swagger UI from this server (``callvault serve``) instead of a CDN."""
     logger = logger or get_logger("callvault-search", settings.log_level)
     if settings.api_auth == "key" and not len(api_keys):
         logger.warning("no API key configured: every /calls request will be refused with 401")
-    app = FastAPI(title="CallVault", version=VERSION, description=DESCRIPTION, openapi_tags=TAGS)
+    app = FastAPI(
+        title="CallVault",
+        version=VERSION,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        docs_url=None if offline_docs else "/docs",
+    )
+    if offline_docs:
+        from services.web.docs import install_offline_docs
+
+        install_offline_docs(app)
     app.state.search = SearchContext(
         index=storage.index,
         links=links,
