@@ -39,6 +39,92 @@ from .service import (
 
 MAX_AGENT_BODY_BYTES = 64 * 1024  # ElevenLabs sends a few hundred bytes
 MAX_LIMIT = 100
+CALLER = "+16125550142"
+
+
+def _error(description: str, code: str, message: str) -> dict[str, Any]:
+    """A ``responses`` entry: the one error envelope, with an example."""
+    example = {"error": {"code": code, "message": message}, "request_id": "a1b2c3d4e5f60718"}
+    return {"description": description, "content": {"application/json": {"example": example}}}
+
+
+def _json_example(description: str, example: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"example": example}}}
+
+
+# The agent routes read their body themselves (the secret is checked before it is parsed), so their
+# request schema and the secret header are described here for /docs, where they can be tried.
+_AGENT_SECRET = {
+    "name": SECRET_HEADER,
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The agent secret: `DATA_DIR/agent-secret` locally (`cat` it), the SSM parameter on AWS.",
+}
+_AGENT_UNAUTHORIZED = _error("missing or wrong agent secret", "unauthorized", f"{SECRET_HEADER} is not valid")
+
+
+def _agent_body(description: str, properties: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
+    schema = {"type": "object", "properties": properties}
+    return {
+        "parameters": [_AGENT_SECRET],
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": schema, "example": example}},
+        },
+    }
+
+
+_INIT_DOC = _agent_body(
+    "What ElevenLabs sends before a call (unknown fields are ignored).",
+    {
+        "caller_id": {"type": "string", "description": "the caller's number"},
+        "agent_id": {"type": "string"},
+        "called_number": {"type": "string"},
+        "call_sid": {"type": "string"},
+    },
+    {"caller_id": CALLER, "agent_id": "agent_01jxbrc1trfxev5sdp5xk4ra67", "called_number": "+16125550100"},
+)
+_INIT_ANSWER = {
+    "type": "conversation_initiation_client_data",
+    "dynamic_variables": {
+        "caller_known": True,
+        "caller_name": "Maria",
+        "caller_past_calls": 2,
+        "caller_last_call_at": "2025-07-06",
+        "caller_last_call_summary": "Asked to move her appointment to Friday.",
+        "caller_history_summary": "2 earlier calls. ...",
+    },
+}
+_TOOL_DOC = _agent_body(
+    "The agent tool's parameters.",
+    {
+        "query": {"type": "string", "description": "what to look for; empty lists the caller's facts"},
+        "caller_id": {"type": "string", "description": "usually `{{system__caller_id}}`"},
+    },
+    {"query": "daughter visiting", "caller_id": CALLER},
+)
+_TOOL_ANSWER = {
+    "caller_known": True,
+    "results": [{"text": "My daughter Ana is visiting from Porto next week", "type": "semantic", "role": "user"}],
+}
+_MEMORIES_EXAMPLE = {
+    "items": [
+        {
+            "id": "6f1c1a6e-2f0e-4a57-9d55-0c7d1c2b9f10",
+            "text": "My daughter Ana is visiting from Porto next week",
+            "type": "semantic",
+            "role": "user",
+            "conversation_id": "conv_01jzfrjvcce0vsea1fcbpp9p04",
+            "agent_id": "agent_01jxbrc1trfxev5sdp5xk4ra67",
+            "started_at": 1751802015,
+            "score": 0.61,
+            "created_at": "2025-07-06T11:41:02+00:00",
+        }
+    ],
+    "next_cursor": None,
+}
 
 
 @dataclass
@@ -132,6 +218,11 @@ def create_memory_router(require_api_key: Callable[..., Any]) -> APIRouter:
             "empty list."
         ),
         dependencies=[Depends(require_api_key)],
+        responses={
+            200: _json_example("the caller's memories", _MEMORIES_EXAMPLE),
+            401: _error("missing or wrong API key", "unauthorized", "API key is not valid"),
+            422: _error("a parameter is wrong", "invalid_request", "phone is too short to be a phone number"),
+        },
     )
     def list_caller_memories(
         request: Request,
@@ -156,6 +247,11 @@ def create_memory_router(require_api_key: Callable[..., Any]) -> APIRouter:
             "caller_last_call_summary, caller_history_summary) from the index and the memory store, without an "
             f"LLM call. Always 200 once authenticated (`{SECRET_HEADER}`)."
         ),
+        openapi_extra=_INIT_DOC,
+        responses={
+            200: _json_example("the caller's dynamic variables", _INIT_ANSWER),
+            401: _AGENT_UNAUTHORIZED,
+        },
     )
     async def conversation_init(request: Request, context: Context) -> JSONResponse:
         body = await _authenticated_json(request, context)
@@ -185,6 +281,8 @@ def create_memory_router(require_api_key: Callable[..., Any]) -> APIRouter:
             f"Body `{{query, caller_id}}`; `caller_id` is usually the `{{{{system__caller_id}}}}` dynamic variable. "
             f"Authenticated with `{SECRET_HEADER}`. Answers 200 with `results` (empty when nothing is known)."
         ),
+        openapi_extra=_TOOL_DOC,
+        responses={200: _json_example("what the agent's LLM reads", _TOOL_ANSWER), 401: _AGENT_UNAUTHORIZED},
     )
     async def memory_search(request: Request, context: Context) -> JSONResponse:
         body = await _authenticated_json(request, context)
