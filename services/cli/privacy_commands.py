@@ -233,4 +233,56 @@ def release(hold_id: str, data_dir: Path | None) -> None:
     click.echo(f"released {released.id} ({released.label})")
 
 
-PRIVACY_COMMANDS = [forget, audit, hold, release]
+@click.group()
+def retention() -> None:
+    """Retention rules: erase calls and memories older than DATA_DIR/retention.toml allows."""
+
+
+@retention.command(name="run")
+@click.option("--dry-run", is_flag=True, help="Count what would go; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--rules",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Rules file [DATA_DIR/retention.toml].",
+)
+@DATA_DIR_OPTION
+def retention_run(dry_run: bool, as_json: bool, rules: Path | None, data_dir: Path | None) -> None:
+    """Apply the retention rules once (`callvault serve` does it daily). Held calls are skipped.
+
+    \b
+    DATA_DIR/retention.toml:
+      [default]
+      transcripts_days = 365        # the whole call: transcript, audio, row, analytics, memories
+      memories_days = 90            # the call's memories only
+      [agents."agent_7201k..."]
+      transcripts_days = 30
+    """
+    from services.core.domain.errors import CallVaultError
+    from services.core.wiring import build_storage
+    from services.privacy.retention import RetentionConfigError
+    from services.privacy.wiring import build_retention
+
+    settings = settings_for(data_dir)
+    if settings.backend != "aws" and not (settings.data_dir / "index.sqlite3").exists():
+        raise click.ClickException(f"no archive in {settings.data_dir}: pass the server's --data-dir")
+    try:
+        runner = build_retention(settings, build_storage(settings), _memory_erasure(settings), rules)
+        with progress_bars() as bar:
+            summary = runner.run(dry_run=dry_run, progress=bar("expiring calls"), actor=cli_actor())
+    except RetentionConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    except CallVaultError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+        return
+    verb = "would expire" if dry_run else "expired"
+    click.echo(
+        f"retention: {verb} {len(summary.calls_expired)} call(s) and the memories of "
+        f"{len(summary.memories_expired)} more; {summary.held} held call(s) skipped"
+    )
+
+
+PRIVACY_COMMANDS = [forget, audit, hold, release, retention]

@@ -4,6 +4,8 @@ Erasure (``service.py``) knows only the ports; this module may import the featur
 ``CallerData``, as ``ingest/wiring.py`` wires analytics into the Archiver.
 """
 
+from pathlib import Path
+
 from services.analytics.erasure import AnalyticsErasure, DuckDbCacheErasure
 from services.analytics.reader import CACHE_FILE
 from services.core.config import Settings
@@ -12,6 +14,7 @@ from services.core.wiring import Storage, build_analytics_store, build_erased
 
 from .audit import Auditor
 from .holds import HoldBook
+from .retention import RetentionRules, RetentionRunner
 from .service import Eraser
 
 
@@ -59,3 +62,15 @@ def build_auditor(settings: Settings) -> Auditor | None:
     if erased is None:  # never locally: the key is generated
         return None
     return Auditor(SqliteAuditLog(settings.data_dir / PRIVACY_FILE), erased)
+
+
+RETENTION_FILE = "retention.toml"
+
+
+def build_retention(
+    settings: Settings, storage: Storage, memory: CallerData | None = None, rules_file: Path | None = None
+) -> RetentionRunner:
+    """Retention over the same Eraser as erasure; the rules from ``<data-dir>/retention.toml``."""
+    eraser = build_eraser(settings, storage, memory)
+    rules = RetentionRules.load(rules_file or settings.data_dir / RETENTION_FILE)
+    return RetentionRunner(storage.index, eraser, rules, memories=memory, holds=eraser.holds, audit=eraser.audit)

@@ -1,0 +1,189 @@
+"""Retention rules (#13): how long to keep calls and caller memories, globally and per agent.
+
+One settings file, ``<data-dir>/retention.toml`` (or ``CALLVAULT_RETENTION_FILE``)::
+
+    [default]
+    transcripts_days = 365   # then the whole call goes: transcript, audio, row, analytics rows, memories
+    memories_days = 90       # then the call's memories go (the call stays)
+
+    [agents."agent_7201k..."]
+    transcripts_days = 30    # this agent's calls; unset keys fall back to [default]
+
+A key left out keeps that data for ever. A run lists the calls started before the earliest cutoff
+(one index range read, newest first), applies each call's agent rule, skips calls under a legal hold
+(they are looked at again by every run, so a released hold is honoured the next day), and erases
+through the same ``Eraser`` as ``callvault forget`` (tombstones: an expired call is not synced back).
+Memories that went are marked on the row (``memory_status = "expired"``) so later runs skip them.
+"""
+
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.core.domain.models import MAX_PAGE_SIZE, CallQuery, CallRecord
+from services.core.ports import CallerData, CallIndex
+
+from .audit import Auditor
+from .holds import HoldBook
+from .service import Eraser, Progress
+
+DAY = 86_400
+KINDS = ("transcripts_days", "memories_days")
+NOT_YET = ("audio_days", "analytics_days")  # documented as not built: refused, never ignored
+MEMORY_EXPIRED = "expired"
+
+
+class RetentionConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Rule:
+    transcripts_days: int | None = None
+    memories_days: int | None = None
+
+    def merged_over(self, base: "Rule") -> "Rule":
+        return Rule(
+            self.transcripts_days if self.transcripts_days is not None else base.transcripts_days,
+            self.memories_days if self.memories_days is not None else base.memories_days,
+        )
+
+
+@dataclass(frozen=True)
+class RetentionRules:
+    default: Rule = field(default_factory=Rule)
+    agents: dict[str, Rule] = field(default_factory=dict)
+
+    def for_agent(self, agent_id: str | None) -> Rule:
+        own = self.agents.get(agent_id or "")
+        return own.merged_over(self.default) if own is not None else self.default
+
+    def shortest_days(self) -> int | None:
+        days = [
+            d
+            for rule in (self.default, *self.agents.values())
+            for d in (rule.transcripts_days, rule.memories_days)
+            if d is not None
+        ]
+        return min(days) if days else None
+
+    @classmethod
+    def load(cls, path: Path) -> "RetentionRules":
+        """The rules in ``path``; none (keep everything) when the file does not exist."""
+        if not path.exists():
+            return cls()
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise RetentionConfigError(f"{path.name}: not valid TOML ({exc})") from None
+        unknown = set(data) - {"default", "agents"}
+        if unknown:
+            raise RetentionConfigError(
+                f"{path.name}: unknown section(s) {sorted(unknown)}; use [default] and [agents.ID]"
+            )
+        agents = data.get("agents", {})
+        if not isinstance(agents, dict):
+            raise RetentionConfigError(f"{path.name}: [agents] holds one table per agent id")
+        return cls(_rule("default", data.get("default", {})), {a: _rule(f"agents.{a}", r) for a, r in agents.items()})
+
+
+def _rule(where: str, table: Any) -> Rule:
+    if not isinstance(table, dict):
+        raise RetentionConfigError(f"[{where}] must be a table")
+    for key, value in table.items():
+        if key in NOT_YET:
+            raise RetentionConfigError(f"[{where}] {key}: not supported yet (docs/privacy.md); remove it")
+        if key not in KINDS:
+            raise RetentionConfigError(f"[{where}] unknown key {key!r}; known: {', '.join(KINDS)}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RetentionConfigError(f"[{where}] {key} must be a whole number of days, at least 1")
+    return Rule(table.get("transcripts_days"), table.get("memories_days"))
+
+
+@dataclass
+class RetentionSummary:
+    dry_run: bool
+    calls_expired: list[str] = field(default_factory=list)  # conversation ids (never printed by the CLI)
+    memories_expired: list[str] = field(default_factory=list)
+    held: int = 0  # calls a rule would have touched, skipped under a legal hold
+    erased_items: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "calls": len(self.calls_expired),
+            "memories": len(self.memories_expired),
+            "held": self.held,
+            **self.erased_items,
+        }
+
+
+@dataclass
+class RetentionRunner:
+    index: CallIndex
+    eraser: Eraser
+    rules: RetentionRules
+    memories: CallerData | None = None
+    holds: HoldBook | None = None
+    audit: Auditor | None = None
+    clock: Callable[[], float] = field(default=time.time)
+
+    def run(
+        self, *, dry_run: bool = False, progress: Progress | None = None, actor: str = "retention"
+    ) -> RetentionSummary:
+        summary = RetentionSummary(dry_run)
+        shortest = self.rules.shortest_days()
+        if shortest is None:
+            return summary
+        now = int(self.clock())
+        expired_calls: list[CallRecord] = []
+        expired_memories: list[CallRecord] = []
+        active = self.holds.active() if self.holds is not None else []
+        for call in self._older_than(now - shortest * DAY):
+            rule = self.rules.for_agent(call.agent_id)
+            age = now - (call.started_at or now)
+            whole = rule.transcripts_days is not None and age >= rule.transcripts_days * DAY
+            memory = (
+                self.memories is not None
+                and rule.memories_days is not None
+                and age >= rule.memories_days * DAY
+                and call.memory_status != MEMORY_EXPIRED
+            )
+            if not (whole or memory):
+                continue
+            if self.holds is not None and self.holds.holding(call, active) is not None:
+                summary.held += 1
+                continue
+            (expired_calls if whole else expired_memories).append(call)
+        summary.calls_expired = [c.conversation_id for c in expired_calls]
+        summary.memories_expired = [c.conversation_id for c in expired_memories]
+        if dry_run:
+            return summary
+        if self.audit is not None:  # before the work, as erasure does
+            detail = {"calls": len(expired_calls), "memories": len(expired_memories), "held": summary.held}
+            self.audit.record("retention_run", actor, [], detail)
+        if expired_calls:
+            erased = self.eraser.erase(self.eraser.plan_conversations(summary.calls_expired), progress, actor=actor)
+            summary.erased_items = {k: v for k, v in erased.to_dict().items() if k not in ("phone", "dry_run")}
+        if expired_memories and self.memories is not None:
+            self._expire_memories(expired_memories, now)
+        return summary
+
+    def _expire_memories(self, calls: Sequence[CallRecord], now: int) -> None:
+        assert self.memories is not None
+        for call in calls:
+            self.memories.erase(None, [call])
+            self.index.set_memory_status(call.conversation_id, MEMORY_EXPIRED, now)
+
+    def _older_than(self, cutoff: int) -> list[CallRecord]:
+        found: list[CallRecord] = []
+        query = CallQuery(until=cutoff, limit=MAX_PAGE_SIZE)
+        while True:
+            page = self.index.list_calls(query)
+            found.extend(page.items)
+            if page.next is None:
+                return found
+            query = CallQuery(until=cutoff, limit=MAX_PAGE_SIZE, after=page.next)

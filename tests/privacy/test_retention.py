@@ -1,0 +1,130 @@
+"""Retention rules: per kind and agent, dry run equals the run, held calls survive both and are
+expired once released, a second run finds nothing, bad rule files are refused."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from services.analytics.erasure import AnalyticsErasure
+from services.cli.main import cli
+from services.core.adapters.memory import MemoryAuditLog, MemoryBlobStore, MemoryCallIndex, MemoryHolds
+from services.memory.domain import MemoryItem
+from services.memory.erasure import MemoryErasure
+from services.privacy.audit import Auditor
+from services.privacy.holds import HoldBook
+from services.privacy.retention import DAY, RetentionConfigError, RetentionRules, RetentionRunner, Rule
+from services.privacy.service import Eraser
+from tests.memory.support import FakeMemoryStore, call_envelope
+
+from .conftest import ADMIN, T0, World
+
+PHONE = "+16125550142"
+NOW = T0 + 400 * DAY
+RULES = RetentionRules(Rule(transcripts_days=365, memories_days=90), {"agent_short": Rule(transcripts_days=30)})
+
+
+def _call(world: World, cid: str, age_days: int, agent: str | None = None) -> None:
+    envelope = call_envelope(cid, PHONE, started_at=NOW - age_days * DAY, event_at=NOW - age_days * DAY + 60)
+    if agent is not None:
+        envelope["data"]["agent_id"] = agent
+    assert world.deliver(envelope) == "stored"
+
+
+def _setup() -> tuple[World, RetentionRunner, FakeMemoryStore, HoldBook]:
+    world = World("memory", MemoryBlobStore(), MemoryCallIndex(), MemoryBlobStore(), now=float(NOW))
+    _call(world, "conv_old", 380)  # default rule: past 365 days, the whole call goes
+    _call(world, "conv_short", 40, agent="agent_short")  # its agent keeps 30 days
+    _call(world, "conv_mid", 100)  # past 90 days: only its memories go
+    _call(world, "conv_new", 5)
+    store = FakeMemoryStore()
+    for cid in ("conv_old", "conv_mid", "conv_new"):
+        store.add_conversation(PHONE, cid, [MemoryItem("tea", "user", "semantic", {"conversation_id": cid})])
+    audit = Auditor(MemoryAuditLog(), world.erased, clock=world.clock)
+    book = HoldBook(MemoryHolds(), world.erased, audit, clock=world.clock)
+    memories = MemoryErasure(store)
+    eraser = Eraser(
+        world.blobs, world.index, [AnalyticsErasure(world.analytics), memories], erased=world.erased,
+        clock=world.clock, audit=audit, holds=book,
+    )  # fmt: skip
+    runner = RetentionRunner(world.index, eraser, RULES, memories=memories, holds=book, audit=audit, clock=world.clock)
+    return world, runner, store, book
+
+
+def test_retention_applies_each_kind_and_agent_rule_and_the_dry_run_equals_the_run() -> None:
+    world, runner, store, _book = _setup()
+    listing = world.archive_listing()
+
+    planned = runner.run(dry_run=True)
+    assert world.archive_listing() == listing and store.count(PHONE) == 3
+    done = runner.run()
+
+    assert sorted(planned.calls_expired) == sorted(done.calls_expired) == ["conv_old", "conv_short"]
+    assert planned.memories_expired == done.memories_expired == ["conv_mid"]
+    assert world.index.get("conv_old") is None and world.index.get("conv_short") is None
+    assert not [k for k in world.archive_listing() if "conv_old" in k or "conv_short" in k]
+    assert {r["conversation_id"] for r in world.analytics_rows()} == {"conv_mid", "conv_new"}
+    assert store.count(PHONE, "conv_mid") == 0 and store.count(PHONE, "conv_new") == 1
+    mid = world.index.get("conv_mid")
+    assert mid is not None and mid.transcript_key is not None and mid.memory_status == "expired"
+    assert world.erased.is_erased("conv_old") and not world.erased.is_erased("conv_mid")
+
+    again = runner.run()
+    assert (again.calls_expired, again.memories_expired) == ([], [])
+    assert runner.audit is not None
+    assert [e.action for e in runner.audit.entries()] == ["retention_run", "erase", "retention_run"]
+
+
+def test_held_calls_survive_retention_and_expire_once_released() -> None:
+    world, runner, _store, book = _setup()
+    hold = book.place(reason="case 9", actor="cli:alice", conversation_id="conv_old")
+
+    planned, done = runner.run(dry_run=True), runner.run()
+
+    assert planned.held == done.held == 1
+    assert "conv_old" not in done.calls_expired and world.index.get("conv_old") is not None
+    book.release(hold.id, actor="cli:alice")
+    assert runner.run().calls_expired == ["conv_old"]
+    assert world.index.get("conv_old") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[default]\naudio_days = 30\n", "not supported yet"),
+        ("[default]\nkeep = 3\n", "unknown key"),
+        ("[default]\ntranscripts_days = 0\n", "at least 1"),
+        ("[default]\ntranscripts_days = true\n", "whole number"),
+        ("[retain]\n", "unknown section"),
+        ("[default\n", "not valid TOML"),
+    ],
+)
+def test_bad_rule_files_are_refused_with_the_reason(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "retention.toml"
+    path.write_text(text)
+    with pytest.raises(RetentionConfigError, match=message):
+        RetentionRules.load(path)
+
+
+def test_no_rules_file_keeps_everything(tmp_path: Path) -> None:
+    assert RetentionRules.load(tmp_path / "missing.toml").shortest_days() is None
+
+
+def test_retention_command_dry_run_then_run(client: TestClient, data_dir: Path) -> None:
+    (data_dir / "retention.toml").write_text('[default]\ntranscripts_days = 400\n[agents."agent_other"]\n')
+    runner, env = CliRunner(), {"CALLVAULT_MEMORY_BACKEND": "none"}
+
+    dry = runner.invoke(cli, ["retention", "run", "--dry-run", "--json", "--data-dir", str(data_dir)], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout)["calls"] == 2  # the two fixture calls started in July 2025
+    assert len(client.get("/calls", headers={"Authorization": f"Bearer {ADMIN}"}).json()["items"]) == 2
+
+    done = runner.invoke(cli, ["retention", "run", "--data-dir", str(data_dir)], env=env)
+    assert done.exit_code == 0, done.output
+    assert "expired 2 call(s)" in done.output
+    assert client.get("/calls", headers={"Authorization": f"Bearer {ADMIN}"}).json()["items"] == []
+    assert runner.invoke(cli, ["verify", "--data-dir", str(data_dir)], env=env).exit_code == 0
+    audit = runner.invoke(cli, ["audit", "--json", "--verify", "--data-dir", str(data_dir)], env=env)
+    assert [json.loads(line)["action"] for line in audit.stdout.splitlines()] == ["retention_run", "erase"]
