@@ -263,3 +263,13 @@ def _register_keys_command() -> None:
 
 
 _register_keys_command()
+
+
+def _register_privacy_commands() -> None:
+    from services.cli.privacy_commands import PRIVACY_COMMANDS
+
+    for command in PRIVACY_COMMANDS:
+        cli.add_command(command)
+
+
+_register_privacy_commands()
