@@ -14,6 +14,7 @@ from services.core.config import Settings
 if TYPE_CHECKING:
     from services.core.wiring import Storage
     from services.memory.local import LocalMemory
+    from services.privacy.schedule import RetentionThread
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,6 +105,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
         on_late_analytics_write=compaction.nudge,
     )
     sync = build_local_sync(settings, storage, app.state.receiver.archiver)
+    retention = _retention_thread(settings, storage, memory)  # DATA_DIR/retention.toml, daily (#13)
     if sync is not None:
         interval = settings.effective_sync_interval()
         every = f"syncing every {interval:.0f} s" if interval > 0 else "scheduled sync off"
@@ -112,6 +114,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     if memory is not None:
         memory.start()  # resumes jobs a previous run left pending
     compaction.start()
+    retention.start()
     if sync is not None:
         sync.start()
     _tune_garbage_collector()
@@ -122,9 +125,18 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
         if sync is not None:
             sync.stop()
         compaction.stop()
+        retention.stop()
         if memory is not None:
             memory.stop()
         lock.close()
+
+
+def _retention_thread(settings: Settings, storage: "Storage", memory: "LocalMemory | None") -> "RetentionThread":
+    from services.memory.erasure import MemoryErasure
+    from services.privacy.wiring import build_retention_thread
+
+    erasure = MemoryErasure(memory.store, memory.outbox) if memory is not None else None
+    return build_retention_thread(settings, storage, erasure)
 
 
 def _tune_garbage_collector() -> None:

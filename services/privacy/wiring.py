@@ -5,6 +5,7 @@ Erasure (``service.py``) knows only the ports; this module may import the featur
 """
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.analytics.erasure import AnalyticsErasure, DuckDbCacheErasure
 from services.analytics.reader import CACHE_FILE
@@ -16,6 +17,9 @@ from .audit import Auditor
 from .holds import HoldBook
 from .retention import RetentionRules, RetentionRunner
 from .service import Eraser
+
+if TYPE_CHECKING:
+    from .schedule import RetentionThread
 
 
 def build_eraser(settings: Settings, storage: Storage, memory: CallerData | None = None) -> Eraser:
@@ -74,3 +78,10 @@ def build_retention(
     eraser = build_eraser(settings, storage, memory)
     rules = RetentionRules.load(rules_file or settings.data_dir / RETENTION_FILE)
     return RetentionRunner(storage.index, eraser, rules, memories=memory, holds=eraser.holds, audit=eraser.audit)
+
+
+def build_retention_thread(settings: Settings, storage: Storage, memory: CallerData | None = None) -> "RetentionThread":
+    """`callvault serve`'s daily retention run, over the server's own stores and memory."""
+    from .schedule import RetentionThread
+
+    return RetentionThread(lambda: build_retention(settings, storage, memory))
