@@ -1,6 +1,7 @@
 """Erasure of a caller or a conversation, on every back end: nothing of it is left in any store
 (every S3 version included), other callers are byte-identical, verify is clean, reruns finish."""
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -163,3 +164,23 @@ def _item(conversation_id: str) -> Any:
     from services.memory.domain import MemoryItem
 
     return MemoryItem("I like tea", "user", "semantic", {"conversation_id": conversation_id, "started_at": T0})
+
+
+def test_an_erased_row_leaves_no_trace_in_the_sqlite_file(tmp_path: Path) -> None:
+    """Deleted rows would otherwise stay readable in the file's free pages (secure_delete)."""
+    from services.core.adapters.fs_blob_store import FsBlobStore
+    from services.core.adapters.sqlite_call_index import SqliteCallIndex
+
+    index = SqliteCallIndex(tmp_path / "index.sqlite3")
+    world = World("local", FsBlobStore(tmp_path / "archive"), index, FsBlobStore(tmp_path / "analytics"))
+    for n in range(30):
+        world.call(f"conv_keep_{n:02d}", KEPT, T0 + n)
+    world.call("conv_secret_caller", ERASED, T0 + 100)
+    eraser = _eraser(world)
+
+    eraser.erase(eraser.plan_caller(ERASED))
+    index.close()  # the last connection checkpoints the WAL into the file and removes it
+
+    stored = (tmp_path / "index.sqlite3").read_bytes()
+    assert b"conv_secret_caller" not in stored and b"16125550142" not in stored
+    assert b"conv_keep_29" in stored
