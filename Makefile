@@ -1,9 +1,11 @@
 # Two commands a newcomer needs (see README): `make serve` and `make test`.
-# Each creates .venv and installs the project into it first, so a fresh clone needs only Python 3.11+.
+# Each creates .venv and installs the project into it first, so a fresh clone needs only Python 3.11+:
+# `serve` only the runtime (pyproject's dependencies), `test` and the checks also the dev tools (the `dev` extra).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+STAMP := $(VENV)/.installed-dev
 
 .PHONY: serve test lint typecheck unit clean infra infra-lint infra-build infra-check browser
 
@@ -20,14 +22,21 @@ SAM_BUILD_DIR ?= infra/.aws-sam/build
 # No credentials, no network: SAM wants a region, and must not phone home.
 INFRA_ENV := AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 SAM_CLI_CONTACT_TELEMETRY=0
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "CallVault needs Python 3.11 or newer"'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-serve: $(STAMP)
+$(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+# The dev tools include the runtime, so a venv made for tests also serves.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP) $(RUNTIME_STAMP)
+
+serve: $(RUNTIME_STAMP)
 	$(BIN)/callvault serve $(ARGS)
 
 lint: $(STAMP)
