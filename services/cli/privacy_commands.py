@@ -80,6 +80,11 @@ def forget(
         click.confirm(f"Erase everything kept of {who}? This cannot be undone.", abort=True)
     try:
         eraser = build_eraser(settings, build_storage(settings), _memory_erasure(settings))
+        if eraser.erased is None:  # AWS without a tombstone key: the calls would come back with the next sync
+            raise click.ClickException(
+                "set CALLVAULT_TOMBSTONE_KEY_PARAM (an SSM SecureString) or CALLVAULT_TOMBSTONE_KEY first: "
+                "without tombstones an erased call comes back with the next webhook retry or sync"
+            )
         plan = eraser.plan_caller(e164) if e164 else eraser.plan_conversations(conversations)
         if dry_run:
             summary = eraser.dry_run(plan)

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
@@ -129,3 +130,13 @@ def test_verify_finds_erased_calls_a_backup_brought_back_and_repair_erases_them(
     assert runner.invoke(cli, ["verify", "--data-dir", str(data_dir)], env=env).exit_code == 0
     assert _files(data_dir) == [f"archive/unknown/{WEB}.json"]
     assert index.get(CALL_ID) is None
+
+
+def test_forget_on_aws_without_a_tombstone_key_refuses(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.support import fake_aws_environment
+
+    fake_aws_environment(monkeypatch, tmp_path)
+    env = {"CALLVAULT_BACKEND": "aws", "CALLVAULT_BUCKET": "b", "CALLVAULT_MEMORY_BACKEND": "none"}
+    result = CliRunner().invoke(cli, ["forget", "+16125550142", "--yes"], env=env)
+
+    assert result.exit_code == 1 and "CALLVAULT_TOMBSTONE_KEY_PARAM" in result.output
