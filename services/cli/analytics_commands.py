@@ -45,7 +45,9 @@ NO_CACHE_OPTION = click.option(
     "--no-cache", is_flag=True, help="Read the local files directly instead of through the cache (slower)."
 )
 ATHENA_OPTION = click.option(
-    "--athena", is_flag=True, help="Run on Amazon Athena (workgroup and database from CALLVAULT_ATHENA_*)."
+    "--athena",
+    is_flag=True,
+    help="Run on Amazon Athena (needs AWS credentials and a region; workgroup and database from CALLVAULT_ATHENA_*).",
 )
 CACHE_FILE = "analytics-cache.duckdb"
 

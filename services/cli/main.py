@@ -29,6 +29,9 @@ def cli() -> None:
       callvault import exports/       archive saved webhooks or conversation JSON files
       callvault report calls-per-day  reports over the analytics tables; callvault sql "SELECT ..."
       callvault calls --phone ...     find archived calls; callvault show ID for one call
+
+    Every command reads the data dir `serve` uses: the same --data-dir DIR, or CALLVAULT_DATA_DIR=DIR
+    (default ./callvault-data of the folder you run it in).
     """
     from services.local.hygiene import owner_only_umask
 
@@ -41,10 +44,12 @@ def cli() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
 def serve(data_dir: Path | None, host: str, port: int) -> None:
-    """Run the local archive: webhook receiver and API in one process.
+    """Run the local archive: webhook receiver, API, console and /docs in one process (Ctrl-C stops it).
 
     Stores calls under DATA_DIR/archive (same keys as the S3 bucket) and indexes them in
-    DATA_DIR/index.sqlite3. On first run it generates the webhook secret and keeps it in DATA_DIR.
+    DATA_DIR/index.sqlite3. On first run it generates the webhook secret, an API key and the agent
+    secret into DATA_DIR/webhook-secret, api-key and agent-secret (`cat` prints them). One server per
+    data dir (DATA_DIR/callvault.lock names it); run the other commands with the same --data-dir.
     """
     from services.analytics.compaction import CompactionThread
     from services.core.secrets import secret_list
@@ -174,7 +179,12 @@ def _local_memory(settings: Settings, storage: "Storage") -> "LocalMemory | None
 
 @cli.command()
 @click.argument("file", type=click.File("rb"))
-@click.option("--secret", envvar="CALLVAULT_WEBHOOK_SECRET", default=None, help="Webhook secret to sign with.")
+@click.option(
+    "--secret",
+    envvar="CALLVAULT_WEBHOOK_SECRET",
+    default=None,
+    help="Webhook secret to sign with [env CALLVAULT_WEBHOOK_SECRET; default: DATA_DIR/webhook-secret].",
+)
 @DATA_DIR_OPTION
 @click.option("--timestamp", type=int, default=None, help="Unix seconds to sign at [default: now].")
 def sign(file: BinaryIO, secret: str | None, data_dir: Path | None, timestamp: int | None) -> None:

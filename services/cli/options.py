@@ -17,7 +17,8 @@ DATA_DIR_OPTION = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where the local archive lives [env CALLVAULT_DATA_DIR; default ./callvault-data].",
+    help="The archive's folder: give every command the one `callvault serve` uses "
+    "[env CALLVAULT_DATA_DIR; default ./callvault-data].",
 )
 
 
