@@ -184,3 +184,36 @@ def test_an_erased_row_leaves_no_trace_in_the_sqlite_file(tmp_path: Path) -> Non
     stored = (tmp_path / "index.sqlite3").read_bytes()
     assert b"conv_secret_caller" not in stored and b"16125550142" not in stored
     assert b"conv_keep_29" in stored
+
+
+@pytest.mark.parametrize("step", ["analytics_day_rewrite", "analytics_purge", "index_delete", "tombstone"])
+def test_a_crash_in_any_store_then_a_rerun_completes_the_erasure(world: World, step: str) -> None:
+    """Crash points beyond the archive: the analytics day object's swap, a per-call analytics object,
+    the index row, the tombstones; the row stays until the end, so the rerun finds every call."""
+    _populate(world)
+    target, method = {
+        "analytics_day_rewrite": (world.analytics, "put_if"),
+        "analytics_purge": (world.analytics, "purge"),
+        "index_delete": (world.index, "delete"),
+        "tombstone": (world.erased.store, "add"),
+    }[step]
+    real = getattr(target, method)
+    calls = {"n": 0}
+
+    def crash_on_second(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2 or (step == "tombstone" and calls["n"] == 1):
+            raise StorageUnavailable("crash")
+        return real(*args, **kwargs)
+
+    setattr(target, method, crash_on_second)
+    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(world.analytics)], erased=world.erased)
+    with pytest.raises(StorageUnavailable):
+        eraser.erase(eraser.plan_caller(ERASED))
+    setattr(target, method, real)
+
+    eraser.erase(eraser.plan_caller(ERASED))
+
+    _nothing_of_erased(world)
+    assert all(world.erased.is_erased(cid) for cid in ERASED_IDS)
+    assert ArchiveVerifier(world.archiver, clock=world.clock).run().findings == []
