@@ -1,13 +1,15 @@
 """What CallVault remembers about a caller, built from one archived transcription. Pure functions.
 
-Per call and caller (Mem0 ``user_id`` = the caller's E.164 number):
-- one **factual** memory: the transcript summary, the evaluation results and the data-collection
-  values (nulls and the string ``"None"`` skipped), so one search hit says what the call was about;
-- **semantic** memories: one per non-empty transcript turn (agent -> ``assistant``, user -> ``user``),
-  so a question about something the caller said finds the words they used.
+Per call and caller (Mem0 ``user_id`` = the caller's E.164 number), by the offline extractor
+(``extract``):
+- **factual** memories: the summary, each data-collection value, the evaluation results (role
+  ``user``: facts about the caller, never the agent's words);
+- **semantic** memories: what the caller said (their own turns only), fillers and fragments
+  dropped, long turns chunked, near-duplicates merged.
 
-Every memory carries ``type``, ``conversation_id``, ``agent_id``, ``started_at`` (and ``turn`` /
-``caller_name`` where they apply). The memory is a copy: the archive stays the record.
+Every memory carries ``type``, ``source``, ``seq`` (its place in the call), ``conversation_id``,
+``agent_id``, ``started_at`` (and ``turn`` / ``field`` / ``caller_name`` where they apply). The
+memory is a copy: the archive stays the record.
 """
 
 import re
@@ -21,6 +23,8 @@ from services.core.domain.coerce import integer as _int
 from services.core.domain.coerce import obj as _obj
 from services.core.domain.coerce import text as _str
 from services.core.domain.errors import InvalidPayload
+
+from .extract import call_facts, caller_statements, present
 
 MemoryType = Literal["factual", "semantic"]
 MEMORY_TYPES: tuple[MemoryType, ...] = ("factual", "semantic")
@@ -38,10 +42,8 @@ STATUS_SKIPPED_NO_PHONE: MemoryStatus = "skipped_no_phone"
 # So the agent is stored under this key and shown as ``agent_id`` everywhere else.
 AGENT_KEY = "call_agent_id"
 
-FACTUAL_MAX_CHARS = 4000  # a summary is ~500 chars; this bounds a call with hundreds of data fields
 _NAME_KEY = re.compile(r"(^|_)(name|full_name|first_name)$", re.IGNORECASE)
 _NAME_MAX_CHARS = 80
-_ROLES: dict[str, Role] = {"agent": "assistant", "user": "user"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class StoredMemory:
     started_at: int | None = None
     turn: int | None = None
     caller_name: str | None = None
+    source: str | None = None
+    seq: int | None = None
     score: float | None = None
     created_at: str | None = None
 
@@ -103,15 +107,18 @@ class StoredMemory:
             started_at=_int(metadata.get("started_at")),
             turn=_int(metadata.get("turn")),
             caller_name=_str(metadata.get("caller_name")),
+            source=_str(metadata.get("source")),
+            seq=_int(metadata.get("seq")),
             score=score,
             created_at=created_at,
         )
 
 
-def listing_order(memory: StoredMemory) -> tuple[int, str, int, str]:
-    """Newest call first; within a call the factual memory, then the turns in the order spoken."""
+def listing_order(memory: StoredMemory) -> tuple[int, str, int, int, str]:
+    """Newest call first; within a call the facts, then what the caller said in the order spoken."""
     turn = memory.turn if memory.turn is not None else -1
-    return (-(memory.started_at or 0), memory.conversation_id or "", turn, memory.created_at or "")
+    seq = memory.seq if memory.seq is not None else turn  # memories stored before ``seq`` existed
+    return (-(memory.started_at or 0), memory.conversation_id or "", seq, turn, memory.created_at or "")
 
 
 # Aliases for modules whose classes have a ``list`` method (it shadows the builtin in the class body).
@@ -161,7 +168,7 @@ class MemoryJob:
 def build_conversation_memories(
     data: dict[str, Any], *, phone: str | None = None, default_region: str = "US"
 ) -> ConversationMemories:
-    """The memories of one transcription ``data`` (the archived document).
+    """The memories of one transcription ``data`` (the archived document), by the offline extractor.
 
     ``phone`` is the index row's number when known (so memory and index agree); otherwise it is
     read from the payload exactly as ingest reads it.
@@ -179,46 +186,18 @@ def build_conversation_memories(
     if started_at is not None:
         base["started_at"] = started_at
     items: list[MemoryItem] = []
-    fact = factual_text(analysis)
-    if fact:
-        fact_meta = {**base, "type": "factual"}
+    for fact in call_facts(analysis):
+        fact_meta = {**base, "type": "factual", "source": fact.source, "seq": len(items)}
+        if fact.field is not None:
+            fact_meta["field"] = fact.field
         if name:
             fact_meta["caller_name"] = name
-        items.append(MemoryItem(fact, "assistant", "factual", fact_meta))
-    transcript = data.get("transcript")
-    for turn_no, turn in enumerate(transcript if isinstance(transcript, list) else []):
-        if not isinstance(turn, dict):
-            continue
-        role = _ROLES.get(str(turn.get("role")))
-        text = _turn_text(turn.get("message"))
-        if role is None or text is None:
-            continue
-        items.append(MemoryItem(text, role, "semantic", {**base, "type": "semantic", "turn": turn_no}))
+        # Role user: a fact is about the caller (Mem0's user memories), never the agent's words.
+        items.append(MemoryItem(fact.text, "user", "factual", fact_meta))
+    for statement in caller_statements(data.get("transcript")):
+        turn_meta = {**base, "type": "semantic", "source": "turn", "seq": len(items), "turn": statement.turn}
+        items.append(MemoryItem(statement.text, "user", "semantic", turn_meta))
     return ConversationMemories(conversation_id, caller, agent_id, started_at, name, tuple(items))
-
-
-def factual_text(analysis: dict[str, Any]) -> str | None:
-    """Summary, evaluation results and collected values as short labelled lines; None if all empty."""
-    lines: list[str] = []
-    summary = _str(analysis.get("transcript_summary"))
-    if summary and summary.strip():
-        lines.append("Call summary: " + " ".join(summary.split()))
-    results = [
-        f"{name}: {_scalar(entry.get('result'))}"
-        for name, entry in _obj(analysis.get("evaluation_criteria_results")).items()
-        if isinstance(entry, dict) and _present(entry.get("result"))
-    ]
-    if results:
-        lines.append("Evaluation results: " + "; ".join(results))
-    collected = [
-        f"{name}: {_scalar(entry.get('value'))}"
-        for name, entry in _obj(analysis.get("data_collection_results")).items()
-        if isinstance(entry, dict) and _present(entry.get("value"))
-    ]
-    if collected:
-        lines.append("Data collected: " + "; ".join(collected))
-    text = "\n".join(lines)
-    return text[:FACTUAL_MAX_CHARS] if text else None
 
 
 def caller_name(analysis: dict[str, Any]) -> str | None:
@@ -227,29 +206,6 @@ def caller_name(analysis: dict[str, Any]) -> str | None:
         if not isinstance(entry, dict) or not _NAME_KEY.search(str(name)):
             continue
         value = entry.get("value")
-        if isinstance(value, str) and _present(value) and len(value.strip()) <= _NAME_MAX_CHARS:
+        if isinstance(value, str) and present(value) and len(value.strip()) <= _NAME_MAX_CHARS:
             return " ".join(value.split())
     return None
-
-
-def _present(value: object) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, str):
-        text = value.strip()
-        return bool(text) and text != "None"
-    return True
-
-
-def _scalar(value: object) -> str:
-    if isinstance(value, str):
-        return " ".join(value.split())
-    return orjson.dumps(value).decode()
-
-
-def _turn_text(value: object) -> str | None:
-    # ElevenLabs writes null or "..." for turns that carried no words (a tool call, an interruption).
-    if not isinstance(value, str):
-        return None
-    text = " ".join(value.split())
-    return text if any(ch.isalnum() for ch in text) else None

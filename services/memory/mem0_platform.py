@@ -8,8 +8,9 @@
   transport errors, 408, 429 and 5xx. Everything else (401/403 bad key, 400/422 refused) fails
   at once. Either way the caller sees only ``MemoryUnavailable``, whose message never quotes
   the service's reply (it can echo memory text).
-- Memories are added with ``infer=False`` in two requests per call (the factual memory, then the
-  turns), each message becoming one memory: no LLM rewrites what the caller said.
+- Memories are added with ``infer=False`` in a few requests per call (summary, collected data,
+  evaluations, then the caller's statements), each message becoming one memory: no LLM rewrites
+  what the caller said.
 """
 
 import random
@@ -32,6 +33,7 @@ _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _PAGE_SIZE = 100
 _BATCH_DELETE = 1000  # the platform's batch limit
 _MAX_RETRY_AFTER_SECS = 30.0
+_PER_ITEM_KEYS = frozenset({"turn", "seq", "field"})  # one add request shares one metadata
 T = TypeVar("T")
 Rows = list[dict[str, Any]]
 
@@ -65,7 +67,7 @@ class Mem0PlatformMemoryStore:
         where = {"AND": [{"user_id": phone}, {"metadata": {"conversation_id": conversation_id}}]}
         self._delete_ids(self._ids(where))
         for group in _groups(items):
-            metadata = {k: v for k, v in group[0].metadata.items() if k != "turn"}
+            metadata = {k: v for k, v in group[0].metadata.items() if k not in _PER_ITEM_KEYS}
             messages = [{"role": item.role, "content": item.text} for item in group]
             self._call("add", partial(_add, messages=messages, phone=phone, metadata=metadata))
         return len(items)
@@ -163,10 +165,12 @@ def _batch_delete(client: Any, *, chunk: list[dict[str, str]]) -> Any:
 
 
 def _groups(items: Sequence[MemoryItem]) -> list[list[MemoryItem]]:
-    """Consecutive items of one type: one add request each (the factual memory, then the turns)."""
+    """Consecutive items of one type and source: one add request each (summary, collected data,
+    evaluations, then what the caller said)."""
     groups: list[list[MemoryItem]] = []
     for item in items:
-        if groups and groups[-1][0].type == item.type:
+        first = groups[-1][0] if groups else None
+        if first and (first.type, first.metadata.get("source")) == (item.type, item.metadata.get("source")):
             groups[-1].append(item)
         else:
             groups.append([item])

@@ -8,7 +8,15 @@ from services.memory.domain import (
     MemoryJob,
     build_conversation_memories,
     caller_name,
-    factual_text,
+)
+from services.memory.extract import (
+    CHUNK_CHARS,
+    Fact,
+    Statement,
+    call_facts,
+    caller_statements,
+    is_informative,
+    near_duplicates,
 )
 from tests.memory.support import CALLER, CONV, call_envelope
 from tests.support import TRANSCRIPTION, TRANSCRIPTION_OUTBOUND, TRANSCRIPTION_WEB, fixture_json
@@ -16,80 +24,151 @@ from tests.support import TRANSCRIPTION, TRANSCRIPTION_OUTBOUND, TRANSCRIPTION_W
 AGENT = "agent_01jxbrc1trfxev5sdp5xk4ra67"
 
 
-def test_build_memories_from_the_real_fixture_one_factual_then_the_turns() -> None:
+BASE = {"conversation_id": CONV, AGENT_KEY: AGENT, "started_at": 1751802015}
+
+
+def test_build_memories_from_the_real_fixture_facts_only_since_the_caller_never_spoke() -> None:
     memories = build_conversation_memories(fixture_json(TRANSCRIPTION)["data"])
     assert (memories.conversation_id, memories.phone, memories.agent_id) == (CONV, CALLER, AGENT)
     assert memories.started_at == 1751802015
     assert memories.caller_name == "Maria"
-    assert [(m.type, m.role) for m in memories.items] == [("factual", "assistant"), ("semantic", "assistant")]
-    factual, turn = memories.items
-    assert factual.metadata == {
+    # The one turn is the agent's greeting: no semantic memory. Facts are about the caller: role user.
+    assert [(m.type, m.role, m.metadata["source"]) for m in memories.items] == [
+        ("factual", "user", "summary"),
+        ("factual", "user", "data_collection"),
+        ("factual", "user", "data_collection"),
+        ("factual", "user", "data_collection"),
+        ("factual", "user", "evaluation"),
+    ]
+    summary, date, comfort, name, evaluation = memories.items
+    assert summary.text == (
+        "Call summary: The AI agent greeted Maria, offering to continue a previous story or start a new one."
+    )
+    assert summary.metadata == {**BASE, "type": "factual", "source": "summary", "seq": 0, "caller_name": "Maria"}
+    assert (date.text, date.metadata["field"], date.metadata["seq"]) == ("session date: 1751802015", "session_date", 1)
+    assert comfort.text.startswith("comfort level: Whenever you")
+    assert name.text == "user name: Maria"
+    assert name.metadata == {
+        **BASE,
         "type": "factual",
-        "conversation_id": CONV,
-        AGENT_KEY: AGENT,
-        "started_at": 1751802015,
+        "source": "data_collection",
+        "seq": 3,
+        "field": "user_name",
         "caller_name": "Maria",
     }
-    assert turn.metadata == {
-        "type": "semantic",
-        "conversation_id": CONV,
-        AGENT_KEY: AGENT,
-        "started_at": 1751802015,
-        "turn": 0,
-    }
-    assert turn.text.startswith("Hello, Maria.")
-
-
-def test_factual_text_has_summary_evaluations_and_collected_values_without_nulls() -> None:
-    text = factual_text(fixture_json(TRANSCRIPTION)["data"]["analysis"])
-    assert text is not None
-    lines = text.split("\n")
-    assert (
-        lines[0]
-        == "Call summary: The AI agent greeted Maria, offering to continue a previous story or start a new one."
+    assert evaluation.text == (
+        "Evaluation results: session_closure: failure; empathy_displayed: success; memory_utilized: unknown; "
+        "name_captured: success; positive_interaction: unknown"
     )
-    assert lines[1].startswith("Evaluation results: session_closure: failure; empathy_displayed: success;")
-    assert lines[2].startswith("Data collected: session_date: 1751802015; comfort_level: Whenever")
-    assert "user_name: Maria" in lines[2]
-    assert "key_life_event" not in text and "consent_given" not in text  # value null
+    assert not any("key_life_event" in m.text or "consent_given" in m.text for m in memories.items)  # null
 
 
-def test_factual_text_skips_the_string_none_and_blank_values_and_keeps_non_strings() -> None:
+@pytest.mark.parametrize("fixture", [TRANSCRIPTION, TRANSCRIPTION_OUTBOUND, TRANSCRIPTION_WEB])
+def test_every_transcription_fixture_gives_facts_and_no_agent_line(fixture: str) -> None:
+    data = fixture_json(fixture)["data"]
+    memories = build_conversation_memories(data)
+    agent_lines = {t["message"] for t in data["transcript"] if t["role"] == "agent"}
+    assert [m.metadata["source"] for m in memories.items] == [
+        "summary",
+        "data_collection",
+        "data_collection",
+        "data_collection",
+        "evaluation",
+    ]
+    assert all(m.role == "user" and m.type == "factual" for m in memories.items)
+    assert not agent_lines & {m.text for m in memories.items}
+    assert [m.metadata["seq"] for m in memories.items] == list(range(5))
+    assert build_conversation_memories(data) == memories  # deterministic: a re-run stores the same set
+
+
+def test_call_facts_skip_the_string_none_and_blank_values_and_keep_non_strings() -> None:
     analysis = {
         "data_collection_results": {
             "a": {"value": "None"},
             "b": {"value": "  "},
             "c": {"value": 0},
-            "d": {"value": False},
+            "d_e": {"value": False},
             "e": {"value": {"k": [1]}},
         },
         "evaluation_criteria_results": {"x": {"result": None}, "y": {"result": "success"}},
     }
-    assert factual_text(analysis) == 'Evaluation results: y: success\nData collected: c: 0; d: false; e: {"k":[1]}'
+    assert call_facts(analysis) == [
+        Fact("c: 0", "data_collection", "c"),
+        Fact("d e: false", "data_collection", "d_e"),
+        Fact('e: {"k":[1]}', "data_collection", "e"),
+        Fact("Evaluation results: y: success", "evaluation"),
+    ]
 
 
-def test_factual_text_is_none_when_the_analysis_is_empty() -> None:
-    assert factual_text({}) is None
-    assert factual_text({"transcript_summary": "  ", "data_collection_results": {"a": {"value": None}}}) is None
+def test_call_facts_are_empty_when_the_analysis_is_empty() -> None:
+    assert call_facts({}) == []
+    assert call_facts({"transcript_summary": "  ", "data_collection_results": {"a": {"value": None}}}) == []
 
 
-def test_turns_map_roles_and_skip_empty_null_and_ellipsis_turns() -> None:
+def test_only_the_callers_turns_are_kept_and_empty_null_and_ellipsis_turns_skipped() -> None:
     envelope = call_envelope(
         turns=[
-            ("agent", "Hi there"),
+            ("agent", "Where did you grow up, Maria?"),
             ("user", None),
             ("user", "..."),
             ("user", "   "),
-            ("tool", "not a person"),
-            ("user", "I  moved to\nLisbon"),
+            ("tool", "not a person said this"),
+            ("user", "I  grew up in\nWinona, on a farm"),
         ]
     )
     memories = build_conversation_memories(envelope["data"])
     semantic = [m for m in memories.items if m.type == "semantic"]
-    assert [(m.role, m.text, m.metadata["turn"]) for m in semantic] == [
-        ("assistant", "Hi there", 0),
-        ("user", "I moved to Lisbon", 5),
+    assert [(m.role, m.text, m.metadata["turn"], m.metadata["source"]) for m in semantic] == [
+        ("user", "I grew up in Winona, on a farm", 5, "turn"),
     ]
+    assert semantic[0].metadata["seq"] == 5  # after the five facts
+
+
+@pytest.mark.parametrize(
+    "filler", ["Yes.", "OK?", "I...", "My God.", "Oh my goodness.", "Yeah, yeah.", "I don't know.", "Mm-hmm.", "Right!"]
+)
+def test_fillers_and_fragments_are_not_memories(filler: str) -> None:
+    assert not is_informative(filler)
+    assert caller_statements([{"role": "user", "message": filler}]) == []
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["I have six children.", "I'm 84.", "We lived in Winona.", "My husband Daniel worked at the mill."],
+)
+def test_short_statements_with_a_fact_are_kept(statement: str) -> None:
+    assert is_informative(statement)
+
+
+def test_fillers_inside_a_turn_are_dropped_and_the_rest_is_chunked_by_turn() -> None:
+    story = " ".join(f"Story sentence number {n} about the farm in Winona." for n in range(8))
+    transcript = [
+        {"role": "user", "message": "Yes. My God. I have six children, all grown up now. OK?"},
+        {"role": "agent", "message": "Six children! Tell me about them."},
+        {"role": "user", "message": story},
+    ]
+    statements = caller_statements(transcript)
+    assert statements[0] == Statement("I have six children, all grown up now.", 0)
+    rest = statements[1:]
+    assert {s.turn for s in rest} == {2} and len(rest) >= 2
+    assert all(len(s.text) <= CHUNK_CHARS for s in rest)
+    assert " ".join(s.text for s in rest) == story  # nothing lost, in the order spoken
+
+
+def test_near_duplicates_are_merged_keeping_the_fuller_wording_once() -> None:
+    transcript = [
+        {"role": "user", "message": "My daughter Clara lives in Porto."},
+        {"role": "agent", "message": "Porto, lovely."},
+        {"role": "user", "message": "Yes, my daughter Clara lives in Porto now, with her two boys."},
+        {"role": "user", "message": "My daughter Clara lives in Porto!"},
+        {"role": "user", "message": "My son Luis lives in Lyon."},
+    ]
+    assert caller_statements(transcript) == [
+        Statement("Yes, my daughter Clara lives in Porto now, with her two boys.", 2),
+        Statement("My son Luis lives in Lyon.", 4),
+    ]
+    assert near_duplicates("I grew up in Winona", "I grew up in Winona, Minnesota, on a farm")
+    assert not near_duplicates("I grew up in Winona", "My sister grew up in Duluth")
 
 
 def test_a_web_call_has_no_phone_and_the_index_phone_wins_when_given() -> None:

@@ -103,7 +103,9 @@ def test_when_mem0_comes_back_the_pending_job_completes(served_fast_retry: Serve
     while served.status.last("conv_down_2") != "done":
         assert time.monotonic() < deadline, "the job did not complete once Mem0 was back"
         time.sleep(0.02)
-    assert served.store.count(CALLER, "conv_down_2") == 3
+    assert (
+        served.store.count(CALLER, "conv_down_2") == 6
+    )  # 5 facts + the caller's one turn (the agent's "Hello" is no memory)
 
 
 def test_duplicate_deliveries_leave_memory_counts_unchanged(served: Served) -> None:
@@ -114,7 +116,7 @@ def test_duplicate_deliveries_leave_memory_counts_unchanged(served: Served) -> N
     while (job := served.memory.outbox.get("conv_dup_1")) is None or job.state != "done":
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    assert served.store.count(CALLER) == 3
+    assert served.store.count(CALLER) == 6
 
 
 class BrokenQueue:

@@ -85,23 +85,34 @@ def test_offline_round_trip_search_returns_the_callers_memories_and_never_anothe
     assert oss_store.search("+16125550999", "Lisbon", None, 10) == []
 
 
-def test_the_factual_memory_carries_summary_evaluations_data_and_metadata(vault: Vault, oss_store: Any) -> None:
+def test_the_facts_carry_summary_data_and_evaluations_with_metadata_and_only_the_caller_is_quoted(
+    vault: Vault, oss_store: Any
+) -> None:
     vault.deliver(call_envelope("conv_maria_1", CALLER, LISBON_TURNS, summary="Maria told the agent about Lisbon."))
     vault.drain()
     factual = oss_store.list(CALLER, "factual", 10)
-    assert len(factual) == 1
-    memory = factual[0]
-    assert memory.text.startswith("Call summary: Maria told the agent about Lisbon.\nEvaluation results: ")
-    assert "Data collected: " in memory.text and "user_name: Maria" in memory.text
-    assert (memory.conversation_id, memory.agent_id, memory.started_at, memory.caller_name) == (
-        "conv_maria_1",
-        "agent_01jxbrc1trfxev5sdp5xk4ra67",
-        1751802015,
-        "Maria",
-    )
+    assert [(m.source, m.text) for m in factual] == [
+        ("summary", "Call summary: Maria told the agent about Lisbon."),
+        ("data_collection", "session date: 1751802015"),
+        ("data_collection", factual[2].text),
+        ("data_collection", "user name: Maria"),
+        ("evaluation", factual[4].text),
+    ]
+    assert factual[2].text.startswith("comfort level: ")
+    assert factual[4].text.startswith("Evaluation results: session_closure: failure; ")
+    for memory in factual:
+        assert (memory.conversation_id, memory.agent_id, memory.started_at, memory.caller_name, memory.role) == (
+            "conv_maria_1",
+            "agent_01jxbrc1trfxev5sdp5xk4ra67",
+            1751802015,
+            "Maria",
+            "user",  # a fact about the caller, not the agent's words
+        )
     semantic = oss_store.list(CALLER, "semantic", 10)
-    assert [m.turn for m in semantic] == [0, 1, 2, 3]  # in the order spoken
-    assert [m.role for m in semantic] == ["assistant", "user", "assistant", "user"]
+    assert [(m.turn, m.role, m.text) for m in semantic] == [  # the caller's turns only, in the order spoken
+        (1, "user", "I want to tell you about my trip to Lisbon last spring"),
+        (3, "user", "The custard tarts in Belem and the old yellow trams"),
+    ]
 
 
 def test_duplicate_deliveries_leave_memory_counts_unchanged(vault: Vault, oss_store: Any) -> None:
@@ -109,22 +120,22 @@ def test_duplicate_deliveries_leave_memory_counts_unchanged(vault: Vault, oss_st
     vault.deliver(envelope)
     vault.drain()
     first = oss_store.list(CALLER, None, 100)
-    assert len(first) == 5  # 1 factual + 4 turns
+    assert len(first) == 7  # 5 facts + the caller's 2 turns
     for _ in range(3):
         assert vault.deliver(envelope) == "stored"
         vault.drain()
     again = oss_store.list(CALLER, None, 100)
-    assert len(again) == 5
+    assert len(again) == 7
     assert sorted(m.text for m in again) == sorted(m.text for m in first)
 
 
 def test_a_later_delivery_with_more_turns_replaces_the_conversations_memories(vault: Vault, oss_store: Any) -> None:
     vault.deliver(call_envelope("conv_maria_1", CALLER, LISBON_TURNS[:2], event_at=1751802025))
     vault.drain()
-    assert len(oss_store.list(CALLER, None, 100)) == 3
+    assert len(oss_store.list(CALLER, None, 100)) == 6  # 5 facts + 1 caller turn
     vault.deliver(call_envelope("conv_maria_1", CALLER, LISBON_TURNS, event_at=1751802099))
     vault.drain()
-    assert len(oss_store.list(CALLER, None, 100)) == 5
+    assert len(oss_store.list(CALLER, None, 100)) == 7
 
 
 def test_a_web_call_makes_no_memories_and_says_so(vault: Vault, oss_store: Any) -> None:
@@ -142,9 +153,9 @@ def test_forgetting_a_caller_erases_memories_and_their_history_but_not_other_cal
     vault.deliver(call_envelope("conv_maria_1", CALLER, LISBON_TURNS))  # a re-run: deletes leave history too
     vault.deliver(call_envelope("conv_other_1", OTHER_CALLER, OTHER_TURNS))
     vault.drain()
-    assert oss_store.delete_caller(CALLER) == 5
+    assert oss_store.delete_caller(CALLER) == 7
     assert oss_store.list(CALLER, None, 100) == []
-    assert len(oss_store.list(OTHER_CALLER, None, 100)) == 4
+    assert len(oss_store.list(OTHER_CALLER, None, 100)) == 7  # 5 facts + 2 caller turns
     history = sqlite3.connect(tmp_path / "memory" / "history.sqlite3")
     texts = [
         row[0] for row in history.execute("SELECT COALESCE(old_memory, '') || COALESCE(new_memory, '') FROM history")
@@ -163,7 +174,7 @@ def test_memories_survive_a_restart_of_the_store(tmp_path: Path, embedder: Any, 
     store.close()
     reopened = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)
     try:
-        assert len(reopened.list(CALLER, None, 100)) == 5
+        assert len(reopened.list(CALLER, None, 100)) == 7
         assert reopened.search(CALLER, "trams", "semantic", 1)[0].text.endswith("old yellow trams")
     finally:
         reopened.close()

@@ -44,37 +44,43 @@ def test_constructing_the_store_does_not_contact_the_service(platform: tuple[str
     assert state.requests == []
 
 
-def test_add_conversation_lists_then_adds_factual_and_turns_with_infer_off(platform: tuple[str, PlatformState]) -> None:
+def test_add_conversation_lists_then_adds_facts_and_the_callers_words_with_infer_off(
+    platform: tuple[str, PlatformState],
+) -> None:
     url, state = platform
     store, _ = _store(url)
-    assert store.add_conversation(CALLER, CONV, _items()) == 3
+    assert store.add_conversation(CALLER, CONV, _items()) == 6  # 5 facts + the caller's one worthwhile turn
 
     assert [(r.method, r.path) for r in state.requests] == [
         ("GET", "/v1/ping/"),
         ("POST", "/v3/memories/"),
-        ("POST", "/v3/memories/add/"),
-        ("POST", "/v3/memories/add/"),
+        *[("POST", "/v3/memories/add/")] * 4,  # summary, collected data, evaluations, the caller's words
     ]
     assert all(r.headers["authorization"] == f"Token {API_KEY}" for r in state.requests)
     listing = state.requests[1]
     assert listing.body == {"filters": {"AND": [{"user_id": CALLER}, {"metadata": {"conversation_id": CONV}}]}}
     assert listing.query == {"page": ["1"], "page_size": ["100"]}
-    factual, turns = (r.body for r in state.calls("POST", "/v3/memories/add/"))
-    assert factual["user_id"] == CALLER and factual["infer"] is False
-    assert [m["role"] for m in factual["messages"]] == ["assistant"]
-    assert factual["messages"][0]["content"].startswith("Call summary: ")
-    assert factual["metadata"] == {
-        "type": "factual",
-        "conversation_id": CONV,
-        AGENT_KEY: "agent_01jxbrc1trfxev5sdp5xk4ra67",
-        "started_at": 1751802015,
-        "caller_name": "Maria",
-    }
-    assert turns["messages"] == [
-        {"role": "assistant", "content": "Hello Maria"},
-        {"role": "user", "content": "My granddaughter Lucia visits on Sundays"},
+    summary, collected, evaluation, turns = (r.body for r in state.calls("POST", "/v3/memories/add/"))
+    assert summary["user_id"] == CALLER and all(
+        r.body["infer"] is False for r in state.calls("POST", "/v3/memories/add/")
+    )
+    base = {"conversation_id": CONV, AGENT_KEY: "agent_01jxbrc1trfxev5sdp5xk4ra67", "started_at": 1751802015}
+    assert summary["messages"] == [
+        {
+            "role": "user",
+            "content": "Call summary: The AI agent greeted Maria, offering to continue a previous story "
+            "or start a new one.",
+        }
     ]
-    assert turns["metadata"]["type"] == "semantic" and "turn" not in turns["metadata"]
+    assert summary["metadata"] == {**base, "type": "factual", "source": "summary", "caller_name": "Maria"}
+    texts = [m["content"] for m in collected["messages"]]
+    assert texts[0::2] == ["session date: 1751802015", "user name: Maria"] and len(texts) == 3
+    assert texts[1].startswith("comfort level: Whenever you")
+    assert {m["role"] for m in collected["messages"]} == {"user"}
+    assert collected["metadata"] == {**base, "type": "factual", "source": "data_collection", "caller_name": "Maria"}
+    assert evaluation["metadata"]["source"] == "evaluation"
+    assert turns["messages"] == [{"role": "user", "content": "My granddaughter Lucia visits on Sundays"}]
+    assert turns["metadata"] == {**base, "type": "semantic", "source": "turn"}  # no per-item turn or seq
 
 
 def test_adding_a_conversation_again_deletes_its_memories_first(platform: tuple[str, PlatformState]) -> None:
@@ -84,8 +90,8 @@ def test_adding_a_conversation_again_deletes_its_memories_first(platform: tuple[
     first_ids = {m["id"] for m in state.memories}
     store.add_conversation(OTHER_CALLER, "conv_other", _items())
     store.add_conversation(CALLER, CONV, _items())
-    assert len([m for m in state.memories if m["user_id"] == CALLER]) == 3
-    assert len([m for m in state.memories if m["user_id"] == OTHER_CALLER]) == 3
+    assert len([m for m in state.memories if m["user_id"] == CALLER]) == 6
+    assert len([m for m in state.memories if m["user_id"] == OTHER_CALLER]) == 6
     (batch,) = state.calls("DELETE", "/v1/batch/")
     assert {m["memory_id"] for m in batch.body["memories"]} == first_ids
 
@@ -109,7 +115,14 @@ def test_search_and_list_are_scoped_to_the_caller_and_map_metadata(platform: tup
     assert search == {"query": "granddaughter Lucia", "filters": {"user_id": CALLER}, "top_k": 5}
 
     factual = store.list(CALLER, "factual", 10)
-    assert len(factual) == 1 and factual[0].caller_name == "Maria"
+    assert [m.source for m in factual] == [
+        "summary",
+        "data_collection",
+        "data_collection",
+        "data_collection",
+        "evaluation",
+    ]
+    assert {m.caller_name for m in factual} == {"Maria"}
     assert state.calls("POST", "/v3/memories/")[-1].body == {
         "filters": {"AND": [{"user_id": CALLER}, {"metadata": {"type": "factual"}}]}
     }
@@ -123,7 +136,7 @@ def test_delete_caller_deletes_the_user_entity_and_tolerates_an_unknown_caller(
     store, _ = _store(url)
     store.add_conversation(CALLER, CONV, _items())
     store.add_conversation(OTHER_CALLER, "conv_other", _items())
-    assert store.delete_caller(CALLER) == 3
+    assert store.delete_caller(CALLER) == 6
     (delete,) = state.calls("DELETE", "/v2/entities/user/")
     assert unquote(delete.path) == f"/v2/entities/user/{CALLER}/"
     assert {m["user_id"] for m in state.memories} == {OTHER_CALLER}

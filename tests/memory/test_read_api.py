@@ -79,10 +79,11 @@ def test_caller_memories_list_newest_call_first_each_with_its_conversation(api: 
     body = api.client.get("/callers/%2B16125550142/memories", headers=AUTH).json()
     assert set(body) == {"items", "next_cursor"} and body["next_cursor"] is None
     items = body["items"]
-    assert [i["conversation_id"] for i in items] == ["conv_new"] * 3 + ["conv_old"] * 3
-    assert [i["type"] for i in items[:3]] == ["factual", "semantic", "semantic"]
-    assert items[2] == {
-        "id": items[2]["id"],
+    assert [i["conversation_id"] for i in items] == ["conv_new"] * 6 + ["conv_old"] * 6
+    assert [i["type"] for i in items[:6]] == ["factual"] * 5 + ["semantic"]  # facts, then the caller's words
+    assert items[0]["text"] == "Call summary: Second call."
+    assert items[5] == {
+        "id": items[5]["id"],
         "text": "My daughter Ana is visiting from Porto next week",
         "type": "semantic",
         "role": "user",
@@ -99,7 +100,7 @@ def test_caller_memories_search_type_and_limit(api: Api) -> None:
     found = api.client.get("/callers/+1 612-555-0142/memories", params={"q": "daughter Porto"}, headers=AUTH).json()
     assert [i["text"] for i in found["items"]] == ["My daughter Ana is visiting from Porto next week"]
     factual = api.client.get("/callers/%2B16125550142/memories?type=factual", headers=AUTH).json()["items"]
-    assert [i["type"] for i in factual] == ["factual"]
+    assert [i["type"] for i in factual] == ["factual"] * 5
     assert len(api.client.get("/callers/%2B16125550142/memories?limit=1", headers=AUTH).json()["items"]) == 1
     bad = api.client.get("/callers/%2B16125550142/memories?type=episodic", headers=AUTH)
     assert bad.status_code == 422

@@ -164,7 +164,7 @@ def test_partial_batch_failure_reports_only_the_failed_message(aws: Aws) -> None
 
     ids = {MemoryJob.from_json(r["body"]).conversation_id: r["messageId"] for r in event["Records"]}
     assert response == {"batchItemFailures": [{"itemIdentifier": ids["conv_b"]}]}
-    assert store.count(CALLER) == 6 and store.count(OTHER_CALLER) == 0
+    assert store.count(CALLER) == 12 and store.count(OTHER_CALLER) == 0
     assert status.history == [("conv_a", "done"), ("conv_c", "done")]
 
     aws.delete_succeeded(event, response)
@@ -188,7 +188,7 @@ def test_after_the_backoff_the_job_comes_back_and_succeeds(aws: Aws) -> None:
     response = worker.handle_batch(second)
     assert response == {"batchItemFailures": []}
     aws.delete_succeeded(second, response)
-    assert store.count(OTHER_CALLER, "conv_b") == 3 and status.last("conv_b") == "done"
+    assert store.count(OTHER_CALLER, "conv_b") == 6 and status.last("conv_b") == "done"
 
 
 def test_a_failure_holds_back_the_later_messages_of_its_own_conversation_only(aws: Aws) -> None:
@@ -202,7 +202,7 @@ def test_a_failure_holds_back_the_later_messages_of_its_own_conversation_only(aw
     response = _worker(aws, store, RecordingStatusSink(), retry_base_secs=60).handle_batch(event)
     failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
     assert failed == {r["messageId"] for r in event["Records"] if r["attributes"]["MessageGroupId"] == "conv_a"}
-    assert store.count(OTHER_CALLER) == 3
+    assert store.count(OTHER_CALLER) == 6
 
 
 def test_the_last_allowed_attempt_marks_the_call_failed_and_leaves_the_message_to_the_dlq(aws: Aws) -> None:
@@ -246,4 +246,4 @@ def test_lambda_handler_end_to_end_with_the_platform_store(aws: Aws, monkeypatch
             get_settings.cache_clear()
         assert response == {"batchItemFailures": []}
         assert {m["user_id"] for m in state.memories} == {CALLER}
-        assert len(state.memories) == 3
+        assert len(state.memories) == 6  # 5 facts + the caller's turn

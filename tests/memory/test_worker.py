@@ -67,7 +67,7 @@ def test_a_job_writes_memories_and_marks_the_row_done(world: World) -> None:
     world.ingest()
     assert world.status.history == [("conv_1", "pending")]
     assert world.worker.run_once() is True
-    assert world.store.count(CALLER, "conv_1") == 3
+    assert world.store.count(CALLER, "conv_1") == 6  # 5 facts + the caller's turn (not the agent's "Hi")
     assert world.status.last("conv_1") == "done"
     assert world.worker.run_once() is False
 
@@ -92,7 +92,7 @@ def test_mem0_down_backs_off_gives_up_as_failed_then_retry_completes(world: Worl
     world.store.down = False
     assert world.outbox.retry_failed() == 1
     assert world.worker.run_once() is True
-    assert world.status.last("conv_1") == "done" and world.store.count(CALLER) == 3
+    assert world.status.last("conv_1") == "done" and world.store.count(CALLER) == 6
 
 
 def test_a_job_whose_transcript_is_gone_fails_with_a_stable_code(world: World) -> None:

@@ -26,7 +26,8 @@ TURNS = [
     ("user", "My neighbour Tomas offered to drive me"),
     ("user", "Please remind me to buy ice packs"),
 ]
-EXPECTED = 1 + len(TURNS)  # the factual memory and every turn
+CALLER_TURNS = [text for role, text in TURNS if role == "user"]
+EXPECTED = 5 + len(CALLER_TURNS)  # the fixture's five facts and every caller turn (the agent's lines are none)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -64,7 +65,7 @@ def test_a_worker_killed_mid_job_is_resumed_after_its_lease_and_the_job_complete
 
     store = Mem0OssMemoryStore(data_dir / "memory", embedder=embedder)  # the folder lock died with the child
     try:
-        assert len(store.list(CALLER, None, 100)) == 3  # half done: factual + 2 turns made it before the kill
+        assert len(store.list(CALLER, None, 100)) == 3  # half done: 3 of the 5 facts made it before the kill
         leased_until = outbox.get("conv_kill_1").leased_until  # type: ignore[union-attr]
         assert leased_until is not None
         # The restarted worker's clock is ours: "before" and "after" the dead lease without sleeping on a
@@ -83,6 +84,6 @@ def test_a_worker_killed_mid_job_is_resumed_after_its_lease_and_the_job_complete
         assert row is not None and (row.state, row.attempts) == ("done", 2)
         memories = store.list(CALLER, None, 100)
         assert len(memories) == EXPECTED
-        assert sorted(m.text for m in memories if m.type == "semantic") == sorted(text for _, text in TURNS)
+        assert sorted(m.text for m in memories if m.type == "semantic") == sorted(CALLER_TURNS)
     finally:
         store.close()
