@@ -47,7 +47,9 @@ def test_serve_turns_an_archived_call_into_caller_memories(tmp_path: Path) -> No
         assert rows["conv_01jzfrjvcce0vsea1fcbpp9p04"]["memory_status"] == "done"
         items = memories()
         assert {i["conversation_id"] for i in items} == {"conv_01jzfrjvcce0vsea1fcbpp9p04"}
-        assert {i["type"] for i in items} == {"factual", "semantic"}
+        # The fixture's only turn is the agent's greeting: its memories are the five facts, all about the caller.
+        assert [(i["type"], i["role"]) for i in items] == [("factual", "user")] * 5
+        assert not any(i["text"].startswith("Hello, Maria.") for i in items)
         assert rows["conv_01jzfrjvcce0vsea1fcbpp9p06"]["memory_status"] == "skipped_no_phone"
 
         greeting = http.post(
