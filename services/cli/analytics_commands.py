@@ -115,10 +115,19 @@ def print_result(result: "QueryResult", output_format: str, title: str | None = 
     for name, kind in zip(result.columns, result.types, strict=True):
         table.add_column(name, justify="right" if kind in {"bigint", "double"} else "left", overflow="fold")
     for row in result.rows:
-        table.add_row(*[_cell(v) for v in row])
+        table.add_row(*[_percent(v) if _is_rate(c) else _cell(v) for c, v in zip(result.columns, row, strict=True)])
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
     console.print(f"{len(result.rows)} row(s)", style="dim")
+
+
+def _is_rate(column: str) -> bool:
+    """``success_rate``, ``pass_rate``: fractions in CSV and JSON (for programs), percent in tables and charts."""
+    return column.endswith("_rate")
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * float(value):.1f}%" if isinstance(value, int | float | Decimal) else _cell(value)
 
 
 def _cell(value: Any) -> str:
@@ -217,7 +226,7 @@ def report(
         from services.analytics.charts import render
 
         period = f"{args.since or 'start'} to {args.until or 'today'}" if first or last else "all time"
-        render(chosen, result, chart, subtitle=period)
+        render(chosen, result, chart, subtitle=period, since=first, until=last)
         click.echo(f"Chart written to {chart}", err=True)
 
 
