@@ -57,6 +57,7 @@ ON CONFLICT (phone) DO UPDATE SET caller_name = excluded.caller_name, started_at
     conversation_id = excluded.conversation_id
 WHERE excluded.started_at >= callers.started_at
 """
+_FORGET_NAME = "DELETE FROM callers WHERE phone = ? AND conversation_id = ?"
 
 
 def shard_of(phone: str) -> int:
@@ -133,6 +134,10 @@ class Mem0OssMemoryStore:
                         infer=False,
                     )
                 time.sleep(0)  # a lookup waiting for the lock gets it between two writes
+            if not items:  # the conversation's memories erased (#13): so is the name it gave, if it is the one kept
+                with self._names:
+                    self._callers.execute(_FORGET_NAME, (phone, conversation_id))
+                    self._callers.commit()
             self._remember_name(phone, conversation_id, items)
             return len(items)
 
