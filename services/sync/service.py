@@ -23,7 +23,14 @@ from services.core.domain.versions import FAILURE_KIND
 from services.core.ports import CallIndex
 
 from .audio import AudioFetcher
-from .ports import CallArchive, ConversationGone, ConversationSource, ConversationSummary, UpstreamRejected
+from .ports import (
+    CallArchive,
+    ConversationGone,
+    ConversationSource,
+    ConversationSummary,
+    UpstreamError,
+    UpstreamRejected,
+)
 from .state import SyncState
 
 Kind = Literal["complete", "new", "updated", "processing", "failed", "gone"]
@@ -162,6 +169,7 @@ class Syncer:
         self, after: int | None, before: int | None, agent_id: str | None
     ) -> Iterator[list[ConversationSummary]]:
         cursor: str | None = None
+        seen: set[str] = set()  # one cursor per 100 calls: a few MB for a million
         # ``after`` is inclusive here ("started at or after"); the API's bound may be exclusive.
         after_bound = after - 1 if after is not None else None
         while True:
@@ -171,6 +179,14 @@ class Syncer:
             yield page.conversations
             if not page.has_more or not page.next_cursor:
                 return
+            # A broken or hostile upstream must not keep a run (and serve's sync thread) listing for
+            # ever: a cursor seen before is a loop, and "more" after an empty page is not progress.
+            # Raising keeps the watermark where it was, so the next run lists this window again.
+            if page.next_cursor in seen:
+                raise UpstreamError("ElevenLabs returned a page cursor it had returned before; stopped listing")
+            if not page.conversations:
+                raise UpstreamError("ElevenLabs returned an empty page that says more follow; stopped listing")
+            seen.add(page.next_cursor)
             cursor = page.next_cursor
 
     def _sync_one(

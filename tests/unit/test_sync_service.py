@@ -404,3 +404,34 @@ def test_the_audio_worker_reaches_due_calls_behind_a_hundred_that_wait(world: An
     row = index.get(late["conversation_id"])
     assert row is not None and row.audio_key is not None
     assert api.requests["audio"] == 121  # each gone call asked once
+
+
+class LoopingApi(FakeApi):
+    """A hostile or broken upstream: its cursor leads back to a page already listed, or it says
+    ``has_more`` on empty pages with a fresh cursor each time."""
+
+    def __init__(self, documents: list[dict[str, Any]], *, empty_pages: bool) -> None:
+        super().__init__(documents)
+        self.empty_pages = empty_pages
+
+    def list_conversations(self, **kwargs: Any) -> ConversationPage:
+        page = super().list_conversations(**kwargs)
+        if self.requests["list"] > 1000:
+            raise AssertionError("sync kept listing a looping upstream")
+        if self.empty_pages and kwargs.get("cursor"):
+            return ConversationPage([], f"empty-{self.requests['list']}", True)
+        if not page.has_more:
+            return ConversationPage(page.conversations, "0", True)  # back to the first page, forever
+        return page
+
+
+@pytest.mark.parametrize("empty_pages", [False, True], ids=["cursor-loops", "empty-pages-with-more"])
+def test_a_looping_list_stops_the_run_without_moving_the_watermark(world: Any, empty_pages: bool) -> None:
+    api = LoopingApi([document(n) for n in range(150)], empty_pages=empty_pages)
+    state = MemorySyncState()
+
+    with pytest.raises(UpstreamError, match=r"cursor it had returned before|empty page"):
+        syncer(api, world, state).run()
+
+    assert api.requests["list"] <= 3
+    assert state.get_watermark("all") is None  # the next run lists the window again
