@@ -2,6 +2,7 @@
 
 import json
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,23 @@ from services.core.config import Settings
 if TYPE_CHECKING:
     from services.core.ports import CallerData
     from services.privacy.holds import HoldBook
+    from services.privacy.service import ErasureSummary
+
+
+_THROUGH_SERVE = "erase through it instead: DELETE /callers/{phone} with an admin key (docs/privacy.md)"
+
+
+def _exclusive(settings: Settings, command: str, hint: str = _THROUGH_SERVE) -> AbstractContextManager[object]:
+    """The offline memory store is one process's: held while we erase, refused while `serve` runs
+    (which erases through `DELETE /callers/{phone}` itself)."""
+    from services.local.lock import DataDirBusy, DataDirLock
+
+    if settings.backend != "local" or settings.memory_backend != "oss":
+        return nullcontext()
+    try:
+        return DataDirLock.acquire(settings.data_dir, command)
+    except DataDirBusy as exc:
+        raise click.ClickException(f"{exc}; {hint}") from None
 
 
 def _memory_erasure(settings: Settings) -> "CallerData | None":
@@ -60,8 +78,6 @@ def forget(
     """
     from services.core.domain import phone as phone_domain
     from services.core.domain.errors import CallVaultError
-    from services.core.wiring import build_storage
-    from services.privacy.wiring import build_eraser
     from services.web.params import parse_phone
 
     if bool(phone) == bool(conversations):
@@ -78,21 +94,8 @@ def forget(
     who = phone_domain.mask(e164) if e164 else f"{len(conversations)} conversation(s)"
     if not dry_run and not yes and not as_json:
         click.confirm(f"Erase everything kept of {who}? This cannot be undone.", abort=True)
-    try:
-        eraser = build_eraser(settings, build_storage(settings), _memory_erasure(settings))
-        if eraser.erased is None:  # AWS without a tombstone key: the calls would come back with the next sync
-            raise click.ClickException(
-                "set CALLVAULT_TOMBSTONE_KEY_PARAM (an SSM SecureString) or CALLVAULT_TOMBSTONE_KEY first: "
-                "without tombstones an erased call comes back with the next webhook retry or sync"
-            )
-        plan = eraser.plan_caller(e164) if e164 else eraser.plan_conversations(conversations)
-        if dry_run:
-            summary = eraser.dry_run(plan)
-        else:
-            with progress_bars() as bar:
-                summary = eraser.erase(plan, progress=bar("erasing calls"), actor=cli_actor())
-    except CallVaultError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    with _exclusive(settings, "callvault forget"):
+        summary = _forget(settings, e164, conversations, dry_run)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
         return
@@ -104,6 +107,27 @@ def forget(
     if not dry_run:
         click.echo("Run `callvault verify` to check the archive.", err=True)
     sys.exit(0)
+
+
+def _forget(settings: Settings, e164: str | None, conversations: tuple[str, ...], dry_run: bool) -> "ErasureSummary":
+    from services.core.domain.errors import CallVaultError
+    from services.core.wiring import build_storage
+    from services.privacy.wiring import build_eraser
+
+    try:
+        eraser = build_eraser(settings, build_storage(settings), _memory_erasure(settings))
+        if eraser.erased is None:  # AWS without a tombstone key: the calls would come back with the next sync
+            raise click.ClickException(
+                "set CALLVAULT_TOMBSTONE_KEY_PARAM (an SSM SecureString) or CALLVAULT_TOMBSTONE_KEY first: "
+                "without tombstones an erased call comes back with the next webhook retry or sync"
+            )
+        plan = eraser.plan_caller(e164) if e164 else eraser.plan_conversations(conversations)
+        if dry_run:
+            return eraser.dry_run(plan)
+        with progress_bars() as bar:
+            return eraser.erase(plan, progress=bar("erasing calls"), actor=cli_actor())
+    except CallVaultError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
 
 
 def cli_actor() -> str:
@@ -272,10 +296,12 @@ def retention_run(dry_run: bool, as_json: bool, rules: Path | None, data_dir: Pa
     settings = settings_for(data_dir)
     if settings.backend != "aws" and not (settings.data_dir / "index.sqlite3").exists():
         raise click.ClickException(f"no archive in {settings.data_dir}: pass the server's --data-dir")
+    lock = _exclusive(settings, "callvault retention run", "it applies the rules itself, daily")
     try:
-        runner = build_retention(settings, build_storage(settings), _memory_erasure(settings), rules)
-        with progress_bars() as bar:
-            summary = runner.run(dry_run=dry_run, progress=bar("expiring calls"), actor=cli_actor())
+        with lock:
+            runner = build_retention(settings, build_storage(settings), _memory_erasure(settings), rules)
+            with progress_bars() as bar:
+                summary = runner.run(dry_run=dry_run, progress=bar("expiring calls"), actor=cli_actor())
     except RetentionConfigError as exc:
         raise click.ClickException(str(exc)) from None
     except CallVaultError as exc:

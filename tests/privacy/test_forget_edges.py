@@ -140,3 +140,18 @@ def test_forget_on_aws_without_a_tombstone_key_refuses(monkeypatch: pytest.Monke
     result = CliRunner().invoke(cli, ["forget", "+16125550142", "--yes"], env=env)
 
     assert result.exit_code == 1 and "CALLVAULT_TOMBSTONE_KEY_PARAM" in result.output
+
+
+def test_forget_and_retention_refuse_while_serve_holds_the_offline_memory_store(
+    client: TestClient, data_dir: Path
+) -> None:
+    from services.local.lock import DataDirLock
+
+    env = {"CALLVAULT_MEMORY_BACKEND": "oss"}
+    with DataDirLock.acquire(data_dir, "callvault serve"):
+        refused = CliRunner().invoke(cli, ["forget", "+16125550142", "--yes", "--data-dir", str(data_dir)], env=env)
+        later = CliRunner().invoke(cli, ["retention", "run", "--data-dir", str(data_dir)], env=env)
+
+    assert refused.exit_code == 1 and "callvault serve" in refused.output and "DELETE /callers" in refused.output
+    assert later.exit_code == 1 and "daily" in later.output
+    assert client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN)).status_code == 200  # nothing was erased
