@@ -178,6 +178,7 @@ async def signout(request: Request, context: Context, visitor: SignedIn) -> Resp
         return page(
             "error.html", 403, visitor=visitor, title="Forbidden", message="The form expired; reload and try again."
         )
+    context.sessions.end(visitor.session)  # a copy of the cookie is refused from now on
     response = RedirectResponse("/console/signin", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_secure(request))
     return response

@@ -11,11 +11,15 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import orjson
 
@@ -44,14 +48,74 @@ class Session:
     expires_at: int
 
 
+class SignedOutSessions(Protocol):
+    """Session ids signed out before their expiry: a cookie is stateless, so sign-out must be remembered."""
+
+    def add(self, session_id: str, expires_at: int) -> None: ...
+
+    def __contains__(self, session_id: object) -> bool: ...
+
+
+class MemorySignedOutSessions:
+    """Per process: enough for tests; on Lambda only the instance that signed out knows (docs/console.md)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._ids: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def add(self, session_id: str, expires_at: int) -> None:
+        now = self._clock()
+        with self._lock:
+            self._ids = {sid: at for sid, at in self._ids.items() if at > now}  # expired cookies fail anyway
+            self._ids[session_id] = expires_at
+
+    def __contains__(self, session_id: object) -> bool:
+        with self._lock:
+            return session_id in self._ids
+
+
+class FileSignedOutSessions(MemorySignedOutSessions):
+    """``serve``: also appended to a file (owner-only; ``id expiry`` per line) and read back at start, so
+    a restart does not revive a signed-out cookie. Nothing is written until someone signs out."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
+        self._path = path
+        now = clock()
+        try:
+            lines = path.read_text(encoding="ascii", errors="replace").splitlines()
+        except FileNotFoundError:
+            lines = []
+        for line in lines:
+            sid, _, at = line.partition(" ")
+            if at.isdigit() and int(at) > now:
+                self._ids[sid] = int(at)
+
+    def add(self, session_id: str, expires_at: int) -> None:
+        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, f"{session_id} {expires_at}\n".encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        super().add(session_id, expires_at)
+
+
 class SessionCodec:
     def __init__(
-        self, signing_key: bytes, *, ttl_secs: int = SESSION_TTL_SECS, clock: Callable[[], float] = time.time
+        self,
+        signing_key: bytes,
+        *,
+        ttl_secs: int = SESSION_TTL_SECS,
+        clock: Callable[[], float] = time.time,
+        signed_out: SignedOutSessions | None = None,
     ) -> None:
         # A key of its own: a session tag can never be replayed as a cursor or file-link signature.
         self._key = hmac.new(signing_key, b"callvault-console-session-v1", hashlib.sha256).digest()
         self.ttl_secs = ttl_secs
         self._clock = clock
+        self._signed_out = signed_out if signed_out is not None else MemorySignedOutSessions(clock)
 
     def _tag(self, purpose: bytes, payload: bytes) -> bytes:
         return hmac.new(self._key, purpose + b":" + payload, hashlib.sha256).digest()
@@ -78,7 +142,13 @@ class SessionCodec:
             session = Session(str(values["k"]), str(values["s"]), int(values["e"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
-        return session if session.expires_at > self._clock() else None
+        if session.expires_at <= self._clock() or session.session_id in self._signed_out:
+            return None
+        return session
+
+    def end(self, session: Session) -> None:
+        """Sign-out: this session's cookie is refused from now on, wherever a copy of it is."""
+        self._signed_out.add(session.session_id, session.expires_at)
 
     def csrf_token(self, session: Session) -> str:
         return _b64(self._tag(b"csrf", session.session_id.encode("ascii")))

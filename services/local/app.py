@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from services.analytics.reader import AnalyticsReader
 from services.console.app import ConsoleContext, mount_console
-from services.console.session import SessionCodec
+from services.console.session import FileSignedOutSessions, SessionCodec
 from services.core.adapters.fs_blob_store import FsBlobStore
 from services.core.config import Settings
 from services.core.logging import get_logger
@@ -98,7 +98,11 @@ def create_local_app(
             ),
             blobs=storage.blobs,
             api_keys=search.api_keys,
-            sessions=SessionCodec(signing_key, clock=clock),
+            sessions=SessionCodec(
+                signing_key,
+                clock=clock,
+                signed_out=FileSignedOutSessions(settings.data_dir / "console-signed-out", clock),
+            ),
             default_region=settings.default_region,
             reports=analytics,
             memories=memory.context.store if memory is not None else None,

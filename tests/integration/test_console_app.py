@@ -146,6 +146,23 @@ def test_console_sign_out_needs_csrf_and_ends_the_session(client: TestClient) ->
     assert client.get("/console/calls", follow_redirects=False).status_code == 303
 
 
+def test_console_a_signed_out_cookie_replayed_is_refused_also_after_a_restart(tmp_path: Path) -> None:
+    with _app(tmp_path / "data") as client:
+        cookie = sign_in(client, ADMIN).cookies["cv_session"]
+        other = sign_in(TestClient(client.app), ADMIN).cookies["cv_session"]  # a second browser
+        page = client.get("/console/calls")
+        assert client.post("/console/signout", data={"csrf": csrf_of(page.text)}).status_code == 200
+        replayed = TestClient(client.app, cookies={"cv_session": cookie})
+        assert replayed.get("/console/calls", follow_redirects=False).status_code == 303
+        kept = TestClient(client.app, cookies={"cv_session": other})
+        assert kept.get("/console/calls", follow_redirects=False).status_code == 200  # only that session ended
+    with _app(tmp_path / "data") as restarted:  # serve started again on the same data dir
+        restarted.cookies.set("cv_session", cookie)
+        assert restarted.get("/console/calls", follow_redirects=False).status_code == 303
+        restarted.cookies.set("cv_session", other)
+        assert restarted.get("/console/calls", follow_redirects=False).status_code == 200
+
+
 @pytest.mark.parametrize(
     "target",
     [
