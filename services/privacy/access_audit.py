@@ -1,5 +1,5 @@
 """Records every transcript or audio access in the audit trail: a link issued (``GET /calls/{id}``,
-``/calls/{id}/audio``), a signed file downloaded, a call shown in the console.
+``/calls/{id}/audio``), a signed file downloaded, a call shown in the console, a transcript search.
 
 An ASGI middleware over the composed app, so the search and console routes need not know about the
 audit: when a response to one of these routes starts with a success status, the entry is written
@@ -22,6 +22,10 @@ AUDITED_ROUTES = {
     "/files/{key:path}": "file_download",
     "/console/calls/{conversation_id}": "console_view",
     "/console/calls/{conversation_id}/audio": "console_audio",
+    # Keyword search answers with transcript turns of many calls: recorded without naming them (the
+    # query is not kept either: it may be a name or a number).
+    "/search": "transcript_search",
+    "/console/search": "transcript_search",
 }
 
 

@@ -130,3 +130,12 @@ def test_audit_command_lists_finds_and_verifies_and_sees_tampering(client: TestC
     conn.close()
     broken = runner.invoke(cli, ["audit", "--verify", "--data-dir", str(data_dir)], env=ENV)
     assert broken.exit_code == 1 and "BROKEN at entry 2" in broken.output
+
+
+def test_a_transcript_search_is_recorded_without_the_query(client: TestClient) -> None:
+    searched = client.get("/search", params={"q": "Maria"}, headers=bearer(READ))
+    assert searched.status_code == 200, searched.text
+
+    (item,) = _trail(client)["items"]
+    assert (item["action"], item["actor"], item["subjects"]) == ("transcript_search", _key_id(client, READ), [])
+    assert "Maria" not in json.dumps(item)

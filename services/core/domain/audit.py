@@ -30,6 +30,7 @@ ACTIONS = frozenset(
         "file_download",
         "console_view",
         "console_audio",
+        "transcript_search",
     }
 )
 Detail = Mapping[str, str | int | bool | None]
