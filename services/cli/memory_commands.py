@@ -5,6 +5,9 @@
   ``callvault serve`` picks them up within a poll, otherwise the next start does.
 - ``forget PHONE``: erase everything the memory store holds about one caller (history included).
   The archive and index are untouched; that is a separate decision.
+- ``show PHONE``: the caller's memories, newest call first; ``search PHONE QUERY``: the most similar.
+  Both read the configured store (the local one only while ``serve`` is stopped; otherwise use
+  ``GET /callers/{phone}/memories``).
 
 They work on the data dir directly (no server needed). On AWS, jobs live in SQS: re-drive the
 dead-letter queue instead (docs/memory.md).
@@ -22,6 +25,7 @@ from services.cli.options import DATA_DIR_OPTION, settings_for
 from services.core.config import Settings
 
 if TYPE_CHECKING:  # imported lazily below: `callvault --help` must not load the memory package
+    from services.memory.domain import MemoryType
     from services.memory.outbox import SqliteOutbox
 
 
@@ -39,7 +43,7 @@ def _outbox(settings: Settings) -> "SqliteOutbox":
 
 @click.group()
 def memory() -> None:
-    """Caller memory: job status, re-drive failed jobs, erase a caller."""
+    """Caller memory: job status, re-drive failed jobs, show and search a caller's memories, erase a caller."""
 
 
 @memory.command()
@@ -91,14 +95,79 @@ def forget(phone: str, data_dir: Path | None, yes: bool) -> None:
         _forget(settings, e164)
 
 
-def _data_dir_lock(settings: Settings) -> AbstractContextManager[object]:
-    """The local store is one process's: held for the erasure, refused while `serve` holds it."""
+@memory.command()
+@click.argument("phone")
+@DATA_DIR_OPTION
+@click.option("--type", "type_", type=click.Choice(["factual", "semantic"]), default=None, help="Only this kind.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 5000), help="Memories to show.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def show(phone: str, data_dir: Path | None, type_: str | None, limit: int, as_json: bool) -> None:
+    """The caller PHONE's memories: newest call first, facts then what the caller said."""
+    _read(phone, data_dir, None, type_, limit, as_json)
+
+
+@memory.command()
+@click.argument("phone")
+@click.argument("query")
+@DATA_DIR_OPTION
+@click.option("--type", "type_", type=click.Choice(["factual", "semantic"]), default=None, help="Only this kind.")
+@click.option("--limit", default=5, show_default=True, type=click.IntRange(1, 100), help="Memories to show.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def search(phone: str, query: str, data_dir: Path | None, type_: str | None, limit: int, as_json: bool) -> None:
+    """The caller PHONE's memories most similar to QUERY, best first."""
+    if not query.strip():
+        raise click.BadParameter("say what to look for", param_hint="QUERY")
+    _read(phone, data_dir, query, type_, limit, as_json)
+
+
+def _read(phone: str, data_dir: Path | None, query: str | None, type_: str | None, limit: int, as_json: bool) -> None:
+    import orjson
+
+    from services.core.domain.errors import CallVaultError
+    from services.memory.service import caller_memories
+    from services.memory.wiring import build_memory_store
+    from services.web.params import parse_phone
+
+    settings = settings_for(data_dir)
+    try:
+        e164 = parse_phone(phone, settings.default_region)
+    except CallVaultError as exc:
+        raise click.BadParameter(exc.message, param_hint="PHONE") from None
+    kinds: dict[str | None, MemoryType | None] = {"factual": "factual", "semantic": "semantic", None: None}
+    kind = kinds[type_]
+    with _data_dir_lock(settings, "callvault memory show"):
+        try:
+            store = build_memory_store(settings)
+        except CallVaultError as exc:
+            raise click.ClickException(f"{exc.code}: {exc.message}") from None
+        try:
+            found = caller_memories(e164, store=store, query=query, type=kind, limit=limit).items
+        except CallVaultError as exc:
+            raise click.ClickException(f"{exc.code}: {exc.message}") from None
+        finally:
+            close = getattr(store, "close", None)
+            if callable(close):
+                close()
+    for m in found:
+        if as_json:
+            fields = ("id", "text", "type", "source", "role", "conversation_id", "agent_id", "started_at", "score")
+            click.echo(orjson.dumps({name: getattr(m, name) for name in fields}).decode())
+            continue
+        when = datetime.fromtimestamp(m.started_at, UTC).strftime("%Y-%m-%d") if m.started_at else "undated"
+        score = f"  {m.score:.2f}" if m.score is not None else ""
+        click.echo(f"{when}  {m.conversation_id or '-'}  {m.source or m.type or '-'}{score}  {m.text}")
+    if not found and not as_json:
+        click.echo("no memories", err=True)
+
+
+def _data_dir_lock(settings: Settings, holder: str = "callvault memory forget") -> AbstractContextManager[object]:
+    """The local store is one process's: held while we use it, refused while `serve` holds it."""
     from services.local.lock import DataDirBusy, DataDirLock
 
     if settings.backend != "local" or settings.memory_backend != "oss":
         return nullcontext()
     try:
-        return DataDirLock.acquire(settings.data_dir, "callvault memory forget")
+        return DataDirLock.acquire(settings.data_dir, holder)
     except DataDirBusy as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -95,6 +95,7 @@ _INIT_ANSWER = {
         "caller_last_call_at": "2025-07-06",
         "caller_last_call_summary": "Asked to move her appointment to Friday.",
         "caller_history_summary": "2 earlier calls. ...",
+        "caller_facts": "user name: Maria; key life event: Moving to Lyon in 1967",
     },
 }
 _TOOL_DOC = _agent_body(
@@ -116,6 +117,7 @@ _MEMORIES_EXAMPLE = {
             "text": "My daughter Ana is visiting from Porto next week",
             "type": "semantic",
             "role": "user",
+            "source": "turn",
             "conversation_id": "conv_01jzfrjvcce0vsea1fcbpp9p04",
             "agent_id": "agent_01jxbrc1trfxev5sdp5xk4ra67",
             "started_at": 1751802015,
@@ -165,6 +167,7 @@ class MemoryOut(BaseModel):
                     "text": "I want to talk about my trip to Lisbon last spring",
                     "type": "semantic",
                     "role": "user",
+                    "source": "turn",
                     "conversation_id": "conv_01jzfrjvcce0vsea1fcbpp9p04",
                     "agent_id": "agent_01jxbrc1trfxev5sdp5xk4ra67",
                     "started_at": 1751802015,
@@ -178,7 +181,10 @@ class MemoryOut(BaseModel):
     id: str
     text: str
     type: str | None = Field(None, description="factual (summary, evaluations, collected data) or semantic (a turn)")
-    role: str | None = Field(None, description="user (the caller) or assistant (the agent)")
+    role: str | None = Field(None, description="user: the caller's words, or a fact about the caller")
+    source: str | None = Field(
+        None, description="summary, data_collection or evaluation (factual); turn (what the caller said)"
+    )
     conversation_id: str | None = None
     agent_id: str | None = None
     started_at: int | None = Field(None, description="the call's start, unix seconds UTC")
@@ -192,6 +198,7 @@ class MemoryOut(BaseModel):
             text=memory.text,
             type=memory.type,
             role=memory.role,
+            source=memory.source,
             conversation_id=memory.conversation_id,
             agent_id=memory.agent_id,
             started_at=memory.started_at,
@@ -202,7 +209,7 @@ class MemoryOut(BaseModel):
 
 class MemoryList(BaseModel):
     items: list[MemoryOut]
-    next_cursor: str | None = Field(None, description="always null: memories come in one page of up to `limit`")
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page; null on the last page")
 
 
 def create_memory_router(require_api_key: Callable[..., Any]) -> APIRouter:
@@ -214,12 +221,14 @@ def create_memory_router(require_api_key: Callable[..., Any]) -> APIRouter:
         summary="A caller's memories (semantic search with q)",
         description=(
             "What CallVault remembers about one caller, each with the conversation it came from. Without "
-            "`q`, newest call first; with `q`, the most similar first. A caller with no memories gets an "
+            "`q`, newest call first; with `q`, the most similar first. Pages of `limit`: pass `next_cursor` "
+            "back as `cursor` (with the same `q` and `type`) for the next. A caller with no memories gets an "
             "empty list."
         ),
         dependencies=[Depends(require_api_key)],
         responses={
             200: _json_example("the caller's memories", _MEMORIES_EXAMPLE),
+            400: _error("the cursor is not one of ours", "invalid_cursor", "cursor is not valid"),
             401: _error("missing or wrong API key", "unauthorized", "API key is not valid"),
             422: _error("a parameter is wrong", "invalid_request", "phone is too short to be a phone number"),
         },
@@ -231,12 +240,15 @@ def create_memory_router(require_api_key: Callable[..., Any]) -> APIRouter:
         q: Annotated[str | None, Query(max_length=500, description="search text")] = None,
         type: Annotated[Literal["factual", "semantic"] | None, Query(description="only this kind")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+        cursor: Annotated[
+            str | None, Query(max_length=1024, description="`next_cursor` of the previous page (same q and type)")
+        ] = None,
     ) -> MemoryList:
         e164 = parse_phone(phone, context.default_region)
-        add_log_fields(request, phone=phone_domain.mask(e164), searched=bool(q), type=type)
-        found = caller_memories(e164, store=context.store, query=q, type=type, limit=limit)
-        add_log_fields(request, items=len(found))
-        return MemoryList(items=[MemoryOut.of(m) for m in found])
+        add_log_fields(request, phone=phone_domain.mask(e164), searched=bool(q), type=type, paged=bool(cursor))
+        page = caller_memories(e164, store=context.store, query=q, type=type, limit=limit, cursor=cursor)
+        add_log_fields(request, items=len(page.items))
+        return MemoryList(items=[MemoryOut.of(m) for m in page.items], next_cursor=page.next_cursor)
 
     @router.post(
         "/webhooks/elevenlabs/conversation-init",
@@ -244,7 +256,8 @@ def create_memory_router(require_api_key: Callable[..., Any]) -> APIRouter:
         description=(
             "ElevenLabs calls this while the phone rings with `{caller_id, agent_id, called_number, call_sid}`. "
             "Answers `dynamic_variables` (caller_known, caller_name, caller_past_calls, caller_last_call_at, "
-            "caller_last_call_summary, caller_history_summary) from the index and the memory store, without an "
+            "caller_last_call_summary, caller_history_summary, caller_facts) from the index and the memory store, "
+            "without an "
             f"LLM call. Always 200 once authenticated (`{SECRET_HEADER}`)."
         ),
         openapi_extra=_INIT_DOC,

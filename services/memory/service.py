@@ -6,18 +6,25 @@ a store that is down, slow or empty yields the first-time-caller answer, never a
 an error there could cost the call itself.
 """
 
+import base64
+import binascii
+import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from services.core.domain import phone as phone_domain
-from services.core.domain.errors import CallVaultError, Unauthorized
+from services.core.domain.errors import CallVaultError, InvalidCursor, Unauthorized
 from services.core.domain.matching import matches_any
 from services.core.domain.models import STATUS_INITIATION_FAILED, CallQuery, CallRecord
 from services.core.ports import CallIndex
 
-from .domain import Memories, MemoryType, StoredMemory
+from .domain import Memories, MemoryType, StoredMemory, listing_order
+from .extract import near_duplicates
 from .ports import MemoryStore
 
 SECRET_HEADER = "X-CallVault-Secret"  # noqa: S105 - a header name
@@ -26,6 +33,13 @@ PAST_CALLS_COUNTED = 100  # one index page; beyond that the count says 100
 SUMMARY_CHARS = 240
 HISTORY_CHARS = 600
 TOOL_LIMIT = 5
+LIST_DEPTH = 5000  # a listing walks at most this many of one caller's memories (the stores' own scan bound)
+TOOL_OVERFETCH = 4  # the tool asks for 4x its answer, so dropping duplicates still fills it
+PROFILE_FACTS_READ = 50  # factual memories read for caller_facts (newest calls first)
+FACTS_CHARS = 400
+SEARCH_DEPTH = 500  # a search pages at most this deep into the ranking
+MAX_CURSOR_CHARS = 1024
+_BAD_CURSOR = "cursor is not valid: pass back next_cursor unchanged, with the same q and type"
 
 
 class AgentSecrets:
@@ -45,17 +59,113 @@ class AgentSecrets:
             raise Unauthorized(f"{SECRET_HEADER} is not valid")
 
 
-def caller_memories(
-    phone: str, *, store: MemoryStore, query: str | None = None, type: MemoryType | None = None, limit: int = 20
-) -> Memories:
-    """Semantic search within the caller's memories when ``query`` is given, else newest first.
+@dataclass(frozen=True)
+class MemoryPage:
+    items: Memories
+    next_cursor: str | None = None
 
-    A caller with no memories gets an empty list: "we know nothing about this number" is an
-    answer, not a missing resource.
+
+def caller_memories(
+    phone: str,
+    *,
+    store: MemoryStore,
+    query: str | None = None,
+    type: MemoryType | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> MemoryPage:
+    """One page of the caller's memories: semantic search when ``query`` is given, else newest first.
+
+    ``cursor`` (from the previous page's ``next_cursor``) continues the walk. A listing cursor holds the
+    last item's place in listing order, so memories added meanwhile neither repeat nor shift the walk;
+    a search cursor holds an offset into the ranking (at most ``SEARCH_DEPTH`` deep). A caller with no
+    memories gets an empty page: "we know nothing about this number" is an answer, not a missing
+    resource.
     """
-    if query and query.strip():
-        return store.search(phone, query.strip(), type, limit)
-    return store.list(phone, type, limit)
+    text = query.strip() if query else ""
+    scope = _scope(phone, text, type)
+    position = decode_cursor(cursor, scope) if cursor else {}
+    if text:
+        offset = position.get("o", 0)
+        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset < SEARCH_DEPTH:
+            raise InvalidCursor(_BAD_CURSOR)
+        found = store.search(phone, in_callers_words(text), type, min(offset + limit + 1, SEARCH_DEPTH))
+        items = found[offset : offset + limit]
+        more = len(found) > offset + limit and offset + limit < SEARCH_DEPTH
+        return MemoryPage(items, encode_cursor({"o": offset + limit}, scope) if more else None)
+    after = position.get("a")
+    if after is not None and not _valid_key(after):
+        raise InvalidCursor(_BAD_CURSOR)
+    ordered = store.list(phone, type, LIST_DEPTH)
+    rest = [m for m in ordered if after is None or _page_key(m) > tuple(after)]
+    items = rest[:limit]
+    more = len(rest) > limit
+    return MemoryPage(items, encode_cursor({"a": list(_page_key(items[-1]))}, scope) if more else None)
+
+
+_THIRD_PERSON = {
+    "she": "I",
+    "he": "I",
+    "her": "my",
+    "his": "my",
+    "him": "me",
+    "hers": "mine",
+    "herself": "myself",
+    "himself": "myself",
+    "she's": "I'm",
+    "he's": "I'm",
+    "caller": "I",
+    "caller's": "my",
+}
+_QUERY_WORD = re.compile(r"[A-Za-z']+")
+
+
+def in_callers_words(query: str) -> str:
+    """``"where did she grow up"`` -> ``"where did I grow up"``: memories are the caller's first person,
+    and agents ask about the caller in the third (measured: the caller's answer went from second to first,
+    benchmarks/memory_recall.py)."""
+    text = re.sub(r"\bthe caller\b", "caller", query, flags=re.IGNORECASE)
+    return _QUERY_WORD.sub(lambda m: _THIRD_PERSON.get(m.group(0).lower(), m.group(0)), text)
+
+
+def encode_cursor(position: dict[str, Any], scope: str) -> str:
+    body = orjson.dumps({"v": 1, "s": scope, "p": position}, option=orjson.OPT_SORT_KEYS)
+    return base64.urlsafe_b64encode(body).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(cursor: str, scope: str) -> dict[str, Any]:
+    """The position in ``cursor``; ``InvalidCursor`` (400) when it is not one of ours or was issued for
+    another caller, query or type. Not signed: a position only moves within what the key may read."""
+    if len(cursor) > MAX_CURSOR_CHARS or not cursor.isascii():
+        raise InvalidCursor(_BAD_CURSOR)
+    try:
+        body = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, orjson.JSONDecodeError):
+        raise InvalidCursor(_BAD_CURSOR) from None
+    if not isinstance(body, dict) or body.get("v") != 1 or not isinstance(body.get("p"), dict):
+        raise InvalidCursor(_BAD_CURSOR)
+    if body.get("s") != scope:
+        raise InvalidCursor("cursor belongs to another caller, query or type; start again without a cursor")
+    position: dict[str, Any] = body["p"]
+    return position
+
+
+def _scope(phone: str, query: str, type: MemoryType | None) -> str:
+    canonical = orjson.dumps([phone, " ".join(query.split()), type])
+    return hashlib.sha256(canonical).hexdigest()[:24]
+
+
+def _page_key(memory: StoredMemory) -> tuple[int, str, int, int, str, str]:
+    return (*listing_order(memory), memory.id)
+
+
+def _valid_key(value: object) -> bool:
+    kinds = (int, str, int, int, str, str)
+    return (
+        isinstance(value, list)
+        and len(value) == len(kinds)
+        and all(isinstance(v, k) and not isinstance(v, bool) for v, k in zip(value, kinds, strict=True))
+    )
 
 
 @dataclass(frozen=True)
@@ -68,6 +178,7 @@ class CallerProfile:
     last_call_at: int | None = None
     last_call_summary: str | None = None
     history_summary: str | None = None
+    facts: str | None = None
     degraded: bool = False  # the index or the memory store did not answer: partial profile
 
     def dynamic_variables(self) -> dict[str, Any]:
@@ -79,6 +190,7 @@ class CallerProfile:
             "caller_last_call_at": _date(self.last_call_at),
             "caller_last_call_summary": self.last_call_summary or "",
             "caller_history_summary": self.history_summary or "",
+            "caller_facts": self.facts or "",
         }
 
 
@@ -101,10 +213,11 @@ def caller_profile(
     except Exception as exc:
         degraded = True
         _report(on_error, "index", exc)
-    name = None
+    name = facts = None
     if calls:  # a number we never spoke to has no memories: skip the store
         try:
             name = store.caller_name(phone)
+            facts = _facts_line(store.list(phone, "factual", PROFILE_FACTS_READ))
         except Exception as exc:
             degraded = True
             _report(on_error, "memory", exc)
@@ -116,6 +229,7 @@ def caller_profile(
         last_call_at=last.started_at if last else None,
         last_call_summary=_clip(last.summary or last.summary_title, SUMMARY_CHARS) if last else None,
         history_summary=_history(calls),
+        facts=facts,
         degraded=degraded,
     )
 
@@ -149,11 +263,45 @@ def memory_search_tool(
     if phone is None:
         return {"caller_known": False, "results": [], "note": "no caller phone number for this conversation"}
     try:
-        found = store.search(phone, text, None, limit) if text else store.list(phone, "factual", limit)
+        if text:
+            found = store.search(phone, in_callers_words(text), None, limit * TOOL_OVERFETCH)
+        else:  # no question: what we know, newest call first
+            found = store.list(phone, "factual", PROFILE_FACTS_READ)
     except CallVaultError as exc:
         _report(on_error, "memory", exc)
         return {"caller_known": None, "results": [], "note": "memory is temporarily unavailable"}
-    return {"caller_known": bool(found), "results": [_tool_item(m) for m in found]}
+    return {"caller_known": bool(found), "results": [_tool_item(m) for m in best_memories(found, limit)]}
+
+
+def best_memories(found: Memories, limit: int) -> Memories:
+    """The first ``limit`` memories (in the order given: best or newest first) worth telling an agent:
+    evaluation results are about the agent, not the caller; and what the caller said in several calls
+    is told once."""
+    best: Memories = []
+    for memory in found:
+        if memory.source == "evaluation" or not memory.text.strip():
+            continue
+        if any(near_duplicates(memory.text, kept.text) for kept in best):
+            continue
+        best.append(memory)
+        if len(best) == limit:
+            break
+    return best
+
+
+def _facts_line(facts: Memories) -> str | None:
+    """``"user name: Maria; key life event: ..."``: each collected field once, its newest value first."""
+    seen: set[str] = set()
+    parts: list[str] = []
+    for memory in facts:  # newest call first
+        if memory.source != "data_collection":
+            continue
+        field_name = memory.text.split(":", 1)[0]
+        if field_name in seen:
+            continue
+        seen.add(field_name)
+        parts.append(memory.text)
+    return _clip("; ".join(parts), FACTS_CHARS)
 
 
 def _tool_item(memory: StoredMemory) -> dict[str, Any]:
@@ -161,6 +309,7 @@ def _tool_item(memory: StoredMemory) -> dict[str, Any]:
         "text": memory.text,
         "type": memory.type,
         "role": memory.role,
+        "source": memory.source,
         "conversation_id": memory.conversation_id,
         "call_date": _date(memory.started_at),
         "score": round(memory.score, 3) if memory.score is not None else None,

@@ -79,3 +79,53 @@ def test_forget_erases_one_callers_memories_in_the_offline_store(
 def test_forget_refuses_something_that_is_not_a_phone_number(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(cli, ["memory", "forget", "hello", "--yes", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "PHONE" in result.output
+
+
+def test_show_and_search_read_one_callers_memories_from_the_offline_store(
+    runner: CliRunner, tmp_path: Path, embedder: Any, no_network: None
+) -> None:
+    import orjson
+
+    from services.memory.mem0_oss import Mem0OssMemoryStore
+
+    turns = [
+        ("agent", "Where did you grow up?"),
+        ("user", "Yes."),
+        ("user", "I grew up in Winona, on a farm by the river."),
+        ("user", "My sister Rosa still lives in Duluth."),
+    ]
+    store = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)
+    for cid, phone in (("conv_1", CALLER), ("conv_2", OTHER_CALLER)):
+        envelope = call_envelope(cid, phone, turns if phone == CALLER else [("user", "I grew up in Lisbon.")])
+        store.add_conversation(phone, cid, build_conversation_memories(envelope["data"]).items)
+    store.close()  # the CLI opens the folder itself (one process at a time)
+    where = ["--data-dir", str(tmp_path)]
+
+    shown = runner.invoke(cli, ["memory", "show", "(612) 555-0142", *where])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert len(lines) == 7  # 5 facts, then the caller's two sentences ("Yes." is none)
+    assert all(line.startswith("2025-07-06  conv_1  ") for line in lines)
+    assert lines[0].endswith(
+        "summary  Call summary: The AI agent greeted Maria, offering to continue a previous story or start a new one."
+    )
+    assert lines[5:] == [
+        "2025-07-06  conv_1  turn  I grew up in Winona, on a farm by the river.",
+        "2025-07-06  conv_1  turn  My sister Rosa still lives in Duluth.",
+    ]
+    said = runner.invoke(cli, ["memory", "show", CALLER, "--type", "semantic", "--json", *where])
+    assert [orjson.loads(line)["text"] for line in said.output.splitlines()] == [
+        "I grew up in Winona, on a farm by the river.",
+        "My sister Rosa still lives in Duluth.",
+    ]
+
+    found = runner.invoke(cli, ["memory", "search", CALLER, "where did she grow up", "--limit", "3", "--json", *where])
+    assert found.exit_code == 0, found.output
+    hits = [orjson.loads(line) for line in found.output.splitlines()]
+    assert len(hits) == 3 and hits[0]["text"] == "I grew up in Winona, on a farm by the river."
+    assert hits[0]["score"] > hits[1]["score"] and {h["conversation_id"] for h in hits} == {"conv_1"}
+
+    nobody = runner.invoke(cli, ["memory", "show", "+16125550999", *where])
+    assert nobody.exit_code == 0 and nobody.output.strip() == "no memories"
+    blank = runner.invoke(cli, ["memory", "search", CALLER, "  ", *where])
+    assert blank.exit_code == 2

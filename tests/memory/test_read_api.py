@@ -17,7 +17,7 @@ from services.local.app import create_local_app
 from services.memory.app import create_memory_app, mount_memory
 from services.memory.domain import build_conversation_memories
 from services.memory.router import MemoryContext
-from services.memory.service import SECRET_HEADER, AgentSecrets
+from services.memory.service import SECRET_HEADER, AgentSecrets, in_callers_words
 from services.search.dependencies import require_api_key
 from services.web.auth import ApiKeys, hash_key
 from tests.memory.support import CALLER, OTHER_CALLER, FakeMemoryStore, call_envelope, envelope_bytes
@@ -87,6 +87,7 @@ def test_caller_memories_list_newest_call_first_each_with_its_conversation(api: 
         "text": "My daughter Ana is visiting from Porto next week",
         "type": "semantic",
         "role": "user",
+        "source": "turn",
         "conversation_id": "conv_new",
         "agent_id": "agent_01jxbrc1trfxev5sdp5xk4ra67",
         "started_at": 1751802015,
@@ -104,6 +105,101 @@ def test_caller_memories_search_type_and_limit(api: Api) -> None:
     assert len(api.client.get("/callers/%2B16125550142/memories?limit=1", headers=AUTH).json()["items"]) == 1
     bad = api.client.get("/callers/%2B16125550142/memories?type=episodic", headers=AUTH)
     assert bad.status_code == 422
+
+
+def _many(api: Api, phone: str, calls: int, turns_per_call: int) -> None:
+    """``calls`` calls straight into the store (as the worker would), each with distinct caller sentences."""
+    for c in range(calls):
+        turns = [
+            ("user", f"I remember item{c}x{t} and thing{c}x{t} from the story")  # no two alike
+            for t in range(turns_per_call)
+        ]
+        envelope = call_envelope(f"conv_many_{c:02d}", phone, turns, started_at=1751000000 + c)
+        api.store.add_conversation(phone, f"conv_many_{c:02d}", build_conversation_memories(envelope["data"]).items)
+
+
+def _walk(api: Api, params: dict[str, Any]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(100):
+        page = api.client.get(
+            "/callers/%2B16125550142/memories",
+            params={**params, **({"cursor": cursor} if cursor else {})},
+            headers=AUTH,
+        )
+        assert page.status_code == 200, page.text
+        items.extend(page.json()["items"])
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            return items
+    raise AssertionError("the walk never ended")
+
+
+def test_a_listing_pages_beyond_100_with_the_cursor_every_memory_once_in_order(api: Api) -> None:
+    _many(api, CALLER, calls=12, turns_per_call=20)  # 12 x (5 facts + 20 sentences) = 300 memories
+    _many(api, OTHER_CALLER, calls=1, turns_per_call=3)
+    first = api.client.get("/callers/%2B16125550142/memories", params={"limit": 100}, headers=AUTH).json()
+    assert len(first["items"]) == 100 and first["next_cursor"]
+    walked = _walk(api, {"limit": 100})
+    assert len(walked) == 300 and len({i["id"] for i in walked}) == 300
+    one_page = api.store.list(CALLER, None, 1000)
+    assert [i["id"] for i in walked] == [m.id for m in one_page]  # the same order as one long listing
+    assert [i["conversation_id"] for i in walked[:25]] == ["conv_many_11"] * 25  # newest call first
+    assert {i["conversation_id"] for i in walked} == {f"conv_many_{c:02d}" for c in range(12)}
+    small = _walk(api, {"limit": 7})  # any page size walks the same list
+    assert [i["id"] for i in small] == [i["id"] for i in walked]
+
+
+def test_a_cursor_survives_memories_added_during_the_walk(api: Api) -> None:
+    _many(api, CALLER, calls=3, turns_per_call=10)
+    page = api.client.get("/callers/%2B16125550142/memories", params={"limit": 20}, headers=AUTH).json()
+    _many(api, CALLER, calls=4, turns_per_call=10)  # conv_many_03 arrives: newer, so before the cursor
+    rest = _walk_from(api, page["next_cursor"], {"limit": 20})
+    seen = [i["id"] for i in page["items"]] + [i["id"] for i in rest]
+    assert len(seen) == len(set(seen))
+    assert {i["conversation_id"] for i in rest} <= {"conv_many_00", "conv_many_01", "conv_many_02"}
+
+
+def _walk_from(api: Api, cursor: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    next_cursor: str | None = cursor
+    while next_cursor:
+        body = api.client.get(
+            "/callers/%2B16125550142/memories", params={**params, "cursor": next_cursor}, headers=AUTH
+        ).json()
+        items.extend(body["items"])
+        next_cursor = body["next_cursor"]
+    return items
+
+
+def test_the_type_filter_pages_too(api: Api) -> None:
+    _many(api, CALLER, calls=30, turns_per_call=1)  # 150 facts, 30 sentences
+    facts = _walk(api, {"type": "factual", "limit": 100})
+    assert len(facts) == 150 and {i["type"] for i in facts} == {"factual"}
+    said = _walk(api, {"type": "semantic", "limit": 100})
+    assert len(said) == 30 and {(i["type"], i["source"]) for i in said} == {("semantic", "turn")}
+
+
+def test_a_search_pages_with_its_own_cursor(api: Api) -> None:
+    _many(api, CALLER, calls=3, turns_per_call=10)
+    hits = _walk(api, {"q": "remember", "limit": 4})
+    assert len(hits) == 30 and len({i["id"] for i in hits}) == 30
+    assert all(i["text"].startswith("I remember item") for i in hits)
+
+
+def test_a_cursor_for_another_query_type_or_caller_or_a_forged_one_is_a_400(api: Api) -> None:
+    _many(api, CALLER, calls=2, turns_per_call=10)
+    cursor = api.client.get("/callers/%2B16125550142/memories", params={"limit": 5}, headers=AUTH).json()["next_cursor"]
+    for path, params in (
+        ("/callers/%2B16125550142/memories", {"type": "factual"}),
+        ("/callers/%2B16125550142/memories", {"q": "detail"}),
+        ("/callers/%2B16125550177/memories", {}),
+        ("/callers/%2B16125550142/memories", {"cursor": cursor[:-3] + "AAA"}),
+        ("/callers/%2B16125550142/memories", {"cursor": "not a cursor"}),
+    ):
+        response = api.client.get(path, params={"cursor": cursor, **params}, headers=AUTH)
+        assert response.status_code == 400, (path, params)
+        assert response.json()["error"]["code"] == "invalid_cursor"
 
 
 def test_a_caller_with_no_memories_gets_an_empty_list_and_a_bad_number_a_422(api: Api) -> None:
@@ -148,6 +244,9 @@ def test_a_returning_caller_is_greeted_by_name_with_a_summary_of_past_calls(api:
         "caller_last_call_summary": "Maria talked about her daughter's visit.",
         "caller_history_summary": "2 earlier calls. 2025-07-06: Maria talked about her daughter's visit. "
         "2025-06-27: Maria asked about bus times.",
+        # Collected data, each field once with its newest value; no evaluations, no summaries.
+        "caller_facts": "session date: 1751802015; comfort level: Whenever you\u2019re ready, we can pick up where we "
+        "left off or dive into a new story...; user name: Maria",
     }
     assert body["conversation_config_override"] == {"agent": {"first_message": "Welcome back, Maria!"}}
 
@@ -164,6 +263,7 @@ def test_a_first_time_caller_gets_every_variable_empty_and_no_override(api: Api)
                 "caller_last_call_at": "",
                 "caller_last_call_summary": "",
                 "caller_history_summary": "",
+                "caller_facts": "",
             },
         }
 
@@ -174,7 +274,7 @@ def test_conversation_init_still_answers_from_the_index_when_memory_is_down(api:
     response = _init(api, {"caller_id": "(612) 555-0142"})
     assert response.status_code == 200
     variables = response.json()["dynamic_variables"]
-    assert variables["caller_past_calls"] == 1 and variables["caller_name"] == ""
+    assert variables["caller_past_calls"] == 1 and variables["caller_name"] == "" and variables["caller_facts"] == ""
     assert "conversation_config_override" not in response.json()  # no name, no personal greeting
 
 
@@ -198,6 +298,26 @@ def test_the_tool_searches_the_callers_memories_only(api: Api) -> None:
     ]
 
 
+def test_the_tool_tells_what_the_caller_said_in_several_calls_once_and_no_evaluations(api: Api) -> None:
+    api.archive("conv_old", CALLER, 1751000000, "Maria asked about bus times.")
+    api.archive("conv_new", CALLER, 1751802015, "Maria talked about her daughter's visit.")  # the same sentence again
+    body = api.client.post(TOOL, json={"query": "daughter Porto visiting", "caller_id": CALLER}, headers=AGENT).json()
+    texts = [r["text"] for r in body["results"]]
+    assert texts.count("My daughter Ana is visiting from Porto next week") == 1
+    assert texts[0] == "My daughter Ana is visiting from Porto next week"
+    assert body["results"][0]["source"] == "turn"
+    facts = api.client.post(TOOL, json={"query": "", "caller_id": CALLER}, headers=AGENT).json()["results"]
+    assert [r["text"] for r in facts] == [
+        "Call summary: Maria talked about her daughter's visit.",
+        "session date: 1751802015",
+        facts[2]["text"],
+        "user name: Maria",
+        "Call summary: Maria asked about bus times.",  # the older call's data fields are the same: told once
+    ]
+    assert facts[2]["text"].startswith("comfort level: ")
+    assert not any(r["source"] == "evaluation" for r in facts)
+
+
 def test_the_tool_answers_gracefully_without_caller_or_memory(api: Api) -> None:
     none = api.client.post(TOOL, json={"query": "x"}, headers=AGENT).json()
     assert none == {"caller_known": False, "results": [], "note": "no caller phone number for this conversation"}
@@ -215,3 +335,17 @@ def test_the_memory_app_for_aws_serves_the_same_routes_with_its_own_key_check(tm
         assert client.get("/callers/%2B16125550142/memories", headers=AUTH).json()["items"] == []
         assert client.post(INIT, json={"caller_id": CALLER}, headers=AGENT).status_code == 200
         assert "x-request-id" in client.post(TOOL, json={}, headers=AGENT).headers
+
+
+@pytest.mark.parametrize(
+    ("asked", "searched"),
+    [
+        ("where did she grow up", "where did I grow up"),
+        ("Does he have children?", "Does I have children?"),
+        ("What was the caller's first job", "What was my first job"),
+        ("her daughter's name", "my daughter's name"),
+        ("Shepherd pie recipe", "Shepherd pie recipe"),  # words, not letters
+    ],
+)
+def test_a_question_about_the_caller_is_searched_in_the_callers_own_words(asked: str, searched: str) -> None:
+    assert in_callers_words(asked) == searched
