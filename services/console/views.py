@@ -96,15 +96,16 @@ def read_conversation(raw: bytes) -> Conversation:
         if not isinstance(entry, dict):
             continue
         results = {
-            r.get("request_id"): r
-            for r in entry.get("tool_results") or []
-            if isinstance(r, dict) and r.get("request_id")
+            r["request_id"]: r
+            for r in _list(entry.get("tool_results"))
+            if isinstance(r, dict) and isinstance(r.get("request_id"), str) and r["request_id"]
         }
         calls = []
-        for call in entry.get("tool_calls") or []:
+        for call in _list(entry.get("tool_calls")):
             if not isinstance(call, dict):
                 continue
-            result = results.get(call.get("request_id"))
+            request_id = call.get("request_id")
+            result = results.get(request_id) if isinstance(request_id, str) else None
             arguments = call.get("params_as_json")
             calls.append(
                 ToolCall(
@@ -127,15 +128,23 @@ def read_conversation(raw: bytes) -> Conversation:
     assert isinstance(analysis, dict)
     evaluations = [
         Evaluation(_text(v.get("criteria_id") or k), _text(v.get("result")) or "unknown", _text(v.get("rationale")))
-        for k, v in (analysis.get("evaluation_criteria_results") or {}).items()
+        for k, v in _dict(analysis.get("evaluation_criteria_results")).items()
         if isinstance(v, dict)
     ]
     collected = [
         Collected(_text(v.get("data_collection_id") or k), _text(v.get("value")), _text(v.get("rationale")))
-        for k, v in (analysis.get("data_collection_results") or {}).items()
+        for k, v in _dict(analysis.get("data_collection_results")).items()
         if isinstance(v, dict)
     ]
     return Conversation(turns, evaluations, collected)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _pretty(text: str) -> str:

@@ -74,6 +74,32 @@ def test_console_views_read_conversation_pairs_tool_calls_with_results_and_survi
 
 
 @pytest.mark.parametrize(
+    ("turn", "analysis"),
+    [
+        ({"tool_calls": 5}, {}),
+        ({"tool_results": 7}, {}),
+        ({"tool_calls": [{"request_id": "r"}], "tool_results": [{"request_id": ["unhashable"]}]}, {}),
+        ({"tool_calls": [{"request_id": {"a": 1}}], "tool_results": [{"request_id": "r"}]}, {}),
+        ({"tool_calls": [{"request_id": "r"}], "tool_results": {"r": 1}}, {}),
+        ({}, {"evaluation_criteria_results": [1, 2]}),
+        ({}, {"evaluation_criteria_results": "x"}),
+        ({}, {"data_collection_results": [{"value": "v"}]}),
+        ({}, {"data_collection_results": 3}),
+    ],
+)
+def test_console_views_read_conversation_survives_fields_of_the_wrong_type(
+    turn: dict[str, object], analysis: dict[str, object]
+) -> None:
+    """The archive keeps whatever the webhook or the API sent; the call page must still render."""
+    raw = json.dumps(
+        {"transcript": [{"role": "user", "message": "hi", "time_in_call_secs": 1, **turn}], "analysis": analysis}
+    ).encode()
+    conversation = read_conversation(raw)
+    assert [(t.role, t.text) for t in conversation.turns] == [("user", "hi")]
+    assert conversation.evaluations == [] and conversation.collected == []
+
+
+@pytest.mark.parametrize(
     ("target", "expected"),
     [
         ("/console/calls?phone=%2B1", "/console/calls?phone=%2B1"),
