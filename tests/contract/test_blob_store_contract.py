@@ -204,7 +204,7 @@ def test_blob_store_list_keys_walks_past_one_listing_page(blobs: BlobHarness) ->
 
 
 @pytest.mark.usefixtures("aws")
-def test_s3_blob_store_presign_get_is_sigv4_attachment() -> None:
+def test_s3_blob_store_presign_get_is_sigv4_inline_audio() -> None:
     store = S3BlobStore(BUCKET)
 
     url = store.presign_get(AUDIO, 300, "+16125550142_conv_01jzfrjvcce0vsea1fcbpp9p04.mp3")
@@ -215,8 +215,10 @@ def test_s3_blob_store_presign_get_is_sigv4_attachment() -> None:
     assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
     assert query["X-Amz-Expires"] == ["300"]
     assert query["response-content-disposition"] == [
-        'attachment; filename="+16125550142_conv_01jzfrjvcce0vsea1fcbpp9p04.mp3"'
+        'inline; filename="+16125550142_conv_01jzfrjvcce0vsea1fcbpp9p04.mp3"'  # a browser plays it (#14)
     ]
+    transcript = parse_qs(urlsplit(store.presign_get(AUDIO, 300, "conv.json")).query)
+    assert transcript["response-content-disposition"] == ['attachment; filename="conv.json"']
 
 
 @pytest.mark.usefixtures("aws")

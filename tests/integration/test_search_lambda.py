@@ -219,7 +219,8 @@ def test_search_lambda_http_api_call_detail_has_presigned_s3_links(aws: None) ->
         assert query["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
         assert query["X-Amz-Expires"] == "900"
         assert query["X-Amz-Signature"]
-        assert query["response-content-disposition"] == f'attachment; filename="{CONVERSATION}.{suffix}"'
+        disposition = "inline" if suffix == "mp3" else "attachment"  # audio plays in the browser (#14)
+        assert query["response-content-disposition"] == f'{disposition}; filename="{CONVERSATION}.{suffix}"'
         assert abs(link["expires_at"] - (time.time() + 900)) < 5
     assert call["links"]["audio"]["bytes"] == call["audio_bytes"] > 0
 

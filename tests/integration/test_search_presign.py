@@ -94,7 +94,8 @@ def test_search_presigned_link_returns_exactly_the_archived_bytes(archive: Archi
         assert response.status_code == 200, response.text
         assert response.content == stored
         assert len(stored) == links[kind]["bytes"]
-        assert response.headers["content-disposition"] == f'attachment; filename="{CONVERSATION}.{suffix}"'
+        disposition = "inline" if suffix == "mp3" else "attachment"  # audio plays in the browser (#14)
+        assert response.headers["content-disposition"] == f'{disposition}; filename="{CONVERSATION}.{suffix}"'
 
 
 def test_search_presigned_audio_link_answers_range_requests(archive: Archive) -> None:

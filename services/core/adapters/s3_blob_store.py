@@ -20,6 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..domain.disposition import content_disposition
 from ..domain.errors import NotFound, StorageUnavailable
 from ..ports import ObjectHead
 
@@ -274,7 +275,7 @@ class S3BlobStore:
         return True
 
     def presign_get(self, key: str, expires_in: int, filename: str) -> str:
-        """A SigV4 GET link that downloads as ``filename``. Signing is local: no request is made."""
+        """A SigV4 GET link named ``filename`` (audio plays inline, the rest downloads). Signing is local."""
         safe_name = _UNSAFE_FILENAME.sub("_", filename) or "download"
         try:
             return self.client.generate_presigned_url(
@@ -282,7 +283,7 @@ class S3BlobStore:
                 Params={
                     "Bucket": self.bucket,
                     "Key": key,
-                    "ResponseContentDisposition": f'attachment; filename="{safe_name}"',
+                    "ResponseContentDisposition": content_disposition(safe_name),
                 },
                 ExpiresIn=expires_in,
             )

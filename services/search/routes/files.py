@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from services.core.domain.disposition import content_disposition
 from services.web.edge import add_log_fields
 
 from ..dependencies import Context
@@ -79,10 +80,9 @@ def download_file(
         signer=file_links,
         files=files,
     )
-    disposition = "inline" if found.content_type.startswith("audio/") else "attachment"
     headers = {
         "accept-ranges": "bytes",
-        "content-disposition": f'{disposition}; filename="{found.filename}"',
+        "content-disposition": content_disposition(found.filename),
         "cache-control": "private, max-age=0",
     }
     start, length, status = 0, found.size, 200
