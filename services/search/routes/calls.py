@@ -156,8 +156,8 @@ def list_calls(
     summary="One call, with links to its transcript and audio",
     description=(
         "The call's full index record and time-limited download links (presigned S3 GET URLs on AWS, "
-        "signed `/files/...` URLs locally). The links need no API key and download as "
-        "`<conversation_id>.json` / `.mp3`."
+        "signed `/files/...` URLs locally). The links need no API key and are named "
+        "`<conversation_id>.json` (downloaded) / `.mp3` (played inline by a browser)."
     ),
     responses={
         404: error_example("no call with this id", "not_found", "no call with this conversation_id"),
