@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.core.domain.phone import mask
 from services.web.edge import LOG_FIELDS
 
 from .audit import Auditor
@@ -26,6 +27,7 @@ AUDITED_ROUTES = {
     # query is not kept either: it may be a name or a number).
     "/search": "transcript_search",
     "/console/search": "transcript_search",
+    "/callers/{phone}/memories": "memory_read",  # what was learnt from a caller's transcripts
 }
 
 
@@ -55,6 +57,7 @@ class AccessAuditMiddleware:
         conversation_id = params.get("conversation_id")
         if conversation_id is None and isinstance(params.get("key"), str):  # {phone}/{id}.json|.mp3
             conversation_id = params["key"].rsplit("/", 1)[-1].split(".", 1)[0]
+        detail = {"phone": mask(params["phone"])} if isinstance(params.get("phone"), str) else {}
         fields = scope.get("state", {}).get(LOG_FIELDS, {})
         actor = str(fields.get("key_id") or ("signed-link" if action == "file_download" else "unknown"))
-        self.auditor.record(action, actor, [conversation_id] if conversation_id else [])
+        self.auditor.record(action, actor, [conversation_id] if conversation_id else [], detail)

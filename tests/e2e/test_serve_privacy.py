@@ -103,6 +103,8 @@ def test_serve_erases_a_caller_everywhere_and_keeps_them_erased(tmp_path: Path) 
         ] == ["conv_after_erasure"]
         audit = http.get("/audit", params={"conversation": CALL_ID}, headers=auth).json()
         assert [i["action"] for i in audit["items"]] == ["erase"] and audit["chain"]["ok"]
+        reads = [i for i in http.get("/audit", headers=auth).json()["items"] if i["action"] == "memory_read"]
+        assert reads and all(i["detail"] == {"phone": "*******0142"} and i["subjects"] == [] for i in reads)
 
     sql = _cli(
         data_dir,

@@ -31,6 +31,7 @@ ACTIONS = frozenset(
         "console_view",
         "console_audio",
         "transcript_search",
+        "memory_read",
     }
 )
 Detail = Mapping[str, str | int | bool | None]
