@@ -5,6 +5,7 @@ file, no index row), and leave the server accepting the next valid webhook.
 """
 
 import base64
+import hashlib
 import json
 import os
 import sqlite3
@@ -12,7 +13,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,22 +47,29 @@ MAX_BODY = 64 * 1024
 Headers = dict[str, str] | dict[bytes, bytes]
 
 
+def _files(data_dir: Path) -> dict[str, bytes]:
+    """Every file under the data dir but the index database itself, with its digest."""
+    return {
+        p.relative_to(data_dir).as_posix(): hashlib.sha256(p.read_bytes()).digest()
+        for p in data_dir.rglob("*")
+        if p.is_file() and not p.name.startswith("index.sqlite3")
+    }
+
+
 @dataclass
 class Local:
     client: TestClient
     data_dir: Path
+    # What start-up wrote (secrets, the privacy database...): a request may neither change nor add to it.
+    started: dict[str, bytes] = field(default_factory=dict)
 
     def archived_files(self) -> list[str]:
         root = self.data_dir / "archive"
         return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
     def written_files(self) -> list[str]:
-        """Every file under the data dir but the index database itself (analytics, secrets, strays...)."""
-        return sorted(
-            p.relative_to(self.data_dir).as_posix()
-            for p in self.data_dir.rglob("*")
-            if p.is_file() and not p.name.startswith("index.sqlite3")
-        )
+        """Files (but the index database) added or changed since start-up: analytics, secrets, strays..."""
+        return sorted(name for name, digest in _files(self.data_dir).items() if self.started.get(name) != digest)
 
     def index_rows(self) -> int:
         with closing(sqlite3.connect(self.data_dir / "index.sqlite3")) as conn:
@@ -74,7 +82,7 @@ def local(tmp_path: Path) -> Iterator[Local]:
     data_dir = tmp_path / "data"
     app = create_local_app(Settings(backend="local", data_dir=data_dir, max_body_bytes=MAX_BODY), [SECRET])
     with TestClient(app) as client:
-        yield Local(client, data_dir)
+        yield Local(client, data_dir, _files(data_dir))
 
 
 def assert_error_envelope(response: HttpResponse, status: int, code: str) -> dict[str, Any]:
