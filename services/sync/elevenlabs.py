@@ -23,6 +23,7 @@ import httpx
 import orjson
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from services.core.domain import keys
 from services.core.domain.errors import CallVaultError
 
 from .ports import ConversationGone, ConversationPage, ConversationSummary, UpstreamError, UpstreamRejected
@@ -38,6 +39,9 @@ MAX_RETRY_AFTER_SECS = 60.0  # a longer Retry-After is a quota reset: waiting it
 BACKOFF_BASE_SECS = 1.0
 BACKOFF_MAX_SECS = 30.0
 AUDIO_CHUNK_BYTES = 64 * 1024  # what a consumer holds at once, whatever the call's length
+# A bound on one call's audio, so a broken or hostile upstream cannot stream into the archive without
+# end: 2 GiB is over 36 hours of the API's 128 kbit/s MP3 (the webhook's bound is 64 MiB of base64).
+MAX_AUDIO_BYTES = 2 * 1024**3
 AUDIO_TYPES = ("audio/", "application/octet-stream")
 KEY_HELP = (
     "check ELEVENLABS_API_KEY (on AWS, the SSM parameter named by CALLVAULT_ELEVENLABS_API_KEY_PARAM): "
@@ -88,6 +92,7 @@ class ElevenLabsClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
+        max_audio_bytes: int = MAX_AUDIO_BYTES,
     ) -> None:
         if not api_key:
             raise UpstreamRejected(f"no ElevenLabs API key: {KEY_HELP}")
@@ -96,6 +101,7 @@ class ElevenLabsClient:
         self._api_key = api_key
         self._timeout = timeout
         self._max_attempts = max_attempts
+        self._max_audio_bytes = max_audio_bytes
         self._sleep = sleep
         self._clock = clock
         self._slots = threading.BoundedSemaphore(concurrency)
@@ -166,7 +172,7 @@ class ElevenLabsClient:
             self._fail(UpstreamError, f"unexpected response from ElevenLabs to GET {CONVERSATIONS_PATH}: {exc}")
 
     def get_conversation(self, conversation_id: str) -> dict[str, Any]:
-        path = _conversation_path(conversation_id)
+        path = self._conversation_path(conversation_id)
         response = self._request(path)
         try:
             document = orjson.loads(response.content)
@@ -179,7 +185,7 @@ class ElevenLabsClient:
     @contextmanager
     def open_audio(self, conversation_id: str) -> Iterator[Iterator[bytes]]:
         """The response stays open (and holds its slot) until the ``with`` block ends."""
-        path = f"{_conversation_path(conversation_id)}/audio"
+        path = f"{self._conversation_path(conversation_id)}/audio"
         response = self._request(path, stream=True)
         try:
             content_type = response.headers.get("content-type", "").lower()
@@ -281,6 +287,11 @@ class ElevenLabsClient:
         try:
             for chunk in response.iter_bytes(AUDIO_CHUNK_BYTES):
                 received += len(chunk)
+                if received > self._max_audio_bytes:  # raised before the chunk reaches the store
+                    self._fail(
+                        UpstreamError,
+                        f"the audio from GET {path} is more than {self._max_audio_bytes} bytes; refused",
+                    )
                 yield chunk
         except httpx.TransportError as exc:
             self._fail(
@@ -291,13 +302,15 @@ class ElevenLabsClient:
         if received == 0:
             self._fail(UpstreamError, f"ElevenLabs sent no audio bytes for GET {path}; run again later")
 
+    def _conversation_path(self, conversation_id: str) -> str:
+        # An id the archive could never hold is not requested: ".." would reach another endpoint.
+        if not keys.CONVERSATION_ID.fullmatch(conversation_id):
+            self._fail(UpstreamError, f"ElevenLabs listed {conversation_id[:80]!r}, which is not a conversation id")
+        return f"{CONVERSATIONS_PATH}/{quote(conversation_id, safe='')}"
+
     def _fail(self, error: type[CallVaultError], message: str, cause: BaseException | None = None) -> NoReturn:
         """Every error leaves through here, so none carries the key (even if upstream echoed it)."""
         raise error(message.replace(self._api_key, "[redacted]")) from cause
-
-
-def _conversation_path(conversation_id: str) -> str:
-    return f"{CONVERSATIONS_PATH}/{quote(conversation_id, safe='')}"
 
 
 def _detail(response: httpx.Response) -> str:

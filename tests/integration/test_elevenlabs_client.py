@@ -237,6 +237,20 @@ def test_a_conversation_unknown_upstream_is_gone(api: ElevenLabsStandIn, make_cl
     assert (api.requests["get"], api.requests["audio"]) == (1, 1)  # a 404 is final: no retries
 
 
+@pytest.mark.parametrize("conversation_id", ["..", ".", "../../v1/user", "a/b", "x\x00y", "c" * 300, ""])
+def test_an_id_no_archive_could_hold_is_never_requested(
+    api: ElevenLabsStandIn, make_client: MakeClient, conversation_id: str
+) -> None:
+    """A listed id such as ".." would otherwise reach another endpoint of the API with the key."""
+    client = make_client()
+
+    with pytest.raises(UpstreamError, match="not a conversation id"):
+        client.get_conversation(conversation_id)
+    with pytest.raises(UpstreamError, match="not a conversation id"), client.open_audio(conversation_id):
+        pass
+    assert sum(api.requests.values()) == 0
+
+
 def test_a_document_for_another_conversation_is_an_unexpected_response(make_client: MakeClient) -> None:
     transport = httpx.MockTransport(lambda _request: httpx.Response(200, json={"conversation_id": "conv_other"}))
 
@@ -474,6 +488,24 @@ def test_a_stream_cut_midway_raises_from_the_iterator_and_frees_its_slot(
     with client.open_audio(cid) as chunks:  # the one slot is free again; a whole stream this time
         assert sum(len(chunk) for chunk in chunks) == audio.size
     assert api.requests["audio"] == 2  # a cut stream is the caller's to retry, not the client's
+
+
+def test_audio_beyond_the_size_bound_is_refused_midway_and_frees_its_slot(
+    api: ElevenLabsStandIn, make_client: MakeClient
+) -> None:
+    """A hostile or broken upstream must not stream without end into the archive (chunked: no length)."""
+    cid = api.add(audio=SyntheticAudio(1024 * 1024, "endless"))
+    client = make_client(concurrency=1, max_audio_bytes=256 * 1024)
+    received = 0
+
+    with client.open_audio(cid) as chunks, pytest.raises(UpstreamError, match="more than 262144 bytes"):
+        for chunk in chunks:
+            received += len(chunk)
+
+    assert received <= 256 * 1024
+    small = api.add(audio=SyntheticAudio(100 * 1024, "small"))
+    with client.open_audio(small) as chunks:  # the one slot is free again
+        assert sum(len(chunk) for chunk in chunks) == 100 * 1024
 
 
 def test_json_where_audio_was_due_is_refused_before_the_first_chunk(
