@@ -107,7 +107,10 @@ def _headers() -> dict[str, str]:
 
 async def _form(request: Request) -> dict[str, str]:
     raw = await read_bounded(request, MAX_FORM_BYTES)
-    parsed = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=10)
+    try:
+        parsed = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=10)
+    except ValueError:  # more fields than any of our forms has: no token read, so the post is refused
+        return {}
     return {name: values[0] for name, values in parsed.items()}
 
 

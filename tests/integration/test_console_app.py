@@ -128,6 +128,18 @@ def test_console_sign_in_needs_its_csrf_token(client: TestClient) -> None:
     assert refused.status_code == 403  # the token alone, without its cookie (a cross-site post)
 
 
+def test_console_forms_with_too_many_fields_are_refused_not_a_500(client: TestClient) -> None:
+    crowded = {f"f{i}": "1" for i in range(50)}
+    form = client.get("/console/signin")
+    signin = client.post("/console/signin", data={"csrf": csrf_of(form.text), "key": ADMIN, **crowded})
+    assert signin.status_code == 403 and "cv_session" not in signin.cookies
+    sign_in(client, ADMIN)
+    page = client.get("/console/calls")
+    signout = client.post("/console/signout", data={"csrf": csrf_of(page.text), **crowded}, follow_redirects=False)
+    assert signout.status_code == 403
+    assert client.get("/console/calls", follow_redirects=False).status_code == 200  # still signed in
+
+
 def test_console_wrong_key_is_401_and_sets_no_session(client: TestClient) -> None:
     response = sign_in(client, "cvk_not-a-key")
     assert response.status_code == 401 and "not valid" in response.text
