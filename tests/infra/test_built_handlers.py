@@ -176,6 +176,10 @@ def _stand_up(built: Json, endpoint: str) -> Stack:
     # The nested analytics stack's bucket, as its outputs name it.
     arns["Analytics.Outputs.AnalyticsBucketName"] = ANALYTICS_BUCKET
     arns["Analytics.Outputs.AnalyticsBucketArn"] = f"arn:aws:s3:::{ANALYTICS_BUCKET}"
+    arns["Analytics.Outputs.ResultsBucketName"] = f"{ANALYTICS_BUCKET}-results"
+    arns["Analytics.Outputs.ResultsBucketArn"] = f"arn:aws:s3:::{ANALYTICS_BUCKET}-results"
+    arns["Analytics.Outputs.WorkgroupName"] = "callvault-built-test"
+    arns["Analytics.Outputs.GlueDatabase"] = "callvault_built_test"
     arns["CallsTable.Arn"] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}"
     for name in resources_of_type(built, "AWS::Logs::LogGroup"):
         arns[f"{name}.Arn"] = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/callvault/{name}:*"
