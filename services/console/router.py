@@ -2,6 +2,7 @@
 sign-out) are POST with a CSRF token. Each page needs a session; the audio needs the listen role."""
 
 import hashlib
+import re
 from datetime import date
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
@@ -382,13 +383,13 @@ async def search_page(request: Request, context: Context, visitor: SignedIn) -> 
 
 def _highlight(text: str, keyword: str) -> list[tuple[str, bool]]:
     """``text`` cut into (part, is_match) pieces; the template escapes each part."""
-    lower, key = text.lower(), keyword.lower()
+    # Matched in the text itself: lowering first would shift positions ("İ".lower() is two characters).
     parts: list[tuple[str, bool]] = []
     at = 0
-    while key and (found := lower.find(key, at)) >= 0:
-        parts.append((text[at:found], False))
-        parts.append((text[found : found + len(key)], True))
-        at = found + len(key)
+    for found in re.finditer(re.escape(keyword), text, re.IGNORECASE) if keyword else ():
+        parts.append((text[at : found.start()], False))
+        parts.append((found.group(), True))
+        at = found.end()
     parts.append((text[at:], False))
     return [p for p in parts if p[0]]
 

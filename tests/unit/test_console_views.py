@@ -132,3 +132,11 @@ def test_console_session_cookies_and_csrf_tokens() -> None:
     now[0] += codec.ttl_secs + 1
     assert codec.read(cookie) is None
     assert not codec.check_signin(signin_cookie, form_token)
+
+
+def test_console_search_marks_the_matching_words_even_after_letters_whose_lowercase_is_longer() -> None:
+    from services.console.router import _highlight
+
+    # "İ".lower() is two characters: positions in the lowered text are not positions in the text.
+    assert _highlight("İİİ say hello there", "hello") == [("İİİ say ", False), ("hello", True), (" there", False)]
+    assert _highlight("Hello, HELLO", "hello") == [("Hello", True), (", ", False), ("HELLO", True)]
