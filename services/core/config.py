@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     mem0_timeout_secs: float = Field(10.0, gt=0, description="per-request timeout towards Mem0 Platform")
     mem0_max_retries: int = Field(3, ge=0, le=10, description="retries of one Mem0 Platform request (5xx, 429)")
     memory_queue_url: str | None = Field(None, description="aws: the SQS FIFO queue of memory jobs")
+    memory_infer: bool = Field(
+        False, description="let Mem0 extract the caller's memories from the transcript with an LLM (infer=True)"
+    )
     # Shared secret(s) ElevenLabs sends in X-CallVault-Secret to the conversation-initiation webhook and
     # the memory-search tool; comma-separated during a rotation. Generated into data_dir locally.
     agent_webhook_secret: SecretStr | None = None

@@ -54,6 +54,7 @@ class MemoryItem:
     role: Role
     type: MemoryType
     metadata: dict[str, Any] = field(default_factory=dict)
+    infer: bool = False  # a transcript message for the back end's LLM to extract memories from
 
 
 @dataclass(frozen=True)
@@ -166,12 +167,14 @@ class MemoryJob:
 
 
 def build_conversation_memories(
-    data: dict[str, Any], *, phone: str | None = None, default_region: str = "US"
+    data: dict[str, Any], *, phone: str | None = None, default_region: str = "US", infer: bool = False
 ) -> ConversationMemories:
-    """The memories of one transcription ``data`` (the archived document), by the offline extractor.
+    """The memories of one transcription ``data`` (the archived document).
 
-    ``phone`` is the index row's number when known (so memory and index agree); otherwise it is
-    read from the payload exactly as ingest reads it.
+    By the offline extractor; with ``infer``, the facts as always plus the transcript's messages
+    (agent ``assistant``, caller ``user``) for the back end's LLM to extract the caller's memories from.
+    ``phone`` is the index row's number when known (so memory and index agree); otherwise it is read
+    from the payload exactly as ingest reads it.
     """
     conversation_id = keys.check_conversation_id(data.get("conversation_id"))
     caller = phone or payload.customer_phone(data, default_region)
@@ -194,9 +197,13 @@ def build_conversation_memories(
             fact_meta["caller_name"] = name
         # Role user: a fact is about the caller (Mem0's user memories), never the agent's words.
         items.append(MemoryItem(fact.text, "user", "factual", fact_meta))
-    for statement in caller_statements(data.get("transcript")):
-        turn_meta = {**base, "type": "semantic", "source": "turn", "seq": len(items), "turn": statement.turn}
-        items.append(MemoryItem(statement.text, "user", "semantic", turn_meta))
+    if infer:
+        inferred = {**base, "type": "semantic", "source": "inferred"}
+        items.extend(MemoryItem(text, role, "semantic", inferred, infer=True) for role, text in _messages(data))
+    else:
+        for statement in caller_statements(data.get("transcript")):
+            turn_meta = {**base, "type": "semantic", "source": "turn", "seq": len(items), "turn": statement.turn}
+            items.append(MemoryItem(statement.text, "user", "semantic", turn_meta))
     return ConversationMemories(conversation_id, caller, agent_id, started_at, name, tuple(items))
 
 
@@ -209,3 +216,16 @@ def caller_name(analysis: dict[str, Any]) -> str | None:
         if isinstance(value, str) and present(value) and len(value.strip()) <= _NAME_MAX_CHARS:
             return " ".join(value.split())
     return None
+
+
+def _messages(data: dict[str, Any]) -> list[tuple[Role, str]]:
+    """The transcript as chat messages: every turn with words, agent and caller (the LLM needs both)."""
+    roles: dict[str, Role] = {"agent": "assistant", "user": "user"}
+    transcript = data.get("transcript")
+    messages: list[tuple[Role, str]] = []
+    for turn in transcript if isinstance(transcript, list) else []:
+        role = roles.get(str(turn.get("role"))) if isinstance(turn, dict) else None
+        text = turn.get("message") if isinstance(turn, dict) else None
+        if role is not None and isinstance(text, str) and any(ch.isalnum() for ch in text):
+            messages.append((role, " ".join(text.split())))
+    return messages

@@ -94,13 +94,13 @@ def _get_worker() -> SqsWorker:
         from services.core.wiring import build_storage
 
         from .jobs import JobProcessor, status_sink_for
-        from .wiring import build_memory_store
+        from .wiring import build_memory_store, memory_infer
 
         settings = get_settings()
         storage = build_storage(settings)
         store = build_memory_store(settings)
         _worker = SqsWorker(
-            process=JobProcessor(storage.blobs, storage.index, store, settings.default_region),
+            process=JobProcessor(storage.blobs, storage.index, store, settings.default_region, memory_infer(settings)),
             status=status_sink_for(storage.index),
             sqs=boto3.client("sqs"),
             max_attempts=settings.memory_max_attempts,

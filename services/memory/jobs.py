@@ -147,6 +147,7 @@ class JobProcessor:
     index: CallIndex
     store: MemoryStore
     default_region: str = "US"
+    infer: bool = False  # the transcript goes to the back end's LLM (docs/memory.md, inference)
 
     def __call__(self, job: MemoryJob) -> MemoryStatus:
         row = self.index.get(job.conversation_id)
@@ -157,7 +158,7 @@ class JobProcessor:
         if not isinstance(document, dict):
             raise TranscriptMissing("the archived transcript is not a JSON object")
         memories = build_conversation_memories(
-            document, phone=row.phone if row else None, default_region=self.default_region
+            document, phone=row.phone if row else None, default_region=self.default_region, infer=self.infer
         )
         if memories.phone is None:
             return STATUS_SKIPPED_NO_PHONE

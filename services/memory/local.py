@@ -21,7 +21,7 @@ from .outbox import CallTriggeredQueue, SqliteOutbox
 from .ports import MemoryStore
 from .router import MemoryContext
 from .service import AgentSecrets
-from .wiring import INDEX_FILE, build_memory_store
+from .wiring import INDEX_FILE, build_memory_store, memory_infer
 from .worker import MemoryWorker, WorkerThread, start_worker_thread
 
 PACE_QUIET_SECS = 0.02  # a gap this long between webhooks lets the next memory be written...
@@ -80,7 +80,7 @@ def build_local_memory(
         store.pace = partial(activity.wait_quiet, PACE_QUIET_SECS, PACE_MAX_SECS)
     worker = MemoryWorker(
         outbox=outbox,
-        process=JobProcessor(storage.blobs, storage.index, store, settings.default_region),
+        process=JobProcessor(storage.blobs, storage.index, store, settings.default_region, memory_infer(settings)),
         status=status,
         clock=time.time,
         logger=logger,

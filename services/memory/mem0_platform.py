@@ -8,9 +8,11 @@
   transport errors, 408, 429 and 5xx. Everything else (401/403 bad key, 400/422 refused) fails
   at once. Either way the caller sees only ``MemoryUnavailable``, whose message never quotes
   the service's reply (it can echo memory text).
-- Memories are added with ``infer=False`` in a few requests per call (summary, collected data,
-  evaluations, then the caller's statements), each message becoming one memory: no LLM rewrites
-  what the caller said.
+- Memories are added in a few requests per call (summary, collected data, evaluations, then the
+  caller's statements) with ``infer=False``, each message becoming one memory. With inference on
+  (``CALLVAULT_MEMORY_INFER``), the facts go the same way and the transcript goes in one request
+  with ``infer=True``: Mem0 extracts and merges the caller's memories, each carrying the request's
+  metadata, so deleting by ``conversation_id`` still replaces exactly one call's memories.
 """
 
 import random
@@ -66,11 +68,15 @@ class Mem0PlatformMemoryStore:
     def add_conversation(self, phone: str, conversation_id: str, items: Sequence[MemoryItem]) -> int:
         where = {"AND": [{"user_id": phone}, {"metadata": {"conversation_id": conversation_id}}]}
         self._delete_ids(self._ids(where))
+        stored = 0
         for group in _groups(items):
             metadata = {k: v for k, v in group[0].metadata.items() if k not in _PER_ITEM_KEYS}
             messages = [{"role": item.role, "content": item.text} for item in group]
-            self._call("add", partial(_add, messages=messages, phone=phone, metadata=metadata))
-        return len(items)
+            infer = group[0].infer
+            self._call("add", partial(_add, messages=messages, phone=phone, metadata=metadata, infer=infer))
+            # Inferred memories are extracted by Mem0, asynchronously: how many is not known here.
+            stored += 0 if infer else len(group)
+        return stored
 
     def search(self, phone: str, query: str, type: MemoryType | None = None, limit: int = 10) -> Memories:
         if not query.strip():
@@ -152,8 +158,8 @@ class Mem0PlatformMemoryStore:
                 attempt += 1
 
 
-def _add(client: Any, *, messages: list[dict[str, str]], phone: str, metadata: dict[str, Any]) -> Any:
-    return client.add(messages, user_id=phone, metadata=metadata, infer=False)
+def _add(client: Any, *, messages: list[dict[str, str]], phone: str, metadata: dict[str, Any], infer: bool) -> Any:
+    return client.add(messages, user_id=phone, metadata=metadata, infer=infer)
 
 
 def _get_all(client: Any, *, filters: dict[str, Any], page: int) -> Any:
@@ -170,7 +176,11 @@ def _groups(items: Sequence[MemoryItem]) -> list[list[MemoryItem]]:
     groups: list[list[MemoryItem]] = []
     for item in items:
         first = groups[-1][0] if groups else None
-        if first and (first.type, first.metadata.get("source")) == (item.type, item.metadata.get("source")):
+        if first and (first.type, first.metadata.get("source"), first.infer) == (
+            item.type,
+            item.metadata.get("source"),
+            item.infer,
+        ):
             groups[-1].append(item)
         else:
             groups.append([item])

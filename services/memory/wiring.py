@@ -19,6 +19,15 @@ def memory_enabled(settings: Settings) -> bool:
     return settings.memory_backend != "none"
 
 
+def memory_infer(settings: Settings) -> bool:
+    """Whether jobs send the transcript to the back end's LLM (``CALLVAULT_MEMORY_INFER``)."""
+    if not settings.memory_infer or settings.memory_backend == "none":
+        return False
+    if settings.memory_backend == "oss":
+        raise RuntimeError("CALLVAULT_MEMORY_INFER is for memory_backend=platform: the oss back end extracts offline")
+    return True
+
+
 def build_memory_store(settings: Settings) -> MemoryStore:
     """The configured store. Open source needs the local disk, so AWS must use the Platform (or none)."""
     if settings.memory_backend == "none":

@@ -31,6 +31,8 @@ class PlatformState:
     # (method, path prefix) -> statuses to answer before behaving normally again
     faults: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    # What the stand-in's "LLM" extracts from an add with infer=True (canned, whatever the messages say)
+    extractions: list[str] = field(default_factory=lambda: ["Lives in Winona", "Has six children"])
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail_next(self, method: str, path: str, *statuses: int) -> None:
@@ -90,6 +92,22 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.state
         if method == "GET" and path == "/v1/ping/":
             return 200, {"status": "ok", "org_id": "org_1", "project_id": "proj_1", "user_email": "ops@example.com"}
+        if method == "POST" and path == "/v3/memories/add/" and body.get("infer", True):
+            # Inference: the platform queues the messages and extracts memories in the background; here
+            # the canned extractions are stored at once, each with the request's metadata, as Mem0 does.
+            for text in state.extractions:
+                state.memories.append(
+                    {
+                        "id": f"mem_{next(state.ids)}",
+                        "memory": text,
+                        "role": "user",
+                        "user_id": body.get("user_id"),
+                        "metadata": body.get("metadata") or {},
+                        "created_at": f"2025-07-06T11:41:{len(state.memories):02d}+00:00",
+                    }
+                )
+            queued = "Memory processing has been queued for background execution"
+            return 200, {"results": [{"message": queued, "status": "PENDING", "event_id": f"evt_{next(state.ids)}"}]}
         if method == "POST" and path == "/v3/memories/add/":
             results = []
             for message in body["messages"]:

@@ -211,3 +211,22 @@ def test_memory_job_round_trips_as_json_and_refuses_garbage() -> None:
     for bad in ("not json", "[]", '{"conversation_id": "a/b"}'):
         with pytest.raises(ValueError):
             MemoryJob.from_json(bad)
+
+
+def test_with_inference_the_facts_stay_and_the_whole_transcript_is_handed_over_for_extraction() -> None:
+    from services.core.config import Settings
+    from services.memory.wiring import memory_infer
+
+    envelope = call_envelope(turns=[("agent", "Where did you grow up?"), ("user", "Yes."), ("user", "In Winona.")])
+    memories = build_conversation_memories(envelope["data"], infer=True)
+    facts = [m for m in memories.items if not m.infer]
+    assert [m.metadata["source"] for m in facts] == ["summary", *["data_collection"] * 3, "evaluation"]
+    assert [(m.role, m.text, m.type, m.metadata["source"]) for m in memories.items if m.infer] == [
+        ("assistant", "Where did you grow up?", "semantic", "inferred"),
+        ("user", "Yes.", "semantic", "inferred"),  # the LLM decides what is worth keeping, with context
+        ("user", "In Winona.", "semantic", "inferred"),
+    ]
+    assert memory_infer(Settings(memory_backend="platform", memory_infer=True)) is True
+    assert memory_infer(Settings(memory_backend="platform")) is False
+    with pytest.raises(RuntimeError, match="platform"):
+        memory_infer(Settings(memory_backend="oss", memory_infer=True))

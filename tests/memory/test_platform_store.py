@@ -251,3 +251,41 @@ def test_caller_name_reads_one_page_of_factual_memories(platform: tuple[str, Pla
     assert store.caller_name(CALLER) == "Maria"
     (request,) = state.requests[before:]
     assert request.body == {"filters": {"AND": [{"user_id": CALLER}, {"metadata": {"type": "factual"}}]}}
+
+
+def test_with_inference_the_transcript_goes_in_one_infer_request_and_a_re_run_replaces_it(
+    platform: tuple[str, PlatformState],
+) -> None:
+    url, state = platform
+    store, _ = _store(url)
+    items = build_conversation_memories(call_envelope(CONV, CALLER, TURNS)["data"], infer=True).items
+    assert store.add_conversation(CALLER, CONV, items) == 5  # the facts; Mem0 extracts the rest later
+    adds = [r.body for r in state.calls("POST", "/v3/memories/add/")]
+    assert [a["infer"] for a in adds] == [False, False, False, True]
+    inferred = adds[-1]
+    assert inferred["messages"] == [  # the whole conversation, agent and caller; "..." has no words
+        {"role": "assistant", "content": "Hello Maria"},
+        {"role": "user", "content": "My granddaughter Lucia visits on Sundays"},
+    ]
+    assert inferred["metadata"] == {
+        "conversation_id": CONV,
+        AGENT_KEY: "agent_01jxbrc1trfxev5sdp5xk4ra67",
+        "started_at": 1751802015,
+        "type": "semantic",
+        "source": "inferred",
+    }
+    mine = sorted(m["memory"] for m in state.memories if m["metadata"].get("source") == "inferred")
+    assert mine == ["Has six children", "Lives in Winona"]
+
+    for _ in range(2):  # a redelivered webhook or a retried job: the conversation's memories are replaced
+        store.add_conversation(CALLER, CONV, items)
+    assert sorted(m["memory"] for m in state.memories) == sorted(
+        ["Has six children", "Lives in Winona"] + [i.text for i in items if not i.infer]
+    )
+    found = store.search(CALLER, "six children", None, 3)
+    assert (found[0].text, found[0].source, found[0].conversation_id, found[0].type) == (
+        "Has six children",
+        "inferred",
+        CONV,
+        "semantic",
+    )

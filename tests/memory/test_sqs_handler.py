@@ -247,3 +247,42 @@ def test_lambda_handler_end_to_end_with_the_platform_store(aws: Aws, monkeypatch
         assert response == {"batchItemFailures": []}
         assert {m["user_id"] for m in state.memories} == {CALLER}
         assert len(state.memories) == 6  # 5 facts + the caller's turn
+
+
+def test_lambda_handler_with_inference_on_the_platform_stores_the_extractions_once(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CALLVAULT_MEMORY_INFER=true: the worker Lambda hands the transcript to Mem0 with infer=True; a
+    redelivered job replaces the conversation's memories instead of adding a second set."""
+    with fake_mem0_platform() as (url, state):
+        for name, value in {
+            "CALLVAULT_BACKEND": "aws",
+            "CALLVAULT_BUCKET": BUCKET,
+            "CALLVAULT_TABLE": TABLE,
+            "CALLVAULT_MEMORY_BACKEND": "platform",
+            "CALLVAULT_MEMORY_INFER": "true",
+            "CALLVAULT_MEM0_API_KEY": API_KEY,
+            "CALLVAULT_MEM0_HOST": url,
+            "CALLVAULT_MEMORY_QUEUE_URL": aws.queue_url,
+        }.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        monkeypatch.setattr(memory_handler, "_worker", None)
+        try:
+            for event_at in (1751802025, 1751802099):  # a later delivery of the same call: a second job
+                aws.ingest("conv_a", CALLER, event_at=event_at)
+                event = aws.receive()
+                response = memory_handler.lambda_handler(event, None)
+                assert response == {"batchItemFailures": []}
+                aws.delete_succeeded(event, response)  # as the event source mapping does
+        finally:
+            get_settings.cache_clear()
+        inferred = [m for m in state.memories if m["metadata"].get("source") == "inferred"]
+        assert sorted(m["memory"] for m in inferred) == ["Has six children", "Lives in Winona"]
+        assert {m["metadata"]["conversation_id"] for m in state.memories} == {"conv_a"}
+        assert len(state.memories) == 7  # 5 facts + 2 extractions, once
+        infer_adds = [r.body for r in state.calls("POST", "/v3/memories/add/") if r.body["infer"]]
+        assert len(infer_adds) == 2 and infer_adds[0]["messages"][1] == {
+            "role": "user",
+            "content": "I prefer calls after 5 pm",
+        }
