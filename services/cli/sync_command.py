@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -114,6 +115,12 @@ def _when(seconds: int | None) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _plain(text: str) -> str:
+    """Upstream's words as text: no Rich markup (``[/x]`` would crash the print) and no control
+    characters (escape sequences would drive the terminal)."""
+    return escape("".join(c if c.isprintable() else "?" for c in text))
+
+
 def _print(summary: "SyncSummary") -> None:
     console = Console(stderr=True)
     title = "callvault sync --dry-run" if summary.dry_run else "callvault sync"
@@ -137,7 +144,7 @@ def _print(summary: "SyncSummary") -> None:
         table.add_row(label, str(count))
     console.print(table)
     for conversation_id, reason in summary.failures[:20]:
-        console.print(f"[red]failed[/red] {conversation_id}: {reason}")
+        console.print(f"[red]failed[/red] {_plain(conversation_id)}: {_plain(reason)}")
     if summary.failed > 20:
         console.print(f"... and {summary.failed - 20} more; `callvault sync --json` lists them all")
     if summary.dry_run:
@@ -147,6 +154,6 @@ def _print(summary: "SyncSummary") -> None:
             ("audio missing", summary.audio_missing),
         ):
             if ids:
-                console.print(f"{label}: {' '.join(ids[:50])}{' ...' if len(ids) > 50 else ''}")
+                console.print(f"{label}: {_plain(' '.join(ids[:50]))}{' ...' if len(ids) > 50 else ''}")
     elif summary.failed:
         console.print("Run `callvault sync` again to retry the failed ones: the next window starts before them.")

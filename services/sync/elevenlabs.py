@@ -324,7 +324,8 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(detail, dict):
         detail = detail.get("message") or detail.get("status")
     text = detail if isinstance(detail, str) else orjson.dumps(detail).decode() if detail else "no detail"
-    return text[:300]
+    # Printed to terminals and logs: upstream's escape sequences and line breaks go no further.
+    return "".join(c if c.isprintable() else "?" for c in text[:300])
 
 
 def _page(body: Any) -> ConversationPage:

@@ -428,6 +428,17 @@ def test_the_key_is_never_in_an_error_even_when_upstream_echoes_it(
     assert "[redacted]" in str(errors[-1])
 
 
+def test_upstreams_error_detail_reaches_messages_without_control_characters(make_client: MakeClient) -> None:
+    hostile = "no\x1b]8;;http://evil.example\x07 \x1b[2J\r\nfake: line"
+    echo = httpx.MockTransport(lambda _r: httpx.Response(400, json={"detail": {"message": hostile}}))
+
+    with pytest.raises(UpstreamRejected) as raised:
+        make_client(base_url="http://elevenlabs.test", transport=echo).list_conversations()
+
+    assert "fake: line" in raised.value.message
+    assert not any(not c.isprintable() for c in raised.value.message)
+
+
 def test_from_settings_needs_a_key_and_says_where_to_put_it(
     api: ElevenLabsStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
