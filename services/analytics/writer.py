@@ -107,8 +107,9 @@ class AnalyticsWriter:
         if self.on_late_write is not None and is_closed(dt, now):
             self.on_late_write(dt)
 
-    def mark_audio(self, conversation_id: str, start: int | None) -> bool:
-        """The audio arrived after the call row was written: set ``has_audio`` in that row.
+    def mark_audio(self, conversation_id: str, start: int | None, *, has_audio: bool = True) -> bool:
+        """The audio arrived after the call row was written: set ``has_audio`` in that row (False:
+        the audio expired under a retention rule, #13).
 
         Compare-and-swap on the per-call ``calls`` object, keeping its version, so a concurrent write
         of the call is never undone. In a closed day whose rows are merged already, the row is copied
@@ -135,10 +136,10 @@ class AnalyticsWriter:
                 if tag != head.tag:
                     continue  # rewritten between the two reads: read again
                 rows, version = decode(blob), head.version
-            if not rows or all(row.get("has_audio") is True for row in rows):
+            if not rows or all(row.get("has_audio") is has_audio for row in rows):
                 return False
             for row in rows:
-                row["has_audio"] = True
+                row["has_audio"] = has_audio
             if self.store.put_if(key, encode(CALLS, rows), CONTENT_TYPE, tag, version=version):
                 self._late(dt, self.clock())
                 return True

@@ -264,7 +264,7 @@ def release(hold_id: str, data_dir: Path | None) -> None:
 
 @click.group()
 def retention() -> None:
-    """Retention rules: erase calls and memories older than DATA_DIR/retention.toml allows."""
+    """Retention rules: erase calls, audio and memories older than DATA_DIR/retention.toml allows."""
 
 
 @retention.command(name="run")
@@ -284,6 +284,7 @@ def retention_run(dry_run: bool, as_json: bool, rules: Path | None, data_dir: Pa
     DATA_DIR/retention.toml:
       [default]
       transcripts_days = 365        # the whole call: transcript, audio, row, analytics, memories
+      audio_days = 30               # the audio only
       memories_days = 90            # the call's memories only
       [agents."agent_7201k..."]
       transcripts_days = 30
@@ -311,8 +312,8 @@ def retention_run(dry_run: bool, as_json: bool, rules: Path | None, data_dir: Pa
         return
     verb = "would expire" if dry_run else "expired"
     click.echo(
-        f"retention: {verb} {len(summary.calls_expired)} call(s) and the memories of "
-        f"{len(summary.memories_expired)} more; {summary.held} held call(s) skipped"
+        f"retention: {verb} {len(summary.calls_expired)} call(s), the audio of {len(summary.audio_expired)} "
+        f"and the memories of {len(summary.memories_expired)} more; {summary.held} held call(s) skipped"
     )
 
 

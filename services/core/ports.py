@@ -143,6 +143,12 @@ class CallIndex(Protocol):
         """Remove a row (``callvault verify --repair`` of a row that names nothing)."""
         ...
 
+    def drop_audio(self, conversation_id: str, now: int) -> bool:
+        """The call's audio expired (retention, #13): no audio fields, ``expects_audio`` false, and
+        ``audio_version`` = ``versions.AUDIO_EXPIRED``, above any audio, so none is recorded again.
+        False when there is no row."""
+        ...
+
     def list_calls(self, query: CallQuery) -> CallPage:
         """Newest first by ``started_at``; cost follows the page, never the size of the index."""
         ...

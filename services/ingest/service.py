@@ -118,6 +118,8 @@ class Archiver:
             prefix = record.archive_prefix or keys.UNKNOWN_PHONE_PREFIX
             placed = self.index.claim_place(conversation_id, prefix, record.phone, self._now())
         prefix = placed.archive_prefix or keys.UNKNOWN_PHONE_PREFIX
+        if existing is not None and existing.audio_version == versions.AUDIO_EXPIRED:
+            record.expects_audio = False  # its audio expired (retention): nothing should fetch it again
         if record.phone is not None and record.phone != placed.phone:
             record.reported_phone = record.phone  # the call stays in its folder; the row says what changed
         record.phone, record.archive_prefix = placed.phone, prefix
@@ -247,6 +249,8 @@ class Archiver:
         if self._is_erased(conversation_id):
             return IngestResult("erased", event_type)  # no id: logs and answers name no erased call
         existing = self.index.get(conversation_id)
+        if existing is not None and existing.audio_version == versions.AUDIO_EXPIRED:
+            return IngestResult("stale", event_type, conversation_id, existing.phone)  # expired: not again
         placed = existing is not None and existing.archive_prefix is not None
         if existing is not None and existing.archive_prefix is not None:
             key = keys.audio_key(existing.archive_prefix, conversation_id)

@@ -4,6 +4,7 @@ One settings file, ``<data-dir>/retention.toml`` (or ``CALLVAULT_RETENTION_FILE`
 
     [default]
     transcripts_days = 365   # then the whole call goes: transcript, audio, row, analytics rows, memories
+    audio_days = 30          # then the call's audio goes (the row says so; no audio is fetched again)
     memories_days = 90       # then the call's memories go (the call stays)
 
     [agents."agent_7201k..."]
@@ -21,18 +22,20 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from services.core.domain import keys
 from services.core.domain.models import MAX_PAGE_SIZE, CallQuery, CallRecord
-from services.core.ports import CallerData, CallIndex
+from services.core.domain.versions import AUDIO_EXPIRED
+from services.core.ports import BlobStore, CallerData, CallIndex
 
 from .audit import Auditor
 from .holds import HoldBook
 from .service import Eraser, Progress
 
 DAY = 86_400
-KINDS = ("transcripts_days", "memories_days")
-NOT_YET = ("audio_days", "analytics_days")  # documented as not built: refused, never ignored
+KINDS = ("transcripts_days", "audio_days", "memories_days")
+NOT_YET = ("analytics_days",)  # documented as not built: refused, never ignored
 MEMORY_EXPIRED = "expired"
 
 
@@ -40,15 +43,23 @@ class RetentionConfigError(ValueError):
     pass
 
 
+class AudioFlags(Protocol):
+    """``services.analytics.writer.AnalyticsWriter``: the analytics row's ``has_audio``."""
+
+    def mark_audio(self, conversation_id: str, start: int | None, *, has_audio: bool = True) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Rule:
     transcripts_days: int | None = None
     memories_days: int | None = None
+    audio_days: int | None = None
 
     def merged_over(self, base: "Rule") -> "Rule":
         return Rule(
             self.transcripts_days if self.transcripts_days is not None else base.transcripts_days,
             self.memories_days if self.memories_days is not None else base.memories_days,
+            self.audio_days if self.audio_days is not None else base.audio_days,
         )
 
 
@@ -65,7 +76,7 @@ class RetentionRules:
         days = [
             d
             for rule in (self.default, *self.agents.values())
-            for d in (rule.transcripts_days, rule.memories_days)
+            for d in (rule.transcripts_days, rule.memories_days, rule.audio_days)
             if d is not None
         ]
         return min(days) if days else None
@@ -100,7 +111,7 @@ def _rule(where: str, table: Any) -> Rule:
             raise RetentionConfigError(f"[{where}] unknown key {key!r}; known: {', '.join(KINDS)}")
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RetentionConfigError(f"[{where}] {key} must be a whole number of days, at least 1")
-    return Rule(table.get("transcripts_days"), table.get("memories_days"))
+    return Rule(table.get("transcripts_days"), table.get("memories_days"), table.get("audio_days"))
 
 
 @dataclass
@@ -108,6 +119,7 @@ class RetentionSummary:
     dry_run: bool
     calls_expired: list[str] = field(default_factory=list)  # conversation ids (never printed by the CLI)
     memories_expired: list[str] = field(default_factory=list)
+    audio_expired: list[str] = field(default_factory=list)
     held: int = 0  # calls a rule would have touched, skipped under a legal hold
     erased_items: dict[str, int] = field(default_factory=dict)
 
@@ -116,6 +128,7 @@ class RetentionSummary:
             "dry_run": self.dry_run,
             "calls": len(self.calls_expired),
             "memories": len(self.memories_expired),
+            "audio": len(self.audio_expired),
             "held": self.held,
             **self.erased_items,
         }
@@ -127,6 +140,8 @@ class RetentionRunner:
     eraser: Eraser
     rules: RetentionRules
     memories: CallerData | None = None
+    blobs: BlobStore | None = None  # the archive, for audio_days
+    audio_flags: AudioFlags | None = None  # the analytics rows' has_audio, for audio_days
     holds: HoldBook | None = None
     audit: Auditor | None = None
     clock: Callable[[], float] = field(default=time.time)
@@ -141,6 +156,7 @@ class RetentionRunner:
         now = int(self.clock())
         expired_calls: list[CallRecord] = []
         expired_memories: list[CallRecord] = []
+        expired_audio: list[CallRecord] = []
         active = self.holds.active() if self.holds is not None else []
         for call in self._older_than(now - shortest * DAY):
             rule = self.rules.for_agent(call.agent_id)
@@ -152,25 +168,57 @@ class RetentionRunner:
                 and age >= rule.memories_days * DAY
                 and call.memory_status != MEMORY_EXPIRED
             )
-            if not (whole or memory):
+            audio = (
+                self.blobs is not None
+                and rule.audio_days is not None
+                and age >= rule.audio_days * DAY
+                and call.audio_version != AUDIO_EXPIRED
+                and (call.audio_key is not None or bool(call.expects_audio))
+            )
+            if not (whole or memory or audio):
                 continue
             if self.holds is not None and self.holds.holding(call, active) is not None:
                 summary.held += 1
                 continue
-            (expired_calls if whole else expired_memories).append(call)
+            if whole:
+                expired_calls.append(call)
+                continue
+            if memory:
+                expired_memories.append(call)
+            if audio:
+                expired_audio.append(call)
         summary.calls_expired = [c.conversation_id for c in expired_calls]
         summary.memories_expired = [c.conversation_id for c in expired_memories]
+        summary.audio_expired = [c.conversation_id for c in expired_audio]
         if dry_run:
             return summary
         if self.audit is not None:  # before the work, as erasure does
-            detail = {"calls": len(expired_calls), "memories": len(expired_memories), "held": summary.held}
+            detail = {
+                "calls": len(expired_calls),
+                "memories": len(expired_memories),
+                "audio": len(expired_audio),
+                "held": summary.held,
+            }
             self.audit.record("retention_run", actor, [], detail)
         if expired_calls:
             erased = self.eraser.erase(self.eraser.plan_conversations(summary.calls_expired), progress, actor=actor)
             summary.erased_items = {k: v for k, v in erased.to_dict().items() if k not in ("phone", "dry_run")}
         if expired_memories and self.memories is not None:
             self._expire_memories(expired_memories, now)
+        if expired_audio:
+            self._expire_audio(expired_audio, now)
         return summary
+
+    def _expire_audio(self, calls: Sequence[CallRecord], now: int) -> None:
+        """Object first, then the row, then the analytics flag: a crash leaves the row naming the
+        audio (verify reports it), and the next run, which still selects the call, finishes."""
+        assert self.blobs is not None
+        for call in calls:
+            for key in {call.audio_key, keys.pending_audio_key(call.conversation_id)} - {None}:
+                self.blobs.purge(str(key))
+            self.index.drop_audio(call.conversation_id, now)
+            if self.audio_flags is not None:
+                self.audio_flags.mark_audio(call.conversation_id, call.started_at, has_audio=False)
 
     def _expire_memories(self, calls: Sequence[CallRecord], now: int) -> None:
         assert self.memories is not None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from services.analytics.erasure import AnalyticsErasure, DuckDbCacheErasure
 from services.analytics.reader import CACHE_FILE
+from services.analytics.writer import AnalyticsWriter
 from services.core.config import Settings
 from services.core.ports import CallerData
 from services.core.wiring import Storage, build_analytics_store, build_erased
@@ -77,7 +78,18 @@ def build_retention(
     """Retention over the same Eraser as erasure; the rules from ``<data-dir>/retention.toml``."""
     eraser = build_eraser(settings, storage, memory)
     rules = RetentionRules.load(rules_file or settings.data_dir / RETENTION_FILE)
-    return RetentionRunner(storage.index, eraser, rules, memories=memory, holds=eraser.holds, audit=eraser.audit)
+    has_analytics = settings.backend != "aws" or bool(settings.analytics_bucket)
+    flags = AnalyticsWriter(build_analytics_store(settings)) if has_analytics else None
+    return RetentionRunner(
+        storage.index,
+        eraser,
+        rules,
+        memories=memory,
+        blobs=storage.blobs,
+        audio_flags=flags,
+        holds=eraser.holds,
+        audit=eraser.audit,
+    )
 
 
 def build_retention_thread(settings: Settings, storage: Storage, memory: CallerData | None = None) -> "RetentionThread":

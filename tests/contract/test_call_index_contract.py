@@ -952,3 +952,24 @@ def test_call_index_awaiting_audio_lists_calls_whose_transcript_promised_audio_n
     assert index.get(unsaid).expects_audio is None  # type: ignore[union-attr]
     assert {r.conversation_id for r in index.awaiting_audio(NOW + 101)} == {waiting, early}
     assert len(index.awaiting_audio(NOW + 101, limit=1)) == 1
+
+
+def test_call_index_drop_audio_forgets_the_audio_for_good(index: CallIndex) -> None:
+    """Retention (#13): the row keeps the call but no audio, expects none, and refuses audio later."""
+    index.save_call(placed(CONVERSATION, PHONE, T0, expects_audio=True), NOW)
+    index.save_audio(
+        CONVERSATION, AGENT, AudioFacts(f"16125550142/{CONVERSATION}.mp3", 10, A_NEW), NOW, only_if_unplaced=False
+    )
+
+    assert index.drop_audio(CONVERSATION, NOW + 1) is True
+
+    row = _row(index)
+    assert (row.has_audio, row.audio_key, row.audio_bytes, row.expects_audio) == (False, None, None, False)
+    assert row.audio_version == versions.AUDIO_EXPIRED and row.transcript_key is not None
+    assert index.awaiting_audio(NOW + 10_000) == []  # no fetch is due for it
+    for later in (versions.audio_version(T0 + 999, [b"SUQzCCCC"]), versions.API_AUDIO_VERSION):
+        facts = AudioFacts(f"16125550142/{CONVERSATION}.mp3", 10, later)
+        assert index.save_audio(CONVERSATION, AGENT, facts, NOW + 2, only_if_unplaced=False) is False
+    assert _row(index).audio_key is None
+    assert index.drop_audio(conversation(42), NOW) is False  # no row: nothing created
+    assert index.get(conversation(42)) is None

@@ -93,7 +93,7 @@ def test_held_calls_survive_retention_and_expire_once_released() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[default]\naudio_days = 30\n", "not supported yet"),
+        ("[default]\nanalytics_days = 30\n", "not supported yet"),
         ("[default]\nkeep = 3\n", "unknown key"),
         ("[default]\ntranscripts_days = 0\n", "at least 1"),
         ("[default]\ntranscripts_days = true\n", "whole number"),
@@ -128,3 +128,45 @@ def test_retention_command_dry_run_then_run(client: TestClient, data_dir: Path) 
     assert runner.invoke(cli, ["verify", "--data-dir", str(data_dir)], env=env).exit_code == 0
     audit = runner.invoke(cli, ["audit", "--json", "--verify", "--data-dir", str(data_dir)], env=env)
     assert [json.loads(line)["action"] for line in audit.stdout.splitlines()] == ["retention_run", "erase"]
+
+
+def test_audio_retention_removes_the_audio_for_good_and_keeps_the_call() -> None:
+    from services.ingest.verify import ArchiveVerifier
+
+    from .conftest import audio_envelope
+
+    world = World("memory", MemoryBlobStore(), MemoryCallIndex(), MemoryBlobStore(), now=float(NOW))
+    for cid, age in (("conv_old_audio", 100), ("conv_new_audio", 5)):
+        _call(world, cid, age)
+        assert world.deliver(audio_envelope(cid, NOW - age * DAY + 61)) == "stored"
+    world.compact()  # conv_old_audio's day is merged: its analytics row lives in the day object
+    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(world.analytics)], erased=world.erased)
+    rules = RetentionRules(Rule(audio_days=60))
+    runner = RetentionRunner(
+        world.index, eraser, rules, blobs=world.blobs, audio_flags=world.archiver.analytics, clock=world.clock
+    )
+
+    planned = runner.run(dry_run=True)
+    assert world.index.get("conv_old_audio").audio_key is not None  # type: ignore[union-attr]
+    done = runner.run()
+
+    assert planned.audio_expired == done.audio_expired == ["conv_old_audio"] and done.calls_expired == []
+    row = world.index.get("conv_old_audio")
+    assert row is not None and row.transcript_key is not None
+    assert (row.audio_key, row.has_audio, row.expects_audio) == (None, False, False)
+    assert not [k for k in world.blobs.list_keys() if k.endswith("conv_old_audio.mp3")]
+    assert world.index.get("conv_new_audio").audio_key is not None  # type: ignore[union-attr]
+    world.compact()
+    flags = {r["conversation_id"]: r["has_audio"] for r in world.analytics_rows() if "has_audio" in r}
+    assert flags == {"conv_old_audio": False, "conv_new_audio": True}
+    assert ArchiveVerifier(world.archiver, clock=world.clock).run().findings == []
+
+    # It stays gone: a redelivered audio webhook, a fetch from the API, a redelivered transcript.
+    assert world.deliver(audio_envelope("conv_old_audio", NOW)) == "stale"
+    assert world.archiver.archive_audio_stream("conv_old_audio", None, lambda: iter([b"ID3"])) == "stale"
+    redelivered = call_envelope("conv_old_audio", PHONE, started_at=NOW - 100 * DAY, event_at=NOW)
+    assert world.deliver(redelivered) == "stored"
+    assert world.index.get("conv_old_audio").expects_audio is False  # type: ignore[union-attr]
+    assert not [k for k in world.blobs.list_keys() if k.endswith("conv_old_audio.mp3")]
+    assert runner.run().audio_expired == []
+    assert ArchiveVerifier(world.archiver, clock=world.clock).run().findings == []

@@ -30,6 +30,7 @@ from pynamodb.models import Model
 
 from ..domain.errors import InvalidCursor, InvalidRequest, StorageUnavailable
 from ..domain.models import MERGED_CALL_FIELDS, REPLACED_CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
+from ..domain.versions import AUDIO_EXPIRED
 
 TIMELINE_PARTITION = "call"
 _INT_FIELDS = frozenset(
@@ -277,6 +278,18 @@ class DynamoCallIndex:
             self.model(conversation_id).delete()
         except (PynamoDBException, BotoCoreError, ClientError) as exc:
             _unavailable("DeleteItem", exc)
+
+    def drop_audio(self, conversation_id: str, now: int) -> bool:
+        m = self.model
+        actions: list[Action] = [
+            m.has_audio.set(False),
+            m.audio_key.remove(),
+            m.audio_bytes.remove(),
+            m.audio_version.set(AUDIO_EXPIRED),
+            m.expects_audio.set(False),
+            m.updated_at.set(now),
+        ]
+        return self._update(conversation_id, actions, m.conversation_id.exists())
 
     def _update(self, conversation_id: str, actions: list[Action], condition: Condition | None) -> bool:
         try:

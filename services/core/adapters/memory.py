@@ -9,6 +9,7 @@ from ..domain.audit import AuditEntry, Detail, chained
 from ..domain.errors import InvalidCursor, NotFound
 from ..domain.holds import Hold
 from ..domain.models import MERGED_CALL_FIELDS, REPLACED_CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
+from ..domain.versions import AUDIO_EXPIRED
 from ..ports import ObjectHead
 
 
@@ -201,6 +202,15 @@ class MemoryCallIndex:
     def delete(self, conversation_id: str) -> None:
         with self._lock:
             self.rows.pop(conversation_id, None)
+
+    def drop_audio(self, conversation_id: str, now: int) -> bool:
+        with self._lock:
+            row = self.rows.get(conversation_id)
+            if row is None:
+                return False
+            row.has_audio, row.audio_key, row.audio_bytes = False, None, None
+            row.audio_version, row.expects_audio, row.updated_at = AUDIO_EXPIRED, False, now
+            return True
 
     def list_calls(self, query: CallQuery) -> CallPage:
         rows = [

@@ -21,6 +21,7 @@ from ..domain.models import (
     CallQuery,
     CallRecord,
 )
+from ..domain.versions import AUDIO_EXPIRED
 from .sqlite_database import SqliteDatabase
 
 _COLUMN_TYPES = {
@@ -196,6 +197,17 @@ class SqliteCallIndex:
     def delete(self, conversation_id: str) -> None:
         with self._write_lock:
             self._execute("DELETE FROM calls WHERE conversation_id = ?", (conversation_id,))
+
+    def drop_audio(self, conversation_id: str, now: int) -> bool:
+        with self._write_lock:
+            return (
+                self._execute(
+                    "UPDATE calls SET has_audio = 0, audio_key = NULL, audio_bytes = NULL, audio_version = ?,"
+                    " expects_audio = 0, updated_at = ? WHERE conversation_id = ?",
+                    (AUDIO_EXPIRED, now, conversation_id),
+                ).rowcount
+                > 0
+            )
 
     def list_calls(self, query: CallQuery) -> CallPage:
         where = ["started_at IS NOT NULL"]

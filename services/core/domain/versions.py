@@ -47,6 +47,10 @@ def audio_version(event_at: int | None, encoded: Iterable[bytes]) -> str:
 # write. It sorts below every audio webhook (timestamp 0) and equals itself: a refetch is a no-op.
 API_AUDIO_VERSION = f"{0:0{_TIME_DIGITS}d}.{'0' * _DIGEST_CHARS}"
 
+# The audio a retention rule removed (#13): sorts above every audio version ('~' after the digits),
+# so no later audio event or fetch of that call writes audio again.
+AUDIO_EXPIRED = "~expired"
+
 
 def compare(mine: str, stored: str | None) -> Comparison:
     """How ``mine`` relates to what a store holds (``None``: nothing, or written before versions)."""
