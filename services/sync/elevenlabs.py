@@ -42,6 +42,9 @@ AUDIO_CHUNK_BYTES = 64 * 1024  # what a consumer holds at once, whatever the cal
 # A bound on one call's audio, so a broken or hostile upstream cannot stream into the archive without
 # end: 2 GiB is over 36 hours of the API's 128 kbit/s MP3 (the webhook's bound is 64 MiB of base64).
 MAX_AUDIO_BYTES = 2 * 1024**3
+# The slowest average an audio download may keep (after the request timeout's grace): real time for
+# the API's 128 kbit/s MP3, so a healthy download is never cut, and a trickle is.
+MIN_AUDIO_BYTES_PER_SEC = 16 * 1024
 AUDIO_TYPES = ("audio/", "application/octet-stream")
 KEY_HELP = (
     "check ELEVENLABS_API_KEY (on AWS, the SSM parameter named by CALLVAULT_ELEVENLABS_API_KEY_PARAM): "
@@ -284,15 +287,26 @@ class ElevenLabsClient:
 
     def _audio_chunks(self, response: httpx.Response, path: str) -> Iterator[bytes]:
         received = 0
+        started = self._clock()
         try:
-            for chunk in response.iter_bytes(AUDIO_CHUNK_BYTES):
-                received += len(chunk)
+            # As the bytes arrive (a fixed chunk size would wait for 64 KiB before any check runs).
+            for piece in response.iter_bytes():
+                received += len(piece)
                 if received > self._max_audio_bytes:  # raised before the chunk reaches the store
                     self._fail(
                         UpstreamError,
                         f"the audio from GET {path} is more than {self._max_audio_bytes} bytes; refused",
                     )
-                yield chunk
+                # Each read may arrive within the timeout while the whole takes days: bound the whole
+                # too, so a trickle cannot hold serve's audio worker or a sync slot for ever.
+                if self._clock() - started > self._timeout + received / MIN_AUDIO_BYTES_PER_SEC:
+                    self._fail(
+                        UpstreamError,
+                        f"the audio from GET {path} arrived too slowly (under {MIN_AUDIO_BYTES_PER_SEC} bytes/s; "
+                        f"{received} bytes so far); run again later",
+                    )
+                for at in range(0, len(piece), AUDIO_CHUNK_BYTES):
+                    yield piece[at : at + AUDIO_CHUNK_BYTES]
         except httpx.TransportError as exc:
             self._fail(
                 UpstreamError,

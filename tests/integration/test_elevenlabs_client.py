@@ -519,6 +519,32 @@ def test_audio_beyond_the_size_bound_is_refused_midway_and_frees_its_slot(
         assert sum(len(chunk) for chunk in chunks) == 100 * 1024
 
 
+def test_audio_that_trickles_in_is_given_up_so_no_worker_waits_for_ever(make_client: MakeClient) -> None:
+    """Each read arrives within the timeout, yet the whole would take days: a slow upstream (or one that
+    means harm) must not hold serve's one audio worker, or a sync slot, without end."""
+    now = [1_800_000_000.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def trickle() -> Iterator[bytes]:
+        for _ in range(10_000):
+            now[0] += 10.0  # one byte every 10 s: within a 30 s read timeout each time
+            yield b"\xff"
+
+    slow = httpx.MockTransport(
+        lambda _r: httpx.Response(200, headers={"content-type": "audio/mpeg"}, content=trickle())
+    )
+    client = make_client(base_url="http://elevenlabs.test", transport=slow, clock=clock, timeout=30.0)
+    received = 0
+
+    with client.open_audio("conv_1") as chunks, pytest.raises(UpstreamError, match="too slowly"):
+        for chunk in chunks:
+            received += len(chunk)
+
+    assert received < 10
+
+
 def test_json_where_audio_was_due_is_refused_before_the_first_chunk(
     api: ElevenLabsStandIn, make_client: MakeClient
 ) -> None:
