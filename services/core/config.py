@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     memory_infer: bool = Field(
         False, description="let Mem0 extract the caller's memories from the transcript with an LLM (infer=True)"
     )
+    # oss + memory_infer: the OpenAI-compatible server Mem0 extracts with (Ollama, vLLM, LM Studio, OpenAI)
+    memory_llm_base_url: str | None = Field(None, description="oss inference: e.g. http://127.0.0.1:11434/v1")
+    memory_llm_model: str = Field("gpt-4o-mini", description="oss inference: the model name the server knows")
+    memory_llm_api_key: SecretStr | None = None
     # Shared secret(s) ElevenLabs sends in X-CallVault-Secret to the conversation-initiation webhook and
     # the memory-search tool; comma-separated during a rotation. Generated into data_dir locally.
     agent_webhook_secret: SecretStr | None = None

@@ -12,8 +12,10 @@
   instead of scanning vectors while the phone rings.
 - Embeddings: ``OnnxMiniLmEmbedder`` set on ``memory.embedding_model`` after construction (Mem0
   validates provider names, so it is built with a placeholder provider that is never called).
-- LLM: a placeholder that points at a closed local port. ``infer=False`` everywhere: one memory per
-  message, no LLM call, so nothing we store is an LLM's paraphrase.
+- LLM: by default a placeholder that points at a closed local port, and ``infer=False``: one memory
+  per message, no LLM call. With an ``LlmEndpoint`` (any OpenAI-compatible server: Ollama, vLLM, LM
+  Studio, OpenAI) the items marked ``infer`` (a call's transcript) go to Mem0 in one ``infer=True``
+  add: Mem0 asks that LLM for the caller's memories and stores them with the call's metadata.
 - No network: telemetry off before the first ``import mem0`` (``mem0_env``), and the optional extras
   that would download models at run time (spaCy's ``en_core_web_sm``, fastembed's BM25 model) are
   marked unavailable even when installed.
@@ -27,6 +29,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,15 @@ WHERE excluded.started_at >= callers.started_at
 _FORGET_NAME = "DELETE FROM callers WHERE phone = ? AND conversation_id = ?"
 
 
+@dataclass(frozen=True)
+class LlmEndpoint:
+    """An OpenAI-compatible chat completions server Mem0 extracts memories with."""
+
+    base_url: str  # e.g. http://127.0.0.1:11434/v1 (Ollama)
+    model: str
+    api_key: str = "unused"  # local servers want none; the OpenAI client wants a value
+
+
 def shard_of(phone: str) -> int:
     return int.from_bytes(hashlib.sha256(phone.encode("utf-8")).digest()[:4], "big") % SHARDS
 
@@ -83,6 +95,7 @@ class Mem0OssMemoryStore:
         *,
         embedder: OnnxMiniLmEmbedder | None = None,
         collection: str = COLLECTION,
+        llm: LlmEndpoint | None = None,
     ) -> None:
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -95,6 +108,7 @@ class Mem0OssMemoryStore:
         check_telemetry_off()
         self._memory_class = Memory
         self._collection = collection
+        self._llm = llm
         self._history = str(directory / "history.sqlite3") if directory is not None else ":memory:"
         try:
             self._qdrant = QdrantClient(path=str(directory / "qdrant")) if directory else QdrantClient(":memory:")
@@ -123,15 +137,17 @@ class Mem0OssMemoryStore:
         with self._writer, self._errors("add"):
             memory = self._memory_for(phone)
             self._delete_where(memory, {"user_id": phone, "conversation_id": conversation_id})
-            for item in items:
+            for group in _batches(items):
+                if group[0].infer and self._llm is None:
+                    raise MemoryUnavailable("inference needs an LLM endpoint (CALLVAULT_MEMORY_LLM_BASE_URL)")
                 if self.pace is not None:
                     self.pace()
-                with self._call:
+                with self._call:  # with inference, reads wait for the LLM: Mem0 calls it inside ``add``
                     memory.add(
-                        [{"role": item.role, "content": item.text}],
+                        [{"role": item.role, "content": item.text} for item in group],
                         user_id=phone,
-                        metadata=dict(item.metadata),
-                        infer=False,
+                        metadata=dict(group[0].metadata),
+                        infer=group[0].infer,
                     )
                 time.sleep(0)  # a lookup waiting for the lock gets it between two writes
             if not items:  # the conversation's memories erased (#13): so is the name it gave, if it is the one kept
@@ -164,7 +180,9 @@ class Mem0OssMemoryStore:
 
     def delete_caller(self, phone: str) -> int:
         with self._writer, self._errors("delete"):
-            deleted = self._delete_where(self._memory_for(phone), {"user_id": phone})
+            memory = self._memory_for(phone)
+            deleted = self._delete_where(memory, {"user_id": phone})
+            self._purge_messages(memory, phone)
             with self._names:
                 self._callers.execute("DELETE FROM callers WHERE phone = ?", (phone,))
                 self._callers.commit()
@@ -217,10 +235,15 @@ class Mem0OssMemoryStore:
                     "embedding_model_dims": DIMENSIONS,
                 },
             },
-            "llm": {"provider": "openai", "config": dict(_PLACEHOLDER_OPENAI)},
+            "llm": {"provider": "openai", "config": self._llm_config()},
             "embedder": {"provider": "openai", "config": {**_PLACEHOLDER_OPENAI, "embedding_dims": DIMENSIONS}},
             "history_db_path": self._history,
         }
+
+    def _llm_config(self) -> dict[str, Any]:
+        if self._llm is None:
+            return dict(_PLACEHOLDER_OPENAI)
+        return {"api_key": self._llm.api_key, "openai_base_url": self._llm.base_url, "model": self._llm.model}
 
     @staticmethod
     def _filters(phone: str, type: MemoryType | None) -> dict[str, Any]:
@@ -262,6 +285,18 @@ class Mem0OssMemoryStore:
             db.connection.execute(f"DELETE FROM history WHERE memory_id IN ({marks})", ids)  # noqa: S608 - marks only
             db.connection.commit()
 
+    def _purge_messages(self, memory: Any, phone: str) -> None:
+        """Mem0 keeps a caller's last messages (the transcript it inferred from) as context for the next
+        extraction, in the history database: an erased caller's words must not stay there."""
+        from mem0.memory.main import _build_session_scope
+
+        db = memory.db
+        with self._call, db._lock:
+            db.connection.execute(
+                "DELETE FROM messages WHERE session_scope = ?", (_build_session_scope({"user_id": phone}),)
+            )
+            db.connection.commit()
+
     @contextmanager
     def _errors(self, operation: str) -> Iterator[None]:
         try:
@@ -284,3 +319,14 @@ def _stored(row: dict[str, Any]) -> StoredMemory:
         score=float(score) if isinstance(score, int | float) else None,
         created_at=row.get("created_at") if isinstance(row.get("created_at"), str) else None,
     )
+
+
+def _batches(items: Sequence[MemoryItem]) -> list[list[MemoryItem]]:
+    """One add per item, except the items to infer from: together, as one conversation."""
+    batches: list[list[MemoryItem]] = []
+    for item in items:
+        if item.infer and batches and batches[-1][0].infer:
+            batches[-1].append(item)
+        else:
+            batches.append([item])
+    return batches

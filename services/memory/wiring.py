@@ -23,8 +23,11 @@ def memory_infer(settings: Settings) -> bool:
     """Whether jobs send the transcript to the back end's LLM (``CALLVAULT_MEMORY_INFER``)."""
     if not settings.memory_infer or settings.memory_backend == "none":
         return False
-    if settings.memory_backend == "oss":
-        raise RuntimeError("CALLVAULT_MEMORY_INFER is for memory_backend=platform: the oss back end extracts offline")
+    if settings.memory_backend == "oss" and not settings.memory_llm_base_url:
+        raise RuntimeError(
+            "CALLVAULT_MEMORY_INFER with memory_backend=oss needs CALLVAULT_MEMORY_LLM_BASE_URL "
+            "(an OpenAI-compatible server: Ollama, vLLM, LM Studio, OpenAI)"
+        )
     return True
 
 
@@ -51,10 +54,14 @@ def build_memory_store(settings: Settings) -> MemoryStore:
             "use platform (Mem0 Platform) or none on AWS"
         )
     from .embedder import OnnxMiniLmEmbedder
-    from .mem0_oss import Mem0OssMemoryStore
+    from .mem0_oss import LlmEndpoint, Mem0OssMemoryStore
 
+    llm = None
+    if memory_infer(settings) and settings.memory_llm_base_url:
+        key = settings.memory_llm_api_key.get_secret_value() if settings.memory_llm_api_key else ""
+        llm = LlmEndpoint(settings.memory_llm_base_url, settings.memory_llm_model, key or "unused")
     return Mem0OssMemoryStore(
-        settings.data_dir / MEMORY_DIR, embedder=OnnxMiniLmEmbedder(threads=settings.memory_embed_threads)
+        settings.data_dir / MEMORY_DIR, embedder=OnnxMiniLmEmbedder(threads=settings.memory_embed_threads), llm=llm
     )
 
 

@@ -228,5 +228,7 @@ def test_with_inference_the_facts_stay_and_the_whole_transcript_is_handed_over_f
     ]
     assert memory_infer(Settings(memory_backend="platform", memory_infer=True)) is True
     assert memory_infer(Settings(memory_backend="platform")) is False
-    with pytest.raises(RuntimeError, match="platform"):
+    with pytest.raises(RuntimeError, match="CALLVAULT_MEMORY_LLM_BASE_URL"):
         memory_infer(Settings(memory_backend="oss", memory_infer=True))
+    oss = Settings(memory_backend="oss", memory_infer=True, memory_llm_base_url="http://127.0.0.1:11434/v1")
+    assert memory_infer(oss) is True
