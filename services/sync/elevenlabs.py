@@ -45,6 +45,10 @@ MAX_AUDIO_BYTES = 2 * 1024**3
 # The slowest average an audio download may keep (after the request timeout's grace): real time for
 # the API's 128 kbit/s MP3, so a healthy download is never cut, and a trickle is.
 MIN_AUDIO_BYTES_PER_SEC = 16 * 1024
+# A conversation document or list page beyond this is refused, not read into memory (the webhook's
+# default body bound); an error's detail is read up to ERROR_DETAIL_BYTES only.
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
+ERROR_DETAIL_BYTES = 64 * 1024
 AUDIO_TYPES = ("audio/", "application/octet-stream")
 KEY_HELP = (
     "check ELEVENLABS_API_KEY (on AWS, the SSM parameter named by CALLVAULT_ELEVENLABS_API_KEY_PARAM): "
@@ -96,6 +100,7 @@ class ElevenLabsClient:
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
         max_audio_bytes: int = MAX_AUDIO_BYTES,
+        max_document_bytes: int = MAX_DOCUMENT_BYTES,
     ) -> None:
         if not api_key:
             raise UpstreamRejected(f"no ElevenLabs API key: {KEY_HELP}")
@@ -105,6 +110,7 @@ class ElevenLabsClient:
         self._timeout = timeout
         self._max_attempts = max_attempts
         self._max_audio_bytes = max_audio_bytes
+        self._max_document_bytes = max_document_bytes
         self._sleep = sleep
         self._clock = clock
         self._slots = threading.BoundedSemaphore(concurrency)
@@ -233,17 +239,28 @@ class ElevenLabsClient:
         try:
             try:
                 request = self._http.build_request("GET", path, params=params)
-                response = self._http.send(request, stream=stream)
+                # Always streamed: a body is read here, within a size bound and a deadline.
+                response = self._http.send(request, stream=True)
             except httpx.TimeoutException as exc:
                 raise _Transient(f"no answer within {self._timeout:g} s ({type(exc).__name__})") from exc
             except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 raise _Transient(f"connection failed ({type(exc).__name__})") from exc
             try:
                 self._check(response, path)
+                if not stream:
+                    body = b"".join(self._bounded(response, path, self._max_document_bytes, "answer"))
+                    response.close()
+                    return httpx.Response(response.status_code, content=body, request=request)
+            except httpx.TimeoutException as exc:
+                response.close()
+                raise _Transient(f"no answer within {self._timeout:g} s ({type(exc).__name__})") from exc
+            except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                response.close()
+                raise _Transient(f"connection failed ({type(exc).__name__})") from exc
             except BaseException:
                 response.close()
                 raise
-            keep_slot = stream
+            keep_slot = True
             return response
         finally:
             if not keep_slot:
@@ -258,12 +275,13 @@ class ElevenLabsClient:
             raise _Transient(f"HTTP {status}", retry_after)
         if status in (401, 403):
             self._fail(
-                UpstreamRejected, f"ElevenLabs refused GET {path} (HTTP {status}: {_detail(response)}); {KEY_HELP}"
+                UpstreamRejected,
+                f"ElevenLabs refused GET {path} (HTTP {status}: {self._detail(response)}); {KEY_HELP}",
             )
         if status == 404:
             self._fail(ConversationGone, f"ElevenLabs has no {path} (HTTP 404)")
         if 400 <= status < 500:
-            self._fail(UpstreamRejected, f"ElevenLabs rejected GET {path} (HTTP {status}: {_detail(response)})")
+            self._fail(UpstreamRejected, f"ElevenLabs rejected GET {path} (HTTP {status}: {self._detail(response)})")
         self._fail(UpstreamError, f"unexpected response from ElevenLabs to GET {path}: HTTP {status}")
 
     def _wait(self, state: RetryCallState) -> float:
@@ -287,24 +305,10 @@ class ElevenLabsClient:
 
     def _audio_chunks(self, response: httpx.Response, path: str) -> Iterator[bytes]:
         received = 0
-        started = self._clock()
         try:
             # As the bytes arrive (a fixed chunk size would wait for 64 KiB before any check runs).
-            for piece in response.iter_bytes():
+            for piece in self._bounded(response, path, self._max_audio_bytes, "audio"):
                 received += len(piece)
-                if received > self._max_audio_bytes:  # raised before the chunk reaches the store
-                    self._fail(
-                        UpstreamError,
-                        f"the audio from GET {path} is more than {self._max_audio_bytes} bytes; refused",
-                    )
-                # Each read may arrive within the timeout while the whole takes days: bound the whole
-                # too, so a trickle cannot hold serve's audio worker or a sync slot for ever.
-                if self._clock() - started > self._timeout + received / MIN_AUDIO_BYTES_PER_SEC:
-                    self._fail(
-                        UpstreamError,
-                        f"the audio from GET {path} arrived too slowly (under {MIN_AUDIO_BYTES_PER_SEC} bytes/s; "
-                        f"{received} bytes so far); run again later",
-                    )
                 for at in range(0, len(piece), AUDIO_CHUNK_BYTES):
                     yield piece[at : at + AUDIO_CHUNK_BYTES]
         except httpx.TransportError as exc:
@@ -326,13 +330,41 @@ class ElevenLabsClient:
         """Every error leaves through here, so none carries the key (even if upstream echoed it)."""
         raise error(message.replace(self._api_key, "[redacted]")) from cause
 
+    def _detail(self, response: httpx.Response) -> str:
+        """The API's own words for an error (``{"detail": {"message": ...}}`` or ``{"detail": "..."}``), short."""
+        raw = b""
+        try:
+            for piece in response.iter_bytes():
+                raw += piece
+                if len(raw) > ERROR_DETAIL_BYTES:  # not worth reading on: no detail
+                    return "no detail"
+            return _detail_of(raw)
+        except httpx.HTTPError:
+            return "no detail"
 
-def _detail(response: httpx.Response) -> str:
-    """The API's own words for an error (``{"detail": {"message": ...}}`` or ``{"detail": "..."}``), short."""
+    def _bounded(self, response: httpx.Response, path: str, limit: int, what: str) -> Iterator[bytes]:
+        """The body as it arrives, refused beyond ``limit`` bytes or when slower than
+        ``MIN_AUDIO_BYTES_PER_SEC`` on average after the request timeout (each read may arrive in
+        time while the whole takes days: a trickle must not hold a worker or a sync slot for ever)."""
+        received = 0
+        started = self._clock()
+        for piece in response.iter_bytes():
+            received += len(piece)
+            if received > limit:  # raised before the bytes reach a consumer
+                self._fail(UpstreamError, f"the {what} to GET {path} is more than {limit} bytes; refused")
+            if self._clock() - started > self._timeout + received / MIN_AUDIO_BYTES_PER_SEC:
+                self._fail(
+                    UpstreamError,
+                    f"the {what} to GET {path} arrived too slowly (under {MIN_AUDIO_BYTES_PER_SEC} bytes/s; "
+                    f"{received} bytes so far); run again later",
+                )
+            yield piece
+
+
+def _detail_of(raw: bytes) -> str:
     try:
-        response.read()
-        body = orjson.loads(response.content)
-    except (httpx.HTTPError, ValueError):
+        body = orjson.loads(raw)
+    except ValueError:
         return "no detail"
     detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, dict):

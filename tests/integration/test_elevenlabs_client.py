@@ -545,6 +545,47 @@ def test_audio_that_trickles_in_is_given_up_so_no_worker_waits_for_ever(make_cli
     assert received < 10
 
 
+def _endless(chunk: bytes, pulled: list[int], limit: int = 4096) -> Iterator[bytes]:
+    while True:
+        pulled.append(len(chunk))
+        assert len(pulled) < limit, "the client kept reading an endless body"
+        yield chunk
+
+
+@pytest.mark.parametrize("status", [200, 400])
+def test_an_endless_json_or_error_body_is_not_read_into_memory(make_client: MakeClient, status: int) -> None:
+    """A hostile upstream's gigabytes of JSON (or of error detail) must not grow serve until it dies."""
+    pulled: list[int] = []
+    endless = httpx.MockTransport(
+        lambda _r: httpx.Response(
+            status, headers={"content-type": "application/json"}, content=_endless(b"[" * 65536, pulled)
+        )
+    )
+    client = make_client(base_url="http://elevenlabs.test", transport=endless, max_document_bytes=1024 * 1024)
+
+    with pytest.raises((UpstreamError, UpstreamRejected)):
+        client.get_conversation("conv_1")
+
+    assert sum(pulled) <= 2 * 1024 * 1024
+
+
+def test_a_json_answer_that_trickles_in_is_given_up(make_client: MakeClient) -> None:
+    now = [1_800_000_000.0]
+
+    def trickle() -> Iterator[bytes]:
+        for _ in range(10_000):
+            now[0] += 10.0
+            yield b" "
+
+    slow = httpx.MockTransport(
+        lambda _r: httpx.Response(200, headers={"content-type": "application/json"}, content=trickle())
+    )
+    client = make_client(base_url="http://elevenlabs.test", transport=slow, clock=lambda: now[0], timeout=30.0)
+
+    with pytest.raises(UpstreamError, match="too slowly"):
+        client.list_conversations()
+
+
 def test_json_where_audio_was_due_is_refused_before_the_first_chunk(
     api: ElevenLabsStandIn, make_client: MakeClient
 ) -> None:
