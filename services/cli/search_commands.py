@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from services.cli.options import DATA_DIR_OPTION, archive_settings
@@ -47,8 +48,10 @@ def _console() -> Console:
 
 
 def _text(value: object) -> str:
+    """A value from the archive (what a webhook sent) as plain text: Rich markup in it (``[/x]``) would
+    crash the table, control characters would drive the terminal."""
     text = "" if value is None else str(value).strip()
-    return text or "-"
+    return escape("".join(c if c.isprintable() else "?" for c in text)) or "-"
 
 
 @click.command()

@@ -83,6 +83,20 @@ def test_search_cli_show_unknown_or_malformed_id(data_dir: Path) -> None:
     assert code == 2 and "conversation_id must be" in err
 
 
+def test_search_cli_prints_what_a_webhook_sent_as_text(search_app: SearchApp, data_dir: Path) -> None:
+    """Agent names and summaries come from the webhook: Rich markup in them must not crash the table."""
+    from tests.support_console import rich_call
+
+    search_app.ingest("hostile", rich_call("conv_markup_0001", hostile="[/x] [link=http://evil.example]y[/link]"))
+
+    code, out, err = run("calls", "--data-dir", str(data_dir))
+    assert code == 0, err
+    assert "[/x]" in out
+    code, out, err = run("show", "conv_markup_0001", "--data-dir", str(data_dir))
+    assert code == 0, err
+    assert "[/x]" in out and "[link=http://evil.example]" in out
+
+
 def test_search_cli_and_server_share_the_signing_key(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
