@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from services.analytics.reports import REPORTS
@@ -137,7 +138,8 @@ def _cell(value: Any) -> str:
         return f"{value:,.4f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:,.0f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    return str(value)
+    # Text from calls ("[laughs]" in an agent's message) is shown as it is, never read as Rich markup.
+    return escape(str(value))
 
 
 @click.command()

@@ -146,3 +146,10 @@ def test_compact_analytics_merges_closed_days_and_keeps_every_row(tmp_path: Path
     assert sorted(p.name for p in root.rglob("*.json.gz")) == ["day.compacted.json.gz"]
     out = _run("sql", "SELECT conversation_id FROM messages ORDER BY 1", "--format", "csv", "--data-dir", str(data_dir))
     assert out.split() == ["conversation_id", *ids]
+
+
+def test_table_output_prints_values_as_text_not_rich_markup(data_dir: Path) -> None:
+    """Agent messages carry audio tags such as "[laughs]": a table must show them, and a closing
+    tag ("[/x]") must not crash the command."""
+    out = _run("sql", "SELECT '[laughs] sure [/x]' AS said", "--data-dir", str(data_dir))
+    assert "[laughs] sure [/x]" in out
