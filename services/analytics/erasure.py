@@ -18,8 +18,8 @@ from services.core.domain.errors import NotFound
 from services.core.domain.models import CallRecord
 from services.core.ports import BlobStore
 
-from .compaction import drop_calls, rewrite_day
-from .rows import UnreadableRows, decode
+from .compaction import rewrite_day
+from .rows import Row, UnreadableRows, decode
 from .tables import TABLES, day_object_key, object_key, partition_of
 
 
@@ -49,12 +49,13 @@ class AnalyticsErasure:
         erased = 0
         for dt, ids in _days(calls).items():
             for table in TABLES:
-                in_day = ids & self._ids_in_day(table, dt)
                 for cid in sorted(ids):
                     erased += min(1, self.store.purge(object_key(table, dt, cid)))
-                if in_day:
-                    rewrite_day(self.store, table, dt, drop_calls(ids.__contains__))
-                    erased += len(in_day)
+                if self.store.head(day_object_key(table, dt)) is not None:
+                    # One read of the day object, inside the merge: decoding a busy day is the cost here.
+                    dropped = _Dropped(ids)
+                    rewrite_day(self.store, table, dt, dropped)
+                    erased += dropped.count
         return erased
 
     def _ids_in_day(self, table: str, dt: str) -> set[str]:
@@ -63,6 +64,20 @@ class AnalyticsErasure:
         except (NotFound, UnreadableRows):
             return set()
         return {str(row.get("conversation_id")) for row in rows}
+
+
+class _Dropped:
+    """A merge change that removes the erased calls and remembers how many it found (last attempt)."""
+
+    def __init__(self, ids: set[str]) -> None:
+        self.ids, self.count = ids, 0
+
+    def __call__(self, day: dict[str, list[Row]]) -> bool:
+        doomed = [cid for cid in day if cid in self.ids]
+        for cid in doomed:
+            del day[cid]
+        self.count = len(doomed)
+        return bool(doomed)
 
 
 @dataclass
