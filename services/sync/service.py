@@ -141,7 +141,8 @@ class Syncer:
             with lock:
                 summary.add(result)
                 if result.kind in ("processing", "failed"):
-                    oldest_open = min(oldest_open, listed.start_time_unix_secs)
+                    # Upstream's number: an absurd one holds the watermark back to the beginning, no further.
+                    oldest_open = min(oldest_open, max(0, listed.start_time_unix_secs))
             if on_done is not None:
                 on_done(result)
 

@@ -23,7 +23,7 @@ from services.sync.ports import (
     UpstreamRejected,
 )
 from services.sync.service import Syncer
-from services.sync.state import MemorySyncState
+from services.sync.state import MemorySyncState, SyncState
 from tests.support import TRANSCRIPTION, fixture_json
 
 BASE = fixture_json(TRANSCRIPTION)["data"]
@@ -126,7 +126,7 @@ def world() -> tuple[MemoryBlobStore, MemoryCallIndex, Archiver, Clock]:
     return blobs, index, Archiver(blobs, index, clock), clock
 
 
-def syncer(api: FakeApi, world: Any, state: MemorySyncState | None = None, **kwargs: Any) -> Syncer:
+def syncer(api: FakeApi, world: Any, state: SyncState | None = None, **kwargs: Any) -> Syncer:
     _blobs, index, archiver, clock = world
     return Syncer(api, archiver, index, state or MemorySyncState(), clock, **kwargs)
 
@@ -435,3 +435,28 @@ def test_a_looping_list_stops_the_run_without_moving_the_watermark(world: Any, e
 
     assert api.requests["list"] <= 3
     assert state.get_watermark("all") is None  # the next run lists the window again
+
+
+@pytest.mark.parametrize("start", [-(10**30), -5, 10**30])
+def test_a_listed_start_time_out_of_range_never_becomes_the_watermark(world: Any, tmp_path: Any, start: int) -> None:
+    """A hostile row (still processing, started at an absurd time) holds the watermark back at most to
+    the beginning; it must not crash the run or store a watermark no store can hold."""
+    from services.sync.state import SqliteSyncState
+
+    api = FakeApi([document(1)])
+    row = api.summary(document(2, status="processing"))
+    real_list = api.list_conversations
+
+    def listing(**kwargs: Any) -> ConversationPage:
+        page = real_list(**kwargs)
+        odd = ConversationSummary(row.conversation_id, row.agent_id, start, "processing")
+        return ConversationPage([*page.conversations, odd], page.next_cursor, page.has_more)
+
+    api.list_conversations = listing  # type: ignore[method-assign]
+    state = SqliteSyncState(tmp_path / "sync.sqlite3")
+
+    summary = syncer(api, world, state).run()
+
+    assert summary.counts == {"new": 1, "processing": 1}
+    watermark = state.get_watermark("all")
+    assert watermark is not None and 0 <= watermark <= NOW
