@@ -95,7 +95,6 @@ _INIT_ANSWER = {
         "caller_last_call_at": "2025-07-06",
         "caller_last_call_summary": "Asked to move her appointment to Friday.",
         "caller_history_summary": "2 earlier calls. ...",
-        "caller_facts": "user name: Maria; key life event: Moving to Lyon in 1967",
     },
 }
 _TOOL_DOC = _agent_body(
@@ -256,8 +255,7 @@ def create_memory_router(require_api_key: Callable[..., Any]) -> APIRouter:
         description=(
             "ElevenLabs calls this while the phone rings with `{caller_id, agent_id, called_number, call_sid}`. "
             "Answers `dynamic_variables` (caller_known, caller_name, caller_past_calls, caller_last_call_at, "
-            "caller_last_call_summary, caller_history_summary, caller_facts) from the index and the memory store, "
-            "without an "
+            "caller_last_call_summary, caller_history_summary) from the index and the memory store, without an "
             f"LLM call. Always 200 once authenticated (`{SECRET_HEADER}`)."
         ),
         openapi_extra=_INIT_DOC,
