@@ -56,7 +56,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     from services.core.wiring import build_analytics_store, build_storage, local_webhook_secret
     from services.local.app import create_local_app
     from services.local.hygiene import prepare_data_dir
-    from services.local.lock import DataDirBusy, DataDirLock, PortTaken, bind_listener
+    from services.local.lock import DataDirBusy, DataDirLock, DataDirUnusable, PortTaken, bind_listener
     from services.local.served_url import record_served_url, served_url
     from services.local.server import run_server
     from services.local.sync_runtime import build_local_sync
@@ -65,7 +65,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     settings = settings_for(data_dir)
     try:  # before anything is generated, printed or opened: the data dir is ours alone, the port is free
         lock = DataDirLock.acquire(settings.data_dir, "callvault serve")
-    except DataDirBusy as exc:
+    except (DataDirBusy, DataDirUnusable) as exc:
         raise click.ClickException(str(exc)) from None
     try:
         listener = bind_listener(host, port)

@@ -162,13 +162,13 @@ def _read(phone: str, data_dir: Path | None, query: str | None, type_: str | Non
 
 def _data_dir_lock(settings: Settings, holder: str = "callvault memory forget") -> AbstractContextManager[object]:
     """The local store is one process's: held while we use it, refused while `serve` holds it."""
-    from services.local.lock import DataDirBusy, DataDirLock
+    from services.local.lock import DataDirBusy, DataDirLock, DataDirUnusable
 
     if settings.backend != "local" or settings.memory_backend != "oss":
         return nullcontext()
     try:
         return DataDirLock.acquire(settings.data_dir, holder)
-    except DataDirBusy as exc:
+    except (DataDirBusy, DataDirUnusable) as exc:
         raise click.ClickException(str(exc)) from None
 
 

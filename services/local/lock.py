@@ -28,8 +28,17 @@ class DataDirBusy(Exception):
 
 
 class PortTaken(Exception):
-    def __init__(self, host: str, port: int, reason: str) -> None:
-        super().__init__(f"cannot listen on {host}:{port}: {reason}; stop what uses it or pass another --port")
+    """The server cannot listen where it was asked to; the message says why and what to change."""
+
+    def __init__(
+        self, host: str, port: int, reason: str, hint: str = "stop what uses it or pass another --port"
+    ) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {reason}; {hint}")
+
+
+class DataDirUnusable(Exception):
+    def __init__(self, data_dir: Path, reason: str) -> None:
+        super().__init__(f"cannot use {data_dir} as the data dir: {reason}; pass another --data-dir")
 
 
 class DataDirLock:
@@ -42,9 +51,12 @@ class DataDirLock:
     @classmethod
     def acquire(cls, data_dir: Path, command: str) -> Self:
         """Take the lock for ``command`` (e.g. ``"callvault serve"``) or raise ``DataDirBusy``."""
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = data_dir / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise DataDirUnusable(data_dir, exc.strerror or str(exc)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -88,7 +100,9 @@ def bind_listener(host: str, port: int) -> socket.socket:
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except socket.gaierror as exc:
-        raise PortTaken(host, port, f"unknown host ({exc.strerror})") from None
+        raise PortTaken(
+            host, port, f"unknown host ({exc.strerror})", "pass an address of this machine as --host"
+        ) from None
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no obstacle
@@ -100,6 +114,10 @@ def bind_listener(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise PortTaken(host, port, "the port is taken by another program") from None
+        if exc.errno == errno.EACCES:
+            raise PortTaken(host, port, "permission denied", "ports below 1024 need root: pass --port 8080") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise PortTaken(host, port, "not an address of this machine", "pass one as --host") from None
         raise PortTaken(host, port, exc.strerror or str(exc)) from None
     sock.set_inheritable(True)
     return sock

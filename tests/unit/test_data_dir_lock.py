@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from services.local.lock import LOCK_FILE, DataDirBusy, DataDirLock
+from services.cli.main import cli
+from services.local.lock import LOCK_FILE, DataDirBusy, DataDirLock, DataDirUnusable, PortTaken, bind_listener
 
 
 def test_lock_is_exclusive_and_named(tmp_path: Path) -> None:
@@ -43,3 +45,30 @@ def test_a_killed_holder_leaves_no_lock(tmp_path: Path) -> None:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     DataDirLock.acquire(tmp_path, "callvault serve").close()
+
+
+def test_an_unusable_data_dir_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(DataDirUnusable, match=f"cannot use {blocker / 'data'} as the data dir: .*; pass another"):
+        DataDirLock.acquire(blocker / "data", "callvault serve")
+
+
+@pytest.mark.parametrize(
+    ("host", "says"),
+    [
+        ("nonexistent.invalid", "unknown host .*; pass an address of this machine as --host"),
+        ("192.0.2.1", "not an address of this machine; pass one as --host"),  # TEST-NET-1, never local
+    ],
+)
+def test_where_the_server_cannot_listen_is_said(host: str, says: str) -> None:
+    with pytest.raises(PortTaken, match=f"cannot listen on {host}:8080: {says}"):
+        bind_listener(host, 8080)
+
+
+def test_serve_says_so_without_a_traceback(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(cli, ["serve", "--data-dir", str(blocker / "data")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "cannot use" in result.output and "Traceback" not in result.output
