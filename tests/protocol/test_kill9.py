@@ -24,7 +24,7 @@ enumerates both sides of every operation in all scenarios.
 
 import json
 import os
-import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -83,7 +83,10 @@ class ForkServer:
 
     def _read(self, timeout: float) -> dict[str, Any]:
         assert self.process.stdout is not None
-        readable, _, _ = select.select([self.process.stdout], [], [], timeout)
+        # selectors, not select.select: after a long test session this process's descriptors pass 1,024.
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            readable = selector.select(timeout)
         if not readable:
             raise TimeoutError(f"the fork server did not answer within {timeout}s:\n{self.log.read_text()}")
         line = self.process.stdout.readline()
