@@ -6,6 +6,7 @@ from pathlib import Path
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -31,7 +32,7 @@ class ImportSummary:
         table.add_row("failed", str(len(self.failed)))
         console.print(table)
         for path, reason in self.failed[:20]:
-            console.print(f"[red]failed[/red] {path}: {reason}")
+            console.print(f"[red]failed[/red] {escape(str(path))}: {escape(reason)}")  # as text, not markup
         if len(self.failed) > 20:
             console.print(f"... and {len(self.failed) - 20} more")
 
