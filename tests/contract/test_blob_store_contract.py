@@ -356,3 +356,24 @@ def test_s3_blob_store_purge_on_a_versioned_bucket_removes_every_version_and_del
     assert _all_versions(client) == [("version", other)]
     assert store.purge(TRANSCRIPT) == 0
     assert store.get_bytes(other) == DOCUMENT
+
+
+def test_blob_store_list_keys_by_any_prefix_shape(blobs: BlobHarness) -> None:
+    """Prefixes that end inside a name, name a nested folder, or a folder that does not exist."""
+    keys = [
+        TRANSCRIPT,
+        AUDIO,
+        f"{PHONE_DIGITS}/conv_other.json",
+        "calls/dt=2025-07-06/conv_a.json.gz",
+        "calls/dt=2025-07-06/day.compacted.json.gz",
+        "calls/dt=2025-07-07/conv_b.json.gz",
+    ]
+    for key in keys:
+        blobs.store.put_bytes(key, b"x", "application/octet-stream")
+
+    assert sorted(blobs.store.list_keys(f"{PHONE_DIGITS}/conv_0")) == sorted([TRANSCRIPT, AUDIO])
+    assert sorted(blobs.store.list_keys("1612555")) == sorted(keys[:3])
+    assert sorted(blobs.store.list_keys("calls/dt=2025-07-06/")) == sorted(keys[3:5])
+    assert sorted(blobs.store.list_keys("calls/")) == sorted(keys[3:])
+    assert list(blobs.store.list_keys("calls/dt=2025-07-08/")) == []
+    assert list(blobs.store.list_keys("nowhere/at/all/")) == []

@@ -229,7 +229,15 @@ class FsBlobStore:
             _fsync_dir(path)
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
-        for dirpath, _dirnames, filenames in os.walk(self.root):
+        # Walk only the folder the prefix names (a caller's folder, one analytics partition), not the
+        # whole tree: erasure and merges list one partition of a 100,000-call archive (#13).
+        folder = prefix.rpartition("/")[0]
+        start = self.root
+        if folder and ".." not in folder.split("/") and not folder.startswith("/"):
+            start = self.root / folder
+            if not start.is_dir():
+                return
+        for dirpath, _dirnames, filenames in os.walk(start):
             for name in sorted(filenames):
                 if name.startswith(_TMP_PREFIX):
                     continue
