@@ -13,6 +13,7 @@ memory is a copy: the archive stays the record.
 """
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -229,3 +230,19 @@ def _messages(data: dict[str, Any]) -> list[tuple[Role, str]]:
         if role is not None and isinstance(text, str) and any(ch.isalnum() for ch in text):
             messages.append((role, " ".join(text.split())))
     return messages
+
+
+FACTS_CHARS = 400
+
+
+def facts_line(texts: list[str]) -> str | None:
+    """``"user name: Maria; key life event: ..."``: a call's collected values, within ``FACTS_CHARS``."""
+    line = "; ".join(" ".join(t.split()) for t in texts if t.strip())
+    if not line:
+        return None
+    return line if len(line) <= FACTS_CHARS else line[: FACTS_CHARS - 1].rstrip() + "…"
+
+
+def collected_facts(items: Sequence[MemoryItem]) -> str | None:
+    """The facts line of one call's items: its data-collection memories, in order."""
+    return facts_line([i.text for i in items if i.metadata.get("source") == "data_collection"])

@@ -35,7 +35,7 @@ from typing import Any
 
 from services.core.adapters.sqlite_database import make_private
 
-from .domain import Ids, Memories, MemoryItem, MemoryType, StoredMemory, listing_order
+from .domain import Ids, Memories, MemoryItem, MemoryType, StoredMemory, collected_facts, listing_order
 from .embedder import DIMENSIONS, OnnxMiniLmEmbedder
 from .errors import MemoryUnavailable
 from .mem0_env import check_telemetry_off, prepare_mem0_environment
@@ -53,6 +53,20 @@ CREATE TABLE IF NOT EXISTS callers (
     started_at  INTEGER NOT NULL,
     conversation_id TEXT NOT NULL
 )
+"""
+_FACTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS caller_facts (
+    phone       TEXT PRIMARY KEY,
+    facts       TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    conversation_id TEXT NOT NULL
+)
+"""
+_SET_FACTS = """
+INSERT INTO caller_facts (phone, facts, started_at, conversation_id) VALUES (?, ?, ?, ?)
+ON CONFLICT (phone) DO UPDATE SET facts = excluded.facts, started_at = excluded.started_at,
+    conversation_id = excluded.conversation_id
+WHERE excluded.started_at >= caller_facts.started_at
 """
 _SET_NAME = """
 INSERT INTO callers (phone, caller_name, started_at, conversation_id) VALUES (?, ?, ?, ?)
@@ -120,6 +134,7 @@ class Mem0OssMemoryStore:
             str(directory / "callers.sqlite3") if directory is not None else ":memory:", check_same_thread=False
         )
         self._callers.execute(_CALLERS_SCHEMA)
+        self._callers.execute(_FACTS_SCHEMA)
         # Qdrant local mode is not made for concurrent use: one call at a time. Writers also hold
         # ``_writer`` for a whole conversation, so two writes of one conversation never interleave
         # (delete, delete, add, add would duplicate), while reads slip in between single calls.
@@ -178,6 +193,11 @@ class Mem0OssMemoryStore:
             row = self._callers.execute("SELECT caller_name FROM callers WHERE phone = ?", (phone,)).fetchone()
         return str(row[0]) if row else None
 
+    def caller_facts(self, phone: str) -> str | None:
+        with self._errors("read"), self._names:
+            row = self._callers.execute("SELECT facts FROM caller_facts WHERE phone = ?", (phone,)).fetchone()
+        return str(row[0]) if row else None
+
     def delete_caller(self, phone: str) -> int:
         with self._writer, self._errors("delete"):
             memory = self._memory_for(phone)
@@ -185,6 +205,7 @@ class Mem0OssMemoryStore:
             self._purge_messages(memory, phone)
             with self._names:
                 self._callers.execute("DELETE FROM callers WHERE phone = ?", (phone,))
+                self._callers.execute("DELETE FROM caller_facts WHERE phone = ?", (phone,))
                 self._callers.commit()
             return deleted
 
@@ -253,6 +274,12 @@ class Mem0OssMemoryStore:
         return filters
 
     def _remember_name(self, phone: str, conversation_id: str, items: Sequence[MemoryItem]) -> None:
+        facts = collected_facts(items)
+        if facts:
+            started_at = next((i.metadata.get("started_at") for i in items if i.metadata.get("started_at")), 0)
+            with self._names:
+                self._callers.execute(_SET_FACTS, (phone, facts, started_at or 0, conversation_id))
+                self._callers.commit()
         for item in items:
             name, started_at = item.metadata.get("caller_name"), item.metadata.get("started_at")
             if isinstance(name, str) and name:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .domain import AGENT_KEY, Ids, Memories, MemoryItem, MemoryType, StoredMemory, listing_order
+from .domain import AGENT_KEY, Ids, Memories, MemoryItem, MemoryType, StoredMemory, facts_line, listing_order
 from .errors import MemoryUnavailable
 from .mem0_env import check_telemetry_off, prepare_mem0_environment
 from .mem0_oss import LIST_SCAN_LIMIT
@@ -97,6 +97,13 @@ class Mem0PlatformMemoryStore:
             if memory.caller_name:
                 return memory.caller_name
         return None
+
+    def caller_facts(self, phone: str) -> str | None:
+        """From the first page of the caller's factual memories: the newest call's collected values."""
+        found = self._call("list", partial(_get_all, filters=_where(phone, "factual"), page=1))
+        memories = sorted((_stored(r) for r in _results(found)), key=listing_order)
+        newest = next((m.conversation_id for m in memories if m.source == "data_collection"), None)
+        return facts_line([m.text for m in memories if m.source == "data_collection" and m.conversation_id == newest])
 
     def delete_caller(self, phone: str) -> int:
         count = len(self._ids({"user_id": phone}))

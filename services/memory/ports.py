@@ -33,6 +33,13 @@ class MemoryStore(Protocol):
         """
         ...
 
+    def caller_facts(self, phone: str) -> str | None:
+        """The collected data of the caller's newest call that collected any, as one short line.
+
+        Cheap by contract, like ``caller_name``: read while the phone rings.
+        """
+        ...
+
     def delete_caller(self, phone: str) -> int:
         """Erase every memory of this caller, history included; return how many were deleted."""
         ...

@@ -177,6 +177,7 @@ class CallerProfile:
     last_call_at: int | None = None
     last_call_summary: str | None = None
     history_summary: str | None = None
+    facts: str | None = None
     degraded: bool = False  # the index or the memory store did not answer: partial profile
 
     def dynamic_variables(self) -> dict[str, Any]:
@@ -188,6 +189,7 @@ class CallerProfile:
             "caller_last_call_at": _date(self.last_call_at),
             "caller_last_call_summary": self.last_call_summary or "",
             "caller_history_summary": self.history_summary or "",
+            "caller_facts": self.facts or "",
         }
 
 
@@ -210,12 +212,13 @@ def caller_profile(
     except Exception as exc:
         degraded = True
         _report(on_error, "index", exc)
-    name = None
+    name = facts = None
     if calls:  # a number we never spoke to has no memories: skip the store
         try:
-            # One row of the caller-name table, never the vector store: a listing there waits for the
-            # store's lock behind the worker (measured: p99 146-178 ms instead of 17-40 ms).
+            # Rows the store keeps for this moment, never a vector listing: that waits for the store's
+            # lock behind the worker (measured: p99 146-178 ms instead of 17-40 ms).
             name = store.caller_name(phone)
+            facts = store.caller_facts(phone)
         except Exception as exc:
             degraded = True
             _report(on_error, "memory", exc)
@@ -227,6 +230,7 @@ def caller_profile(
         last_call_at=last.started_at if last else None,
         last_call_summary=_clip(last.summary or last.summary_title, SUMMARY_CHARS) if last else None,
         history_summary=_history(calls),
+        facts=facts,
         degraded=degraded,
     )
 

@@ -18,5 +18,8 @@ class NullMemoryStore:
     def caller_name(self, phone: str) -> str | None:
         return None
 
+    def caller_facts(self, phone: str) -> str | None:
+        return None
+
     def delete_caller(self, phone: str) -> int:
         return 0

@@ -14,6 +14,7 @@ from services.memory.domain import (
     MemoryStatus,
     MemoryType,
     StoredMemory,
+    facts_line,
     listing_order,
 )
 from services.memory.errors import MemoryUnavailable
@@ -104,6 +105,12 @@ class FakeMemoryStore:
             if memory.caller_name:
                 return memory.caller_name
         return None
+
+    def caller_facts(self, phone: str) -> str | None:
+        self._check()
+        facts = [m for m in self.list(phone, "factual", 1000) if m.source == "data_collection"]
+        newest = facts[0].conversation_id if facts else None
+        return facts_line([m.text for m in facts if m.conversation_id == newest])
 
     def delete_caller(self, phone: str) -> int:
         self._check()

@@ -195,8 +195,12 @@ def test_caller_name_comes_from_the_newest_call_that_collected_one(vault: Vault,
     vault.drain()
     assert oss_store.caller_name(CALLER) == "Maria Lopez"
     assert oss_store.caller_name(OTHER_CALLER) is None
+    # The newest call's collected data (conv_3 collected no name, but a date and a comfort level).
+    facts = oss_store.caller_facts(CALLER)
+    assert facts.startswith("session date: 1751802015; comfort level: Whenever you") and "user name" not in facts
+    assert oss_store.caller_facts(OTHER_CALLER) is None
     oss_store.delete_caller(CALLER)
-    assert oss_store.caller_name(CALLER) is None
+    assert oss_store.caller_name(CALLER) is None and oss_store.caller_facts(CALLER) is None
 
 
 def test_callers_in_one_shard_stay_apart_and_shards_are_stable(oss_store: Any) -> None:

@@ -289,3 +289,17 @@ def test_with_inference_the_transcript_goes_in_one_infer_request_and_a_re_run_re
         CONV,
         "semantic",
     )
+
+
+def test_caller_facts_are_the_newest_calls_collected_data_from_one_page(platform: tuple[str, PlatformState]) -> None:
+    url, state = platform
+    store, _ = _store(url)
+    old = call_envelope("conv_old", CALLER, TURNS, started_at=1751000000, name="Maria")
+    new = call_envelope("conv_new", CALLER, TURNS, started_at=1751802015, name="Maria Lopez")
+    for cid, envelope in (("conv_new", new), ("conv_old", old)):  # the older call stored last
+        store.add_conversation(CALLER, cid, build_conversation_memories(envelope["data"]).items)
+    before = len(state.requests)
+    facts = store.caller_facts(CALLER)
+    assert facts is not None and facts.endswith("; user name: Maria Lopez") and facts.startswith("session date: ")
+    assert len(state.requests) == before + 1  # one page, while the phone rings
+    assert store.caller_facts(OTHER_CALLER) is None

@@ -244,6 +244,9 @@ def test_a_returning_caller_is_greeted_by_name_with_a_summary_of_past_calls(api:
         "caller_last_call_summary": "Maria talked about her daughter's visit.",
         "caller_history_summary": "2 earlier calls. 2025-07-06: Maria talked about her daughter's visit. "
         "2025-06-27: Maria asked about bus times.",
+        # The newest call's collected data; no evaluations, no summaries (those are in the history).
+        "caller_facts": "session date: 1751802015; comfort level: Whenever you\u2019re ready, we can pick up where "
+        "we left off or dive into a new story...; user name: Maria",
     }
     assert body["conversation_config_override"] == {"agent": {"first_message": "Welcome back, Maria!"}}
 
@@ -260,6 +263,7 @@ def test_a_first_time_caller_gets_every_variable_empty_and_no_override(api: Api)
                 "caller_last_call_at": "",
                 "caller_last_call_summary": "",
                 "caller_history_summary": "",
+                "caller_facts": "",
             },
         }
 
@@ -270,7 +274,7 @@ def test_conversation_init_still_answers_from_the_index_when_memory_is_down(api:
     response = _init(api, {"caller_id": "(612) 555-0142"})
     assert response.status_code == 200
     variables = response.json()["dynamic_variables"]
-    assert variables["caller_past_calls"] == 1 and variables["caller_name"] == ""
+    assert variables["caller_past_calls"] == 1 and variables["caller_name"] == "" and variables["caller_facts"] == ""
     assert "conversation_config_override" not in response.json()  # no name, no personal greeting
 
 
