@@ -6,6 +6,7 @@ DuckDB, boto3 and matplotlib are imported inside the commands so ``callvault --h
 """
 
 import csv
+import importlib.util
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -210,6 +211,11 @@ def report(
             raise click.BadParameter(f"{phone!r} is not a phone number", param_hint="--phone")
     if chart is not None and chosen.chart is None:
         raise click.UsageError(f"report {name} has no chart; charts: calls-per-day, success-rate, criteria")
+    if chart is not None and importlib.util.find_spec("matplotlib") is None:  # checked before the query runs
+        raise click.ClickException(
+            "--chart needs matplotlib, an optional extra `make serve` leaves out: "
+            "run .venv/bin/pip install -e '.[charts]' (or make test's venv), then again"
+        )
     args = ReportArgs(first, last, keyword, e164, limit)
     try:
         from services.analytics.reports import bind

@@ -2,6 +2,7 @@
 data dir filled by ``callvault import`` (which writes the analytics tables like the webhook does)."""
 
 import csv
+import importlib.util
 import io
 import json
 from pathlib import Path
@@ -91,6 +92,21 @@ def test_chart_writes_a_png(data_dir: Path, tmp_path: Path, name: str) -> None:
     _run("report", name, "--chart", str(target), "--data-dir", str(data_dir))
     blob = target.read_bytes()
     assert blob[:8] == b"\x89PNG\r\n\x1a\n" and len(blob) > 10_000
+
+
+def test_chart_without_matplotlib_says_how_to_install_it(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make serve` installs the runtime only; the PNG charts' matplotlib is the `charts` extra."""
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a)
+    )
+    target = tmp_path / "calls.png"
+    result = CliRunner().invoke(cli, ["report", "calls-per-day", "--chart", str(target), "--data-dir", str(data_dir)])
+    assert result.exit_code == 1, result.output
+    assert "pip install -e '.[charts]'" in result.output and "Traceback" not in result.output
+    assert not target.exists()
 
 
 def test_usage_errors(data_dir: Path, tmp_path: Path) -> None:
