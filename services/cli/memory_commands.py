@@ -3,6 +3,7 @@
 - ``status``: how many memory jobs are pending, running, done and failed, and why recent ones failed.
 - ``retry``: put failed jobs back to pending (all, or one ``--conversation-id``); a running
   ``callvault serve`` picks them up within a poll, otherwise the next start does.
+- ``rerun [--phone]``: queue every archived call's job again (memories rebuilt by the current extractor).
 - ``forget PHONE``: erase everything the memory store holds about one caller (history included).
   The archive and index are untouched; that is a separate decision.
 - ``show PHONE``: the caller's memories, newest call first; ``search PHONE QUERY``: the most similar.
@@ -14,6 +15,7 @@ dead-letter queue instead (docs/memory.md).
 """
 
 import sys
+import time
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +70,39 @@ def retry(data_dir: Path | None, conversation_id: str | None) -> None:
     click.echo(f"{count} failed memory job{'s' if count != 1 else ''} back to pending")
     if conversation_id and not count:
         sys.exit(1)
+
+
+@memory.command()
+@DATA_DIR_OPTION
+@click.option("--phone", default=None, help="Only this caller's calls.")
+def rerun(data_dir: Path | None, phone: str | None) -> None:
+    """Queue every archived call's memory job again, e.g. to rebuild raw-turn memories with the extractor.
+
+    A running `callvault serve` works through them (each replaces its call's memories); otherwise the
+    next start does.
+    """
+    from services.core.adapters.sqlite_call_index import SqliteCallIndex
+    from services.core.domain.errors import CallVaultError
+    from services.memory.domain import STATUS_PENDING, MemoryJob
+    from services.memory.wiring import INDEX_FILE
+    from services.web.params import parse_phone
+
+    settings = settings_for(data_dir)
+    outbox = _outbox(settings)
+    try:
+        only = parse_phone(phone, settings.default_region) if phone else None
+    except CallVaultError as exc:
+        raise click.BadParameter(exc.message, param_hint="--phone") from None
+    index = SqliteCallIndex(settings.data_dir / INDEX_FILE)
+    now = int(time.time())
+    queued = 0
+    for call in index.scan():
+        if not call.phone or not call.transcript_key or (only and call.phone != only):
+            continue
+        index.set_memory_status(call.conversation_id, STATUS_PENDING, now)
+        outbox.enqueue(MemoryJob(call.conversation_id, call.transcript_key, call.event_at))
+        queued += 1
+    click.echo(f"{queued} memory job{'s' if queued != 1 else ''} queued")
 
 
 @memory.command()

@@ -129,3 +129,34 @@ def test_show_and_search_read_one_callers_memories_from_the_offline_store(
     assert nobody.exit_code == 0 and nobody.output.strip() == "no memories"
     blank = runner.invoke(cli, ["memory", "search", CALLER, "  ", *where])
     assert blank.exit_code == 2
+
+
+def test_rerun_queues_every_archived_calls_job_again_or_one_callers(runner: CliRunner, tmp_path: Path) -> None:
+    import time
+
+    from services.core.adapters.fs_blob_store import FsBlobStore
+    from services.core.adapters.sqlite_call_index import SqliteCallIndex
+    from services.core.domain import payload
+    from services.ingest.service import Archiver
+    from services.memory.jobs import JobProcessor, MemoryJobs, NullStatusSink
+    from services.memory.worker import MemoryWorker
+    from tests.memory.support import FakeMemoryStore, envelope_bytes
+
+    index = SqliteCallIndex(tmp_path / "index.sqlite3")
+    blobs = FsBlobStore(tmp_path / "archive")
+    outbox = SqliteOutbox(tmp_path / "index.sqlite3")
+    archiver = Archiver(blobs, index, time.time, memory_jobs=MemoryJobs(outbox, index, time.time))
+    for cid, phone in (("conv_1", CALLER), ("conv_2", CALLER), ("conv_3", OTHER_CALLER), ("conv_web", None)):
+        archiver.archive(payload.parse_envelope(envelope_bytes(call_envelope(cid, phone))))
+    worker = MemoryWorker(outbox, JobProcessor(blobs, index, FakeMemoryStore()), NullStatusSink())
+    while worker.run_once():
+        pass
+    assert outbox.counts()["pending"] == 0 and outbox.counts()["done"] == 3
+
+    one = runner.invoke(cli, ["memory", "rerun", "--phone", "(612) 555-0177", "--data-dir", str(tmp_path)])
+    assert one.exit_code == 0 and one.output.strip() == "1 memory job queued"
+    assert [r.conversation_id for r in outbox.rows("pending", 10)] == ["conv_3"]
+    every = runner.invoke(cli, ["memory", "rerun", "--data-dir", str(tmp_path)])
+    assert every.output.strip() == "3 memory jobs queued"  # the web call has no caller: no job
+    assert outbox.counts()["pending"] == 3
+    assert index.get("conv_1").memory_status == "pending"  # type: ignore[union-attr]
