@@ -17,7 +17,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from services.core.domain.errors import CallVaultError
+from services.core.domain import keys
+from services.core.domain.errors import CallVaultError, InvalidPayload
 from services.core.domain.models import CallRecord
 from services.core.domain.versions import FAILURE_KIND
 from services.core.ports import CallIndex
@@ -44,6 +45,7 @@ class ConversationResult:
     audio_fetched: bool = False
     audio_missing: bool = False  # dry run: the archive lacks audio upstream has
     reason: str | None = None  # why it failed
+    lasting: bool = False  # failed in a way no retry can mend (the archive refuses the document)
 
 
 @dataclass
@@ -140,7 +142,7 @@ class Syncer:
             listed, result = future.result()
             with lock:
                 summary.add(result)
-                if result.kind in ("processing", "failed"):
+                if result.kind == "processing" or (result.kind == "failed" and not result.lasting):
                     # Upstream's number: an absurd one holds the watermark back to the beginning, no further.
                     oldest_open = min(oldest_open, max(0, listed.start_time_unix_secs))
             if on_done is not None:
@@ -200,11 +202,15 @@ class Syncer:
             return listed, ConversationResult(cid, "gone")
         except UpstreamRejected:
             raise  # a wrong key fails every call alike: stop the run with its message
+        except InvalidPayload as exc:
+            # No store can hold it (a bad id, a start outside 2000-2099): reported, but it does not hold
+            # the watermark back, or every later run would list every call since it, for ever.
+            return listed, ConversationResult(cid, "failed", reason=exc.message, lasting=True)
         except CallVaultError as exc:
             return listed, ConversationResult(cid, "failed", reason=exc.message)
 
     def _sync(self, listed: ConversationSummary, fetcher: AudioFetcher, dry_run: bool) -> ConversationResult:
-        cid = listed.conversation_id
+        cid = keys.check_conversation_id(listed.conversation_id)
         if not listed.is_final:
             return ConversationResult(cid, "processing")
         row = self.index.get(cid)

@@ -460,3 +460,23 @@ def test_a_listed_start_time_out_of_range_never_becomes_the_watermark(world: Any
     assert summary.counts == {"new": 1, "processing": 1}
     watermark = state.get_watermark("all")
     assert watermark is not None and 0 <= watermark <= NOW
+
+
+def test_a_call_the_archive_refuses_for_good_is_reported_but_does_not_hold_the_watermark(world: Any) -> None:
+    """Retrying cannot help a document no store can hold (a start outside 2000-2099): holding the
+    watermark at it would make every later run list all calls since then, for ever."""
+    ok, refused = document(1), document(2)
+    refused["metadata"]["start_time_unix_secs"] = 4_200_000_000  # 2103
+    api = FakeApi([ok, refused])
+    listed = api.summary(refused)
+    api.summary = lambda doc: (  # type: ignore[method-assign]
+        listed if doc["conversation_id"] == refused["conversation_id"] else FakeApi.summary(api, doc)
+    )
+    object.__setattr__(listed, "start_time_unix_secs", T0 + 120)  # listed inside the window
+    state = MemorySyncState()
+
+    summary = syncer(api, world, state, overlap_seconds=0).run()
+
+    assert [cid for cid, _reason in summary.failures] == [refused["conversation_id"]]
+    assert "2000" in summary.failures[0][1]
+    assert state.get_watermark("all") == NOW  # the next run starts after it
