@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from services.privacy.service import ErasureSummary
 
 
+_NO_TOMBSTONE_KEY = (
+    "set CALLVAULT_TOMBSTONE_KEY_PARAM (an SSM SecureString) or CALLVAULT_TOMBSTONE_KEY first: "
+    "without tombstones an erased call comes back with the next webhook retry or sync"
+)
 _THROUGH_SERVE = "erase through it instead: DELETE /callers/{phone} with an admin key (docs/privacy.md)"
 
 
@@ -117,10 +121,7 @@ def _forget(settings: Settings, e164: str | None, conversations: tuple[str, ...]
     try:
         eraser = build_eraser(settings, build_storage(settings), _memory_erasure(settings))
         if eraser.erased is None:  # AWS without a tombstone key: the calls would come back with the next sync
-            raise click.ClickException(
-                "set CALLVAULT_TOMBSTONE_KEY_PARAM (an SSM SecureString) or CALLVAULT_TOMBSTONE_KEY first: "
-                "without tombstones an erased call comes back with the next webhook retry or sync"
-            )
+            raise click.ClickException(_NO_TOMBSTONE_KEY)
         plan = eraser.plan_caller(e164) if e164 else eraser.plan_conversations(conversations)
         if dry_run:
             return eraser.dry_run(plan)
@@ -301,6 +302,8 @@ def retention_run(dry_run: bool, as_json: bool, rules: Path | None, data_dir: Pa
     try:
         with lock:
             runner = build_retention(settings, build_storage(settings), _memory_erasure(settings), rules)
+            if runner.eraser.erased is None:  # AWS without a tombstone key: expired calls would sync back
+                raise click.ClickException(_NO_TOMBSTONE_KEY)
             with progress_bars() as bar:
                 summary = runner.run(dry_run=dry_run, progress=bar("expiring calls"), actor=cli_actor())
     except RetentionConfigError as exc:

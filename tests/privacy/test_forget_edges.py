@@ -140,6 +140,8 @@ def test_forget_on_aws_without_a_tombstone_key_refuses(monkeypatch: pytest.Monke
     result = CliRunner().invoke(cli, ["forget", "+16125550142", "--yes"], env=env)
 
     assert result.exit_code == 1 and "CALLVAULT_TOMBSTONE_KEY_PARAM" in result.output
+    expiring = CliRunner().invoke(cli, ["retention", "run"], env=env)
+    assert expiring.exit_code == 1 and "CALLVAULT_TOMBSTONE_KEY_PARAM" in expiring.output
 
 
 def test_forget_and_retention_refuse_while_serve_holds_the_offline_memory_store(
