@@ -206,6 +206,9 @@ def as_function(aws: Aws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
 
 
 def _cold_start() -> None:
+    # A new container's boto3 has no default session yet: one an earlier test made keeps the credentials
+    # it resolved then (another moto's keys), whatever the environment now says.
+    boto3.DEFAULT_SESSION = None
     get_settings.cache_clear()
     read_ssm_secret.cache_clear()
     handler._fetcher.cache_clear()
