@@ -138,6 +138,7 @@ def _print(summary: "SyncSummary") -> None:
         ("audio missing" if summary.dry_run else "audio fetched", audio),
         ("still processing (next run)", counts.get("processing", 0)),
         ("gone upstream (kept here)", len(summary.gone)),
+        ("erased here (not fetched)", counts.get("erased", 0)),
         ("failed", summary.failed),
     ]
     for label, count in rows:

@@ -87,7 +87,8 @@ class Archiver:
     # nothing, whether a webhook retry, an import or a sync brings it.
     erased: ErasedConversations | None = None
 
-    def _is_erased(self, conversation_id: str) -> bool:
+    def is_erased(self, conversation_id: str) -> bool:
+        """A tombstone names the conversation: nothing of it is stored again (sync asks before fetching)."""
         return self.erased is not None and self.erased.is_erased(conversation_id)
 
     def archive(self, event: WebhookEvent) -> IngestResult:
@@ -106,7 +107,7 @@ class Archiver:
 
     def _archive_call(self, event: WebhookEvent, record: CallRecord) -> IngestResult:
         conversation_id = record.conversation_id
-        if self._is_erased(conversation_id):
+        if self.is_erased(conversation_id):
             return IngestResult("erased", event.type)  # no id: logs and answers name no erased call
         document = orjson.dumps(event.data)  # the whole `data`, unknown fields kept, on one line
         record.version = versions.call_version(event.type, event.event_timestamp, document)
@@ -246,7 +247,7 @@ class Archiver:
         body: Callable[[], Iterable[bytes]],
         version: str,
     ) -> IngestResult:
-        if self._is_erased(conversation_id):
+        if self.is_erased(conversation_id):
             return IngestResult("erased", event_type)  # no id: logs and answers name no erased call
         existing = self.index.get(conversation_id)
         if existing is not None and existing.audio_version == versions.AUDIO_EXPIRED:

@@ -97,3 +97,7 @@ class CallArchive(Protocol):
     ) -> str:
         """Archive the call's audio from a stream (``chunks`` may be called again to retry)."""
         ...
+
+    def is_erased(self, conversation_id: str) -> bool:
+        """The conversation was erased here (#13): sync fetches nothing of it."""
+        ...

@@ -34,7 +34,7 @@ from .ports import (
 )
 from .state import SyncState
 
-Kind = Literal["complete", "new", "updated", "processing", "failed", "gone"]
+Kind = Literal["complete", "new", "updated", "processing", "failed", "gone", "erased"]
 PAGE_SIZE = 100
 
 
@@ -92,6 +92,7 @@ class SyncSummary:
             "updated": self.counts.get("updated", 0),
             "audio_fetched": self.audio_fetched,
             "still_processing": self.counts.get("processing", 0),
+            "erased_here": self.counts.get("erased", 0),
             "gone_upstream": self.gone,
             "failed": [{"conversation_id": cid, "reason": reason} for cid, reason in self.failures],
             **(
@@ -211,6 +212,8 @@ class Syncer:
 
     def _sync(self, listed: ConversationSummary, fetcher: AudioFetcher, dry_run: bool) -> ConversationResult:
         cid = keys.check_conversation_id(listed.conversation_id)
+        if self.archive.is_erased(cid):
+            return ConversationResult(cid, "erased")  # erased here: upstream still lists it, nothing is fetched
         if not listed.is_final:
             return ConversationResult(cid, "processing")
         row = self.index.get(cid)

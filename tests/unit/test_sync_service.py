@@ -10,9 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
-from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex, MemoryTombstones
 from services.core.domain import keys, payload, versions
 from services.core.domain.models import WebhookEvent
+from services.core.erased import ErasedConversations
 from services.ingest.service import Archiver
 from services.sync.audio import AudioFetcher, AudioFetchWorker
 from services.sync.ports import (
@@ -162,6 +163,22 @@ def test_a_call_complete_from_webhooks_is_not_fetched(world: Any) -> None:
 
     assert summary.counts == {"complete": 1}
     assert api.requests == {"list": 1, "get": 0, "audio": 0}
+
+
+def test_an_erased_conversation_upstream_still_lists_is_never_fetched(world: Any) -> None:
+    """Erased here (#13): sync asks the archive before any GET, and a re-run stays a listing only."""
+    _blobs, index, archiver, _clock = world
+    archiver.erased = ErasedConversations(b"k" * 32, MemoryTombstones())
+    erased, kept = document(1), document(2)
+    archiver.erased.store.add([archiver.erased.digest(erased["conversation_id"])], NOW)
+    api = FakeApi([erased, kept])
+
+    summary = syncer(api, world).run()
+
+    assert summary.counts == {"erased": 1, "new": 1} and summary.to_dict()["erased_here"] == 1
+    assert api.requests == {"list": 1, "get": 1, "audio": 1}  # the kept call's, nothing of the erased one
+    assert index.get(erased["conversation_id"]) is None
+    assert summary.watermark == NOW  # an erased call does not hold the watermark back
 
 
 def test_a_transcript_without_its_audio_gets_only_the_audio(world: Any) -> None:
