@@ -7,6 +7,7 @@ DuckDB, boto3 and matplotlib are imported inside the commands so ``callvault --h
 
 import csv
 import importlib.util
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -111,7 +112,7 @@ def print_result(result: "QueryResult", output_format: str, title: str | None = 
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(result.columns)
         for row in result.rows:
-            writer.writerow(["" if v is None else _plain(v) for v in row])
+            writer.writerow(["" if v is None else _csv_cell(_plain(v)) for v in row])
         return
     table = Table(title=title, title_justify="left")
     for name, kind in zip(result.columns, result.types, strict=True):
@@ -121,6 +122,21 @@ def print_result(result: "QueryResult", output_format: str, title: str | None = 
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
     console.print(f"{len(result.rows)} row(s)", style="dim")
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"), and agent
+# names, summaries and transcript words come from callers and upstream.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9][0-9.]*")  # "+16125550142", "-3.5": a number to a spreadsheet, no formula
+
+
+def _csv_cell(value: Any) -> Any:
+    """Text that a spreadsheet would run as a formula, prefixed with ' so it shows as text; numbers as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
 
 
 def _is_rate(column: str) -> bool:

@@ -6,6 +6,7 @@ import importlib.util
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -107,6 +108,20 @@ def test_chart_without_matplotlib_says_how_to_install_it(
     assert result.exit_code == 1, result.output
     assert "pip install -e '.[charts]'" in result.output and "Traceback" not in result.output
     assert not target.exists()
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_text(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    """Agent names and transcript words come from callers: '=HYPERLINK(...)' must not run in Excel."""
+    from services.analytics.result import QueryResult
+    from services.cli.analytics_commands import print_result
+
+    hostile = ['=HYPERLINK("http://x")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\t=1"]
+    harmless = ["+16125550142", "-3.5", "Support agent", "a=b"]
+    result = QueryResult(["value", "n"], ["varchar", "bigint"], [(v, -1) for v in hostile + harmless])
+    print_result(result, "csv")
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))[1:]
+    assert [r[0] for r in rows] == ["'" + v for v in hostile] + harmless
+    assert {r[1] for r in rows} == {"-1"}  # numbers stay numbers
 
 
 def test_usage_errors(data_dir: Path, tmp_path: Path) -> None:
