@@ -25,6 +25,7 @@ from tests.support import fake_aws_environment
 ADAPTERS = ["memory", "local", "moto"]
 BUCKET = "callvault-archive-test"
 TABLE = "callvault-calls-test"
+AUDIT_TABLE = "callvault-audit-test"
 
 
 @pytest.fixture

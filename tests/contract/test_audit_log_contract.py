@@ -6,13 +6,18 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 
+from services.core.adapters.dynamo_audit_log import DynamoAuditLog
 from services.core.adapters.memory import MemoryAuditLog
 from services.core.adapters.sqlite_audit_log import SqliteAuditLog
 from services.core.domain.audit import check_chain
 from services.core.ports import AuditLog
+
+from .conftest import AUDIT_TABLE
 
 A, B = "a" * 64, "b" * 64
 
@@ -24,7 +29,7 @@ class AuditHarness:
     tamper: Callable[[int, str | None], None]
 
 
-@pytest.fixture(params=["memory", "local"])
+@pytest.fixture(params=["memory", "local", "moto"])
 def audit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditHarness]:
     if request.param == "memory":
         memory = MemoryAuditLog()
@@ -37,6 +42,26 @@ def audit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditHarne
                 memory.rows[index] = replace(memory.rows[index], actor=actor)
 
         yield AuditHarness(memory, tamper_memory)
+        return
+    if request.param == "moto":
+        request.getfixturevalue("aws")
+        dynamo = DynamoAuditLog(AUDIT_TABLE)
+        dynamo.table.create_table()
+        client = boto3.client("dynamodb")
+
+        def tamper_dynamo(seq: int, actor: str | None) -> None:
+            key = {"chain": {"S": "audit"}, "seq": {"N": str(seq)}}
+            if actor is None:
+                client.delete_item(TableName=AUDIT_TABLE, Key=key)
+            else:
+                client.update_item(
+                    TableName=AUDIT_TABLE,
+                    Key=key,
+                    UpdateExpression="SET actor = :a",
+                    ExpressionAttributeValues={":a": {"S": actor}},
+                )
+
+        yield AuditHarness(dynamo, tamper_dynamo)
         return
     path = tmp_path / "privacy.sqlite3"
     sqlite = SqliteAuditLog(path)
@@ -135,3 +160,43 @@ def test_sqlite_audit_log_refuses_updates_and_deletes(tmp_path: Path) -> None:
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             conn.execute(statement)
     conn.close()
+
+
+def test_audit_log_finds_every_conversation_of_an_entry_naming_many(audit: AuditHarness) -> None:
+    """An erasure of a caller with many calls names them all (DynamoDB: more pointers than one transaction)."""
+    many = [f"{n:064x}" for n in range(150)]
+    audit.log.append("erase", "cli:alice", many, {"conversations": 150}, 100)
+    audit.log.append("link_issued", "cfg_1", [many[149]], {}, 200)
+
+    assert [e.seq for e in audit.log.entries(subject=many[0])] == [1]
+    assert [e.seq for e in audit.log.entries(subject=many[149])] == [1, 2]
+    assert len(next(audit.log.entries()).subjects) == 150
+
+
+def test_dynamo_audit_log_retries_an_append_that_lost_the_race(request: pytest.FixtureRequest) -> None:
+    """Another writer chains entry 1 between this append's read of the head and its write: the append
+    reads the new head and becomes entry 2, and the chain verifies."""
+    request.getfixturevalue("aws")
+    log = DynamoAuditLog(AUDIT_TABLE)
+    log.table.create_table()
+    rival = DynamoAuditLog(AUDIT_TABLE)
+    reads = 0
+    head = log.table.head
+
+    def head_then_rival_writes(chain: str) -> Any:
+        nonlocal reads
+        found = head(chain)
+        reads += 1
+        if reads == 1:
+            rival.append("key_create", "cli:rival", [], {}, 50)
+        return found
+
+    log.table.head = head_then_rival_writes  # type: ignore[method-assign]
+
+    entry = log.append("erase", "cli:alice", [A], {}, 100)
+
+    assert reads == 2 and entry.seq == 2
+    entries = list(log.entries())
+    assert [(e.seq, e.actor) for e in entries] == [(1, "cli:rival"), (2, "cli:alice")]
+    assert check_chain(entries).ok
+    assert [e.seq for e in log.entries(subject=A)] == [2]
