@@ -19,8 +19,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from services.core.config import get_settings
 from services.core.logging import get_logger
 
-from .domain import STATUS_FAILED, MemoryJob, MemoryStatus
-from .jobs import error_code
+from .domain import STATUS_FAILED, MemoryJob
+from .jobs import ERASED, JobOutcome, error_code
 from .ports import MemoryStatusSink
 from .worker import backoff_secs
 
@@ -30,7 +30,7 @@ _MAX_VISIBILITY_SECS = 43_200  # SQS's limit (12 h)
 
 @dataclass
 class SqsWorker:
-    process: Callable[[MemoryJob], MemoryStatus]
+    process: Callable[[MemoryJob], JobOutcome]
     status: MemoryStatusSink
     sqs: Any
     max_attempts: int = 8
@@ -69,6 +69,9 @@ class SqsWorker:
                 },
             )
             raise
+        if outcome == ERASED:  # acknowledged, nothing written; logged without the erased call's id
+            logger.info("memory job of an erased conversation dropped")
+            return
         self.status.set_memory_status(job.conversation_id, outcome, int(self.clock()))
         logger.info("memory job done", extra={"conversation_id": job.conversation_id, "outcome": outcome})
 
@@ -91,7 +94,7 @@ def _get_worker() -> SqsWorker:
     if _worker is None:
         import boto3
 
-        from services.core.wiring import build_storage
+        from services.core.wiring import build_erased, build_storage
 
         from .jobs import JobProcessor, status_sink_for
         from .wiring import build_memory_store, memory_infer
@@ -100,7 +103,14 @@ def _get_worker() -> SqsWorker:
         storage = build_storage(settings)
         store = build_memory_store(settings)
         _worker = SqsWorker(
-            process=JobProcessor(storage.blobs, storage.index, store, settings.default_region, memory_infer(settings)),
+            process=JobProcessor(
+                storage.blobs,
+                storage.index,
+                store,
+                settings.default_region,
+                memory_infer(settings),
+                erased=build_erased(settings),  # queued jobs of erased calls write nothing (#13)
+            ),
             status=status_sink_for(storage.index),
             sqs=boto3.client("sqs"),
             max_attempts=settings.memory_max_attempts,

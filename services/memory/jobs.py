@@ -11,12 +11,13 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
 import orjson
 
 from services.core.domain.errors import NotFound
 from services.core.domain.models import CallRecord, WebhookEvent
+from services.core.erased import ErasedConversations
 from services.core.ports import BlobStore, CallIndex
 
 from .domain import (
@@ -31,6 +32,10 @@ from .domain import (
 from .ports import MemoryJobQueue, MemoryStatusSink, MemoryStore
 
 TRANSCRIPTION = "post_call_transcription"
+# A job's outcome when its conversation was erased (#13): nothing written, and no status to record
+# (the row is gone); the job is acknowledged, so a queued SQS message of an erased call is a no-op.
+ERASED: Final = "erased"
+JobOutcome = MemoryStatus | Literal["erased"]
 
 
 class NullStatusSink:
@@ -140,7 +145,12 @@ class JobProcessor:
     """Runs one job: read the archived transcript, build the memories, replace them in the store.
 
     Shared by the local worker and the SQS Lambda. Returns the status to show on the row
-    (``done``, or ``skipped_no_phone`` for a call whose number was never known).
+    (``done``, or ``skipped_no_phone`` for a call whose number was never known), or ``ERASED``.
+
+    ``erased``: the tombstones (``core.erased``). A job of an erased conversation writes nothing: on
+    AWS its SQS message cannot be taken out of the queue when the caller is erased, and without this
+    it would fail on the purged transcript until the dead-letter queue took it. Asked before reading
+    and again just before writing, so a job that was reading while the erasure ran stores nothing.
     """
 
     blobs: BlobStore
@@ -148,8 +158,11 @@ class JobProcessor:
     store: MemoryStore
     default_region: str = "US"
     infer: bool = False  # the transcript goes to the back end's LLM (docs/memory.md, inference)
+    erased: ErasedConversations | None = None
 
-    def __call__(self, job: MemoryJob) -> MemoryStatus:
+    def __call__(self, job: MemoryJob) -> JobOutcome:
+        if self._erased(job):
+            return ERASED
         row = self.index.get(job.conversation_id)
         key = job.transcript_key or (row.transcript_key if row else None)
         if key is None:
@@ -162,8 +175,13 @@ class JobProcessor:
         )
         if memories.phone is None:
             return STATUS_SKIPPED_NO_PHONE
+        if self._erased(job):
+            return ERASED
         self.store.add_conversation(memories.phone, memories.conversation_id, memories.items)
         return STATUS_DONE
+
+    def _erased(self, job: MemoryJob) -> bool:
+        return self.erased is not None and self.erased.is_erased(job.conversation_id)
 
 
 def error_code(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from services.core.config import Settings
-from services.core.wiring import Storage
+from services.core.wiring import Storage, build_erased
 
 from .jobs import IngestActivity, JobProcessor, MemoryJobs, status_sink_for
 from .outbox import CallTriggeredQueue, SqliteOutbox
@@ -80,7 +80,14 @@ def build_local_memory(
         store.pace = partial(activity.wait_quiet, PACE_QUIET_SECS, PACE_MAX_SECS)
     worker = MemoryWorker(
         outbox=outbox,
-        process=JobProcessor(storage.blobs, storage.index, store, settings.default_region, memory_infer(settings)),
+        process=JobProcessor(
+            storage.blobs,
+            storage.index,
+            store,
+            settings.default_region,
+            memory_infer(settings),
+            erased=build_erased(settings),  # a job that raced an erasure writes nothing (#13)
+        ),
         status=status,
         clock=time.time,
         logger=logger,

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .domain import STATUS_FAILED, MemoryJob, MemoryStatus
-from .jobs import IngestActivity, error_code
+from .domain import STATUS_FAILED, MemoryJob
+from .jobs import ERASED, IngestActivity, JobOutcome, error_code
 from .outbox import SqliteOutbox
 from .ports import MemoryStatusSink
 
@@ -34,7 +34,7 @@ def backoff_secs(attempt: int, base: float, cap: float, jitter: Callable[[], flo
 @dataclass
 class MemoryWorker:
     outbox: SqliteOutbox
-    process: Callable[[MemoryJob], MemoryStatus]
+    process: Callable[[MemoryJob], JobOutcome]
     status: MemoryStatusSink
     clock: Callable[[], float] = time.time
     logger: Any = None
@@ -79,6 +79,10 @@ class MemoryWorker:
             )
             return True
         state = self.outbox.complete(claimed)
+        if outcome == ERASED:  # nothing written; logged without the erased call's id
+            self.processed += 1
+            self._log("memory job of an erased conversation dropped", attempt=claimed.attempt, state=state)
+            return True
         if state == "done":
             self.status.set_memory_status(cid, outcome, int(self.clock()))
         self.processed += 1

@@ -1,5 +1,6 @@
 """infra/template.yaml and erasure (#13): every function that archives through the Archiver (ingest,
-audio fetch, sync) gets the tombstone key parameter, when one is set, and may read exactly it."""
+audio fetch, sync), and the memory worker, gets the tombstone key parameter, when one is set, and may
+read exactly it."""
 
 from typing import Any
 
@@ -8,6 +9,8 @@ import pytest
 from tests.infra.cfn import function_properties, template
 
 ARCHIVING = {"IngestFunction": "IngestRole", "AudioFetchFunction": "AudioFetchRole", "SyncFunction": "SyncRole"}
+# The memory worker asks the tombstones too: a queued job of an erased call writes nothing.
+CHECKING = {**ARCHIVING, "MemoryWorkerFunction": "MemoryWorkerRole"}
 PARAM = "TombstoneKeyParameterName"
 
 
@@ -18,7 +21,7 @@ def test_the_tombstone_key_parameter_is_optional_and_an_ssm_name() -> None:
     assert tpl["Conditions"]["HasTombstoneKey"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": PARAM}, ""]}]}
 
 
-@pytest.mark.parametrize(("function", "role"), sorted(ARCHIVING.items()))
+@pytest.mark.parametrize(("function", "role"), sorted(CHECKING.items()))
 def test_archiving_functions_get_the_tombstone_key_and_may_read_exactly_it(function: str, role: str) -> None:
     env = function_properties(template(), function)["Environment"]["Variables"]
     assert env["CALLVAULT_TOMBSTONE_KEY_PARAM"] == {

@@ -14,16 +14,20 @@ import pytest
 from moto import mock_aws
 
 from services.core.adapters.dynamo_call_index import DynamoCallIndex
+from services.core.adapters.dynamo_tombstones import DynamoTombstones
 from services.core.adapters.s3_blob_store import S3BlobStore
 from services.core.config import get_settings
 from services.core.domain import payload
+from services.core.erased import ErasedConversations
 from services.ingest.service import Archiver
 from services.memory import handler as memory_handler
 from services.memory.domain import MemoryJob
+from services.memory.erasure import MemoryErasure
 from services.memory.errors import MemoryUnavailable
 from services.memory.handler import SqsWorker
 from services.memory.jobs import JobProcessor, MemoryJobs
 from services.memory.sqs_queue import SqsMemoryQueue
+from services.privacy.service import Eraser
 from tests.memory.fake_mem0_platform import API_KEY, fake_mem0_platform
 from tests.memory.support import (
     CALLER,
@@ -286,3 +290,90 @@ def test_lambda_handler_with_inference_on_the_platform_stores_the_extractions_on
             "role": "user",
             "content": "I prefer calls after 5 pm",
         }
+
+
+TOMBSTONE_KEY = "tsk_memory_worker_test_key"
+
+
+def _erase(aws: Aws, store: FakeMemoryStore, phone: str) -> ErasedConversations:
+    """`callvault forget PHONE` on the AWS adapters: tombstones, memories, objects (every version), rows.
+    The SQS messages already queued for the caller stay in the queue, as on AWS."""
+    erased = ErasedConversations(TOMBSTONE_KEY.encode(), DynamoTombstones(TABLE))
+    eraser = Eraser(aws.blobs, aws.index, [MemoryErasure(store)], erased=erased)
+    eraser.erase(eraser.plan_caller(phone), actor="test")
+    return erased
+
+
+def test_a_queued_job_of_an_erased_conversation_is_acknowledged_and_writes_nothing(aws: Aws) -> None:
+    aws.ingest("conv_a", CALLER)
+    aws.ingest("conv_b", OTHER_CALLER)
+    store, status = FakeMemoryStore(), RecordingStatusSink()
+    erased = _erase(aws, store, CALLER)  # conv_a's job is in the queue already
+    event = aws.receive()
+    assert len(event["Records"]) == 2
+
+    worker = SqsWorker(JobProcessor(aws.blobs, aws.index, store, erased=erased), status, aws.sqs)
+    response = worker.handle_batch(event)
+
+    assert response == {"batchItemFailures": []}  # acknowledged: no retries, no dead-letter queue
+    assert store.count(CALLER) == 0 and store.count(OTHER_CALLER) == 6
+    assert status.history == [("conv_b", "done")]  # nothing recorded for the erased call
+    assert aws.index.get("conv_a") is None  # no row made again by a status write
+
+
+def test_without_the_tombstone_check_the_same_job_fails_until_the_dead_letter_queue(aws: Aws) -> None:
+    """What the check above changes: the erased call's transcript is gone, so the job kept failing."""
+    aws.ingest("conv_a", CALLER)
+    store = FakeMemoryStore()
+    _erase(aws, store, CALLER)
+    event = aws.receive()
+    response = SqsWorker(JobProcessor(aws.blobs, aws.index, store), RecordingStatusSink(), aws.sqs).handle_batch(event)
+    assert len(response["batchItemFailures"]) == 1
+
+
+def test_a_job_reading_while_its_conversation_is_erased_writes_nothing(aws: Aws) -> None:
+    """The tombstone lands after the job's first check (while it reads the transcript): the second
+    check, just before the write, still drops it."""
+    aws.ingest("conv_a", CALLER)
+    erased = ErasedConversations(TOMBSTONE_KEY.encode(), DynamoTombstones(TABLE))
+
+    class ErasedWhileRead(S3BlobStore):
+        def get_bytes(self, key: str) -> bytes:
+            data = super().get_bytes(key)
+            erased.mark(["conv_a"], int(time.time()))
+            return data
+
+    store, status = FakeMemoryStore(), RecordingStatusSink()
+    processor = JobProcessor(ErasedWhileRead(BUCKET), aws.index, store, erased=erased)
+    response = SqsWorker(processor, status, aws.sqs).handle_batch(aws.receive())
+    assert response == {"batchItemFailures": []}
+    assert store.count(CALLER) == 0 and store.adds == 0 and status.history == []
+
+
+def test_lambda_handler_with_a_tombstone_key_drops_a_queued_job_of_an_erased_call(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entry point, configured by environment as the template does with TombstoneKeyParameterName."""
+    aws.ingest("conv_a", CALLER)
+    aws.ingest("conv_b", OTHER_CALLER)
+    _erase(aws, FakeMemoryStore(), CALLER)
+    with fake_mem0_platform() as (url, state):
+        for name, value in {
+            "CALLVAULT_BACKEND": "aws",
+            "CALLVAULT_BUCKET": BUCKET,
+            "CALLVAULT_TABLE": TABLE,
+            "CALLVAULT_MEMORY_BACKEND": "platform",
+            "CALLVAULT_MEM0_API_KEY": API_KEY,
+            "CALLVAULT_MEM0_HOST": url,
+            "CALLVAULT_MEMORY_QUEUE_URL": aws.queue_url,
+            "CALLVAULT_TOMBSTONE_KEY": TOMBSTONE_KEY,
+        }.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        monkeypatch.setattr(memory_handler, "_worker", None)
+        try:
+            response = memory_handler.lambda_handler(aws.receive(), None)
+        finally:
+            get_settings.cache_clear()
+        assert response == {"batchItemFailures": []}
+        assert {m["user_id"] for m in state.memories} == {OTHER_CALLER}

@@ -7,8 +7,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex, MemoryTombstones
 from services.core.domain import payload
+from services.core.erased import ErasedConversations
 from services.ingest.service import Archiver
 from services.memory.domain import MemoryJob
 from services.memory.jobs import JobProcessor, MemoryJobs
@@ -130,3 +131,16 @@ def test_the_worker_thread_wakes_on_enqueue_and_stops_cleanly(tmp_path: Path) ->
     finally:
         assert handle.stop(5.0) is True
     assert not handle.thread.is_alive()
+
+
+def test_a_job_of_a_conversation_erased_meanwhile_is_done_and_writes_nothing(world: World) -> None:
+    """The local worker shares the tombstone check with the SQS Lambda (jobs.JobProcessor)."""
+    erased = ErasedConversations(b"tsk_local_worker_test", MemoryTombstones())
+    world.worker.process = JobProcessor(world.blobs, world.index, world.store, erased=erased)
+    world.ingest("conv_1")
+    world.ingest("conv_2")
+    erased.mark(["conv_1"], 0)
+    assert world.worker.run_once() is True and world.worker.run_once() is True
+    assert world.store.count(CALLER, "conv_1") == 0 and world.store.count(CALLER, "conv_2") == 6
+    assert world.status.history == [("conv_1", "pending"), ("conv_2", "pending"), ("conv_2", "done")]
+    assert world.worker.run_once() is False  # the erased call's job is finished, not retried
