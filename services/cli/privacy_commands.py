@@ -21,6 +21,11 @@ _NO_TOMBSTONE_KEY = (
     "set CALLVAULT_TOMBSTONE_KEY_PARAM (an SSM SecureString) or CALLVAULT_TOMBSTONE_KEY first: "
     "without tombstones an erased call comes back with the next webhook retry or sync"
 )
+# On AWS the audit trail and the holds are the stack's audit table, whose entries name conversations
+# with the tombstone key: both settings are needed (docs/privacy.md).
+_AWS_PRIVACY_SETTINGS = (
+    "on AWS set CALLVAULT_AUDIT_TABLE (the stack's AuditTable) and CALLVAULT_TOMBSTONE_KEY_PARAM (see docs/privacy.md)"
+)
 _THROUGH_SERVE = "erase through it instead: DELETE /callers/{phone} with an admin key (docs/privacy.md)"
 
 
@@ -169,7 +174,7 @@ def audit(since: str | None, conversation: str | None, check: bool, as_json: boo
     settings = settings_for(data_dir)
     auditor = build_auditor(settings)
     if auditor is None:
-        raise click.ClickException("the audit trail is kept by the local back end only (see docs/privacy.md)")
+        raise click.ClickException(f"no audit trail here: {_AWS_PRIVACY_SETTINGS}")
     try:
         start = parse_instant("--since", since) if since else None
         cid = keys.check_conversation_id(conversation) if conversation else None
@@ -198,7 +203,7 @@ def _hold_book(settings: Settings) -> "HoldBook":
 
     book = build_holds(settings, build_auditor(settings))
     if book is None:
-        raise click.ClickException("legal holds are kept by the local back end only (see docs/privacy.md)")
+        raise click.ClickException(f"no legal holds here: {_AWS_PRIVACY_SETTINGS}")
     return book
 
 

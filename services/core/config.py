@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     analytics_compact_interval: float = Field(
         3600.0, gt=0, description="`callvault serve`: seconds between merges of closed analytics days"
     )
+    # Retention (#13, docs/privacy.md). aws: an SSM parameter (String) holding the rules, the TOML of
+    # `<data-dir>/retention.toml`; read by the scheduled function and by `callvault retention run`.
+    retention_rules_param: str | None = Field(None, description="aws: SSM parameter holding the retention rules")
 
     log_level: str = "INFO"
 
@@ -55,6 +58,8 @@ class Settings(BaseSettings):
     # erased conversations. Generated into the data dir locally; on AWS an SSM SecureString.
     tombstone_key: SecretStr | None = None
     tombstone_key_param: str | None = None
+    # AWS: the DynamoDB table of the audit trail and the legal holds (docs/privacy.md); unset, neither is kept.
+    audit_table: str | None = Field(None, description="aws: the audit trail and legal holds table")
     # key: every data route checks `Authorization: Bearer <key>`. iam: API Gateway authorises callers with
     # IAM (SigV4 uses the Authorization header itself); the app then only insists that the event shows
     # an IAM-authenticated caller, so a deployment that lost its authorizer fails closed.

@@ -45,10 +45,17 @@ def build_eraser(settings: Settings, storage: Storage, memory: CallerData | None
 
 
 def build_holds(settings: Settings, audit: Auditor | None = None) -> HoldBook | None:
-    """Legal holds: ``<data-dir>/privacy.sqlite3`` locally; not built on AWS yet (None there)."""
-    erased = build_erased(settings)
-    if settings.backend == "aws" or erased is None:
+    """Legal holds: ``<data-dir>/privacy.sqlite3`` locally; on AWS the audit table's ``holds``
+    partition (None without ``CALLVAULT_AUDIT_TABLE`` or a tombstone key, whose key names them)."""
+    if settings.backend == "aws" and not settings.audit_table:
         return None
+    erased = build_erased(settings)
+    if erased is None:
+        return None
+    if settings.backend == "aws" and settings.audit_table:
+        from services.core.adapters.dynamo_audit_log import DynamoHolds
+
+        return HoldBook(DynamoHolds(settings.audit_table), erased, audit)
     from services.core.adapters.sqlite_holds import SqliteHolds
     from services.core.adapters.sqlite_tombstones import PRIVACY_FILE
 
@@ -56,16 +63,20 @@ def build_holds(settings: Settings, audit: Auditor | None = None) -> HoldBook | 
 
 
 def build_auditor(settings: Settings) -> Auditor | None:
-    """The audit trail: ``<data-dir>/privacy.sqlite3`` locally. On AWS not built yet (docs/decisions.md
-    records the design: a DynamoDB table); None there."""
-    if settings.backend == "aws":
+    """The audit trail: ``<data-dir>/privacy.sqlite3`` locally; on AWS the DynamoDB table
+    ``CALLVAULT_AUDIT_TABLE`` (None without it or without a tombstone key, whose key names conversations)."""
+    if settings.backend == "aws" and not settings.audit_table:
         return None
-    from services.core.adapters.sqlite_audit_log import SqliteAuditLog
-    from services.core.adapters.sqlite_tombstones import PRIVACY_FILE
-
     erased = build_erased(settings)
     if erased is None:  # never locally: the key is generated
         return None
+    if settings.backend == "aws" and settings.audit_table:
+        from services.core.adapters.dynamo_audit_log import DynamoAuditLog
+
+        return Auditor(DynamoAuditLog(settings.audit_table), erased)
+    from services.core.adapters.sqlite_audit_log import SqliteAuditLog
+    from services.core.adapters.sqlite_tombstones import PRIVACY_FILE
+
     return Auditor(SqliteAuditLog(settings.data_dir / PRIVACY_FILE), erased)
 
 

@@ -1,0 +1,86 @@
+"""`CALLVAULT_BACKEND=aws callvault hold|release|forget|audit` (#13) on the stack's audit table, under moto:
+holds refuse erasure on AWS as they do locally, and the chain there verifies and notices tampering."""
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+from click.testing import CliRunner
+
+from services.cli.main import cli
+from services.core.adapters.dynamo_audit_log import DynamoAuditTable
+from services.core.adapters.dynamo_call_index import DynamoCallIndex
+from tests.contract.conftest import AUDIT_TABLE, BUCKET, TABLE
+
+PHONE = "+16125550142"
+ENV = {
+    "CALLVAULT_BACKEND": "aws",
+    "CALLVAULT_BUCKET": BUCKET,
+    "CALLVAULT_TABLE": TABLE,
+    "CALLVAULT_AUDIT_TABLE": AUDIT_TABLE,
+    "CALLVAULT_TOMBSTONE_KEY": "tsk_test_key_for_the_aws_cli",
+    "CALLVAULT_MEMORY_BACKEND": "none",
+}
+
+
+@pytest.fixture
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    request.getfixturevalue("aws")
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    DynamoCallIndex(TABLE).create_table()
+    DynamoAuditTable(AUDIT_TABLE).create_table()
+
+
+@pytest.mark.usefixtures("stack")
+def test_aws_hold_refuses_forget_until_released_and_the_audit_chain_verifies() -> None:
+    runner = CliRunner()
+
+    placed = runner.invoke(cli, ["hold", PHONE, "--reason", "case 7", "--json"], env=ENV)
+    assert placed.exit_code == 0, placed.output
+    hold_id = json.loads(placed.output)["id"]
+    refused = runner.invoke(cli, ["forget", PHONE, "--yes"], env=ENV)
+    assert refused.exit_code == 1 and hold_id in refused.output and "case 7" in refused.output
+    listed = runner.invoke(cli, ["hold", "--list", "--json"], env=ENV)
+    assert [json.loads(line)["id"] for line in listed.output.splitlines()] == [hold_id]
+
+    released = runner.invoke(cli, ["release", hold_id], env=ENV)
+    erased = runner.invoke(cli, ["forget", PHONE, "--yes", "--json"], env=ENV)
+    trail = runner.invoke(cli, ["audit", "--json", "--verify"], env=ENV)
+
+    assert released.exit_code == 0 and hold_id in released.output
+    assert erased.exit_code == 0, erased.output
+    assert trail.exit_code == 0, trail.output
+    entries = [json.loads(line) for line in trail.stdout.splitlines()]
+    assert [e["action"] for e in entries] == ["hold", "release", "erase"]
+    assert "chain verifies: 3 entries" in trail.stderr
+    assert not any(PHONE in line or PHONE[1:] in line for line in trail.output.splitlines())  # masked only
+    assert runner.invoke(cli, ["release", "hold_nope"], env=ENV).exit_code == 1
+
+
+@pytest.mark.usefixtures("stack")
+def test_aws_audit_verify_fails_on_a_changed_entry() -> None:
+    runner = CliRunner()
+    runner.invoke(cli, ["hold", "--conversation", "conv_held_one", "--reason", "complaint 88"], env=ENV)
+    by_conversation = runner.invoke(cli, ["audit", "--conversation", "conv_held_one", "--json"], env=ENV)
+    assert [json.loads(line)["action"] for line in by_conversation.output.splitlines()] == ["hold"]
+    assert runner.invoke(cli, ["audit", "--verify"], env=ENV).exit_code == 0
+
+    boto3.client("dynamodb").update_item(
+        TableName=AUDIT_TABLE,
+        Key={"chain": {"S": "audit"}, "seq": {"N": "1"}},
+        UpdateExpression="SET actor = :a",
+        ExpressionAttributeValues={":a": {"S": "cli:mallory"}},
+    )
+    broken = runner.invoke(cli, ["audit", "--verify"], env=ENV)
+
+    assert broken.exit_code == 1 and "BROKEN at entry 1" in broken.stderr
+
+
+def test_aws_audit_without_its_table_names_the_settings(request: pytest.FixtureRequest) -> None:
+    request.getfixturevalue("aws")
+    env = {**ENV, "CALLVAULT_AUDIT_TABLE": ""}
+
+    result = CliRunner().invoke(cli, ["audit"], env=env)
+
+    assert result.exit_code == 1 and "CALLVAULT_AUDIT_TABLE" in result.output
