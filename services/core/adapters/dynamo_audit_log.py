@@ -6,10 +6,12 @@ Partitions (values of ``chain``):
   first, one item) and writes the next entry conditional on ``attribute_not_exists(seq)``: of two
   writers that read the same head, one wins and the other reads the new head and tries again, so the
   chain never forks and the order is the database's.
-- ``subject/<hash>``: one pointer item per conversation an entry names (``seq`` = the entry's), written
-  in the same transaction as the entry, so ``--conversation`` is one Query of that partition and a
-  point read of each entry, never a read of the whole chain. (DynamoDB allows 100 items in a
-  transaction: the pointers of an entry naming more than 99 conversations follow right after it.)
+- ``subject/<hash>``: one pointer item per conversation an entry names (``seq`` = the entry's), so
+  ``--conversation`` is one Query of that partition and a batch read of its entries, never a read of
+  the whole chain. They are written before the entry (BatchWriteItem), so a crash never leaves an
+  entry its pointers miss; a pointer whose append lost the race (or crashed) points at an entry that
+  does not name the subject, and ``entries`` drops it. No transaction: an entry may name hundreds of
+  conversations (DynamoDB takes 100 items per transaction), and IAM needs only PutItem/BatchWriteItem.
 - ``holds``: one item per hold, ``seq`` a counter taken the same conditional way; released by an
   UpdateItem that sets ``released_at`` once. Holds are few: ``all`` is one Query.
 
@@ -32,7 +34,6 @@ from ..domain.holds import Hold
 AUDIT = "audit"
 HOLDS = "holds"
 SUBJECT = "subject/"
-_TRANSACTION_ITEMS = 100  # DynamoDB's limit per TransactWriteItems
 _ATTEMPTS = 50  # lost races in a row before an append gives up (each loser retries after a winner)
 _HOLD_FIELDS = ("id", "kind", "subject", "label", "reason", "placed_by", "released_by")
 
@@ -100,14 +101,7 @@ class DynamoAuditTable:
 
 
 def _lost_race(exc: ClientError) -> bool:
-    code = exc.response.get("Error", {}).get("Code", "")
-    if code == "ConditionalCheckFailedException":
-        return True
-    if code == "TransactionCanceledException":
-        reasons: list[dict[str, Any]] = exc.response.get("CancellationReasons", [])  # type: ignore[assignment]
-        # ConditionalCheckFailed on our entry, or a conflict with another writer's transaction.
-        return any(r.get("Code") in ("ConditionalCheckFailed", "TransactionConflict") for r in reasons) or not reasons
-    return False
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 class DynamoAuditLog:
@@ -118,24 +112,21 @@ class DynamoAuditLog:
         def attempt() -> AuditEntry:
             head = self.table.head(AUDIT)
             entry = chained(_entry(head) if head else None, now, action, actor, subjects, detail)
+            # Pointers first: a crash or a lost race leaves pointers to an entry that does not name
+            # the subject (``entries`` drops them), never an entry its pointers do not find.
             pointers = [_pointer(subject, entry.seq) for subject in sorted(set(entry.subjects))]
-            put = {
-                "TableName": self.table.table_name,
-                "Item": _item(entry),
-                "ConditionExpression": "attribute_not_exists(seq)",
-            }
-            first = pointers[: _TRANSACTION_ITEMS - 1]
+            for start in range(0, len(pointers), 25):  # BatchWriteItem takes 25
+                self._put_batch(pointers[start : start + 25])
             try:
-                self.table.client.transact_write_items(
-                    TransactItems=[{"Put": put}]
-                    + [{"Put": {"TableName": self.table.table_name, "Item": p}} for p in first]
+                self.table.client.put_item(
+                    TableName=self.table.table_name,
+                    Item=_item(entry),
+                    ConditionExpression="attribute_not_exists(seq)",
                 )
             except ClientError as exc:
                 if _lost_race(exc):
                     raise _LostRace from exc
                 raise
-            for start in range(len(first), len(pointers), 25):  # BatchWriteItem takes 25
-                self._put_batch(pointers[start : start + 25])
             return entry
 
         result: AuditEntry = self.table.with_retries("the audit trail", attempt)
@@ -153,7 +144,7 @@ class DynamoAuditLog:
                 found = [_entry(item) for item in self.table.partition(AUDIT)]
             else:
                 seqs = sorted({int(item["seq"]["N"]) for item in self.table.partition(SUBJECT + subject)})
-                found = self._get_entries(seqs)
+                found = [e for e in self._get_entries(seqs) if subject in e.subjects]
         except (BotoCoreError, ClientError) as exc:
             raise StorageUnavailable("the audit trail in DynamoDB is unavailable") from exc
         return iter([e for e in sorted(found, key=lambda e: e.seq) if since is None or e.at >= since])
