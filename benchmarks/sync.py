@@ -141,6 +141,7 @@ def measure(
             "list": max(1, math.ceil(listed / 100)),
             "get": summary["new"] + summary["updated"],
             "audio": summary["audio_fetched"],
+            "delete": 0,
             "other": 0,
         },
         "load_1min": [round(load_before, 2), round(load_after, 2)],

@@ -1,6 +1,6 @@
-"""A stand-in for the ElevenLabs Conversations API on 127.0.0.1: the three endpoints sync uses, over real
-HTTP, with the paging, filters, statuses, chunked audio, fault injection and request counts that the
-client's contract tests and the sync benchmarks need.
+"""A stand-in for the ElevenLabs Conversations API on 127.0.0.1: the three endpoints sync uses (and the
+DELETE that erasure's ``--upstream`` sends), over real HTTP, with the paging, filters, statuses, chunked
+audio, fault injection and request counts that the client's contract tests and the sync benchmarks need.
 
     with ElevenLabsStandIn() as api:                  # a free loopback port; stopped on exit
         ids = api.add_many(250)                       # documents are built from a template on demand
@@ -44,7 +44,7 @@ CONVERSATIONS = "/v1/convai/conversations"
 FINAL = frozenset({"done", "failed"})
 BLOCK_BYTES = 64 * 1024
 
-Kind = Literal["list", "get", "audio", "other"]
+Kind = Literal["list", "get", "audio", "delete", "other"]
 _ONE = re.compile(r"^/v1/convai/conversations/([^/]+)$")
 _AUDIO = re.compile(r"^/v1/convai/conversations/([^/]+)/audio$")
 
@@ -472,11 +472,11 @@ class ElevenLabsStandIn:
 
     @property
     def requests(self) -> dict[str, int]:
-        """Requests received per kind (list, get, audio, other), counted on arrival: faulted, refused
-        and still unanswered ones included."""
+        """Requests received per kind (list, get, audio, delete, other), counted on arrival: faulted,
+        refused and still unanswered ones included."""
         with self._lock:
             counts = self._state.arrived
-            return {"list": counts["list"], "get": counts["get"], "audio": counts["audio"], "other": counts["other"]}
+            return {kind: counts[kind] for kind in ("list", "get", "audio", "delete", "other")}
 
     @property
     def log(self) -> list[Recorded]:
@@ -553,6 +553,14 @@ class ElevenLabsStandIn:
             return 404, _detail("conversation_not_found", f"Conversation {conversation_id} not found")
         return 200, conversation.document()
 
+    def _delete(self, conversation_id: str) -> tuple[int, dict[str, Any]]:
+        """As the API: 200 and the conversation (with its audio) is gone; 404 when there is none."""
+        with self._lock:
+            if conversation_id not in self._state.conversations:
+                return 404, _detail("conversation_not_found", f"Conversation {conversation_id} not found")
+            self._remove_locked(conversation_id)
+        return 200, {}
+
     def _audio(self, conversation_id: str) -> Conversation | tuple[int, dict[str, Any]]:
         with self._lock:
             conversation = self._state.conversations.get(conversation_id)
@@ -617,6 +625,30 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(api, kind, path, query, one, audio)
         finally:
             self._leave(api, 0)  # only if an error cut the answer short
+
+    def do_DELETE(self) -> None:
+        api = cast(_Server, self.server).stand_in
+        path = urlparse(self.path).path
+        one = _ONE.match(path)
+        kind: Kind = "delete" if one else "other"
+        self._request = (kind, path, {})
+        self._left = False
+        api._enter(kind)
+        try:
+            fault = api._take_fault(kind, path)
+            if fault is not None and fault.action == "delay":
+                api._stopping.wait(fault.seconds)
+            if fault is not None and fault.action == "status":
+                headers = {"retry-after": fault.retry_after} if fault.retry_after is not None else {}
+                self._json(api, fault.status, _detail("injected", f"injected HTTP {fault.status}"), headers)
+            elif self.headers.get("xi-api-key") != api.api_key:
+                self._json(api, 401, _detail("invalid_api_key", "Invalid API key"))
+            elif one is None:
+                self._json(api, 405, {"detail": "Method Not Allowed"})
+            else:
+                self._json(api, *api._delete(unquote(one.group(1))))
+        finally:
+            self._leave(api, 0)
 
     def _leave(self, api: ElevenLabsStandIn, status: int) -> None:
         """Once per request, before its last bytes go out: by the time a client has read a whole

@@ -14,7 +14,7 @@ from services.core.config import Settings
 if TYPE_CHECKING:
     from services.core.ports import CallerData
     from services.privacy.holds import HoldBook
-    from services.privacy.service import ErasureSummary
+    from services.privacy.service import ErasureSummary, UpstreamSummary
 
 
 _NO_TOMBSTONE_KEY = (
@@ -67,23 +67,37 @@ def _memory_erasure(settings: Settings) -> "CallerData | None":
 @click.option(
     "--conversation", "conversations", multiple=True, metavar="ID", help="Erase this conversation (repeatable)."
 )
+@click.option(
+    "--upstream",
+    is_flag=True,
+    help="Also delete the conversations at ElevenLabs (needs ELEVENLABS_API_KEY, a key with write access).",
+)
 @click.option("--dry-run", is_flag=True, help="Count what would be erased; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @DATA_DIR_OPTION
 def forget(
-    phone: str | None, conversations: tuple[str, ...], dry_run: bool, as_json: bool, yes: bool, data_dir: Path | None
+    phone: str | None,
+    conversations: tuple[str, ...],
+    upstream: bool,
+    dry_run: bool,
+    as_json: bool,
+    yes: bool,
+    data_dir: Path | None,
 ) -> None:
     """Erase the caller PHONE everywhere: archive objects (every S3 version), index rows, analytics
     rows, caches, memories and memory jobs. Or only the conversations named with --conversation.
+    With --upstream, the conversations at ElevenLabs too (--dry-run lists them).
 
-    Idempotent: run it again after a failure and it finishes what is left.
+    Idempotent: run it again after a failure and it finishes what is left (exit 1 while an upstream
+    deletion failed: the same command asks again).
 
     \b
     Examples:
       callvault forget +16125550142 --dry-run
       callvault forget +16125550142 --yes --json
       callvault forget --conversation conv_01jzfrjvcce0vsea1fcbpp9p04
+      callvault forget +16125550142 --upstream --dry-run
     """
     from services.core.domain import phone as phone_domain
     from services.core.domain.errors import CallVaultError
@@ -104,34 +118,57 @@ def forget(
     if not dry_run and not yes and not as_json:
         click.confirm(f"Erase everything kept of {who}? This cannot be undone.", abort=True)
     with _exclusive(settings, "callvault forget"):
-        summary = _forget(settings, e164, conversations, dry_run)
+        summary = _forget(settings, e164, conversations, dry_run, upstream)
+    failed = summary.upstream.failed if summary.upstream is not None else {}
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
-        return
+        sys.exit(1 if failed else 0)
     verb = "would erase" if dry_run else "erased"
     click.echo(f"{who}: {verb} {summary.conversations} conversation(s)")
     for name, count in summary.to_dict().items():
-        if name not in ("phone", "dry_run", "conversations"):
+        if name not in ("phone", "dry_run", "conversations", "upstream"):
             click.echo(f"  {name:<20} {count}")
+    if summary.upstream is not None:
+        _echo_upstream(summary.upstream, dry_run)
+    if failed:
+        click.echo(
+            f"{len(failed)} conversation(s) were not deleted at ElevenLabs (their index rows are kept): "
+            "run the same command again to finish",
+            err=True,
+        )
+        sys.exit(1)
     if not dry_run:
         click.echo("Run `callvault verify` to check the archive.", err=True)
     sys.exit(0)
 
 
-def _forget(settings: Settings, e164: str | None, conversations: tuple[str, ...], dry_run: bool) -> "ErasureSummary":
+def _echo_upstream(upstream: "UpstreamSummary", dry_run: bool) -> None:
+    if dry_run:
+        click.echo(f"  {'at ElevenLabs':<20} would delete {len(upstream.would_delete)}")
+        for conversation_id in upstream.would_delete:
+            click.echo(f"    {conversation_id}")
+        return
+    click.echo(f"  {'at ElevenLabs':<20} deleted {upstream.deleted}, already gone {upstream.already_gone}")
+    for conversation_id, why in upstream.failed.items():
+        click.echo(f"    FAILED {conversation_id}: {why}")
+
+
+def _forget(
+    settings: Settings, e164: str | None, conversations: tuple[str, ...], dry_run: bool, upstream: bool = False
+) -> "ErasureSummary":
     from services.core.domain.errors import CallVaultError
     from services.core.wiring import build_storage
     from services.privacy.wiring import build_eraser
 
     try:
-        eraser = build_eraser(settings, build_storage(settings), _memory_erasure(settings))
+        eraser = build_eraser(settings, build_storage(settings), _memory_erasure(settings), upstream=upstream)
         if eraser.erased is None:  # AWS without a tombstone key: the calls would come back with the next sync
             raise click.ClickException(_NO_TOMBSTONE_KEY)
         plan = eraser.plan_caller(e164) if e164 else eraser.plan_conversations(conversations)
         if dry_run:
-            return eraser.dry_run(plan)
+            return eraser.dry_run(plan, upstream=upstream)
         with progress_bars() as bar:
-            return eraser.erase(plan, progress=bar("erasing calls"), actor=cli_actor())
+            return eraser.erase(plan, progress=bar("erasing calls"), actor=cli_actor(), upstream=upstream)
     except CallVaultError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
 

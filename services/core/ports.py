@@ -171,6 +171,15 @@ class CallerData(Protocol):
         ...
 
 
+class UpstreamConversations(Protocol):
+    """The conversations the voice platform keeps (ElevenLabs), for erasure's ``--upstream`` (#13)."""
+
+    def delete(self, conversation_id: str) -> bool:
+        """Delete it upstream: True when deleted, False when it was gone already (idempotent). Retries
+        what a later attempt can fix; raises a ``CallVaultError`` (never carrying a key) when it could not."""
+        ...
+
+
 class Tombstones(Protocol):
     """Keyed hashes of erased conversations (``core.erased``): what must never be archived again."""
 

@@ -82,7 +82,7 @@ def create_local_app(
     if memory is not None:
         mount_memory(app, memory.context, require_api_key)
     memory_erasure = MemoryErasure(memory.store, memory.outbox) if memory is not None else None
-    eraser = build_eraser(settings, storage, memory_erasure)
+    eraser = build_eraser(settings, storage, memory_erasure, upstream=True)  # used only when a request asks
     mount_privacy(app, PrivacyContext(eraser, settings.default_region, eraser.audit), require_api_key)
     if eraser.audit is not None:  # every transcript or audio access, recorded (#13)
         app.add_middleware(AccessAuditMiddleware, auditor=eraser.audit)

@@ -34,19 +34,26 @@ def create_privacy_router(require_api_key: Callable[..., Principal], context: Pr
         "/callers/{phone}",
         summary="Erase a caller everywhere (admin key)",
         description="Every archive object (and S3 version), index row, analytics row, memory and memory "
-        "job of the caller. `dry_run=true` counts what would go. Idempotent.",
+        "job of the caller. `dry_run=true` counts what would go. `upstream=true` also deletes the "
+        "conversations at ElevenLabs (the server needs `ELEVENLABS_API_KEY`); those it could not delete are "
+        "listed in `upstream.failed` and keep their index row: send the same request again. Idempotent.",
     )
     async def erase_caller(
         caller: Caller,
         phone: Annotated[str, Path(description="the number as people type it")],
         dry_run: Annotated[bool, Query()] = False,
+        upstream: Annotated[bool, Query(description="also delete the conversations at ElevenLabs")] = False,
     ) -> dict[str, Any]:
         require_role(caller, "admin", "erasure")
         e164 = parse_phone(phone, context.default_region)
 
         def run() -> dict[str, Any]:
             plan = context.eraser.plan_caller(e164)
-            summary = context.eraser.dry_run(plan) if dry_run else context.eraser.erase(plan, actor=caller.key_id)
+            eraser = context.eraser
+            if dry_run:
+                summary = eraser.dry_run(plan, upstream=upstream)
+            else:
+                summary = eraser.erase(plan, actor=caller.key_id, upstream=upstream)
             return summary.to_dict()
 
         result = await run_in_threadpool(run)

@@ -16,16 +16,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.core.domain import keys
+from services.core.domain.errors import CallVaultError, InvalidRequest
 from services.core.domain.models import MAX_PAGE_SIZE, CallQuery, CallRecord
 from services.core.domain.phone import mask
 from services.core.erased import ErasedConversations
-from services.core.ports import BlobStore, CallerData, CallIndex
+from services.core.ports import BlobStore, CallerData, CallIndex, UpstreamConversations
 
 from .audit import Auditor
 from .holds import HoldBook
 
 Progress = Callable[[int, int], None]  # (done, total)
 _SUFFIXES = (".json", ".mp3")
+NO_UPSTREAM = (
+    "deleting at ElevenLabs (--upstream, upstream=true) needs an API key: set ELEVENLABS_API_KEY (on AWS, "
+    "CALLVAULT_ELEVENLABS_API_KEY_PARAM naming an SSM SecureString) to a key with write access to "
+    "Conversational AI; nothing was changed"
+)
 
 
 @dataclass
@@ -54,15 +60,38 @@ class ErasureSummary:
     archive_objects: int = 0  # objects (dry run) or object versions and delete markers removed
     index_rows: int = 0
     derived: dict[str, int] = field(default_factory=dict)
+    upstream: "UpstreamSummary | None" = None  # with --upstream only
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "phone": self.phone,
             "dry_run": self.dry_run,
             "conversations": self.conversations,
             "archive_objects": self.archive_objects,
             "index_rows": self.index_rows,
             **self.derived,
+        }
+        if self.upstream is not None:
+            found["upstream"] = self.upstream.to_dict()
+        return found
+
+
+@dataclass
+class UpstreamSummary:
+    """The conversations deleted at ElevenLabs. Ids are listed only for a dry run (what would be asked)
+    and for failures (what a rerun will ask again): the erased ones are not kept in a summary."""
+
+    would_delete: list[str] = field(default_factory=list)
+    deleted: int = 0
+    already_gone: int = 0  # 404: deleted upstream before (an earlier run, or by hand)
+    failed: dict[str, str] = field(default_factory=dict)  # conversation id -> why
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "would_delete": self.would_delete,
+            "deleted": self.deleted,
+            "already_gone": self.already_gone,
+            "failed": [{"conversation_id": cid, "error": why} for cid, why in self.failed.items()],
         }
 
 
@@ -75,6 +104,7 @@ class Eraser:
     clock: Callable[[], float] = time.time
     audit: Auditor | None = None
     holds: HoldBook | None = None  # held data is refused (``Held``), never erased
+    upstream: UpstreamConversations | None = None  # ElevenLabs, for ``upstream=True``; None: no API key
 
     def plan_caller(self, phone: str) -> ErasurePlan:
         """Every call of the caller: the rows of that number, and objects in its folder no row names."""
@@ -102,18 +132,27 @@ class Eraser:
             calls.append(self.index.get(checked) or CallRecord(checked))
         return ErasurePlan(None, calls)
 
-    def dry_run(self, plan: ErasurePlan) -> ErasureSummary:
+    def dry_run(self, plan: ErasurePlan, *, upstream: bool = False) -> ErasureSummary:
+        self._check_upstream(upstream)
         if self.holds is not None:
             self.holds.refuse_held(plan.calls, plan.phone)
         summary = ErasureSummary(mask(plan.phone), True, conversations=len(plan.calls))
+        if upstream:
+            summary.upstream = UpstreamSummary(would_delete=[call.conversation_id for call in plan.calls])
         for call in plan.calls:
             summary.archive_objects += sum(1 for key in plan.object_keys(call) if self.blobs.head(key) is not None)
             summary.index_rows += int(self.index.get(call.conversation_id) is not None)
         summary.derived = {target.name: target.find(plan.phone, plan.calls) for target in self.derived}
         return summary
 
-    def erase(self, plan: ErasurePlan, progress: Progress | None = None, *, actor: str = "unknown") -> ErasureSummary:
-        """``actor``: who asked (an API key's id, ``cli:<user>``), for the audit trail."""
+    def erase(
+        self, plan: ErasurePlan, progress: Progress | None = None, *, actor: str = "unknown", upstream: bool = False
+    ) -> ErasureSummary:
+        """``actor``: who asked (an API key's id, ``cli:<user>``), for the audit trail. ``upstream``: also
+        delete the conversations at ElevenLabs, after the tombstones (a sync cannot fetch them back in
+        between) and before anything here; a call whose upstream deletion failed keeps its index row,
+        which is how the same command run again finds it and asks again (``summary.upstream.failed``)."""
+        self._check_upstream(upstream)
         if self.holds is not None:
             self.holds.refuse_held(plan.calls, plan.phone)
         summary = ErasureSummary(mask(plan.phone), False, conversations=len(plan.calls))
@@ -122,18 +161,40 @@ class Eraser:
             self.erased.mark(ids, int(self.clock()))
         if self.audit is not None:  # recorded before the work: an erasure asked for is never unrecorded
             scope = "caller" if plan.phone else "conversations"
-            detail = {"scope": scope, "phone": summary.phone, "conversations": len(ids)}
+            detail: dict[str, Any] = {"scope": scope, "phone": summary.phone, "conversations": len(ids)}
+            if upstream:
+                detail["upstream"] = True
             self.audit.record("erase", actor, ids, detail)
+        if upstream:
+            summary.upstream = self._delete_upstream(ids)
+        failed = summary.upstream.failed if summary.upstream is not None else {}
         summary.derived = {target.name: target.erase(plan.phone, plan.calls) for target in self.derived}
         for done, call in enumerate(plan.calls, start=1):
             for key in plan.object_keys(call):
                 summary.archive_objects += self.blobs.purge(key)
-            if self.index.get(call.conversation_id) is not None:
+            if call.conversation_id not in failed and self.index.get(call.conversation_id) is not None:
                 self.index.delete(call.conversation_id)
                 summary.index_rows += 1
             if progress is not None:
                 progress(done, len(plan.calls))
         return summary
+
+    def _check_upstream(self, upstream: bool) -> None:
+        if upstream and self.upstream is None:  # before the holds and tombstones: nothing changes
+            raise InvalidRequest(NO_UPSTREAM)
+
+    def _delete_upstream(self, conversation_ids: Sequence[str]) -> UpstreamSummary:
+        assert self.upstream is not None
+        result = UpstreamSummary()
+        for conversation_id in conversation_ids:
+            try:
+                if self.upstream.delete(conversation_id):
+                    result.deleted += 1
+                else:
+                    result.already_gone += 1
+            except CallVaultError as exc:  # reported; the next run asks again
+                result.failed[conversation_id] = f"{exc.code}: {exc.message}"
+        return result
 
 
 def find_reappeared(erased: ErasedConversations, blobs: BlobStore, index: CallIndex) -> list[str]:

@@ -11,7 +11,7 @@ from services.analytics.erasure import AnalyticsErasure, DuckDbCacheErasure
 from services.analytics.reader import CACHE_FILE
 from services.analytics.writer import AnalyticsWriter
 from services.core.config import Settings
-from services.core.ports import CallerData
+from services.core.ports import CallerData, UpstreamConversations
 from services.core.wiring import Storage, build_analytics_store, build_erased
 
 from .audit import Auditor
@@ -23,9 +23,12 @@ if TYPE_CHECKING:
     from .schedule import RetentionThread
 
 
-def build_eraser(settings: Settings, storage: Storage, memory: CallerData | None = None) -> Eraser:
+def build_eraser(
+    settings: Settings, storage: Storage, memory: CallerData | None = None, *, upstream: bool = False
+) -> Eraser:
     """``memory``: ``services.memory.erasure.MemoryErasure`` over the store the process holds (the
-    local Mem0 store is locked to one process: `serve` passes its own)."""
+    local Mem0 store is locked to one process: `serve` passes its own). ``upstream``: able to delete
+    at ElevenLabs too, when an API key is configured (``build_upstream``)."""
     derived: list[CallerData] = []
     if settings.backend != "aws" or settings.analytics_bucket:
         derived.append(AnalyticsErasure(build_analytics_store(settings)))
@@ -41,6 +44,24 @@ def build_eraser(settings: Settings, storage: Storage, memory: CallerData | None
         erased=build_erased(settings),
         audit=audit,
         holds=build_holds(settings, audit),
+        upstream=build_upstream(settings) if upstream else None,
+    )
+
+
+def build_upstream(settings: Settings) -> UpstreamConversations | None:
+    """The ElevenLabs conversations, with the key sync uses (``ELEVENLABS_API_KEY``, or on AWS the SSM
+    parameter ``CALLVAULT_ELEVENLABS_API_KEY_PARAM``); None without one (erasure then refuses ``upstream``)."""
+    from services.core.adapters.elevenlabs_conversations import ElevenLabsConversations
+    from services.core.elevenlabs import api_key
+
+    key = api_key(settings)
+    if not key:
+        return None
+    return ElevenLabsConversations(
+        settings.elevenlabs_base_url,
+        key,
+        timeout=settings.elevenlabs_timeout_secs,
+        max_attempts=settings.elevenlabs_max_attempts,
     )
 
 

@@ -8,13 +8,10 @@ is final: ``UpstreamError``, ``UpstreamRejected`` or ``ConversationGone``, never
 """
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
@@ -25,6 +22,9 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from services.core.domain import keys
 from services.core.domain.errors import CallVaultError
+from services.core.elevenlabs import BACKOFF_BASE_SECS, BACKOFF_MAX_SECS, detail_of
+from services.core.elevenlabs import MAX_RETRY_AFTER_SECS as MAX_RETRY_AFTER_SECS  # shared with erasure's client
+from services.core.elevenlabs import retry_after_seconds as retry_after_seconds
 
 from .ports import ConversationGone, ConversationPage, ConversationSummary, UpstreamError, UpstreamRejected
 
@@ -35,9 +35,6 @@ log = logging.getLogger(__name__)
 
 CONVERSATIONS_PATH = "/v1/convai/conversations"
 MAX_PAGE_SIZE = 100  # the API answers 422 above this
-MAX_RETRY_AFTER_SECS = 60.0  # a longer Retry-After is a quota reset: waiting it out inside a request helps no one
-BACKOFF_BASE_SECS = 1.0
-BACKOFF_MAX_SECS = 30.0
 AUDIO_CHUNK_BYTES = 64 * 1024  # what a consumer holds at once, whatever the call's length
 # A bound on one call's audio, so a broken or hostile upstream cannot stream into the archive without
 # end: 2 GiB is over 36 hours of the API's 128 kbit/s MP3 (the webhook's bound is 64 MiB of base64).
@@ -63,26 +60,6 @@ class _Transient(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
-
-
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """``Retry-After`` as seconds to wait (delta-seconds or an HTTP date), capped; None if absent or unreadable."""
-    if not value or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - now
-    if math.isnan(seconds):
-        return None
-    return min(MAX_RETRY_AFTER_SECS, max(0.0, seconds))
 
 
 class ElevenLabsClient:
@@ -338,7 +315,7 @@ class ElevenLabsClient:
                 raw += piece
                 if len(raw) > ERROR_DETAIL_BYTES:  # not worth reading on: no detail
                     return "no detail"
-            return _detail_of(raw)
+            return detail_of(raw)
         except httpx.HTTPError:
             return "no detail"
 
@@ -359,19 +336,6 @@ class ElevenLabsClient:
                     f"{received} bytes so far); run again later",
                 )
             yield piece
-
-
-def _detail_of(raw: bytes) -> str:
-    try:
-        body = orjson.loads(raw)
-    except ValueError:
-        return "no detail"
-    detail = body.get("detail") if isinstance(body, dict) else None
-    if isinstance(detail, dict):
-        detail = detail.get("message") or detail.get("status")
-    text = detail if isinstance(detail, str) else orjson.dumps(detail).decode() if detail else "no detail"
-    # Printed to terminals and logs: upstream's escape sequences and line breaks go no further.
-    return "".join(c if c.isprintable() else "?" for c in text[:300])
 
 
 def _page(body: Any) -> ConversationPage:

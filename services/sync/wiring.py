@@ -26,11 +26,9 @@ from .state import build_sync_state
 def elevenlabs_api_key(settings: Settings) -> str:
     """From the environment (``ELEVENLABS_API_KEY``), else (AWS) the SSM SecureString named by
     ``CALLVAULT_ELEVENLABS_API_KEY_PARAM``, read once per process (``read_ssm_secret`` caches it)."""
-    from services.core.secrets import read_ssm_secret
+    from services.core.elevenlabs import api_key
 
-    key = settings.elevenlabs_api_key.get_secret_value().strip() if settings.elevenlabs_api_key else ""
-    if not key and settings.elevenlabs_api_key_param:
-        key = read_ssm_secret(settings.elevenlabs_api_key_param).strip()
+    key = api_key(settings)
     if not key:
         raise UpstreamRejected(f"no ElevenLabs API key: {KEY_HELP}")
     return key

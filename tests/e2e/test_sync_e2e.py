@@ -96,7 +96,7 @@ def sha256(path: Path) -> str:
 
 
 def counts(**nonzero: int) -> dict[str, int]:
-    return {"list": 0, "get": 0, "audio": 0, "other": 0, **nonzero}
+    return {"list": 0, "get": 0, "audio": 0, "delete": 0, "other": 0, **nonzero}
 
 
 def test_sync_fills_an_empty_archive_and_a_second_run_fetches_nothing(tmp_path: Path, api: ElevenLabsStandIn) -> None:

@@ -405,7 +405,7 @@ def test_the_scheduled_sync_archives_what_the_archive_lacks_and_keeps_a_watermar
     as_function("SyncFunction")  # a new cold start reads the watermark from the table
     second = handler.sync_handler(SCHEDULED_EVENT, FakeContext())
     assert (second["new"], second["updated"], second["audio_fetched"], second["failed"]) == (0, 0, 0, [])
-    assert aws.api.requests == {"list": 1, "get": 0, "audio": 0, "other": 0}
+    assert aws.api.requests == {"list": 1, "get": 0, "audio": 0, "delete": 0, "other": 0}
 
 
 def test_moto_enforces_the_sync_roles(aws: Aws) -> None:
