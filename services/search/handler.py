@@ -8,12 +8,13 @@ the ingest code, not mem0.
 import time
 from typing import Any
 
+from fastapi import FastAPI
 from mangum import Mangum
 
 from services.analytics.reader import AnalyticsReader
 from services.console.app import ConsoleContext, mount_console
 from services.console.session import SessionCodec
-from services.core.config import get_settings
+from services.core.config import Settings, get_settings
 from services.core.wiring import build_storage
 from services.web.auth import ApiKeys
 from services.web.credentials import configured_api_keys, configured_signing_key
@@ -29,6 +30,12 @@ ATHENA_TIMEOUT_SECS = 8.0  # per query: the dashboard runs three in one request,
 
 def _build() -> Mangum:
     settings = get_settings()
+    return Mangum(build_search_app(settings), lifespan="off", api_gateway_base_path=settings.api_base_path)
+
+
+def build_search_app(settings: Settings) -> FastAPI:
+    """The search API and the console over the AWS stores; ``services/aws/search_handler.py`` adds
+    what other features bring to the same function (the access audit, #13)."""
     signing_key = configured_signing_key(settings)
     if signing_key is None:
         # Every instance must verify the cursors the others issued: a per-instance random key would not.
@@ -58,7 +65,7 @@ def _build() -> Mangum:
             reports=analytics,
         ),
     )
-    return Mangum(app, lifespan="off", api_gateway_base_path=settings.api_base_path)
+    return app
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
