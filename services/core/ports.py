@@ -153,6 +153,12 @@ class CallIndex(Protocol):
         """Newest first by ``started_at``; cost follows the page, never the size of the index."""
         ...
 
+    def list_reported(self, phone: str) -> list[CallRecord]:
+        """Rows whose ``reported_phone`` is ``phone``: calls filed under another number's folder that a
+        later event said were this number's (erasure by phone, #13). In no particular order; cost
+        follows those rows, never the size of the index."""
+        ...
+
 
 class CallerData(Protocol):
     """What a feature derived from calls (analytics rows, memories, jobs waiting, caches), told when

@@ -107,7 +107,8 @@ class Eraser:
     upstream: UpstreamConversations | None = None  # ElevenLabs, for ``upstream=True``; None: no API key
 
     def plan_caller(self, phone: str) -> ErasurePlan:
-        """Every call of the caller: the rows of that number, and objects in its folder no row names."""
+        """Every call of the caller: the rows of that number, the rows filed under another number that a
+        later event reported as this one (``reported_phone``), and objects in its folder no row names."""
         calls: dict[str, CallRecord] = {}
         query = CallQuery(phone=phone, limit=MAX_PAGE_SIZE)
         while True:
@@ -116,6 +117,7 @@ class Eraser:
             if page.next is None:
                 break
             query = CallQuery(phone=phone, limit=MAX_PAGE_SIZE, after=page.next)
+        calls.update((call.conversation_id, call) for call in self.index.list_reported(phone))
         prefix = keys.phone_prefix(phone)
         if prefix != keys.UNKNOWN_PHONE_PREFIX:  # "unknown" holds every caller without a number
             for key in self.blobs.list_keys(f"{prefix}/"):
@@ -142,7 +144,7 @@ class Eraser:
         for call in plan.calls:
             summary.archive_objects += sum(1 for key in plan.object_keys(call) if self.blobs.head(key) is not None)
             summary.index_rows += int(self.index.get(call.conversation_id) is not None)
-        summary.derived = {target.name: target.find(plan.phone, plan.calls) for target in self.derived}
+        summary.derived = {target.name: _derived(target.find, plan) for target in self.derived}
         return summary
 
     def erase(
@@ -168,7 +170,7 @@ class Eraser:
         if upstream:
             summary.upstream = self._delete_upstream(ids)
         failed = summary.upstream.failed if summary.upstream is not None else {}
-        summary.derived = {target.name: target.erase(plan.phone, plan.calls) for target in self.derived}
+        summary.derived = {target.name: _derived(target.erase, plan) for target in self.derived}
         for done, call in enumerate(plan.calls, start=1):
             for key in plan.object_keys(call):
                 summary.archive_objects += self.blobs.purge(key)
@@ -195,6 +197,16 @@ class Eraser:
             except CallVaultError as exc:  # reported; the next run asks again
                 result.failed[conversation_id] = f"{exc.code}: {exc.message}"
         return result
+
+
+def _derived(step: Callable[[str | None, Sequence[CallRecord]], int], plan: ErasurePlan) -> int:
+    """A feature's ``find`` or ``erase`` over the plan. A call filed under another number (found by its
+    ``reported_phone``) keeps what was derived from it under that number, so it is told as one call
+    (``phone`` None), which touches nothing else of the other number's caller."""
+    is_foreign = [plan.phone is not None and c.phone is not None and c.phone != plan.phone for c in plan.calls]
+    foreign = [c for c, other in zip(plan.calls, is_foreign, strict=True) if other]
+    own = [c for c, other in zip(plan.calls, is_foreign, strict=True) if not other]
+    return step(plan.phone, own) + (step(None, foreign) if foreign else 0)
 
 
 def find_reappeared(erased: ErasedConversations, blobs: BlobStore, index: CallIndex) -> list[str]:

@@ -973,3 +973,25 @@ def test_call_index_drop_audio_forgets_the_audio_for_good(index: CallIndex) -> N
     assert _row(index).audio_key is None
     assert index.drop_audio(conversation(42), NOW) is False  # no row: nothing created
     assert index.get(conversation(42)) is None
+
+
+def test_call_index_list_reported_finds_calls_filed_under_another_number(index: CallIndex) -> None:
+    third = "+13125550199"
+    index.save_call(placed(conversation(1), OTHER_PHONE, T0, reported_phone=PHONE), NOW)
+    index.save_call(placed(conversation(2), PHONE, T0 + 60), NOW)  # PHONE's own folder: by_phone finds it
+    index.save_call(placed(conversation(3), OTHER_PHONE, T0 + 120, reported_phone=third), NOW)
+    # A row without a start (an initiation failure, say) is found too.
+    unstarted = replace(placed(conversation(4), OTHER_PHONE, T0, reported_phone=PHONE), started_at=None)
+    index.save_call(unstarted, NOW)
+
+    found = index.list_reported(PHONE)
+
+    assert sorted(r.conversation_id for r in found) == [conversation(1), conversation(4)]
+    assert {r.phone for r in found} == {OTHER_PHONE} and {r.reported_phone for r in found} == {PHONE}
+    assert [r.conversation_id for r in index.list_reported(third)] == [conversation(3)]
+    assert index.list_reported(OTHER_PHONE) == []
+    index.delete(conversation(1))
+    assert [r.conversation_id for r in index.list_reported(PHONE)] == [conversation(4)]
+    # A newer version that no longer reports another number takes the row out.
+    index.save_call(replace(unstarted, reported_phone=None, event_at=T0 + 900), NOW + 1)
+    assert index.list_reported(PHONE) == []

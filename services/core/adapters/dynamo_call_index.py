@@ -2,7 +2,9 @@
 
 Table ``conversation_id`` (hash). Five GSIs, all projecting ALL, range key ``started_at`` (N):
 ``by_phone`` (hash ``phone``), ``by_agent`` (hash ``agent_id``), ``by_time`` (hash ``gsi_all``),
-``by_status`` (hash ``status``) and ``by_outcome`` (hash ``call_successful``).
+``by_status`` (hash ``status``) and ``by_outcome`` (hash ``call_successful``). A sixth, sparse GSI
+``by_reported_phone`` (hash ``reported_phone`` only, ALL) holds just the calls filed under another
+number than a later event reported: erasure by phone finds them there (#13).
 ``gsi_all`` is a constant written only with ``started_at``, so the timeline is sparse: audio that
 arrived before its transcript is not listed. One constant partition is fine: a partition takes
 1,000 writes/s and each call makes two or three writes, so it holds ~30,000,000 calls a day; past
@@ -96,6 +98,16 @@ class ByOutcome(GlobalSecondaryIndex["CallModel"]):  # type: ignore[no-untyped-c
     started_at = NumberAttribute(range_key=True)
 
 
+class ByReportedPhone(GlobalSecondaryIndex["CallModel"]):  # type: ignore[no-untyped-call]  # untyped in PynamoDB
+    """Sparse: only rows with ``reported_phone``. No range key, so a row without ``started_at`` is in it too."""
+
+    class Meta:
+        index_name = "by_reported_phone"
+        projection = AllProjection()
+
+    reported_phone = UnicodeAttribute(hash_key=True)
+
+
 # Items that are not calls (the sync watermark, services/sync) have keys no conversation id can have.
 STATE_KEY_PREFIX = "~"
 
@@ -146,6 +158,7 @@ class CallModel(Model):
     by_time = ByTime()
     by_status = ByStatus()
     by_outcome = ByOutcome()
+    by_reported_phone = ByReportedPhone()
 
 
 def make_call_model(table_name: str, region: str | None = None, host: str | None = None) -> type[CallModel]:
@@ -306,6 +319,12 @@ class DynamoCallIndex:
         m = self.model
         actions: list[Action] = [m.memory_status.set(status), m.memory_updated_at.set(now)]
         self._update(conversation_id, actions, m.conversation_id.exists())  # False: row gone, nothing to mark
+
+    def list_reported(self, phone: str) -> list[CallRecord]:
+        try:
+            return [_record(item) for item in self.model.by_reported_phone.query(phone)]
+        except (PynamoDBException, BotoCoreError, ClientError) as exc:
+            _unavailable("Query", exc)
 
     def list_calls(self, query: CallQuery) -> CallPage:
         if query.limit < 1:

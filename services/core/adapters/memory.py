@@ -212,6 +212,9 @@ class MemoryCallIndex:
             row.audio_version, row.expects_audio, row.updated_at = AUDIO_EXPIRED, False, now
             return True
 
+    def list_reported(self, phone: str) -> list[CallRecord]:
+        return [replace(r) for r in list(self.rows.values()) if r.reported_phone == phone]
+
     def list_calls(self, query: CallQuery) -> CallPage:
         rows = [
             r

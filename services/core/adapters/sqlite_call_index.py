@@ -52,6 +52,8 @@ CREATE INDEX IF NOT EXISTS calls_by_agent ON calls (agent_id, started_at DESC, c
 CREATE INDEX IF NOT EXISTS calls_by_time ON calls (started_at DESC, conversation_id DESC);
 CREATE INDEX IF NOT EXISTS calls_by_outcome ON calls (call_successful, started_at DESC, conversation_id DESC);
 CREATE INDEX IF NOT EXISTS calls_by_status ON calls (status, started_at DESC, conversation_id DESC);
+-- Partial: only calls filed under another number than a later event reported (erasure by phone).
+CREATE INDEX IF NOT EXISTS calls_by_reported_phone ON calls (reported_phone) WHERE reported_phone IS NOT NULL;
 -- Partial: only calls waiting for their audio are in it, so the webhook's write barely grows.
 CREATE INDEX IF NOT EXISTS calls_awaiting_audio ON calls (updated_at, conversation_id)
     WHERE expects_audio = 1 AND audio_key IS NULL;
@@ -208,6 +210,10 @@ class SqliteCallIndex:
                 ).rowcount
                 > 0
             )
+
+    def list_reported(self, phone: str) -> list[CallRecord]:
+        rows = self._execute("SELECT * FROM calls WHERE reported_phone = ?", (phone,)).fetchall()
+        return [_record(row) for row in rows]
 
     def list_calls(self, query: CallQuery) -> CallPage:
         where = ["started_at IS NOT NULL"]
