@@ -87,17 +87,24 @@ class RetentionRules:
         if not path.exists():
             return cls()
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
             raise RetentionConfigError(f"{path.name}: not valid TOML ({exc})") from None
+        return cls.parse(text, path.name)
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> "RetentionRules":
+        """The rules in ``text`` (a file's, or on AWS an SSM parameter's); ``source`` names it in errors."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise RetentionConfigError(f"{source}: not valid TOML ({exc})") from None
         unknown = set(data) - {"default", "agents"}
         if unknown:
-            raise RetentionConfigError(
-                f"{path.name}: unknown section(s) {sorted(unknown)}; use [default] and [agents.ID]"
-            )
+            raise RetentionConfigError(f"{source}: unknown section(s) {sorted(unknown)}; use [default] and [agents.ID]")
         agents = data.get("agents", {})
         if not isinstance(agents, dict):
-            raise RetentionConfigError(f"{path.name}: [agents] holds one table per agent id")
+            raise RetentionConfigError(f"{source}: [agents] holds one table per agent id")
         return cls(_rule("default", data.get("default", {})), {a: _rule(f"agents.{a}", r) for a, r in agents.items()})
 
 

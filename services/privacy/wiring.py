@@ -16,7 +16,7 @@ from services.core.wiring import Storage, build_analytics_store, build_erased
 
 from .audit import Auditor
 from .holds import HoldBook
-from .retention import RetentionRules, RetentionRunner
+from .retention import RetentionConfigError, RetentionRules, RetentionRunner
 from .service import Eraser
 
 if TYPE_CHECKING:
@@ -102,14 +102,51 @@ def build_auditor(settings: Settings) -> Auditor | None:
 
 
 RETENTION_FILE = "retention.toml"
+AWS_NO_TOMBSTONES = (
+    "retention on AWS needs the tombstone key: set CALLVAULT_TOMBSTONE_KEY_PARAM (an SSM SecureString) or "
+    "CALLVAULT_TOMBSTONE_KEY; without tombstones an expired call comes back with the next sync"
+)
+AWS_NO_HOLDS = (
+    "retention on AWS needs the legal holds: set CALLVAULT_AUDIT_TABLE to the stack's audit table (it keeps "
+    "the holds); without them a call under a legal hold would be erased"
+)
+
+
+def load_retention_rules(settings: Settings, rules_file: Path | None = None) -> RetentionRules:
+    """``rules_file`` if given; else on AWS with ``CALLVAULT_RETENTION_RULES_PARAM`` the TOML in that SSM
+    parameter (read on every run, so an edit counts from the next one; a parameter that does not exist
+    is no rules, like a missing file); else ``<data-dir>/retention.toml``."""
+    if rules_file is None and settings.backend == "aws" and settings.retention_rules_param:
+        text = _ssm_parameter(settings.retention_rules_param)
+        return RetentionRules() if text is None else RetentionRules.parse(text, settings.retention_rules_param)
+    return RetentionRules.load(rules_file or settings.data_dir / RETENTION_FILE)
+
+
+def _ssm_parameter(name: str) -> str | None:
+    import boto3
+    from botocore.exceptions import ClientError
+
+    try:
+        value: str = boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
+            return None
+        raise
+    return value
 
 
 def build_retention(
     settings: Settings, storage: Storage, memory: CallerData | None = None, rules_file: Path | None = None
 ) -> RetentionRunner:
-    """Retention over the same Eraser as erasure; the rules from ``<data-dir>/retention.toml``."""
+    """Retention over the same Eraser as erasure; the rules from ``load_retention_rules``. On AWS it
+    refuses (``RetentionConfigError``) without the tombstone key (expired calls would come back with the
+    next sync) or the legal holds (a held call would be erased)."""
     eraser = build_eraser(settings, storage, memory)
-    rules = RetentionRules.load(rules_file or settings.data_dir / RETENTION_FILE)
+    if settings.backend == "aws" and eraser.erased is None:
+        raise RetentionConfigError(AWS_NO_TOMBSTONES)
+    if settings.backend == "aws" and eraser.holds is None:
+        raise RetentionConfigError(AWS_NO_HOLDS)
+    rules = load_retention_rules(settings, rules_file)
     has_analytics = settings.backend != "aws" or bool(settings.analytics_bucket)
     flags = AnalyticsWriter(build_analytics_store(settings)) if has_analytics else None
     return RetentionRunner(
@@ -129,3 +166,23 @@ def build_retention_thread(settings: Settings, storage: Storage, memory: CallerD
     from .schedule import RetentionThread
 
     return RetentionThread(lambda: build_retention(settings, storage, memory))
+
+
+def build_scheduled_retention(settings: Settings) -> RetentionRunner:
+    """The AWS function's run (``handler.py``): the stores from the environment, the caller memories
+    on Mem0 Platform when memory is on. Built per run, so the rules are read again each time."""
+    from services.core.wiring import build_storage
+
+    return build_retention(settings, build_storage(settings), build_memory_erasure(settings))
+
+
+def build_memory_erasure(settings: Settings) -> CallerData | None:
+    """Memories of expired calls on AWS (Mem0 Platform; SQS jobs are dropped by the worker's tombstone
+    check); None when memory is off."""
+    from services.memory.wiring import build_memory_store, memory_enabled
+
+    if not memory_enabled(settings):
+        return None
+    from services.memory.erasure import MemoryErasure
+
+    return MemoryErasure(build_memory_store(settings))
