@@ -20,6 +20,7 @@ from services.core.domain.models import CallRecord
 from .tables import CALLS, COLUMNS, EVALUATIONS, KIND_CRITERION, KIND_DATA, MESSAGES, column_names, partition_of
 
 Row = dict[str, Any]
+_LINE = orjson.OPT_APPEND_NEWLINE
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,11 @@ def encode(table: str, rows: list[Row], *, level: int = 6) -> bytes:
     day objects Athena scans for ever keep 6.
     """
     names = column_names(table)
-    lines = b"".join(orjson.dumps({name: row.get(name) for name in names}) + b"\n" for row in rows)
+    # ``rows_for_call`` builds rows in schema order already: only other rows (merges, edits) are reordered.
+    lines = b"".join(
+        orjson.dumps(row if tuple(row) == names else {name: row.get(name) for name in names}, option=_LINE)
+        for row in rows
+    )
     return gzip.compress(lines, compresslevel=level, mtime=0)
 
 

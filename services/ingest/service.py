@@ -109,7 +109,8 @@ class Archiver:
         conversation_id = record.conversation_id
         if self.is_erased(conversation_id):
             return IngestResult("erased", event.type)  # no id: logs and answers name no erased call
-        document = orjson.dumps(event.data)  # the whole `data`, unknown fields kept, on one line
+        # The whole `data`, unknown fields kept, on one line (encoded once, by the envelope check).
+        document = event.document if event.document is not None else orjson.dumps(event.data)
         record.version = versions.call_version(event.type, event.event_timestamp, document)
         existing = self.index.get(conversation_id)
         if existing is not None and _row_is_newer(existing, record):
@@ -149,7 +150,9 @@ class Archiver:
         # A call this event placed has no audio in place: audio that comes later places itself.
         fresh = existing is None or existing.archive_prefix is None
         has_audio = self.place_audio(conversation_id, prefix, existing, nothing_placed=fresh)
-        if self.analytics is not None:
+        # Rows a retention rule expired (#13) stay gone: the call is kept, its analytics are not written.
+        analytics_expired = existing is not None and existing.analytics_expired_at is not None
+        if self.analytics is not None and not analytics_expired:
             self.analytics.write_call(event.data, record, has_audio=has_audio)
             latest = self.index.get(conversation_id)
             if latest is not None and latest.version != record.version:

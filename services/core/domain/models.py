@@ -49,6 +49,9 @@ class CallRecord:
     # The transcript says the call has audio (``data.has_audio``): until audio is in place, CallVault
     # fetches it from the ElevenLabs API after a grace period (services/sync). None: not said.
     expects_audio: bool | None = None
+    # When the call's analytics rows expired under a retention rule (#13): the call stays, its rows are
+    # gone for good (verify, backfill and later events leave them out). None: they are kept.
+    analytics_expired_at: int | None = None
     ingested_at: int | None = None  # first time any event of this call was stored
     updated_at: int | None = None
 
@@ -71,8 +74,15 @@ CALL_FIELDS: tuple[str, ...] = tuple(
 )
 # Of those, the ones a newer version REPLACES (a None clears an older value: the row describes one
 # version, never a blend). Merged instead (a None keeps the stored value): the folder and its phone,
-# which ``claim_place`` sets once, and the memory job's progress, which the memory worker owns.
-MERGED_CALL_FIELDS: tuple[str, ...] = ("phone", "archive_prefix", "memory_status", "memory_updated_at")
+# which ``claim_place`` sets once, the memory job's progress, which the memory worker owns, and the
+# analytics rows' expiry, which retention owns (``CallIndex.expire_analytics``).
+MERGED_CALL_FIELDS: tuple[str, ...] = (
+    "phone",
+    "archive_prefix",
+    "memory_status",
+    "memory_updated_at",
+    "analytics_expired_at",
+)
 REPLACED_CALL_FIELDS: tuple[str, ...] = tuple(f for f in CALL_FIELDS if f not in MERGED_CALL_FIELDS)
 
 
@@ -112,3 +122,6 @@ class WebhookEvent:
     type: str
     event_timestamp: int | None
     data: dict[str, Any]
+    # ``data`` as the archive stores it (orjson, one line), when the envelope check already encoded it:
+    # a long call is then encoded once per webhook, not twice.
+    document: bytes | None = field(default=None, compare=False, repr=False)

@@ -26,6 +26,9 @@ from .coerce import text as _str
 from .errors import InvalidPayload
 from .models import KNOWN_EVENT_TYPES, STATUS_INITIATION_FAILED, CallRecord, WebhookEvent
 
+# Events whose ``data`` is archived as the call's JSON document.
+CALL_EVENT_TYPES = frozenset({"post_call_transcription", "call_initiation_failure"})
+
 SUMMARY_MAX_CHARS = 500
 # Free text copied into the index (termination reason, titles, names): cut like the summary, so one
 # row stays far below DynamoDB's 400 KB item limit. The archive keeps the whole text.
@@ -75,8 +78,15 @@ def parse_envelope(raw: bytes) -> WebhookEvent:
     data = body.get("data")
     if not isinstance(data, dict):
         raise InvalidPayload("webhook envelope has no 'data' object")
-    check_nesting(body, raw.count(b"[") + raw.count(b"{"))
-    event = WebhookEvent(event_type, _event_timestamp(body.get("event_timestamp")), data)
+    document = None
+    if event_type in CALL_EVENT_TYPES:
+        # Its ``data`` is archived re-encoded: that encoding is the nesting check (one pass, not a
+        # count of brackets and then two), and the archive reuses it.
+        document = encode_data(data)
+        check_nesting({key: value for key, value in body.items() if key != "data"})
+    else:  # audio: a megabytes-long string at shallow depth, so counting brackets is the cheap bound
+        check_nesting(body, raw.count(b"[") + raw.count(b"{"))
+    event = WebhookEvent(event_type, _event_timestamp(body.get("event_timestamp")), data, document)
     check_storable(event)
     return event
 
@@ -91,6 +101,15 @@ def check_nesting(value: object, containers: int | None = None) -> None:
         return
     try:
         orjson.dumps(value)  # C speed; for what orjson itself decoded, its only refusal is the depth
+    except orjson.JSONEncodeError:
+        raise InvalidPayload(_too_deep_message()) from None
+
+
+def encode_data(data: dict[str, Any]) -> bytes:
+    """``data`` as orjson writes it, refused unless its envelope (one level above) could be encoded too."""
+    try:
+        # Inside a list: one level more, as in the envelope, so the limit is the envelope's.
+        return orjson.dumps([data])[1:-1]
     except orjson.JSONEncodeError:
         raise InvalidPayload(_too_deep_message()) from None
 
