@@ -11,6 +11,9 @@ whole day's rows per call), dropping from the day objects the calls that now bel
 and, with ``prune``, the erased ones. Until that last step, a report over a closed day that already
 had a day object can count a re-written call twice.
 
+Calls whose analytics rows expired under a retention rule (the row's ``analytics_expired_at``, #13)
+are not written again, and any rows of theirs still on file are deleted (an interrupted expiry ends).
+
 Facts the archived document lacks come from the index: the event time (an initiation failure's
 start), whether audio is archived, and when the call was first stored (the fallback start).
 """
@@ -42,6 +45,7 @@ class BackfillSummary:
     evaluations: int = 0
     deleted: int = 0
     days_compacted: int = 0
+    expired: int = 0  # calls left out: their analytics rows expired under a retention rule
     failed: list[tuple[str, str]] = field(default_factory=list)  # (document name, reason); never a phone key
 
 
@@ -90,13 +94,16 @@ def backfill_analytics(
     summary = BackfillSummary()
     written: set[str] = set()
     seen: dict[str, str] = {}  # conversation id -> the dt its rows were written to
+    expired: set[str] = set()  # calls whose rows expired (retention): none written, any left deleted
 
-    def one(key: str) -> tuple[str, str, list[str], tuple[int, int]]:
+    def one(key: str) -> tuple[str, str, list[str], tuple[int, int]] | tuple[str]:
         document = orjson.loads(archive.get_bytes(key))
         if not isinstance(document, dict):
             raise CallVaultError("archived document is not a JSON object")
         conversation_id = keys.check_conversation_id(document.get("conversation_id"))
         row = index.get(conversation_id)
+        if row is not None and row.analytics_expired_at is not None:
+            return (conversation_id,)
         record = _record(document, row, default_region)
         audio_key = row.audio_key if row else None
         has_audio = bool(audio_key and not audio_key.startswith(keys.PENDING_AUDIO_PREFIX + "/"))
@@ -105,7 +112,7 @@ def backfill_analytics(
         new_keys = [object_key(table, rows.dt, conversation_id) for table in TABLES]
         return conversation_id, rows.dt, new_keys, (len(rows.messages), len(rows.evaluations))
 
-    def guarded(key: str) -> tuple[str, str, list[str], tuple[int, int]] | tuple[str, str]:
+    def guarded(key: str) -> tuple[str, str, list[str], tuple[int, int]] | tuple[str, str] | tuple[str]:
         try:
             return one(key)
         except orjson.JSONDecodeError:
@@ -117,7 +124,10 @@ def backfill_analytics(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for outcome in pool.map(guarded, documents):
             done += 1
-            if len(outcome) == 2:
+            if len(outcome) == 1:
+                expired.add(outcome[0])
+                summary.expired += 1
+            elif len(outcome) == 2:
                 summary.failed.append(outcome)
             else:
                 conversation_id, dt, new_keys, (messages, evaluations) = outcome
@@ -130,9 +140,11 @@ def backfill_analytics(
                 progress(done, len(documents))
 
     archived_ids = {_name(key).removesuffix(".json") for key in documents}
-    summary.deleted = _delete_superseded(analytics, before - written, set(seen), archived_ids if prune else None)
+    summary.deleted = _delete_superseded(
+        analytics, before - written, set(seen) | expired, archived_ids if prune else None
+    )
     summary.days_compacted = _compact_closed_days(
-        analytics, seen, archived_ids if prune else None, clock(), compaction_progress
+        analytics, seen, archived_ids if prune else None, clock(), compaction_progress, expired
     )
     return summary
 
@@ -143,9 +155,11 @@ def _compact_closed_days(
     archived_ids: set[str] | None,
     now: float,
     progress: Progress | None,
+    expired: frozenset[str] | set[str] = frozenset(),
 ) -> int:
     """Merge every closed day that has per-call objects or a day object, dropping from it the calls
-    the run put in another day and (``archived_ids`` given) the calls absent from the archive."""
+    the run put in another day, the calls whose rows ``expired`` and (``archived_ids`` given) the
+    calls absent from the archive."""
     days: set[tuple[str, str]] = set()
     for key in analytics.list_keys():
         parsed = parse_object_key(key)
@@ -156,6 +170,8 @@ def _compact_closed_days(
     for done, (table, dt) in enumerate(pending, start=1):
 
         def unwanted(conversation_id: str, dt: str = dt) -> bool:
+            if conversation_id in expired:
+                return True
             if conversation_id in seen:
                 return seen[conversation_id] != dt
             return archived_ids is not None and conversation_id not in archived_ids

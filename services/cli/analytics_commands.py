@@ -371,7 +371,7 @@ def backfill_analytics(prune: bool, workers: int, data_dir: Path | None) -> None
     click.echo(
         f"{summary.calls} calls, {summary.messages} messages, {summary.evaluations} evaluation rows written; "
         f"{summary.deleted} superseded objects deleted; {summary.days_compacted} closed day objects merged; "
-        f"{len(summary.failed)} failed",
+        f"{summary.expired} calls left out (rows expired under retention); {len(summary.failed)} failed",
         err=True,
     )
     for key, reason in summary.failed[:20]:

@@ -357,8 +357,9 @@ def retention_run(dry_run: bool, as_json: bool, rules: Path | None, data_dir: Pa
         return
     verb = "would expire" if dry_run else "expired"
     click.echo(
-        f"retention: {verb} {len(summary.calls_expired)} call(s), the audio of {len(summary.audio_expired)} "
-        f"and the memories of {len(summary.memories_expired)} more; {summary.held} held call(s) skipped"
+        f"retention: {verb} {len(summary.calls_expired)} call(s), the audio of {len(summary.audio_expired)}, "
+        f"the memories of {len(summary.memories_expired)} and the analytics rows of "
+        f"{len(summary.analytics_expired)} more; {summary.held} held call(s) skipped"
     )
 
 

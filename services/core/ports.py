@@ -149,6 +149,12 @@ class CallIndex(Protocol):
         False when there is no row."""
         ...
 
+    def expire_analytics(self, conversation_id: str, now: int) -> bool:
+        """The call's analytics rows expired (retention, #13): set ``analytics_expired_at`` (kept if set
+        already; no event's write clears it), so verify, backfill and later events leave them out.
+        False when there is no row."""
+        ...
+
     def list_calls(self, query: CallQuery) -> CallPage:
         """Newest first by ``started_at``; cost follows the page, never the size of the index."""
         ...

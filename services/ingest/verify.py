@@ -6,7 +6,8 @@ The promises (docs/decisions.md, "write protocol"), checked for every call:
   * a row's phone is the phone of the folder its objects live in;
   * parked audio is moved once its call is placed, and waits no longer than a day;
   * the analytics ``calls`` row says what the index says (phone, outcome, start, turns, audio);
-  * no analytics rows for a call the index does not have.
+  * no analytics rows for a call the index does not have, nor for a call whose rows expired under a
+    retention rule (``analytics_expired_at``; such a call is never reported for lacking them).
 Repairs replay the protocol itself from what the archive holds (``Archiver``), so they are idempotent
 and race-free beside live ingest; what cannot be rebuilt from the archive (a lost object) is reported.
 Findings name a conversation id and a masked phone only: keys hold phone numbers.
@@ -219,6 +220,12 @@ class ArchiveVerifier:
             if row.transcript_key is None:
                 continue
             days = found.pop(cid, {})
+            if row.analytics_expired_at is not None:  # expired under a retention rule (#13): none is due
+                if days:  # a write that raced the expiry: finish it, never rebuild
+                    repaired = repair and all(self._drop_analytics(cid, dt) for dt in days)
+                    detail = "analytics rows of a call whose rows expired (retention)"
+                    yield Finding("analytics_expired_present", cid, detail, True, repaired)
+                continue
             expected = partition_of(row.started_at) if row.started_at else None
             elsewhere = [dt for dt in days if expected is not None and dt != expected]
             if elsewhere and expected in days:

@@ -6,6 +6,7 @@ One settings file, ``<data-dir>/retention.toml`` (or ``CALLVAULT_RETENTION_FILE`
     transcripts_days = 365   # then the whole call goes: transcript, audio, row, analytics rows, memories
     audio_days = 30          # then the call's audio goes (the row says so; no audio is fetched again)
     memories_days = 90       # then the call's memories go (the call stays)
+    analytics_days = 180     # then the call's analytics rows go (the call stays; the row says so)
 
     [agents."agent_7201k..."]
     transcripts_days = 30    # this agent's calls; unset keys fall back to [default]
@@ -14,7 +15,9 @@ A key left out keeps that data for ever. A run lists the calls started before th
 (one index range read, newest first), applies each call's agent rule, skips calls under a legal hold
 (they are looked at again by every run, so a released hold is honoured the next day), and erases
 through the same ``Eraser`` as ``callvault forget`` (tombstones: an expired call is not synced back).
-Memories that went are marked on the row (``memory_status = "expired"``) so later runs skip them.
+Memories that went are marked on the row (``memory_status = "expired"``) so later runs skip them;
+analytics rows that went too (``analytics_expired_at``), which also tells verify, backfill and later
+events of the call not to write them again.
 """
 
 import time
@@ -34,8 +37,7 @@ from .holds import HoldBook
 from .service import Eraser, Progress
 
 DAY = 86_400
-KINDS = ("transcripts_days", "audio_days", "memories_days")
-NOT_YET = ("analytics_days",)  # documented as not built: refused, never ignored
+KINDS = ("transcripts_days", "audio_days", "memories_days", "analytics_days")
 MEMORY_EXPIRED = "expired"
 
 
@@ -54,12 +56,14 @@ class Rule:
     transcripts_days: int | None = None
     memories_days: int | None = None
     audio_days: int | None = None
+    analytics_days: int | None = None
 
     def merged_over(self, base: "Rule") -> "Rule":
         return Rule(
             self.transcripts_days if self.transcripts_days is not None else base.transcripts_days,
             self.memories_days if self.memories_days is not None else base.memories_days,
             self.audio_days if self.audio_days is not None else base.audio_days,
+            self.analytics_days if self.analytics_days is not None else base.analytics_days,
         )
 
 
@@ -76,7 +80,7 @@ class RetentionRules:
         days = [
             d
             for rule in (self.default, *self.agents.values())
-            for d in (rule.transcripts_days, rule.memories_days, rule.audio_days)
+            for d in (rule.transcripts_days, rule.memories_days, rule.audio_days, rule.analytics_days)
             if d is not None
         ]
         return min(days) if days else None
@@ -112,13 +116,13 @@ def _rule(where: str, table: Any) -> Rule:
     if not isinstance(table, dict):
         raise RetentionConfigError(f"[{where}] must be a table")
     for key, value in table.items():
-        if key in NOT_YET:
-            raise RetentionConfigError(f"[{where}] {key}: not supported yet (docs/privacy.md); remove it")
         if key not in KINDS:
             raise RetentionConfigError(f"[{where}] unknown key {key!r}; known: {', '.join(KINDS)}")
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RetentionConfigError(f"[{where}] {key} must be a whole number of days, at least 1")
-    return Rule(table.get("transcripts_days"), table.get("memories_days"), table.get("audio_days"))
+    return Rule(
+        table.get("transcripts_days"), table.get("memories_days"), table.get("audio_days"), table.get("analytics_days")
+    )
 
 
 @dataclass
@@ -127,6 +131,7 @@ class RetentionSummary:
     calls_expired: list[str] = field(default_factory=list)  # conversation ids (never printed by the CLI)
     memories_expired: list[str] = field(default_factory=list)
     audio_expired: list[str] = field(default_factory=list)
+    analytics_expired: list[str] = field(default_factory=list)
     held: int = 0  # calls a rule would have touched, skipped under a legal hold
     erased_items: dict[str, int] = field(default_factory=dict)
 
@@ -136,6 +141,7 @@ class RetentionSummary:
             "calls": len(self.calls_expired),
             "memories": len(self.memories_expired),
             "audio": len(self.audio_expired),
+            "analytics": len(self.analytics_expired),
             "held": self.held,
             **self.erased_items,
         }
@@ -149,6 +155,7 @@ class RetentionRunner:
     memories: CallerData | None = None
     blobs: BlobStore | None = None  # the archive, for audio_days
     audio_flags: AudioFlags | None = None  # the analytics rows' has_audio, for audio_days
+    analytics: CallerData | None = None  # the analytics rows, for analytics_days
     holds: HoldBook | None = None
     audit: Auditor | None = None
     clock: Callable[[], float] = field(default=time.time)
@@ -164,6 +171,7 @@ class RetentionRunner:
         expired_calls: list[CallRecord] = []
         expired_memories: list[CallRecord] = []
         expired_audio: list[CallRecord] = []
+        expired_analytics: list[CallRecord] = []
         active = self.holds.active() if self.holds is not None else []
         for call in self._older_than(now - shortest * DAY):
             rule = self.rules.for_agent(call.agent_id)
@@ -182,7 +190,13 @@ class RetentionRunner:
                 and call.audio_version != AUDIO_EXPIRED
                 and (call.audio_key is not None or bool(call.expects_audio))
             )
-            if not (whole or memory or audio):
+            analytics = (
+                self.analytics is not None
+                and rule.analytics_days is not None
+                and age >= rule.analytics_days * DAY
+                and call.analytics_expired_at is None
+            )
+            if not (whole or memory or audio or analytics):
                 continue
             if self.holds is not None and self.holds.holding(call, active) is not None:
                 summary.held += 1
@@ -194,9 +208,12 @@ class RetentionRunner:
                 expired_memories.append(call)
             if audio:
                 expired_audio.append(call)
+            if analytics:
+                expired_analytics.append(call)
         summary.calls_expired = [c.conversation_id for c in expired_calls]
         summary.memories_expired = [c.conversation_id for c in expired_memories]
         summary.audio_expired = [c.conversation_id for c in expired_audio]
+        summary.analytics_expired = [c.conversation_id for c in expired_analytics]
         if dry_run:
             return summary
         if self.audit is not None:  # before the work, as erasure does
@@ -204,6 +221,7 @@ class RetentionRunner:
                 "calls": len(expired_calls),
                 "memories": len(expired_memories),
                 "audio": len(expired_audio),
+                "analytics": len(expired_analytics),
                 "held": summary.held,
             }
             self.audit.record("retention_run", actor, [], detail)
@@ -214,7 +232,18 @@ class RetentionRunner:
             self._expire_memories(expired_memories, now)
         if expired_audio:
             self._expire_audio(expired_audio, now)
+        if expired_analytics:
+            self._expire_analytics(expired_analytics, now)
         return summary
+
+    def _expire_analytics(self, calls: Sequence[CallRecord], now: int) -> None:
+        """The rows first (per-call objects purged, merged days rewritten without the call), then the
+        mark: a crash in between leaves the call unmarked, so verify would rebuild its rows, and the
+        next run, which still selects it, removes them again and marks it."""
+        assert self.analytics is not None
+        for call in calls:
+            self.analytics.erase(None, [call])
+            self.index.expire_analytics(call.conversation_id, now)
 
     def _expire_audio(self, calls: Sequence[CallRecord], now: int) -> None:
         """Object first, then the row, then the analytics flag: a crash leaves the row naming the

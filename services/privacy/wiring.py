@@ -156,6 +156,7 @@ def build_retention(
         memories=memory,
         blobs=storage.blobs,
         audio_flags=flags,
+        analytics=AnalyticsErasure(build_analytics_store(settings)) if has_analytics else None,
         holds=eraser.holds,
         audit=eraser.audit,
     )

@@ -995,3 +995,21 @@ def test_call_index_list_reported_finds_calls_filed_under_another_number(index: 
     # A newer version that no longer reports another number takes the row out.
     index.save_call(replace(unstarted, reported_phone=None, event_at=T0 + 900), NOW + 1)
     assert index.list_reported(PHONE) == []
+
+
+def test_call_index_expire_analytics_marks_the_row_for_good(index: CallIndex) -> None:
+    index.save_call(placed(CONVERSATION, PHONE, T0, version=V_OLD), NOW)
+
+    assert index.expire_analytics(CONVERSATION, NOW + 10) is True
+    assert index.expire_analytics(conversation(99), NOW + 10) is False  # no row: none is created
+    assert index.get(conversation(99)) is None
+    row = index.get(CONVERSATION)
+    assert row is not None and row.analytics_expired_at == NOW + 10
+    assert row.summary == "The caller booked a cleaning for Tuesday at 10am."  # the call stays
+
+    assert index.expire_analytics(CONVERSATION, NOW + 20) is True  # again: the first time is kept
+    # A newer version of the call (a sync, a webhook retry) does not bring the rows' expiry back.
+    assert index.save_call(replace(placed(CONVERSATION, PHONE, T0), version=V_NEW), NOW + 30)
+    row = index.get(CONVERSATION)
+    assert row is not None and row.version == V_NEW and row.analytics_expired_at == NOW + 10
+    assert [r.analytics_expired_at for r in index.list_calls(CallQuery(phone=PHONE)).items] == [NOW + 10]

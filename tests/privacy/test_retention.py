@@ -93,7 +93,7 @@ def test_held_calls_survive_retention_and_expire_once_released() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[default]\nanalytics_days = 30\n", "not supported yet"),
+        ("[default]\nanalytics_days = 0\n", "at least 1"),
         ("[default]\nkeep = 3\n", "unknown key"),
         ("[default]\ntranscripts_days = 0\n", "at least 1"),
         ("[default]\ntranscripts_days = true\n", "whole number"),

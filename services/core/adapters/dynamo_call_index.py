@@ -45,6 +45,7 @@ _INT_FIELDS = frozenset(
         "cost",
         "event_at",
         "memory_updated_at",
+        "analytics_expired_at",
         "ingested_at",
         "updated_at",
     }
@@ -149,6 +150,7 @@ class CallModel(Model):
     expects_audio = BooleanAttribute(null=True)
     memory_status = UnicodeAttribute(null=True)
     memory_updated_at = NumberAttribute(null=True)
+    analytics_expired_at = NumberAttribute(null=True)
     ingested_at = NumberAttribute(null=True)
     updated_at = NumberAttribute(null=True)
     gsi_all = UnicodeAttribute(null=True)  # TIMELINE_PARTITION once started_at is known
@@ -319,6 +321,14 @@ class DynamoCallIndex:
         m = self.model
         actions: list[Action] = [m.memory_status.set(status), m.memory_updated_at.set(now)]
         self._update(conversation_id, actions, m.conversation_id.exists())  # False: row gone, nothing to mark
+
+    def expire_analytics(self, conversation_id: str, now: int) -> bool:
+        m = self.model
+        actions: list[Action] = [
+            m.analytics_expired_at.set(m.analytics_expired_at | now),  # the first expiry's time is kept
+            m.updated_at.set(now),
+        ]
+        return self._update(conversation_id, actions, m.conversation_id.exists())
 
     def list_reported(self, phone: str) -> list[CallRecord]:
         try:

@@ -212,6 +212,15 @@ class MemoryCallIndex:
             row.audio_version, row.expects_audio, row.updated_at = AUDIO_EXPIRED, False, now
             return True
 
+    def expire_analytics(self, conversation_id: str, now: int) -> bool:
+        with self._lock:
+            row = self.rows.get(conversation_id)
+            if row is None:
+                return False
+            if row.analytics_expired_at is None:
+                row.analytics_expired_at, row.updated_at = now, now
+            return True
+
     def list_reported(self, phone: str) -> list[CallRecord]:
         return [replace(r) for r in list(self.rows.values()) if r.reported_phone == phone]
 

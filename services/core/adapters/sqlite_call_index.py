@@ -36,6 +36,7 @@ _COLUMN_TYPES = {
     "cost": "INTEGER",
     "cost_usd": "REAL",
     "memory_updated_at": "INTEGER",
+    "analytics_expired_at": "INTEGER",
     "event_at": "INTEGER",
     "ingested_at": "INTEGER",
     "updated_at": "INTEGER",
@@ -207,6 +208,17 @@ class SqliteCallIndex:
                     "UPDATE calls SET has_audio = 0, audio_key = NULL, audio_bytes = NULL, audio_version = ?,"
                     " expects_audio = 0, updated_at = ? WHERE conversation_id = ?",
                     (AUDIO_EXPIRED, now, conversation_id),
+                ).rowcount
+                > 0
+            )
+
+    def expire_analytics(self, conversation_id: str, now: int) -> bool:
+        with self._write_lock:
+            return (
+                self._execute(
+                    "UPDATE calls SET analytics_expired_at = COALESCE(analytics_expired_at, ?), updated_at = ?"
+                    " WHERE conversation_id = ?",
+                    (now, now, conversation_id),
                 ).rowcount
                 > 0
             )
