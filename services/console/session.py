@@ -9,6 +9,7 @@ uses a signed double-submit cookie. Comparisons go through the one constant-time
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import os
@@ -91,6 +92,22 @@ class FileSignedOutSessions(MemorySignedOutSessions):
             sid, _, at = line.partition(" ")
             if at.isdigit() and int(at) > now:
                 self._ids[sid] = int(at)
+        if len(self._ids) < len(lines):
+            self._rewrite()  # expired entries are dropped at start, so the file stays as small as the list
+
+    def _rewrite(self) -> None:
+        tmp = self._path.with_name(f".tmp-{self._path.name}-{secrets.token_hex(8)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, "".join(f"{sid} {at}\n" for sid, at in self._ids.items()).encode("ascii"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._path)  # atomic: a crash leaves the old list or the new one
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # kept as it was: it only grows, and the next start tries again
 
     def add(self, session_id: str, expires_at: int) -> None:
         fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
