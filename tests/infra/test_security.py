@@ -130,6 +130,9 @@ def test_what_each_role_may_do_is_exactly_what_its_function_needs() -> None:
         "s3:GetObject",
         "dynamodb:GetItem",
         "dynamodb:Query",
+        # The access audit (#13): an entry and its conversation pointers, on the audit table only.
+        "dynamodb:PutItem",
+        "dynamodb:BatchWriteItem",
         "ssm:GetParameter",
         # GET /search and the console's search and dashboard: report SQL on Athena in CallVault's workgroup,
         # which reads the analytics tables and writes its results with this role's credentials.
