@@ -143,7 +143,9 @@ class RetentionSummary:
             "audio": len(self.audio_expired),
             "analytics": len(self.analytics_expired),
             "held": self.held,
-            **self.erased_items,
+            # Per store, what erasing the expired calls removed. Nested: spread at the top, the stores'
+            # names ("memories", "analytics") overwrote the counts of calls above.
+            "erased": dict(self.erased_items),
         }
 
 

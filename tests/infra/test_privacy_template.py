@@ -2,6 +2,7 @@
 audio fetch, sync), and the memory worker, gets the tombstone key parameter, when one is set, and may
 read exactly it."""
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,3 +45,49 @@ def _statements(role: str) -> list[Any]:
     for policy in template()["Resources"][role]["Properties"]["Policies"]:
         found.extend(policy["PolicyDocument"]["Statement"])
     return found
+
+
+RETENTION = ("RetentionFunction", "RetentionRole", "RetentionLogGroup", "RetentionErrorsAlarm")
+
+
+def test_the_retention_function_runs_daily_and_exists_only_with_a_tombstone_key() -> None:
+    resources = template()["Resources"]
+    for name in [*RETENTION, "RetentionExpiredMetric", "RetentionHeldMetric"]:
+        assert resources[name]["Condition"] == "HasTombstoneKey", name
+    props = function_properties(template(), "RetentionFunction")
+    assert props["Handler"] == "services.privacy.handler.retention_handler"
+    (event,) = props["Events"].values()
+    assert event["Type"] == "Schedule"
+    minute, hour, day, month, weekday, year = event["Properties"]["Schedule"].removeprefix("cron(").rstrip(")").split()
+    assert minute.isdigit() and hour.isdigit() and (day, month, weekday, year) == ("*", "*", "?", "*")  # once a day
+    env = props["Environment"]["Variables"]
+    assert env["CALLVAULT_TOMBSTONE_KEY_PARAM"] == {"Ref": PARAM}
+    assert env["CALLVAULT_AUDIT_TABLE"] == {"Ref": "AuditTable"}  # the legal holds: without them it refuses
+    assert env["CALLVAULT_RETENTION_RULES_PARAM"] == {"Ref": "RetentionRulesParameterName"}
+
+
+def test_the_retention_role_reads_exactly_its_three_parameters_and_writes_only_audit_entries() -> None:
+    statements = {s.get("Sid"): s for s in _statements("RetentionRole") if isinstance(s, dict) and "Sid" in s}
+    granted = sorted(r["Fn::Sub"].rsplit("${", 1)[1].rstrip("}") for r in statements["ReadSettings"]["Resource"])
+    assert granted == sorted([PARAM, "RetentionRulesParameterName", "Mem0ApiKeyParameterName"])
+    audit = statements["HoldsAndAuditTrail"]
+    assert audit["Resource"] == {"Fn::GetAtt": ["AuditTable", "Arn"]}
+    assert "dynamodb:UpdateItem" not in audit["Action"] and "dynamodb:DeleteItem" not in audit["Action"]
+    archive = [s for s in statements.values() if "ArchiveBucket" in str(s["Resource"])]
+    assert {a for s in archive for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])} == {
+        "s3:DeleteObjectVersion",  # purge: every version by id; it never reads a call
+        "s3:ListBucketVersions",
+    }
+
+
+def test_the_retention_metrics_read_the_line_the_handler_logs() -> None:
+    from services.privacy import handler
+    from services.privacy.retention import RetentionSummary
+
+    fields = set(RetentionSummary(dry_run=False).to_dict())
+    for name in ("RetentionExpiredMetric", "RetentionHeldMetric"):
+        props = template()["Resources"][name]["Properties"]
+        assert props["FilterPattern"] == '{ $.message = "retention done" }'
+        (transformation,) = props["MetricTransformations"]
+        assert transformation["MetricValue"].removeprefix("$.") in fields
+    assert '"retention done"' in Path(handler.__file__).read_text(encoding="utf-8")

@@ -21,6 +21,7 @@ COMPACT = "AnalyticsCompactFunction"
 UNRESERVED = {
     COMPACT: "runs once a day, and concurrent runs are safe (compare-and-swap): neither a slot nor a cap is needed",
     "AudioFetchFunction": "its SQS event source's MaximumConcurrency caps it; a rare short job needs no slot",
+    "RetentionFunction": "runs once a day, and two runs at once are safe (erasure is idempotent): no slot or cap",
 }
 
 
@@ -85,6 +86,7 @@ def test_every_function_can_write_its_traces_when_tracing_is_on() -> None:
         "MemoryApiRole",
         "AudioFetchRole",
         "SyncRole",
+        "RetentionRole",
     ],
 )
 def test_no_wildcard_actions_and_only_scoped_resources(role: str) -> None:
@@ -168,6 +170,23 @@ def test_what_each_role_may_do_is_exactly_what_its_function_needs() -> None:
         "sqs:GetQueueAttributes",
     }
     assert granted("SyncRole") == logs | archiving | {"sqs:SendMessage"}  # memory jobs of the calls it archives
+    # Retention erases through the ports: every version of an expired call's objects by id (no read of
+    # the archive), the analytics rows, the row last; reads its rules, the tombstone and Mem0 keys.
+    assert granted("RetentionRole") == logs | {
+        "s3:DeleteObjectVersion",
+        "s3:ListBucketVersions",
+        "s3:GetObject",  # analytics objects only (see the resources)
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:ListBucket",
+        "dynamodb:Query",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:PutItem",  # audit entries only (see the resources)
+        "dynamodb:BatchWriteItem",  # their subject pointers
+        "ssm:GetParameter",
+    }
     # The analytics tables only (resources: test_template_matches_code.py); no archive, index or secret.
     assert granted("AnalyticsCompactRole") == logs | {
         "s3:GetObject",  # per-call objects and the day object, with their ETags

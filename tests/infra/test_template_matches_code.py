@@ -31,7 +31,8 @@ from tests.infra.cfn import (
 INGEST = "IngestFunction"
 SEARCH = "SearchFunction"
 COMPACT = "AnalyticsCompactFunction"
-FUNCTIONS = (INGEST, SEARCH, COMPACT)
+RETENTION = "RetentionFunction"
+FUNCTIONS = (INGEST, SEARCH, COMPACT, RETENTION)
 ENV_PREFIX = "CALLVAULT_"
 # Variables outside CALLVAULT_ that the template may set, and who reads them.
 OTHER_VARIABLES = {
@@ -44,6 +45,16 @@ REQUIRED_SETTINGS = {
     INGEST: {"backend", "bucket", "analytics_bucket", "table", "webhook_secret_param"},
     SEARCH: {"backend", "bucket", "table", "api_keys_param", "signing_key_param"},
     COMPACT: {"backend", "analytics_bucket"},
+    RETENTION: {
+        "backend",
+        "bucket",
+        "analytics_bucket",
+        "table",
+        "tombstone_key_param",
+        "retention_rules_param",
+        "memory_backend",
+        "mem0_api_key_param",
+    },
 }
 ANALYTICS_BUCKET_NAME = {"Fn::GetAtt": ["Analytics", "Outputs.AnalyticsBucketName"]}
 LAYER_REQUIREMENTS = INFRA / "layers" / "runtime" / "requirements.txt"
