@@ -8,9 +8,10 @@ endpoints. Built once per cold start; the Mem0 client itself connects on first u
 import time
 from typing import Any
 
+from fastapi import FastAPI
 from mangum import Mangum
 
-from services.core.config import get_settings
+from services.core.config import Settings, get_settings
 from services.core.logging import get_logger
 from services.core.wiring import build_storage
 from services.web.auth import ApiKeys
@@ -26,6 +27,12 @@ _handler: Mangum | None = None
 
 def _build() -> Mangum:
     settings = get_settings()
+    return Mangum(build_memory_api_app(settings), lifespan="off", api_gateway_base_path=settings.api_base_path)
+
+
+def build_memory_api_app(settings: Settings) -> FastAPI:
+    """The memory read routes over the AWS stores; ``services/aws/memory_api_handler.py`` adds the
+    access audit of #13 (``GET /callers/{phone}/memories`` is recorded as ``memory_read``)."""
     logger = get_logger("callvault-memory-api", settings.log_level)
     context = MemoryContext(
         store=build_memory_store(settings),
@@ -36,8 +43,7 @@ def _build() -> Mangum:
         logger=logger,
         clock=time.time,
     )
-    app = create_memory_app(context, ApiKeys(configured_api_keys(settings)), logger)
-    return Mangum(app, lifespan="off", api_gateway_base_path=settings.api_base_path)
+    return create_memory_app(context, ApiKeys(configured_api_keys(settings)), logger)
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> Any:

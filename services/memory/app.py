@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 
 from services.core.logging import get_logger
 from services.web.auth import ApiKeys
-from services.web.edge import RequestContextMiddleware, install_error_handlers
+from services.web.edge import RequestContextMiddleware, add_log_fields, install_error_handlers
 
 from .router import MemoryContext, create_memory_router
 
@@ -24,7 +24,9 @@ def api_key_dependency(keys: ApiKeys) -> Callable[[Request], None]:
     """A bearer-key check over ``keys`` for apps that have no search context of their own."""
 
     def require_api_key(request: Request) -> None:
-        keys.check_header(request.headers.get("authorization"))  # any role may read memories
+        principal = keys.check_header(request.headers.get("authorization"))  # any role may read memories
+        # The key's id (never the key) for the log line and, on AWS, the access audit's actor.
+        add_log_fields(request, key_id=principal.key_id, role=principal.role)
 
     return require_api_key
 

@@ -75,6 +75,7 @@ def test_search_and_privacy_handlers_are_the_composition_roots() -> None:
     for function, handler in (
         ("SearchFunction", "services.aws.search_handler.lambda_handler"),
         (PRIVACY, "services.aws.privacy_handler.lambda_handler"),
+        ("MemoryApiFunction", "services.aws.memory_api_handler.lambda_handler"),
     ):
         props = function_properties(template(), function)
         assert props["Handler"] == handler
@@ -83,7 +84,7 @@ def test_search_and_privacy_handlers_are_the_composition_roots() -> None:
         assert (INFRA / props["CodeUri"]).resolve().name == "services"
 
 
-@pytest.mark.parametrize("function", ["SearchFunction", PRIVACY])
+@pytest.mark.parametrize("function", ["SearchFunction", "MemoryApiFunction", PRIVACY])
 def test_audited_functions_get_the_audit_table_and_the_tombstone_key(function: str) -> None:
     env = _environment(function)
     assert env["CALLVAULT_AUDIT_TABLE"] == {"Ref": "AuditTable"}
@@ -136,7 +137,8 @@ def test_no_function_may_change_or_delete_an_audit_entry() -> None:
                 assert not actions & {"dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:DeleteTable"}, role
 
 
-def test_search_may_append_to_the_audit_trail_and_nothing_else_of_it() -> None:
-    (statement,) = [s for s, _c in _statements("SearchRole") if s.get("Sid") == "AppendAuditTrail"]
+@pytest.mark.parametrize("role", ["SearchRole", "MemoryApiRole"])
+def test_readers_may_append_to_the_audit_trail_and_nothing_else_of_it(role: str) -> None:
+    (statement,) = [s for s, _c in _statements(role) if s.get("Sid") == "AppendAuditTrail"]
     assert set(statement["Action"]) == {"dynamodb:Query", "dynamodb:PutItem", "dynamodb:BatchWriteItem"}
     assert statement["Resource"] == {"Fn::GetAtt": ["AuditTable", "Arn"]}

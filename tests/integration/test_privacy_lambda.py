@@ -214,3 +214,23 @@ def test_search_function_imports_neither_ingest_nor_mem0() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_memory_api_function_records_a_memory_read_by_key_id_and_masked_number(aws: None) -> None:
+    from services.aws import memory_api_handler
+
+    memory_api_handler._handler.cache_clear()
+    try:
+        response = memory_api_handler.lambda_handler(
+            event("GET", "/callers/%2B16125550142/memories", headers=READER), FakeContext()
+        )
+        refused = memory_api_handler.lambda_handler(event("GET", "/callers/%2B16125550142/memories"), FakeContext())
+    finally:
+        memory_api_handler._handler.cache_clear()
+
+    assert response["statusCode"] == 200, response
+    assert refused["statusCode"] == 401
+    (entry,) = audit_items()
+    assert entry["action"]["S"] == "memory_read" and entry["actor"]["S"].startswith("cfg_")
+    assert json.loads(entry["detail"]["S"]) == {"phone": "*******0142"}
+    assert PHONE[1:] not in json.dumps(entry)
