@@ -4,8 +4,9 @@
 holds the rights erasure needs (deleting every object version, rewriting analytics, the Mem0 key):
 the search function, which answers every reader, keeps read-only grants (docs/decisions.md). The
 Eraser is the one the CLI builds (``privacy.wiring.build_eraser``), with the caller's memories on
-Mem0 Platform when memory is on. Without a tombstone key it refuses to start: an erasure without
-tombstones comes back with the next webhook retry or sync.
+Mem0 Platform when memory is on. Without a tombstone key it refuses to start (an erasure without
+tombstones comes back with the next webhook retry or sync), and without the audit table (it keeps the
+legal holds: a held caller would be erased, and the erasure would go unrecorded).
 """
 
 import functools
@@ -32,6 +33,11 @@ def _handler() -> Mangum:
     if build_erased(settings) is None:
         raise RuntimeError(
             "set CALLVAULT_TOMBSTONE_KEY_PARAM (the stack's TombstoneKeyParameterName) for the privacy function"
+        )
+    if not settings.audit_table:  # it keeps the legal holds: without it a held caller would be erased
+        raise RuntimeError(
+            "set CALLVAULT_AUDIT_TABLE (the stack's AuditTable) for the privacy function: it keeps the legal holds "
+            "and the audit trail"
         )
     memory: CallerData | None = MemoryErasure(build_memory_store(settings)) if memory_enabled(settings) else None
     eraser = build_eraser(settings, build_storage(settings), memory)

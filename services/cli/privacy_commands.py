@@ -164,6 +164,11 @@ def _forget(
         eraser = build_eraser(settings, build_storage(settings), _memory_erasure(settings), upstream=upstream)
         if eraser.erased is None:  # AWS without a tombstone key: the calls would come back with the next sync
             raise click.ClickException(_NO_TOMBSTONE_KEY)
+        if eraser.holds is None or eraser.audit is None:  # AWS: both are the audit table; never "no holds"
+            raise click.ClickException(
+                f"erasure on AWS needs the legal holds and the audit trail: {_AWS_PRIVACY_SETTINGS}; "
+                "nothing was changed"
+            )
         plan = eraser.plan_caller(e164) if e164 else eraser.plan_conversations(conversations)
         if dry_run:
             return eraser.dry_run(plan, upstream=upstream)

@@ -206,6 +206,21 @@ def test_privacy_function_without_a_tombstone_key_refuses_to_start(aws: None, mo
         privacy(event("GET", "/audit", headers=ADMIN))
 
 
+def test_privacy_function_without_the_audit_table_refuses_to_start(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The holds are in the audit table: without it a held caller would be erased, and unaudited.
+    from services.core.adapters.memory import MemoryTombstones
+    from services.core.erased import ErasedConversations
+
+    caller = ErasedConversations(TOMBSTONE_KEY.encode(), MemoryTombstones()).caller_digest(PHONE)
+    DynamoHolds(AUDIT_TABLE).place(Hold("hold_abc123", "caller", caller, "*******0142", "case 7", 1, "cli:alice"))
+    monkeypatch.delenv("CALLVAULT_AUDIT_TABLE")
+    _cold_start()
+
+    with pytest.raises(RuntimeError, match="CALLVAULT_AUDIT_TABLE"):
+        privacy(event("DELETE", "/callers/%2B16125550142", headers=ADMIN))
+    assert DynamoCallIndex(TABLE).get(CONVERSATION) is not None
+
+
 def test_search_function_imports_neither_ingest_nor_mem0() -> None:
     code = (
         "import sys, services.aws.search_handler; "

@@ -84,3 +84,25 @@ def test_aws_audit_without_its_table_names_the_settings(request: pytest.FixtureR
     result = CliRunner().invoke(cli, ["audit"], env=env)
 
     assert result.exit_code == 1 and "CALLVAULT_AUDIT_TABLE" in result.output
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_aws_forget_without_the_audit_table_refuses_and_a_held_caller_keeps_everything(dry_run: bool) -> None:
+    """On AWS the holds live in the audit table: an operator's forget without CALLVAULT_AUDIT_TABLE
+    must not read that as "no holds" (it erased a held caller, unaudited)."""
+    runner = CliRunner()
+    assert runner.invoke(cli, ["hold", PHONE, "--reason", "case 9"], env=ENV).exit_code == 0
+    index = DynamoCallIndex(TABLE)
+    index.claim_place("conv_held_call_1", "16125550142", PHONE, 1_760_000_000)
+    boto3.client("s3").put_object(Bucket=BUCKET, Key="16125550142/conv_held_call_1.json", Body=b"{}")
+    env = {**ENV, "CALLVAULT_AUDIT_TABLE": ""}
+
+    result = runner.invoke(cli, ["forget", PHONE, "--yes", *(["--dry-run"] if dry_run else [])], env=env)
+
+    assert result.exit_code == 1 and "CALLVAULT_AUDIT_TABLE" in result.output
+    assert index.get("conv_held_call_1") is not None
+    versions = boto3.client("s3").list_object_versions(Bucket=BUCKET).get("Versions", [])
+    assert [v["Key"] for v in versions] == ["16125550142/conv_held_call_1.json"]
+    trail = runner.invoke(cli, ["audit", "--json"], env=ENV)
+    assert [json.loads(line)["action"] for line in trail.stdout.splitlines()] == ["hold"]
