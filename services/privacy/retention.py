@@ -39,6 +39,9 @@ from .service import Eraser, Progress
 DAY = 86_400
 KINDS = ("transcripts_days", "audio_days", "memories_days", "analytics_days")
 MEMORY_EXPIRED = "expired"
+# About 274 years: keeps every cutoff a time each index can compare (a TOML integer can reach 2^63 days,
+# whose cutoff in seconds no SQLite integer holds: the run crashed instead of refusing the file).
+MAX_DAYS = 100_000
 
 
 class RetentionConfigError(ValueError):
@@ -118,8 +121,8 @@ def _rule(where: str, table: Any) -> Rule:
     for key, value in table.items():
         if key not in KINDS:
             raise RetentionConfigError(f"[{where}] unknown key {key!r}; known: {', '.join(KINDS)}")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise RetentionConfigError(f"[{where}] {key} must be a whole number of days, at least 1")
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DAYS:
+            raise RetentionConfigError(f"[{where}] {key} must be a whole number of days, 1 to {MAX_DAYS}")
     return Rule(
         table.get("transcripts_days"), table.get("memories_days"), table.get("audio_days"), table.get("analytics_days")
     )

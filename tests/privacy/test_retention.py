@@ -93,10 +93,14 @@ def test_held_calls_survive_retention_and_expire_once_released() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[default]\nanalytics_days = 0\n", "at least 1"),
+        ("[default]\nanalytics_days = 0\n", "1 to 100000"),
         ("[default]\nkeep = 3\n", "unknown key"),
-        ("[default]\ntranscripts_days = 0\n", "at least 1"),
+        ("[default]\ntranscripts_days = 0\n", "1 to 100000"),
         ("[default]\ntranscripts_days = true\n", "whole number"),
+        ("[default]\ntranscripts_days = -5\n", "1 to 100000"),
+        ("[default]\nmemories_days = 9223372036854775807\n", "1 to 100000"),
+        ('[agents."agent_x"]\naudio_days = 100001\n', "1 to 100000"),
+        ("[default]\ntranscripts_days = 30.5\n", "whole number"),
         ("[retain]\n", "unknown section"),
         ("[default\n", "not valid TOML"),
     ],
