@@ -111,6 +111,11 @@ AWS_NO_HOLDS = (
     "the holds); without them a call under a legal hold would be erased"
 )
 
+AWS_NO_RULES = (
+    "the retention function needs its rules: set CALLVAULT_RETENTION_RULES_PARAM to the SSM parameter "
+    "(the stack's RetentionRulesParameterName); without it nothing would ever expire"
+)
+
 
 def load_retention_rules(settings: Settings, rules_file: Path | None = None) -> RetentionRules:
     """``rules_file`` if given; else on AWS with ``CALLVAULT_RETENTION_RULES_PARAM`` the TOML in that SSM
@@ -171,9 +176,13 @@ def build_retention_thread(settings: Settings, storage: Storage, memory: CallerD
 
 def build_scheduled_retention(settings: Settings) -> RetentionRunner:
     """The AWS function's run (``handler.py``): the stores from the environment, the caller memories
-    on Mem0 Platform when memory is on. Built per run, so the rules are read again each time."""
+    on Mem0 Platform when memory is on. Built per run, so the rules are read again each time. Refuses
+    without ``CALLVAULT_RETENTION_RULES_PARAM``: the function has no rules file, so it would succeed
+    every day and expire nothing."""
     from services.core.wiring import build_storage
 
+    if not settings.retention_rules_param:
+        raise RetentionConfigError(AWS_NO_RULES)
     return build_retention(settings, build_storage(settings), build_memory_erasure(settings))
 
 

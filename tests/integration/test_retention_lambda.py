@@ -364,6 +364,8 @@ def test_dry_run_equals_the_run_every_version_goes_and_held_calls_survive(
     [
         ("conv_ret_noholds", {"CALLVAULT_AUDIT_TABLE": ""}, "CALLVAULT_AUDIT_TABLE"),  # a held call would go
         ("conv_ret_badrules", {"CALLVAULT_RETENTION_RULES_PARAM": "/callvault/retention-rules-bad"}, "not valid TOML"),
+        # Not "no rules": the function would succeed every day and expire nothing, silently.
+        ("conv_ret_norules", {"CALLVAULT_RETENTION_RULES_PARAM": ""}, "CALLVAULT_RETENTION_RULES_PARAM"),
     ],
 )
 def test_the_function_refuses_without_holds_or_with_bad_rules_and_changes_nothing(
