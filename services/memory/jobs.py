@@ -150,7 +150,10 @@ class JobProcessor:
     ``erased``: the tombstones (``core.erased``). A job of an erased conversation writes nothing: on
     AWS its SQS message cannot be taken out of the queue when the caller is erased, and without this
     it would fail on the purged transcript until the dead-letter queue took it. Asked before reading
-    and again just before writing, so a job that was reading while the erasure ran stores nothing.
+    and again just before writing, so a job that was reading while the erasure ran stores nothing; and
+    once more after writing: an erasure that ran between that check and the write tombstoned the call
+    before it removed the memories, so either it removed what the job wrote or this check sees it, and
+    the job replaces what it wrote with nothing.
     """
 
     blobs: BlobStore
@@ -178,6 +181,9 @@ class JobProcessor:
         if self._erased(job):
             return ERASED
         self.store.add_conversation(memories.phone, memories.conversation_id, memories.items)
+        if self._erased(job):  # erased (tombstone, then memories) after the check above: take them out again
+            self.store.add_conversation(memories.phone, memories.conversation_id, [])
+            return ERASED
         return STATUS_DONE
 
     def _erased(self, job: MemoryJob) -> bool:

@@ -4,7 +4,7 @@ Partial batch failure, FIFO group ordering, backoff by visibility, and the entry
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from services.core.domain import payload
 from services.core.erased import ErasedConversations
 from services.ingest.service import Archiver
 from services.memory import handler as memory_handler
-from services.memory.domain import MemoryJob
+from services.memory.domain import MemoryItem, MemoryJob
 from services.memory.erasure import MemoryErasure
 from services.memory.errors import MemoryUnavailable
 from services.memory.handler import SqsWorker
@@ -377,3 +377,30 @@ def test_lambda_handler_with_a_tombstone_key_drops_a_queued_job_of_an_erased_cal
             get_settings.cache_clear()
         assert response == {"batchItemFailures": []}
         assert {m["user_id"] for m in state.memories} == {OTHER_CALLER}
+
+
+def test_a_job_whose_conversation_is_erased_between_its_last_check_and_its_write_leaves_no_memory(aws: Aws) -> None:
+    """The whole erasure (tombstone, then the caller's memories) runs after the job's check just before
+    the write: the memories it then writes would outlive the erasure (verify does not look at memories),
+    so the job asks once more after writing and takes them out again."""
+    aws.ingest("conv_a", CALLER)
+    erased = ErasedConversations(TOMBSTONE_KEY.encode(), DynamoTombstones(TABLE))
+
+    class ErasedBeforeTheWrite(FakeMemoryStore):
+        raced = False
+
+        def add_conversation(self, phone: str, conversation_id: str, items: Sequence[MemoryItem]) -> int:
+            if not self.raced:
+                self.raced = True
+                eraser = Eraser(aws.blobs, aws.index, [MemoryErasure(self)], erased=erased)
+                eraser.erase(eraser.plan_caller(CALLER), actor="test")
+            return super().add_conversation(phone, conversation_id, items)
+
+    store, status = ErasedBeforeTheWrite(), RecordingStatusSink()
+    response = SqsWorker(JobProcessor(aws.blobs, aws.index, store, erased=erased), status, aws.sqs).handle_batch(
+        aws.receive()
+    )
+
+    assert response == {"batchItemFailures": []}
+    assert store.raced and store.count(CALLER) == 0 and status.history == []
+    assert aws.index.get("conv_a") is None
