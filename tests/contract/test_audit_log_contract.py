@@ -200,3 +200,25 @@ def test_dynamo_audit_log_retries_an_append_that_lost_the_race(request: pytest.F
     assert [(e.seq, e.actor) for e in entries] == [(1, "cli:rival"), (2, "cli:alice")]
     assert check_chain(entries).ok
     assert [e.seq for e in log.entries(subject=A)] == [2]
+
+
+def test_an_erasure_of_thousands_of_conversations_is_recorded_and_each_is_found(audit: AuditHarness) -> None:
+    """A caller with 7,000 calls (or a first retention run over a big archive): 7,000 hashes are more than
+    one DynamoDB item holds (400 KB), and the erasure, audited before it starts, failed every time."""
+    from services.core.adapters.memory import MemoryTombstones
+    from services.core.erased import ErasedConversations
+    from services.privacy.audit import Auditor
+
+    auditor = Auditor(audit.log, ErasedConversations(b"k" * 32, MemoryTombstones()), clock=lambda: 1_700_000_000)
+    ids = [f"conv_{i:06d}" for i in range(7000)]
+
+    auditor.record("erase", "cli:alice", ids, {"scope": "caller", "conversations": len(ids)})
+
+    entries = auditor.entries()
+    assert {e.action for e in entries} == {"erase"}
+    assert sorted(s for e in entries for s in e.subjects) == sorted(auditor.erased.digest(cid) for cid in ids)
+    assert all(e.detail["conversations"] == 7000 and e.detail["parts"] == len(entries) for e in entries)
+    assert [e.detail["part"] for e in entries] == list(range(1, len(entries) + 1))
+    for cid in (ids[0], ids[3456], ids[-1]):
+        assert [e.action for e in auditor.entries(conversation_id=cid)] == ["erase"]
+    assert auditor.check().ok
