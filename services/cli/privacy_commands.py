@@ -131,9 +131,16 @@ def forget(
     if summary.upstream is not None:
         _echo_upstream(summary.upstream, dry_run)
     if failed:
+        assert summary.upstream is not None
+        fix = (
+            "ElevenLabs refused the key: set ELEVENLABS_API_KEY (on AWS, the SSM parameter named by "
+            "CALLVAULT_ELEVENLABS_API_KEY_PARAM) to a key with write access to Conversational AI, then "
+            if summary.upstream.key_refused
+            else ""
+        )
         click.echo(
             f"{len(failed)} conversation(s) were not deleted at ElevenLabs (their index rows are kept): "
-            "run the same command again to finish",
+            f"{fix}run the same command again to finish",
             err=True,
         )
         sys.exit(1)

@@ -27,6 +27,7 @@ from .holds import HoldBook
 
 Progress = Callable[[int, int], None]  # (done, total)
 _SUFFIXES = (".json", ".mp3")
+KEY_REFUSED = "upstream_key_refused"  # the adapter's code for a 401/403: the key, not the conversation
 NO_UPSTREAM = (
     "deleting at ElevenLabs (--upstream, upstream=true) needs an API key: set ELEVENLABS_API_KEY (on AWS, "
     "CALLVAULT_ELEVENLABS_API_KEY_PARAM naming an SSM SecureString) to a key with write access to "
@@ -85,6 +86,7 @@ class UpstreamSummary:
     deleted: int = 0
     already_gone: int = 0  # 404: deleted upstream before (an earlier run, or by hand)
     failed: dict[str, str] = field(default_factory=dict)  # conversation id -> why
+    key_refused: bool = False  # ElevenLabs refused the key: the rest were not asked (fix the key, rerun)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +94,7 @@ class UpstreamSummary:
             "deleted": self.deleted,
             "already_gone": self.already_gone,
             "failed": [{"conversation_id": cid, "error": why} for cid, why in self.failed.items()],
+            "key_refused": self.key_refused,
         }
 
 
@@ -187,15 +190,19 @@ class Eraser:
 
     def _delete_upstream(self, conversation_ids: Sequence[str]) -> UpstreamSummary:
         assert self.upstream is not None
-        result = UpstreamSummary()
+        result, refusal = UpstreamSummary(), ""
         for conversation_id in conversation_ids:
+            if result.key_refused:  # the same key would be refused again: not asked, kept for the rerun
+                result.failed[conversation_id] = refusal
+                continue
             try:
                 if self.upstream.delete(conversation_id):
                     result.deleted += 1
                 else:
                     result.already_gone += 1
             except CallVaultError as exc:  # reported; the next run asks again
-                result.failed[conversation_id] = f"{exc.code}: {exc.message}"
+                result.failed[conversation_id] = refusal = f"{exc.code}: {exc.message}"
+                result.key_refused = exc.code == KEY_REFUSED
         return result
 
 

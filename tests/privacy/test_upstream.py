@@ -131,7 +131,13 @@ def test_erase_upstream_deletes_after_the_tombstones_and_only_the_callers_conver
     assert seen_erased == [True, True, True, True]
     assert api.ids() == [KEPT_ID]
     assert {row.conversation_id for row in world.index.scan()} == {KEPT_ID}
-    assert done.to_dict()["upstream"] == {"would_delete": [], "deleted": 2, "already_gone": 0, "failed": []}
+    assert done.to_dict()["upstream"] == {
+        "would_delete": [],
+        "deleted": 2,
+        "already_gone": 0,
+        "failed": [],
+        "key_refused": False,
+    }
 
 
 def test_a_failed_upstream_delete_keeps_the_row_and_a_rerun_finishes(api: ElevenLabsStandIn) -> None:
@@ -245,7 +251,13 @@ def test_delete_caller_route_with_upstream(keyed: ElevenLabsStandIn, client: Tes
     done = client.delete(f"/callers/{ERASED}?upstream=true", headers=headers)
 
     assert done.status_code == 200, done.text
-    assert done.json()["upstream"] == {"would_delete": [], "deleted": 1, "already_gone": 0, "failed": []}
+    assert done.json()["upstream"] == {
+        "would_delete": [],
+        "deleted": 1,
+        "already_gone": 0,
+        "failed": [],
+        "key_refused": False,
+    }
     assert api.ids() == []
     assert client.get(f"/calls/{FIXTURE_CALL}", headers=headers).status_code == 404
 
@@ -256,3 +268,44 @@ def test_delete_caller_route_upstream_without_a_key_is_422(unkeyed: None, client
     assert refused.json()["error"]["code"] == "invalid_request"
     assert "ELEVENLABS_API_KEY" in refused.json()["error"]["message"]
     assert client.get(f"/calls/{FIXTURE_CALL}", headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 200
+
+
+def test_a_refused_key_stops_asking_elevenlabs_keeps_the_rows_and_says_to_fix_the_key(api: ElevenLabsStandIn) -> None:
+    """A 401 is the key's, not the conversation's: every other DELETE would be refused the same way. The
+    Eraser stops asking after the first, lists every call as failed (their rows are kept), and a rerun
+    with a working key finishes."""
+    world = _world()
+    for cid in ERASED_IDS:
+        api.add(cid)
+    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(world.analytics)], erased=world.erased)
+    eraser.upstream = ElevenLabsConversations(api.url, "xi_wrong", sleep=lambda _s: None)
+
+    first = eraser.erase(eraser.plan_caller(ERASED), upstream=True)
+
+    assert first.upstream is not None and sorted(first.upstream.failed) == sorted(ERASED_IDS)
+    assert api.requests["delete"] == 1  # not once per conversation
+    assert all("ELEVENLABS_API_KEY" in why for why in first.upstream.failed.values())
+    assert first.upstream.key_refused
+    assert {row.conversation_id for row in world.index.scan()} == {*ERASED_IDS, KEPT_ID}
+
+    eraser.upstream = _client(api)
+    second = eraser.erase(eraser.plan_caller(ERASED), upstream=True)
+    assert second.upstream is not None and (second.upstream.deleted, second.upstream.failed) == (2, {})
+    assert api.ids() == [] and {row.conversation_id for row in world.index.scan()} == {KEPT_ID}
+
+
+def test_forget_upstream_with_a_refused_key_names_the_setting_in_its_last_line(
+    client: TestClient, data_dir: Path, api: ElevenLabsStandIn
+) -> None:
+    api.add(FIXTURE_CALL)
+    env = {
+        "CALLVAULT_MEMORY_BACKEND": "none",
+        "ELEVENLABS_API_KEY": "xi_wrong",
+        "CALLVAULT_ELEVENLABS_BASE_URL": api.url,
+    }
+    refused = CliRunner().invoke(cli, ["forget", ERASED, "--upstream", "--yes", "--data-dir", str(data_dir)], env=env)
+
+    assert refused.exit_code == 1
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "ELEVENLABS_API_KEY" in last and "run the same command again" in last, refused.stderr
+    assert "xi_wrong" not in refused.output and api.ids() == [FIXTURE_CALL]

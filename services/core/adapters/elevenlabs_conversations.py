@@ -39,6 +39,12 @@ class UpstreamDeleteFailed(CallVaultError):
     code = "upstream_delete_failed"
 
 
+class UpstreamKeyRefused(UpstreamDeleteFailed):
+    """ElevenLabs refused the key (401/403): every other deletion with it would be refused too."""
+
+    code = "upstream_key_refused"
+
+
 class _Transient(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -128,7 +134,7 @@ class ElevenLabsConversations:
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             raise _Transient(f"connection failed ({type(exc).__name__})") from exc
         if status in (401, 403):
-            self._fail(f"ElevenLabs refused the DELETE (HTTP {status}: {detail}); {KEY_HELP}")
+            self._fail(f"ElevenLabs refused the DELETE (HTTP {status}: {detail}); {KEY_HELP}", error=UpstreamKeyRefused)
         self._fail(f"ElevenLabs refused the DELETE (HTTP {status}: {detail})")
 
     def _detail(self, response: httpx.Response) -> str:
@@ -160,6 +166,12 @@ class ElevenLabsConversations:
             },
         )
 
-    def _fail(self, message: str, cause: BaseException | None = None) -> NoReturn:
+    def _fail(
+        self,
+        message: str,
+        cause: BaseException | None = None,
+        *,
+        error: type[UpstreamDeleteFailed] = UpstreamDeleteFailed,
+    ) -> NoReturn:
         """Every error leaves through here, so none carries the key (even if upstream echoed it)."""
-        raise UpstreamDeleteFailed(message.replace(self._api_key, "[redacted]")) from cause
+        raise error(message.replace(self._api_key, "[redacted]")) from cause
