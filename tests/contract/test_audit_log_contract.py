@@ -222,3 +222,31 @@ def test_an_erasure_of_thousands_of_conversations_is_recorded_and_each_is_found(
     for cid in (ids[0], ids[3456], ids[-1]):
         assert [e.action for e in auditor.entries(conversation_id=cid)] == ["erase"]
     assert auditor.check().ok
+
+
+def test_dynamo_audit_log_gives_up_on_pointers_dynamodb_keeps_leaving_unprocessed(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BatchWriteItem answers with UnprocessedItems under throttling, without an error: retried with a
+    pause, a bounded number of times, then the append fails (closed) instead of spinning until the
+    Lambda's timeout."""
+    from services.core.adapters import dynamo_audit_log as adapter
+    from services.core.domain.errors import StorageUnavailable
+
+    request.getfixturevalue("aws")
+    log = DynamoAuditLog(AUDIT_TABLE)
+    log.table.create_table()
+    calls, pauses = 0, list[float]()
+
+    def never_processed(RequestItems: dict[str, Any]) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        assert calls < 1000, "spinning"
+        return {"UnprocessedItems": RequestItems}
+
+    monkeypatch.setattr(log.table.client, "batch_write_item", never_processed)
+    monkeypatch.setattr(adapter, "_pause", pauses.append)
+
+    with pytest.raises(StorageUnavailable, match="audit trail"):
+        log.append("erase", "cli:alice", [A], {}, 100)
+    assert 1 < calls < 1000 and pauses and list(log.entries()) == []

@@ -35,6 +35,7 @@ AUDIT = "audit"
 HOLDS = "holds"
 SUBJECT = "subject/"
 _ATTEMPTS = 50  # lost races in a row before an append gives up (each loser retries after a winner)
+_UNPROCESSED_ROUNDS = 8  # batch calls that leave items unprocessed (throttling) before giving up
 _HOLD_FIELDS = ("id", "kind", "subject", "label", "reason", "placed_by", "released_by")
 
 
@@ -134,9 +135,13 @@ class DynamoAuditLog:
 
     def _put_batch(self, items: list[dict[str, Any]]) -> None:
         requests: dict[str, Any] = {self.table.table_name: [{"PutRequest": {"Item": item}} for item in items]}
-        while requests:
+        for round_ in range(_UNPROCESSED_ROUNDS):
             done = self.table.client.batch_write_item(RequestItems=requests)
             requests = done.get("UnprocessedItems") or {}
+            if not requests:
+                return
+            _pause(round_)
+        raise StorageUnavailable("the audit trail in DynamoDB is throttled: its pointers stayed unprocessed")
 
     def entries(self, since: int | None = None, subject: str | None = None) -> Iterator[AuditEntry]:
         try:
@@ -154,11 +159,21 @@ class DynamoAuditLog:
         for start in range(0, len(seqs), 100):  # BatchGetItem takes 100 keys
             keys = [{"chain": {"S": AUDIT}, "seq": {"N": str(seq)}} for seq in seqs[start : start + 100]]
             request: dict[str, Any] = {self.table.table_name: {"Keys": keys, "ConsistentRead": True}}
-            while request:
+            for round_ in range(_UNPROCESSED_ROUNDS):
                 done = self.table.client.batch_get_item(RequestItems=request)
                 found.extend(_entry(item) for item in done.get("Responses", {}).get(self.table.table_name, []))
                 request = done.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                _pause(round_)
+            else:
+                raise StorageUnavailable("the audit trail in DynamoDB is throttled: entries stayed unread")
         return found
+
+
+def _pause(round_: int) -> None:
+    """Exponential backoff with full jitter between batch calls that left items unprocessed."""
+    time.sleep(random.uniform(0, 0.05 * 2**round_))  # noqa: S311 - jitter, not a secret
 
 
 class DynamoHolds:
