@@ -76,12 +76,23 @@ def _erased_again(settings: "Settings", storage: "Storage", repair: bool) -> lis
     if eraser.erased is None:
         return []
     found = find_reappeared(eraser.erased, storage.blobs, storage.index)
+    plan = eraser.plan_conversations(found)
+    # A hold placed after the erasure (on the caller or the id) covers what a restore brought back:
+    # repair leaves those and names the hold (erase would refuse the whole batch).
+    holds = {call.conversation_id: eraser.holds.holding(call) for call in plan.calls} if eraser.holds else {}
     if repair and found:
-        eraser.erase(eraser.plan_conversations(found), actor="cli:verify-repair")
+        plan.calls = [call for call in plan.calls if holds.get(call.conversation_id) is None]
+        if plan.calls:
+            eraser.erase(plan, actor="cli:verify-repair")
     detail = "erased before, present again (a restored backup?): callvault verify --repair erases it again"
-    return [
-        Finding("erased_reappeared", None, f"{eraser.erased.digest(cid)[:16]}: {detail}", True, repair) for cid in found
-    ]
+    findings = []
+    for cid in found:
+        hold = holds.get(cid)
+        why = f"{detail}; under legal hold {hold.id}, so it is left until released" if hold else detail
+        findings.append(
+            Finding("erased_reappeared", None, f"{eraser.erased.digest(cid)[:16]}: {why}", True, repair and not hold)
+        )
+    return findings
 
 
 def _print(summary: dict[str, object], repair: bool) -> None:

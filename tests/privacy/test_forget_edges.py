@@ -157,3 +157,31 @@ def test_forget_and_retention_refuse_while_serve_holds_the_offline_memory_store(
     assert refused.exit_code == 1 and "callvault serve" in refused.output and "DELETE /callers" in refused.output
     assert later.exit_code == 1 and "daily" in later.output
     assert client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN)).status_code == 200  # nothing was erased
+
+
+def test_verify_repair_leaves_a_reappeared_call_under_a_later_hold_and_says_so(
+    client: TestClient, data_dir: Path
+) -> None:
+    """A hold placed on the caller after the erasure (a new complaint), then a restored backup: repair must
+    neither erase held data nor stop with a traceback; it names the hold and leaves the call."""
+    import shutil
+
+    from services.core.adapters.sqlite_call_index import SqliteCallIndex
+
+    shutil.copytree(data_dir / "archive", data_dir.parent / "backup")
+    index = SqliteCallIndex(data_dir / "index.sqlite3")
+    row = index.get(CALL_ID)
+    assert row is not None
+    assert client.delete("/callers/+16125550142", headers=bearer(ADMIN)).status_code == 200
+    runner, env = CliRunner(), {"CALLVAULT_MEMORY_BACKEND": "none"}
+    held = runner.invoke(cli, ["hold", PHONE, "--reason", "case 12", "--json", "--data-dir", str(data_dir)], env=env)
+    hold_id = json.loads(held.output)["id"]
+    shutil.copytree(data_dir.parent / "backup", data_dir / "archive", dirs_exist_ok=True)  # the restore
+    index.save_call(row, 1)
+
+    repaired = runner.invoke(cli, ["verify", "--repair", "--json", "--data-dir", str(data_dir)], env=env)
+
+    assert isinstance(repaired.exception, SystemExit) and repaired.exit_code == 1, repaired.exception
+    (item,) = [item for item in json.loads(repaired.stdout)["items"] if item["kind"] == "erased_reappeared"]
+    assert item["repaired"] is False and hold_id in item["detail"] and CALL_ID not in item["detail"]
+    assert index.get(CALL_ID) is not None and f"archive/16125550142/{CALL_ID}.json" in _files(data_dir)
