@@ -165,7 +165,7 @@ def _forget(
 ) -> "ErasureSummary":
     from services.core.domain.errors import CallVaultError
     from services.core.wiring import build_storage
-    from services.privacy.wiring import build_eraser
+    from services.privacy.wiring import AWS_NO_ANALYTICS, build_eraser
 
     try:
         eraser = build_eraser(settings, build_storage(settings), _memory_erasure(settings), upstream=upstream)
@@ -176,6 +176,8 @@ def _forget(
                 f"erasure on AWS needs the legal holds and the audit trail: {_AWS_PRIVACY_SETTINGS}; "
                 "nothing was changed"
             )
+        if settings.backend == "aws" and not settings.analytics_bucket:
+            raise click.ClickException(AWS_NO_ANALYTICS)
         plan = eraser.plan_caller(e164) if e164 else eraser.plan_conversations(conversations)
         if dry_run:
             return eraser.dry_run(plan, upstream=upstream)

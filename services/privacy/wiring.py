@@ -111,6 +111,11 @@ AWS_NO_HOLDS = (
     "the holds); without them a call under a legal hold would be erased"
 )
 
+AWS_NO_ANALYTICS = (
+    "on AWS set CALLVAULT_ANALYTICS_BUCKET (the stack's AnalyticsBucketName) too: without it the calls' "
+    "analytics rows (what was said, in the messages table) would stay after their index rows are gone; "
+    "nothing was changed"
+)
 AWS_NO_RULES = (
     "the retention function needs its rules: set CALLVAULT_RETENTION_RULES_PARAM to the SSM parameter "
     "(the stack's RetentionRulesParameterName); without it nothing would ever expire"
@@ -151,6 +156,8 @@ def build_retention(
         raise RetentionConfigError(AWS_NO_TOMBSTONES)
     if settings.backend == "aws" and eraser.holds is None:
         raise RetentionConfigError(AWS_NO_HOLDS)
+    if settings.backend == "aws" and not settings.analytics_bucket:
+        raise RetentionConfigError(AWS_NO_ANALYTICS)
     rules = load_retention_rules(settings, rules_file)
     has_analytics = settings.backend != "aws" or bool(settings.analytics_bucket)
     flags = AnalyticsWriter(build_analytics_store(settings)) if has_analytics else None

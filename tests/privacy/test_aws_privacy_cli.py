@@ -14,9 +14,11 @@ from services.core.adapters.dynamo_call_index import DynamoCallIndex
 from tests.contract.conftest import AUDIT_TABLE, BUCKET, TABLE
 
 PHONE = "+16125550142"
+ANALYTICS_BUCKET = "callvault-analytics-cli-test"
 ENV = {
     "CALLVAULT_BACKEND": "aws",
     "CALLVAULT_BUCKET": BUCKET,
+    "CALLVAULT_ANALYTICS_BUCKET": ANALYTICS_BUCKET,
     "CALLVAULT_TABLE": TABLE,
     "CALLVAULT_AUDIT_TABLE": AUDIT_TABLE,
     "CALLVAULT_TOMBSTONE_KEY": "tsk_test_key_for_the_aws_cli",
@@ -28,6 +30,7 @@ ENV = {
 def stack(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     request.getfixturevalue("aws")
     boto3.client("s3").create_bucket(Bucket=BUCKET)
+    boto3.client("s3").create_bucket(Bucket=ANALYTICS_BUCKET)
     DynamoCallIndex(TABLE).create_table()
     DynamoAuditTable(AUDIT_TABLE).create_table()
 
@@ -106,3 +109,22 @@ def test_aws_forget_without_the_audit_table_refuses_and_a_held_caller_keeps_ever
     assert [v["Key"] for v in versions] == ["16125550142/conv_held_call_1.json"]
     trail = runner.invoke(cli, ["audit", "--json"], env=ENV)
     assert [json.loads(line)["action"] for line in trail.stdout.splitlines()] == ["hold"]
+
+
+@pytest.mark.usefixtures("stack")
+def test_aws_forget_and_retention_without_the_analytics_bucket_refuse_and_change_nothing() -> None:
+    """Every stack has an analytics bucket (its `messages` table holds what the caller said): a forget
+    without CALLVAULT_ANALYTICS_BUCKET erased the row, the one way a rerun finds the call, and left the
+    caller's analytics rows behind for good."""
+    index = DynamoCallIndex(TABLE)
+    index.claim_place("conv_analytics_1", "16125550142", PHONE, 1_760_000_000)
+    env = {**ENV, "CALLVAULT_ANALYTICS_BUCKET": ""}
+    runner = CliRunner()
+
+    erased = runner.invoke(cli, ["forget", PHONE, "--yes"], env=env)
+    expired = runner.invoke(cli, ["retention", "run", "--dry-run"], env=env)
+
+    assert erased.exit_code == 1 and "CALLVAULT_ANALYTICS_BUCKET" in erased.output
+    assert expired.exit_code == 1 and "CALLVAULT_ANALYTICS_BUCKET" in expired.output
+    assert index.get("conv_analytics_1") is not None
+    assert runner.invoke(cli, ["audit", "--json"], env=ENV).stdout == ""
