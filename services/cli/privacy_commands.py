@@ -48,6 +48,11 @@ def _memory_erasure(settings: Settings) -> "CallerData | None":
 
     if not memory_enabled(settings):
         return None
+    if settings.backend == "aws" and settings.memory_backend == "oss":  # the default; no such store on AWS
+        raise click.ClickException(
+            "on AWS the caller memories are on Mem0 Platform: set CALLVAULT_MEMORY_BACKEND=platform and "
+            "CALLVAULT_MEM0_API_KEY_PARAM (or none if the stack keeps no memories); nothing was changed"
+        )
     from services.memory.erasure import MemoryErasure
     from services.memory.outbox import SqliteOutbox
 

@@ -128,3 +128,15 @@ def test_aws_forget_and_retention_without_the_analytics_bucket_refuse_and_change
     assert expired.exit_code == 1 and "CALLVAULT_ANALYTICS_BUCKET" in expired.output
     assert index.get("conv_analytics_1") is not None
     assert runner.invoke(cli, ["audit", "--json"], env=ENV).stdout == ""
+
+
+@pytest.mark.usefixtures("stack")
+def test_aws_forget_with_the_offline_memory_default_names_the_memory_setting() -> None:
+    """The default memory back end (oss) cannot exist on AWS: the refusal says which setting to give,
+    not to stop a `callvault serve` that is not there."""
+    env = {**ENV, "CALLVAULT_MEMORY_BACKEND": "oss"}  # the default
+
+    result = CliRunner().invoke(cli, ["forget", PHONE, "--yes"], env=env)
+
+    assert result.exit_code == 1 and "CALLVAULT_MEMORY_BACKEND=platform" in result.output
+    assert "serve" not in result.output
