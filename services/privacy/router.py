@@ -64,13 +64,16 @@ def create_privacy_router(require_api_key: Callable[..., Principal], context: Pr
         "/audit",
         summary="The audit trail (admin key)",
         description="Erasures, key changes and every transcript or audio access, oldest first, with the "
-        "chain check. Conversations are named by keyed hash: `conversation` finds one call's entries.",
+        "chain check. Conversations are named by keyed hash: `conversation` finds one call's entries. "
+        "Without `after`, the newest `limit` entries; with `after=SEQ`, the first `limit` entries after that "
+        "one, and `next_after` names the next page's `after` (null: none left).",
     )
     async def audit_trail(
         caller: Caller,
         since: Annotated[str | None, Query(description="ISO 8601 or unix seconds")] = None,
         conversation: Annotated[str | None, Query(max_length=128)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+        after: Annotated[int | None, Query(ge=0, description="page forward: entries after this seq")] = None,
     ) -> dict[str, Any]:
         require_role(caller, "admin", "the audit trail")
         if context.audit is None:
@@ -82,8 +85,15 @@ def create_privacy_router(require_api_key: Callable[..., Principal], context: Pr
         def run() -> dict[str, Any]:
             entries = auditor.entries(since=start, conversation_id=cid)
             check = auditor.check()
+            if after is None:
+                page, next_after = entries[-limit:], None
+            else:
+                rest = [entry for entry in entries if entry.seq > after]
+                page = rest[:limit]
+                next_after = page[-1].seq if len(rest) > limit else None
             return {
-                "items": [entry.to_dict() for entry in entries[-limit:]],
+                "items": [entry.to_dict() for entry in page],
+                "next_after": next_after,
                 "chain": {"ok": check.ok, "entries": check.entries, "head": check.head, "problem": check.problem},
             }
 

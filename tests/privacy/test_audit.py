@@ -139,3 +139,22 @@ def test_a_transcript_search_is_recorded_without_the_query(client: TestClient) -
     (item,) = _trail(client)["items"]
     assert (item["action"], item["actor"], item["subjects"]) == ("transcript_search", _key_id(client, READ), [])
     assert "Maria" not in json.dumps(item)
+
+
+def test_the_audit_route_pages_forward_so_no_entry_is_out_of_reach(client: TestClient) -> None:
+    """`limit` keeps the newest entries; with more than `limit` since a date the older ones could not be
+    read over HTTP at all. `after=SEQ` pages forward from any entry, oldest first, with `next_after`."""
+    for _ in range(5):
+        assert client.get(f"/calls/{CALL_ID}", headers=bearer(READ)).status_code == 200
+
+    newest = _trail(client, limit="2")
+    pages: list[list[int]] = []
+    after: str | None = "0"
+    while after is not None:
+        page = _trail(client, after=after, limit="2")
+        pages.append([e["seq"] for e in page["items"]])
+        after = None if page["next_after"] is None else str(page["next_after"])
+
+    assert [e["seq"] for e in newest["items"]] == [4, 5] and newest["next_after"] is None
+    assert pages == [[1, 2], [3, 4], [5]]
+    assert client.get("/audit", params={"after": "-1"}, headers=bearer(ADMIN)).status_code in (400, 422)
