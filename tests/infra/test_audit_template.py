@@ -142,3 +142,16 @@ def test_readers_may_append_to_the_audit_trail_and_nothing_else_of_it(role: str)
     (statement,) = [s for s, _c in _statements(role) if s.get("Sid") == "AppendAuditTrail"]
     assert set(statement["Action"]) == {"dynamodb:Query", "dynamodb:PutItem", "dynamodb:BatchWriteItem"}
     assert statement["Resource"] == {"Fn::GetAtt": ["AuditTable", "Arn"]}
+
+
+@pytest.mark.parametrize("role", ["SearchRole", "MemoryApiRole"])
+def test_readers_may_not_touch_the_legal_holds(role: str) -> None:
+    """The holds share the audit table but are not chained: a reader-facing function that could PutItem
+    any item could overwrite a hold as released (unaudited) and let erasure through. Its grant reaches only
+    the chain's partition and the pointers' (the adapter's names)."""
+    from services.core.adapters.dynamo_audit_log import AUDIT, SUBJECT
+
+    (statement,) = [s for s, _c in _statements(role) if s.get("Sid") == "AppendAuditTrail"]
+    assert statement.get("Condition") == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [AUDIT, SUBJECT + "*"]}
+    }, statement
