@@ -16,11 +16,14 @@ from services.core.wiring import Storage, build_analytics_store, build_erased
 
 from .audit import Auditor
 from .holds import HoldBook
-from .retention import RetentionConfigError, RetentionRules, RetentionRunner
 from .service import Eraser
 
 if TYPE_CHECKING:
+    from .retention import RetentionRules, RetentionRunner
     from .schedule import RetentionThread
+
+# Retention is imported where it is built: the search and memory API functions import this module
+# for ``build_auditor`` alone, and a cold start should not pay for what they never run.
 
 
 def build_eraser(
@@ -122,10 +125,12 @@ AWS_NO_RULES = (
 )
 
 
-def load_retention_rules(settings: Settings, rules_file: Path | None = None) -> RetentionRules:
+def load_retention_rules(settings: Settings, rules_file: Path | None = None) -> "RetentionRules":
     """``rules_file`` if given; else on AWS with ``CALLVAULT_RETENTION_RULES_PARAM`` the TOML in that SSM
     parameter (read on every run, so an edit counts from the next one; a parameter that does not exist
     is no rules, like a missing file); else ``<data-dir>/retention.toml``."""
+    from .retention import RetentionRules
+
     if rules_file is None and settings.backend == "aws" and settings.retention_rules_param:
         text = _ssm_parameter(settings.retention_rules_param)
         return RetentionRules() if text is None else RetentionRules.parse(text, settings.retention_rules_param)
@@ -147,10 +152,12 @@ def _ssm_parameter(name: str) -> str | None:
 
 def build_retention(
     settings: Settings, storage: Storage, memory: CallerData | None = None, rules_file: Path | None = None
-) -> RetentionRunner:
+) -> "RetentionRunner":
     """Retention over the same Eraser as erasure; the rules from ``load_retention_rules``. On AWS it
     refuses (``RetentionConfigError``) without the tombstone key (expired calls would come back with the
     next sync) or the legal holds (a held call would be erased)."""
+    from .retention import RetentionConfigError, RetentionRunner
+
     eraser = build_eraser(settings, storage, memory)
     if settings.backend == "aws" and eraser.erased is None:
         raise RetentionConfigError(AWS_NO_TOMBSTONES)
@@ -181,12 +188,14 @@ def build_retention_thread(settings: Settings, storage: Storage, memory: CallerD
     return RetentionThread(lambda: build_retention(settings, storage, memory))
 
 
-def build_scheduled_retention(settings: Settings) -> RetentionRunner:
+def build_scheduled_retention(settings: Settings) -> "RetentionRunner":
     """The AWS function's run (``handler.py``): the stores from the environment, the caller memories
     on Mem0 Platform when memory is on. Built per run, so the rules are read again each time. Refuses
     without ``CALLVAULT_RETENTION_RULES_PARAM``: the function has no rules file, so it would succeed
     every day and expire nothing."""
     from services.core.wiring import build_storage
+
+    from .retention import RetentionConfigError
 
     if not settings.retention_rules_param:
         raise RetentionConfigError(AWS_NO_RULES)
