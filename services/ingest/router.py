@@ -4,15 +4,21 @@ Bounded work per request: the signature header is checked before any of the body
 is then hashed as it streams in and kept in memory only up to ``BodyIntake.spool_bytes`` (beyond, in
 an unnamed owner-only temp file), and at most ``BodyIntake.max_in_flight`` bodies are taken at once
 (more get 503 with ``Retry-After``). Only an authenticated body is ever read back whole, to parse it.
+
+Authenticated bodies of ordinary size are stored by one dedicated thread, one after another
+(``BodyIntake.store``): use-case threads of one process mostly fight for the GIL, and each SQLite
+connection (one per thread) re-reads the pages another one changed (docs/decisions.md, #10).
 """
 
+import asyncio
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from aws_lambda_powertools import Logger
 from fastapi import APIRouter, FastAPI, Request
@@ -32,6 +38,7 @@ router = APIRouter(tags=["webhooks"])
 DEFAULT_MAX_BODIES_IN_FLIGHT = 8
 DEFAULT_SPOOL_BYTES = 1 << 20  # a transcript is ~10-200 KB: only audio bodies reach the disk
 RETRY_AFTER_SECS = 5
+T = TypeVar("T")
 
 
 @dataclass
@@ -43,6 +50,7 @@ class BodyIntake:
     spool_dir: Path | None = None  # None: the system temp dir; `serve` uses the data dir (a disk, not tmpfs)
     retry_after_secs: int = RETRY_AFTER_SECS
     in_flight: int = 0
+    _writer: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
     def try_acquire(self) -> bool:
         if self.in_flight >= self.max_in_flight:
@@ -52,6 +60,23 @@ class BodyIntake:
 
     def release(self) -> None:
         self.in_flight -= 1
+
+    def spooled_to_disk(self, size: int) -> bool:
+        return size > self.spool_bytes  # SpooledTemporaryFile's own rollover rule
+
+    async def store(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the ingest thread (created on first use; queued work waits its turn).
+
+        Like Starlette's thread-pool hop, a cancelled request (server shutdown) still waits for its write,
+        so the body stays counted in flight until the write has ended."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callvault-ingest")
+        done = asyncio.get_running_loop().run_in_executor(self._writer, work)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await asyncio.wait({done})
+            raise
 
     @contextmanager
     def spool(self) -> Iterator[IO[bytes]]:
@@ -145,11 +170,18 @@ async def receive_elevenlabs_webhook(request: Request) -> JSONResponse:
                 # Nobody is left to answer; the log line says what happened, the response goes nowhere.
                 logger.info("webhook abandoned", extra={"request_id": request_id, "body_bytes": verification.size})
                 return _json(400, error_body("incomplete_body", "the body ended before its length", request_id))
-            # Authenticated from here on: only now is the body read back whole, to be parsed
-            # (in the same worker-thread hop as the use case: each hop costs CPU per webhook).
-            status, body = await run_in_threadpool(
-                lambda: handle_webhook(receiver, _read_all(spool), header, request_id, logger, verified=True)
-            )
+            # Authenticated from here on: only now is the body read back whole, to be parsed.
+            if intake.spooled_to_disk(verification.size):
+                # Audio of many megabytes: read and stored in the shared pool, so it never holds up
+                # the transcripts queued for the ingest thread.
+                status, body = await run_in_threadpool(
+                    lambda: handle_webhook(receiver, _read_all(spool), header, request_id, logger, verified=True)
+                )
+            else:
+                data = _read_all(spool)  # in memory: a copy, no I/O
+                status, body = await intake.store(
+                    lambda: handle_webhook(receiver, data, header, request_id, logger, verified=True)
+                )
         return _json(status, body)
     finally:
         intake.release()
