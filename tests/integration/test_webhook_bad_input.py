@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing
@@ -613,3 +614,55 @@ def test_webhook_large_body_is_spooled_to_an_unnamed_temp_file_in_the_spool_dir(
     assert rolled == [str(spool_dir)]  # past 64 KiB the body went to disk
     assert list(spool_dir.iterdir()) == []  # unnamed or unlinked: nothing left behind
     assert (settings.data_dir / "archive" / "16125550142" / "conv_01jzfrjvcce0vsea1fcbpp9p04.mp3").read_bytes() == audio
+
+
+def test_webhook_bodies_in_memory_are_stored_one_at_a_time_on_the_ingest_thread_and_spooled_ones_elsewhere(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(backend="local", data_dir=tmp_path / "data", max_body_bytes=4 << 20)
+    app = create_local_app(settings, [SECRET])
+    install_body_intake(app, BodyIntake(spool_bytes=64 * 1024))
+    receiver = app.state.receiver
+    real_receive = receiver.receive_verified
+    threads: list[str] = []
+    running = [0, 0]  # now, most at once
+
+    def observed_receive(raw: bytes) -> Any:
+        threads.append(threading.current_thread().name)
+        running[0] += 1
+        running[1] = max(running)
+        try:
+            time.sleep(0.02)  # long enough for the other requests to arrive meanwhile
+            return real_receive(raw)
+        finally:
+            running[0] -= 1
+
+    receiver.receive_verified = observed_receive
+    base = fixture_json(TRANSCRIPTION)
+    bodies = []
+    for n in range(6):
+        base["data"]["conversation_id"] = f"conv_thread_{n}"
+        bodies.append(json.dumps(base).encode())
+
+    async def run() -> list[HttpResponse]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            responses: list[HttpResponse] = []
+
+            async def post(body: bytes) -> None:
+                responses.append(await client.post(URL, content=body, headers=signed_headers(body)))
+
+            async with anyio.create_task_group() as tasks:
+                for body in bodies:
+                    tasks.start_soon(post, body)
+            return responses
+
+    responses = anyio.run(run)
+    assert [r.status_code for r in responses] == [200] * 6
+    assert set(threads) == {"callvault-ingest_0"}
+    assert running[1] == 1  # queued, never side by side
+
+    audio = _set_data("full_audio", base64.b64encode(os.urandom(300 * 1024)).decode(), AUDIO)
+    response = TestClient(app).post(URL, content=audio, headers=signed_headers(audio))
+    assert response.status_code == 200, response.text
+    assert threads[-1] != "callvault-ingest_0"  # a spooled body does not queue behind transcripts
