@@ -13,6 +13,7 @@ run it at two sizes (``--calls 10000`` and the default) and compare the counts.
 import argparse
 import copy
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -73,9 +74,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=100_000, help="calls in the archive, the caller's 50 included")
     parser.add_argument("--caller-calls", type=int, default=50)
+    parser.add_argument("--keep", action="store_true", help="keep the archive (its path is printed)")
     args = parser.parse_args()
-    template = orjson.loads(FIXTURE.read_bytes())
     work = Path(tempfile.mkdtemp(prefix="callvault-erase-bench-"))
+    try:
+        run(args, work)
+    finally:
+        if args.keep:
+            print(f"archive kept in {work}")
+        else:  # 100,000 calls leave ~220,000 files: they would slow every later file creation on this disk
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
+    template = orjson.loads(FIXTURE.read_bytes())
     blobs = FsBlobStore(work / "archive", durable=False)  # building fast; erasure itself is what we time
     index = SqliteCallIndex(work / "index.sqlite3")
     analytics = FsBlobStore(work / "analytics", durable=False)
