@@ -5,7 +5,7 @@
 
 A webhook creates four files (the archive object and three analytics objects), the floor of
 ``ingest_live.py`` one. On some ext4 file systems creating a file costs far more CPU in one folder
-than in another (the kernel looks for a block group with free inodes), which moves the CPU ratio
+than in another (most likely the kernel's search for a block group with free inodes), which moves the CPU ratio
 of the speed goals from run to run. This prints the CPU time of each system call, per folder.
 """
 
@@ -29,8 +29,8 @@ def per_call_us(count: int, step: Callable[[int], object]) -> tuple[float, float
 def measure(parent: str | None, count: int) -> None:
     folder = tempfile.mkdtemp(prefix="callvault-file-create-", dir=parent)
     body = b"x" * 2048
+    writer = os.open(os.path.join(folder, "w"), CREATE, 0o600)
     try:
-        writer = os.open(os.path.join(folder, "w"), CREATE, 0o600)
         steps: list[tuple[str, Callable[[int], object]]] = [
             ("create + close", lambda i: os.close(os.open(os.path.join(folder, f"a{i}"), CREATE, 0o600))),
             ("stat", lambda i: os.stat(os.path.join(folder, f"a{i}"))),
@@ -41,8 +41,8 @@ def measure(parent: str | None, count: int) -> None:
         for label, step in steps:
             cpu, wall = per_call_us(count, step)
             print(f"| {folder} | {label} | {cpu:.1f} | {wall:.1f} |")
-        os.close(writer)
     finally:
+        os.close(writer)
         shutil.rmtree(folder)
 
 
