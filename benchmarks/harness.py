@@ -196,24 +196,44 @@ def _stat_fields(path: Path) -> list[str] | None:
     return text.rsplit(")", 1)[1].split()  # fields from 3 (state) on; comm may hold spaces
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live process it started, and theirs (a server's worker processes count as the server)."""
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                pending.extend(int(child) for child in children.read_text().split())
+    return tree
+
+
 def process_cpu(pid: int) -> float:
-    """utime + stime of the whole process (every thread, live or exited), seconds."""
-    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
-    if fields is None:
-        raise RuntimeError(f"/proc/{pid}/stat is not readable")
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """utime + stime of the process and its live descendants (every thread, live or exited), seconds."""
+    total = 0.0
+    for member in process_tree(pid):
+        fields = _stat_fields(Path(f"/proc/{member}/stat"))
+        if fields is None:
+            if member == pid:
+                raise RuntimeError(f"/proc/{pid}/stat is not readable")
+            continue  # a child that just ended
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
 def thread_cpu(pid: int) -> dict[int, tuple[str, int, float]]:
-    """Per live thread: (name, nice, utime + stime seconds)."""
+    """Per live thread of the process and its descendants: (name, nice, utime + stime seconds)."""
     found: dict[int, tuple[str, int, float]] = {}
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        fields = _stat_fields(task / "stat")
-        if fields is None:
-            continue
-        with contextlib.suppress(OSError):
-            name = (task / "comm").read_text().strip()
-            found[int(task.name)] = (name, int(fields[16]), (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    for member in process_tree(pid):
+        for task in Path(f"/proc/{member}/task").glob("*"):
+            fields = _stat_fields(task / "stat")
+            if fields is None:
+                continue
+            with contextlib.suppress(OSError):
+                name = (task / "comm").read_text().strip()
+                if member != pid:
+                    name = f"child {member} {name}"
+                found[int(task.name)] = (name, int(fields[16]), (int(fields[11]) + int(fields[12])) / CLK_TCK)
     return found
 
 

@@ -12,7 +12,10 @@ from services.cli.options import DATA_DIR_OPTION, settings_for
 from services.core.config import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from services.core.wiring import Storage
+    from services.local.ingest_process import IngestProcess
     from services.memory.local import LocalMemory
     from services.privacy.schedule import RetentionThread
 
@@ -115,6 +118,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
         interval = settings.effective_sync_interval()
         every = f"syncing every {interval:.0f} s" if interval > 0 else "scheduled sync off"
         click.echo(f"ElevenLabs API: missing audio fetched after {settings.audio_grace_seconds} s, {every}", err=True)
+    ingest = _ingest_process(settings, secrets, memory, compaction.nudge)
     click.echo(f"CallVault listening on {url}  (data in {settings.data_dir})", err=True)
     if memory is not None:
         memory.start()  # resumes jobs a previous run left pending
@@ -125,8 +129,11 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     _tune_garbage_collector()
     try:
         # access_log off: URLs can carry phone numbers; the app logs its own masked lines.
-        run_server(app, settings, host=host, port=port, sockets=[listener])
+        store_elsewhere = ingest.store if ingest is not None else None
+        run_server(app, settings, host=host, port=port, sockets=[listener], store_elsewhere=store_elsewhere)
     finally:
+        if ingest is not None:
+            ingest.close()  # its current write ends first
         if sync is not None:
             sync.stop()
         compaction.stop()
@@ -134,6 +141,25 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
         if memory is not None:
             memory.stop()
         lock.close()
+
+
+def _ingest_process(
+    settings: Settings, secrets: list[str], memory: "LocalMemory | None", on_late_write: "Callable[[str], None]"
+) -> "IngestProcess | None":
+    """The process that stores webhooks (``CALLVAULT_INGEST_PROCESS``, on by default), started and ready."""
+    if not settings.ingest_process:
+        return None
+    from services.local.ingest_process import IngestProcess
+
+    ingest = IngestProcess(
+        settings,
+        secrets,
+        memory_jobs=memory is not None,
+        on_late_write=on_late_write,
+        on_webhook=memory.jobs.activity.touch if memory is not None and memory.jobs.activity is not None else None,
+    )
+    ingest.start()  # in the thread that will run the event loop: the child dies with it
+    return ingest
 
 
 def _retention_thread(settings: Settings, storage: "Storage", memory: "LocalMemory | None") -> "RetentionThread":

@@ -13,7 +13,7 @@ connection (one per thread) re-reads the pages another one changed (docs/decisio
 import asyncio
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +30,7 @@ from services.core.domain import signing
 from services.core.domain.errors import CallVaultError, PayloadTooLarge
 from services.core.domain.signing import HEADER
 
-from .edge import busy, error_body, handle_webhook, refuse
+from .edge import JsonBody, busy, error_body, handle_webhook, refuse
 from .service import WebhookReceiver
 
 router = APIRouter(tags=["webhooks"])
@@ -39,6 +39,8 @@ DEFAULT_MAX_BODIES_IN_FLIGHT = 8
 DEFAULT_SPOOL_BYTES = 1 << 20  # a transcript is ~10-200 KB: only audio bodies reach the disk
 RETRY_AFTER_SECS = 5
 T = TypeVar("T")
+# Stores a verified in-memory body and answers ``(status, body)`` as ``handle_webhook`` does.
+StoreElsewhere = Callable[[bytes, str | None, str], Awaitable[tuple[int, JsonBody]]]
 
 
 @dataclass
@@ -49,6 +51,9 @@ class BodyIntake:
     spool_bytes: int = DEFAULT_SPOOL_BYTES
     spool_dir: Path | None = None  # None: the system temp dir; `serve` uses the data dir (a disk, not tmpfs)
     retry_after_secs: int = RETRY_AFTER_SECS
+    # Where verified in-memory bodies are stored (``callvault serve``: another process); None: the
+    # ingest thread below.
+    store_elsewhere: StoreElsewhere | None = None
     in_flight: int = 0
     _writer: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
@@ -179,9 +184,12 @@ async def receive_elevenlabs_webhook(request: Request) -> JSONResponse:
                 )
             else:
                 data = _read_all(spool)  # in memory: a copy, no I/O
-                status, body = await intake.store(
-                    lambda: handle_webhook(receiver, data, header, request_id, logger, verified=True)
-                )
+                if intake.store_elsewhere is not None:
+                    status, body = await intake.store_elsewhere(data, header, request_id)
+                else:
+                    status, body = await intake.store(
+                        lambda: handle_webhook(receiver, data, header, request_id, logger, verified=True)
+                    )
         return _json(status, body)
     finally:
         intake.release()

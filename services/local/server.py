@@ -41,7 +41,7 @@ from uvicorn.server import ServerState
 from services.core.config import Settings
 from services.core.http import BUSY_CODE, error_body
 from services.core.logging import get_logger
-from services.ingest.router import BodyIntake, install_body_intake
+from services.ingest.router import BodyIntake, StoreElsewhere, install_body_intake
 
 MIN_BODY_RATE = 128 * 1024  # bytes per second (1 Mbit/s) a body must keep up, after its first body_timeout
 MAX_HEAD_BYTES = 16 * 1024  # request line + headers (h11's default, said out loud); larger gets 400
@@ -283,10 +283,16 @@ def install_repeat_filters(app_logger: Logger | None, interval: float = LOG_INTE
         app_logger.addFilter(RepeatFilter(interval))
 
 
-def build_server(app: FastAPI, settings: Settings, *, host: str, port: int) -> uvicorn.Server:
-    """The configured server; ``run_server`` runs it. Separate so tests can inspect the configuration."""
+def build_server(
+    app: FastAPI, settings: Settings, *, host: str, port: int, store_elsewhere: StoreElsewhere | None = None
+) -> uvicorn.Server:
+    """The configured server; ``run_server`` runs it. Separate so tests can inspect the configuration.
+    ``store_elsewhere``: where verified in-memory bodies are stored (``IngestProcess.store``)."""
     limits = ServerLimits.from_settings(settings)
-    install_body_intake(app, BodyIntake(max_in_flight=settings.max_bodies_in_flight, spool_dir=settings.data_dir))
+    intake = BodyIntake(
+        max_in_flight=settings.max_bodies_in_flight, spool_dir=settings.data_dir, store_elsewhere=store_elsewhere
+    )
+    install_body_intake(app, intake)
     log = get_logger(_SERVER_LOGGER, settings.log_level)
     config = uvicorn.Config(
         app,
@@ -308,8 +314,14 @@ def build_server(app: FastAPI, settings: Settings, *, host: str, port: int) -> u
 
 
 def run_server(
-    app: FastAPI, settings: Settings, *, host: str, port: int, sockets: list[socket.socket] | None = None
+    app: FastAPI,
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    sockets: list[socket.socket] | None = None,
+    store_elsewhere: StoreElsewhere | None = None,
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM (what ``callvault serve`` runs), on ``sockets`` when given
     (bound beforehand, so a taken port is reported before anything else happens)."""
-    build_server(app, settings, host=host, port=port).run(sockets=sockets)
+    build_server(app, settings, host=host, port=port, store_elsewhere=store_elsewhere).run(sockets=sockets)

@@ -9,6 +9,7 @@ its lease).
 import gc
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -107,15 +108,30 @@ def build_local_memory(
         first_message=settings.agent_first_message,
         logger=logger,
     )
-    jobs = MemoryJobs(
-        queue=CallTriggeredQueue(outbox),
-        status=status,
-        clock=time.time,
+    jobs = local_memory_jobs(settings, storage, time.time, logger=logger, activity=activity, outbox=outbox)
+    return LocalMemory(store, outbox, jobs, worker, context)
+
+
+def local_memory_jobs(
+    settings: Settings,
+    storage: Storage,
+    clock: Callable[[], float],
+    *,
+    logger: Any = None,
+    activity: IngestActivity | None = None,
+    outbox: SqliteOutbox | None = None,
+) -> MemoryJobs:
+    """The ingest hook alone, without the Mem0 store: what a process that only stores webhooks needs
+    (``services/local/ingest_process.py``). The row's status is the job: the outbox triggers that
+    ``build_local_memory`` installed enqueue it with the row, in one SQLite transaction."""
+    return MemoryJobs(
+        queue=CallTriggeredQueue(outbox or SqliteOutbox(settings.data_dir / INDEX_FILE)),
+        status=status_sink_for(storage.index),
+        clock=clock,
         logger=logger,
         activity=activity,
         status_in_row=True,
     )
-    return LocalMemory(store, outbox, jobs, worker, context)
 
 
 def disable_local_memory_jobs(settings: Settings) -> None:

@@ -456,3 +456,51 @@ def test_import_folder_of_fixtures_twice_and_reports_a_bad_file(tmp_path: Path) 
     assert set(stored) - set(first_objects) == {"unknown/conv_e2e_bare_document.json"}
     assert json.loads(stored["unknown/conv_e2e_bare_document.json"]) == bare
     assert index["conv_e2e_bare_document"]["transcript_bytes"] == len(stored["unknown/conv_e2e_bare_document.json"])
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        for children in Path(f"/proc/{pending.pop()}/task").glob("*/children"):
+            try:
+                new = {int(child) for child in children.read_text().split()}
+            except OSError:
+                continue
+            found |= new
+            pending.extend(new)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_webhooks_are_stored_by_a_child_process_that_dies_with_the_server(tmp_path: Path) -> None:
+    """#10: the use case runs in a second process (a second core); after kill -9 of `serve` nothing of
+    it is left running to write behind the back of the next server."""
+    with serve_archive(tmp_path / "data") as served:
+        children = _descendants(served.process.pid)
+        assert children, "serve started no ingest process"
+        body = fixture_bytes(TRANSCRIPTION)
+        response = httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))
+        assert response.status_code == 200, response.text
+        served.process.kill()
+        served.process.wait()
+        deadline = time.monotonic() + 10
+        while any(_running(child) for child in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_running(child) for child in children)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_the_ingest_process_can_be_turned_off(tmp_path: Path) -> None:
+    with serve_archive(tmp_path / "data", env={"CALLVAULT_INGEST_PROCESS": "false"}) as served:
+        assert not _descendants(served.process.pid)
+        body = fixture_bytes(TRANSCRIPTION)
+        response = httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))
+        assert response.status_code == 200, response.text
