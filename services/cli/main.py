@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from services.core.wiring import Storage
-    from services.local.ingest_process import IngestProcess
+    from services.local.ingest_process import IngestProcesses
     from services.memory.local import LocalMemory
     from services.privacy.schedule import RetentionThread
 
@@ -145,20 +145,21 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
 
 def _ingest_process(
     settings: Settings, secrets: list[str], memory: "LocalMemory | None", on_late_write: "Callable[[str], None]"
-) -> "IngestProcess | None":
-    """The process that stores webhooks (``CALLVAULT_INGEST_PROCESS``, on by default), started and ready."""
-    if not settings.ingest_process:
+) -> "IngestProcesses | None":
+    """The processes that store webhooks (``CALLVAULT_INGEST_PROCESSES``, 2 by default), started and ready."""
+    if settings.ingest_processes == 0:
         return None
-    from services.local.ingest_process import IngestProcess
+    from services.local.ingest_process import IngestProcesses
 
-    ingest = IngestProcess(
+    ingest = IngestProcesses(
         settings,
         secrets,
+        processes=settings.ingest_processes,
         memory_jobs=memory is not None,
         on_late_write=on_late_write,
         on_webhook=memory.jobs.activity.touch if memory is not None and memory.jobs.activity is not None else None,
     )
-    ingest.start()  # in the thread that will run the event loop: the child dies with it
+    ingest.start()  # in the thread that will run the event loop: the children die with it
     return ingest
 
 

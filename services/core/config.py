@@ -22,8 +22,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="larger webhook bodies get 413")
     # `callvault serve` only (services/local/server.py): bounded work per request.
     max_bodies_in_flight: int = Field(8, ge=1, description="webhook bodies taken at once; more get 503 + Retry-After")
-    ingest_process: bool = Field(
-        True, description="`callvault serve`: store webhooks in a second process, so HTTP and storing use two cores"
+    ingest_processes: int = Field(
+        2, ge=0, le=16, description="`callvault serve`: processes that store webhooks (0: a thread of the server)"
     )
     header_timeout_secs: float = Field(10.0, gt=0, description="a request's headers must arrive within this")
     body_timeout_secs: float = Field(

@@ -1,17 +1,18 @@
-"""`callvault serve` stores webhooks in a second process, so HTTP and the use case use both cores (#10).
+"""`callvault serve` stores webhooks in child processes, so HTTP and the use case use both cores (#10).
 
 In one Python process the event loop (HTTP, the streaming HMAC) and the ingest thread take the GIL in
 turn: the server used one core, and its rate was 1 / (their CPU per webhook) (docs/benchmarks.md).
-Here the event loop hands the verified bytes of an in-memory body to one child process, which builds
+Here the event loop hands the verified bytes of an in-memory body to a child process, which builds
 the same ``Archiver`` from the same settings and runs the same ``handle_webhook``; what the parent's
 threads must hear of a write (a merged analytics day written to, a webhook arriving while the memory
-worker paces itself) comes back with the answer or is noted before the hand-off.
+worker paces itself) comes back with the answer or is noted before the hand-off. Two children by
+default: one stores while the other waits for its fsyncs.
 
-Safe because of the write protocol, not because of the child: every write is a conditional one, as
-for concurrent Lambdas, and spooled audio keeps the parent's thread pool beside the child.
-The child is spawned (the parent already runs threads, which ``fork`` would copy half-way), asks the
-kernel to kill it when the parent dies (``PR_SET_PDEATHSIG``: nothing writes after a ``kill -9`` of
-``serve``), and is replaced when it dies: its request answers 503 and the sender retries.
+Safe because of the write protocol, not because of the children: every write is a conditional one,
+as for concurrent Lambdas, and spooled audio keeps the parent's thread pool beside them. A child is
+spawned (the parent already runs threads, which ``fork`` would copy half-way), asks the kernel to
+kill it when the parent dies (``PR_SET_PDEATHSIG``: nothing writes after a ``kill -9`` of ``serve``),
+and the children are replaced when one dies: the requests they held answer 503 and the senders retry.
 """
 
 import asyncio
@@ -22,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -44,19 +45,23 @@ ChildAnswer = tuple[int, JsonBody, list[str]]  # (status, body, closed analytics
 _child: dict[str, Any] = {}
 
 
-class IngestProcess:
-    """The child process and the parent's side of the hand-off. ``start`` in the thread that runs the
-    event loop: the child's death signal follows the thread that spawned it."""
+class IngestProcesses:
+    """The child processes and the parent's side of the hand-off. ``start`` and ``store`` in the thread
+    that runs the event loop: a child's death signal follows the thread that spawned it."""
 
     def __init__(
         self,
         settings: Settings,
         secrets: list[str],
         *,
+        processes: int = 2,
         memory_jobs: bool,
         on_late_write: Callable[[str], None] | None = None,
         on_webhook: Callable[[], None] | None = None,
     ) -> None:
+        if processes < 1:
+            raise ValueError("at least one ingest process")
+        self._processes = processes
         self._args = (settings, secrets, memory_jobs)
         self._on_late_write = on_late_write
         self._on_webhook = on_webhook
@@ -64,44 +69,46 @@ class IngestProcess:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def start(self) -> None:
-        """Spawn the child and wait until it has built its receiver (errors surface here, at start-up)."""
+    def start(self) -> ProcessPoolExecutor:
+        """Spawn the children and wait until each has built its receiver (errors surface here, at start-up)."""
         with self._lock:
             if self._pool is None:
                 pool = ProcessPoolExecutor(
-                    max_workers=1,
+                    max_workers=self._processes,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_start_child,
                     initargs=(*self._args, os.getpid()),
                 )
-                pool.submit(os.getpid).result()  # the initializer has run, or raised
+                # Overlapping tasks make the executor spawn every child now, from this thread.
+                for ready in [pool.submit(time.sleep, 0.05) for _ in range(self._processes)]:
+                    ready.result()  # the initializer has run, or raised
                 self._pool = pool
+            return self._pool
 
-    def child_pid(self) -> int | None:
+    def child_pids(self) -> list[int]:
         pool = self._pool
-        if pool is None:
-            return None
-        return next(iter(pool._processes), None)
+        return sorted(pool._processes) if pool is not None else []  # the executor has no public accessor
 
     async def store(self, raw: bytes, signature: str | None, request_id: str) -> tuple[int, JsonBody]:
-        """Store a verified body in the child; ``(status, body)`` as ``handle_webhook`` answers.
+        """Store a verified body in a child; ``(status, body)`` as ``handle_webhook`` answers.
 
         A cancelled request (server shutdown) still waits for its write, like the ingest thread."""
         if self._on_webhook is not None:
             self._on_webhook()
+        pool = self.start()
         try:
-            submitted = self._submit(raw, signature, request_id)
-        except BrokenProcessPool:  # the child died between two requests: nothing of this one was sent
-            self._replace()
-            submitted = self._submit(raw, signature, request_id)
+            submitted = pool.submit(_store_in_child, raw, signature, request_id)
+        except BrokenProcessPool:  # a child died between two requests: nothing of this one was sent
+            pool = self._replace(pool)
+            submitted = pool.submit(_store_in_child, raw, signature, request_id)
         future = asyncio.wrap_future(submitted)
         try:
             status, body, late_days = await asyncio.shield(future)
         except asyncio.CancelledError:
             await asyncio.wait({future})
             raise
-        except BrokenProcessPool:  # it died during this request: what it wrote, the retry completes
-            self._replace()
+        except BrokenProcessPool:  # a child died during this request: what it wrote, the retry completes
+            self._replace(pool)
             self._logger.error(
                 "webhook not stored", extra={"request_id": request_id, "status": 503, "cause": "ingest process ended"}
             )
@@ -111,20 +118,16 @@ class IngestProcess:
                 self._on_late_write(day)
         return status, body
 
-    def _submit(self, raw: bytes, signature: str | None, request_id: str) -> "Future[ChildAnswer]":
-        self.start()
-        assert self._pool is not None
-        return self._pool.submit(_store_in_child, raw, signature, request_id)
-
-    def _replace(self) -> None:
+    def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        """New children for ``broken`` (once: the other requests it held find the new pool in place)."""
         with self._lock:
-            broken, self._pool = self._pool, None
-        if broken is not None:
-            broken.shutdown(wait=False, cancel_futures=True)
-        self.start()
+            if self._pool is broken:
+                self._pool = None
+        broken.shutdown(wait=False, cancel_futures=True)
+        return self.start()
 
     def close(self) -> None:
-        """Wait for the child's current write, then end it."""
+        """Wait for the children's current writes, then end them."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:

@@ -499,7 +499,7 @@ def test_webhooks_are_stored_by_a_child_process_that_dies_with_the_server(tmp_pa
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_the_ingest_process_can_be_turned_off(tmp_path: Path) -> None:
-    with serve_archive(tmp_path / "data", env={"CALLVAULT_INGEST_PROCESS": "false"}) as served:
+    with serve_archive(tmp_path / "data", env={"CALLVAULT_INGEST_PROCESSES": "0"}) as served:
         assert not _descendants(served.process.pid)
         body = fixture_bytes(TRANSCRIPTION)
         response = httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))

@@ -1,7 +1,7 @@
-"""`callvault serve` stores webhooks in a child process (services/local/ingest_process.py, #10).
+"""`callvault serve` stores webhooks in child processes (services/local/ingest_process.py, #10).
 
-Real processes: the child is spawned as `serve` spawns it, killed with SIGKILL, and outlived by
-nothing when its parent dies.
+Real processes: the children are spawned as `serve` spawns them, killed with SIGKILL, and outlive
+nothing when their parent dies.
 """
 
 import asyncio
@@ -12,15 +12,17 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from services.analytics.tables import partition_of
 from services.core.config import Settings
 from services.core.wiring import build_storage
-from services.local.ingest_process import ChildAnswer, IngestProcess
+from services.local.ingest_process import ChildAnswer, IngestProcesses
 from services.memory.outbox import SqliteOutbox
 from services.memory.wiring import INDEX_FILE
 from tests.support import SECRET, TRANSCRIPTION, fixture_json
@@ -45,21 +47,27 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has ended; only its exit status waits to be read
 
 
+def _wait_until_ended(pids: list[int]) -> None:
+    deadline = time.monotonic() + 10
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", memory_backend="none")
 
 
-def test_a_body_is_stored_by_the_child_and_the_parent_hears_of_late_days(settings: Settings) -> None:
+def test_bodies_are_stored_by_the_children_and_the_parent_hears_of_late_days(settings: Settings) -> None:
     late: list[str] = []
     webhooks: list[None] = []
-    ingest = IngestProcess(
+    ingest = IngestProcesses(
         settings, [SECRET], memory_jobs=False, on_late_write=late.append, on_webhook=lambda: webhooks.append(None)
     )
     ingest.start()
     try:
-        child = ingest.child_pid()
-        assert child is not None and child != os.getpid() and _alive(child)
+        children = ingest.child_pids()
+        assert len(children) == 2 and os.getpid() not in children and all(map(_alive, children))
         today = asyncio.run(ingest.store(_transcript("conv_child_today", start=int(time.time()) - 700), None, "req-1"))
         closed_start = int(time.time()) - 10 * 86400
         closed = asyncio.run(ingest.store(_transcript("conv_child_closed", start=closed_start), None, "req-2"))
@@ -71,11 +79,11 @@ def test_a_body_is_stored_by_the_child_and_the_parent_hears_of_late_days(setting
     assert len(webhooks) == 2
     index = build_storage(settings).index
     assert index.get("conv_child_today") is not None and index.get("conv_child_closed") is not None
-    assert not _alive(child)  # close() ended it
+    assert not any(map(_alive, children))  # close() ended them
 
 
 def test_a_bad_body_gets_the_same_answer_as_in_process(settings: Settings) -> None:
-    ingest = IngestProcess(settings, [SECRET], memory_jobs=False)
+    ingest = IngestProcesses(settings, [SECRET], processes=1, memory_jobs=False)
     try:
         status, body = asyncio.run(ingest.store(b'{"type": "post_call_transcription", "data": 1}', None, "req-bad"))
     finally:
@@ -84,55 +92,51 @@ def test_a_bad_body_gets_the_same_answer_as_in_process(settings: Settings) -> No
 
 
 def test_a_child_killed_between_requests_is_replaced_before_the_next_one(settings: Settings) -> None:
-    ingest = IngestProcess(settings, [SECRET], memory_jobs=False)
+    ingest = IngestProcesses(settings, [SECRET], memory_jobs=False)
     ingest.start()
     try:
-        first = ingest.child_pid()
-        assert first is not None
-        os.kill(first, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while _alive(first) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)  # the executor notices the death on its own thread
+        first = ingest.child_pids()
+        os.kill(first[0], signal.SIGKILL)
+        _wait_until_ended(first)  # the executor ends the other child once it notices
         stored = asyncio.run(ingest.store(_transcript("conv_after_kill"), None, "req-k"))
-        second = ingest.child_pid()
+        second = ingest.child_pids()
     finally:
         ingest.close()
-    assert stored[0] == 200, stored  # nothing of this request reached the dead child
-    assert second is not None and second != first
+    assert stored[0] == 200, stored  # nothing of this request reached a dead child
+    assert len(second) == 2 and not set(second) & set(first)
     assert build_storage(settings).index.get("conv_after_kill") is not None
 
 
 def test_a_child_that_dies_during_a_request_answers_503_and_is_replaced(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ingest = IngestProcess(settings, [SECRET], memory_jobs=False)
-    ingest.start()
-    first = ingest.child_pid()
-    original_submit = ingest._submit
+    ingest = IngestProcesses(settings, [SECRET], memory_jobs=False)
+    pool = ingest.start()
+    first = ingest.child_pids()
+    original_submit = pool.submit
     envelope = json.loads(_transcript("conv_mid_kill"))
     turn = {"role": "user", "message": "and then we moved to the coast " * 3, "time_in_call_secs": 1}
     envelope["data"]["transcript"] = [turn] * 100_000
-    long_call = json.dumps(envelope).encode()  # ~10 MB: the child is busy with it for a while
+    long_call = json.dumps(envelope).encode()  # ~10 MB: a child is busy with it for a while
 
-    def dies_while_storing(raw: bytes, signature: str | None, request_id: str) -> Future[ChildAnswer]:
-        assert first is not None
-        future = original_submit(raw, signature, request_id)
+    def dies_while_storing(fn: Callable[..., ChildAnswer], /, *args: Any) -> Future[ChildAnswer]:
+        future = original_submit(fn, *args)
         time.sleep(0.02)
-        os.kill(first, signal.SIGKILL)
+        for child in first:  # whichever took it
+            os.kill(child, signal.SIGKILL)
         return future
 
     try:
-        monkeypatch.setattr(ingest, "_submit", dies_while_storing)
+        monkeypatch.setattr(pool, "submit", dies_while_storing)
         refused = asyncio.run(ingest.store(long_call, None, "req-mid"))
         monkeypatch.undo()
         stored = asyncio.run(ingest.store(long_call, None, "req-retry"))
-        second = ingest.child_pid()
+        second = ingest.child_pids()
     finally:
         ingest.close()
     assert refused[0] == 503 and refused[1]["error"]["code"] == "storage_unavailable", refused
-    assert stored[0] == 200, stored  # the sender's retry, on a new child
-    assert second is not None and second != first
+    assert stored[0] == 200, stored  # the sender's retry, on new children
+    assert len(second) == 2 and not set(second) & set(first)
 
 
 def test_the_child_records_the_memory_job_with_the_row(tmp_path: Path) -> None:
@@ -140,7 +144,7 @@ def test_the_child_records_the_memory_job_with_the_row(tmp_path: Path) -> None:
     build_storage(settings)  # the calls table, then the triggers `serve` installs with memory on
     outbox = SqliteOutbox(settings.data_dir / INDEX_FILE)
     outbox.install_call_triggers()
-    ingest = IngestProcess(settings, [SECRET], memory_jobs=True)
+    ingest = IngestProcesses(settings, [SECRET], processes=1, memory_jobs=True)
     try:
         status, _body = asyncio.run(ingest.store(_transcript("conv_child_memory"), None, "req-m"))
     finally:
@@ -149,32 +153,30 @@ def test_the_child_records_the_memory_job_with_the_row(tmp_path: Path) -> None:
     assert outbox.counts().get("pending") == 1
 
 
-def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
+def test_the_children_die_with_their_parent(tmp_path: Path) -> None:
     """kill -9 of `serve`: nothing may go on writing after it (the crash harness restarts the server)."""
     script = textwrap.dedent(
         f"""
-        import os, sys, time
+        import time
         from pathlib import Path
         from services.core.config import Settings
-        from services.local.ingest_process import ChildAnswer, IngestProcess
-        ingest = IngestProcess(Settings(data_dir=Path({str(tmp_path / "data")!r}), memory_backend="none"),
-                               ["s"], memory_jobs=False)
+        from services.local.ingest_process import IngestProcesses
+        settings = Settings(data_dir=Path({str(tmp_path / "data")!r}), memory_backend="none")
+        ingest = IngestProcesses(settings, ["s"], memory_jobs=False)
         ingest.start()
-        print(ingest.child_pid(), flush=True)
+        print(*ingest.child_pids(), flush=True)
         time.sleep(60)
         """
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
     try:
         assert parent.stdout is not None
-        child = int(parent.stdout.readline())
-        assert _alive(child)
+        children = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(children) == 2 and all(map(_alive, children))
         parent.kill()
         parent.wait()
-        deadline = time.monotonic() + 10
-        while _alive(child) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(child)
+        _wait_until_ended(children)
+        assert not any(map(_alive, children))
     finally:
         if parent.poll() is None:
             parent.kill()
