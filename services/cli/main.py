@@ -60,6 +60,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     from services.local.app import create_local_app
     from services.local.hygiene import prepare_data_dir
     from services.local.lock import DataDirBusy, DataDirLock, DataDirUnusable, PortTaken, bind_listener
+    from services.local.runtime import tune_garbage_collector
     from services.local.served_url import record_served_url, served_url
     from services.local.server import run_server
     from services.local.sync_runtime import build_local_sync
@@ -126,7 +127,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     retention.start()
     if sync is not None:
         sync.start()
-    _tune_garbage_collector()
+    tune_garbage_collector()
     try:
         # access_log off: URLs can carry phone numbers; the app logs its own masked lines.
         store_elsewhere = ingest.store if ingest is not None else None
@@ -169,18 +170,6 @@ def _retention_thread(settings: Settings, storage: "Storage", memory: "LocalMemo
 
     erasure = MemoryErasure(memory.store, memory.outbox) if memory is not None else None
     return build_retention_thread(settings, storage, erasure)
-
-
-def _tune_garbage_collector() -> None:
-    """Every webhook parses a large JSON tree; with the default thresholds the collector ran about
-    three young collections per webhook, promoted live trees and paid 80-100 ms full collections
-    (docs/benchmarks.md). The start-up objects are frozen out of every collection, and young
-    collections wait for 50,000 net allocations: the trees are freed by reference counting anyway."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def _local_memory(settings: Settings, storage: "Storage") -> "LocalMemory | None":

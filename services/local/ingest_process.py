@@ -20,6 +20,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,8 @@ from services.core.wiring import build_storage
 from services.ingest.edge import handle_webhook
 from services.ingest.service import MemoryJobSubmitter, WebhookReceiver
 from services.ingest.wiring import build_archiver
+
+from .runtime import tune_garbage_collector
 
 _PR_SET_PDEATHSIG = 1
 RETRY_AFTER_SECS = 1  # a new child is ready in about a second
@@ -135,8 +138,10 @@ class IngestProcesses:
 
 
 def _start_child(settings: Settings, secrets: list[str], memory_jobs: bool, parent: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if sys.platform == "linux":  # elsewhere a child ends when its task pipe closes, after the write at hand
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent:  # the parent died before the signal was asked for
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
@@ -150,6 +155,7 @@ def _start_child(settings: Settings, secrets: list[str], memory_jobs: bool, pare
         logger=get_logger("callvault", settings.log_level),
         late_days=late_days,
     )
+    tune_garbage_collector()  # as in the server: the use case's JSON trees are the reason
 
 
 def _memory_jobs(settings: Settings, storage: Any) -> MemoryJobSubmitter:
