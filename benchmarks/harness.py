@@ -208,6 +208,17 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def process_tree_rss_mib(pid: int) -> dict[str, float]:
+    """Resident memory of the process ("server") and of each live descendant ("child <pid>"), MiB."""
+    found: dict[str, float] = {}
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, StopIteration, ValueError):
+            status = Path(f"/proc/{member}/status").read_text().splitlines()
+            kib = int(next(line for line in status if line.startswith("VmRSS:")).split()[1])
+            found["server" if member == pid else f"child {member}"] = round(kib / 1024, 1)
+    return found
+
+
 def process_cpu(pid: int) -> float:
     """utime + stime of the process and its live descendants (every thread, live or exited), seconds."""
     total = 0.0
@@ -396,6 +407,7 @@ class LoadResult:
     loadavg_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
     loadavg_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
     pressure_end: dict[str, float] = field(default_factory=dict)  # PSI avg10 as the window closed
+    server_rss_mib: dict[str, float] = field(default_factory=dict)  # per process of the server, as it closed
 
     @property
     def ok(self) -> int:
@@ -466,6 +478,7 @@ def _drive(
     result.server_cpu_s = process_cpu(server_pid) - server_before
     threads_after = thread_cpu(server_pid)
     result.server_threads_s = thread_delta(threads_before, threads_after, thread_names(server_pid))
+    result.server_rss_mib = process_tree_rss_mib(server_pid)
     result.loadavg_end = loadavg()
     result.pressure_end = pressure()
     result.statuses = {str(k): v for k, v in sorted(statuses.items())}

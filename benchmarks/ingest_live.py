@@ -112,6 +112,7 @@ def summarise(load: LoadResult) -> dict[str, Any]:
         "loadavg_start": [round(x, 2) for x in load.loadavg_start],
         "loadavg_end": [round(x, 2) for x in load.loadavg_end],
         "pressure_end": load.pressure_end,
+        "server_rss_mib": load.server_rss_mib,
     }
 
 
@@ -364,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         "server CPU by thread, ms/webhook: "
         + ", ".join(f"{k} {v}" for k, v in row["server_threads_ms_per_webhook"].items())
     )
+    if row.get("server_rss_mib"):
+        print("server RSS at the window's end, MiB: " + ", ".join(f"{k} {v}" for k, v in row["server_rss_mib"].items()))
     if app_ms:
         print(f"server's own duration_ms (all webhook requests incl. warm-up): p50 {report['server_app_ms']['p50']}")
     if report["gc"]:

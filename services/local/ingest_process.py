@@ -82,9 +82,12 @@ class IngestProcesses:
                     initializer=_start_child,
                     initargs=(*self._args, os.getpid()),
                 )
-                # Overlapping tasks make the executor spawn every child now, from this thread.
+                # One child first: on a new data dir it creates the index (two at once can find it
+                # locked while it turns to WAL). Then overlapping tasks make the executor spawn the
+                # others now, from this thread. ``result()``: the initializers ran, or raise here.
+                pool.submit(time.sleep, 0).result()
                 for ready in [pool.submit(time.sleep, 0.05) for _ in range(self._processes)]:
-                    ready.result()  # the initializer has run, or raised
+                    ready.result()
                 self._pool = pool
             return self._pool
 
