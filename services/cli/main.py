@@ -148,8 +148,8 @@ def _ingest_process(
     settings: Settings, secrets: list[str], memory: "LocalMemory | None", on_late_write: "Callable[[str], None]"
 ) -> "IngestProcesses | None":
     """The processes that store webhooks (``CALLVAULT_INGEST_PROCESSES``, 2 by default), started and ready."""
-    if settings.ingest_processes == 0:
-        return None
+    if settings.ingest_processes == 0 or sys.platform != "linux":
+        return None  # elsewhere nothing would end the children when `serve` is killed: the ingest thread
     from services.local.ingest_process import IngestProcesses
 
     ingest = IngestProcesses(
@@ -158,10 +158,22 @@ def _ingest_process(
         processes=settings.ingest_processes,
         memory_jobs=memory is not None,
         on_late_write=on_late_write,
-        on_webhook=memory.jobs.activity.touch if memory is not None and memory.jobs.activity is not None else None,
+        on_stored=_memory_nudge(memory) if memory is not None else None,
     )
     ingest.start()  # in the thread that will run the event loop: the children die with it
     return ingest
+
+
+def _memory_nudge(memory: "LocalMemory") -> "Callable[[], None]":
+    """What a webhook stored in this process tells the memory worker, told by the parent instead:
+    a job may be waiting (wake up), and webhooks are arriving (pace yourself)."""
+
+    def nudge() -> None:
+        memory.outbox.wakeup.set()
+        if memory.jobs.activity is not None:
+            memory.jobs.activity.touch()
+
+    return nudge
 
 
 def _retention_thread(settings: Settings, storage: "Storage", memory: "LocalMemory | None") -> "RetentionThread":

@@ -21,10 +21,7 @@ import asyncio
 import logging
 import resource
 import socket
-import threading
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -43,13 +40,14 @@ from services.core.http import BUSY_CODE, error_body
 from services.core.logging import get_logger
 from services.ingest.router import BodyIntake, StoreElsewhere, install_body_intake
 
+from .runtime import LOG_INTERVAL_SECS, RepeatFilter
+
 MIN_BODY_RATE = 128 * 1024  # bytes per second (1 Mbit/s) a body must keep up, after its first body_timeout
 MAX_HEAD_BYTES = 16 * 1024  # request line + headers (h11's default, said out loud); larger gets 400
 BACKLOG = 128  # pending connections; also how many accept() errors asyncio logs per retry
 KEEP_ALIVE_SECS = 5  # idle time between two requests on one connection (uvicorn's default)
 GRACEFUL_SHUTDOWN_SECS = 30
 RETRY_AFTER_SECS = 5
-LOG_INTERVAL_SECS = 10.0
 # Loggers whose repeats are rate-limited: asyncio (accept() at the descriptor limit), uvicorn's
 # error log (malformed requests), and ours (refused webhooks, closed slow connections).
 _PLAIN_LOGGERS = ("asyncio", "uvicorn.error")
@@ -230,49 +228,6 @@ class OverloadGuard:
 def protocol_class(limits: ServerLimits, log: Logger | None) -> type[GuardedH11Protocol]:
     """``GuardedH11Protocol`` bound to ``limits``: uvicorn instantiates the class it is given."""
     return type("BoundGuardedH11Protocol", (GuardedH11Protocol,), {"limits": limits, "log": log})
-
-
-class RepeatFilter(logging.Filter):
-    """Each kind of warning or error (logger, level, message, error code, status, exception type) passes
-    at most once per ``interval`` seconds; the next one that passes carries how many were dropped
-    (``suppressed_repeats``; in the text too when ``annotate`` is set, for plain-text loggers).
-    Info and debug records always pass. A flood that stops leaves its last count unsaid."""
-
-    def __init__(self, interval: float, *, annotate: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
-        self.interval = interval
-        self.annotate = annotate
-        self.clock = clock
-        self._kinds: dict[tuple[Any, ...], list[float]] = {}  # kind -> [when it last passed, dropped since]
-        self._lock = threading.Lock()  # records come from the event loop and from worker threads
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
-            return True
-        exception = record.exc_info[1] if record.exc_info else None
-        kind = (
-            record.name,
-            record.levelno,
-            str(record.msg),
-            getattr(record, "error_code", None),
-            getattr(record, "status", None),
-            type(exception).__name__ if exception is not None else None,
-        )
-        now = self.clock()
-        with self._lock:
-            seen = self._kinds.get(kind)
-            if seen is not None and now - seen[0] < self.interval:
-                seen[1] += 1
-                return False
-            dropped = int(seen[1]) if seen is not None else 0
-            self._kinds[kind] = [now, 0]
-            if len(self._kinds) > 1024:  # bounded: forget kinds that have been quiet for an interval
-                self._kinds = {k: v for k, v in self._kinds.items() if now - v[0] < self.interval}
-        if dropped:
-            record.suppressed_repeats = dropped
-            if self.annotate and isinstance(record.msg, str):
-                record.msg = f"{record.msg} [{dropped} similar messages suppressed in the last {self.interval:g} s]"
-        return True
 
 
 def install_repeat_filters(app_logger: Logger | None, interval: float = LOG_INTERVAL_SECS) -> None:

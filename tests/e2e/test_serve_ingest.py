@@ -7,6 +7,7 @@ nothing here goes through CallVault's own adapters.
 
 import json
 import os
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -485,8 +486,14 @@ def test_webhooks_are_stored_by_a_child_process_that_dies_with_the_server(tmp_pa
     it is left running to write behind the back of the next server."""
     with serve_archive(tmp_path / "data") as served:
         children = _descendants(served.process.pid)
-        assert children, "serve started no ingest process"
+        assert len(children) >= 2, "serve started no ingest processes"
         body = fixture_bytes(TRANSCRIPTION)
+        for child in children:  # frozen children: the server itself stores nothing
+            os.kill(child, signal.SIGSTOP)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body), timeout=2)
+        for child in children:
+            os.kill(child, signal.SIGCONT)
         response = httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))
         assert response.status_code == 200, response.text
         served.process.kill()

@@ -39,6 +39,13 @@ def _transcript(conversation_id: str, *, start: int | None = None) -> bytes:
     return json.dumps(envelope).encode()
 
 
+def _long_call(conversation_id: str) -> bytes:
+    envelope = json.loads(_transcript(conversation_id))
+    turn = {"role": "user", "message": "and then we moved to the coast " * 3, "time_in_call_secs": 1}
+    envelope["data"]["transcript"] = [turn] * 100_000
+    return json.dumps(envelope).encode()  # ~10 MB: a child is busy with it for a while
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -60,9 +67,9 @@ def settings(tmp_path: Path) -> Settings:
 
 def test_bodies_are_stored_by_the_children_and_the_parent_hears_of_late_days(settings: Settings) -> None:
     late: list[str] = []
-    webhooks: list[None] = []
+    stored: list[None] = []
     ingest = IngestProcesses(
-        settings, [SECRET], memory_jobs=False, on_late_write=late.append, on_webhook=lambda: webhooks.append(None)
+        settings, [SECRET], memory_jobs=False, on_late_write=late.append, on_stored=lambda: stored.append(None)
     )
     ingest.start()
     try:
@@ -76,7 +83,7 @@ def test_bodies_are_stored_by_the_children_and_the_parent_hears_of_late_days(set
     assert today[0] == 200 and today[1]["status"] == "stored", today
     assert closed[0] == 200, closed
     assert late == [partition_of(closed_start)]  # only the closed day, once
-    assert len(webhooks) == 2
+    assert len(stored) == 2  # the memory worker hears of each
     index = build_storage(settings).index
     assert index.get("conv_child_today") is not None and index.get("conv_child_closed") is not None
     assert not any(map(_alive, children))  # close() ended them
@@ -111,13 +118,12 @@ def test_a_child_that_dies_during_a_request_answers_503_and_is_replaced(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ingest = IngestProcesses(settings, [SECRET], memory_jobs=False)
-    pool = ingest.start()
+    ingest.start()
+    pool = ingest._pool
+    assert pool is not None
     first = ingest.child_pids()
     original_submit = pool.submit
-    envelope = json.loads(_transcript("conv_mid_kill"))
-    turn = {"role": "user", "message": "and then we moved to the coast " * 3, "time_in_call_secs": 1}
-    envelope["data"]["transcript"] = [turn] * 100_000
-    long_call = json.dumps(envelope).encode()  # ~10 MB: a child is busy with it for a while
+    long_call = _long_call("conv_mid_kill")
 
     def dies_while_storing(fn: Callable[..., ChildAnswer], /, *args: Any) -> Future[ChildAnswer]:
         future = original_submit(fn, *args)
@@ -137,6 +143,56 @@ def test_a_child_that_dies_during_a_request_answers_503_and_is_replaced(
     assert refused[0] == 503 and refused[1]["error"]["code"] == "storage_unavailable", refused
     assert stored[0] == 200, stored  # the sender's retry, on new children
     assert len(second) == 2 and not set(second) & set(first)
+
+
+def test_requests_held_by_a_broken_pool_answer_503_and_the_next_gets_new_children_once(settings: Settings) -> None:
+    ingest = IngestProcesses(settings, [SECRET], memory_jobs=False)
+    ingest.start()
+    first = ingest.child_pids()
+    bodies = [_long_call("conv_held_1"), _long_call("conv_held_2")]
+
+    async def two_held_then_one() -> list[tuple[int, Any]]:
+        held = [asyncio.ensure_future(ingest.store(body, None, f"req-held-{n}")) for n, body in enumerate(bodies)]
+        await asyncio.sleep(0.05)  # both sent: the two children are busy with them
+        for child in first:
+            os.kill(child, signal.SIGKILL)
+        answers = list(await asyncio.gather(*held))
+        answers.append(await ingest.store(_transcript("conv_after_break"), None, "req-next"))
+        return answers
+
+    try:
+        answers = asyncio.run(two_held_then_one())
+        second = ingest.child_pids()
+    finally:
+        ingest.close()
+    assert [status for status, _body in answers] == [503, 503, 200], answers
+    assert all(body["error"]["code"] == "storage_unavailable" for _status, body in answers[:2])
+    assert len(second) == 2 and not set(second) & set(first)
+
+
+def test_children_that_cannot_start_answer_503_and_are_tried_again_later(settings: Settings, tmp_path: Path) -> None:
+    ingest = IngestProcesses(settings, [SECRET], memory_jobs=False)
+    ingest.start()
+    working = ingest._args
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    try:
+        for child in ingest.child_pids():
+            os.kill(child, signal.SIGKILL)
+        _wait_until_ended(ingest.child_pids())
+        ingest._args = (settings.model_copy(update={"data_dir": blocker / "data"}), *working[1:])
+        failed = asyncio.run(ingest.store(_transcript("conv_no_children"), None, "req-f1"))
+        paused = asyncio.run(ingest.store(_transcript("conv_no_children"), None, "req-f2"))
+        ingest._args = working
+        ingest._failed_at = float("-inf")  # the pause is over
+        stored = asyncio.run(ingest.store(_transcript("conv_no_children"), None, "req-f3"))
+    finally:
+        ingest.close()
+    assert failed[0] == 503 and failed[1]["error"]["code"] == "storage_unavailable", failed
+    assert paused[0] == 503, paused  # no new attempt right away: a broken setup is not retried per request
+    assert stored[0] == 200, stored
+    closed = asyncio.run(ingest.store(_transcript("conv_after_close"), None, "req-closed"))
+    assert closed[0] == 503, closed
 
 
 def test_the_child_records_the_memory_job_with_the_row(tmp_path: Path) -> None:

@@ -8,11 +8,11 @@ import pytest
 from services.core.config import Settings
 from services.ingest.router import body_intake
 from services.local.app import create_local_app
+from services.local.runtime import RepeatFilter
 from services.local.server import (
     BACKLOG,
     MAX_HEAD_BYTES,
     GuardedH11Protocol,
-    RepeatFilter,
     build_server,
     default_limit_concurrency,
 )
@@ -32,7 +32,11 @@ def test_local_server_build_server_applies_the_settings(tmp_path: Path, monkeypa
     # The filters build_server adds to process-wide loggers are removed again afterwards.
     for name in ("asyncio", "uvicorn.error", "callvault", "callvault-server"):
         monkeypatch.setattr(logging.getLogger(name), "filters", list(logging.getLogger(name).filters))
-    server = build_server(app, settings, host="127.0.0.1", port=0)
+
+    async def stored_elsewhere(raw: bytes, signature: str | None, request_id: str) -> tuple[int, dict[str, str]]:
+        return 200, {}
+
+    server = build_server(app, settings, host="127.0.0.1", port=0, store_elsewhere=stored_elsewhere)
     config = server.config
     assert isinstance(config.http, type) and issubclass(config.http, GuardedH11Protocol)
     assert (config.http.limits.header_timeout, config.http.limits.body_timeout) == (4.5, 7.0)
@@ -42,4 +46,5 @@ def test_local_server_build_server_applies_the_settings(tmp_path: Path, monkeypa
     assert config.limit_concurrency == default_limit_concurrency()
     intake = body_intake(app)
     assert (intake.max_in_flight, intake.spool_dir) == (3, settings.data_dir)
+    assert intake.store_elsewhere is stored_elsewhere  # `serve`'s ingest processes get the bodies
     assert any(isinstance(f, RepeatFilter) for f in logging.getLogger("asyncio").filters)

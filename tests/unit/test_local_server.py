@@ -11,7 +11,8 @@ from typing import Any
 import anyio
 from uvicorn.server import ServerState
 
-from services.local.server import OverloadGuard, RepeatFilter
+from services.local.runtime import RepeatFilter
+from services.local.server import OverloadGuard
 
 
 class Clock:
