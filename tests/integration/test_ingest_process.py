@@ -46,6 +46,14 @@ def _long_call(conversation_id: str) -> bytes:
     return json.dumps(envelope).encode()  # ~10 MB: a child is busy with it for a while
 
 
+def _verify(settings: Settings) -> subprocess.CompletedProcess[bytes]:
+    """`callvault verify` of the data dir, the invariants' oracle, as an operator runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
+    env["CALLVAULT_MEMORY_BACKEND"] = "none"
+    command = [sys.executable, "-m", "services.cli", "verify", "--json", "--data-dir", str(settings.data_dir)]
+    return subprocess.run(command, capture_output=True, env=env, timeout=120, check=False)
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -143,6 +151,8 @@ def test_a_child_that_dies_during_a_request_answers_503_and_is_replaced(
     assert refused[0] == 503 and refused[1]["error"]["code"] == "storage_unavailable", refused
     assert stored[0] == 200, stored  # the sender's retry, on new children
     assert len(second) == 2 and not set(second) & set(first)
+    verified = _verify(settings)  # whatever the killed child had written, the retry completed it
+    assert verified.returncode == 0, verified.stdout
 
 
 def test_requests_held_by_a_broken_pool_answer_503_and_the_next_gets_new_children_once(settings: Settings) -> None:

@@ -146,7 +146,14 @@ class Served:
 
 
 def serve_env(memory: bool = False, **test_env: str) -> dict[str, str]:
-    env = {"CALLVAULT_WEBHOOK_SECRET": SECRET, "CALLVAULT_MEMORY_BACKEND": "oss" if memory else "none"}
+    # The use case on the server's own thread: the hooks that number and kill at operations wrap the
+    # adapters of this process, not of spawned ingest processes (those run the same use case; a child
+    # killed mid-write is tests/integration/test_ingest_process.py's, with `verify` as the oracle).
+    env = {
+        "CALLVAULT_WEBHOOK_SECRET": SECRET,
+        "CALLVAULT_MEMORY_BACKEND": "oss" if memory else "none",
+        "CALLVAULT_INGEST_PROCESSES": "0",
+    }
     if memory:
         env["CALLVAULT_AGENT_WEBHOOK_SECRET"] = "asec_kill9"
     return {**env, **test_env}
