@@ -1,6 +1,7 @@
 """The ``callvault`` command: run the local archive, sign test payloads, import saved calls."""
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -128,6 +129,10 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     if sync is not None:
         sync.start()
     tune_garbage_collector()
+    # uvicorn drains the requests in flight on SIGTERM, then raises the signal again with the handler it
+    # found: with the default one the process ended there, skipping the clean-up below (the ingest
+    # processes, the memory worker's current job, the merge). This one ends it through the clean-up.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         # access_log off: URLs can carry phone numbers; the app logs its own masked lines.
         store_elsewhere = ingest.store if ingest is not None else None
@@ -142,6 +147,10 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
         if memory is not None:
             memory.stop()
         lock.close()
+
+
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)  # a stop asked for is a clean exit: service managers read 0 as "stopped"
 
 
 def _ingest_process(

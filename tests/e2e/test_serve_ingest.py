@@ -511,3 +511,18 @@ def test_the_ingest_process_can_be_turned_off(tmp_path: Path) -> None:
         body = fixture_bytes(TRANSCRIPTION)
         response = httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))
         assert response.status_code == 200, response.text
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_sigterm_stops_serve_through_its_clean_up(tmp_path: Path) -> None:
+    """A service manager's stop: requests drained, ingest processes ended by the server, exit code 0
+    (before, uvicorn's re-raised SIGTERM ended the process before its clean-up ran)."""
+    with serve_archive(tmp_path / "data") as served:
+        body = fixture_bytes(TRANSCRIPTION)
+        response = httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))
+        assert response.status_code == 200, response.text
+        children = _descendants(served.process.pid)
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=30) == 0
+        assert not any(_running(child) for child in children)
+        assert "leaked semaphore" not in served.logs()  # the children were shut down, not orphaned
