@@ -9,8 +9,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
-
 from ..domain.errors import StorageUnavailable
 
 
@@ -22,14 +20,19 @@ def _locked(exc: BaseException) -> bool:
 # at that moment "database is locked" at once, without its busy timeout (seen: 2 of 15 trials of four
 # processes opening one new index; `serve`'s ingest processes, or `import` beside a first `serve`).
 # On a file in WAL already the pragma takes no such lock, so this only ever waits at a file's birth.
-@retry(
-    retry=retry_if_exception(_locked),
-    stop=stop_after_delay(10.0),
-    wait=wait_random_exponential(multiplier=0.01, max=0.5),
-    reraise=True,
-)
 def _turn_to_wal(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA journal_mode=WAL")
+    # Imported here: the Lambda layers import this module (the outbox's types) but never open SQLite,
+    # and carry no tenacity.
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
+    for attempt in Retrying(
+        retry=retry_if_exception(_locked),
+        stop=stop_after_delay(10.0),
+        wait=wait_random_exponential(multiplier=0.01, max=0.5),
+        reraise=True,
+    ):
+        with attempt:
+            conn.execute("PRAGMA journal_mode=WAL")
 
 
 class SqliteDatabase:
