@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,3 +116,33 @@ def fake_aws_environment(monkeypatch: Any, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has ended; only its exit status waits to be read)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process ``pid`` started, and theirs (Linux: /proc/<pid>/task/*/children)."""
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        for children in Path(f"/proc/{pending.pop()}/task").glob("*/children"):
+            try:
+                new = {int(child) for child in children.read_text().split()}
+            except OSError:
+                continue
+            found |= new
+            pending.extend(new)
+    return found
+
+
+def wait_until_ended(pids: Iterable[int], timeout: float = 10.0) -> None:
+    pids = list(pids)
+    deadline = time.monotonic() + timeout
+    while any(map(process_running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -167,22 +167,10 @@ def _ingest_process(
         processes=settings.ingest_processes,
         memory_jobs=memory is not None,
         on_late_write=on_late_write,
-        on_stored=_memory_nudge(memory) if memory is not None else None,
+        on_stored=memory.webhook_stored if memory is not None else None,
     )
     ingest.start()  # in the thread that will run the event loop: the children die with it
     return ingest
-
-
-def _memory_nudge(memory: "LocalMemory") -> "Callable[[], None]":
-    """What a webhook stored in this process tells the memory worker, told by the parent instead:
-    a job may be waiting (wake up), and webhooks are arriving (pace yourself)."""
-
-    def nudge() -> None:
-        memory.outbox.wakeup.set()
-        if memory.jobs.activity is not None:
-            memory.jobs.activity.touch()
-
-    return nudge
 
 
 def _retention_thread(settings: Settings, storage: "Storage", memory: "LocalMemory | None") -> "RetentionThread":

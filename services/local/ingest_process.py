@@ -142,11 +142,8 @@ class IngestProcesses:
             initargs=(*self._args, os.getpid(), ready),
         )
         try:
-            # One child alone first: on a new data dir it creates the index (two at once find it
-            # locked while it turns to WAL). Then each task waits at the barrier until all have
-            # arrived, so each child takes one: every child is spawned now, from this thread, and
-            # has built its receiver when they return.
-            pool.submit(time.sleep, 0).result(timeout=START_TIMEOUT_SECS)
+            # Each task waits at the barrier until all have arrived, so each child takes one: every
+            # child is spawned now, from this thread, and has built its receiver when they return.
             meetings = [pool.submit(_meet) for _ in range(self._processes)]
             for meeting in meetings:
                 meeting.result(timeout=START_TIMEOUT_SECS)

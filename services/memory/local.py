@@ -50,6 +50,13 @@ class LocalMemory:
             gc.freeze()
             self.thread = start_worker_thread(self.worker)
 
+    def webhook_stored(self) -> None:
+        """A webhook was stored by another process (`serve`'s ingest processes): what ``jobs`` tells
+        the worker in-process, told here. A job may be waiting (wake up); webhooks are arriving (pace)."""
+        self.outbox.wakeup.set()
+        if self.jobs.activity is not None:
+            self.jobs.activity.touch()
+
     def stop(self, timeout: float = 30.0) -> None:
         if self.thread is not None:
             self.thread.stop(timeout)

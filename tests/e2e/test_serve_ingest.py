@@ -33,10 +33,13 @@ from tests.support import (
     TRANSCRIPTION_OUTBOUND,
     TRANSCRIPTION_WEB,
     ServedArchive,
+    descendants,
     fixture_bytes,
     fixture_json,
+    process_running,
     serve_archive,
     signed_headers,
+    wait_until_ended,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -459,33 +462,12 @@ def test_import_folder_of_fixtures_twice_and_reports_a_bad_file(tmp_path: Path) 
     assert index["conv_e2e_bare_document"]["transcript_bytes"] == len(stored["unknown/conv_e2e_bare_document.json"])
 
 
-def _descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    pending = [pid]
-    while pending:
-        for children in Path(f"/proc/{pending.pop()}/task").glob("*/children"):
-            try:
-                new = {int(child) for child in children.read_text().split()}
-            except OSError:
-                continue
-            found |= new
-            pending.extend(new)
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_webhooks_are_stored_by_a_child_process_that_dies_with_the_server(tmp_path: Path) -> None:
     """#10: the use case runs in a second process (a second core); after kill -9 of `serve` nothing of
     it is left running to write behind the back of the next server."""
     with serve_archive(tmp_path / "data") as served:
-        children = _descendants(served.process.pid)
+        children = descendants(served.process.pid)
         assert len(children) >= 2, "serve started no ingest processes"
         body = fixture_bytes(TRANSCRIPTION)
         for child in children:  # frozen children: the server itself stores nothing
@@ -498,16 +480,14 @@ def test_webhooks_are_stored_by_a_child_process_that_dies_with_the_server(tmp_pa
         assert response.status_code == 200, response.text
         served.process.kill()
         served.process.wait()
-        deadline = time.monotonic() + 10
-        while any(_running(child) for child in children) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(_running(child) for child in children)
+        wait_until_ended(children)
+        assert not any(map(process_running, children))
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_the_ingest_process_can_be_turned_off(tmp_path: Path) -> None:
     with serve_archive(tmp_path / "data", env={"CALLVAULT_INGEST_PROCESSES": "0"}) as served:
-        assert not _descendants(served.process.pid)
+        assert not descendants(served.process.pid)
         body = fixture_bytes(TRANSCRIPTION)
         response = httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))
         assert response.status_code == 200, response.text
@@ -521,8 +501,8 @@ def test_sigterm_stops_serve_through_its_clean_up(tmp_path: Path) -> None:
         body = fixture_bytes(TRANSCRIPTION)
         response = httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))
         assert response.status_code == 200, response.text
-        children = _descendants(served.process.pid)
+        children = descendants(served.process.pid)
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(timeout=30) == 0
-        assert not any(_running(child) for child in children)
+        assert not any(map(process_running, children))
         assert "leaked semaphore" not in served.logs()  # the children were shut down, not orphaned

@@ -25,7 +25,7 @@ from services.core.wiring import build_storage
 from services.local.ingest_process import ChildAnswer, IngestProcesses
 from services.memory.outbox import SqliteOutbox
 from services.memory.wiring import INDEX_FILE
-from tests.support import SECRET, TRANSCRIPTION, fixture_json
+from tests.support import SECRET, TRANSCRIPTION, fixture_json, process_running, wait_until_ended
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 
@@ -54,20 +54,6 @@ def _verify(settings: Settings) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(command, capture_output=True, env=env, timeout=120, check=False)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has ended; only its exit status waits to be read
-
-
-def _wait_until_ended(pids: list[int]) -> None:
-    deadline = time.monotonic() + 10
-    while any(map(_alive, pids)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", memory_backend="none")
@@ -82,7 +68,7 @@ def test_bodies_are_stored_by_the_children_and_the_parent_hears_of_late_days(set
     ingest.start()
     try:
         children = ingest.child_pids()
-        assert len(children) == 2 and os.getpid() not in children and all(map(_alive, children))
+        assert len(children) == 2 and os.getpid() not in children and all(map(process_running, children))
         today = asyncio.run(ingest.store(_transcript("conv_child_today", start=int(time.time()) - 700), None, "req-1"))
         closed_start = int(time.time()) - 10 * 86400
         closed = asyncio.run(ingest.store(_transcript("conv_child_closed", start=closed_start), None, "req-2"))
@@ -94,7 +80,7 @@ def test_bodies_are_stored_by_the_children_and_the_parent_hears_of_late_days(set
     assert len(stored) == 2  # the memory worker hears of each
     index = build_storage(settings).index
     assert index.get("conv_child_today") is not None and index.get("conv_child_closed") is not None
-    assert not any(map(_alive, children))  # close() ended them
+    assert not any(map(process_running, children))  # close() ended them
 
 
 def test_a_bad_body_gets_the_same_answer_as_in_process(settings: Settings) -> None:
@@ -112,7 +98,7 @@ def test_a_child_killed_between_requests_is_replaced_before_the_next_one(setting
     try:
         first = ingest.child_pids()
         os.kill(first[0], signal.SIGKILL)
-        _wait_until_ended(first)  # the executor ends the other child once it notices
+        wait_until_ended(first)  # the executor ends the other child once it notices
         stored = asyncio.run(ingest.store(_transcript("conv_after_kill"), None, "req-k"))
         second = ingest.child_pids()
     finally:
@@ -189,7 +175,7 @@ def test_children_that_cannot_start_answer_503_and_are_tried_again_later(setting
     try:
         for child in ingest.child_pids():
             os.kill(child, signal.SIGKILL)
-        _wait_until_ended(ingest.child_pids())
+        wait_until_ended(ingest.child_pids())
         ingest._args = (settings.model_copy(update={"data_dir": blocker / "data"}), *working[1:])
         failed = asyncio.run(ingest.store(_transcript("conv_no_children"), None, "req-f1"))
         paused = asyncio.run(ingest.store(_transcript("conv_no_children"), None, "req-f2"))
@@ -238,11 +224,11 @@ def test_the_children_die_with_their_parent(tmp_path: Path) -> None:
     try:
         assert parent.stdout is not None
         children = [int(pid) for pid in parent.stdout.readline().split()]
-        assert len(children) == 2 and all(map(_alive, children))
+        assert len(children) == 2 and all(map(process_running, children))
         parent.kill()
         parent.wait()
-        _wait_until_ended(children)
-        assert not any(map(_alive, children))
+        wait_until_ended(children)
+        assert not any(map(process_running, children))
     finally:
         if parent.poll() is None:
             parent.kill()
