@@ -504,5 +504,6 @@ def test_sigterm_stops_serve_through_its_clean_up(tmp_path: Path) -> None:
         children = descendants(served.process.pid)
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(timeout=30) == 0
+        wait_until_ended(children)  # multiprocessing's resource tracker ends a moment after its parent
         assert not any(map(process_running, children))
         assert "leaked semaphore" not in served.logs()  # the children were shut down, not orphaned
