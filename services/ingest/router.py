@@ -25,15 +25,19 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.core.domain import signing
 from services.core.domain.errors import CallVaultError, PayloadTooLarge
 from services.core.domain.signing import HEADER
+from services.web.edge import RequestContextMiddleware
 
 from .edge import JsonBody, busy, error_body, handle_webhook, refuse
 from .service import WebhookReceiver
 
 router = APIRouter(tags=["webhooks"])
+WEBHOOK_PATH = "/webhooks/elevenlabs"
 
 DEFAULT_MAX_BODIES_IN_FLIGHT = 8
 DEFAULT_SPOOL_BYTES = 1 << 20  # a transcript is ~10-200 KB: only audio bodies reach the disk
@@ -132,7 +136,7 @@ _WEBHOOK_DOC: dict[str, Any] = {
 
 
 @router.post(
-    "/webhooks/elevenlabs",
+    WEBHOOK_PATH,
     summary="Receive an ElevenLabs post-call webhook",
     description=(
         "Verifies the signature over the raw body, then archives the transcript, audio or initiation "
@@ -217,3 +221,46 @@ def _read_all(spool: IO[bytes]) -> bytes:
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+class DirectWebhookRoute:
+    """``POST /webhooks/elevenlabs`` straight to its endpoint, past the app's router and middleware.
+
+    The composed app routes through every search, console and privacy route and nine middleware
+    layers; for a webhook none of them does anything but cost 0.5 ms of the event loop's CPU (#10,
+    docs/benchmarks.md). What the webhook needs from the edge is kept: ``RequestContextMiddleware``
+    (request id, log line, the 500 envelope) and the same endpoint function, so the app's own route
+    (OpenAPI, tests in-process) and this one answer alike. Every other request goes to ``app``.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.route = _webhook_route()
+        self.direct = RequestContextMiddleware(self._endpoint, app.state.logger)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == WEBHOOK_PATH and scope["method"] == "POST":
+            scope["app"], scope["route"] = self.app, self.route
+            await self.direct(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await receive_elevenlabs_webhook(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+def _webhook_route() -> BaseRoute:
+    # The route object itself, for the log line's route template (the app holds it inside an
+    # included router, not in its own list).
+    for route in router.routes:
+        if getattr(route, "path", None) == WEBHOOK_PATH:
+            return route
+    raise AssertionError("services.ingest.router has no webhook route")
+
+
+def direct_webhook_route(app: FastAPI) -> ASGIApp:
+    """``app`` with the webhook answered by ``DirectWebhookRoute`` (what ``callvault serve`` runs);
+    an app that takes no webhooks (no receiver) as it is."""
+    return DirectWebhookRoute(app) if hasattr(app.state, "receiver") else app

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from services.core.config import Settings
 from services.core.domain.models import CallRecord
+from services.ingest.router import direct_webhook_route
 from services.local.app import create_local_app
 from tests.support import (
     ALL_FIXTURES,
@@ -47,6 +49,7 @@ EXPECTED_KEYS = {
 class Local:
     client: TestClient
     data_dir: Path
+    app: FastAPI
 
     @property
     def archive(self) -> Path:
@@ -56,7 +59,7 @@ class Local:
         return sorted(p.relative_to(self.archive).as_posix() for p in self.archive.rglob("*") if p.is_file())
 
     def row(self, conversation_id: str) -> CallRecord:
-        row = self.client.app.state.storage.index.get(conversation_id)  # type: ignore[attr-defined]
+        row = self.app.state.storage.index.get(conversation_id)
         assert isinstance(row, CallRecord)
         return row
 
@@ -67,12 +70,14 @@ class Local:
         return result
 
 
-@pytest.fixture
-def local(tmp_path: Path) -> Iterator[Local]:
+@pytest.fixture(params=["app-route", "direct-route"])
+def local(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Local]:
+    """The app's own route (in-process users, OpenAPI) and the direct route `callvault serve` runs."""
     data_dir = tmp_path / "data"
     app = create_local_app(Settings(backend="local", data_dir=data_dir, max_body_bytes=1024 * 1024), [SECRET])
-    with TestClient(app) as client:
-        yield Local(client, data_dir)
+    served = direct_webhook_route(app) if request.param == "direct-route" else app
+    with TestClient(served) as client:
+        yield Local(client, data_dir, app)
 
 
 def test_webhook_app_expected_keys_cover_every_fixture() -> None:
@@ -159,7 +164,7 @@ def test_webhook_app_numbers_no_index_can_hold_are_refused_before_anything_is_wr
     assert response.json()["error"]["code"] == "invalid_payload"
     assert "start_time_unix_secs" in response.json()["error"]["message"]
     assert local.archived_files() == []
-    assert local.client.app.state.storage.index.get("conv_01jzfrjvcce0vsea1fcbpp9p04") is None  # type: ignore[attr-defined]
+    assert local.app.state.storage.index.get("conv_01jzfrjvcce0vsea1fcbpp9p04") is None
 
 
 def test_webhook_app_duplicate_delivery_is_200_and_idempotent(local: Local) -> None:
@@ -210,7 +215,7 @@ def app_logs_to_current_stdout(local: Local) -> Iterator[None]:
     The level is reset to INFO for the same reason. The stream is swapped by assignment: ``setStream``
     would flush the old one, which may be closed.
     """
-    logger = logging.getLogger(local.client.app.state.logger.service)  # type: ignore[attr-defined]
+    logger = logging.getLogger(local.app.state.logger.service)
     handlers = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
     assert handlers, "the app logger has no stream handler"
     previous_streams, previous_level = [h.stream for h in handlers], logger.level
@@ -262,3 +267,32 @@ def test_webhook_app_body_and_header_carry_the_same_request_id(local: Local) -> 
     assert response.json()["request_id"] == response.headers["x-request-id"]
     refused = local.client.post(URL, content=body, headers={"ElevenLabs-Signature": "t=1,v0=00"})
     assert refused.json()["request_id"] == refused.headers["x-request-id"]
+
+
+def test_webhook_app_direct_route_logs_one_request_line_with_the_route_template(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "data"
+    app = create_local_app(Settings(backend="local", data_dir=data_dir), [SECRET])
+    served = direct_webhook_route(app)
+    assert served is not app
+    with TestClient(served) as client:
+        local = Local(client, data_dir, app)
+        with app_logs_to_current_stdout(local):
+            body = fixture_bytes(TRANSCRIPTION)
+            response = client.post(URL, content=body, headers=signed_headers(body))
+            assert client.get("/healthz").status_code == 200  # everything else: the app as it is
+            out = capsys.readouterr().out
+    assert response.status_code == 200
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line.get("message") == "request"]
+    assert [(r["method"], r["route"], r["status"]) for r in requests] == [
+        ("POST", URL, 200),
+        ("GET", "/healthz", 200),
+    ]
+    assert requests[0]["request_id"] == response.headers["x-request-id"] == response.json()["request_id"]
+
+
+def test_webhook_app_direct_route_is_not_put_in_front_of_an_app_without_webhooks(tmp_path: Path) -> None:
+    app = FastAPI()
+    assert direct_webhook_route(app) is app

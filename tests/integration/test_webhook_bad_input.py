@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
@@ -29,7 +30,7 @@ from services.core.domain import signing
 from services.core.domain.errors import StorageUnavailable
 from services.core.domain.models import CallRecord
 from services.core.wiring import Storage
-from services.ingest.router import BodyIntake, body_intake, install_body_intake
+from services.ingest.router import BodyIntake, body_intake, direct_webhook_route, install_body_intake
 from services.local.app import create_local_app
 from tests.integration.conftest import HttpResponse
 from tests.support import (
@@ -78,12 +79,17 @@ class Local:
             return count
 
 
-@pytest.fixture
-def local(tmp_path: Path) -> Iterator[Local]:
+@pytest.fixture(params=["app-route", "direct-route"])
+def local(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Local]:
+    """The app's own route (in-process users, OpenAPI) and the direct route `callvault serve` runs."""
     data_dir = tmp_path / "data"
     app = create_local_app(Settings(backend="local", data_dir=data_dir, max_body_bytes=MAX_BODY), [SECRET])
-    with TestClient(app) as client:
+    with TestClient(_served(app, request.param == "direct-route")) as client:
         yield Local(client, data_dir, _files(data_dir))
+
+
+def _served(app: FastAPI, direct: bool) -> Any:
+    return direct_webhook_route(app) if direct else app
 
 
 def assert_error_envelope(response: HttpResponse, status: int, code: str) -> dict[str, Any]:
@@ -435,15 +441,16 @@ class ExplodingOnWriteIndex(MemoryCallIndex):
         raise KeyError(f"boom for {record.phone}")
 
 
-def _client_with(tmp_path: Path, storage: Storage) -> TestClient:
+def _client_with(tmp_path: Path, storage: Storage, *, direct: bool = False) -> TestClient:
     settings = Settings(data_dir=tmp_path / "data", max_body_bytes=MAX_BODY)
-    return TestClient(create_local_app(settings, [SECRET], storage=storage))
+    return TestClient(_served(create_local_app(settings, [SECRET], storage=storage), direct))
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["app-route", "direct-route"])
 @pytest.mark.parametrize("name", [TRANSCRIPTION, AUDIO, INITIATION_FAILURE])
-def test_webhook_storage_unavailable_is_503_with_the_envelope(tmp_path: Path, name: str) -> None:
+def test_webhook_storage_unavailable_is_503_with_the_envelope(tmp_path: Path, name: str, direct: bool) -> None:
     blobs, index = UnavailableBlobStore(), MemoryCallIndex()
-    client = _client_with(tmp_path, Storage(blobs, index))
+    client = _client_with(tmp_path, Storage(blobs, index), direct=direct)
     body = fixture_bytes(name)
 
     response = client.post(URL, content=body, headers=signed_headers(body))
@@ -466,8 +473,11 @@ def test_webhook_storage_unavailable_is_503_with_the_envelope(tmp_path: Path, na
     ],
     ids=["read-transcription", "read-audio", "read-failure", "write-transcription"],
 )
-def test_webhook_unexpected_error_is_500_internal_never_200(tmp_path: Path, index: MemoryCallIndex, name: str) -> None:
-    client = _client_with(tmp_path, Storage(MemoryBlobStore(), index))
+@pytest.mark.parametrize("direct", [False, True], ids=["app-route", "direct-route"])
+def test_webhook_unexpected_error_is_500_internal_never_200(
+    tmp_path: Path, index: MemoryCallIndex, name: str, direct: bool
+) -> None:
+    client = _client_with(tmp_path, Storage(MemoryBlobStore(), index), direct=direct)
     body = fixture_bytes(name)
 
     response = client.post(URL, content=body, headers=signed_headers(body))
