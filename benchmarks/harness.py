@@ -159,12 +159,38 @@ def serve(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    with _running(process, port, data_dir, log_path, "callvault serve") as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serve_floor(data_dir: Path, *, log_path: Path) -> Iterator[Served]:
+    """``floor_server.py`` (uvicorn + a bare ASGI verify/parse/write, no ``services``) on 127.0.0.1."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLVAULT_", "MEM0_"))}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(BENCH_DIR / "floor_server.py"), "--port", str(port), "--dir", str(data_dir)],
+            cwd=BENCH_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    with _running(process, port, data_dir, log_path, "floor_server.py") as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _running(
+    process: subprocess.Popen[bytes], port: int, data_dir: Path, log_path: Path, what: str
+) -> Iterator[Served]:
+    """Wait until ``process`` answers ``GET /healthz`` on ``port``; SIGTERM it (kill after 30 s) at the end."""
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"callvault serve exited early:\n{log_path.read_text(errors='replace')[-3000:]}")
+                raise RuntimeError(f"{what} exited early:\n{log_path.read_text(errors='replace')[-3000:]}")
             with contextlib.suppress(OSError, http.client.HTTPException):
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                 connection.request("GET", "/healthz")
@@ -172,7 +198,7 @@ def serve(
                     connection.close()
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError("callvault serve did not become ready in 120 s")
+                raise RuntimeError(f"{what} did not become ready in 120 s")
             time.sleep(0.2)
         yield Served(url, process.pid, data_dir, log_path, process)
     finally:
