@@ -250,6 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--code-root", type=Path, default=ROOT, help="the CallVault tree to serve [this checkout]")
     parser.add_argument("--memory", choices=("on", "off"), default="on", help="caller memory [on]")
+    parser.add_argument(
+        "--ingest-processes",
+        type=int,
+        default=None,
+        help="CALLVAULT_INGEST_PROCESSES for serve (0-8; 0: the ingest thread) [serve's default]",
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="measured load (2-120 s) [20]")
     parser.add_argument("--warmup-seconds", type=float, default=4.0, help="untimed load first (0-60 s) [4]")
     parser.add_argument("--concurrency", type=int, default=4, help="keep-alive connections (1-16) [4]")
@@ -298,12 +304,14 @@ def main(argv: list[str] | None = None) -> int:
         "templates": (1, 64),
         "floor_seconds": (0.5, 30),
         "ratio_rounds": (0, 20),
+        "ingest_processes": (0, 8),
         "ratio_slice_seconds": (1, 30),
         "py_spy_rate": (10, 500),
         "use_case_calls": (0, 2000),
     }
     for name, (low, high) in bounds.items():
-        if not low <= getattr(args, name) <= high:
+        value = getattr(args, name)
+        if value is not None and not low <= value <= high:
             parser.error(f"--{name.replace('_', '-')} must be between {low} and {high}")
 
     code = CodeUnderTest.at(args.code_root)
@@ -323,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             extra_env["CV_BENCH_GC_OUT"] = str(probe_out)
             if args.gc_threshold:
                 extra_env["CV_BENCH_GC_THRESHOLD"] = args.gc_threshold
+        if args.ingest_processes is not None:
+            extra_env["CALLVAULT_INGEST_PROCESSES"] = str(args.ingest_processes)
         gc_before: dict[str, Any] | None = None
         gc_after: dict[str, Any] | None = None
         with serve(code, data_dir, memory=memory, log_path=tmp / "serve.log", extra_env=extra_env) as served:
@@ -374,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": code.label,
         "services_loaded_from": resolved,
         "memory": args.memory,
+        "ingest_processes": args.ingest_processes,
         "machine": {"nproc": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after},
         "payload": {"bytes_each": [len(b) for b in bodies], "templates": args.templates, "callers": args.callers},
         "floor": floor,
@@ -392,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     kb = sum(len(b) for b in bodies) / len(bodies) / 1000
-    print(f"\n## ingest_live: {code.label}, memory {args.memory}, {report['date']}\n")
+    processes = "default" if args.ingest_processes is None else args.ingest_processes
+    print(f"\n## ingest_live: {code.label}, memory {args.memory}, ingest processes {processes}, {report['date']}\n")
     print(f"services loaded from {resolved}; server idle {settled:.0f} s after /healthz, before the warm-up load")
     print(
         f"{kb:.0f} KB calls (115 turns, {args.templates} generated, {args.callers} callers), new conversation_id "
