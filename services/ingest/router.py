@@ -23,10 +23,10 @@ from typing import IO, Any, TypeVar
 from aws_lambda_powertools import Logger
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
-from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from services.core.domain import signing
 from services.core.domain.errors import CallVaultError, PayloadTooLarge
@@ -223,23 +223,26 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-class DirectWebhookRoute:
-    """``POST /webhooks/elevenlabs`` straight to its endpoint, past the app's router and middleware.
+class WebhookFastPath:
+    """In front of the composed app: ``POST /webhooks/elevenlabs`` goes straight to its endpoint.
 
-    The composed app routes through every search, console and privacy route and nine middleware
-    layers; for a webhook none of them does anything but cost 0.5 ms of the event loop's CPU (#10,
-    docs/benchmarks.md). What the webhook needs from the edge is kept: ``RequestContextMiddleware``
-    (request id, log line, the 500 envelope) and the same endpoint function, so the app's own route
-    (OpenAPI, tests in-process) and this one answer alike. Every other request goes to ``app``.
+    The composed app would first match the path against every search, console, memory and privacy
+    route and pass it through seven middleware layers, none of which does anything for a webhook;
+    skipping them saves about 0.2 ms of the event loop's CPU per webhook (docs/benchmarks.md, #10).
+    The edge a webhook needs is kept: ``RequestContextMiddleware`` (request id, log line, the 500
+    envelope) around the same endpoint function, so the app's own route (OpenAPI, in-process
+    tests) and this path answer alike. Middleware added to the app later does not see webhooks.
+    Every other request, and any other method or spelling of the path, goes to ``app``.
     """
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self.route = _webhook_route()
+        self.methods = frozenset(self.route.methods or ())
         self.direct = RequestContextMiddleware(self._endpoint, app.state.logger)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == WEBHOOK_PATH and scope["method"] == "POST":
+        if scope["type"] == "http" and scope["path"] == WEBHOOK_PATH and scope["method"] in self.methods:
             scope["app"], scope["route"] = self.app, self.route
             await self.direct(scope, receive, send)
             return
@@ -251,16 +254,9 @@ class DirectWebhookRoute:
         await response(scope, receive, send)
 
 
-def _webhook_route() -> BaseRoute:
-    # The route object itself, for the log line's route template (the app holds it inside an
-    # included router, not in its own list).
+def _webhook_route() -> APIRoute:
+    # The route itself (its methods, and its path template for the log line).
     for route in router.routes:
-        if getattr(route, "path", None) == WEBHOOK_PATH:
+        if isinstance(route, APIRoute) and route.endpoint is receive_elevenlabs_webhook:
             return route
     raise AssertionError("services.ingest.router has no webhook route")
-
-
-def direct_webhook_route(app: FastAPI) -> ASGIApp:
-    """``app`` with the webhook answered by ``DirectWebhookRoute`` (what ``callvault serve`` runs);
-    an app that takes no webhooks (no receiver) as it is."""
-    return DirectWebhookRoute(app) if hasattr(app.state, "receiver") else app

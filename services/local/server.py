@@ -38,7 +38,7 @@ from uvicorn.server import ServerState
 from services.core.config import Settings
 from services.core.http import BUSY_CODE, error_body
 from services.core.logging import get_logger
-from services.ingest.router import BodyIntake, StoreElsewhere, direct_webhook_route, install_body_intake
+from services.ingest.router import BodyIntake, StoreElsewhere, WebhookFastPath, install_body_intake
 
 from .runtime import LOG_INTERVAL_SECS, RepeatFilter
 
@@ -250,7 +250,7 @@ def build_server(
     install_body_intake(app, intake)
     log = get_logger(_SERVER_LOGGER, settings.log_level)
     config = uvicorn.Config(
-        direct_webhook_route(app),
+        WebhookFastPath(app),  # webhooks skip the app's router and middleware
         host=host,
         port=port,
         http=protocol_class(limits, log),

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from services.core.config import Settings
-from services.ingest.router import DirectWebhookRoute, body_intake
+from services.ingest.router import WebhookFastPath, body_intake
 from services.local.app import create_local_app
 from services.local.runtime import RepeatFilter
 from services.local.server import (
@@ -43,7 +43,7 @@ def test_local_server_build_server_applies_the_settings(tmp_path: Path, monkeypa
     assert config.backlog == BACKLOG == 128
     assert config.h11_max_incomplete_event_size == MAX_HEAD_BYTES
     assert config.access_log is False
-    assert isinstance(config.app, DirectWebhookRoute) and config.app.app is app  # webhooks skip the router
+    assert isinstance(config.app, WebhookFastPath) and config.app.app is app  # webhooks skip the router
     assert config.limit_concurrency == default_limit_concurrency()
     intake = body_intake(app)
     assert (intake.max_in_flight, intake.spool_dir) == (3, settings.data_dir)

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from services.core.config import Settings
 from services.core.domain.models import CallRecord
-from services.ingest.router import direct_webhook_route
+from services.ingest.router import WebhookFastPath
 from services.local.app import create_local_app
 from tests.support import (
     ALL_FIXTURES,
@@ -70,12 +70,12 @@ class Local:
         return result
 
 
-@pytest.fixture(params=["app-route", "direct-route"])
+@pytest.fixture(params=["app-route", "fast-path"])
 def local(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Local]:
-    """The app's own route (in-process users, OpenAPI) and the direct route `callvault serve` runs."""
+    """The app's own route (in-process users, OpenAPI) and the fast path `callvault serve` runs."""
     data_dir = tmp_path / "data"
     app = create_local_app(Settings(backend="local", data_dir=data_dir, max_body_bytes=1024 * 1024), [SECRET])
-    served = direct_webhook_route(app) if request.param == "direct-route" else app
+    served = WebhookFastPath(app) if request.param == "fast-path" else app
     with TestClient(served) as client:
         yield Local(client, data_dir, app)
 
@@ -269,14 +269,12 @@ def test_webhook_app_body_and_header_carry_the_same_request_id(local: Local) -> 
     assert refused.json()["request_id"] == refused.headers["x-request-id"]
 
 
-def test_webhook_app_direct_route_logs_one_request_line_with_the_route_template(
+def test_webhook_app_fast_path_logs_one_request_line_with_the_route_template(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data_dir = tmp_path / "data"
     app = create_local_app(Settings(backend="local", data_dir=data_dir), [SECRET])
-    served = direct_webhook_route(app)
-    assert served is not app
-    with TestClient(served) as client:
+    with TestClient(WebhookFastPath(app)) as client:
         local = Local(client, data_dir, app)
         with app_logs_to_current_stdout(local):
             body = fixture_bytes(TRANSCRIPTION)
@@ -293,6 +291,36 @@ def test_webhook_app_direct_route_logs_one_request_line_with_the_route_template(
     assert requests[0]["request_id"] == response.headers["x-request-id"] == response.json()["request_id"]
 
 
-def test_webhook_app_direct_route_is_not_put_in_front_of_an_app_without_webhooks(tmp_path: Path) -> None:
-    app = FastAPI()
-    assert direct_webhook_route(app) is app
+def test_webhook_app_fast_path_skips_the_apps_router_and_middleware_for_webhooks_only(tmp_path: Path) -> None:
+    app = create_local_app(Settings(backend="local", data_dir=tmp_path / "data"), [SECRET])
+    seen: list[tuple[str, str]] = []
+
+    class Recorder:  # the innermost middleware: what reaches the app's stack
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                seen.append((scope["method"], scope["path"]))
+            await self.inner(scope, receive, send)
+
+    app.add_middleware(Recorder)
+    body = fixture_bytes(TRANSCRIPTION)
+    with TestClient(WebhookFastPath(app)) as client:
+        assert client.post(URL, content=body, headers=signed_headers(body)).status_code == 200
+        assert client.get(URL).status_code == 405
+        assert (
+            client.post(URL + "/", content=body, headers=signed_headers(body), follow_redirects=False).status_code
+            == 307
+        )
+    assert seen == [("GET", URL), ("POST", URL + "/")]
+    with TestClient(app) as client:  # the app's own route: through the stack, and stored alike
+        assert client.post(URL, content=body, headers=signed_headers(body)).status_code == 200
+    assert seen[-1] == ("POST", URL)
+
+
+def test_webhook_app_trailing_slash_is_redirected_not_stored(local: Local) -> None:
+    body = fixture_bytes(TRANSCRIPTION)
+    response = local.client.post(URL + "/", content=body, headers=signed_headers(body), follow_redirects=False)
+    assert response.status_code == 307
+    assert local.archived_files() == []

@@ -30,7 +30,7 @@ from services.core.domain import signing
 from services.core.domain.errors import StorageUnavailable
 from services.core.domain.models import CallRecord
 from services.core.wiring import Storage
-from services.ingest.router import BodyIntake, body_intake, direct_webhook_route, install_body_intake
+from services.ingest.router import BodyIntake, WebhookFastPath, body_intake, install_body_intake
 from services.local.app import create_local_app
 from tests.integration.conftest import HttpResponse
 from tests.support import (
@@ -79,17 +79,22 @@ class Local:
             return count
 
 
-@pytest.fixture(params=["app-route", "direct-route"])
-def local(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Local]:
-    """The app's own route (in-process users, OpenAPI) and the direct route `callvault serve` runs."""
+@pytest.fixture(params=[False, True], ids=["app-route", "fast-path"])
+def direct(request: pytest.FixtureRequest) -> bool:
+    """The app's own route (in-process users, OpenAPI), or the fast path `callvault serve` runs."""
+    return bool(request.param)
+
+
+@pytest.fixture
+def local(tmp_path: Path, direct: bool) -> Iterator[Local]:
     data_dir = tmp_path / "data"
     app = create_local_app(Settings(backend="local", data_dir=data_dir, max_body_bytes=MAX_BODY), [SECRET])
-    with TestClient(_served(app, request.param == "direct-route")) as client:
+    with TestClient(_served(app, direct)) as client:
         yield Local(client, data_dir, _files(data_dir))
 
 
 def _served(app: FastAPI, direct: bool) -> Any:
-    return direct_webhook_route(app) if direct else app
+    return WebhookFastPath(app) if direct else app
 
 
 def assert_error_envelope(response: HttpResponse, status: int, code: str) -> dict[str, Any]:
@@ -355,7 +360,7 @@ def test_webhook_bad_input_chunked_request_without_content_length_really_has_non
     assert request.headers["transfer-encoding"] == "chunked"
 
 
-def test_webhook_bad_input_streamed_chunks_over_the_limit_get_413(tmp_path: Path) -> None:
+def test_webhook_bad_input_streamed_chunks_over_the_limit_get_413(tmp_path: Path, direct: bool) -> None:
     """A real multi-message ASGI stream (httpx's ASGI transport), refused while it streams."""
     data_dir = tmp_path / "data"
     app = create_local_app(Settings(backend="local", data_dir=data_dir, max_body_bytes=MAX_BODY), [SECRET])
@@ -368,7 +373,7 @@ def test_webhook_bad_input_streamed_chunks_over_the_limit_get_413(tmp_path: Path
             yield chunk
 
     async def run() -> tuple[HttpResponse, HttpResponse]:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=_served(app, direct))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             refused = await client.post(URL, content=stream(), headers=signed_headers(body))
             small = fixture_bytes(TRANSCRIPTION_WEB)
@@ -446,7 +451,6 @@ def _client_with(tmp_path: Path, storage: Storage, *, direct: bool = False) -> T
     return TestClient(_served(create_local_app(settings, [SECRET], storage=storage), direct))
 
 
-@pytest.mark.parametrize("direct", [False, True], ids=["app-route", "direct-route"])
 @pytest.mark.parametrize("name", [TRANSCRIPTION, AUDIO, INITIATION_FAILURE])
 def test_webhook_storage_unavailable_is_503_with_the_envelope(tmp_path: Path, name: str, direct: bool) -> None:
     blobs, index = UnavailableBlobStore(), MemoryCallIndex()
@@ -473,7 +477,6 @@ def test_webhook_storage_unavailable_is_503_with_the_envelope(tmp_path: Path, na
     ],
     ids=["read-transcription", "read-audio", "read-failure", "write-transcription"],
 )
-@pytest.mark.parametrize("direct", [False, True], ids=["app-route", "direct-route"])
 def test_webhook_unexpected_error_is_500_internal_never_200(
     tmp_path: Path, index: MemoryCallIndex, name: str, direct: bool
 ) -> None:
@@ -530,13 +533,13 @@ def _counting_stream(body: bytes, sent: list[int], size: int = 4096) -> AsyncIte
     ids=["missing", "malformed", "expired", "from-the-future"],
 )
 def test_webhook_bad_signature_header_is_refused_before_any_body_is_read(
-    tmp_path: Path, headers: dict[str, str]
+    tmp_path: Path, headers: dict[str, str], direct: bool
 ) -> None:
     app = create_local_app(Settings(backend="local", data_dir=tmp_path / "data", max_body_bytes=MAX_BODY), [SECRET])
     sent: list[int] = []
 
     async def run() -> HttpResponse:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=_served(app, direct))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             return await client.post(URL, content=_counting_stream(BODY, sent), headers=headers)
 
@@ -553,7 +556,7 @@ def test_webhook_forged_signature_is_refused_after_streaming_and_writes_nothing(
     assert_still_serving(local)
 
 
-def test_webhook_more_bodies_in_flight_than_the_cap_get_503_with_retry_after(tmp_path: Path) -> None:
+def test_webhook_more_bodies_in_flight_than_the_cap_get_503_with_retry_after(tmp_path: Path, direct: bool) -> None:
     app = create_local_app(Settings(backend="local", data_dir=tmp_path / "data", max_body_bytes=MAX_BODY), [SECRET])
     install_body_intake(app, BodyIntake(max_in_flight=1))
     intake = body_intake(app)
@@ -566,7 +569,7 @@ def test_webhook_more_bodies_in_flight_than_the_cap_get_503_with_retry_after(tmp
         yield held[100:]
 
     async def run() -> tuple[HttpResponse, HttpResponse, HttpResponse]:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=_served(app, direct))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             results: dict[str, HttpResponse] = {}
 
@@ -596,7 +599,7 @@ def test_webhook_more_bodies_in_flight_than_the_cap_get_503_with_retry_after(tmp
 
 
 def test_webhook_large_body_is_spooled_to_an_unnamed_temp_file_in_the_spool_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
 ) -> None:
     spool_dir = tmp_path / "spool"
     spool_dir.mkdir()
@@ -611,7 +614,7 @@ def test_webhook_large_body_is_spooled_to_an_unnamed_temp_file_in_the_spool_dir(
         return real_temporary_file(*args, **kwargs)
 
     monkeypatch.setattr(tempfile, "TemporaryFile", recording_temporary_file)
-    client = TestClient(app)
+    client = TestClient(_served(app, direct))
     small = fixture_bytes(TRANSCRIPTION)
     assert client.post(URL, content=small, headers=signed_headers(small)).status_code == 200
     assert rolled == []  # a transcript stays in memory
@@ -627,7 +630,7 @@ def test_webhook_large_body_is_spooled_to_an_unnamed_temp_file_in_the_spool_dir(
 
 
 def test_webhook_bodies_in_memory_are_stored_one_at_a_time_on_the_ingest_thread_and_spooled_ones_elsewhere(
-    tmp_path: Path,
+    tmp_path: Path, direct: bool
 ) -> None:
     settings = Settings(backend="local", data_dir=tmp_path / "data", max_body_bytes=4 << 20)
     app = create_local_app(settings, [SECRET])
@@ -655,7 +658,7 @@ def test_webhook_bodies_in_memory_are_stored_one_at_a_time_on_the_ingest_thread_
         bodies.append(json.dumps(base).encode())
 
     async def run() -> list[HttpResponse]:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=_served(app, direct))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             responses: list[HttpResponse] = []
 
@@ -673,6 +676,6 @@ def test_webhook_bodies_in_memory_are_stored_one_at_a_time_on_the_ingest_thread_
     assert running[1] == 1  # queued, never side by side
 
     audio = _set_data("full_audio", base64.b64encode(os.urandom(300 * 1024)).decode(), AUDIO)
-    response = TestClient(app).post(URL, content=audio, headers=signed_headers(audio))
+    response = TestClient(_served(app, direct)).post(URL, content=audio, headers=signed_headers(audio))
     assert response.status_code == 200, response.text
     assert threads[-1] != "callvault-ingest_0"  # a spooled body does not queue behind transcripts
