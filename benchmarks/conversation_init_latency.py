@@ -5,7 +5,7 @@
 
 1. Fills a data dir: ``--callers`` callers with ``--calls`` archived calls each (local adapters) and
    their memories in the offline Mem0 store (a real worker drains the outbox).
-2. Starts the composed local server (benchmarks/memory_server.py, memory on) and sends
+2. Starts the real ``callvault serve`` (``memory_server.serve``, memory on) and sends
    ``POST /webhooks/elevenlabs/conversation-init`` one request at a time over a keep-alive connection,
    as ElevenLabs would while the phone rings: 80% returning callers, 20% numbers never seen.
 3. Again while webhooks arrive in the background (``--ingest-rate`` per second), so the memory

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/ingest_memory_on_off.py                 # 3 rounds x 8 s per mode
     .venv/bin/python benchmarks/ingest_memory_on_off.py --rounds 5 --seconds 10 --save
 
-Each round starts the composed local server (benchmarks/memory_server.py) once with memory off and
+Each round starts the real ``callvault serve`` (``memory_server.serve``) once with memory off and
 once with memory on (offline Mem0, worker thread running in the server process), in alternating
 order, and drives it with signed ~20-turn transcription webhooks from this process at
 ``--concurrency`` keep-alive clients. With memory on, every webhook also records an outbox job, and

@@ -7,7 +7,7 @@
    outbox hook), then one ``MemoryWorker`` drains the outbox into the real offline Mem0 store
    (Qdrant on disk, int8 ONNX MiniLM on one thread). Reported: jobs/s, memories/s, per-job p50/p99,
    and search latency over the filled store.
-2. Webhook to searchable, over HTTP: the composed local server (benchmarks/memory_server.py, memory
+2. Webhook to searchable, over HTTP: the real ``callvault serve`` (``memory_server.serve``, memory
    on) gets one signed webhook at a time, each with a phrase no other call has; the time until
    ``GET /callers/{phone}/memories?q=<phrase>`` returns that call's memory is measured (polled every
    10 ms). Includes the worker's yield to ingest (50 ms of quiet after a webhook).

@@ -1,14 +1,18 @@
-"""The local server with caller memory composed in, as the memory benchmarks run it (and as
-docs/memory.md tells the lead to wire ``callvault serve``), plus the synthetic calls they send.
+"""The server the memory benchmarks measure, plus the synthetic calls they send.
 
-    .venv/bin/python benchmarks/memory_server.py DATA_DIR PORT on|off
+``serve(data_dir, memory)`` starts the real ``callvault serve`` (the integrated product: its ingest
+processes, fast path, guards and background work), configured by environment only: the webhook
+secret, one admin API key, the agent's webhook secret, and ``CALLVAULT_MEMORY_BACKEND`` ``oss``
+(offline Mem0 under DATA_DIR/memory, its worker running, the memory routes mounted) or ``none``.
 
-``on``: offline Mem0 store under DATA_DIR/memory, outbox in the index file, the worker thread
-running, the three memory routes mounted. ``off``: the same app without any of it. Both print
-nothing per request (stdout goes wherever the parent sends it).
+For diagnosis only, this file is also a server of its own: the local app composed by hand under plain
+uvicorn, with no ingest processes (what these benchmarks ran before 2026-12-06):
 
-For diagnosis only: mode ``queue`` records jobs but starts no worker; ``CV_LIGHT_STORE=1`` uses the
-null store (Mem0 never loaded); ``CV_NO_TRIGGER=1`` drops the outbox triggers (no jobs recorded).
+    .venv/bin/python benchmarks/memory_server.py DATA_DIR PORT on|off|queue
+
+Mode ``queue`` records jobs but starts no worker; ``CV_LIGHT_STORE=1`` uses the null store (Mem0 never
+loaded); ``CV_NO_TRIGGER=1`` drops the outbox triggers (no jobs recorded). ``serve(..., composed=True)``
+runs it instead of ``callvault serve``.
 """
 
 import contextlib
@@ -115,13 +119,24 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(data_dir: Path, memory: bool, log: Path | None = None) -> Iterator[Server]:
-    """This module as a server process on 127.0.0.1; SIGTERM (graceful) on exit."""
+def serve(data_dir: Path, memory: bool, log: Path | None = None, *, composed: bool = False) -> Iterator[Server]:
+    """``callvault serve`` (or, ``composed``, this module's own app) on 127.0.0.1; SIGTERM on exit."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLVAULT_", "MEM0_"))}
     out = log.open("wb") if log else subprocess.DEVNULL
+    if composed:
+        command = [sys.executable, __file__, str(data_dir), str(port), "on" if memory else "off"]
+    else:
+        command = [sys.executable, "-m", "services.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)]
+        env |= {
+            "CALLVAULT_WEBHOOK_SECRET": SECRET,
+            "CALLVAULT_API_KEYS": f"admin:{API_KEY}",
+            "CALLVAULT_AGENT_WEBHOOK_SECRET": AGENT_SECRET,
+            "CALLVAULT_MEMORY_BACKEND": "oss" if memory else "none",
+            "CALLVAULT_LOG_LEVEL": "WARNING",
+        }
     process = subprocess.Popen(
-        [sys.executable, __file__, str(data_dir), str(port), "on" if memory else "off"],
+        command,
         cwd=ROOT,
         env=env,
         stdout=out,
@@ -129,7 +144,7 @@ def serve(data_dir: Path, memory: bool, log: Path | None = None) -> Iterator[Ser
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # serve opens the memory store before it listens
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"the benchmark server exited early (see {log})")
