@@ -5,6 +5,10 @@ An ASGI middleware over the composed app, so the search and console routes need 
 audit: when a response to one of these routes starts with a success status, the entry is written
 first, with the key id the route's auth put in the request's log fields. If it cannot be written,
 the exception ends the request before the response is sent: no access goes unrecorded.
+
+Only real accesses are recorded: a request whose auth named no key (a console page answering with
+the sign-in redirect) and a signed link that did not serve its file are not, so nobody can fill the
+trail with entries by requesting audited routes without a key.
 """
 
 from typing import Any
@@ -23,6 +27,7 @@ AUDITED_ROUTES = {
     "/files/{key:path}": "file_download",
     "/console/calls/{conversation_id}": "console_view",
     "/console/calls/{conversation_id}/audio": "console_audio",
+    "/console/callers/{phone}": "console_caller_view",  # a caller's calls, summaries and memories
     # Keyword search answers with transcript turns of many calls: recorded without naming them (the
     # query is not kept either: it may be a name or a number).
     "/search": "transcript_search",
@@ -42,22 +47,26 @@ class AccessAuditMiddleware:
             return
 
         async def audited_send(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] < 400:
-                self._record(scope)
+            if message["type"] == "http.response.start":
+                self._record(scope, message["status"])
             await send(message)
 
         await self.app(scope, receive, audited_send)
 
-    def _record(self, scope: Scope) -> None:
+    def _record(self, scope: Scope, status: int) -> None:
         route = getattr(scope.get("route"), "path", None)
         action = AUDITED_ROUTES.get(route or "")
-        if action is None:
+        if action is None or status >= 400:
+            return
+        fields = scope.get("state", {}).get(LOG_FIELDS, {})
+        # A signed link's signature is its credential: only a served file counts as an access.
+        served = status in (200, 206)
+        actor = ("signed-link" if served else None) if action == "file_download" else fields.get("key_id")
+        if not actor:
             return
         params: dict[str, Any] = scope.get("path_params", {})
         conversation_id = params.get("conversation_id")
         if conversation_id is None and isinstance(params.get("key"), str):  # {phone}/{id}.json|.mp3
             conversation_id = params["key"].rsplit("/", 1)[-1].split(".", 1)[0]
         detail = {"phone": mask(params["phone"])} if isinstance(params.get("phone"), str) else {}
-        fields = scope.get("state", {}).get(LOG_FIELDS, {})
-        actor = str(fields.get("key_id") or ("signed-link" if action == "file_download" else "unknown"))
-        self.auditor.record(action, actor, [conversation_id] if conversation_id else [], detail)
+        self.auditor.record(action, str(actor), [conversation_id] if conversation_id else [], detail)

@@ -82,6 +82,28 @@ def test_a_console_view_is_recorded(client: TestClient) -> None:
     assert [(i["action"], i["actor"]) for i in _trail(client)["items"]] == [("console_view", _key_id(client, LISTEN))]
 
 
+def test_the_console_caller_page_is_recorded_with_the_masked_number(client: TestClient) -> None:
+    assert sign_in(client, READ).status_code == 303
+    assert client.get("/console/callers/+16125550142").status_code == 200
+
+    items = _trail(client)["items"]
+    assert [(i["action"], i["actor"], i["detail"]) for i in items] == [
+        ("console_caller_view", _key_id(client, READ), {"phone": "*******0142"})
+    ]
+
+
+def test_requests_without_a_key_add_nothing_to_the_trail(client: TestClient) -> None:
+    """Without a key nobody can fill the trail: sign-in redirects and links that serve nothing are not accesses."""
+    for path in (f"/console/calls/{CALL_ID}", f"/console/calls/{CALL_ID}/audio", "/console/callers/+16125550142"):
+        assert client.get(path, follow_redirects=False).status_code == 303
+    assert client.get("/console/search", params={"q": "hello"}, follow_redirects=False).status_code == 303
+    forged = client.get(f"/files/+16125550142/{CALL_ID}.json", params={"exp": "9999999999", "sig": "x" * 43})
+    assert forged.status_code in (401, 403)
+    assert client.get(f"/calls/{CALL_ID}").status_code == 401
+
+    assert _trail(client)["items"] == []
+
+
 def test_erasure_is_recorded_and_the_conversation_stays_findable_by_id(client: TestClient, data_dir: Path) -> None:
     client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN))
     assert client.delete("/callers/+16125550142", headers=bearer(ADMIN)).status_code == 200
