@@ -65,6 +65,7 @@ def create_app(
         description=DESCRIPTION,
         openapi_tags=TAGS,
         docs_url=None if offline_docs else "/docs",
+        redoc_url=None,  # ReDoc loads its script and fonts from a CDN; /docs (Swagger UI) is the one page
     )
     if offline_docs:
         from services.web.docs import install_offline_docs

@@ -30,6 +30,13 @@ from services.core.http import error_body
 
 REQUEST_ID_HEADER = "x-request-id"
 LOG_FIELDS = "log_fields"  # routes put extra (already masked) log fields in request.state under this name
+# Every answer may hold a transcript, a link or a caller's number: nothing is cached or sniffed, and no
+# page is framed, unless a route says otherwise (documentation assets, the console's own policy).
+SAFE_DEFAULT_HEADERS = (
+    ("cache-control", "no-store"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+)
 _FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
 
 
@@ -44,9 +51,9 @@ def add_log_fields(request: Request, **fields: Any) -> None:
 
 
 class RequestContextMiddleware:
-    """Gives each request an id (API Gateway's own on Lambda), echoes it in ``x-request-id``, logs one
-    line per request (route template, never the raw path or query), and turns any exception that no
-    handler took into the 500 envelope."""
+    """Gives each request an id (API Gateway's own on Lambda), echoes it in ``x-request-id``, adds the
+    safe default headers a route did not set, logs one line per request (route template, never the raw
+    path or query), and turns any exception that no handler took into the 500 envelope."""
 
     def __init__(self, app: ASGIApp, logger: Logger) -> None:
         self.app = app
@@ -65,7 +72,10 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 outcome["status"], outcome["started"] = message["status"], True
-                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, rid)
+                headers = MutableHeaders(scope=message)
+                headers.append(REQUEST_ID_HEADER, rid)
+                for name, value in SAFE_DEFAULT_HEADERS:
+                    headers.setdefault(name, value)
             await send(message)
 
         try:

@@ -83,7 +83,7 @@ def download_file(
     headers = {
         "accept-ranges": "bytes",
         "content-disposition": content_disposition(found.filename),
-        "cache-control": "private, max-age=0",
+        "cache-control": "no-store",
     }
     start, length, status = 0, found.size, 200
     if found.range is not None:
