@@ -75,6 +75,7 @@ ON CONFLICT (phone) DO UPDATE SET caller_name = excluded.caller_name, started_at
 WHERE excluded.started_at >= callers.started_at
 """
 _FORGET_NAME = "DELETE FROM callers WHERE phone = ? AND conversation_id = ?"
+_FORGET_FACTS = "DELETE FROM caller_facts WHERE phone = ? AND conversation_id = ?"
 
 
 @dataclass(frozen=True)
@@ -165,9 +166,10 @@ class Mem0OssMemoryStore:
                         infer=group[0].infer,
                     )
                 time.sleep(0)  # a lookup waiting for the lock gets it between two writes
-            if not items:  # the conversation's memories erased (#13): so is the name it gave, if it is the one kept
+            if not items:  # the conversation's memories erased (#13): so are the name and facts it gave, if kept
                 with self._names:
                     self._callers.execute(_FORGET_NAME, (phone, conversation_id))
+                    self._callers.execute(_FORGET_FACTS, (phone, conversation_id))
                     self._callers.commit()
             self._remember_name(phone, conversation_id, items)
             return len(items)
