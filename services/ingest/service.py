@@ -201,7 +201,10 @@ class Archiver:
             return False
         if known is None or known.audio_key != final or known.audio_version != target.version:
             audio = AudioFacts(final, target.size, target.version)
-            self.index.save_audio(conversation_id, None, audio, self._now(), only_if_unplaced=False)
+            saved = self.index.save_audio(conversation_id, None, audio, self._now(), only_if_unplaced=False)
+            if not saved and self._audio_expired(conversation_id):
+                self._purge_expired_audio(conversation_id, final)
+                return False
         if parked is not None:
             self.blobs.delete_if(pending, parked.tag)  # a newer parked copy that arrived meanwhile stays
         return True
@@ -265,7 +268,10 @@ class Archiver:
             return IngestResult("stale", event_type, conversation_id, existing.phone if existing else None)
         audio = AudioFacts(key, written.size, version)
         if existing is not None and placed:
-            self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=False)
+            saved = self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=False)
+            if not saved and self._audio_expired(conversation_id):  # a retention run removed it meanwhile
+                self._purge_expired_audio(conversation_id, key)
+                return IngestResult("stale", event_type, conversation_id, existing.phone)
             if self.blobs.head(keys.pending_audio_key(conversation_id)) is not None:
                 # A crash between a parked copy's placing and its deletion left it: finish that move
                 # (the newer of the two audios stays in place).
@@ -284,10 +290,21 @@ class Archiver:
             # Still unplaced: the condition failed on the version, a newer parked audio is recorded.
             return IngestResult("stale", event_type, conversation_id)
         # A call-level event placed the call between our read and our write: place the audio ourselves.
-        self.place_audio(conversation_id, row.archive_prefix, row)
+        if not self.place_audio(conversation_id, row.archive_prefix, row):
+            return IngestResult("stale", event_type, conversation_id, row.phone)  # expired meanwhile
         if self.analytics is not None:
             self.analytics.mark_audio(conversation_id, row.started_at)
         return IngestResult("stored", event_type, conversation_id, row.phone)
+
+    def _audio_expired(self, conversation_id: str) -> bool:
+        row = self.index.get(conversation_id)
+        return row is not None and row.audio_version == versions.AUDIO_EXPIRED
+
+    def _purge_expired_audio(self, conversation_id: str, key: str) -> None:
+        """Audio written while a retention run expired the call's audio: the row refused it, so the
+        object goes too (and a parked copy with it), or it would outlive its retention unnamed."""
+        for stale in (key, keys.pending_audio_key(conversation_id)):
+            self.blobs.purge(stale)
 
 
 def _row_is_newer(row: CallRecord, record: CallRecord) -> bool:

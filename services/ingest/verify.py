@@ -181,6 +181,10 @@ class ArchiveVerifier:
         name = key.rsplit("/", 1)[-1]
         conversation_id, _, suffix = name.partition(".")
         row = rows.get(conversation_id)
+        if suffix == "mp3" and row is not None and row.audio_version == versions.AUDIO_EXPIRED:
+            if repair:
+                self.blobs.purge(key)
+            return Finding("expired_audio_present", conversation_id, "audio a retention rule removed", True, repair)
         if key.startswith(keys.PENDING_AUDIO_PREFIX + "/"):
             if row is not None and row.audio_key == key:
                 return None  # checked with its row
@@ -341,7 +345,7 @@ def _event_of(document: dict[str, Any], version: str | None) -> tuple[str, int |
 
 
 def _audio_in_place(row: CallRecord, blobs: BlobStore) -> bool:
-    if row.archive_prefix is None:
+    if row.archive_prefix is None or row.audio_version == versions.AUDIO_EXPIRED:
         return False
     return blobs.head(keys.audio_key(row.archive_prefix, row.conversation_id)) is not None
 

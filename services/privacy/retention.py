@@ -255,7 +255,10 @@ class RetentionRunner:
         audio (verify reports it), and the next run, which still selects the call, finishes."""
         assert self.blobs is not None
         for call in calls:
-            for key in {call.audio_key, keys.pending_audio_key(call.conversation_id)} - {None}:
+            # The folder's audio key too: audio that arrived after this run listed the call is in
+            # place before the row names it (the row then refuses it, and ingest purges its copy).
+            placed = keys.audio_key(call.archive_prefix, call.conversation_id) if call.archive_prefix else None
+            for key in {call.audio_key, placed, keys.pending_audio_key(call.conversation_id)} - {None}:
                 self.blobs.purge(str(key))
             self.index.drop_audio(call.conversation_id, now)
             if self.audio_flags is not None:

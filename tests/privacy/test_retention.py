@@ -3,6 +3,7 @@ expired once released, a second run finds nothing, bad rule files are refused.""
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -174,3 +175,65 @@ def test_audio_retention_removes_the_audio_for_good_and_keeps_the_call() -> None
     assert not [k for k in world.blobs.list_keys() if k.endswith("conv_old_audio.mp3")]
     assert runner.run().audio_expired == []
     assert ArchiveVerifier(world.archiver, clock=world.clock).run().findings == []
+
+
+class _RetentionDuringRead(MemoryCallIndex):
+    """Runs ``then`` once, right after the next read of a row returns: the delivery that read the row
+    goes on writing as if nothing happened, as a delivery racing a retention run would."""
+
+    then: Any = None
+
+    def get(self, conversation_id: str) -> Any:
+        row = super().get(conversation_id)
+        if self.then is not None:
+            then, self.then = self.then, None
+            then()
+        return row
+
+
+def test_audio_arriving_while_a_run_expires_it_is_refused_and_purged() -> None:
+    from services.ingest.verify import ArchiveVerifier
+
+    from .conftest import audio_envelope
+
+    index = _RetentionDuringRead()
+    world = World("memory", MemoryBlobStore(), index, MemoryBlobStore(), now=float(NOW))
+    _call(world, "conv_racing", 100)
+    assert world.deliver(audio_envelope("conv_racing", NOW - 100 * DAY + 61)) == "stored"
+    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(world.analytics)], erased=world.erased)
+    runner = RetentionRunner(
+        world.index, eraser, RetentionRules(Rule(audio_days=60)), blobs=world.blobs,
+        audio_flags=world.archiver.analytics, clock=world.clock,
+    )  # fmt: skip
+    expired: list[list[str]] = []
+    index.then = lambda: expired.append(runner.run().audio_expired)
+
+    # A newer audio of the call: read before the run, written after it.
+    assert world.deliver(audio_envelope("conv_racing", NOW - 1)) == "stale"
+
+    assert expired == [["conv_racing"]]
+    assert not [k for k in world.blobs.list_keys() if k.endswith(".mp3")]
+    assert world.index.get("conv_racing").audio_version == "~expired"  # type: ignore[union-attr]
+    assert ArchiveVerifier(world.archiver, clock=world.clock).run().findings == []
+
+
+def test_verify_finds_and_purges_audio_left_after_its_expiry() -> None:
+    from services.ingest.verify import ArchiveVerifier
+
+    from .conftest import audio_envelope
+
+    world = World("memory", MemoryBlobStore(), MemoryCallIndex(), MemoryBlobStore(), now=float(NOW))
+    _call(world, "conv_left", 100)
+    assert world.deliver(audio_envelope("conv_left", NOW - 100 * DAY + 61)) == "stored"
+    key = world.index.get("conv_left").audio_key  # type: ignore[union-attr]
+    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(world.analytics)], erased=world.erased)
+    rules = RetentionRules(Rule(audio_days=60))
+    RetentionRunner(
+        world.index, eraser, rules, blobs=world.blobs, audio_flags=world.archiver.analytics, clock=world.clock
+    ).run()
+    world.blobs.put_bytes(str(key), b"ID3 left by a crash", "audio/mpeg")  # a delivery killed before its purge
+
+    verifier = ArchiveVerifier(world.archiver, clock=world.clock)
+    assert [f.kind for f in verifier.run().findings] == ["expired_audio_present"]
+    assert [f.repaired for f in verifier.run(repair=True).findings] == [True]
+    assert verifier.run().findings == [] and not [k for k in world.blobs.list_keys() if k.endswith(".mp3")]
