@@ -161,6 +161,7 @@ class RetentionRunner:
     blobs: BlobStore | None = None  # the archive, for audio_days
     audio_flags: AudioFlags | None = None  # the analytics rows' has_audio, for audio_days
     analytics: CallerData | None = None  # the analytics rows, for analytics_days
+    analytics_cache: CallerData | None = None  # copies of those rows (the local DuckDB cache), dropped with them
     holds: HoldBook | None = None
     audit: Auditor | None = None
     clock: Callable[[], float] = field(default=time.time)
@@ -249,6 +250,8 @@ class RetentionRunner:
         for call in calls:
             self.analytics.erase(None, [call])
             self.index.expire_analytics(call.conversation_id, now)
+        if self.analytics_cache is not None:  # it is rebuilt from the tables, without these calls
+            self.analytics_cache.erase(None, calls)
 
     def _expire_audio(self, calls: Sequence[CallRecord], now: int) -> None:
         """Object first, then the row, then the analytics flag: a crash leaves the row naming the

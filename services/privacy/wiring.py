@@ -176,6 +176,7 @@ def build_retention(
         blobs=storage.blobs,
         audio_flags=flags,
         analytics=AnalyticsErasure(build_analytics_store(settings)) if has_analytics else None,
+        analytics_cache=DuckDbCacheErasure(settings.data_dir / CACHE_FILE) if settings.backend != "aws" else None,
         holds=eraser.holds,
         audit=eraser.audit,
     )

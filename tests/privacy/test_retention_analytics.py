@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from services.analytics.backfill import backfill_analytics
 from services.analytics.erasure import AnalyticsErasure
+from services.analytics.reader import CACHE_FILE
 from services.cli.main import cli
 from services.core.adapters.memory import MemoryAuditLog, MemoryBlobStore, MemoryCallIndex, MemoryHolds
 from services.ingest.verify import ArchiveVerifier
@@ -121,6 +122,8 @@ def test_retention_command_expires_analytics_rows_and_sql_sees_none(client: Test
     runner, env = CliRunner(), {"CALLVAULT_MEMORY_BACKEND": "none"}
     count = ["sql", "SELECT count(*) AS n FROM calls", "--format", "json", "--data-dir", str(data_dir)]
     assert json.loads(runner.invoke(cli, count).stdout)[0]["n"] == 2
+    cache = data_dir / CACHE_FILE
+    assert cache.exists()  # the query filled the local cache with copies of the rows
 
     dry = runner.invoke(cli, ["retention", "run", "--dry-run", "--json", "--data-dir", str(data_dir)], env=env)
     assert dry.exit_code == 0, dry.output
@@ -128,6 +131,7 @@ def test_retention_command_expires_analytics_rows_and_sql_sees_none(client: Test
     done = runner.invoke(cli, ["retention", "run", "--data-dir", str(data_dir)], env=env)
     assert done.exit_code == 0, done.output
     assert "the analytics rows of 2 more" in done.output
+    assert not cache.exists()  # its copies went with the rows (the next query rebuilds it)
 
     assert json.loads(runner.invoke(cli, count).stdout)[0]["n"] == 0
     assert len(client.get("/calls", headers={"Authorization": f"Bearer {ADMIN}"}).json()["items"]) == 2
