@@ -134,6 +134,7 @@ class Mem0OssMemoryStore:
         self._callers = sqlite3.connect(
             str(directory / "callers.sqlite3") if directory is not None else ":memory:", check_same_thread=False
         )
+        self._callers.execute("PRAGMA secure_delete=ON")  # an erased name or fact is zeroed, not left in free pages
         self._callers.execute(_CALLERS_SCHEMA)
         self._callers.execute(_FACTS_SCHEMA)
         # Qdrant local mode is not made for concurrent use: one call at a time. Writers also hold

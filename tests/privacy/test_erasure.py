@@ -166,8 +166,9 @@ def _item(conversation_id: str) -> Any:
     return MemoryItem("I like tea", "user", "semantic", {"conversation_id": conversation_id, "started_at": T0})
 
 
-def test_an_erased_row_leaves_no_trace_in_the_sqlite_file(tmp_path: Path) -> None:
-    """Deleted rows would otherwise stay readable in the file's free pages (secure_delete)."""
+def test_an_erased_row_leaves_no_trace_in_the_sqlite_file_or_its_wal(tmp_path: Path) -> None:
+    """Deleted rows would otherwise stay readable in the file's free pages (secure_delete) and in the
+    WAL frames that wrote them (a checkpoint after the delete)."""
     from services.core.adapters.fs_blob_store import FsBlobStore
     from services.core.adapters.sqlite_call_index import SqliteCallIndex
 
@@ -179,9 +180,10 @@ def test_an_erased_row_leaves_no_trace_in_the_sqlite_file(tmp_path: Path) -> Non
     eraser = _eraser(world)
 
     eraser.erase(eraser.plan_caller(ERASED))
-    index.close()  # the last connection checkpoints the WAL into the file and removes it
 
-    stored = (tmp_path / "index.sqlite3").read_bytes()
+    # Read while the index is still open, as a running server holds it: the file and its WAL.
+    wal = tmp_path / "index.sqlite3-wal"
+    stored = (tmp_path / "index.sqlite3").read_bytes() + (wal.read_bytes() if wal.exists() else b"")
     assert b"conv_secret_caller" not in stored and b"16125550142" not in stored
     assert b"conv_keep_29" in stored
 
