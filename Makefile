@@ -63,6 +63,10 @@ browser:
 	  exit 1; \
 	fi
 
+# The fast loop while changing code: the unit tests only (no lint, SAM build or browser), in seconds.
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
 # `infra` builds the Lambda packages that tests/infra imports, so it runs before pytest.
 test: lint typecheck infra browser
 	CALLVAULT_SAM_BUILD_DIR=$(SAM_BUILD_DIR) $(BIN)/pytest $(PYTEST_ARGS)

@@ -22,7 +22,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from services.analytics.reports import REPORTS
-from services.cli.options import DATA_DIR_OPTION, INSTANT, progress_bars, require_archive, settings_for
+from services.cli.options import (
+    DATA_DIR_OPTION,
+    INSTANT,
+    archive_settings,
+    progress_bars,
+    require_archive,
+    settings_for,
+)
 from services.core.config import Settings
 
 if TYPE_CHECKING:
@@ -354,7 +361,7 @@ def backfill_analytics(prune: bool, workers: int, data_dir: Path | None) -> None
     from services.analytics.backfill import backfill_analytics as run_backfill
     from services.core.wiring import build_analytics_store, build_storage
 
-    settings = settings_for(data_dir)
+    settings = archive_settings(data_dir)
     storage = build_storage(settings)
     analytics = build_analytics_store(settings)
     with progress_bars() as bar:
@@ -393,7 +400,7 @@ def compact_analytics(data_dir: Path | None) -> None:
     from services.analytics.compaction import compact_closed_days
     from services.core.wiring import build_analytics_store
 
-    analytics = build_analytics_store(settings_for(data_dir))
+    analytics = build_analytics_store(archive_settings(data_dir))
     with progress_bars() as bar:
         summary = compact_closed_days(analytics, progress=bar("merging closed days"))
     click.echo(f"{len(summary.days)} day objects written from {summary.objects_merged} per-call objects", err=True)

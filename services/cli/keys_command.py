@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import orjson
 
-from services.cli.options import DATA_DIR_OPTION, settings_for
+from services.cli.options import DATA_DIR_OPTION, archive_settings
 from services.web.auth import ROLES, parse_role
 from services.web.keystore import KeyFile
 
@@ -35,7 +35,7 @@ def keys() -> None:
 @click.option("--role", type=click.Choice(ROLES), default="read", show_default=True, help="What the key may do.")
 def create(data_dir: Path | None, name: str, role: str) -> None:
     """Create a key and print it (once)."""
-    store = KeyFile.in_data_dir(settings_for(data_dir).data_dir)
+    store = KeyFile.in_data_dir(archive_settings(data_dir).data_dir)
     key, record = store.create(name.strip()[:100], parse_role(role))
     _audit(data_dir, "key_create", {"key_id": record.id, "role": record.role})
     click.echo(key)
@@ -51,7 +51,7 @@ def create(data_dir: Path | None, name: str, role: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def list_(data_dir: Path | None, as_json: bool) -> None:
     """List the managed keys: id, name, role, created, revoked (never the key)."""
-    for record in KeyFile.in_data_dir(settings_for(data_dir).data_dir).all_keys():
+    for record in KeyFile.in_data_dir(archive_settings(data_dir).data_dir).all_keys():
         if as_json:
             shown = {k: getattr(record, k) for k in ("id", "name", "role", "created_at", "revoked_at")}
             click.echo(orjson.dumps(shown).decode())
@@ -66,7 +66,7 @@ def list_(data_dir: Path | None, as_json: bool) -> None:
 def revoke(data_dir: Path | None, key_id: str) -> None:
     """Revoke a key by its id (from `callvault keys list`); effective at once, also for its sessions."""
     try:
-        record = KeyFile.in_data_dir(settings_for(data_dir).data_dir).revoke(key_id)
+        record = KeyFile.in_data_dir(archive_settings(data_dir).data_dir).revoke(key_id)
     except KeyError:
         raise click.ClickException(f"no key with id {key_id}") from None
     _audit(data_dir, "key_revoke", {"key_id": record.id, "role": record.role})
@@ -78,6 +78,6 @@ def _audit(data_dir: Path | None, action: str, detail: dict[str, str]) -> None:
     from services.cli.privacy_commands import cli_actor
     from services.privacy.wiring import build_auditor
 
-    auditor = build_auditor(settings_for(data_dir))
+    auditor = build_auditor(archive_settings(data_dir))
     if auditor is not None:
         auditor.record(action, cli_actor(), detail=detail)

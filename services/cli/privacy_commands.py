@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from services.cli.options import DATA_DIR_OPTION, progress_bars, settings_for
+from services.cli.options import DATA_DIR_OPTION, archive_settings, progress_bars, settings_for
 from services.core.config import Settings
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ def audit(since: str | None, conversation: str | None, check: bool, as_json: boo
     from services.privacy.wiring import build_auditor
     from services.web.params import parse_instant
 
-    settings = settings_for(data_dir)
+    settings = archive_settings(data_dir)
     auditor = build_auditor(settings)
     if auditor is None:
         raise click.ClickException(f"no audit trail here: {_AWS_PRIVACY_SETTINGS}")
@@ -286,7 +286,7 @@ def hold(
     from services.core.domain.errors import CallVaultError
     from services.web.params import parse_phone
 
-    settings = settings_for(data_dir)
+    settings = archive_settings(data_dir)
     book = _hold_book(settings)
     if show:
         holds = book.holds.all()
@@ -318,7 +318,7 @@ def release(hold_id: str, data_dir: Path | None) -> None:
     from services.core.domain.errors import NotFound
 
     try:
-        released = _hold_book(settings_for(data_dir)).release(hold_id, actor=cli_actor())
+        released = _hold_book(archive_settings(data_dir)).release(hold_id, actor=cli_actor())
     except NotFound as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"released {released.id} ({released.label})")

@@ -1,5 +1,6 @@
-"""Commands that read an archive, pointed at a data dir that holds none (issue #14): they say where they
-looked and how to point at the server's, exit 1, and create nothing; `--athena` without AWS settings
+"""Commands that read or change an archive, pointed at a data dir that holds none (issue #14): they say
+where they looked and how to point at the server's, exit 1, and create nothing (no stray archive of
+keys, holds or analytics objects in the folder they ran in); `--athena` without AWS settings
 is one line, not a traceback."""
 
 import os
@@ -18,6 +19,15 @@ READERS = [
     ["sql", "SELECT count(*) FROM calls"],
     ["report", "calls-per-day"],
     ["report", "agents", "--no-cache"],
+    ["audit"],
+    ["hold", "+16125550142", "--reason", "litigation"],
+    ["hold", "--list"],
+    ["release", "hold_0123456789ab"],
+    ["keys", "create", "--name", "qa"],
+    ["keys", "list"],
+    ["keys", "revoke", "key_0123456789ab"],
+    ["compact-analytics"],
+    ["backfill-analytics"],
 ]
 
 
