@@ -188,6 +188,26 @@ def test_an_erased_row_leaves_no_trace_in_the_sqlite_file_or_its_wal(tmp_path: P
     assert b"conv_keep_29" in stored
 
 
+def test_an_erased_caller_leaves_no_folder_named_by_their_number(tmp_path: Path) -> None:
+    from services.core.adapters.fs_blob_store import FsBlobStore
+    from services.core.adapters.sqlite_call_index import SqliteCallIndex
+
+    archive = tmp_path / "archive"
+    world = World(
+        "local", FsBlobStore(archive), SqliteCallIndex(tmp_path / "index.sqlite3"), FsBlobStore(tmp_path / "a")
+    )
+    world.call("conv_kept_caller", KEPT, T0, audio=True)
+    world.call("conv_gone_caller", ERASED, T0 + 1, audio=True)
+    folders = sorted(p.name for p in archive.iterdir())
+    eraser = _eraser(world)
+
+    eraser.erase(eraser.plan_caller(ERASED))
+
+    assert len(folders) == 2 and sorted(p.name for p in archive.iterdir()) == [KEPT.lstrip("+")]
+    world.call("conv_back_again", ERASED, T0 + 2, audio=True)  # a new call of theirs makes it again
+    assert (archive / ERASED.lstrip("+") / "conv_back_again.mp3").is_file()
+
+
 @pytest.mark.parametrize("step", ["analytics_day_rewrite", "analytics_purge", "index_delete", "tombstone"])
 def test_a_crash_in_any_store_then_a_rerun_completes_the_erasure(world: World, step: str) -> None:
     """Crash points beyond the archive: the analytics day object's swap, a per-call analytics object,

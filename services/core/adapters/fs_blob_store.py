@@ -131,7 +131,18 @@ class FsBlobStore:
         except OSError as exc:
             raise StorageUnavailable("the local archive cannot be written") from exc
         self._fsync_dir(path.parent)
+        if path.parent.parent == self.root:  # a caller's folder, named by their number: not left empty
+            self._remove_if_empty(path.parent)
         return 1
+
+    def _remove_if_empty(self, folder: Path) -> None:
+        # rmdir refuses a folder anything is in, a writer's temp file included; a writer that made
+        # the folder just before finds it gone and makes it again (``_write_temp``).
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        self._fsync_dir(folder.parent)
 
     def get_tagged(self, key: str) -> tuple[bytes, str]:
         try:
