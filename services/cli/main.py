@@ -86,19 +86,19 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
         secret, created = local_webhook_secret(settings.data_dir)
         secrets = [secret]
         where = settings.data_dir / "webhook-secret"
+        # Where it is, never the value: the server's output is its log, which may be kept or shipped.
         if created:
-            click.echo(f"Generated a webhook secret (kept in {where}):\n\n    {secret}\n", err=True)
-            click.echo("Paste it into ElevenLabs as the webhook's HMAC secret.", err=True)
+            click.echo(f"Generated a webhook secret, kept in {where} (owner-only).", err=True)
+            click.echo(f"Paste the output of `cat {where}` into ElevenLabs as the webhook's HMAC secret.", err=True)
         else:
             click.echo(f"Webhook secret: kept in {where}", err=True)
     if not configured_api_keys(settings):
-        api_key, created = local_api_key(settings.data_dir)
+        _key, created = local_api_key(settings.data_dir)
         if created:
-            click.echo(
-                f"Generated an API key (kept in {settings.data_dir / API_KEY_FILE}):\n\n    {api_key}\n", err=True
-            )
             key_file = settings.data_dir / API_KEY_FILE
-            click.echo(f'Search with: curl -H "Authorization: Bearer $(cat {key_file})" {url}/calls', err=True)
+            click.echo(f"Generated an admin API key, kept in {key_file} (owner-only).", err=True)
+            click.echo(f"Sign in to the console at {url}/ with the output of `cat {key_file}`;", err=True)
+            click.echo(f'search with: curl -H "Authorization: Bearer $(cat {key_file})" {url}/calls', err=True)
         else:
             click.echo(f"API key: kept in {settings.data_dir / API_KEY_FILE}", err=True)
     api_key_hashes, signing_key = resolve_local(settings)

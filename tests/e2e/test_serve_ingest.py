@@ -401,7 +401,10 @@ def test_serve_first_run_generates_a_secret_that_callvault_sign_uses(tmp_path: P
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
         secret = secret_file.read_text(encoding="utf-8").strip()
         assert secret.startswith("wsec_") and len(secret) >= 32
-        assert secret in served.logs()  # shown once, so the user can paste it into ElevenLabs
+        assert secret not in served.logs()  # the output is a log: it says where the secret is, not what
+        assert f"Generated a webhook secret, kept in {secret_file}" in served.logs()
+        key = (data_dir / "api-key").read_text(encoding="utf-8").strip()
+        assert key not in served.logs() and f"cat {data_dir / 'api-key'}" in served.logs()
 
         signed = run_cli("sign", str(payload_file), "--data-dir", str(data_dir))
         assert signed.returncode == 0, signed.stderr
