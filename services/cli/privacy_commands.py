@@ -130,6 +130,15 @@ def forget(
         sys.exit(1 if failed else 0)
     verb = "would erase" if dry_run else "erased"
     click.echo(f"{who}: {verb} {summary.conversations} conversation(s)")
+    if not any(count for name, count in summary.derived.items()) and not (
+        summary.index_rows or summary.archive_objects
+    ):
+        # Nothing kept here (a mistyped id, or a call not delivered yet): it is still marked erased.
+        kept = "would be" if dry_run else "is"
+        click.echo(
+            f"  nothing of it was found here; it {kept} kept erased, so a later delivery or sync of it is refused",
+            err=True,
+        )
     for name, count in summary.to_dict().items():
         if name not in ("phone", "dry_run", "conversations", "upstream"):
             click.echo(f"  {name:<20} {count}")

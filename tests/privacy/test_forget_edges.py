@@ -3,11 +3,13 @@
 import json
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from services.cli.main import cli
+from tests.memory.support import call_envelope
 from tests.support import AUDIO, TRANSCRIPTION, fixture_bytes, signed_headers
 
 CALL_ID = "conv_01jzfrjvcce0vsea1fcbpp9p04"  # +16125550142, with audio
@@ -68,6 +70,7 @@ def test_forget_command_dry_run_then_erase_then_verify_is_clean(client: TestClie
     done = runner.invoke(cli, ["forget", PHONE, "--yes", "--data-dir", str(data_dir)], env=env)
     assert done.exit_code == 0, done.output
     assert "erased 1 conversation(s)" in done.output and "16125550142" not in done.output
+    assert "nothing of it was found" not in done.output
     assert _files(data_dir) == [f"archive/unknown/{WEB}.json"]
 
     for table in ("calls", "messages", "evaluations"):
@@ -79,6 +82,18 @@ def test_forget_command_dry_run_then_erase_then_verify_is_clean(client: TestClie
     by_id = runner.invoke(cli, ["forget", "--conversation", WEB, "--yes", "--data-dir", str(data_dir)], env=env)
     assert by_id.exit_code == 0, by_id.output
     assert _files(data_dir) == []
+
+
+def test_forget_of_an_id_the_archive_never_had_says_so_and_keeps_it_erased(client: TestClient, data_dir: Path) -> None:
+    args = ["forget", "--conversation", "conv_not_delivered_yet", "--yes", "--data-dir", str(data_dir)]
+    result = CliRunner().invoke(cli, args, env={"CALLVAULT_MEMORY_BACKEND": "none"})
+
+    assert result.exit_code == 0, result.output
+    assert "nothing of it was found here; it is kept erased" in result.stderr
+    late = orjson.dumps(call_envelope("conv_not_delivered_yet", "+16125550142"))
+    delivered = client.post("/webhooks/elevenlabs", content=late, headers=signed_headers(late))
+    assert delivered.status_code == 200 and delivered.json()["status"] == "erased"
+    assert client.get("/calls/conv_not_delivered_yet", headers=bearer(ADMIN)).status_code == 404
 
 
 def test_forget_command_needs_a_phone_or_a_conversation(data_dir: Path) -> None:
