@@ -35,7 +35,8 @@ def keys() -> None:
 @click.option("--role", type=click.Choice(ROLES), default="read", show_default=True, help="What the key may do.")
 def create(data_dir: Path | None, name: str, role: str) -> None:
     """Create a key and print it (once)."""
-    store = KeyFile.in_data_dir(archive_settings(data_dir).data_dir)
+    aws = "; for a key on AWS, run it with CALLVAULT_BACKEND=aws and the stack's settings (docs/console.md)"
+    store = KeyFile.in_data_dir(archive_settings(data_dir, hint=aws).data_dir)
     key, record = store.create(name.strip()[:100], parse_role(role))
     _audit(data_dir, "key_create", {"key_id": record.id, "role": record.role})
     click.echo(key)

@@ -52,16 +52,16 @@ def settings_for(data_dir: Path | None) -> Settings:
 INDEX_FILE = "index.sqlite3"  # what `serve` and `import` create first in a data dir (core.wiring)
 
 
-def archive_settings(data_dir: Path | None) -> Settings:
+def archive_settings(data_dir: Path | None, hint: str = "") -> Settings:
     """Settings for a command that reads an existing local archive. When the data dir holds none, it
     stops with where it looked and how to point at the server's, and creates nothing there."""
     settings = settings_for(data_dir)
     if settings.backend == "local":
-        require_archive(settings, data_dir)
+        require_archive(settings, data_dir, hint)
     return settings
 
 
-def require_archive(settings: Settings, data_dir: Path | None) -> None:
+def require_archive(settings: Settings, data_dir: Path | None, hint: str = "") -> None:
     if (settings.data_dir / INDEX_FILE).is_file() or (settings.data_dir / "analytics").is_dir():
         return
     if data_dir is not None:
@@ -72,7 +72,7 @@ def require_archive(settings: Settings, data_dir: Path | None) -> None:
         source = "the default, ./callvault-data"
     raise click.ClickException(
         f"no archive in {settings.data_dir.absolute()} (from {source}). Point at the data dir `callvault serve` "
-        "uses (it prints 'data in DIR' when it starts): --data-dir DIR or CALLVAULT_DATA_DIR=DIR"
+        "uses (it prints 'data in DIR' when it starts): --data-dir DIR or CALLVAULT_DATA_DIR=DIR" + hint
     )
 
 

@@ -6,11 +6,13 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from services.cli.main import cli
+from services.core.adapters.sqlite_call_index import SqliteCallIndex
 from services.web.auth import ApiKeys
 from services.web.keystore import KeyFile
 
 
 def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
+    SqliteCallIndex(tmp_path / "index.sqlite3").close()  # the data dir of a server that has run
     runner = CliRunner()
     created = runner.invoke(cli, ["keys", "create", "--data-dir", str(tmp_path), "--name", "qa", "--role", "listen"])
     assert created.exit_code == 0, created.output
