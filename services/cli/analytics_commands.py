@@ -393,7 +393,7 @@ def compact_analytics(data_dir: Path | None) -> None:
     """Merge each closed day's per-call objects into one object per table.
 
     A day is closed two UTC dates after it (a call on Monday is merged from Wednesday 00:00).
-    `callvault serve` does this when it starts and every hour, and the AWS stack once a day: run it
+    `callvault serve` does this when it starts and every hour, and the AWS stack every hour: run it
     by hand for tables whose days closed while no server was running. Safe beside the live webhook
     and against itself: no row is lost, and none is counted twice once it ends.
     """

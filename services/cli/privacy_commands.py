@@ -335,7 +335,7 @@ def release(hold_id: str, data_dir: Path | None) -> None:
 
 @click.group()
 def retention() -> None:
-    """Retention rules: erase calls, audio and memories older than DATA_DIR/retention.toml allows."""
+    """Retention rules: erase calls, audio, memories and analytics rows older than DATA_DIR/retention.toml allows."""
 
 
 @retention.command(name="run")
@@ -343,9 +343,9 @@ def retention() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option(
     "--rules",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),  # a mistyped path must not mean "no rules"
     default=None,
-    help="Rules file [DATA_DIR/retention.toml].",
+    help="Rules file [DATA_DIR/retention.toml; without it nothing expires].",
 )
 @DATA_DIR_OPTION
 def retention_run(dry_run: bool, as_json: bool, rules: Path | None, data_dir: Path | None) -> None:
@@ -357,6 +357,7 @@ def retention_run(dry_run: bool, as_json: bool, rules: Path | None, data_dir: Pa
       transcripts_days = 365        # the whole call: transcript, audio, row, analytics, memories
       audio_days = 30               # the audio only
       memories_days = 90            # the call's memories only
+      analytics_days = 730          # the call's analytics rows only (reports stop counting it)
       [agents."agent_7201k..."]
       transcripts_days = 30
     """

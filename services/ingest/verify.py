@@ -151,7 +151,8 @@ class ArchiveVerifier:
         assert row.transcript_key is not None
         head = self.blobs.head(row.transcript_key)
         if head is None:
-            yield Finding("row_names_missing_object", cid, "the transcript is gone; sync or import it again", False)
+            gone = "the transcript is gone: `callvault sync` fetches it again, or import a saved copy of its webhook"
+            yield Finding("row_names_missing_object", cid, gone, False)
             return
         if row.version is not None and head.version != row.version:
             archive_newer = head.version is not None and versions.compare(head.version, row.version) == "newer"

@@ -120,6 +120,9 @@ def test_no_rules_file_keeps_everything(tmp_path: Path) -> None:
 def test_retention_command_dry_run_then_run(client: TestClient, data_dir: Path) -> None:
     (data_dir / "retention.toml").write_text('[default]\ntranscripts_days = 400\n[agents."agent_other"]\n')
     runner, env = CliRunner(), {"CALLVAULT_MEMORY_BACKEND": "none"}
+    mistyped = ["retention", "run", "--rules", str(data_dir / "retention.tml"), "--data-dir", str(data_dir)]
+    refused = runner.invoke(cli, mistyped, env=env)  # not "no rules, nothing expires"
+    assert refused.exit_code == 2 and "does not exist" in refused.output
 
     dry = runner.invoke(cli, ["retention", "run", "--dry-run", "--json", "--data-dir", str(data_dir)], env=env)
     assert dry.exit_code == 0, dry.output
