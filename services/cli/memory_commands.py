@@ -170,7 +170,8 @@ def _read(phone: str, data_dir: Path | None, query: str | None, type_: str | Non
         raise click.BadParameter(exc.message, param_hint="PHONE") from None
     kinds: dict[str | None, MemoryType | None] = {"factual": "factual", "semantic": "semantic", None: None}
     kind = kinds[type_]
-    with _data_dir_lock(settings, "callvault memory show"):
+    api = f" (while it runs, its API answers the same: GET /callers/{{phone}}/memories{'?q=...' if query else ''})"
+    with _data_dir_lock(settings, "callvault memory show", api):
         try:
             store = build_memory_store(settings)
         except CallVaultError as exc:
@@ -195,15 +196,20 @@ def _read(phone: str, data_dir: Path | None, query: str | None, type_: str | Non
         click.echo("no memories", err=True)
 
 
-def _data_dir_lock(settings: Settings, holder: str = "callvault memory forget") -> AbstractContextManager[object]:
-    """The local store is one process's: held while we use it, refused while `serve` holds it."""
+def _data_dir_lock(
+    settings: Settings, holder: str = "callvault memory forget", while_served: str = ""
+) -> AbstractContextManager[object]:
+    """The local store is one process's: held while we use it, refused while `serve` holds it
+    (``while_served``: what to use instead while it runs)."""
     from services.local.lock import DataDirBusy, DataDirLock, DataDirUnusable
 
     if settings.backend != "local" or settings.memory_backend != "oss":
         return nullcontext()
     try:
         return DataDirLock.acquire(settings.data_dir, holder)
-    except (DataDirBusy, DataDirUnusable) as exc:
+    except DataDirBusy as exc:
+        raise click.ClickException(str(exc) + while_served) from None
+    except DataDirUnusable as exc:
         raise click.ClickException(str(exc)) from None
 
 

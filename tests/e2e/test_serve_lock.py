@@ -55,6 +55,10 @@ def test_memory_forget_while_serving_names_the_server(tmp_path: Path) -> None:
         )
         line = _one_clear_line(process)
         assert f"another callvault serve (pid {served.process.pid}) holds {served.data_dir}" in line
+        shown = _callvault(
+            "memory", "show", "+16125550142", "--data-dir", str(served.data_dir), CALLVAULT_MEMORY_BACKEND="oss"
+        )
+        assert "its API answers the same: GET /callers/{phone}/memories" in _one_clear_line(shown)
 
 
 def test_a_taken_port_is_said_before_secrets_are_generated(tmp_path: Path) -> None:
