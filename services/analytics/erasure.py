@@ -86,7 +86,7 @@ class DuckDbCacheErasure:
     so erasure deletes it and the next query rebuilds it from the tables."""
 
     path: Path
-    name: str = "analytics cache"
+    name: str = "analytics_cache"  # a key of the JSON summaries (`forget --json`, DELETE /callers)
 
     def find(self, phone: str | None, calls: Sequence[CallRecord]) -> int:
         return int(self.path.exists())

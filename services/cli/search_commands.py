@@ -174,6 +174,7 @@ def show(conversation_id: str, base_url: str | None, as_json: bool, data_dir: Pa
         storage = build_storage(settings)
         links = build_link_signer(settings, storage, _signing_key(settings), time.time)
         details = get_call(conversation_id, index=storage.index, links=links, expires_in=settings.link_ttl_secs)
+        _record_links_issued(settings, conversation_id)
     except CallVaultError as exc:
         raise _fail(exc) from None
     base_url = base_url or settings.public_url or recorded_served_url(settings.data_dir) or DEFAULT_BASE_URL
@@ -193,3 +194,14 @@ def show(conversation_id: str, base_url: str | None, as_json: bool, data_dir: Pa
             click.echo(f"{kind}: none")
         else:
             click.echo(f"{kind} ({link.bytes} bytes, link expires {_when(link.expires_at)} UTC):\n  {link.url}")
+
+
+def _record_links_issued(settings: Settings, conversation_id: str) -> None:
+    """Links from the terminal are accesses like links from the API (``GET /calls/{id}``): recorded
+    before they are shown, with the OS user as the actor."""
+    from services.cli.privacy_commands import cli_actor
+    from services.privacy.wiring import build_auditor
+
+    auditor = build_auditor(settings)
+    if auditor is not None:
+        auditor.record("link_issued", cli_actor(), [conversation_id], {})

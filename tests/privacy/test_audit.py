@@ -104,6 +104,14 @@ def test_requests_without_a_key_add_nothing_to_the_trail(client: TestClient) -> 
     assert _trail(client)["items"] == []
 
 
+def test_links_shown_at_the_terminal_are_recorded_with_the_os_user(client: TestClient, data_dir: Path) -> None:
+    shown = CliRunner().invoke(cli, ["show", CALL_ID, "--json", "--data-dir", str(data_dir)], env=ENV)
+    assert shown.exit_code == 0, shown.output
+
+    items = _trail(client)["items"]
+    assert [i["action"] for i in items] == ["link_issued"] and items[0]["actor"].startswith("cli:")
+
+
 def test_erasure_is_recorded_and_the_conversation_stays_findable_by_id(client: TestClient, data_dir: Path) -> None:
     client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN))
     assert client.delete("/callers/+16125550142", headers=bearer(ADMIN)).status_code == 200
