@@ -6,8 +6,8 @@ audit: when a response to one of these routes starts with a success status, the 
 first, with the key id the route's auth put in the request's log fields. If it cannot be written,
 the exception ends the request before the response is sent: no access goes unrecorded.
 
-Only real accesses are recorded: a request whose auth named no key (a console page answering with
-the sign-in redirect) and a signed link that did not serve its file are not, so nobody can fill the
+Only real accesses are recorded: a request whose auth named no key or IAM caller (a console page
+answering with the sign-in redirect) and a signed link that did not serve its file are not, so nobody can fill the
 trail with entries by requesting audited routes without a key.
 """
 
@@ -61,7 +61,9 @@ class AccessAuditMiddleware:
         fields = scope.get("state", {}).get(LOG_FIELDS, {})
         # A signed link's signature is its credential: only a served file counts as an access.
         served = status in (200, 206)
-        actor = ("signed-link" if served else None) if action == "file_download" else fields.get("key_id")
+        # A key's id, or on an IAM-authenticated stack the caller's ARN that API Gateway verified.
+        credential = fields.get("key_id") or fields.get("caller")
+        actor = ("signed-link" if served else None) if action == "file_download" else credential
         if not actor:
             return
         params: dict[str, Any] = scope.get("path_params", {})

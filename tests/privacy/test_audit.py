@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -188,3 +189,42 @@ def test_the_audit_route_pages_forward_so_no_entry_is_out_of_reach(client: TestC
     assert [e["seq"] for e in newest["items"]] == [4, 5] and newest["next_after"] is None
     assert pages == [[1, 2], [3, 4], [5]]
     assert client.get("/audit", params={"after": "-1"}, headers=bearer(ADMIN)).status_code in (400, 422)
+
+
+def test_an_iam_authenticated_access_is_recorded_with_the_callers_arn() -> None:
+    """On a stack with ``api_auth=iam`` no key id exists: API Gateway's verified ARN is the actor."""
+    import time
+
+    from services.core.adapters.memory import MemoryAuditLog, MemoryBlobStore, MemoryCallIndex, MemoryTombstones
+    from services.core.domain import payload
+    from services.core.erased import ErasedConversations
+    from services.core.wiring import Storage
+    from services.ingest.service import Archiver
+    from services.privacy.access_audit import AccessAuditMiddleware
+    from services.privacy.audit import Auditor
+    from services.search.app import create_app
+    from services.search.cursor import CursorCodec
+    from services.search.wiring import build_link_signer
+    from services.web.auth import ApiKeys
+
+    settings = Settings(api_auth="iam")
+    storage = Storage(MemoryBlobStore(), MemoryCallIndex())
+    event = payload.as_transcription_event(fixture_json(TRANSCRIPTION))
+    Archiver(storage.blobs, storage.index, time.time).archive(event)
+    links = build_link_signer(settings, storage, b"p" * 32, time.time)
+    app = create_app(settings, storage, api_keys=ApiKeys([]), cursors=CursorCodec(b"p" * 32), links=links)
+    log = MemoryAuditLog()
+    app.add_middleware(AccessAuditMiddleware, auditor=Auditor(log, ErasedConversations(b"k" * 32, MemoryTombstones())))
+    arn = "arn:aws:sts::123456789012:assumed-role/callvault-readers/analyst"
+    iam = {"requestContext": {"requestId": "r1", "authorizer": {"iam": {"userArn": arn, "accessKey": "ASIAX"}}}}
+
+    async def through_api_gateway(scope: Any, receive: Any, send: Any) -> None:
+        scope["aws.event"] = iam
+        await app(scope, receive, send)
+
+    with TestClient(through_api_gateway) as gateway:
+        assert gateway.get(f"/calls/{CALL_ID}").status_code == 200
+    with TestClient(app) as direct:  # no IAM caller: refused, and nothing recorded
+        assert direct.get(f"/calls/{CALL_ID}").status_code == 401
+
+    assert [(e.action, e.actor) for e in log.entries()] == [("link_issued", arn)]
