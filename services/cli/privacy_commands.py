@@ -140,8 +140,14 @@ def forget(
             err=True,
         )
     for name, count in summary.to_dict().items():
-        if name not in ("phone", "dry_run", "conversations", "upstream"):
+        if name not in ("phone", "dry_run", "conversations", "upstream", "index_log_pending"):
             click.echo(f"  {name:<20} {count}")
+    if summary.index_log_pending:
+        click.echo(
+            "  the index's write-ahead log still holds copies of the erased rows (a reader held it); "
+            "they go with the next erasure, or when `callvault serve` stops",
+            err=True,
+        )
     if summary.upstream is not None:
         _echo_upstream(summary.upstream, dry_run)
     if failed:

@@ -143,6 +143,12 @@ class CallIndex(Protocol):
         """Remove a row (``callvault verify --repair`` of a row that names nothing)."""
         ...
 
+    def scrub_deleted(self) -> bool:
+        """Leave no copy of the rows deleted so far in the store's own files (erasure, #13): SQLite
+        writes its WAL into the database and truncates it. Once per erasure, not per row. False when a
+        reader held the WAL meanwhile; the next erasure, or the store's last close, finishes it."""
+        ...
+
     def drop_audio(self, conversation_id: str, now: int) -> bool:
         """The call's audio expired (retention, #13): no audio fields, ``expects_audio`` false, and
         ``audio_version`` = ``versions.AUDIO_EXPIRED``, above any audio, so none is recorded again.

@@ -62,6 +62,9 @@ class ErasureSummary:
     index_rows: int = 0
     derived: dict[str, int] = field(default_factory=dict)
     upstream: "UpstreamSummary | None" = None  # with --upstream only
+    # A reader held the index's log while it was scrubbed (SQLite WAL): copies of the erased rows stay
+    # in that file until the next erasure or the server's stop. Said, never hidden.
+    index_log_pending: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         found: dict[str, Any] = {
@@ -74,6 +77,8 @@ class ErasureSummary:
         }
         if self.upstream is not None:
             found["upstream"] = self.upstream.to_dict()
+        if self.index_log_pending:
+            found["index_log_pending"] = True
         return found
 
 
@@ -182,6 +187,8 @@ class Eraser:
                 summary.index_rows += 1
             if progress is not None:
                 progress(done, len(plan.calls))
+        if summary.index_rows:
+            summary.index_log_pending = not self.index.scrub_deleted()
         return summary
 
     def _check_upstream(self, upstream: bool) -> None:

@@ -188,6 +188,33 @@ def test_an_erased_row_leaves_no_trace_in_the_sqlite_file_or_its_wal(tmp_path: P
     assert b"conv_keep_29" in stored
 
 
+def test_a_reader_holding_the_index_log_delays_its_scrub_and_the_summary_says_so(tmp_path: Path) -> None:
+    """The scrub blocks writers while it runs, so it waits for a reader only briefly, then says so."""
+    import sqlite3
+
+    from services.core.adapters.fs_blob_store import FsBlobStore
+    from services.core.adapters.sqlite_call_index import SqliteCallIndex
+
+    index = SqliteCallIndex(tmp_path / "index.sqlite3")
+    world = World("local", FsBlobStore(tmp_path / "archive"), index, FsBlobStore(tmp_path / "analytics"))
+    world.call("conv_kept_caller", KEPT, T0)
+    world.call("conv_secret_caller", ERASED, T0 + 1)
+    reader = sqlite3.connect(tmp_path / "index.sqlite3", isolation_level=None)  # a backup tool, a shell
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM calls").fetchone() == (2,)
+    eraser = _eraser(world)
+
+    held = eraser.erase(eraser.plan_caller(ERASED))
+    reader.execute("COMMIT")
+    reader.close()
+
+    assert held.index_log_pending and held.to_dict()["index_log_pending"] is True
+    assert index.scrub_deleted()  # the reader gone, the next scrub (the next erasure's) finishes it
+    wal = tmp_path / "index.sqlite3-wal"
+    stored = (tmp_path / "index.sqlite3").read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    assert b"conv_secret_caller" not in stored and b"conv_kept_caller" in stored
+
+
 def test_an_erased_caller_leaves_no_folder_named_by_their_number(tmp_path: Path) -> None:
     from services.core.adapters.fs_blob_store import FsBlobStore
     from services.core.adapters.sqlite_call_index import SqliteCallIndex

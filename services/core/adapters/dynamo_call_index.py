@@ -294,6 +294,9 @@ class DynamoCallIndex:
         except (PynamoDBException, BotoCoreError, ClientError) as exc:
             _unavailable("DeleteItem", exc)
 
+    def scrub_deleted(self) -> bool:
+        return True  # DynamoDB keeps no copy of a deleted item we could reach
+
     def drop_audio(self, conversation_id: str, now: int) -> bool:
         m = self.model
         actions: list[Action] = [

@@ -203,6 +203,9 @@ class MemoryCallIndex:
         with self._lock:
             self.rows.pop(conversation_id, None)
 
+    def scrub_deleted(self) -> bool:
+        return True  # nothing kept outside the rows
+
     def drop_audio(self, conversation_id: str, now: int) -> bool:
         with self._lock:
             row = self.rows.get(conversation_id)

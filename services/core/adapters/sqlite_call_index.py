@@ -200,9 +200,11 @@ class SqliteCallIndex:
     def delete(self, conversation_id: str) -> None:
         with self._write_lock:
             self._execute("DELETE FROM calls WHERE conversation_id = ?", (conversation_id,))
-            # Erasure: secure_delete zeroes the row in its page, but the WAL still holds the frames
-            # that wrote it until a checkpoint. Copy the zeroed page home and empty the WAL now.
-            self._db.checkpoint()
+
+    def scrub_deleted(self) -> bool:
+        # secure_delete zeroes a deleted row in its page, but the WAL keeps the frames that wrote the
+        # row until a checkpoint. Not under ``_write_lock``: the checkpoint waits for readers, briefly.
+        return self._db.checkpoint()
 
     def drop_audio(self, conversation_id: str, now: int) -> bool:
         with self._write_lock:

@@ -35,6 +35,10 @@ def _turn_to_wal(conn: sqlite3.Connection) -> None:
             conn.execute("PRAGMA journal_mode=WAL")
 
 
+BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another's lock before StorageUnavailable
+CHECKPOINT_WAIT_MS = 500  # an erasure's checkpoint blocks writers: it waits this long for readers
+
+
 class SqliteDatabase:
     """Thread-local connections in WAL mode with ``synchronous=FULL`` (a commit is on disk before we
     answer 200; NORMAL could lose it on power loss). SQLite errors become ``StorageUnavailable``
@@ -50,7 +54,7 @@ class SqliteDatabase:
         if conn is None:
             make_private(self.path)
             try:
-                conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
                 _turn_to_wal(conn)
                 conn.execute("PRAGMA synchronous=FULL")
                 # Erasure (#13): deleted rows are overwritten with zeros in their pages, not left in
@@ -68,12 +72,24 @@ class SqliteDatabase:
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"{self.what} is unavailable") from exc
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, wait_ms: int = CHECKPOINT_WAIT_MS) -> bool:
         """Write every WAL frame into the database file and truncate the WAL to zero bytes, so rows
-        deleted for an erasure survive nowhere. Best effort: with a reader in the middle of a read it
-        waits the busy timeout, then leaves the rest to the next checkpoint (or the last close)."""
-        with contextlib.suppress(sqlite3.Error):
-            self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        deleted for an erasure survive nowhere. Writers wait while it runs, so it waits for readers
+        ``wait_ms`` at most (not the 10 s busy timeout); False when one still held the WAL then."""
+        conn = self.connection()
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
+            busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError as exc:
+            if _locked(exc) or "busy" in str(exc):
+                return False  # another writer's lock outlasted the wait: the same as a reader's
+            raise StorageUnavailable(f"{self.what} is unavailable") from exc
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"{self.what} is unavailable") from exc
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return not busy
 
     def close(self) -> None:
         """Close this thread's connection (other threads keep theirs)."""
