@@ -21,6 +21,7 @@ from ..ports import ObjectHead
 _TMP_PREFIX = ".tmp-"
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 VERSION_ATTRIBUTE = "user.callvault.version"
+_FOLDER_ATTEMPTS = 3  # mkdir-then-create tries against a purge removing the emptied folder in between
 
 
 class FsBlobStore:
@@ -57,16 +58,7 @@ class FsBlobStore:
 
         Plain ``os`` calls rather than ``tempfile.mkstemp`` and a file object: this runs four times per
         webhook, and each of those layers adds system calls (isatty, lseek, a mkdir that finds the folder)."""
-        try:
-            fd, tmp_name = _create_temp(path.parent)
-        except FileNotFoundError:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp_name = _create_temp(path.parent)
-            except OSError as exc:
-                raise StorageUnavailable("the local archive cannot be written") from exc
-        except OSError as exc:
-            raise StorageUnavailable("the local archive cannot be written") from exc
+        fd, tmp_name = self._create_temp_in(path.parent)
         size = 0
         try:
             try:
@@ -86,6 +78,21 @@ class FsBlobStore:
             _unlink_quietly(tmp_name)
             raise
         return tmp_name, size
+
+    def _create_temp_in(self, folder: Path) -> tuple[int, str]:
+        # The folder may be missing, or be removed between our mkdir and our create by a purge that
+        # emptied it (``_remove_if_empty``): make it again, a few times, before calling it a failure.
+        for attempt in range(_FOLDER_ATTEMPTS):
+            try:
+                return _create_temp(folder)
+            except FileNotFoundError:
+                if attempt == _FOLDER_ATTEMPTS - 1:
+                    break
+                with contextlib.suppress(OSError):
+                    folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageUnavailable("the local archive cannot be written") from exc
+        raise StorageUnavailable("the local archive cannot be written")
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -130,8 +137,9 @@ class FsBlobStore:
             return 0
         except OSError as exc:
             raise StorageUnavailable("the local archive cannot be written") from exc
-        self._fsync_dir(path.parent)
-        if path.parent.parent == self.root:  # a caller's folder, named by their number: not left empty
+        with contextlib.suppress(FileNotFoundError):  # another purge emptied and removed the folder
+            self._fsync_dir(path.parent)
+        if path.parent.parent == self.root:  # a top-level folder (a caller's, named by their number)
             self._remove_if_empty(path.parent)
         return 1
 
@@ -195,17 +203,19 @@ class FsBlobStore:
     def copy_if(self, source: str, destination: str, tag: str | None) -> bool:
         """A hard link under a temp name, renamed into place: same bytes and version, no copy made."""
         src, dst = self._path(source), self._path(destination)
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageUnavailable("the local archive cannot be written") from exc
         link = dst.with_name(f"{_TMP_PREFIX}link-{uuid.uuid4().hex}")
-        try:
-            os.link(src, link)
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise StorageUnavailable("the local archive cannot be written") from exc
+        for attempt in range(_FOLDER_ATTEMPTS):
+            try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.link(src, link)
+                break
+            except FileNotFoundError:
+                if not src.exists():
+                    return False  # the source is gone: nothing to copy
+                if attempt == _FOLDER_ATTEMPTS - 1:  # the folder, removed by a purge after our mkdir
+                    raise StorageUnavailable("the local archive cannot be written") from None
+            except OSError as exc:
+                raise StorageUnavailable("the local archive cannot be written") from exc
         try:
             with _folder_lock(dst.parent):
                 if _current_tag(dst) != tag:
