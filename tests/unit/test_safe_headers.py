@@ -56,3 +56,10 @@ def test_a_route_keeps_its_own_cache_policy(client: TestClient) -> None:
 def test_there_is_no_cdn_documentation_page(client: TestClient) -> None:
     assert client.get("/redoc").status_code == 404
     assert "cdn" not in client.get("/docs").text.lower()
+
+
+def test_console_scripts_are_kept_and_revalidated_not_downloaded_each_page(client: TestClient) -> None:
+    script = client.get("/console/static/console.js")
+    assert script.status_code == 200 and script.headers["cache-control"] == "no-cache"
+    again = client.get("/console/static/console.js", headers={"if-none-match": script.headers["etag"]})
+    assert again.status_code == 304
