@@ -51,12 +51,12 @@ def ids(response: httpx.Response) -> list[str]:
     return [item["conversation_id"] for item in response.json()["items"]]
 
 
-def test_serve_search_generates_prints_and_keeps_an_api_key(served: ServedArchive) -> None:
+def test_serve_search_generates_and_keeps_an_api_key_and_says_where(served: ServedArchive) -> None:
     key_file = served.data_dir / "api-key"
     key = api_key(served)
     assert key.startswith("cvk_") and len(key) > 40
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert key in served.logs()  # shown on first run so the user can copy it
+    assert key not in served.logs() and f"cat {key_file}" in served.logs()  # where it is, never its value
     assert httpx.get(served.url + "/calls").status_code == 401
     assert httpx.get(served.url + "/calls", headers={"Authorization": "Bearer cvk_wrong"}).status_code == 401
     assert httpx.get(served.url + "/calls", headers=auth(served)).status_code == 200
