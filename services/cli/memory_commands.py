@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from services.cli.options import DATA_DIR_OPTION, settings_for
+from services.cli.options import DATA_DIR_OPTION, require_archive, settings_for
 from services.core.config import Settings
 
 if TYPE_CHECKING:  # imported lazily below: `callvault --help` must not load the memory package
@@ -124,6 +124,7 @@ def forget(phone: str, data_dir: Path | None, yes: bool) -> None:
         e164 = parse_phone(phone, settings.default_region)
     except CallVaultError as exc:
         raise click.BadParameter(exc.message, param_hint="PHONE") from None
+    _require_archive(settings, data_dir)
     if not yes:
         click.confirm(f"Erase all memories of {phone_domain.mask(e164)}?", abort=True)
     with _data_dir_lock(settings):
@@ -168,6 +169,7 @@ def _read(phone: str, data_dir: Path | None, query: str | None, type_: str | Non
         e164 = parse_phone(phone, settings.default_region)
     except CallVaultError as exc:
         raise click.BadParameter(exc.message, param_hint="PHONE") from None
+    _require_archive(settings, data_dir)
     kinds: dict[str | None, MemoryType | None] = {"factual": "factual", "semantic": "semantic", None: None}
     kind = kinds[type_]
     api = f" (while it runs, its API answers the same: GET /callers/{{phone}}/memories{'?q=...' if query else ''})"
@@ -194,6 +196,12 @@ def _read(phone: str, data_dir: Path | None, query: str | None, type_: str | Non
         click.echo(f"{when}  {m.conversation_id or '-'}  {m.source or m.type or '-'}{score}  {m.text}")
     if not found and not as_json:
         click.echo("no memories", err=True)
+
+
+def _require_archive(settings: Settings, data_dir: Path | None) -> None:
+    """The local store lives in the archive's data dir: never start one (and a lock) somewhere else."""
+    if settings.backend == "local" and settings.memory_backend == "oss":
+        require_archive(settings, data_dir)
 
 
 def _data_dir_lock(

@@ -130,22 +130,26 @@ def forget(
         sys.exit(1 if failed else 0)
     verb = "would erase" if dry_run else "erased"
     click.echo(f"{who}: {verb} {summary.conversations} conversation(s)")
-    if not any(count for name, count in summary.derived.items()) and not (
-        summary.index_rows or summary.archive_objects
-    ):
-        # Nothing kept here (a mistyped id, or a call not delivered yet): it is still marked erased.
-        kept = "would be" if dry_run else "is"
-        click.echo(
-            f"  nothing of it was found here; it {kept} kept erased, so a later delivery or sync of it is refused",
-            err=True,
-        )
+    # The DuckDB cache is dropped whenever it exists: it says nothing about whether the call was here.
+    derived = [count for name, count in summary.derived.items() if name != "analytics_cache"]
+    if not (any(derived) or summary.index_rows or summary.archive_objects):
+        if e164:  # no call, so no tombstone: the number's next calls are archived as usual
+            click.echo(
+                "  nothing of this number was found here; its calls are archived as usual when they come", err=True
+            )
+        else:  # a mistyped id, or a call not delivered yet: its tombstone refuses it when it comes
+            kept = "would be" if dry_run else "is"
+            click.echo(
+                f"  nothing of it was found here; it {kept} kept erased, so a later delivery or sync of it is refused",
+                err=True,
+            )
     for name, count in summary.to_dict().items():
         if name not in ("phone", "dry_run", "conversations", "upstream", "index_log_pending"):
             click.echo(f"  {name:<20} {count}")
     if summary.index_log_pending:
         click.echo(
-            "  the index's write-ahead log still holds copies of the erased rows (a reader held it); "
-            "they go with the next erasure, or when `callvault serve` stops",
+            "  the index's write-ahead log still holds copies of the erased rows (a reader held it); they go "
+            "with the next erasure, or when the last program using the index (that reader, or `serve`) closes it",
             err=True,
         )
     if summary.upstream is not None:
@@ -224,7 +228,8 @@ def cli_actor() -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one entry each.")
 @DATA_DIR_OPTION
 def audit(since: str | None, conversation: str | None, check: bool, as_json: bool, data_dir: Path | None) -> None:
-    """The audit trail: erasures, key changes, transcript and audio accesses, oldest first.
+    """The audit trail, oldest first: erasures, legal holds, retention runs, key changes, and reads of
+    transcripts, audio and caller memories.
 
     Conversations are named by a keyed hash (never an id or phone number in clear); --conversation
     finds one conversation's entries, erased or not.

@@ -59,8 +59,8 @@ class AccessAuditMiddleware:
         if action is None or status >= 400:
             return
         fields = scope.get("state", {}).get(LOG_FIELDS, {})
-        # A signed link's signature is its credential: only a served file counts as an access.
-        served = status in (200, 206)
+        # A signed link's signature is its credential: only a file served counts (a HEAD sends no bytes).
+        served = status in (200, 206) and scope.get("method") == "GET"
         # A key's id, or on an IAM-authenticated stack the caller's ARN that API Gateway verified.
         credential = fields.get("key_id") or fields.get("caller")
         actor = ("signed-link" if served else None) if action == "file_download" else credential

@@ -28,6 +28,9 @@ READERS = [
     ["keys", "revoke", "key_0123456789ab"],
     ["compact-analytics"],
     ["backfill-analytics"],
+    ["memory", "show", "+16125550142"],
+    ["memory", "search", "+16125550142", "tea"],
+    ["memory", "forget", "+16125550142", "--yes"],
 ]
 
 

@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from services.cli.main import cli
+from services.core.adapters.sqlite_call_index import SqliteCallIndex
 from services.memory.domain import MemoryJob, build_conversation_memories
 from services.memory.outbox import SqliteOutbox
 from tests.memory.support import CALLER, OTHER_CALLER, call_envelope
@@ -60,6 +61,7 @@ def test_forget_erases_one_callers_memories_in_the_offline_store(
 ) -> None:
     from services.memory.mem0_oss import Mem0OssMemoryStore
 
+    SqliteCallIndex(tmp_path / "index.sqlite3").close()  # the data dir of a server that has run
     store = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)
     for cid, phone in (("conv_1", CALLER), ("conv_2", OTHER_CALLER)):
         store.add_conversation(phone, cid, build_conversation_memories(call_envelope(cid, phone)["data"]).items)
@@ -94,6 +96,7 @@ def test_show_and_search_read_one_callers_memories_from_the_offline_store(
         ("user", "I grew up in Winona, on a farm by the river."),
         ("user", "My sister Rosa still lives in Duluth."),
     ]
+    SqliteCallIndex(tmp_path / "index.sqlite3").close()  # the data dir of a server that has run
     store = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)
     for cid, phone in (("conv_1", CALLER), ("conv_2", OTHER_CALLER)):
         envelope = call_envelope(cid, phone, turns if phone == CALLER else [("user", "I grew up in Lisbon.")])

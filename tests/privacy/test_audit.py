@@ -62,6 +62,7 @@ def test_every_transcript_and_audio_access_is_recorded_with_the_key_id(client: T
     assert client.get("/calls", headers=bearer(READ)).status_code == 200  # a listing: not recorded
     audio = client.get(f"/calls/{CALL_ID}/audio", headers=bearer(LISTEN), follow_redirects=False)
     assert audio.status_code == 307
+    assert client.head(detail["links"]["transcript"]["url"]).status_code == 200  # no bytes sent: not a download
     assert client.get(detail["links"]["transcript"]["url"]).status_code == 200
     assert client.get(f"/calls/{CALL_ID}/audio", headers=bearer(READ)).status_code == 403  # refused: not recorded
 

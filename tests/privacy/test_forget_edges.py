@@ -96,6 +96,18 @@ def test_forget_of_an_id_the_archive_never_had_says_so_and_keeps_it_erased(clien
     assert client.get("/calls/conv_not_delivered_yet", headers=bearer(ADMIN)).status_code == 404
 
 
+def test_forget_of_a_number_the_archive_never_had_says_its_calls_are_still_archived(
+    client: TestClient, data_dir: Path
+) -> None:
+    for args in (["forget", "+16125550199", "--yes"], ["forget", "+16125550199", "--dry-run"]):
+        result = CliRunner().invoke(cli, [*args, "--data-dir", str(data_dir)], env={"CALLVAULT_MEMORY_BACKEND": "none"})
+        assert result.exit_code == 0, result.output
+        assert "nothing of this number was found here; its calls are archived as usual" in result.stderr
+    first = orjson.dumps(call_envelope("conv_first_of_a_new_caller", "+16125550199"))
+    delivered = client.post("/webhooks/elevenlabs", content=first, headers=signed_headers(first))
+    assert delivered.json()["status"] == "stored"
+
+
 def test_forget_command_needs_a_phone_or_a_conversation(data_dir: Path) -> None:
     result = CliRunner().invoke(cli, ["forget", "--data-dir", str(data_dir)])
     assert result.exit_code == 2
