@@ -11,6 +11,7 @@ import click
 import orjson
 
 from services.cli.options import DATA_DIR_OPTION, archive_settings
+from services.core.config import Settings
 from services.web.auth import ROLES, parse_role
 from services.web.keystore import KeyFile
 
@@ -36,9 +37,9 @@ def keys() -> None:
 def create(data_dir: Path | None, name: str, role: str) -> None:
     """Create a key and print it (once)."""
     aws = "; for a key on AWS, run it with CALLVAULT_BACKEND=aws and the stack's settings (docs/console.md)"
-    store = KeyFile.in_data_dir(archive_settings(data_dir, hint=aws).data_dir)
-    key, record = store.create(name.strip()[:100], parse_role(role))
-    _audit(data_dir, "key_create", {"key_id": record.id, "role": record.role})
+    settings = archive_settings(data_dir, hint=aws)
+    key, record = KeyFile.in_data_dir(settings.data_dir).create(name.strip()[:100], parse_role(role))
+    _audit(settings, "key_create", {"key_id": record.id, "role": record.role})
     click.echo(key)
     click.echo(
         f"Created {record.id} ({record.role}) for {record.name!r}. The key above is not shown again.\n"
@@ -66,19 +67,20 @@ def list_(data_dir: Path | None, as_json: bool) -> None:
 @click.argument("key_id")
 def revoke(data_dir: Path | None, key_id: str) -> None:
     """Revoke a key by its id (from `callvault keys list`); effective at once, also for its sessions."""
+    settings = archive_settings(data_dir)
     try:
-        record = KeyFile.in_data_dir(archive_settings(data_dir).data_dir).revoke(key_id)
+        record = KeyFile.in_data_dir(settings.data_dir).revoke(key_id)
     except KeyError:
         raise click.ClickException(f"no key with id {key_id}") from None
-    _audit(data_dir, "key_revoke", {"key_id": record.id, "role": record.role})
+    _audit(settings, "key_revoke", {"key_id": record.id, "role": record.role})
     click.echo(f"Revoked {record.id} ({record.name})", err=True)
 
 
-def _audit(data_dir: Path | None, action: str, detail: dict[str, str]) -> None:
+def _audit(settings: Settings, action: str, detail: dict[str, str]) -> None:
     """Key changes go into the audit trail (#13, docs/privacy.md): the key's id and role, never the key."""
     from services.cli.privacy_commands import cli_actor
     from services.privacy.wiring import build_auditor
 
-    auditor = build_auditor(archive_settings(data_dir))
+    auditor = build_auditor(settings)
     if auditor is not None:
         auditor.record(action, cli_actor(), detail=detail)

@@ -199,12 +199,11 @@ class Archiver:
         target = self.blobs.head(final)
         if target is None:
             return False
-        if known is None or known.audio_key != final or known.audio_version != target.version:
-            audio = AudioFacts(final, target.size, target.version)
-            saved = self.index.save_audio(conversation_id, None, audio, self._now(), only_if_unplaced=False)
-            if not saved and self._audio_expired(conversation_id):
-                self._purge_expired_audio(conversation_id, final)
-                return False
+        recorded = known is not None and known.audio_key == final and known.audio_version == target.version
+        if not recorded and not self._record_placed_audio(
+            conversation_id, None, AudioFacts(final, target.size, target.version)
+        ):
+            return False
         if parked is not None:
             self.blobs.delete_if(pending, parked.tag)  # a newer parked copy that arrived meanwhile stays
         return True
@@ -268,9 +267,7 @@ class Archiver:
             return IngestResult("stale", event_type, conversation_id, existing.phone if existing else None)
         audio = AudioFacts(key, written.size, version)
         if existing is not None and placed:
-            saved = self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=False)
-            if not saved and self._audio_expired(conversation_id):  # a retention run removed it meanwhile
-                self._purge_expired_audio(conversation_id, key)
+            if not self._record_placed_audio(conversation_id, agent_id, audio):
                 return IngestResult("stale", event_type, conversation_id, existing.phone)
             if self.blobs.head(keys.pending_audio_key(conversation_id)) is not None:
                 # A crash between a parked copy's placing and its deletion left it: finish that move
@@ -296,15 +293,18 @@ class Archiver:
             self.analytics.mark_audio(conversation_id, row.started_at)
         return IngestResult("stored", event_type, conversation_id, row.phone)
 
-    def _audio_expired(self, conversation_id: str) -> bool:
+    def _record_placed_audio(self, conversation_id: str, agent_id: str | None, audio: AudioFacts) -> bool:
+        """Name the audio in place on the row. False only when a retention run expired the call's audio
+        meanwhile: the row refused it, so the object goes too (and a parked copy with it), or it would
+        outlive its retention unnamed. A row refusing an older audio is not that: True."""
+        if self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=False):
+            return True
         row = self.index.get(conversation_id)
-        return row is not None and row.audio_version == versions.AUDIO_EXPIRED
-
-    def _purge_expired_audio(self, conversation_id: str, key: str) -> None:
-        """Audio written while a retention run expired the call's audio: the row refused it, so the
-        object goes too (and a parked copy with it), or it would outlive its retention unnamed."""
-        for stale in (key, keys.pending_audio_key(conversation_id)):
+        if row is None or row.audio_version != versions.AUDIO_EXPIRED:
+            return True
+        for stale in (audio.key, keys.pending_audio_key(conversation_id)):
             self.blobs.purge(stale)
+        return False
 
 
 def _row_is_newer(row: CallRecord, record: CallRecord) -> bool:
