@@ -323,10 +323,17 @@ def wait_quiet(pid: int, busy_below: float = 0.05, interval: float = 1.0, max_se
 
 
 def measure_floor(bodies: list[bytes], directory: Path, seconds: float, max_iterations: int = 5000) -> dict[str, Any]:
-    """Per payload: verify its signature, parse it, write it durably. Wall and CPU (this thread only)."""
+    """Per payload: verify its signature, parse it, write it durably. Wall and CPU (this thread only).
+
+    ``directory`` must be new, and its files are left for the caller to remove with its scratch
+    folder at the end of the run: on ext4 without a journal, every file deleted (or replaced) makes
+    creating files in its block group cost up to ~1 ms of CPU for the next 1-6 minutes (the kernel's
+    ``recently_deleted`` scan), so deleting between measurements taxed whoever wrote next: ``serve``
+    creates four files per webhook, the floor one (docs/benchmarks.md, "File creation after deletions").
+    """
     import orjson
 
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=False)
     signed = [(body, sign(body)) for body in bodies]
     walls: list[float] = []
     cpu_started = time.thread_time()
@@ -348,14 +355,47 @@ def measure_floor(bodies: list[bytes], directory: Path, seconds: float, max_iter
         if time.perf_counter() > deadline:
             break
     cpu = time.thread_time() - cpu_started
-    for path in directory.iterdir():
-        path.unlink()
     return {
         "iterations": len(walls),
         "wall_ms": round(statistics.fmean(walls) * 1000, 3),
         "wall_p50_ms": round(statistics.median(walls) * 1000, 3),
         "cpu_ms": round(cpu * 1000 / len(walls), 3),
     }
+
+
+def file_create_cost(parent: Path, label: str, count: int = 300) -> dict[str, Any]:
+    """CPU µs to create one empty file in a new folder under ``parent`` (the files stay), and the
+    file system's kind: what a webhook's four file creations cost at this moment on this disk.
+
+    On ext4 without a journal this ranges from ~20 µs to ~1 ms: for 1-6 minutes after many files
+    were deleted in a block group, the kernel scans the freed inodes before reusing any."""
+    folder = parent / f"create-probe-{label}"
+    folder.mkdir()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    started = time.thread_time()
+    for i in range(count):
+        os.close(os.open(folder / f"{i}", flags, 0o600))
+    return {"us_per_create": round((time.thread_time() - started) / count * 1e6, 1), "fs": filesystem_kind(parent)}
+
+
+def filesystem_kind(path: Path) -> str:
+    """``ext4 (no journal)``, ``ext4``, ``tmpfs``...: the mount holding ``path``, from /proc/mounts."""
+    best, kind, device = "", "unknown", ""
+    with contextlib.suppress(OSError), open("/proc/mounts", encoding="utf-8") as mounts:
+        resolved = str(path.resolve())
+        for line in mounts:
+            dev, point, fstype = line.split()[:3]
+            if (resolved == point or resolved.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+                best, kind, device = point, fstype, dev
+    if kind == "ext4":
+        name = device.rsplit("/", 1)[-1]
+        journaled = (
+            any(entry.startswith(f"{name}-") for entry in os.listdir("/proc/fs/jbd2"))
+            if os.path.isdir("/proc/fs/jbd2")
+            else False
+        )
+        return "ext4" if journaled else "ext4 (no journal)"
+    return kind
 
 
 def _verify(body: bytes, header: str) -> None:
