@@ -55,6 +55,7 @@ from harness import (  # noqa: E402
     Served,
     combine_floors,
     file_create_cost,
+    filesystem_kind,
     loadavg,
     measure_floor,
     percentile,
@@ -129,7 +130,8 @@ def use_case_in_process(code: CodeUnderTest, memory: str, calls: int, tmp: Path)
     """``ingest_profile.py`` on the same tree: the use case's CPU per webhook without HTTP, by step."""
     out = tmp / "use-case.json"
     command = [sys.executable, str(BENCH_DIR / "ingest_profile.py"), "--code-root", str(code.root)]
-    command += ["--calls", str(max(calls, 20)), "--memory", memory, "--json", str(out), "--data-root", str(tmp)]
+    command += ["--calls", str(max(calls, 20)), "--memory", memory, "--json", str(out)]
+    command += ["--data-root", str(tmp), "--keep-data"]  # ingest_live removes tmp at its end
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     if done.returncode or not out.exists():
         print(f"use case in-process failed:\n{done.stderr[-1500:]}", file=sys.stderr)
@@ -367,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"data kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+            if "no journal" in filesystem_kind(tmp.parent):
+                print(
+                    "the run's files were deleted: on this ext4 without a journal, file creation nearby costs more "
+                    "for up to 6 minutes, so wait that long before the next run (or use --keep-data)"
+                )
     load_after = loadavg()
 
     floor = combine_floors(floor_before, floor_after)

@@ -257,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cprofile", type=Path, default=None, help="also save a cProfile of the loop here")
     parser.add_argument("--data-root", type=Path, default=None, help="where the temp data dir goes [system temp]")
     parser.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="leave the temp data dir for the caller to remove (ingest_live.py: deleting files taxes the next "
+        "file creations on ext4 without a journal)",
+    )
+    parser.add_argument(
         "--gc-threshold", default=None, help="gc.set_threshold before the loop, e.g. 50000,20,20 [Python's default]"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the step table as JSON here")
@@ -289,7 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     plan = CallPlan("prof", day_start=day)
     bodies = [body for _cid, body in render_all(plan, args.calls)]
 
-    with tempfile.TemporaryDirectory(prefix="cv-profile-", dir=args.data_root) as tmp:
+    scratch: contextlib.AbstractContextManager[str] = (
+        contextlib.nullcontext(tempfile.mkdtemp(prefix="cv-profile-", dir=args.data_root))
+        if args.keep_data
+        else tempfile.TemporaryDirectory(prefix="cv-profile-", dir=args.data_root)
+    )
+    with scratch as tmp:
         floor = measure_floor(bodies[:8], Path(tmp) / "floor", 2.0)
         settings = Settings(data_dir=Path(tmp) / "data", log_level="INFO")
         storage = build_storage(settings)
