@@ -4,9 +4,10 @@
     .venv/bin/python benchmarks/file_create.py /work/tmp /dev/shm
 
 A webhook creates four files (the archive object and three analytics objects), the floor of
-``ingest_live.py`` one. On some ext4 file systems creating a file costs far more CPU in one folder
-than in another (most likely the kernel's search for a block group with free inodes), which moves the CPU ratio
-of the speed goals from run to run. This prints the CPU time of each system call, per folder.
+``ingest_live.py`` one. On ext4 without a journal, creating a file costs up to ~1 ms of CPU for 1-6
+minutes after many files were deleted in the same block group (the kernel skips each recently freed
+inode: ``recently_deleted`` in fs/ext4/ialloc.c), and about 20 µs otherwise. This prints the CPU time
+of each system call, per folder. It deletes what it made, so the next run within minutes pays for it.
 """
 
 import argparse
