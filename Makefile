@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test lint typecheck unit clean infra infra-lint infra-build infra-check browser
+.PHONY: serve test lint typecheck unit clean infra infra-lint infra-build infra-check browser constraints
 
 # Infrastructure checks (infra/template.yaml), offline. The SAM CLI and checkov each live in their
 # own virtual environment: installed into .venv they would downgrade boto3 and pydantic.
@@ -29,16 +29,29 @@ $(BIN)/python:
 
 # uv installs the runtime in about 17 s from a cold cache where pip takes 60-70 s, and leaves bytecode to
 # be compiled on first import (pip's adds ~150 MB); pip installs it if uv cannot (e.g. an index only pip knows).
+# Every install takes its versions from constraints.txt, so a fresh clone tests what was tested here.
 UV_VERSION := 0.13.9
-$(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet 'uv==$(UV_VERSION)' && $(BIN)/uv pip install --quiet --python $(BIN)/python -e . \
-	  || $(BIN)/python -m pip install --quiet -e .
+CONSTRAINTS := constraints.txt
+$(RUNTIME_STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet 'uv==$(UV_VERSION)' \
+	  && $(BIN)/uv pip install --quiet --python $(BIN)/python -c $(CONSTRAINTS) -e . \
+	  || $(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e .
 	touch $(RUNTIME_STAMP)
 
 # The dev tools include the runtime, so a venv made for tests also serves.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP) $(RUNTIME_STAMP)
+
+# Re-pin: resolve pyproject.toml's ranges afresh in a scratch venv and write what they gave; then `make test`.
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install --quiet --upgrade pip
+	.venv-constraints/bin/python -m pip install --quiet -e '.[dev]'
+	{ sed -n '1,2p' $(CONSTRAINTS); .venv-constraints/bin/python -m pip freeze --exclude-editable; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf .venv-constraints
 
 serve: $(RUNTIME_STAMP)
 	$(BIN)/callvault serve $(ARGS)
