@@ -61,3 +61,44 @@ def mount_console(app: FastAPI, context: ConsoleContext) -> None:
     @app.exception_handler(SignInRequired)
     async def to_sign_in(request: Request, exc: SignInRequired) -> RedirectResponse:
         return RedirectResponse(f"/console/signin?next={quote(exc.next_path, safe='/')}", status_code=303)
+
+    _errors_as_pages(app)
+
+
+# Titles of the console's error pages, by status; the message is the error's own.
+_TITLES = {400: "Not understood", 403: "Forbidden", 404: "Not found", 405: "Not here", 422: "Not understood"}
+
+
+def _errors_as_pages(app: FastAPI) -> None:
+    """Under ``/console/`` an error is a page with a way back, not the API's JSON envelope: the
+    app's handlers stay for every other path and give the status and the message."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    from services.core.domain.errors import CallVaultError
+
+    from .router import page
+
+    for kind in (CallVaultError, HTTPException, RequestValidationError):
+        api_handler = app.exception_handlers[kind]
+
+        async def console_or_api(request: Request, exc: Exception, api_handler: Any = api_handler) -> Response:
+            answer: Response = await api_handler(request, exc)
+            path = request.url.path
+            if not path.startswith("/console/") or path.startswith("/console/static/") or answer.status_code < 400:
+                return answer
+            message = _message(answer.body if isinstance(answer.body, bytes) else b"")
+            title = _TITLES.get(answer.status_code, "Something went wrong")
+            return page("error.html", answer.status_code, visitor=None, title=title, message=message)
+
+        app.add_exception_handler(kind, console_or_api)
+
+
+def _message(body: bytes) -> str:
+    import orjson
+
+    try:
+        message = orjson.loads(body)["error"]["message"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return "This page cannot be shown."
+    return str(message)

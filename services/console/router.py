@@ -237,7 +237,11 @@ async def call_page(
     record = found.record
     conversation = views.Conversation([], [], [])
     if record.transcript_key:
-        raw = await run_in_threadpool(context.blobs.get_bytes, record.transcript_key)
+        try:
+            raw = await run_in_threadpool(context.blobs.get_bytes, record.transcript_key)
+        except NotFound:
+            message = "The call is indexed but its transcript file is missing: `callvault verify` reports it."
+            return page("error.html", 404, visitor=visitor, title="Transcript missing", message=message)
         conversation = views.read_conversation(raw)
     memories: list[Any] = []
     if context.memories is not None and record.phone:
@@ -248,7 +252,7 @@ async def call_page(
         nav="calls",
         call=record,
         conversation=conversation,
-        transcript_url=found.transcript.url if found.transcript else None,
+        transcript=found.transcript is not None,
         audio=found.audio is not None,
         memories=memories,
     )
@@ -273,6 +277,21 @@ async def call_audio(
     if found.audio is None:
         return page("error.html", 404, visitor=visitor, title="Not found", message="This call has no audio.")
     return RedirectResponse(found.audio.url, status_code=307, headers={"cache-control": "no-store"})
+
+
+@router.get("/console/calls/{conversation_id}/transcript")
+async def call_transcript(
+    context: Context, visitor: SignedIn, conversation_id: Annotated[str, Path(pattern=CONVERSATION_ID)]
+) -> Response:
+    """The transcript download: a fresh signed link on every click, so a page open for longer than a
+    link lives still downloads (the page's own link would have expired)."""
+    try:
+        found = await run_in_threadpool(context.finder.details, conversation_id, may_listen=False)
+    except NotFound:
+        return page("error.html", 404, visitor=visitor, title="Not found", message="No call with this id.")
+    if found.transcript is None:
+        return page("error.html", 404, visitor=visitor, title="Not found", message="This call has no transcript.")
+    return RedirectResponse(found.transcript.url, status_code=307, headers={"cache-control": "no-store"})
 
 
 @router.get("/console/callers/{phone}")

@@ -199,6 +199,12 @@ class SessionCodec:
 def safe_next(target: str | None, default: str = "/console/calls") -> str:
     """Where to go after signing in: a path on this site only (``/x``), never ``//host``, ``/\\host``,
     a scheme, or anything with control characters or spaces — no open redirect."""
-    if target and len(target) <= 2048 and _LOCAL_PATH.fullmatch(target):
+    if target and len(target) <= 2048 and _LOCAL_PATH.fullmatch(target) and not _is_sign_form(target):
         return target
     return default
+
+
+def _is_sign_form(target: str) -> bool:
+    # Sign-out asked with an expired session comes back here as its target: after signing in,
+    # a GET of the form's POST address would be a 405, and signing out again was not the point.
+    return target.split("?", 1)[0].rstrip("/") in {"/console/signout", "/console/signin"}

@@ -11,7 +11,9 @@ answering with the sign-in redirect) and a signed link that did not serve its fi
 trail with entries by requesting audited routes without a key.
 """
 
+from collections import OrderedDict
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,6 +22,8 @@ from services.web.edge import LOG_FIELDS
 
 from .audit import Auditor
 
+LINKS_REMEMBERED = 10_000  # links whose later uses are not recorded again (one serve process's)
+
 # route template -> action
 AUDITED_ROUTES = {
     "/calls/{conversation_id}": "link_issued",
@@ -27,6 +31,7 @@ AUDITED_ROUTES = {
     "/files/{key:path}": "file_download",
     "/console/calls/{conversation_id}": "console_view",
     "/console/calls/{conversation_id}/audio": "console_audio",
+    "/console/calls/{conversation_id}/transcript": "console_transcript",
     "/console/callers/{phone}": "console_caller_view",  # a caller's calls, summaries and memories
     # Keyword search answers with transcript turns of many calls: recorded without naming them (the
     # query is not kept either: it may be a name or a number).
@@ -40,6 +45,9 @@ class AccessAuditMiddleware:
     def __init__(self, app: ASGIApp, auditor: Auditor) -> None:
         self.app = app
         self.auditor = auditor
+        # Signatures of links that served a file already, newest last. Bounded: a link forgotten
+        # here is recorded again on its next use (an extra entry, never a missing one).
+        self._links_used: OrderedDict[str, None] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):
@@ -58,6 +66,8 @@ class AccessAuditMiddleware:
         action = AUDITED_ROUTES.get(route or "")
         if action is None or status >= 400:
             return
+        if action == "transcript_search" and not _query_value(scope, "q"):
+            return  # the console's search page opened empty: nothing was searched
         fields = scope.get("state", {}).get(LOG_FIELDS, {})
         # A signed link's signature is its credential: only a file served counts (a HEAD sends no bytes).
         served = status in (200, 206) and scope.get("method") == "GET"
@@ -66,9 +76,22 @@ class AccessAuditMiddleware:
         actor = ("signed-link" if served else None) if action == "file_download" else credential
         if not actor:
             return
+        signature = _query_value(scope, "signature") if action == "file_download" else ""
+        if signature in self._links_used:
+            self._links_used.move_to_end(signature)
+            return  # the same link again: a player's seeks and resumed downloads are one access
         params: dict[str, Any] = scope.get("path_params", {})
         conversation_id = params.get("conversation_id")
         if conversation_id is None and isinstance(params.get("key"), str):  # {phone}/{id}.json|.mp3
             conversation_id = params["key"].rsplit("/", 1)[-1].split(".", 1)[0]
         detail = {"phone": mask(params["phone"])} if isinstance(params.get("phone"), str) else {}
         self.auditor.record(action, str(actor), [conversation_id] if conversation_id else [], detail)
+        if signature:  # only once recorded: a failed write leaves the next use to record it
+            self._links_used[signature] = None
+            if len(self._links_used) > LINKS_REMEMBERED:
+                self._links_used.popitem(last=False)
+
+
+def _query_value(scope: Scope, name: str) -> str:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name, [])
+    return values[0].strip() if values else ""

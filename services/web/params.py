@@ -78,13 +78,23 @@ def parse_phone(raw: str, default_region: str = phone_domain.DEFAULT_REGION) -> 
 
 
 def parse_instant(name: str, raw: str) -> int:
-    """Unix seconds from ``1751802015`` (fractions dropped) or ISO 8601 (``2025-07-06``,
-    ``2025-07-06T11:40:15Z``, ``...+02:00``). A value without an offset is UTC."""
+    """Unix seconds from ``1751802015`` (fractions dropped) or ISO 8601 (``2025-07-06``, ``20250706``,
+    ``2025-07-06T11:40:15Z``, ``...+02:00``). A value without an offset is UTC.
+
+    Digits alone are unix seconds, except the two lengths ISO 8601 gives a meaning: eight digits are a
+    basic-format date (``20250706``), and four a year, which is refused rather than read as 1970."""
     text = raw.strip()
     if not text:
         raise InvalidRequest(f"{name} is empty; expected ISO 8601 (2025-07-06T11:40:15Z) or unix seconds")
     if len(text) > MAX_PARAM_CHARS:
         raise InvalidRequest(f"{name} is longer than {MAX_PARAM_CHARS} characters")
+    if len(text) == 4 and text.isdigit():
+        raise InvalidRequest(f"{name} looks like a year; write a day, e.g. {text}-01-01, or unix seconds")
+    if len(text) == 8 and text.isdigit():
+        try:  # ISO 8601's basic format, as many tools write dates; never 1970-08-23 in seconds
+            return int(datetime.strptime(text, "%Y%m%d").replace(tzinfo=UTC).timestamp())
+        except ValueError:
+            raise InvalidRequest(f"{name} has eight digits but is not a date (YYYYMMDD, e.g. 20250706)") from None
     if _UNIX_SECS.fullmatch(text):
         seconds = int(text.split(".")[0])
     else:

@@ -72,6 +72,9 @@ INSTANTS = [
     ("2025-07-06 13:40:15 02:00", 1751802015),
     ("2025-07-06T06:40:15-05:00", 1751802015),
     ("2025-07-06T11:40:15.250Z", 1751802015),
+    ("20250706", 1751760000),  # ISO 8601 basic format: a date, not 1970-08-23 in seconds
+    ("20250706T114015Z", 1751802015),
+    ("175180", 175180),  # other lengths of digits stay seconds
 ]
 
 
@@ -81,7 +84,11 @@ def test_search_instant_accepts_iso_8601_and_unix_seconds(raw: str, expected: in
 
 
 @pytest.mark.parametrize(
-    "raw", ["", "yesterday", "2025-13-01", "-5", "1e9", "10000-01-01", "9" * 13, "2025-07-06T25:00", "x" * 70]
+    "raw",
+    [
+        *("", "yesterday", "2025-13-01", "-5", "1e9", "10000-01-01", "9" * 13, "2025-07-06T25:00", "x" * 70),
+        *("2025", "20251345", "12345678"),  # a year alone; eight digits that are no date
+    ],
 )
 def test_search_instant_refuses_what_is_not_an_instant(raw: str) -> None:
     with pytest.raises(InvalidRequest) as caught:

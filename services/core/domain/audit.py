@@ -30,6 +30,7 @@ ACTIONS = frozenset(
         "file_download",
         "console_view",
         "console_audio",
+        "console_transcript",
         "console_caller_view",
         "transcript_search",
         "memory_read",

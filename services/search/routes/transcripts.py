@@ -43,6 +43,8 @@ def keyword_matches(
     keyword = q.strip()
     if len(keyword) < 2:
         raise InvalidRequest("q must have at least 2 characters")
+    if since is not None and until is not None and until < since:
+        raise InvalidRequest("until must not be before since (both are UTC days, both inclusive)")
     if analytics is None:
         raise StorageUnavailable("the analytics engine is not configured here")
     result = analytics.run("keyword", ReportArgs(since=since, until=until, keyword=keyword, limit=limit))
