@@ -320,16 +320,26 @@ async def caller_page(
 # -- dashboard and search ----------------------------------------------------------------------------
 
 
-def _day(value: str | None) -> date | None:
+class _NotADay(ValueError):
+    pass
+
+
+def _day(label: str, value: str | None) -> date | None:
     try:
         return date.fromisoformat(value) if value else None
     except ValueError:
-        return None
+        raise _NotADay(f"{label} is not a day: pick one in the field, or write it as 2025-07-06.") from None
 
 
 @router.get("/console/dashboard")
 async def dashboard_page(request: Request, context: Context, visitor: SignedIn) -> HTMLResponse:
-    since, until = _day(request.query_params.get("since")), _day(request.query_params.get("until"))
+    try:
+        since = _day("From", request.query_params.get("since"))
+        until = _day("To", request.query_params.get("until"))
+        if since is not None and until is not None and until < since:
+            raise _NotADay("To is before From: the period runs from the first day to the second, both included.")
+    except _NotADay as exc:  # never figures for a period other than the one asked for
+        return page("dashboard.html", 400, visitor=visitor, nav="dashboard", unavailable=False, invalid=str(exc))
     if context.reports is None:
         return page("dashboard.html", visitor=visitor, nav="dashboard", unavailable=True, since=since, until=until)
     args = ReportArgs(since=since, until=until)

@@ -8,6 +8,7 @@ folder; with CALLVAULT_UPDATE_SCREENSHOTS=1 to docs/console/ (the console's docu
 them after a change)."""
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -160,6 +161,29 @@ def test_console_browser_review_a_call_end_to_end(browser: Any, served: ServedAr
     page.evaluate("() => document.getElementById('player').pause()")
     assert page.evaluate("() => document.getElementById('player').currentTime") >= TURN_TIMES[4]
     assert page.locator("#transcript .turn.current").get_attribute("id") == "turn-4"
+
+    # ...and along the position slider: arrow keys jump 5 s, and the slider reads as a time.
+    page.evaluate("() => { const a = document.getElementById('player'); a.pause(); a.currentTime = 0; }")
+    page.locator("#position").focus()
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("() => document.getElementById('player').currentTime") > 3  # the ~4 s call's end
+    assert re.fullmatch(r"\d+:\d\d of \d+:\d\d", page.locator("#position").get_attribute("aria-valuetext") or "")
+    page.keyboard.press("ArrowLeft")
+    assert page.evaluate("() => document.getElementById('player').currentTime") == 0
+    # A signed link that stopped working (it expired): the player asks the console for a fresh one.
+    route = page.locator("#player").get_attribute("src")
+    page.evaluate(
+        """() => { const a = document.getElementById('player');
+        a.src = '/files/nowhere.mp3?signature=expired'; a.play().catch(() => {}); }"""
+    )
+    page.wait_for_function(f"document.getElementById('player').getAttribute('src') === {route!r}", timeout=15_000)
+    page.evaluate(
+        """() => { const a = document.getElementById('player'); window.__recovered = false;
+        a.addEventListener('timeupdate', () => { window.__recovered = true; }); a.play().catch(() => {}); }"""
+    )
+    page.wait_for_function("window.__recovered === true", timeout=15_000)
+    assert page.locator("#player-error").is_hidden()
+    page.evaluate("() => document.getElementById('player').pause()")
 
     # The audio is streamed with Range (the player asks for byte ranges; the server answers 206).
     moved = page.request.get(served.url + f"/console/calls/{RICH_ID}/audio", max_redirects=0)

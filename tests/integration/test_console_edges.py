@@ -167,3 +167,21 @@ def test_an_eight_digit_date_finds_calls_from_that_day_on(client: TestClient) ->
     assert later.status_code == 200 and later.json()["items"] == []  # 2099, not 1970-08-23
     year = client.get("/calls", params={"since": "2025"}, headers=headers)
     assert year.status_code == 422 and "2025-01-01" in year.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ({"since": "2025-13-45"}, "From is not a day"),
+        ({"until": "bad"}, "To is not a day"),
+        ({"since": "2025-07-10", "until": "2025-07-01"}, "To is before From"),
+    ],
+)
+def test_the_dashboard_says_which_date_it_cannot_use_instead_of_showing_all_time(
+    client: TestClient, query: dict[str, str], says: str
+) -> None:
+    sign_in(client, ADMIN)
+    answer = client.get("/console/dashboard", params=query)
+    assert answer.status_code == 400 and 'role="alert"' in answer.text and says in answer.text
+    assert "Calls per day" not in answer.text  # no figures for a period nobody asked for
+    assert client.get("/console/dashboard", params={"since": "2025-07-01"}).status_code == 200

@@ -35,10 +35,37 @@
   controls.hidden = false;
   play.addEventListener("click", function () { if (audio.paused) { var p = audio.play(); if (p && p.catch) p.catch(function () {}); } else audio.pause(); });
   position.addEventListener("input", function () { audio.currentTime = parseFloat(position.value); });
+  // Arrow keys jump 5 s (the slider's own step is 1 s: minutes of calls would take hundreds of presses).
+  position.addEventListener("keydown", function (event) {
+    var jump = { ArrowRight: 5, ArrowUp: 5, ArrowLeft: -5, ArrowDown: -5 }[event.key];
+    if (!jump) return;
+    event.preventDefault();
+    audio.currentTime = Math.min(Math.max(0, audio.currentTime + jump), isFinite(audio.duration) ? audio.duration : parseFloat(position.max));
+    tick();
+  });
+  // The source is a console route that redirects to a signed link; the player keeps asking that link
+  // for ranges, and it expires. On an error, ask the route for a fresh one once, where playing was.
+  var source = audio.getAttribute("src"), retried = 0, failure = document.getElementById("player-error");
+  audio.addEventListener("error", function () {
+    if (Date.now() - retried < 10000) { failure.hidden = false; return; }
+    retried = Date.now();
+    var at = audio.currentTime, playing = !audio.paused;
+    audio.addEventListener("loadedmetadata", function resume() {
+      audio.removeEventListener("loadedmetadata", resume);
+      audio.currentTime = at;
+    });
+    audio.src = source;
+    if (playing) { var p = audio.play(); if (p && p.catch) p.catch(function () {}); }
+  });
+  audio.addEventListener("loadeddata", function () { failure.hidden = true; });
   audio.addEventListener("play", function () { play.textContent = "Pause"; play.setAttribute("aria-pressed", "true"); });
   audio.addEventListener("pause", function () { play.textContent = "Play"; play.setAttribute("aria-pressed", "false"); });
   audio.addEventListener("loadedmetadata", function () { if (isFinite(audio.duration)) { position.max = audio.duration; total = mmss(audio.duration); } });
-  function tick() { position.value = audio.currentTime; clock.textContent = mmss(audio.currentTime) + " / " + total; }
+  function tick() {
+    position.value = audio.currentTime;
+    clock.textContent = mmss(audio.currentTime) + " / " + total;
+    position.setAttribute("aria-valuetext", mmss(audio.currentTime) + " of " + total);
+  }
 
   ["timeupdate", "seeked", "loadedmetadata"].forEach(function (name) { audio.addEventListener(name, update); audio.addEventListener(name, tick); });
   document.getElementById("transcript").addEventListener("click", function (event) {
