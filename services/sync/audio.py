@@ -97,13 +97,15 @@ class AudioFetchWorker:
             tried += 1
             try:
                 outcome: str = self.fetcher.fetch(row.conversation_id)
-            except CallVaultError as exc:
+            except Exception as exc:  # whatever one call raises backs that call off, never the pass
                 outcome = "failed"
                 delay = min(self.max_backoff_secs, max(60.0, delay * 2))
                 self._retry_at[row.conversation_id] = (now + delay, delay)
+                reason = exc.message if isinstance(exc, CallVaultError) else f"unexpected error ({type(exc).__name__})"
                 self.log.warning(
                     "audio fetch failed",
-                    extra={"conversation_id": row.conversation_id, "retry_in_secs": delay, "reason": exc.message},
+                    extra={"conversation_id": row.conversation_id, "retry_in_secs": delay, "reason": reason},
+                    exc_info=not isinstance(exc, CallVaultError),
                 )
             else:
                 if outcome == "gone":  # nothing upstream: stop asking until the next start or sync

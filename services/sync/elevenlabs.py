@@ -26,7 +26,14 @@ from services.core.elevenlabs import BACKOFF_BASE_SECS, BACKOFF_MAX_SECS, detail
 from services.core.elevenlabs import MAX_RETRY_AFTER_SECS as MAX_RETRY_AFTER_SECS  # shared with erasure's client
 from services.core.elevenlabs import retry_after_seconds as retry_after_seconds
 
-from .ports import ConversationGone, ConversationPage, ConversationSummary, UpstreamError, UpstreamRejected
+from .ports import (
+    ConversationGone,
+    ConversationPage,
+    ConversationRefused,
+    ConversationSummary,
+    UpstreamError,
+    UpstreamRejected,
+)
 
 if TYPE_CHECKING:
     from services.core.config import Settings
@@ -222,6 +229,8 @@ class ElevenLabsClient:
                 raise _Transient(f"no answer within {self._timeout:g} s ({type(exc).__name__})") from exc
             except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 raise _Transient(f"connection failed ({type(exc).__name__})") from exc
+            except httpx.HTTPError as exc:  # e.g. a body that does not decode as its Content-Encoding says
+                self._fail(UpstreamError, f"unreadable response from ElevenLabs to GET {path} ({type(exc).__name__})")
             try:
                 self._check(response, path)
                 if not stream:
@@ -234,6 +243,9 @@ class ElevenLabsClient:
             except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 response.close()
                 raise _Transient(f"connection failed ({type(exc).__name__})") from exc
+            except httpx.HTTPError as exc:  # e.g. a body that does not decode as its Content-Encoding says
+                response.close()
+                self._fail(UpstreamError, f"unreadable response from ElevenLabs to GET {path} ({type(exc).__name__})")
             except BaseException:
                 response.close()
                 raise
@@ -247,7 +259,7 @@ class ElevenLabsClient:
         status = response.status_code
         if 200 <= status < 300:
             return
-        if status == 429 or status >= 500:
+        if status in (408, 409, 425, 429) or status >= 500:  # timeout, conflict, too early, too many: later
             retry_after = retry_after_seconds(response.headers.get("retry-after"), self._clock())
             raise _Transient(f"HTTP {status}", retry_after)
         if status in (401, 403):
@@ -258,7 +270,10 @@ class ElevenLabsClient:
         if status == 404:
             self._fail(ConversationGone, f"ElevenLabs has no {path} (HTTP 404)")
         if 400 <= status < 500:
-            self._fail(UpstreamRejected, f"ElevenLabs rejected GET {path} (HTTP {status}: {self._detail(response)})")
+            # The list refused: every page would be (a wrong parameter), so the run stops. One conversation
+            # refused: that call fails and the others are synced.
+            refused = UpstreamRejected if path == CONVERSATIONS_PATH else ConversationRefused
+            self._fail(refused, f"ElevenLabs rejected GET {path} (HTTP {status}: {self._detail(response)})")
         self._fail(UpstreamError, f"unexpected response from ElevenLabs to GET {path}: HTTP {status}")
 
     def _wait(self, state: RetryCallState) -> float:
@@ -288,7 +303,7 @@ class ElevenLabsClient:
                 received += len(piece)
                 for at in range(0, len(piece), AUDIO_CHUNK_BYTES):
                     yield piece[at : at + AUDIO_CHUNK_BYTES]
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:  # cut off, or bytes that do not decode as the response said
             self._fail(
                 UpstreamError,
                 f"the audio from GET {path} was cut off after {received} bytes ({type(exc).__name__}); run again",

@@ -23,6 +23,12 @@ class UpstreamRejected(CallVaultError):
     code = "upstream_rejected"
 
 
+class ConversationRefused(CallVaultError):
+    """A 4xx other than 401/403/404/429 for one conversation or its audio: that call fails, the run goes on."""
+
+    code = "upstream_refused_conversation"
+
+
 class ConversationGone(CallVaultError):
     """404 upstream: the conversation (or its audio) does not exist there. Never deleted here."""
 

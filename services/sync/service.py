@@ -10,6 +10,7 @@ Request budget (benchmarks/sync.py measures it): one list page per 100 calls, on
 changed call, one audio GET per missing audio, nothing else. A second run fetches nothing.
 """
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,12 +28,15 @@ from .audio import AudioFetcher
 from .ports import (
     CallArchive,
     ConversationGone,
+    ConversationRefused,
     ConversationSource,
     ConversationSummary,
     UpstreamError,
     UpstreamRejected,
 )
 from .state import SyncState
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["complete", "new", "updated", "processing", "failed", "gone", "erased"]
 PAGE_SIZE = 100
@@ -165,24 +169,47 @@ class Syncer:
             for future in pending:
                 finish(future)  # waits for it
         if not dry_run and until is None:
-            summary.watermark = oldest_open
-            self.state.set_watermark(_scope(agent_id), oldest_open, int(self.clock()))
+            watermark = self._next_watermark(since, agent_id, oldest_open)
+            if watermark is not None:
+                summary.watermark = watermark
+                self.state.set_watermark(_scope(agent_id), watermark, int(self.clock()))
         return summary
+
+    def _next_watermark(self, since: int | None, agent_id: str | None, oldest_open: int) -> int | None:
+        """Where the next run may start. A ``--since`` window that began after where a run from the
+        watermark would have begun skipped the calls in between: the watermark may not pass them (nor,
+        with no watermark yet, be set at all: the next run starts from the beginning)."""
+        if since is None:
+            return oldest_open
+        stored = self.state.get_watermark(_scope(agent_id))
+        if stored is None:
+            return None
+        if since > max(0, stored - self.overlap_seconds):
+            return min(stored, oldest_open)
+        return oldest_open
 
     def _pages(
         self, after: int | None, before: int | None, agent_id: str | None
     ) -> Iterator[list[ConversationSummary]]:
         cursor: str | None = None
         seen: set[str] = set()  # one cursor per 100 calls: a few MB for a million
+        listed: set[str] = set()  # an id a later page repeats is synced once
         # ``after`` is inclusive here ("started at or after"); the API's bound may be exclusive.
         after_bound = after - 1 if after is not None else None
         while True:
             page = self.source.list_conversations(
                 after=after_bound, before=before, agent_id=agent_id, cursor=cursor, page_size=PAGE_SIZE
             )
-            yield page.conversations
-            if not page.has_more or not page.next_cursor:
+            fresh = []
+            for row in page.conversations:
+                if row.conversation_id not in listed:
+                    listed.add(row.conversation_id)
+                    fresh.append(row)
+            yield fresh
+            if not page.has_more:
                 return
+            if not page.next_cursor:  # ending here would skip the rest and move the watermark past it
+                raise UpstreamError("ElevenLabs said more pages follow but gave no cursor; stopped listing")
             # A broken or hostile upstream must not keep a run (and serve's sync thread) listing for
             # ever: a cursor seen before is a loop, and "more" after an empty page is not progress.
             # Raising keeps the watermark where it was, so the next run lists this window again.
@@ -203,12 +230,16 @@ class Syncer:
             return listed, ConversationResult(cid, "gone")
         except UpstreamRejected:
             raise  # a wrong key fails every call alike: stop the run with its message
-        except InvalidPayload as exc:
-            # No store can hold it (a bad id, a start outside 2000-2099): reported, but it does not hold
-            # the watermark back, or every later run would list every call since it, for ever.
+        except (InvalidPayload, ConversationRefused) as exc:
+            # No store can hold it (a bad id, a start outside 2000-2099), or upstream refuses this one
+            # call (a 4xx but 401/403/404/429): reported, but it does not hold the watermark back, or
+            # every later run would list every call since it, for ever.
             return listed, ConversationResult(cid, "failed", reason=exc.message, lasting=True)
         except CallVaultError as exc:
             return listed, ConversationResult(cid, "failed", reason=exc.message)
+        except Exception as exc:  # a defect or a library's surprise: this call fails, the run goes on
+            log.exception("sync of one conversation failed", extra={"conversation_id": cid})
+            return listed, ConversationResult(cid, "failed", reason=f"unexpected error ({type(exc).__name__})")
 
     def _sync(self, listed: ConversationSummary, fetcher: AudioFetcher, dry_run: bool) -> ConversationResult:
         cid = keys.check_conversation_id(listed.conversation_id)

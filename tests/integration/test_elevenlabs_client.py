@@ -23,7 +23,13 @@ from elevenlabs.types import (
 
 from services.core.config import Settings
 from services.sync.elevenlabs import AUDIO_CHUNK_BYTES, ElevenLabsClient, retry_after_seconds
-from services.sync.ports import ConversationGone, ConversationSource, UpstreamError, UpstreamRejected
+from services.sync.ports import (
+    ConversationGone,
+    ConversationRefused,
+    ConversationSource,
+    UpstreamError,
+    UpstreamRejected,
+)
 from tests.support_elevenlabs import (
     AGENT_ID,
     API_KEY,
@@ -392,6 +398,48 @@ def test_other_4xx_are_rejected_without_retries(
     assert sleeps == [] and api.requests["list"] == 1
 
 
+@pytest.mark.parametrize("status", [400, 410, 422])
+def test_a_4xx_for_one_conversation_refuses_that_conversation_not_the_key(
+    api: ElevenLabsStandIn, make_client: MakeClient, sleeps: list[float], status: int
+) -> None:
+    cid = api.add()
+    api.fail_next(1, status, kind="get")
+
+    with pytest.raises(ConversationRefused, match=f"HTTP {status}"):
+        make_client().get_conversation(cid)
+    assert sleeps == []
+    api.fail_next(1, status, kind="audio")
+    with pytest.raises(ConversationRefused, match=f"HTTP {status}"), make_client().open_audio(cid):
+        pytest.fail("the block must not run")
+
+
+@pytest.mark.parametrize("status", [408, 409, 425])
+def test_a_request_timeout_or_conflict_is_tried_again(
+    api: ElevenLabsStandIn, make_client: MakeClient, sleeps: list[float], status: int
+) -> None:
+    cid = api.add()
+    api.fail_next(1, status, kind="get")
+
+    assert make_client().get_conversation(cid)["conversation_id"] == cid
+    assert len(sleeps) == 1
+
+
+def test_a_body_that_does_not_decode_is_an_upstream_error_not_a_crash(make_client: MakeClient) -> None:
+    """``Content-Encoding: gzip`` over bytes that are not gzip: httpx raises DecodingError while reading."""
+    lying = httpx.MockTransport(
+        lambda _r: httpx.Response(
+            200, headers={"content-type": "audio/mpeg", "content-encoding": "gzip"}, content=b"not gzip at all"
+        )
+    )
+    client = make_client(base_url="http://elevenlabs.test", transport=lying)
+
+    with pytest.raises(UpstreamError):
+        client.get_conversation("conv_1")
+    with pytest.raises(UpstreamError), client.open_audio("conv_1") as chunks:
+        for _chunk in chunks:
+            pass
+
+
 def test_the_key_is_never_in_an_error_even_when_upstream_echoes_it(
     api: ElevenLabsStandIn, make_client: MakeClient
 ) -> None:
@@ -563,7 +611,7 @@ def test_an_endless_json_or_error_body_is_not_read_into_memory(make_client: Make
     )
     client = make_client(base_url="http://elevenlabs.test", transport=endless, max_document_bytes=1024 * 1024)
 
-    with pytest.raises((UpstreamError, UpstreamRejected)):
+    with pytest.raises((UpstreamError, ConversationRefused)):
         client.get_conversation("conv_1")
 
     assert sum(pulled) <= 2 * 1024 * 1024

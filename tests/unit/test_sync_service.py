@@ -19,6 +19,7 @@ from services.sync.audio import AudioFetcher, AudioFetchWorker
 from services.sync.ports import (
     ConversationGone,
     ConversationPage,
+    ConversationRefused,
     ConversationSummary,
     UpstreamError,
     UpstreamRejected,
@@ -497,3 +498,136 @@ def test_a_call_the_archive_refuses_for_good_is_reported_but_does_not_hold_the_w
     assert [cid for cid, _reason in summary.failures] == [refused["conversation_id"]]
     assert "2000" in summary.failures[0][1]
     assert state.get_watermark("all") == NOW  # the next run starts after it
+
+
+def test_one_conversation_upstream_refuses_fails_alone_and_does_not_hold_the_watermark(world: Any) -> None:
+    """A 422 (or 400, 410) for one conversation is that call's failure: the run syncs the others, says
+    why it failed, and a later run is not held at it for ever."""
+    ok, refused, later = document(1), document(2), document(3)
+    api = FakeApi([ok, refused, later])
+    real_get = api.get_conversation
+
+    def get(conversation_id: str) -> dict[str, Any]:
+        if conversation_id == refused["conversation_id"]:
+            raise ConversationRefused("ElevenLabs rejected GET .../conv_sync_00002 (HTTP 422: invalid)")
+        return real_get(conversation_id)
+
+    api.get_conversation = get  # type: ignore[method-assign]
+    state = MemorySyncState()
+
+    summary = syncer(api, world, state, overlap_seconds=0).run()
+
+    assert summary.counts.get("new") == 2
+    assert [cid for cid, _reason in summary.failures] == [refused["conversation_id"]]
+    assert "HTTP 422" in summary.failures[0][1]
+    assert state.get_watermark("all") == NOW
+
+
+def test_an_unexpected_error_for_one_conversation_fails_that_call_not_the_run(world: Any) -> None:
+    ok, broken = document(1), document(2)
+    api = FakeApi([ok, broken])
+    real_get = api.get_conversation
+
+    def get(conversation_id: str) -> dict[str, Any]:
+        if conversation_id == broken["conversation_id"]:
+            raise RuntimeError("a library's surprise")
+        return real_get(conversation_id)
+
+    api.get_conversation = get  # type: ignore[method-assign]
+    state = MemorySyncState()
+
+    summary = syncer(api, world, state, overlap_seconds=0).run()
+
+    assert summary.counts.get("new") == 1
+    assert summary.failures == [(broken["conversation_id"], "unexpected error (RuntimeError)")]
+    assert state.get_watermark("all") == broken["metadata"]["start_time_unix_secs"]  # retried next run
+
+
+def test_a_since_window_after_the_watermark_does_not_move_it_past_the_calls_it_skipped(world: Any) -> None:
+    _blobs, index, _archiver, clock = world
+    early, late = document(1), document(100)  # T0 + 60 and T0 + 6000
+    api = FakeApi([early, late])
+    state = MemorySyncState()
+    state.set_watermark("all", T0, int(T0))
+
+    syncer(api, world, state, overlap_seconds=0).run(since=T0 + 3000)  # only the late call
+
+    assert index.get(late["conversation_id"]) is not None and index.get(early["conversation_id"]) is None
+    assert state.get_watermark("all") == T0  # not moved: the early call was never looked at
+    clock.now += 60
+    syncer(api, world, state, overlap_seconds=0).run()  # the next scheduled run finds it
+    assert index.get(early["conversation_id"]) is not None
+    assert state.get_watermark("all") == NOW + 60
+
+
+def test_a_first_run_with_since_sets_no_watermark_and_one_covering_the_watermark_moves_it(world: Any) -> None:
+    api = FakeApi([document(1), document(2)])
+    state = MemorySyncState()
+
+    syncer(api, world, state, overlap_seconds=0).run(since=T0 + 100)
+    assert state.get_watermark("all") is None  # the next run starts from the beginning
+
+    state.set_watermark("all", T0 + 500, int(T0))
+    syncer(api, world, state, overlap_seconds=0).run(since=T0)  # from before the watermark: covers it
+    assert state.get_watermark("all") == NOW
+
+
+class CursorlessApi(FakeApi):
+    """Says more pages follow, and gives no cursor to fetch them with."""
+
+    def list_conversations(self, **kwargs: Any) -> ConversationPage:
+        page = super().list_conversations(**kwargs)
+        return ConversationPage(page.conversations, None, page.has_more)
+
+
+def test_a_page_that_says_more_follow_without_a_cursor_stops_the_run_and_keeps_the_watermark(world: Any) -> None:
+    api = CursorlessApi([document(n) for n in range(150)])
+    state = MemorySyncState()
+
+    with pytest.raises(UpstreamError, match="no cursor"):
+        syncer(api, world, state).run()
+
+    assert state.get_watermark("all") is None  # the 50 calls on the page never fetched are listed next run
+
+
+class RepeatingApi(FakeApi):
+    """Lists every conversation twice: on its page and again on the next."""
+
+    def list_conversations(self, **kwargs: Any) -> ConversationPage:
+        page = super().list_conversations(**kwargs)
+        return ConversationPage(page.conversations + page.conversations, page.next_cursor, page.has_more)
+
+
+def test_a_conversation_listed_twice_is_fetched_once(world: Any) -> None:
+    api = RepeatingApi([document(n) for n in range(20)])
+
+    summary = syncer(api, world, concurrency=4).run()
+
+    assert summary.listed == 20 and summary.counts == {"new": 20}
+    assert api.requests["get"] == 20 and api.requests["audio"] == 20
+
+
+def test_the_audio_worker_backs_off_a_call_whose_fetch_raises_anything_and_reaches_the_next(world: Any) -> None:
+    _blobs, index, archiver, clock = world
+    first, second = document(1), document(2)
+    for doc in (first, second):  # transcripts that promise audio, none arrived
+        archiver.archive(WebhookEvent("post_call_transcription", T0 + 600, doc))
+    api = FakeApi([first, second])
+    real_open = api.open_audio
+
+    @contextmanager
+    def open_audio(conversation_id: str) -> Iterator[Iterator[bytes]]:
+        if conversation_id == first["conversation_id"]:
+            raise RuntimeError("a body that does not decode")
+        with real_open(conversation_id) as chunks:
+            yield chunks
+
+    api.open_audio = open_audio  # type: ignore[method-assign]
+    worker = AudioFetchWorker(AudioFetcher(api, archiver, index), index, grace_seconds=0, clock=clock)
+    clock.now += 1
+
+    counts = worker.run_once()
+
+    assert counts == {"failed": 1, "fetched": 1}
+    row = index.get(second["conversation_id"])
+    assert row is not None and row.audio_key is not None
