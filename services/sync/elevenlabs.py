@@ -188,7 +188,8 @@ class ElevenLabsClient:
                     f"unexpected response from ElevenLabs to GET {path}: {content_type or 'no content type'}, "
                     "not audio; run again later",
                 )
-            yield self._audio_chunks(response, path)
+            chunks = self._audio_chunks(response, path)
+            yield _mp3_checked(chunks, path) if content_type.startswith("application/octet-stream") else chunks
         finally:
             response.close()
             self._slots.release()
@@ -351,6 +352,25 @@ class ElevenLabsClient:
                     f"{received} bytes so far); run again later",
                 )
             yield piece
+
+
+def _mp3_checked(chunks: Iterator[bytes], path: str) -> Iterator[bytes]:
+    """Bytes sent as ``application/octet-stream`` must start as MP3 does (an ID3 tag or an MPEG frame
+    sync), or an error page would be archived as the call's audio, for good: a later fetch of API audio
+    is the same version and never replaces it. Checked before the first byte reaches the store."""
+    head = b""
+    for chunk in chunks:
+        if len(head) < 3:
+            head += chunk
+            if len(head) < 3:
+                continue
+            if not (head.startswith(b"ID3") or (head[0] == 0xFF and head[1] & 0xE0 == 0xE0)):
+                raise UpstreamError(f"the audio from GET {path} is not MP3 (no ID3 tag or MPEG frame); run again later")
+            yield head
+            continue
+        yield chunk
+    if 0 < len(head) < 3:
+        raise UpstreamError(f"the audio from GET {path} is not MP3 ({len(head)} bytes); run again later")
 
 
 def _page(body: Any) -> ConversationPage:

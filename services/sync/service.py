@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 
 Kind = Literal["complete", "new", "updated", "processing", "failed", "gone", "erased"]
 PAGE_SIZE = 100
+# A document fetched from the API is versioned as seen this long before its request: a webhook's
+# event_timestamp is ElevenLabs' clock, ours may run ahead, and a fetched copy must not outrank a newer
+# webhook for it. A newer document that loses this way is fetched again by the next run (its summary
+# differs from the row), when its time has passed the webhook's.
+CLOCK_SKEW_MARGIN_SECS = 300
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,8 @@ class Syncer:
             if on_done is not None:
                 on_done(result)
 
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="callvault-sync") as pool:
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="callvault-sync")
+        try:
             pending: set[Future[tuple[ConversationSummary, ConversationResult]]] = set()
             for page in self._pages(after, until, agent_id):
                 summary.listed += len(page)
@@ -168,6 +174,13 @@ class Syncer:
                     pending.add(pool.submit(self._sync_one, listed, fetcher, dry_run))
             for future in pending:
                 finish(future)  # waits for it
+        except BaseException:
+            # Ctrl-C, or the run stopped: what is queued is not started (only the calls in flight
+            # finish, each write being whole), and the watermark stays where it was.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
         if not dry_run and until is None:
             watermark = self._next_watermark(since, agent_id, oldest_open)
             if watermark is not None:
@@ -254,10 +267,11 @@ class Syncer:
             if dry_run:
                 # A missing call's audio is missing too; whether it has any, only its document says.
                 return ConversationResult(cid, kind)
+            observed_at = int(self.clock()) - CLOCK_SKEW_MARGIN_SECS
             document = self.source.get_conversation(cid)
             if document.get("status") not in ("done", "failed"):
                 return ConversationResult(cid, "processing")
-            outcome = self.archive.archive_conversation(document, int(self.clock()))
+            outcome = self.archive.archive_conversation(document, observed_at)
             if outcome != "stored":
                 kind = "complete"  # the archive held this content already, or newer
             row = self.index.get(cid)

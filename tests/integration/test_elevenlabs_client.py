@@ -440,6 +440,31 @@ def test_a_body_that_does_not_decode_is_an_upstream_error_not_a_crash(make_clien
             pass
 
 
+@pytest.mark.parametrize(
+    ("body", "mp3"),
+    [
+        (b"<html>Service unavailable</html>", False),
+        (b"ID3\x04" + b"\0" * 2000, True),
+        (b"\xff\xfb" + b"\0" * 2000, True),
+    ],
+    ids=["html", "id3", "frame-sync"],
+)
+def test_octet_stream_audio_must_look_like_mp3(make_client: MakeClient, body: bytes, mp3: bool) -> None:
+    """A 200 ``application/octet-stream`` says nothing of what it holds: an error page must not become
+    the call's audio (a later fetch of API audio is the same version and would never replace it)."""
+    transport = httpx.MockTransport(
+        lambda _r: httpx.Response(200, headers={"content-type": "application/octet-stream"}, content=body)
+    )
+    client = make_client(base_url="http://elevenlabs.test", transport=transport)
+
+    with client.open_audio("conv_1") as chunks:
+        if mp3:
+            assert b"".join(chunks) == body
+        else:
+            with pytest.raises(UpstreamError, match="not MP3"):
+                next(iter(chunks))
+
+
 def test_the_key_is_never_in_an_error_even_when_upstream_echoes_it(
     api: ElevenLabsStandIn, make_client: MakeClient
 ) -> None:

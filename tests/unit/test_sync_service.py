@@ -296,8 +296,9 @@ def test_dry_run_reports_the_gap_and_writes_nothing(world: Any) -> None:
 
 
 def test_the_webhook_and_the_sync_agree_on_the_newest_version_whichever_writes_last(world: Any) -> None:
-    """The sync's document counts as seen when it was fetched: a webhook sent later wins, an older one
-    (a retry of a delivery from before the sync) does not undo the sync's newer content."""
+    """The sync's document counts as seen when it was fetched (less a margin for clock skew): a webhook
+    sent later wins, an older one (a retry of a delivery from before the sync) does not undo the sync's
+    newer content."""
     blobs, index, archiver, clock = world
     doc = document(1, outcome="unknown")
     newer = copy.deepcopy(doc)
@@ -631,3 +632,37 @@ def test_the_audio_worker_backs_off_a_call_whose_fetch_raises_anything_and_reach
     assert counts == {"failed": 1, "fetched": 1}
     row = index.get(second["conversation_id"])
     assert row is not None and row.audio_key is not None
+
+
+def test_a_webhook_sent_after_the_sync_wins_even_when_this_clock_runs_ahead(world: Any) -> None:
+    """Our clock is 4 minutes fast: ElevenLabs' timestamp of a webhook sent a minute after the sync's
+    fetch is still earlier than our reading of that fetch. The newer webhook must not be refused."""
+    _blobs, index, archiver, clock = world
+    doc = document(1, outcome="unknown")
+    syncer(FakeApi([doc]), world).run()  # fetched at NOW by our (fast) clock
+    rerun = copy.deepcopy(doc)
+    rerun["analysis"]["call_successful"] = "success"  # the analysis, re-run upstream a minute later
+
+    outcome = archiver.archive(WebhookEvent("post_call_transcription", int(NOW) - 240 + 60, rerun)).outcome
+
+    row = index.get(doc["conversation_id"])
+    assert outcome == "stored" and row is not None and row.call_successful == "success"
+    clock.now += 600
+    assert syncer(FakeApi([rerun]), world).run().counts == {"complete": 1}
+
+
+def test_an_interrupted_sync_starts_nothing_more_than_what_is_in_flight(world: Any) -> None:
+    api = FakeApi([document(n) for n in range(200)])
+    state = MemorySyncState()
+    seen: list[str] = []
+
+    def interrupt(result: Any) -> None:
+        seen.append(result.conversation_id)
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # Ctrl-C, as the progress bar's callback meets it
+
+    with pytest.raises(KeyboardInterrupt):
+        syncer(api, world, state, concurrency=4).run(on_done=interrupt)
+
+    assert api.requests["get"] <= 2 + 2 * 4  # those done, those in flight and a few handed over meanwhile
+    assert state.get_watermark("all") is None
