@@ -66,6 +66,10 @@ class SyncThread:
                     "failed": summary.failed,
                 },
             )
+            if summary.failed:  # which calls, and why: the next run tries them again
+                self.log.warning(
+                    "scheduled sync left calls for the next run", extra={"failed": summary.failures_to_log()}
+                )
 
 
 @dataclass

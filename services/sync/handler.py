@@ -111,6 +111,6 @@ def sync_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if summary.failed:
         logger.warning(
             "sync left calls for the next run",
-            extra={"failed": [cid for cid, _reason in summary.failures[:_FAILED_IDS_LOGGED]]},
+            extra={"failed": summary.failures_to_log(_FAILED_IDS_LOGGED)},
         )
     return result

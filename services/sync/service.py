@@ -91,6 +91,10 @@ class SyncSummary:
     def failed(self) -> int:
         return len(self.failures)
 
+    def failures_to_log(self, limit: int = 50) -> list[dict[str, str]]:
+        """The first ``limit`` failures with their reasons, cut short: a bounded log line that says why."""
+        return [{"conversation_id": cid, "reason": reason[:300]} for cid, reason in self.failures[:limit]]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "window": {"after": self.after, "before": self.before},

@@ -666,3 +666,17 @@ def test_an_interrupted_sync_starts_nothing_more_than_what_is_in_flight(world: A
 
     assert api.requests["get"] <= 2 + 2 * 4  # those done, those in flight and a few handed over meanwhile
     assert state.get_watermark("all") is None
+
+
+def test_the_failures_logged_say_why_and_stay_bounded(world: Any) -> None:
+    api = FakeApi([document(n) for n in range(5)])
+    api.failing.update(d for d in api.documents)
+    summary = syncer(api, world).run()
+
+    logged = summary.failures_to_log(limit=3)
+
+    assert len(logged) == 3
+    assert all(entry["reason"] == "the API kept answering 503" for entry in logged)
+    long = type(summary)(None, None)
+    long.failures.append(("conv_x", "x" * 10_000))
+    assert len(long.failures_to_log()[0]["reason"]) == 300
