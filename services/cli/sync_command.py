@@ -85,6 +85,12 @@ def sync(
             concurrency=concurrency,
             overlap_seconds=settings.sync_overlap_seconds,
         )
+        start = syncer.window(after, agent_id)
+        if after is None and before is not None and start is not None and before <= start:
+            raise InvalidRequest(
+                f"--until is before where this run would start ({_when(start)}: the last sync's watermark less "
+                "the overlap); give --since too"
+            )
         show = not as_json and (sys.stderr.isatty() or bool(os.environ.get("CI")))
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, disable=not show, console=Console(stderr=True)) as bars, client:

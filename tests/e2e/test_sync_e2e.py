@@ -336,3 +336,19 @@ def test_serve_syncs_on_its_schedule_calls_no_webhook_brought(tmp_path: Path, ap
     assert "scheduled sync failed" not in logs and API_KEY not in logs
     assert api.requests["list"] >= 2  # it ran again
     assert api.requests["get"] == 3 and api.requests["audio"] == 3  # and fetched nothing twice
+
+
+def test_until_before_where_the_run_would_start_is_refused_with_what_to_add(
+    tmp_path: Path, api: ElevenLabsStandIn
+) -> None:
+    data_dir = tmp_path / "data"
+    api.add_many(2)
+    status, _summary = sync(api, data_dir)  # sets the watermark: now
+    assert status == 0
+    api.reset_counts()
+
+    done = callvault("sync", "--until", "2024-01-01", "--data-dir", str(data_dir), env=cli_env(api))
+
+    assert done.returncode == 2, done.stderr  # a usage error, before any request
+    assert "--until is before where this run would start" in done.stderr and "--since" in done.stderr
+    assert api.requests == counts()
