@@ -202,6 +202,27 @@ def write_newest_replaces_an_object_written_without_a_version(store: BlobStore) 
 WRITERS = 8
 
 
+def the_same_bytes_under_a_newer_version_change_the_tag(store: BlobStore) -> None:
+    """A tag changes with every write, even of the same bytes: else a writer that read the old tag could
+    replace the newer version with its older one (an ABA; S3's ETag is the bytes' MD5)."""
+    newest = versions.call_version("post_call_transcription", T0 + 120, NEW_DOC)
+    assert store.put_if(KEY, NEW_DOC, JSON, None, version=OLD)
+    before = store.head(KEY)
+    assert before is not None
+    assert write_newest(store, KEY, lambda: [NEW_DOC], JSON, newest).outcome == "newer"  # same bytes, newer
+    after = store.head(KEY)
+    assert after is not None and after.tag != before.tag and after.version == newest
+
+    assert store.put_if(KEY, OLD_DOC, JSON, before.tag, version=NEW) is False  # the slower writer loses
+    final = store.head(KEY)
+    assert final is not None and final.version == newest and store.get_bytes(KEY) == NEW_DOC
+    assert write_newest(store, KEY, lambda: [NEW_DOC], JSON, OLD).outcome == "older"
+    again = versions.call_version("post_call_transcription", T0 + 180, NEW_DOC)  # and once more
+    assert write_newest(store, KEY, lambda: [NEW_DOC], JSON, again).outcome == "newer"
+    last = store.head(KEY)
+    assert last is not None and last.tag != after.tag and store.get_bytes(KEY) == NEW_DOC
+
+
 def concurrent_write_newest_ends_at_the_highest_version(store: BlobStore) -> None:
     """Eight writers of eight versions race on one key, in a random order: the highest one is stored."""
     docs = [b'{"conversation_id":"%s","n":%d}' % (CONVERSATION.encode(), n) for n in range(WRITERS)]
@@ -250,6 +271,7 @@ CHECKS: dict[str, Callable[[BlobStore], None]] = {
         copy_if_of_a_missing_source_is_false,
         write_newest_keeps_the_newest_in_sequence,
         write_newest_replaces_an_object_written_without_a_version,
+        the_same_bytes_under_a_newer_version_change_the_tag,
         concurrent_write_newest_ends_at_the_highest_version,
     )
 }

@@ -12,6 +12,7 @@ than one part are multipart uploads: ``s3:PutObject`` covers Create/UploadPart/C
 """
 
 import contextlib
+import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -222,7 +223,17 @@ class S3BlobStore:
         return self._put(key, body, content_type, _write_args(tag, version))
 
     def _put(self, key: str, body: Any, content_type: str, extra: dict[str, Any]) -> bool:
-        """False when the condition in ``extra`` (if any) failed."""
+        """False when the condition in ``extra`` (if any) failed.
+
+        A tag must change with every write, and an S3 ETag is the MD5 of the bytes: the same bytes
+        written again under a newer version would keep it, and a writer holding the old tag could then
+        replace the newer version (an ABA). So a write whose bytes would give the very ETag it replaces
+        goes as a one-part multipart upload, whose ETag (``<md5 of the part's md5>-1``) differs."""
+        if "IfMatch" in extra and _single_part_etag(body) == extra["IfMatch"].strip('"'):
+            current = self.head(key)  # rare (a rewrite of the same bytes): a cheap early answer first
+            if current is None or current.tag != extra["IfMatch"]:
+                return False
+            return self._multipart(key, [bytearray(body)], iter(()), content_type, extra) is not None
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **extra)
         except ClientError as exc:
@@ -314,6 +325,11 @@ def _parts(chunks: Iterable[bytes]) -> Iterator[bytearray]:
     if filled:
         del buffer[filled:]
         yield buffer
+
+
+def _single_part_etag(body: Any) -> str:
+    """What S3 (unencrypted or SSE-S3) answers as the ETag of a PutObject of ``body``."""
+    return hashlib.md5(bytes(body), usedforsecurity=False).hexdigest()
 
 
 def _write_args(tag: str | None, version: str | None) -> dict[str, Any]:
