@@ -196,6 +196,27 @@ def test_what_each_role_may_do_is_exactly_what_its_function_needs() -> None:
     }
 
 
+ARCHIVE_OBJECTS = {"Fn::Sub": "${ArchiveBucket.Arn}/*"}
+ARCHIVE_BUCKET = {"Fn::GetAtt": ["ArchiveBucket", "Arn"]}
+
+
+@pytest.mark.parametrize("role", sorted(_roles()))
+def test_a_role_that_reads_archive_objects_by_key_may_list_the_archive_bucket(role: str) -> None:
+    """Without s3:ListBucket, S3 answers a GET or HEAD of a missing key with 403, not 404: the adapter
+    then says "storage unavailable" (503, a retried job) where the code expects NotFound (the
+    console's "transcript missing" page, a 404). The grant is on the bucket's ARN, nothing wider."""
+    statements = [s for s, _ in _statements(_roles()[role])]
+    reads = any(
+        "s3:GetObject" in _as_list(s["Action"]) and ARCHIVE_OBJECTS in _as_list(s["Resource"]) for s in statements
+    )
+    lists = [s for s in statements if "s3:ListBucket" in _as_list(s["Action"])]
+    if reads:
+        assert any(_as_list(s["Resource"]) == [ARCHIVE_BUCKET] and "Condition" not in s for s in lists), role
+    for statement in lists:  # ListBucket only ever on a bucket's ARN, never on objects or "*"
+        for resource in _as_list(statement["Resource"]):
+            assert isinstance(resource, dict) and "Fn::GetAtt" in resource, f"{role}: ListBucket on {resource}"
+
+
 def test_with_a_bucket_key_each_role_may_use_it_only_through_s3() -> None:
     """SSE-KMS on the buckets: a role that writes objects needs GenerateDataKey, one that reads, Decrypt."""
     for role in ("IngestRole", "AnalyticsCompactRole", "AudioFetchRole", "SyncRole"):
