@@ -20,7 +20,7 @@ from services.core.http import BUSY_CODE, JsonBody, error_body
 
 from .service import WebhookReceiver
 
-__all__ = ["BUSY_CODE", "JsonBody", "busy", "error_body", "handle_webhook", "refuse"]
+__all__ = ["BUSY_CODE", "JsonBody", "busy", "error_body", "handle_webhook", "not_stored", "refuse"]
 
 
 def handle_webhook(
@@ -41,8 +41,7 @@ def handle_webhook(
         result = receiver.receive_verified(raw) if verified else receiver.receive(raw, signature)
     except StorageUnavailable as exc:
         # The cause's message may hold a path or key (which hold phone numbers): log its type only.
-        logger.error("webhook not stored", extra={**fields, "status": 503, "cause": _cause_name(exc)})
-        return 503, error_body(exc.code, "storage is unavailable; the event was not stored, retry", request_id)
+        return not_stored(request_id, len(raw), logger, cause=_cause_name(exc))
     except CallVaultError as exc:
         return refuse(exc, request_id, len(raw), logger)
     except Exception as exc:
@@ -63,6 +62,17 @@ def handle_webhook(
         },
     )
     return 200, {**result.body(), "request_id": request_id}
+
+
+def not_stored(request_id: str, body_bytes: int | None, logger: Logger, *, cause: str | None) -> tuple[int, JsonBody]:
+    """503 for an event that could not be stored (storage, or the receiver's own start: the webhook
+    secret from SSM): nothing was acknowledged and the sender retries. ``cause`` is a type name, never
+    a message (messages can hold keys, paths or parameter names)."""
+    logger.error(
+        "webhook not stored", extra={"request_id": request_id, "body_bytes": body_bytes, "status": 503, "cause": cause}
+    )
+    message = "storage is unavailable; the event was not stored, retry"
+    return 503, error_body(StorageUnavailable.code, message, request_id)
 
 
 # What to check when a signature does not match. Sent to an unauthenticated caller: names settings and

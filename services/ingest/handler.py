@@ -15,7 +15,7 @@ from services.core.wiring import build_storage, webhook_secrets
 from services.memory.jobs import MemoryJobs, status_sink_for
 from services.memory.wiring import build_memory_queue
 
-from .edge import error_body, handle_webhook
+from .edge import error_body, handle_webhook, not_stored
 from .service import WebhookReceiver
 from .wiring import build_archiver
 
@@ -47,7 +47,12 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         raw = _raw_body(event)
     except InvalidPayload as exc:
         return _response(400, error_body(exc.code, exc.message, request_id))
-    status, body = handle_webhook(_get_receiver(), raw, headers.get("elevenlabs-signature"), request_id, logger)
+    try:
+        receiver = _get_receiver()
+    except Exception as exc:  # a cold start that cannot read its secret (SSM) or build its clients
+        # 503 so the sender retries; nothing is cached, so the next event tries the cold start again.
+        return _response(*not_stored(request_id, len(raw), logger, cause=type(exc).__name__))
+    status, body = handle_webhook(receiver, raw, headers.get("elevenlabs-signature"), request_id, logger)
     return _response(status, body)
 
 

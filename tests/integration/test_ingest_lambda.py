@@ -187,6 +187,30 @@ def test_lambda_answers_503_with_the_envelope_when_the_bucket_is_gone(aws: None)
     assert index.list_calls(CallQuery()).items == []
 
 
+def test_lambda_answers_503_when_its_cold_start_cannot_read_the_webhook_secret(
+    aws: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    ssm = boto3.client("ssm")
+    ssm.delete_parameter(Name="/callvault/webhook-secret")
+    _cold_start()
+
+    status, body = invoke(fixture_bytes(TRANSCRIPTION))
+
+    assert status == 503
+    assert body["error"]["code"] == "storage_unavailable" and body["request_id"] == "JKJaXmPLvHcESHA="
+    assert "Traceback" not in json.dumps(body) and "/callvault/" not in json.dumps(body)
+    (line,) = [r for r in caplog.records if r.getMessage() == "webhook not stored"]
+    assert (line.status, line.request_id) == (503, "JKJaXmPLvHcESHA=")  # type: ignore[attr-defined]
+    logs = "\n".join(handler.logger.registered_formatter.format(r) for r in caplog.records)
+    assert SECRET not in logs
+    assert s3_keys() == [] and DynamoCallIndex(TABLE).get(CONVERSATION) is None
+
+    # The failure is not cached: once the parameter is back, the next event (same container) is stored.
+    ssm.put_parameter(Name="/callvault/webhook-secret", Value=SECRET, Type="SecureString")
+    status, body = invoke(fixture_bytes(TRANSCRIPTION))
+    assert (status, body["status"]) == (200, "stored")
+
+
 def test_lambda_logs_mask_the_phone_and_hold_no_transcript(aws: None, caplog: pytest.LogCaptureFixture) -> None:
     invoke(fixture_bytes(TRANSCRIPTION))
 
