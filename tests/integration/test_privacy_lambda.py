@@ -198,26 +198,38 @@ def test_privacy_function_refuses_a_held_caller_with_409_naming_the_hold(aws: No
     assert audit_items() == []  # refused before anything, the erase entry included
 
 
-def test_privacy_function_without_a_tombstone_key_refuses_to_start(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CALLVAULT_TOMBSTONE_KEY_PARAM")
-    _cold_start()
-
-    with pytest.raises(RuntimeError, match="CALLVAULT_TOMBSTONE_KEY_PARAM"):
-        privacy(event("GET", "/audit", headers=ADMIN))
-
-
-def test_privacy_function_without_the_audit_table_refuses_to_start(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The holds are in the audit table: without it a held caller would be erased, and unaudited.
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ("CALLVAULT_TOMBSTONE_KEY_PARAM", "the privacy API needs TombstoneKeyParameterName set: docs/privacy.md"),
+        ("CALLVAULT_AUDIT_TABLE", "the privacy API needs CALLVAULT_AUDIT_TABLE"),
+    ],
+    ids=["no-tombstone-key", "no-audit-table"],
+)
+def test_privacy_function_not_configured_answers_401_without_a_key_and_503_with_one(
+    aws: None, monkeypatch: pytest.MonkeyPatch, variable: str, message: str
+) -> None:
+    # The template's default has no tombstone key: an erasure without tombstones comes back with the
+    # next retry or sync, and without the audit table (the legal holds) a held caller would be erased.
+    # Neither may be a 500 (the Errors alarm) for an anonymous request, nor erase anything.
     from services.core.adapters.memory import MemoryTombstones
     from services.core.erased import ErasedConversations
 
     caller = ErasedConversations(TOMBSTONE_KEY.encode(), MemoryTombstones()).caller_digest(PHONE)
     DynamoHolds(AUDIT_TABLE).place(Hold("hold_abc123", "caller", caller, "*******0142", "case 7", 1, "cli:alice"))
-    monkeypatch.delenv("CALLVAULT_AUDIT_TABLE")
+    monkeypatch.delenv(variable)
     _cold_start()
 
-    with pytest.raises(RuntimeError, match="CALLVAULT_AUDIT_TABLE"):
-        privacy(event("DELETE", "/callers/%2B16125550142", headers=ADMIN))
+    anonymous_erase = privacy(event("DELETE", "/callers/%2B16125550142"))
+    anonymous_trail = privacy(event("GET", "/audit", headers={"authorization": "Bearer cvk_wrong"}))
+    erase = privacy(event("DELETE", "/callers/%2B16125550142", headers=ADMIN))
+    trail = privacy(event("GET", "/audit", headers=ADMIN))
+
+    assert anonymous_erase[0] == 401 and anonymous_erase[1]["error"]["code"] == "unauthorized"
+    assert anonymous_trail[0] == 401 and anonymous_trail[1]["error"]["code"] == "unauthorized"
+    for status, body in (erase, trail):
+        assert status == 503 and body["error"]["code"] == "not_configured"
+        assert message in body["error"]["message"] and body["request_id"] == "req-privacy"
     assert DynamoCallIndex(TABLE).get(CONVERSATION) is not None
 
 

@@ -70,6 +70,12 @@ class RangeNotSatisfiable(CallVaultError):
         self.size = size
 
 
+class NotConfigured(CallVaultError):
+    """A feature this deployment has not been set up for; the message names the setting to add."""
+
+    code = "not_configured"
+
+
 class Held(CallVaultError):
     """Data under a legal hold (#13): erasure refuses it, naming the hold, until it is released."""
 
@@ -90,6 +96,7 @@ HTTP_STATUS: dict[type[CallVaultError], int] = {
     RangeNotSatisfiable: 416,
     InvalidRequest: 422,
     StorageUnavailable: 503,
+    NotConfigured: 503,
 }
 
 
