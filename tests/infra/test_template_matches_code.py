@@ -179,6 +179,52 @@ def test_settings_accept_the_templates_environment_at_every_parameter_bound(
             assert settings.analytics_bucket == "analytics-bucket"
 
 
+# Lambda's limit on a synchronous invocation's payload: the whole event JSON, not the body alone.
+LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024
+# API Gateway (HTTP API) takes up to 10 KiB of request line and headers.
+HTTP_API_HEADER_BYTES = 10 * 1024
+
+
+@pytest.mark.parametrize("bound", ["Default", "MaxValue"])
+def test_a_webhook_body_at_the_limit_still_fits_in_a_lambda_invocation(bound: str) -> None:
+    """A body the ingest code would answer 413 must reach it: the event wraps the body in headers, the
+    request context and JSON escaping, all of which count toward Lambda's limit. At the platform's own
+    6 MiB the body would be refused before CallVault could answer."""
+    limit = template()["Parameters"]["MaxBodyBytes"][bound]
+    # An audio webhook: base64 in a JSON envelope (its quotes are escaped once more inside the event).
+    envelope = b'{"type":"post_call_audio","event_timestamp":1795516800,"data":{"agent_id":"agent_01jzfr",'
+    envelope += b'"conversation_id":"conv_01jzfrjvcce0vsea1fcbpp9p04","full_audio":"'
+    body = envelope + b"A" * (limit - len(envelope) - 3) + b'"}}'
+    headers = {
+        "content-type": "application/json",
+        "elevenlabs-signature": "t=1795516800,v0=" + "0" * 64,
+        "x-padding": "x" * (HTTP_API_HEADER_BYTES - 200),  # whatever else the sender and CloudFront add
+    }
+    event = {
+        "version": "2.0",
+        "routeKey": "POST /webhooks/elevenlabs",
+        "rawPath": "/webhooks/elevenlabs",
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "abc123",
+            "http": {"method": "POST", "path": "/webhooks/elevenlabs", "protocol": "HTTP/1.1", "sourceIp": "::1"},
+            "requestId": "JKJaXmPLvHcESHA=",
+            "routeKey": "POST /webhooks/elevenlabs",
+            "stage": "$default",
+            "time": "24/Nov/2026:10:40:00 +0000",
+            "timeEpoch": 1795516800000,
+        },
+        "body": body.decode(),
+        "isBase64Encoded": False,
+    }
+    assert len(body) == limit
+    assert len(json.dumps(event).encode()) <= LAMBDA_PAYLOAD_BYTES
+
+
 def test_secret_parameter_names_are_ssm_names_and_the_roles_may_read_exactly_those() -> None:
     tpl = template()
     for logical_id, role, sid in (
