@@ -11,6 +11,11 @@ if TYPE_CHECKING:
     from .erased import ErasedConversations
 
 WEBHOOK_SECRET_FILE = "webhook-secret"  # noqa: S105 - a file name, not a secret
+# The analytics store's S3 connection pool. botocore keeps 10 by default, and compaction reads and
+# deletes with 16 threads (services/analytics/compaction.py, IO_WORKERS; a test keeps this at least
+# that): the others waited or opened throw-away connections. Room beyond that for `backfill-analytics
+# --workers`; an idle pool slot costs nothing.
+ANALYTICS_S3_CONNECTIONS = 32
 
 
 @dataclass
@@ -48,7 +53,7 @@ def build_analytics_store(settings: Settings) -> BlobStore:
 
         if not settings.analytics_bucket:
             raise RuntimeError("CALLVAULT_ANALYTICS_BUCKET must name the analytics bucket when CALLVAULT_BACKEND=aws")
-        return S3BlobStore(settings.analytics_bucket)
+        return S3BlobStore(settings.analytics_bucket, max_connections=ANALYTICS_S3_CONNECTIONS)
     from .adapters.fs_blob_store import FsBlobStore
 
     # Derived from the archive: written atomically but not fsynced (three fsyncs per call saved);

@@ -147,6 +147,20 @@ def test_closed_days_become_one_object_each_open_days_stay(bucket: Any, caplog: 
     assert TEXT not in text and not [c for c in (*CLOSED_CALLS, *OPEN_CALLS) if c in text]  # no row, no id
 
 
+def test_the_store_has_a_connection_for_every_compaction_thread(bucket: Any) -> None:
+    """botocore's pool keeps 10 connections by default: with more threads than that, the rest wait for
+    a connection or open one that is thrown away after the request ("Connection pool is full")."""
+    from services.analytics.compaction import IO_WORKERS
+    from services.core.adapters.s3_blob_store import S3BlobStore
+
+    store = compact_handler._get_store()
+
+    assert isinstance(store, S3BlobStore)
+    config: Any = store.client.meta.config  # botocore's Config sets its options as attributes at run time
+    assert config.max_pool_connections >= IO_WORKERS
+    assert config.signature_version == "s3v4"  # still presigns as every region wants
+
+
 def test_a_second_run_has_nothing_to_do(bucket: Any, caplog: pytest.LogCaptureFixture) -> None:
     _put_calls(bucket, CLOSED, CLOSED_CALLS)
     _put_calls(bucket, OPEN, OPEN_CALLS)

@@ -42,10 +42,15 @@ _CONDITIONS = ("IfMatch", "IfNoneMatch")
 
 
 class S3BlobStore:
-    def __init__(self, bucket: str, client: "S3Client | None" = None) -> None:
+    def __init__(self, bucket: str, client: "S3Client | None" = None, *, max_connections: int | None = None) -> None:
+        """``max_connections``: the client's connection pool (botocore keeps 10 by default); give at
+        least as many as the threads that share this store."""
         self.bucket = bucket
         # s3v4: boto3 would otherwise presign with SigV2, which current regions refuse.
-        self.client: S3Client = client or boto3.client("s3", config=Config(signature_version="s3v4"))
+        config = Config(signature_version="s3v4")
+        if max_connections is not None:
+            config = config.merge(Config(max_pool_connections=max_connections))
+        self.client: S3Client = client or boto3.client("s3", config=config)
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         try:
