@@ -6,12 +6,20 @@ conversations of the batch are done. A failed job's visibility is set to an expo
 (``ChangeMessageVisibility``), so a Mem0 outage is retried after 5 s, 10 s, 20 s... rather than at
 the queue's fixed timeout. After ``memory_max_attempts`` receives the queue's redrive policy moves
 it to the dead-letter queue (alarmed); its row says ``memory_status = failed``.
+
+Time: a batch must end before the function's timeout, or Lambda sends no partial response, the
+finished jobs come back and every job of the batch spends a delivery. Before each job after the
+first, the worker checks the time left (``context.get_remaining_time_in_millis()``); below
+``reserve_secs`` (the worst case of one job) it starts nothing more, and that job and the rest go
+back as batch item failures, unstarted, to return after the queue's visibility timeout. The first job
+always runs: handing it back too would only spend its delivery. A job handed back on its last
+allowed delivery is marked failed, as a failed one is, since the dead-letter queue takes it next.
 """
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -26,6 +34,13 @@ from .worker import backoff_secs
 
 logger = get_logger("callvault-memory")
 _MAX_VISIBILITY_SECS = 43_200  # SQS's limit (12 h)
+# The worst case of one job: a Mem0 Platform request that times out on every attempt (10 s, retried
+# 3 times, with backoff between) is about 45 s; S3, DynamoDB and the status write are milliseconds.
+JOB_RESERVE_SECS = 45.0
+
+
+class NoTimeLeft(Exception):
+    """The invocation has too little time left to start another job: it goes back to the queue."""
 
 
 @dataclass
@@ -37,14 +52,54 @@ class SqsWorker:
     retry_base_secs: float = 5.0
     retry_max_secs: float = 3600.0
     clock: Callable[[], float] = time.time
+    reserve_secs: float = JOB_RESERVE_SECS  # start no job after the first with less time than this left
 
     def handle_batch(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         processor = SqsFifoPartialProcessor(skip_group_on_error=True)
         # An all-failed batch answers with every id too, rather than raising: the visibility
         # backoffs set below then hold, and Lambda's error metric stays about code errors.
         processor.raise_on_entire_batch_failure = False
-        response = process_partial_response(event, self.handle_record, processor, context)
+        started = 0
+        handed_back = 0
+
+        def within_time(record: SQSRecord) -> None:
+            nonlocal started, handed_back
+            if started and (handed_back or self._too_late(context)):
+                handed_back += 1
+                self._hand_back(record)
+            started += 1
+            self.handle_record(record)
+
+        response = process_partial_response(event, within_time, processor, context)
+        if handed_back:
+            # Jobs of a conversation after a handed-back one go back too (FIFO), unasked: not counted.
+            logger.info(
+                "memory jobs handed back: too little time left",
+                extra={"handed_back": handed_back, "remaining_ms": _remaining_ms(context)},
+            )
         return dict(response)
+
+    def _too_late(self, context: Any) -> bool:
+        remaining = _remaining_ms(context)
+        return remaining is not None and remaining < self.reserve_secs * 1000
+
+    def _hand_back(self, record: SQSRecord) -> NoReturn:
+        """Report ``record`` failed without starting it; on its last allowed delivery, mark the call
+        failed first (the dead-letter queue takes the message next, as after a failed job)."""
+        receives = int(record.attributes.approximate_receive_count or 1)
+        if receives >= self.max_attempts:
+            job = MemoryJob.from_json(record.body)
+            self.status.set_memory_status(job.conversation_id, STATUS_FAILED, int(self.clock()))
+            logger.warning(
+                "memory job failed",
+                extra={
+                    "conversation_id": job.conversation_id,
+                    "attempt": receives,
+                    "gives_up": True,
+                    "error_code": "no_time_left",
+                },
+            )
+        raise NoTimeLeft("too little time left in this invocation to start the job")
 
     def handle_record(self, record: SQSRecord) -> None:
         job = MemoryJob.from_json(record.body)  # a malformed body fails until the DLQ takes it
@@ -84,6 +139,12 @@ class SqsWorker:
             )
         except Exception as exc:  # the queue's own visibility timeout still brings it back
             logger.warning("memory job backoff not set", extra={"error_code": error_code(exc)})
+
+
+def _remaining_ms(context: Any) -> int | None:
+    """The invocation's time left, or None without a Lambda context (a direct call: no limit)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return int(remaining()) if callable(remaining) else None
 
 
 _worker: SqsWorker | None = None

@@ -219,6 +219,68 @@ def test_the_last_allowed_attempt_marks_the_call_failed_and_leaves_the_message_t
     assert status.history == [("conv_b", "failed")]
 
 
+@dataclass
+class ClockedContext:
+    """A Lambda context whose remaining time is whatever ``remaining_ms`` says at the moment it is asked."""
+
+    remaining_ms: Any
+    function_name: str = "callvault-memory-worker"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:callvault-memory-worker"
+    aws_request_id: str = "7c1e0b5a-5b6c-4c1e-9a1e-3f2d8f0e7a13"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.remaining_ms())
+
+
+def test_jobs_the_time_left_cannot_cover_are_handed_back_unstarted(aws: Aws) -> None:
+    """A batch must never run into the function's timeout: then no partial response is sent, finished
+    jobs come back, and every redelivery counts toward the dead-letter queue."""
+    for conversation, phone in (("conv_a", CALLER), ("conv_b", OTHER_CALLER), ("conv_c", CALLER)):
+        aws.ingest(conversation, phone)
+    event = aws.receive()
+    ids = {MemoryJob.from_json(r["body"]).conversation_id: r["messageId"] for r in event["Records"]}
+    first, *rest = [MemoryJob.from_json(r["body"]).conversation_id for r in event["Records"]]
+    store, status = FakeMemoryStore(), RecordingStatusSink()
+    # 50 s left before any job; once one is done, 10 s: less than the worst case of a job.
+    context = ClockedContext(lambda: 50_000 if store.adds == 0 else 10_000)
+
+    response = _worker(aws, store, status).handle_batch(event, context)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": ids[c]} for c in rest]}
+    assert store.adds == 1 and status.history == [(first, "done")]  # the others were not started, nor failed
+    aws.delete_succeeded(event, response)
+    attributes = aws.sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "2"  # back after the visibility timeout
+
+
+def test_a_job_handed_back_on_its_last_delivery_is_marked_failed_for_the_dead_letter_queue(aws: Aws) -> None:
+    aws.ingest("conv_a", CALLER)
+    aws.ingest("conv_b", OTHER_CALLER)
+    event = aws.receive()
+    for record in event["Records"]:
+        record["attributes"]["ApproximateReceiveCount"] = "3"  # as on their third delivery
+    first, second = [MemoryJob.from_json(r["body"]).conversation_id for r in event["Records"]]
+    store, status = FakeMemoryStore(), RecordingStatusSink()
+
+    response = _worker(aws, store, status, max_attempts=3).handle_batch(event, ClockedContext(lambda: 5_000))
+
+    assert len(response["batchItemFailures"]) == 1 and store.adds == 1
+    assert status.history == [(first, "done"), (second, "failed")]
+
+
+def test_the_first_job_of_a_batch_starts_whatever_the_time_left(aws: Aws) -> None:
+    """Handing back every job of a batch would only spend their attempts: the first one always runs."""
+    aws.ingest("conv_a", CALLER)
+    aws.ingest("conv_b", OTHER_CALLER)
+    event = aws.receive()
+    store, status = FakeMemoryStore(), RecordingStatusSink()
+
+    response = _worker(aws, store, status).handle_batch(event, ClockedContext(lambda: 5_000))
+
+    assert len(response["batchItemFailures"]) == 1 and store.adds == 1 and len(status.history) == 1
+
+
 def test_a_malformed_body_is_reported_failed_so_it_ends_in_the_dlq(aws: Aws) -> None:
     aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody="{oops", MessageGroupId="x", MessageDeduplicationId="x")
     aws.ingest("conv_a")
