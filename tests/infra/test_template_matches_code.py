@@ -367,6 +367,21 @@ def test_signature_alarm_counts_the_log_line_the_ingest_code_writes(caplog: pyte
     assert any(all(str(line.get(k)) == v for k, v in wanted.items()) for line in lines), lines
 
 
+def test_throttled_webhooks_are_counted_from_the_access_log_format_the_api_writes() -> None:
+    """API Gateway's 429 never reaches a function: the metric reads the access log, whose format must
+    carry the fields the filter names, and whose route key must be the webhook route the API has."""
+    tpl = template()
+    pattern = tpl["Resources"]["WebhookThrottledMetric"]["Properties"]["FilterPattern"]
+    wanted = dict(re.findall(r'\$\.(\w+) = "([^"]*)"', pattern))
+    assert wanted == {"routeKey": "POST /webhooks/elevenlabs", "status": "429"}
+    log_format = tpl["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]["Format"]
+    fields = json.loads(log_format.replace("\n", ""))
+    assert fields["routeKey"] == "$context.routeKey" and fields["status"] == "$context.status"
+    assert ("POST", "/webhooks/elevenlabs") in http_routes(tpl, "IngestFunction")
+    alarm = tpl["Resources"]["WebhookThrottledAlarm"]["Properties"]
+    assert alarm["MetricName"] == "WebhookThrottled" and alarm["Threshold"] == 1
+
+
 def _pins() -> tuple[dict[str, str], set[str]]:
     """``({name: version}, direct names)``: direct pins come before the ``# transitive`` line."""
     pins: dict[str, str] = {}
