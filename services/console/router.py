@@ -383,7 +383,8 @@ async def dashboard_page(request: Request, context: Context, visitor: SignedIn) 
 
 @router.get("/console/search")
 async def search_page(request: Request, context: Context, visitor: SignedIn) -> HTMLResponse:
-    q = (request.query_params.get("q") or "").strip()[:100]
+    asked = (request.query_params.get("q") or "").strip()
+    q = asked[:100]  # shown back in the field; searched only when it is all of what was asked
     matches: list[dict[str, Any]] = []
     error, status = None, 200
     if q:
@@ -391,12 +392,15 @@ async def search_page(request: Request, context: Context, visitor: SignedIn) -> 
             error, status = "Search over transcripts needs the analytics engine, which is not configured here.", 400
         elif len(q) < 2:
             error, status = "Type at least 2 characters.", 400
+        elif len(asked) > len(q):
+            error, status = "Type at most 100 characters: a few distinctive words find the turns.", 400
         else:
             try:
                 result = await run_in_threadpool(context.reports.run, "keyword", ReportArgs(keyword=q, limit=100))
                 matches = [{**row, "parts": _highlight(str(row["text"]), q)} for row in result.dicts()]
             except StorageUnavailable as exc:  # Athena failed or took too long
-                error, status = f"The search did not finish ({exc.message}). Try again, or narrow it.", 503
+                error = f"The search did not finish ({exc.message}). Try again, or search for rarer words."
+                status = 503
     add_log_fields(request, searched=bool(q), items=len(matches))
     return page(
         "search.html",

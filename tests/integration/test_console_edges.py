@@ -185,3 +185,9 @@ def test_the_dashboard_says_which_date_it_cannot_use_instead_of_showing_all_time
     assert answer.status_code == 400 and 'role="alert"' in answer.text and says in answer.text
     assert "Calls per day" not in answer.text  # no figures for a period nobody asked for
     assert client.get("/console/dashboard", params={"since": "2025-07-01"}).status_code == 200
+
+
+def test_a_search_longer_than_the_field_allows_says_so_instead_of_searching_a_cut_version(client: TestClient) -> None:
+    sign_in(client, ADMIN)
+    answer = client.get("/console/search", params={"q": "hello " * 30})
+    assert answer.status_code == 400 and "at most 100 characters" in answer.text
