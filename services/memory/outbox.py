@@ -210,6 +210,19 @@ class SqliteOutbox:
 
     # -- worker --------------------------------------------------------------------------------
 
+    def give_up_abandoned(self, max_attempts: int) -> list[str]:
+        """Jobs whose every attempt ended with the worker gone (their lease ran out: a crash, an out of
+        memory kill, a native fault in the model or the store) become ``failed`` here, since ``fail``
+        never ran for them: else one poisonous call would take ``serve`` down after every restart."""
+        sql = (
+            "UPDATE memory_outbox SET state = 'failed', leased_until = NULL, lease_token = NULL, "
+            "last_error = 'abandoned: the worker stopped during every attempt', updated_at = :now "
+            "WHERE state = 'running' AND leased_until <= :now AND attempts >= :max_attempts "
+            "RETURNING conversation_id"
+        )
+        rows = self._execute(sql, {"now": self.clock(), "max_attempts": max_attempts}).fetchall()
+        return [row["conversation_id"] for row in rows]
+
     def claim(self, lease_secs: float) -> ClaimedJob | None:
         token = uuid.uuid4().hex
         row = self._execute(_CLAIM, {"now": self.clock(), "lease": lease_secs, "token": token}).fetchone()

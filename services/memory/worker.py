@@ -57,6 +57,9 @@ class MemoryWorker:
 
     def run_once(self) -> bool:
         """Claim and run one due job; False when none was due."""
+        for cid in self.outbox.give_up_abandoned(self.max_attempts):
+            self.status.set_memory_status(cid, STATUS_FAILED, int(self.clock()))
+            self._log("memory job failed", conversation_id=cid, state="failed", error_code="abandoned")
         claimed = self.outbox.claim(self.lease_secs)
         if claimed is None:
             return False

@@ -144,3 +144,20 @@ def test_a_job_of_a_conversation_erased_meanwhile_is_done_and_writes_nothing(wor
     assert world.store.count(CALLER, "conv_1") == 0 and world.store.count(CALLER, "conv_2") == 6
     assert world.status.history == [("conv_1", "pending"), ("conv_2", "pending"), ("conv_2", "done")]
     assert world.worker.run_once() is False  # the erased call's job is finished, not retried
+
+
+def test_a_job_that_takes_the_worker_down_every_time_ends_failed_not_retried_for_ever(world: World) -> None:
+    """A call whose job kills the process (out of memory, a native fault) never reaches ``fail``: after
+    ``max_attempts`` abandoned leases it is given up, or serve would go down after every restart."""
+    world.ingest()
+    for attempt in range(1, 4):  # each attempt: claimed, then the worker dies holding it
+        claimed = world.outbox.claim(world.worker.lease_secs)
+        assert claimed is not None and claimed.attempt == attempt
+        world.clock.advance(world.worker.lease_secs + 1)
+
+    assert world.worker.run_once() is False  # nothing claimed: the job is given up instead
+    row = world.outbox.get("conv_1")
+    assert row is not None and row.state == "failed" and "abandoned" in (row.last_error or "")
+    assert world.status.last("conv_1") == "failed"
+    assert world.outbox.retry_failed("conv_1") == 1  # the operator can still run it again
+    assert world.worker.run_once() is True and world.status.last("conv_1") == "done"
