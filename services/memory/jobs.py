@@ -17,6 +17,7 @@ import orjson
 
 from services.core.domain.errors import NotFound
 from services.core.domain.models import CallRecord, WebhookEvent
+from services.core.domain.phone import names_one_caller
 from services.core.erased import ErasedConversations
 from services.core.ports import BlobStore, CallIndex
 
@@ -102,7 +103,7 @@ class MemoryJobs:
         """What the row should say once this event is archived; None for events that make no memories."""
         if event.type != TRANSCRIPTION:
             return None
-        return STATUS_PENDING if record.phone else STATUS_SKIPPED_NO_PHONE
+        return STATUS_PENDING if names_one_caller(record.phone) else STATUS_SKIPPED_NO_PHONE
 
     def submit(self, event: WebhookEvent, record: CallRecord) -> None:
         if self.activity is not None:
@@ -176,8 +177,8 @@ class JobProcessor:
         memories = build_conversation_memories(
             document, phone=row.phone if row else None, default_region=self.default_region, infer=self.infer
         )
-        if memories.phone is None:
-            return STATUS_SKIPPED_NO_PHONE
+        if memories.phone is None or not names_one_caller(memories.phone):
+            return STATUS_SKIPPED_NO_PHONE  # no number, or one many callers share (a placeholder)
         if self._erased(job):
             return ERASED
         self.store.add_conversation(memories.phone, memories.conversation_id, memories.items)

@@ -202,7 +202,7 @@ def caller_profile(
     on_error: Callable[[str, BaseException], None] | None = None,
 ) -> CallerProfile:
     phone = phone_domain.to_e164(caller_id, default_region)
-    if phone is None:
+    if phone is None or not phone_domain.names_one_caller(phone):  # a shared placeholder knows nobody
         return CallerProfile(None)
     degraded = False
     calls: list[CallRecord] = []
@@ -261,7 +261,7 @@ def memory_search_tool(
     would have to explain to the caller."""
     phone = phone_domain.to_e164(caller_id, default_region)
     text = query.strip() if isinstance(query, str) else ""
-    if phone is None:
+    if phone is None or not phone_domain.names_one_caller(phone):
         return {"caller_known": False, "results": [], "note": "no caller phone number for this conversation"}
     try:
         if text:

@@ -349,3 +349,17 @@ def test_the_memory_app_for_aws_serves_the_same_routes_with_its_own_key_check(tm
 )
 def test_a_question_about_the_caller_is_searched_in_the_callers_own_words(asked: str, searched: str) -> None:
     assert in_callers_words(asked) == searched
+
+
+@pytest.mark.parametrize(
+    ("stored", "placeholder"),
+    [("+10000000000", "0000000000"), ("+10000000000", "+1 (000) 000-0000"), ("+15555555555", "+15555555555")],
+)
+def test_a_placeholder_number_many_callers_share_knows_nobody(api: Api, stored: str, placeholder: str) -> None:
+    """A withheld number often arrives as a placeholder: whoever called from it before must not be
+    greeted by name, nor their words handed to the next caller who withholds theirs."""
+    api.archive("conv_bob", stored, 1751802015, "Bob talked about his daughter's visit.")
+    body = _init(api, {"caller_id": placeholder}).json()
+    assert body["dynamic_variables"]["caller_known"] is False and body["dynamic_variables"]["caller_name"] == ""
+    found = api.client.post(TOOL, json={"query": "daughter", "caller_id": placeholder}, headers=AGENT).json()
+    assert found["caller_known"] is False and found["results"] == []

@@ -161,3 +161,11 @@ def test_a_job_that_takes_the_worker_down_every_time_ends_failed_not_retried_for
     assert world.status.last("conv_1") == "failed"
     assert world.outbox.retry_failed("conv_1") == 1  # the operator can still run it again
     assert world.worker.run_once() is True and world.status.last("conv_1") == "done"
+
+
+def test_a_call_from_a_placeholder_number_makes_no_memories(world: World) -> None:
+    world.ingest("conv_withheld", phone="+10000000000")
+    assert world.status.history == [("conv_withheld", "skipped_no_phone")]
+    world.outbox.enqueue(MemoryJob("conv_withheld"))  # e.g. re-driven by hand
+    world.worker.run_once()
+    assert world.status.last("conv_withheld") == "skipped_no_phone" and world.store.rows == {}

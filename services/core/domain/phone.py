@@ -27,6 +27,22 @@ def to_e164(raw: object, default_region: str = DEFAULT_REGION) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def names_one_caller(e164: str | None) -> bool:
+    """Whether a number can stand for one person: a number a carrier could assign (not merely one of a
+    possible length), and not a placeholder of one repeated digit. A withheld caller often arrives as
+    such a placeholder (``0000000000``), shared by everyone who withholds theirs, so caller memory must
+    not be kept under it (the call itself is archived under any number)."""
+    if not e164:
+        return False
+    digits = e164.lstrip("+")
+    if len(set(digits[1:])) <= 1:
+        return False
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse(e164, None))
+    except phonenumbers.NumberParseException:
+        return False
+
+
 def mask(phone: str | None) -> str | None:
     """Keep only the last four digits: enough to tell calls apart in logs, not enough to identify."""
     if not phone:
