@@ -144,15 +144,38 @@ def _fold(word: str) -> str:
 
 
 def _pack(sentences: list[Statement]) -> list[Statement]:
-    """Consecutive sentences of one turn joined up to ``CHUNK_CHARS``."""
+    """Consecutive sentences of one turn joined up to ``CHUNK_CHARS``; a longer sentence (speech to
+    text often writes a whole turn without a stop) cut at words into pieces of at most that."""
     chunks: list[Statement] = []
-    for sentence in sentences:
+    for sentence in (piece for whole in sentences for piece in _split_long(whole)):
         last = chunks[-1] if chunks else None
         if last and last.turn == sentence.turn and len(last.text) + 1 + len(sentence.text) <= CHUNK_CHARS:
             chunks[-1] = Statement(f"{last.text} {sentence.text}", last.turn)
         else:
             chunks.append(sentence)
     return chunks
+
+
+def _split_long(sentence: Statement) -> list[Statement]:
+    if len(sentence.text) <= CHUNK_CHARS:
+        return [sentence]
+    pieces: list[str] = []
+    current = ""
+    for word in sentence.text.split():
+        while len(word) > CHUNK_CHARS:  # one "word" longer than a chunk: cut it
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(word[:CHUNK_CHARS])
+            word = word[CHUNK_CHARS:]
+        if current and len(current) + 1 + len(word) > CHUNK_CHARS:
+            pieces.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    if current:
+        pieces.append(current)
+    return [Statement(piece, sentence.turn) for piece in pieces]
 
 
 def _merge_near_duplicates(sentences: list[Statement]) -> list[Statement]:

@@ -36,6 +36,7 @@ TOOL_LIMIT = 5
 LIST_DEPTH = 5000  # a listing walks at most this many of one caller's memories (the stores' own scan bound)
 TOOL_OVERFETCH = 4  # the tool asks for 4x its answer, so dropping duplicates still fills it
 TOOL_FACTS_READ = 50  # factual memories the tool reads for an empty query (newest calls first)
+TOOL_ITEM_CHARS = 300  # each answer item at most this long: what a caller says must not flood the agent's context
 SEARCH_DEPTH = 500  # a search pages at most this deep into the ranking
 MAX_CURSOR_CHARS = 1024
 _BAD_CURSOR = "cursor is not valid: pass back next_cursor unchanged, with the same q and type"
@@ -291,8 +292,9 @@ def best_memories(found: Memories, limit: int) -> Memories:
 
 
 def _tool_item(memory: StoredMemory) -> dict[str, Any]:
+    text = memory.text if len(memory.text) <= TOOL_ITEM_CHARS else memory.text[: TOOL_ITEM_CHARS - 1] + "…"
     return {
-        "text": memory.text,
+        "text": text,
         "type": memory.type,
         "role": memory.role,
         "source": memory.source,

@@ -2,6 +2,7 @@
 route (search API key), the ElevenLabs conversation-initiation webhook and the memory-search tool
 (shared secret)."""
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,9 +16,9 @@ from services.core.config import Settings
 from services.core.wiring import build_storage
 from services.local.app import create_local_app
 from services.memory.app import create_memory_app, mount_memory
-from services.memory.domain import build_conversation_memories
+from services.memory.domain import StoredMemory, build_conversation_memories
 from services.memory.router import MemoryContext
-from services.memory.service import SECRET_HEADER, AgentSecrets, in_callers_words
+from services.memory.service import SECRET_HEADER, AgentSecrets, _tool_item, in_callers_words
 from services.search.dependencies import require_api_key
 from services.web.auth import ApiKeys, hash_key
 from tests.memory.support import CALLER, OTHER_CALLER, FakeMemoryStore, call_envelope, envelope_bytes
@@ -363,3 +364,24 @@ def test_a_placeholder_number_many_callers_share_knows_nobody(api: Api, stored: 
     assert body["dynamic_variables"]["caller_known"] is False and body["dynamic_variables"]["caller_name"] == ""
     found = api.client.post(TOOL, json={"query": "daughter", "caller_id": placeholder}, headers=AGENT).json()
     assert found["caller_known"] is False and found["results"] == []
+
+
+def test_the_tool_answers_in_bounded_pieces_however_long_a_caller_spoke(api: Api) -> None:
+    """Speech to text can write a whole long turn without a stop: the tool's answer stays small."""
+    long_turn = "and then we drove to Winona to see the lake " * 300  # ~13,000 characters, no stop
+    memories = build_conversation_memories(
+        call_envelope("conv_long", CALLER, [("user", long_turn)], started_at=1751802015)["data"]
+    )
+    turns = [item for item in memories.items if item.metadata.get("source") == "turn"]
+    assert turns and all(len(item.text) <= 240 for item in turns)
+    api.store.add_conversation(CALLER, "conv_long", memories.items)
+
+    body = api.client.post(TOOL, json={"query": "Winona lake", "caller_id": CALLER}, headers=AGENT).json()
+
+    assert body["results"] and all(len(item["text"]) <= 300 for item in body["results"])
+    assert len(json.dumps(body)) < 5 * 1024
+
+
+def test_a_stored_memory_longer_than_an_answer_item_is_cut_in_the_answer() -> None:
+    item = _tool_item(StoredMemory("m1", "x" * 5000, "factual", "user", "conv_1", None, 1751802015))
+    assert len(item["text"]) == 300 and item["text"].endswith("…")
