@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any
 
 from services.core.config import get_settings
+from services.core.domain.errors import StorageUnavailable
 from services.core.logging import get_logger
 from services.core.ports import BlobStore
 from services.core.wiring import build_analytics_store
@@ -53,6 +54,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "conversations": sum(day.conversations for day in summary.days),
             "max_attempts": max((day.attempts for day in summary.days), default=0),
             "duration_ms": round((time.monotonic() - started) * 1000),
+            "failed": [f"{table}/dt={dt}" for table, dt, _why in summary.failed[:20]],
         },
     )
+    if summary.failed:  # the other days are merged; an error makes the alarm fire and Lambda retry
+        raise StorageUnavailable(f"{len(summary.failed)} analytics days were not merged; the next run retries them")
     return result

@@ -32,7 +32,7 @@ from typing import TypeVar
 
 from aws_lambda_powertools import Logger
 
-from services.core.domain.errors import NotFound, StorageUnavailable
+from services.core.domain.errors import CallVaultError, NotFound, StorageUnavailable
 from services.core.logging import get_logger
 from services.core.ports import BlobStore
 
@@ -63,6 +63,11 @@ class DayMerge:
 @dataclass
 class CompactionSummary:
     days: list[DayMerge] = field(default_factory=list)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (table, dt, why): tried next run
+
+    @property
+    def written(self) -> int:
+        return sum(1 for day in self.days if day.written)
 
     @property
     def objects_merged(self) -> int:
@@ -107,6 +112,11 @@ def rewrite_day(store: BlobStore, table: str, dt: str, change: Change | None = N
             day: dict[str, list[Row]] = _by_call(decode(blob))
         except NotFound:
             tag, day = None, {}
+        except UnreadableRows:
+            # A day object cut short (analytics are not fsynced) holds no rows anyone can read, and
+            # would stop every report and every merge after it. Replaced by what the per-call objects
+            # hold (the same tag condition); the calls it held are rebuilt by `callvault verify --repair`.
+            day = {}
         read: dict[str, str] = {}  # per-call key -> the tag we read and will delete only if unchanged
         for key, conversation_id, found in _read_per_call(store, table, dt):
             if found is None:
@@ -169,6 +179,15 @@ def open_partitions(store: BlobStore) -> dict[tuple[str, str], int]:
     return counts
 
 
+def merge_days(store: BlobStore, days: Iterable[str]) -> None:
+    """Fold the per-call objects a command wrote into closed days back into their day objects, every
+    table: until then a call rewritten there is read twice (its day row and its per-call row). For the
+    commands that run without `serve`'s compactor (`import`, `sync`, `verify --repair`)."""
+    for dt in sorted(set(days)):
+        for table in TABLES:
+            rewrite_day(store, table, dt)
+
+
 def compact_closed_days(
     store: BlobStore,
     *,
@@ -183,7 +202,10 @@ def compact_closed_days(
     )
     summary = CompactionSummary()
     for done, (table, dt) in enumerate(pending, start=1):
-        summary.days.append(rewrite_day(store, table, dt))
+        try:
+            summary.days.append(rewrite_day(store, table, dt))
+        except CallVaultError as exc:  # one day that fails must not keep every later day unmerged
+            summary.failed.append((table, dt, exc.message))
         if progress is not None:
             progress(done, len(pending))
     return summary
@@ -236,6 +258,11 @@ class CompactionThread:
                     self.log.info(
                         "analytics days compacted",
                         extra={"days": len(summary.days), "objects_merged": summary.objects_merged},
+                    )
+                if summary.failed:
+                    self.log.warning(
+                        "analytics days not compacted",
+                        extra={"failed": [f"{table}/dt={dt}" for table, dt, _why in summary.failed[:20]]},
                     )
             if self._nudged.wait(self.interval) and not self._stop.is_set():
                 self._stop.wait(self.settle)

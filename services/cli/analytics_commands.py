@@ -403,7 +403,12 @@ def compact_analytics(data_dir: Path | None) -> None:
     analytics = build_analytics_store(archive_settings(data_dir))
     with progress_bars() as bar:
         summary = compact_closed_days(analytics, progress=bar("merging closed days"))
-    click.echo(f"{len(summary.days)} day objects written from {summary.objects_merged} per-call objects", err=True)
+    click.echo(f"{summary.written} day objects written from {summary.objects_merged} per-call objects", err=True)
+    for table, dt, why in summary.failed[:20]:
+        click.echo(f"not merged: {table}/dt={dt}: {why}", err=True)
+    if summary.failed:
+        click.echo(f"{len(summary.failed)} days not merged: run again (their per-call objects are kept)", err=True)
+        sys.exit(1)
 
 
 ANALYTICS_COMMANDS: Sequence[click.Command] = (report, sql, backfill_analytics, compact_analytics)

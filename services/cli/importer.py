@@ -21,9 +21,13 @@ from services.ingest.wiring import build_archiver
 class ImportSummary:
     outcomes: Counter[str] = field(default_factory=Counter)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    searched: int = 0  # files found to import
 
     def print(self, console: Console | None = None) -> None:
         console = console or Console(stderr=True)
+        if not self.searched:
+            console.print("no .json files found: give files, or folders holding *.json files (searched recursively)")
+            return
         table = Table(title="callvault import")
         table.add_column("outcome")
         table.add_column("files", justify="right")
@@ -40,13 +44,17 @@ class ImportSummary:
 def _files(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
-        found.extend(sorted(path.rglob("*.json")) if path.is_dir() else [path])
+        # Regular files only: a named pipe called x.json would block the import for ever.
+        found.extend(sorted(p for p in path.rglob("*.json") if p.is_file()) if path.is_dir() else [path])
     return found
 
 
 def import_paths(settings: Settings, paths: list[Path], progress: bool = True) -> ImportSummary:
+    from services.analytics.compaction import merge_days
+
     storage = build_storage(settings)
-    archiver = build_archiver(settings, storage)
+    late_days: set[str] = set()
+    archiver = build_archiver(settings, storage, on_late_write=late_days.add)
     files = _files(paths)
     summary = ImportSummary()
     columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -54,6 +62,8 @@ def import_paths(settings: Settings, paths: list[Path], progress: bool = True) -
         task = bar.add_task("import", total=len(files))
         for path in files:
             try:
+                if not path.is_file():
+                    raise OSError(0, "not a regular file")
                 document = orjson.loads(path.read_bytes())
                 if not isinstance(document, dict):
                     raise InvalidPayload("not a JSON object")
@@ -66,4 +76,7 @@ def import_paths(settings: Settings, paths: list[Path], progress: bool = True) -
             except OSError as exc:
                 summary.failed.append((path, exc.strerror or "cannot read"))
             bar.advance(task)
+    if late_days and archiver.analytics is not None:  # no `serve` compactor hears of these writes
+        merge_days(archiver.analytics.store, late_days)
+    summary.searched = len(files)
     return summary

@@ -77,9 +77,11 @@ def sync(
             raise InvalidRequest("--until must be later than --since")
         client = ElevenLabsClient.from_settings(settings, concurrency=concurrency)
         storage = build_storage(settings)
+        late_days: set[str] = set()
+        archiver = build_archiver(settings, storage, on_late_write=late_days.add)
         syncer = Syncer(
             client,
-            build_archiver(settings, storage),
+            archiver,
             storage.index,
             build_sync_state(settings),
             concurrency=concurrency,
@@ -103,6 +105,10 @@ def sync(
                 on_listed=lambda n: bars.update(task, total=(bars.tasks[0].total or 0) + n),
                 on_done=lambda _result: bars.advance(task),
             )
+        if late_days and archiver.analytics is not None:  # calls of closed days: fold them in now
+            from services.analytics.compaction import merge_days
+
+            merge_days(archiver.analytics.store, late_days)
     except InvalidRequest as exc:
         raise click.UsageError(exc.message) from None
     except CallVaultError as exc:

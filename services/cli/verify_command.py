@@ -42,10 +42,15 @@ def verify(repair: bool, as_json: bool, data_dir: Path | None) -> None:
             f"no archive in {settings.data_dir}: pass the server's --data-dir (or set CALLVAULT_DATA_DIR)"
         )
     storage = build_storage(settings)
-    archiver = build_archiver(settings, storage)
+    late_days: set[str] = set()
+    archiver = build_archiver(settings, storage, on_late_write=late_days.add)
     reappeared = _erased_again(settings, storage, repair)  # first: a repair below must not rebuild them
     with progress_bars() as bar:
         report = ArchiveVerifier(archiver).run(repair=repair, progress=bar("checking calls"))
+    if late_days and archiver.analytics is not None:  # rows rewritten into closed days: fold them in now
+        from services.analytics.compaction import merge_days
+
+        merge_days(archiver.analytics.store, late_days)
     report.findings.extend(reappeared)
     if settings.backend != "aws":
         import time

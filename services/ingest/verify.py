@@ -219,6 +219,7 @@ class ArchiveVerifier:
     def _check_analytics(self, rows: dict[str, CallRecord], report: VerifyReport, repair: bool) -> Iterator[Finding]:
         writer = self.archiver.analytics
         assert writer is not None
+        yield from self._check_readable(rows, repair)
         found = _analytics_calls(writer.store)
         report.analytics_calls = len(found)
         for cid, row in rows.items():
@@ -249,6 +250,49 @@ class ArchiveVerifier:
             yield Finding(
                 "analytics_without_row", cid, "analytics rows of a call the index does not have", True, repaired
             )
+
+    def _check_readable(self, rows: dict[str, CallRecord], repair: bool) -> Iterator[Finding]:
+        """Every analytics object of every table decodes (a power cut can cut one short: analytics are
+        not fsynced). Repair rewrites what it held from the archive: a per-call object's call, or a day
+        object's calls (the day object is replaced by what its per-call objects hold, then those calls'
+        rows are rewritten, to be merged in again)."""
+        from services.analytics.compaction import rewrite_day
+
+        writer = self.archiver.analytics
+        assert writer is not None
+        for table in TABLES:
+            for key in writer.store.list_keys(f"{table}/"):
+                day, per_call = parse_day_object_key(key), parse_object_key(key)
+                if day is None and per_call is None:
+                    continue
+                try:
+                    decode(writer.store.get_bytes(key))
+                    continue
+                except NotFound:
+                    continue  # merged or dropped since the listing
+                except UnreadableRows:
+                    pass
+                if per_call is not None:
+                    cid, dt = per_call[2], per_call[1]
+                    row = rows.get(cid)
+                    repaired = repair and (
+                        self._rewrite_analytics(row, stale_days=[])
+                        if row is not None
+                        else self._drop_analytics(cid, dt)
+                    )
+                    yield Finding("analytics_unreadable", cid, f"an unreadable {table} object", True, repaired)
+                    continue
+                assert day is not None
+                dt = day[1]
+                repaired = False
+                if repair:
+                    rewrite_day(writer.store, table, dt)  # replaces the unreadable day object
+                    calls = [r for r in rows.values() if r.started_at and partition_of(r.started_at) == dt]
+                    repaired = all([self._rewrite_analytics(r, stale_days=[]) for r in calls])
+                    for merged in TABLES:  # fold them in at once: the other tables' day rows are replaced
+                        rewrite_day(writer.store, merged, dt)
+                detail = f"the {table} day object of {dt} is unreadable: its calls' rows are rebuilt from the archive"
+                yield Finding("analytics_unreadable", None, detail, True, repaired)
 
     # -- repairs: the protocol replayed from the archive ---------------------------------------------
 
