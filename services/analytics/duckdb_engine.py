@@ -33,6 +33,7 @@ CACHE_FILE = "analytics-cache.duckdb"
 # A partition folder modified this recently may still change within the same timestamp tick: it is
 # read, but not recorded as fresh, so the next refresh reads it again (git's "racy index" rule).
 RACY_WINDOW_NS = 2_000_000_000
+VANISHED_FILE_ATTEMPTS = 4  # a merge deleting the per-call objects a read listed: read again
 _DT_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 _SCHEMA_VERSION = hashlib.sha256(repr(sorted(COLUMNS.items())).encode()).hexdigest()[:16]
 
@@ -255,49 +256,72 @@ class DuckDbEngine:
             con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns}, {PARTITION_COLUMN} VARCHAR)")
 
     def refresh(self, root: Path) -> dict[str, int]:
-        """Re-read the partitions whose folders changed since the last refresh; returns how many per table."""
-        con = self.con
+        """Re-read the partitions whose folders changed since the last refresh; returns how many per table.
+
+        A merge deletes the per-call objects it folded in: a file listed here may be gone when DuckDB
+        opens it. The table's refresh is then rolled back and done again from a fresh listing."""
         changed_counts: dict[str, int] = {}
         for table in TABLES:
-            now_ns = time.time_ns()
-            on_disk: dict[str, int] = {}
-            folder = root / table
-            if folder.is_dir():
-                for entry in os.scandir(folder):
-                    match = _DT_DIR.fullmatch(entry.name)
-                    if match and entry.is_dir():
-                        on_disk[match.group(1)] = entry.stat().st_mtime_ns
-            cached = dict(con.execute("SELECT dt, mtime_ns FROM _partitions WHERE table_name = ?", [table]).fetchall())
-            changed = sorted(dt for dt, mtime in on_disk.items() if cached.get(dt) != mtime)
-            removed = sorted(dt for dt in cached if dt not in on_disk)
-            changed_counts[table] = len(changed) + len(removed)
-            if not changed and not removed:
-                continue
-            con.execute("BEGIN TRANSACTION")
-            try:
-                stale = changed + removed
-                con.execute(f"DELETE FROM {table} WHERE {PARTITION_COLUMN} IN (SELECT unnest(?))", [stale])  # noqa: S608
-                con.execute("DELETE FROM _partitions WHERE table_name = ? AND dt IN (SELECT unnest(?))", [table, stale])
-                with_files = [dt for dt in changed if any((folder / f"dt={dt}").glob(f"*{OBJECT_SUFFIX}"))]
-                if with_files:
-                    paths = [f"{folder}/dt={dt}/*{OBJECT_SUFFIX}" for dt in with_files]
-                    # Table and column names are constants from tables.py; paths are quoted by _literal.
-                    insert = f"INSERT INTO {table} SELECT {_select_list(table)} FROM {_read_json(table, paths)}"  # noqa: S608
-                    con.execute(insert)
-                fresh = [(table, dt, on_disk[dt]) for dt in changed if now_ns - on_disk[dt] >= RACY_WINDOW_NS]
-                if fresh:
-                    con.executemany("INSERT INTO _partitions VALUES (?, ?, ?)", fresh)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            for attempt in range(1, VANISHED_FILE_ATTEMPTS + 1):
+                try:
+                    changed_counts[table] = self._refresh_table(root, table)
+                    break
+                except duckdb.IOException:
+                    if attempt == VANISHED_FILE_ATTEMPTS:
+                        raise
+                    time.sleep(0.05 * attempt)
         return changed_counts
+
+    def _refresh_table(self, root: Path, table: str) -> int:
+        con = self.con
+        now_ns = time.time_ns()
+        on_disk: dict[str, int] = {}
+        folder = root / table
+        if folder.is_dir():
+            for entry in os.scandir(folder):
+                match = _DT_DIR.fullmatch(entry.name)
+                if match and entry.is_dir():
+                    on_disk[match.group(1)] = entry.stat().st_mtime_ns
+        cached = dict(con.execute("SELECT dt, mtime_ns FROM _partitions WHERE table_name = ?", [table]).fetchall())
+        changed = sorted(dt for dt, mtime in on_disk.items() if cached.get(dt) != mtime)
+        removed = sorted(dt for dt in cached if dt not in on_disk)
+        if not changed and not removed:
+            return 0
+        con.execute("BEGIN TRANSACTION")
+        try:
+            stale = changed + removed
+            con.execute(f"DELETE FROM {table} WHERE {PARTITION_COLUMN} IN (SELECT unnest(?))", [stale])  # noqa: S608
+            con.execute("DELETE FROM _partitions WHERE table_name = ? AND dt IN (SELECT unnest(?))", [table, stale])
+            with_files = [dt for dt in changed if any((folder / f"dt={dt}").glob(f"*{OBJECT_SUFFIX}"))]
+            if with_files:
+                paths = [f"{folder}/dt={dt}/*{OBJECT_SUFFIX}" for dt in with_files]
+                # Table and column names are constants from tables.py; paths are quoted by _literal.
+                insert = f"INSERT INTO {table} SELECT {_select_list(table)} FROM {_read_json(table, paths)}"  # noqa: S608
+                con.execute(insert)
+            fresh = [(table, dt, on_disk[dt]) for dt in changed if now_ns - on_disk[dt] >= RACY_WINDOW_NS]
+            if fresh:
+                con.executemany("INSERT INTO _partitions VALUES (?, ?, ?)", fresh)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return len(changed) + len(removed)
 
     # -- queries -----------------------------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[object] = ()) -> QueryResult:
         if self.read_only:
             check_read_only(sql)
+        for attempt in range(1, VANISHED_FILE_ATTEMPTS + 1):
+            try:
+                return self._query(sql, params)
+            except duckdb.IOException:  # read the files directly, one was merged away meanwhile: again
+                if attempt == VANISHED_FILE_ATTEMPTS:
+                    raise
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
+
+    def _query(self, sql: str, params: Sequence[object]) -> QueryResult:
         relation = self.con.sql(sql, params=list(params)) if params else self.con.sql(sql)
         if relation is None:  # a statement without a result (SET, CREATE ...)
             return QueryResult([], [], [])

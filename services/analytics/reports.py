@@ -165,7 +165,7 @@ SELECT conversation_id,
        time_in_call_secs,
        text
 FROM messages
-WHERE dt BETWEEN ? AND ? AND strpos(lower(text), ?) > 0
+WHERE dt BETWEEN ? AND ? AND strpos(lower(text), lower(?)) > 0
 ORDER BY dt DESC, conversation_id ASC, turn_index ASC
 LIMIT {limit}""",
             params=("since", "until", "keyword"),
@@ -220,7 +220,8 @@ def bind(report: Report, args: ReportArgs) -> list[str]:
         elif name == "until":
             values.append(args.until.isoformat() if args.until else ALL_TIME_UNTIL)
         elif name == "keyword":
-            keyword = (args.keyword or "").strip().lower()
+            # Lowered by the engine, as the text is: Python's lower() differs on a few letters ("İ").
+            keyword = (args.keyword or "").strip()
             if not keyword:
                 raise ValueError(f"report {report.name} needs a keyword (--keyword)")
             values.append(keyword)

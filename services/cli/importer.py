@@ -25,7 +25,7 @@ class ImportSummary:
 
     def print(self, console: Console | None = None) -> None:
         console = console or Console(stderr=True)
-        if not self.searched:
+        if not self.searched and not self.failed and not sum(self.outcomes.values()):
             console.print("no .json files found: give files, or folders holding *.json files (searched recursively)")
             return
         table = Table(title="callvault import")

@@ -136,7 +136,7 @@ def test_requests_match_the_real_athena_api(monkeypatch: pytest.MonkeyPatch, tmp
                 "QueryString": report.text(),
                 "WorkGroup": "callvault-analytics",
                 "QueryExecutionContext": {"Database": "callvault_analytics"},
-                "ExecutionParameters": ["'1970-01-01'", "'9999-12-31'", "'refund'"],
+                "ExecutionParameters": ["'1970-01-01'", "'9999-12-31'", "'Refund'"],  # the SQL lowers it
             },
         )
         stub.add_response(

@@ -184,3 +184,41 @@ def test_table_output_prints_values_as_text_not_rich_markup(data_dir: Path) -> N
     tag ("[/x]") must not crash the command."""
     out = _run("sql", "SELECT '[laughs] sure [/x]' AS said", "--data-dir", str(data_dir))
     assert "[laughs] sure [/x]" in out
+
+
+def test_import_of_a_newer_version_into_a_merged_day_counts_the_call_once(tmp_path: Path) -> None:
+    """The fixtures' days (July 2025) are closed: after a merge, importing a newer version of one call
+    writes a per-call object beside the day object. The import folds it in before it ends, so no report
+    reads the call twice until the next merge (nothing else would run one without `serve`)."""
+    from tests.support import TRANSCRIPTION, fixture_json
+
+    data = tmp_path / "data"
+    assert CliRunner().invoke(cli, ["import", str(FIXTURES), "--data-dir", str(data)]).exit_code == 0
+    assert CliRunner().invoke(cli, ["compact-analytics", "--data-dir", str(data)]).exit_code == 0
+    newer = fixture_json(TRANSCRIPTION)
+    newer["event_timestamp"] += 3600
+    newer["data"]["analysis"]["call_successful"] = "success"
+    folder = tmp_path / "newer"
+    folder.mkdir()
+    (folder / "call.json").write_text(json.dumps(newer))
+
+    assert CliRunner().invoke(cli, ["import", str(folder), "--data-dir", str(data)]).exit_code == 0
+
+    day = json.loads(_run("report", "calls-per-day", "--format", "json", "--no-cache", "--data-dir", str(data)))
+    assert [(d["day"], d["calls"], d["successful"]) for d in day] == [("2025-07-06", 3, 1), ("2025-07-07", 1, 0)]
+    leftover = [p.name for p in (data / "analytics").rglob("conv_*.json.gz")]
+    assert leftover == []  # folded into the day objects
+
+
+def test_import_says_when_it_found_nothing_and_skips_what_is_not_a_file(tmp_path: Path) -> None:
+    import os
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(cli, ["import", str(empty), "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0 and "no .json files found" in result.output
+    os.mkfifo(empty / "pipe.json")  # reading it would block for ever
+    result = CliRunner().invoke(cli, ["import", str(empty), "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0 and "no .json files found" in result.output
+    result = CliRunner().invoke(cli, ["import", str(empty / "pipe.json"), "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 1 and "not a regular file" in result.output

@@ -133,3 +133,48 @@ def test_every_report_runs_on_an_empty_folder(tmp_path: Path) -> None:
             result = run_report(empty, name, ReportArgs(keyword="x", phone="+16125550101"))
             assert result.rows == []
             assert result.columns
+
+
+@pytest.mark.parametrize("keyword", ["İstanbul", "istanbul", "ΣΟΦΊΑ", "σοφία"])
+def test_keyword_search_lowers_the_keyword_as_the_engine_lowers_the_text(tmp_path: Path, keyword: str) -> None:
+    """Python's lower() of a dotted capital I is an i plus a combining dot, and of a final capital sigma
+    the final small sigma; DuckDB's differ. A word pasted from a transcript must find that transcript."""
+    import json
+
+    from services.analytics.writer import AnalyticsWriter
+    from services.core.adapters.fs_blob_store import FsBlobStore
+    from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+    from services.core.domain import payload
+    from services.ingest.service import Archiver
+    from tests.support import TRANSCRIPTION, fixture_json
+
+    envelope = fixture_json(TRANSCRIPTION)
+    envelope["data"]["transcript"][0]["message"] = "Welcome to İstanbul, said ΣΟΦΊΑ"
+    store = FsBlobStore(tmp_path / "analytics", durable=False)
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), lambda: 1751802015.0, analytics=AnalyticsWriter(store))
+    archiver.archive(payload.parse_envelope(json.dumps(envelope).encode()))
+
+    with DuckDbEngine.local(tmp_path / "analytics") as engine:
+        rows = _rows(engine, "keyword", keyword=keyword, since=date(2025, 7, 1), until=date(2025, 7, 31))
+
+    assert [row["turn_index"] for row in rows] == [0]
+
+
+def test_a_read_that_meets_a_file_a_merge_just_deleted_is_done_again(tmp_path: Path) -> None:
+    import duckdb
+
+    class Flaky:
+        """The engine's connection, failing its first statement as a merge deleting a listed file does."""
+
+        def __init__(self, real: Any) -> None:
+            self.real, self.failed = real, False
+
+        def sql(self, *args: Any, **kwargs: Any) -> Any:
+            if not self.failed:
+                self.failed = True
+                raise duckdb.IOException('Cannot open file "calls/dt=2025-07-06/conv_x.json.gz": No such file')
+            return self.real.sql(*args, **kwargs)
+
+    engine = DuckDbEngine.local(tmp_path)
+    engine.con = Flaky(engine.con)  # type: ignore[assignment]
+    assert engine.query("SELECT 1 AS one").rows == [(1,)]
