@@ -153,7 +153,11 @@ class Mem0OssMemoryStore:
     def add_conversation(self, phone: str, conversation_id: str, items: Sequence[MemoryItem]) -> int:
         with self._writer, self._errors("add"):
             memory = self._memory_for(phone)
-            self._delete_where(memory, {"user_id": phone, "conversation_id": conversation_id})
+            replaced = self._delete_where(memory, {"user_id": phone, "conversation_id": conversation_id})
+            if not items or (replaced and any(item.infer for item in items)):
+                # Mem0 keeps the caller's last messages (transcripts it inferred from) without saying
+                # which call they came from: an erased or replaced call's words go with all of them.
+                self._purge_messages(memory, phone)
             for group in _batches(items):
                 if group[0].infer and self._llm is None:
                     raise MemoryUnavailable("inference needs an LLM endpoint (CALLVAULT_MEMORY_LLM_BASE_URL)")

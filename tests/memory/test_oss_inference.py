@@ -88,7 +88,12 @@ def test_inference_through_an_openai_compatible_server_end_to_end_once(
         with closing(sqlite3.connect(tmp_path / "memory" / "history.sqlite3")) as db:
             kept = db.execute("SELECT content FROM messages").fetchall()
         assert any("Winona" in row[0] for row in kept)  # the transcript Mem0 keeps as context, before the erasure
-        assert store.delete_caller(CALLER) == 7
+        # Erasing the one call (forget --conversation, retention) takes its words out of that context too.
+        store.add_conversation(CALLER, "conv_inf_1", [])
+        with closing(sqlite3.connect(tmp_path / "memory" / "history.sqlite3")) as db:
+            assert not any("Winona" in row[0] for row in db.execute("SELECT content FROM messages"))
+        assert store.list(CALLER, "semantic", 100) == []
+        assert store.delete_caller(CALLER) == 0
         assert store.list(CALLER, None, 100) == []
     finally:
         store.close()
