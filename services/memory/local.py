@@ -79,6 +79,7 @@ def build_local_memory(
     if settings.memory_backend == "none" and store is None:
         disable_local_memory_jobs(settings)
         return None
+    configured = store is None
     store = store or build_memory_store(settings)
     outbox = SqliteOutbox(settings.data_dir / INDEX_FILE)
     outbox.install_call_triggers()  # after build_storage: the calls table exists
@@ -108,7 +109,7 @@ def build_local_memory(
         yield_max_secs=settings.memory_worker_yield_max_secs,
     )
     context = MemoryContext(
-        store=store,
+        store=_agent_read_store(settings) if configured and settings.memory_backend == "platform" else store,
         index=storage.index,
         agent_secrets=AgentSecrets(agent_secrets),
         default_region=settings.default_region,
@@ -117,6 +118,21 @@ def build_local_memory(
     )
     jobs = local_memory_jobs(settings, storage, time.time, logger=logger, activity=activity, outbox=outbox)
     return LocalMemory(store, outbox, jobs, worker, context)
+
+
+# The voice agent's reads happen while the phone rings: a slow Mem0 Platform must cost the greeting
+# at most this, never the call (the AWS template sets the same for its memory function).
+AGENT_READ_TIMEOUT_SECS = 3.0
+
+
+def _agent_read_store(settings: Settings) -> MemoryStore:
+    """The Platform store conversation-init and the memory tool read: a short timeout and no retries
+    (the worker's store waits and retries, which suits a job, not a ringing phone). The offline store
+    answers from this process, so the worker and the agent share it."""
+    quick = settings.model_copy(
+        update={"mem0_timeout_secs": min(settings.mem0_timeout_secs, AGENT_READ_TIMEOUT_SECS), "mem0_max_retries": 0}
+    )
+    return build_memory_store(quick)
 
 
 def local_memory_jobs(

@@ -303,3 +303,37 @@ def test_caller_facts_are_the_newest_calls_collected_data_from_one_page(platform
     assert facts is not None and facts.endswith("; user name: Maria Lopez") and facts.startswith("session date: ")
     assert len(state.requests) == before + 1  # one page, while the phone rings
     assert store.caller_facts(OTHER_CALLER) is None
+
+
+def test_serve_reads_for_the_agent_through_a_store_that_does_not_retry(
+    platform: tuple[str, PlatformState], tmp_path: Path
+) -> None:
+    """Conversation-init and the memory tool answer while the phone rings: against a failing Mem0
+    Platform they give up after one request (the worker's store retries, which suits a job)."""
+    from pydantic import SecretStr
+
+    from services.core.config import Settings
+    from services.core.wiring import build_storage
+    from services.memory.local import build_local_memory
+
+    url, state = platform
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        memory_backend="platform",
+        mem0_host=url,
+        mem0_api_key=SecretStr(API_KEY),
+        mem0_max_retries=3,
+        mem0_timeout_secs=30,
+    )
+    local = build_local_memory(settings, build_storage(settings), agent_secrets=["asec_x"])
+    assert local is not None
+    try:
+        assert local.context.store is not local.store
+        state.fail_next("GET", "/v", *([503] * 10))
+        state.fail_next("POST", "/v", *([503] * 10))
+        before = len(state.requests)
+        with pytest.raises(MemoryUnavailable):
+            local.context.store.list(CALLER)
+        assert len(state.requests) - before == 1  # one try, no retry
+    finally:
+        local.stop()
