@@ -216,11 +216,29 @@ async def calls_page(request: Request, context: Context, visitor: SignedIn) -> H
         visitor=visitor,
         nav="calls",
         filters=filters,
+        unshown=_unshown_filters(filters),
         calls=items,
         next_url=next_url,
         first_url=first_url,
         error=error,
     )
+
+
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_STATUSES_SHOWN = ("done", "failed", "initiation_failed", "in-progress", "processing")
+
+
+def _unshown_filters(filters: dict[str, str]) -> list[tuple[str, str]]:
+    """Filters from the URL (a link, an API user's habit) that the form's fields cannot show: a time or
+    unix seconds in a date field, a status the list does not offer. Listed, so none acts unseen."""
+    unshown = [
+        (label, filters[name])
+        for name, label in (("since", "From"), ("until", "Before"))
+        if filters[name] and not _DAY.fullmatch(filters[name])
+    ]
+    if filters["status"] and filters["status"] not in _STATUSES_SHOWN:
+        unshown.append(("Status", filters["status"]))
+    return unshown
 
 
 @router.get("/console/calls/{conversation_id}")

@@ -191,3 +191,11 @@ def test_a_search_longer_than_the_field_allows_says_so_instead_of_searching_a_cu
     sign_in(client, ADMIN)
     answer = client.get("/console/search", params={"q": "hello " * 30})
     assert answer.status_code == 400 and "at most 100 characters" in answer.text
+
+
+def test_filters_in_the_link_that_the_form_cannot_show_are_listed(client: TestClient) -> None:
+    sign_in(client, LISTEN)
+    page = client.get("/console/calls", params={"since": "1751790000", "status": "custom_status"}).text
+    assert "Also filtered by From “1751790000”, Status “custom_status”" in page
+    plain = client.get("/console/calls", params={"since": "2025-07-06", "status": "done"}).text
+    assert "Also filtered by" not in plain
