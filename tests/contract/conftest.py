@@ -20,6 +20,7 @@ from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
 from services.core.adapters.s3_blob_store import S3BlobStore
 from services.core.adapters.sqlite_call_index import SqliteCallIndex
 from services.core.ports import BlobStore, CallIndex
+from tests.conftest_dynalite import use_dynalite
 from tests.support import fake_aws_environment
 
 ADAPTERS = ["memory", "local", "moto"]
@@ -76,14 +77,30 @@ def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobHarness:
     return BlobHarness("moto", S3BlobStore(BUCKET), s3_leftovers)
 
 
-@pytest.fixture(params=ADAPTERS)
-def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CallIndex]:
+# The DynamoDB adapters also run against dynalite, a real DynamoDB implementation (moto is in-process).
+DYNAMO_ADAPTERS = [*ADAPTERS, "dynalite"]
+
+
+def dynamo_table(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """For a "moto" or "dynalite" case: its clients wired, and the table name to use."""
+    if request.param == "dynalite":
+        return use_dynalite(monkeypatch, request.getfixturevalue("dynalite"))
+    request.getfixturevalue("aws")
+    return TABLE
+
+
+@pytest.fixture(params=DYNAMO_ADAPTERS)
+def index(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CallIndex]:
     if request.param == "memory":
         yield MemoryCallIndex()
     elif request.param == "local":
         sqlite = SqliteCallIndex(tmp_path / "index.sqlite3")
         yield sqlite
         sqlite.close()
+    elif request.param == "dynalite":
+        dynamo = DynamoCallIndex(dynamo_table(request, monkeypatch))
+        dynamo.create_table()
+        yield dynamo
     else:
         request.getfixturevalue("aws")
         dynamo = DynamoCallIndex(TABLE)

@@ -17,7 +17,7 @@ from services.core.adapters.sqlite_audit_log import SqliteAuditLog
 from services.core.domain.audit import check_chain
 from services.core.ports import AuditLog
 
-from .conftest import AUDIT_TABLE
+from .conftest import AUDIT_TABLE, dynamo_table
 
 A, B = "a" * 64, "b" * 64
 
@@ -29,8 +29,8 @@ class AuditHarness:
     tamper: Callable[[int, str | None], None]
 
 
-@pytest.fixture(params=["memory", "local", "moto"])
-def audit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditHarness]:
+@pytest.fixture(params=["memory", "local", "moto", "dynalite"])
+def audit(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AuditHarness]:
     if request.param == "memory":
         memory = MemoryAuditLog()
 
@@ -43,19 +43,21 @@ def audit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditHarne
 
         yield AuditHarness(memory, tamper_memory)
         return
-    if request.param == "moto":
-        request.getfixturevalue("aws")
-        dynamo = DynamoAuditLog(AUDIT_TABLE)
+    if request.param in ("moto", "dynalite"):
+        table = dynamo_table(request, monkeypatch) if request.param == "dynalite" else AUDIT_TABLE
+        if request.param == "moto":
+            request.getfixturevalue("aws")
+        dynamo = DynamoAuditLog(table)
         dynamo.table.create_table()
         client = boto3.client("dynamodb")
 
         def tamper_dynamo(seq: int, actor: str | None) -> None:
             key = {"chain": {"S": "audit"}, "seq": {"N": str(seq)}}
             if actor is None:
-                client.delete_item(TableName=AUDIT_TABLE, Key=key)
+                client.delete_item(TableName=table, Key=key)
             else:
                 client.update_item(
-                    TableName=AUDIT_TABLE,
+                    TableName=table,
                     Key=key,
                     UpdateExpression="SET actor = :a",
                     ExpressionAttributeValues={":a": {"S": actor}},

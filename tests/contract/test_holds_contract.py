@@ -11,18 +11,20 @@ from services.core.adapters.sqlite_holds import SqliteHolds
 from services.core.domain.holds import Hold
 from services.core.ports import Holds
 
-from .conftest import AUDIT_TABLE
+from .conftest import AUDIT_TABLE, dynamo_table
 
 HOLD = Hold("hold_1", "caller", "a" * 64, "*******0142", "case 114", 100, "cli:alice")
 
 
-@pytest.fixture(params=["memory", "local", "moto"])
-def holds(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Holds]:
+@pytest.fixture(params=["memory", "local", "moto", "dynalite"])
+def holds(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Holds]:
     if request.param == "memory":
         yield MemoryHolds()
-    elif request.param == "moto":
-        request.getfixturevalue("aws")
-        dynamo = DynamoHolds(AUDIT_TABLE)
+    elif request.param in ("moto", "dynalite"):
+        table = dynamo_table(request, monkeypatch) if request.param == "dynalite" else AUDIT_TABLE
+        if request.param == "moto":
+            request.getfixturevalue("aws")
+        dynamo = DynamoHolds(table)
         dynamo.table.create_table()
         yield dynamo
     else:

@@ -12,13 +12,13 @@ from services.core.adapters.sqlite_tombstones import SqliteTombstones
 from services.core.erased import ErasedConversations, conversation_digest
 from services.core.ports import Tombstones
 
-from .conftest import ADAPTERS, TABLE
+from .conftest import DYNAMO_ADAPTERS, TABLE, dynamo_table
 
 A, B = "a" * 64, "b" * 64
 
 
-@pytest.fixture(params=ADAPTERS)
-def tombstones(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tombstones]:
+@pytest.fixture(params=DYNAMO_ADAPTERS)
+def tombstones(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tombstones]:
     if request.param == "memory":
         yield MemoryTombstones()
     elif request.param == "local":
@@ -26,10 +26,10 @@ def tombstones(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tombs
         yield sqlite
         sqlite.close()
     else:
-        request.getfixturevalue("aws")
-        index = DynamoCallIndex(TABLE)
+        table = dynamo_table(request, monkeypatch)
+        index = DynamoCallIndex(table)
         index.create_table()
-        yield DynamoTombstones(TABLE)
+        yield DynamoTombstones(table)
 
 
 def test_tombstones_added_are_found_and_listed(tombstones: Tombstones) -> None:
