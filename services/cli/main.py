@@ -191,12 +191,15 @@ def _local_memory(settings: Settings, storage: "Storage") -> "LocalMemory | None
     if not secrets and settings.memory_backend != "none":
         secret, created = local_agent_secret(settings.data_dir)
         secrets = [secret]
+        where = settings.data_dir / AGENT_SECRET_FILE
         if created:
             click.echo(
-                f"Generated the agent secret for the conversation-initiation webhook and memory tool "
-                f"(kept in {settings.data_dir / AGENT_SECRET_FILE}); ElevenLabs sends it as X-CallVault-Secret.",
+                f"Generated the agent secret for the conversation-initiation webhook and memory tool, kept in "
+                f"{where} (owner-only). ElevenLabs sends it as X-CallVault-Secret: paste the output of `cat {where}`.",
                 err=True,
             )
+        else:
+            click.echo(f"Agent secret: kept in {where}", err=True)
     return build_local_memory(
         settings, storage, agent_secrets=secrets, logger=get_logger("callvault-memory", settings.log_level)
     )

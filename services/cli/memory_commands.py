@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from services.cli.options import DATA_DIR_OPTION, require_archive, settings_for
+from services.cli.options import DATA_DIR_OPTION, confirm, require_archive, settings_for
 from services.core.config import Settings
 
 if TYPE_CHECKING:  # imported lazily below: `callvault --help` must not load the memory package
@@ -125,9 +125,9 @@ def forget(phone: str, data_dir: Path | None, yes: bool) -> None:
     except CallVaultError as exc:
         raise click.BadParameter(exc.message, param_hint="PHONE") from None
     _require_archive(settings, data_dir)
-    if not yes:
-        click.confirm(f"Erase all memories of {phone_domain.mask(e164)}?", abort=True)
-    with _data_dir_lock(settings):
+    with _data_dir_lock(settings):  # first: a refusal must not follow a "yes"
+        if not yes:
+            confirm(f"Erase all memories of {phone_domain.mask(e164)}?")
         _forget(settings, e164)
 
 

@@ -76,6 +76,13 @@ def require_archive(settings: Settings, data_dir: Path | None, hint: str = "") -
     )
 
 
+def confirm(question: str) -> None:
+    """Ask, or stop: without a terminal to answer in (a script, a cron job), say how to go on."""
+    if not sys.stdin.isatty():
+        raise click.ClickException(f"{question} needs a yes: run it in a terminal, or pass --yes")
+    click.confirm(question, abort=True)
+
+
 @contextmanager
 def progress_bars() -> Iterator[Callable[[str], Callable[[int, int], None]]]:
     """Progress bars on stderr (when it is a terminal, or in CI); yields ``bar(label) -> progress(done, total)``."""

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from services.cli.options import DATA_DIR_OPTION, archive_settings, progress_bars, settings_for
+from services.cli.options import (
+    DATA_DIR_OPTION,
+    archive_settings,
+    confirm,
+    progress_bars,
+    require_archive,
+    settings_for,
+)
 from services.core.config import Settings
 
 if TYPE_CHECKING:
@@ -111,8 +118,8 @@ def forget(
     if bool(phone) == bool(conversations):
         raise click.UsageError("name a PHONE or --conversation ID (not both)")
     settings = settings_for(data_dir)
-    if settings.backend != "aws" and not (settings.data_dir / "index.sqlite3").exists():
-        raise click.ClickException(f"no archive in {settings.data_dir}: pass the server's --data-dir")
+    if settings.backend != "aws":
+        require_archive(settings, data_dir)
     e164 = None
     if phone:
         try:
@@ -120,9 +127,9 @@ def forget(
         except CallVaultError as exc:
             raise click.BadParameter(exc.message, param_hint="PHONE") from None
     who = phone_domain.mask(e164) if e164 else f"{len(conversations)} conversation(s)"
-    if not dry_run and not yes and not as_json:
-        click.confirm(f"Erase everything kept of {who}? This cannot be undone.", abort=True)
-    with _exclusive(settings, "callvault forget"):
+    with _exclusive(settings, "callvault forget"):  # first: a refusal must not follow a "yes"
+        if not dry_run and not yes and not as_json:
+            confirm(f"Erase everything kept of {who}? This cannot be undone.")
         summary = _forget(settings, e164, conversations, dry_run, upstream)
     failed = summary.upstream.failed if summary.upstream is not None else {}
     if as_json:
@@ -335,10 +342,18 @@ def hold(
 @DATA_DIR_OPTION
 def release(hold_id: str, data_dir: Path | None) -> None:
     """Release the legal hold HOLD_ID (from `callvault hold --list`); its data may be erased again."""
+    from datetime import UTC, datetime
+
     from services.core.domain.errors import NotFound
 
+    book = _hold_book(archive_settings(data_dir))
+    earlier = next((hold for hold in book.holds.all() if hold.id == hold_id and not hold.active), None)
+    if earlier is not None:  # again: nothing to do, and nothing to record twice
+        when = datetime.fromtimestamp(earlier.released_at or 0, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        click.echo(f"{earlier.id} ({earlier.label}) was released already, on {when} by {earlier.released_by}")
+        return
     try:
-        released = _hold_book(archive_settings(data_dir)).release(hold_id, actor=cli_actor())
+        released = book.release(hold_id, actor=cli_actor())
     except NotFound as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"released {released.id} ({released.label})")
@@ -378,8 +393,8 @@ def retention_run(dry_run: bool, as_json: bool, rules: Path | None, data_dir: Pa
     from services.privacy.wiring import build_retention
 
     settings = settings_for(data_dir)
-    if settings.backend != "aws" and not (settings.data_dir / "index.sqlite3").exists():
-        raise click.ClickException(f"no archive in {settings.data_dir}: pass the server's --data-dir")
+    if settings.backend != "aws":
+        require_archive(settings, data_dir)
     lock = _exclusive(settings, "callvault retention run", "it applies the rules itself, daily")
     try:
         with lock:
@@ -395,6 +410,9 @@ def retention_run(dry_run: bool, as_json: bool, rules: Path | None, data_dir: Pa
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
         return
+    if runner.rules.shortest_days() is None:  # no file, or one that keeps everything: not "nothing old enough"
+        where = rules or settings.data_dir / "retention.toml"
+        click.echo(f"retention: no rule in {where}: nothing expires (docs/privacy.md, Retention rules)", err=True)
     verb = "would expire" if dry_run else "expired"
     click.echo(
         f"retention: {verb} {len(summary.calls_expired)} call(s), the audio of {len(summary.audio_expired)}, "

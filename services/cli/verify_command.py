@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from services.core.wiring import Storage
     from services.ingest.verify import Finding
 
-from services.cli.options import DATA_DIR_OPTION, progress_bars, settings_for
+from services.cli.options import DATA_DIR_OPTION, progress_bars, require_archive, settings_for
 
 
 @click.command()
@@ -37,10 +37,8 @@ def verify(repair: bool, as_json: bool, data_dir: Path | None) -> None:
     from services.ingest.wiring import build_archiver
 
     settings = settings_for(data_dir)
-    if settings.backend != "aws" and not (settings.data_dir / "index.sqlite3").exists():
-        raise click.ClickException(
-            f"no archive in {settings.data_dir}: pass the server's --data-dir (or set CALLVAULT_DATA_DIR)"
-        )
+    if settings.backend != "aws":
+        require_archive(settings, data_dir)
     storage = build_storage(settings)
     late_days: set[str] = set()
     archiver = build_archiver(settings, storage, on_late_write=late_days.add)

@@ -43,6 +43,10 @@ class HoldBook:
         return hold
 
     def release(self, hold_id: str, *, actor: str) -> Hold:
+        """Released; a hold released already is returned as it is, and the trail gets no second entry."""
+        earlier = next((hold for hold in self.holds.all() if hold.id == hold_id and not hold.active), None)
+        if earlier is not None:
+            return earlier
         hold = self.holds.release(hold_id, int(self.clock()), actor)
         if hold is None:
             raise NotFound(f"no hold with id {hold_id}")

@@ -211,6 +211,13 @@ class ElevenLabsClient:
         try:
             return retrying(self._attempt, path, params, stream)
         except _Transient as exc:
+            if exc.reason.startswith("connection failed"):  # never reached: not ElevenLabs' doing
+                self._fail(
+                    UpstreamError,
+                    f"could not connect to {self._http.base_url} for GET {path} in {self._max_attempts} attempts "
+                    f"({exc.reason}): check this machine's network or proxy, and CALLVAULT_ELEVENLABS_BASE_URL",
+                    exc,
+                )
             self._fail(
                 UpstreamError,
                 f"ElevenLabs did not answer GET {path} after {self._max_attempts} attempts (last: {exc.reason}); "

@@ -726,3 +726,15 @@ def test_an_open_audio_stream_holds_its_slot_until_closed(api: ElevenLabsStandIn
 
     assert fetched.is_set()
     assert api.max_in_flight == 1
+
+
+def test_a_server_never_reached_is_told_apart_from_an_elevenlabs_outage(make_client: MakeClient) -> None:
+    from tests.support import free_port
+
+    client = make_client(base_url=f"http://127.0.0.1:{free_port()}", max_attempts=2)  # nothing listens there
+
+    with pytest.raises(UpstreamError) as raised:
+        client.list_conversations()
+
+    assert "could not connect" in raised.value.message and "CALLVAULT_ELEVENLABS_BASE_URL" in raised.value.message
+    assert API_KEY not in raised.value.message

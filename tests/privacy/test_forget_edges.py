@@ -212,3 +212,29 @@ def test_verify_repair_leaves_a_reappeared_call_under_a_later_hold_and_says_so(
     (item,) = [item for item in json.loads(repaired.stdout)["items"] if item["kind"] == "erased_reappeared"]
     assert item["repaired"] is False and hold_id in item["detail"] and CALL_ID not in item["detail"]
     assert index.get(CALL_ID) is not None and f"archive/16125550142/{CALL_ID}.json" in _files(data_dir)
+
+
+def test_forget_without_a_terminal_or_yes_says_to_pass_yes_and_erases_nothing(
+    client: TestClient, data_dir: Path
+) -> None:
+    result = CliRunner().invoke(cli, ["forget", "+16125550142", "--data-dir", str(data_dir)])  # stdin: no terminal
+    assert result.exit_code == 1 and "pass --yes" in result.output
+    assert client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN)).status_code == 200
+
+
+def test_forget_refuses_a_busy_data_dir_before_asking(client: TestClient, data_dir: Path) -> None:
+    from services.local.lock import DataDirLock
+
+    env = {"CALLVAULT_MEMORY_BACKEND": "oss"}
+    with DataDirLock.acquire(data_dir, "callvault serve"):
+        refused = CliRunner().invoke(cli, ["forget", "+16125550142", "--data-dir", str(data_dir)], env=env)
+    assert refused.exit_code == 1 and "callvault serve" in refused.output and "Erase everything" not in refused.output
+
+
+def test_retention_without_rules_says_nothing_expires_rather_than_nothing_was_old(
+    client: TestClient, data_dir: Path
+) -> None:
+    result = CliRunner().invoke(
+        cli, ["retention", "run", "--dry-run", "--data-dir", str(data_dir)], env={"CALLVAULT_MEMORY_BACKEND": "none"}
+    )
+    assert result.exit_code == 0 and "no rule in" in result.output and "nothing expires" in result.output

@@ -89,8 +89,21 @@ def test_hold_and_release_commands_with_forget_and_the_http_route(client: TestCl
 
     released = runner.invoke(cli, ["release", hold_id, "--data-dir", str(data_dir)], env=ENV)
     assert released.exit_code == 0, released.output
+    again = runner.invoke(cli, ["release", hold_id, "--data-dir", str(data_dir)], env=ENV)
+    assert again.exit_code == 0 and "released already" in again.output  # and no second audit entry (below)
     assert runner.invoke(cli, ["release", "hold_nope", "--data-dir", str(data_dir)], env=ENV).exit_code == 1
     assert client.delete("/callers/+16125550142", headers=bearer(ADMIN)).status_code == 200
     assert client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN)).status_code == 404
     actions = [i["action"] for i in client.get("/audit", headers=bearer(ADMIN)).json()["items"]]
     assert [a for a in actions if a != "link_issued"] == ["hold", "release", "erase"]
+
+
+def test_releasing_a_released_hold_records_nothing_twice() -> None:
+    _, _eraser, book = _world()
+    hold = book.place(reason="case 114", actor="cli:alice", phone=PHONE)
+    first = book.release(hold.id, actor="cli:bob")
+    second = book.release(hold.id, actor="cli:carol")
+
+    assert second == first and second.released_by == "cli:bob"
+    assert book.audit is not None
+    assert [(e.action, e.actor) for e in book.audit.entries()] == [("hold", "cli:alice"), ("release", "cli:bob")]
