@@ -21,7 +21,30 @@ if TYPE_CHECKING:
     from services.privacy.schedule import RetentionThread
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Errors of the setup, not of the command, as one line that says what to fix: a secret file left
+    empty, or a CALLVAULT_* setting that does not parse (pydantic's error, named by its variable)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from pydantic import ValidationError
+
+        from services.core.secrets import SecretFileEmpty
+
+        try:
+            return super().invoke(ctx)
+        except SecretFileEmpty as exc:
+            raise click.ClickException(str(exc)) from None
+        except ValidationError as exc:
+            if exc.title != Settings.__name__:
+                raise
+            problems = "; ".join(
+                f"CALLVAULT_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise click.ClickException(f"bad settings: {problems} (set in the environment)") from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="callvault")
 def cli() -> None:
     """CallVault: the archive for AI voice-agent calls.
@@ -62,7 +85,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     from services.local.hygiene import prepare_data_dir
     from services.local.lock import DataDirBusy, DataDirLock, DataDirUnusable, PortTaken, bind_listener
     from services.local.runtime import tune_garbage_collector
-    from services.local.served_url import record_served_url, served_url
+    from services.local.served_url import is_loopback, record_served_url, served_url
     from services.local.server import run_server
     from services.local.sync_runtime import build_local_sync
     from services.web.credentials import API_KEY_FILE, configured_api_keys, local_api_key, resolve_local
@@ -122,6 +145,13 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
         click.echo(f"ElevenLabs API: missing audio fetched after {settings.audio_grace_seconds} s, {every}", err=True)
     ingest = _ingest_process(settings, secrets, memory, compaction.nudge)
     click.echo(f"CallVault listening on {url}  (data in {settings.data_dir})", err=True)
+    if not is_loopback(host):
+        click.echo(
+            f"Warning: bound to {host}, so every machine that can reach this one reaches the API, the console "
+            "and the webhook over plain HTTP. Put a TLS reverse proxy in front (README, 'Reaching serve from "
+            "other machines'), or use the default --host 127.0.0.1.",
+            err=True,
+        )
     if memory is not None:
         memory.start()  # resumes jobs a previous run left pending
     compaction.start()

@@ -4,12 +4,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CALLVAULT_", extra="ignore")
+    # No inf or nan: an infinite timeout or interval would switch a guard off or crash its thread.
+    model_config = SettingsConfigDict(env_prefix="CALLVAULT_", extra="ignore", allow_inf_nan=False)
 
     backend: Literal["local", "aws"] = Field("local", description="local: files + SQLite; aws: S3 + DynamoDB")
     data_dir: Path = Field(Path("callvault-data"), description="local back end: archive, index and secrets")
@@ -25,9 +26,9 @@ class Settings(BaseSettings):
     ingest_processes: int = Field(
         2, ge=0, le=16, description="`callvault serve`: processes that store webhooks (0: a thread of the server)"
     )
-    header_timeout_secs: float = Field(10.0, gt=0, description="a request's headers must arrive within this")
+    header_timeout_secs: float = Field(10.0, gt=0, le=3600, description="a request's headers must arrive within this")
     body_timeout_secs: float = Field(
-        30.0, gt=0, description="a request body gets this long, plus 1 s per 128 KiB received (1 Mbit/s)"
+        30.0, gt=0, le=3600, description="a request body gets this long, plus 1 s per 128 KiB received (1 Mbit/s)"
     )
     default_region: str = Field("US", description="region for phone numbers written without a country code")
 
@@ -40,13 +41,18 @@ class Settings(BaseSettings):
         "none", description="aws: the engine behind GET /search and the console's search and dashboard"
     )
     analytics_compact_interval: float = Field(
-        3600.0, gt=0, description="`callvault serve`: seconds between merges of closed analytics days"
+        3600.0, gt=0, le=604800, description="`callvault serve`: seconds between merges of closed analytics days"
     )
     # Retention (#13, docs/privacy.md). aws: an SSM parameter (String) holding the rules, the TOML of
     # `<data-dir>/retention.toml`; read by the scheduled function and by `callvault retention run`.
     retention_rules_param: str | None = Field(None, description="aws: SSM parameter holding the retention rules")
 
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value  # "info" is what people type
 
     # Search API. Keys: comma-separated, each a raw key or ``sha256:<hex>`` of one; only hashes are kept.
     api_keys: SecretStr | None = None
@@ -84,7 +90,7 @@ class Settings(BaseSettings):
     # AWS: SSM SecureString parameter with the Mem0 Platform API key, read once at cold start.
     mem0_api_key_param: str | None = None
     mem0_host: str = Field("https://api.mem0.ai", description="Mem0 Platform base URL")
-    mem0_timeout_secs: float = Field(10.0, gt=0, description="per-request timeout towards Mem0 Platform")
+    mem0_timeout_secs: float = Field(10.0, gt=0, le=600, description="per-request timeout towards Mem0 Platform")
     mem0_max_retries: int = Field(3, ge=0, le=10, description="retries of one Mem0 Platform request (5xx, 429)")
     memory_queue_url: str | None = Field(None, description="aws: the SQS FIFO queue of memory jobs")
     memory_infer: bool = Field(
@@ -103,14 +109,14 @@ class Settings(BaseSettings):
         description="first-message override for returning callers whose name is known, e.g. "
         "'Welcome back, {caller_name}!' (enable the override in the agent's Security tab)",
     )
-    memory_worker_poll_secs: float = Field(1.0, gt=0, description="local worker: idle poll interval")
-    memory_worker_lease_secs: float = Field(300.0, gt=0, description="local worker: a claimed job's lease")
+    memory_worker_poll_secs: float = Field(1.0, gt=0, le=3600, description="local worker: idle poll interval")
+    memory_worker_lease_secs: float = Field(300.0, gt=0, le=86400, description="local worker: a claimed job's lease")
     memory_max_attempts: int = Field(8, ge=1, le=100, description="attempts before a memory job is failed")
-    memory_retry_base_secs: float = Field(5.0, gt=0, description="first retry delay; doubles per attempt")
-    memory_retry_max_secs: float = Field(3600.0, gt=0, description="longest retry delay")
+    memory_retry_base_secs: float = Field(5.0, gt=0, le=86400, description="first retry delay; doubles per attempt")
+    memory_retry_max_secs: float = Field(3600.0, gt=0, le=604800, description="longest retry delay")
     memory_embed_threads: int = Field(1, ge=1, le=16, description="oss: onnxruntime threads for embeddings")
     memory_worker_yield_max_secs: float = Field(
-        10.0, ge=0, description="local worker: longest wait for a gap between webhooks before the next job"
+        10.0, ge=0, le=3600, description="local worker: longest wait for a gap between webhooks before the next job"
     )
 
     # ElevenLabs Conversations API (services/sync, docs/sync.md): missed calls and audio the webhooks
@@ -120,13 +126,16 @@ class Settings(BaseSettings):
     )
     elevenlabs_api_key_param: str | None = None
     elevenlabs_base_url: str = Field("https://api.elevenlabs.io", description="ElevenLabs API base URL")
-    elevenlabs_timeout_secs: float = Field(30.0, gt=0, description="per-request timeout towards ElevenLabs")
+    elevenlabs_timeout_secs: float = Field(30.0, gt=0, le=600, description="per-request timeout towards ElevenLabs")
     elevenlabs_max_attempts: int = Field(6, ge=1, le=20, description="attempts of one ElevenLabs request")
     audio_grace_seconds: int = Field(
         300, ge=0, le=900, description="wait this long for the audio webhook before fetching the audio from the API"
     )
     sync_interval: float | None = Field(
-        None, ge=0, description="`callvault serve`: seconds between syncs (default 900 with an API key; 0: off)"
+        None,
+        ge=0,
+        le=604800,
+        description="`callvault serve`: seconds between syncs (default 900 with an API key; 0: off)",
     )
     sync_overlap_seconds: int = Field(
         3600, ge=0, description="a sync without --since lists this far before the last watermark (late calls)"

@@ -28,26 +28,45 @@ def read_ssm_secret(name: str) -> str:
     return value
 
 
+class SecretFileEmpty(Exception):
+    """A secret's file exists and holds nothing: keyed with "", every check would pass."""
+
+
+def _kept(path: Path) -> str:
+    value = path.read_text(encoding="utf-8").strip()
+    if not value:
+        raise SecretFileEmpty(
+            f"{path} is empty, and an empty secret would let anyone through: put the secret back in it, or "
+            "delete the file and start `callvault serve` to make a new one (a new webhook secret must then be "
+            "pasted into ElevenLabs; a new signing key only ends the links issued so far)"
+        )
+    return value
+
+
 def local_secret(data_dir: Path, name: str, prefix: str) -> tuple[str, bool]:
     """A random token kept (0600) in ``data_dir/name``, created on first use; ``(value, created)``.
 
-    Creation is create-if-absent (a hard link of a finished temp file), so two processes starting at
-    once agree on one value instead of each keeping its own.
+    Creation is create-if-absent (a hard link of a finished, fsynced temp file), so two processes
+    starting at once agree on one value instead of each keeping its own. A file that holds nothing is
+    refused (``SecretFileEmpty``), never used as an empty key.
     """
     path = data_dir / name
     if path.exists():
-        return path.read_text(encoding="utf-8").strip(), False
+        return _kept(path), False
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     value = prefix + token_source.token_urlsafe(32)
     # ".tmp-": the start-up sweep (services/local/hygiene.py) removes one a crash left behind.
     tmp = path.with_name(f".tmp-{name}-{os.getpid()}-{time.monotonic_ns()}")
     tmp.touch(mode=0o600)
     try:
-        tmp.write_text(value + "\n", encoding="utf-8")
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(value + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())  # a power cut must not leave the name on an empty file
         try:
             os.link(tmp, path)
         except FileExistsError:
-            return path.read_text(encoding="utf-8").strip(), False
+            return _kept(path), False
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

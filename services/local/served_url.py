@@ -12,6 +12,18 @@ def served_url(host: str, port: int) -> str:
     return f"http://[{reach}]:{port}" if ":" in reach else f"http://{reach}:{port}"
 
 
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (a name is resolved by the OS; "localhost" is)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another name: assume others can reach it
+
+
 def record_served_url(data_dir: Path, url: str) -> None:
     target = data_dir / SERVED_URL_FILE
     temp = data_dir / f".tmp-{SERVED_URL_FILE}"

@@ -65,6 +65,8 @@ class HmacLinkSigner:
     """Signs and verifies local file links with a key derived from the signing key."""
 
     def __init__(self, signing_key: bytes, clock: Callable[[], float], prefix: str = FILES_PREFIX) -> None:
+        if not signing_key.strip():
+            raise ValueError("an empty signing key would let anyone sign links")
         self._key = derive_key(signing_key, "file-link")
         self.clock = clock
         self.prefix = prefix

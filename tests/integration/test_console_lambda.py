@@ -314,7 +314,7 @@ def test_console_lambda_search_runs_on_athena_and_shows_progress_while_it_waits(
     [request] = athena.requests
     assert request["WorkGroup"] == WORKGROUP
     assert request["QueryExecutionContext"] == {"Database": "callvault_analytics"}
-    assert "strpos(lower(text), ?)" in request["QueryString"] and "'turn 3'" in request["ExecutionParameters"]
+    assert "strpos(lower(text), lower(?))" in request["QueryString"] and "'Turn 3'" in request["ExecutionParameters"]
 
 
 def test_console_lambda_search_api_route_runs_on_athena(athena: FakeAthena) -> None:

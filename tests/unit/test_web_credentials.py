@@ -72,3 +72,86 @@ def test_search_nothing_configured_means_no_keys(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     assert configured_api_keys(settings) == []
     assert configured_signing_key(settings) is None
+
+
+@pytest.mark.parametrize("content", ["", "\n", "   \n"])
+def test_an_empty_secret_file_is_refused_never_used_as_an_empty_key(tmp_path: Path, content: str) -> None:
+    from services.core.secrets import SecretFileEmpty
+
+    (tmp_path / "webhook-secret").write_text(content)
+    with pytest.raises(SecretFileEmpty, match="is empty"):
+        local_secret(tmp_path, "webhook-secret", "wsec_")
+
+
+def test_an_empty_webhook_secret_or_signing_key_signs_nothing() -> None:
+    import time
+
+    from services.core.domain import signing
+    from services.core.domain.errors import InvalidSignature
+    from services.search.links import HmacLinkSigner
+
+    now = int(time.time())
+    body = b'{"type": "post_call_transcription"}'
+    with pytest.raises(InvalidSignature):
+        signing.verify(body, signing.sign(body, "", now), [""], now)
+    with pytest.raises(ValueError, match="empty signing key"):
+        HmacLinkSigner(b"", time.time)
+
+
+def test_serve_refuses_an_empty_secret_file_in_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from services.cli.main import cli
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "webhook-secret").write_text("")
+    result = CliRunner().invoke(
+        cli, ["serve", "--data-dir", str(data), "--port", "0"], env={"CALLVAULT_WEBHOOK_SECRET": ""}
+    )
+    assert result.exit_code == 1 and "webhook-secret is empty" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CALLVAULT_MAX_BODIES_IN_FLIGHT", "-1"),
+        ("CALLVAULT_HEADER_TIMEOUT_SECS", "inf"),
+        ("CALLVAULT_BODY_TIMEOUT_SECS", "nan"),
+        ("CALLVAULT_ANALYTICS_COMPACT_INTERVAL", "1e12"),
+        ("CALLVAULT_LOG_LEVEL", "LOUD"),
+        ("CALLVAULT_BACKEND", "s3"),
+    ],
+)
+def test_a_bad_setting_stops_any_command_with_one_line_naming_it(variable: str, value: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from services.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["calls", "--data-dir", str(tmp_path)], env={variable: value})
+    assert result.exit_code == 1 and f"bad settings: {variable}:" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_log_level_may_be_written_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.core.config import Settings
+
+    monkeypatch.setenv("CALLVAULT_LOG_LEVEL", "warning")
+    assert Settings().log_level == "WARNING"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),  # noqa: S104 - the host under test, not a bind
+        ("::", False),
+        ("10.0.0.5", False),
+    ],
+)
+def test_serve_knows_which_hosts_only_this_machine_reaches(host: str, loopback: bool) -> None:
+    from services.local.served_url import is_loopback
+
+    assert is_loopback(host) is loopback

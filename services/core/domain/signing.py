@@ -86,7 +86,7 @@ def begin(header: str | None, secrets: Iterable[str], now: float) -> Verificatio
         raise InvalidSignature("signature timestamp is older than 30 minutes")
     if signed_at > now + MAX_FUTURE_SECS:
         raise InvalidSignature("signature timestamp is more than 5 minutes in the future")
-    return Verification(timestamp, candidates, secrets)
+    return Verification(timestamp, candidates, [secret for secret in secrets if secret])  # "" signs nothing
 
 
 def verify(body: bytes, header: str | None, secrets: Iterable[str], now: float) -> int:
