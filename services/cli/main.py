@@ -163,6 +163,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     # found: with the default one the process ended there, skipping the clean-up below (the ingest
     # processes, the memory worker's current job, the merge). This one ends it through the clean-up.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)  # Ctrl-C too: a stop asked for, not "Aborted!" and 1
     try:
         # access_log off: URLs can carry phone numbers; the app logs its own masked lines.
         store_elsewhere = ingest.store if ingest is not None else None

@@ -497,15 +497,17 @@ def test_the_ingest_process_can_be_turned_off(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
-def test_sigterm_stops_serve_through_its_clean_up(tmp_path: Path) -> None:
-    """A service manager's stop: requests drained, ingest processes ended by the server, exit code 0
-    (before, uvicorn's re-raised SIGTERM ended the process before its clean-up ran)."""
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_stop_ends_serve_through_its_clean_up(tmp_path: Path, stop: signal.Signals) -> None:
+    """A service manager's stop or Ctrl-C: requests drained, ingest processes ended by the server, exit
+    code 0 (before, uvicorn's re-raised SIGTERM ended the process before its clean-up ran, and Ctrl-C
+    ended in "Aborted!" and 1)."""
     with serve_archive(tmp_path / "data") as served:
         body = fixture_bytes(TRANSCRIPTION)
         response = httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))
         assert response.status_code == 200, response.text
         children = descendants(served.process.pid)
-        served.process.send_signal(signal.SIGTERM)
+        served.process.send_signal(stop)
         assert served.process.wait(timeout=30) == 0
         wait_until_ended(children)  # multiprocessing's resource tracker ends a moment after its parent
         assert not any(map(process_running, children))
