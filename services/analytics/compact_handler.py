@@ -58,5 +58,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         },
     )
     if summary.failed:  # the other days are merged; an error makes the alarm fire and Lambda retry
-        raise StorageUnavailable(f"{len(summary.failed)} analytics days were not merged; the next run retries them")
+        table, dt, why = summary.failed[0]
+        raise StorageUnavailable(
+            f"{len(summary.failed)} analytics days were not merged (first {table}/dt={dt}: {why}); the next run "
+            "retries them"
+        )
     return result
