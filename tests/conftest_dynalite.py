@@ -8,9 +8,6 @@ once per session on 127.0.0.1 and stopped by its pid; each test gets tables of i
 """
 
 import os
-import signal
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, running_server
 
 REPO = Path(__file__).resolve().parents[1]
 BINARY = REPO / ".tools" / "dynalite" / "node_modules" / ".bin" / "dynalite"
@@ -39,33 +36,15 @@ def missing() -> None:
 @contextmanager
 def run_dynalite(workdir: Path, binary: Path) -> Iterator[str]:
     port = free_port()
-    log_path = workdir / "dynalite.log"
     command = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--createTableMs", "0", "--deleteTableMs", "0"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"dynalite exited early:\n{log_path.read_text(errors='replace')[-4000:]}")
-            try:
-                httpx.post(url, timeout=1)  # any answer (400 for an empty request) means it listens
-                break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dynalite did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
-            time.sleep(0.1)
+
+    def listening() -> bool:  # any answer (400 for an empty request) means it listens
+        httpx.post(url, timeout=1)
+        return True
+
+    with running_server(command, workdir, "dynalite", listening):
         yield url
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 def use_dynalite(monkeypatch: pytest.MonkeyPatch, url: str) -> str:

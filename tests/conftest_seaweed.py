@@ -7,12 +7,8 @@ engineer's test run, say). Started once per test session and stopped by its pid.
 """
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +19,7 @@ import boto3
 import httpx
 from botocore.config import Config
 
-from tests.support import free_port
+from tests.support import free_port, running_server
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -99,29 +95,10 @@ def run_seaweed(workdir: Path, binary: str) -> Iterator[SeaweedS3]:
         "-master.telemetry=false",
         *ports,
     ]
-    log_path = workdir / "weed.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     endpoint = f"http://127.0.0.1:{s3_port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"weed mini exited early:\n{log_path.read_text(errors='replace')[-4000:]}")
-            try:
-                # Any S3 answer (403 for an unsigned request) means the gateway is up.
-                if httpx.get(endpoint + "/", timeout=1).status_code in {200, 403}:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"weed mini did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
-            time.sleep(0.2)
+
+    def up() -> bool:  # any S3 answer (403 for an unsigned request) means the gateway is up
+        return httpx.get(endpoint + "/", timeout=1).status_code in {200, 403}
+
+    with running_server(command, workdir, "weed mini", up, timeout=60) as process:
         yield SeaweedS3(endpoint, ACCESS_KEY, SECRET_KEY, process.pid)
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()

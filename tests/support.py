@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,39 @@ def fixture_json(name: str) -> dict[str, Any]:
 def signed_headers(body: bytes, secret: str = SECRET, at: int | None = None) -> dict[str, str]:
     timestamp = int(time.time()) if at is None else at
     return {signing.HEADER: signing.sign(body, secret, timestamp), "content-type": "application/json"}
+
+
+@contextmanager
+def running_server(
+    command: list[str], workdir: Path, name: str, answers: Callable[[], bool], *, timeout: float = 30.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A helper server (SeaweedFS, dynalite) started in ``workdir``, ready once ``answers()`` is True,
+    and stopped by its pid at the end (SIGTERM, then SIGKILL): only the process we started."""
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{log_path.read_text(errors='replace')[-4000:]}")
+            try:
+                if answers():
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
+            time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def free_port() -> int:

@@ -256,7 +256,7 @@ class ArchiveVerifier:
         not fsynced). Repair rewrites what it held from the archive: a per-call object's call, or a day
         object's calls (the day object is replaced by what its per-call objects hold, then those calls'
         rows are rewritten, to be merged in again)."""
-        from services.analytics.compaction import rewrite_day
+        from services.analytics.compaction import merge_days, rewrite_day
 
         writer = self.archiver.analytics
         assert writer is not None
@@ -289,8 +289,7 @@ class ArchiveVerifier:
                     rewrite_day(writer.store, table, dt)  # replaces the unreadable day object
                     calls = [r for r in rows.values() if r.started_at and partition_of(r.started_at) == dt]
                     repaired = all([self._rewrite_analytics(r, stale_days=[]) for r in calls])
-                    for merged in TABLES:  # fold them in at once: the other tables' day rows are replaced
-                        rewrite_day(writer.store, merged, dt)
+                    merge_days(writer.store, [dt])  # fold them in at once: the other tables' day rows are replaced
                 detail = f"the {table} day object of {dt} is unreadable: its calls' rows are rebuilt from the archive"
                 yield Finding("analytics_unreadable", None, detail, True, repaired)
 

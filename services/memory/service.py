@@ -202,8 +202,8 @@ def caller_profile(
     default_region: str = "US",
     on_error: Callable[[str, BaseException], None] | None = None,
 ) -> CallerProfile:
-    phone = phone_domain.to_e164(caller_id, default_region)
-    if phone is None or not phone_domain.names_one_caller(phone):  # a shared placeholder knows nobody
+    phone = _caller(caller_id, default_region)
+    if phone is None:
         return CallerProfile(None)
     degraded = False
     calls: list[CallRecord] = []
@@ -260,9 +260,9 @@ def memory_search_tool(
 ) -> dict[str, Any]:
     """What the agent's LLM gets back from ``memory-search``: short, plain, and never an error it
     would have to explain to the caller."""
-    phone = phone_domain.to_e164(caller_id, default_region)
+    phone = _caller(caller_id, default_region)
     text = query.strip() if isinstance(query, str) else ""
-    if phone is None or not phone_domain.names_one_caller(phone):
+    if phone is None:
         return {"caller_known": False, "results": [], "note": "no caller phone number for this conversation"}
     try:
         if text:
@@ -289,6 +289,13 @@ def best_memories(found: Memories, limit: int) -> Memories:
         if len(best) == limit:
             break
     return best
+
+
+def _caller(caller_id: object, default_region: str) -> str | None:
+    """The number the agent's caller has memories under; None without one, or for a placeholder many
+    callers share (a withheld number), which knows nobody."""
+    phone = phone_domain.to_e164(caller_id, default_region)
+    return phone if phone is not None and phone_domain.names_one_caller(phone) else None
 
 
 def _tool_item(memory: StoredMemory) -> dict[str, Any]:
