@@ -1,10 +1,11 @@
 """One process at a time owns a data dir, and a port is checked before anything is generated or printed.
 
-``DATA_DIR/callvault.lock`` is held with ``flock`` by ``callvault serve`` for its lifetime (and by
+The data dir itself is held with ``flock`` by ``callvault serve`` for its lifetime (and by
 ``callvault memory forget`` while it erases): the local memory store, the outbox worker and the
-start-up sweep of temp files each assume they are alone. The file names the holder (pid and command)
-so the second process can say who to stop. The kernel drops the lock when the holder exits, however
-it exits, so a stale file left by a crash never blocks anyone.
+start-up sweep of temp files each assume they are alone. The lock is on the folder, not on a file in
+it, so deleting a file by hand cannot let a second process in. ``DATA_DIR/callvault.lock`` names the
+holder (pid and command) so the second process can say who to stop. The kernel drops the lock when
+the holder exits, however it exits, so a stale file left by a crash never blocks anyone.
 """
 
 import contextlib
@@ -42,10 +43,11 @@ class DataDirUnusable(Exception):
 
 
 class DataDirLock:
-    """An exclusive, non-blocking ``flock`` on ``DATA_DIR/callvault.lock``; release with ``close()``."""
+    """An exclusive, non-blocking ``flock`` on the data dir; release with ``close()``."""
 
-    def __init__(self, fd: int, path: Path) -> None:
-        self._fd = fd
+    def __init__(self, dir_fd: int, note_fd: int, path: Path) -> None:
+        self._dir_fd = dir_fd
+        self._note_fd = note_fd
         self.path = path
 
     @classmethod
@@ -54,27 +56,32 @@ class DataDirLock:
         path = data_dir / LOCK_FILE
         try:
             data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            dir_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise DataDirUnusable(data_dir, exc.strerror or str(exc)) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            holder = _holder(fd)
-            os.close(fd)
+            os.close(dir_fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise DataDirBusy(data_dir, holder) from None
+                raise DataDirBusy(data_dir, _holder(path)) from None
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
-        return cls(fd, path)
+        try:
+            note_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.ftruncate(note_fd, 0)
+            os.pwrite(note_fd, f"{os.getpid()} {command}\n".encode(), 0)
+        except OSError as exc:
+            os.close(dir_fd)
+            raise DataDirUnusable(data_dir, exc.strerror or str(exc)) from None
+        return cls(dir_fd, note_fd, path)
 
     def close(self) -> None:
-        if self._fd >= 0:
+        if self._dir_fd >= 0:
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)  # the next reader sees no holder
-            os.close(self._fd)  # releases the flock
-            self._fd = -1
+                os.ftruncate(self._note_fd, 0)  # the next reader sees no holder
+            os.close(self._note_fd)
+            os.close(self._dir_fd)  # releases the flock
+            self._dir_fd = self._note_fd = -1
 
     def __enter__(self) -> Self:
         return self
@@ -83,10 +90,12 @@ class DataDirLock:
         self.close()
 
 
-def _holder(fd: int) -> str:
-    """``"callvault serve (pid 123)"`` from the lock file (the holder may be writing it: then less precise)."""
+def _holder(path: Path) -> str:
+    """``"callvault serve (pid 123)"`` from the lock file (the holder may be writing it, or it may have been
+    deleted by hand: then less precise)."""
     with contextlib.suppress(OSError, ValueError):
-        pid, _, command = os.pread(fd, 512, 0).decode().strip().partition(" ")
+        with path.open("rb") as note:
+            pid, _, command = note.read(512).decode().strip().partition(" ")
         if pid.isdigit():
             return f"{command or 'callvault process'} (pid {int(pid)})"
     return "callvault process"

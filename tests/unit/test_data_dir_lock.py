@@ -25,6 +25,16 @@ def test_lock_is_exclusive_and_named(tmp_path: Path) -> None:
     assert (tmp_path / LOCK_FILE).stat().st_mode & 0o077 == 0
 
 
+def test_a_lock_file_deleted_by_hand_lets_nobody_in(tmp_path: Path) -> None:
+    """The lock is on the folder: the file only names the holder, so losing it loses the name, not the lock."""
+    with DataDirLock.acquire(tmp_path, "callvault serve"):
+        (tmp_path / LOCK_FILE).unlink()
+        with pytest.raises(DataDirBusy) as refused:
+            DataDirLock.acquire(tmp_path, "callvault serve")
+        assert str(refused.value).startswith(f"another callvault process holds {tmp_path};")
+    DataDirLock.acquire(tmp_path, "callvault serve").close()
+
+
 def test_a_killed_holder_leaves_no_lock(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [
