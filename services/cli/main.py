@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -78,29 +79,49 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     secret into DATA_DIR/webhook-secret, api-key and agent-secret (`cat` prints them). One server per
     data dir (DATA_DIR/callvault.lock names it); run the other commands with the same --data-dir.
     """
-    from services.analytics.compaction import CompactionThread
-    from services.core.secrets import secret_list
-    from services.core.wiring import build_analytics_store, build_storage, local_webhook_secret
-    from services.local.app import create_local_app
-    from services.local.hygiene import prepare_data_dir
-    from services.local.lock import DataDirBusy, DataDirLock, DataDirUnusable, PortTaken, bind_listener
-    from services.local.runtime import tune_garbage_collector
-    from services.local.served_url import is_loopback, record_served_url, served_url
-    from services.local.server import run_server
-    from services.local.sync_runtime import build_local_sync
-    from services.web.credentials import API_KEY_FILE, configured_api_keys, local_api_key, resolve_local
+    from services.local.lock import (
+        DataDirBusy,
+        DataDirLock,
+        DataDirUnusable,
+        PortTaken,
+        bind_listener,
+        disk_full_message,
+    )
 
     settings = settings_for(data_dir)
     try:  # before anything is generated, printed or opened: the data dir is ours alone, the port is free
         lock = DataDirLock.acquire(settings.data_dir, "callvault serve")
     except (DataDirBusy, DataDirUnusable) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(disk_full_message(settings.data_dir, exc) or str(exc)) from None
     try:
         listener = bind_listener(host, port)
     except PortTaken as exc:
         lock.close()
         raise click.ClickException(str(exc)) from None
     port = listener.getsockname()[1]  # the real one when --port 0
+    try:
+        return _serve(settings, listener, host, port)
+    except Exception as exc:  # a full disk at start-up is one line, as it is a 503 once serving
+        if (message := disk_full_message(settings.data_dir, exc)) is None:
+            raise
+        raise click.ClickException(message) from None
+    finally:
+        lock.close()
+
+
+def _serve(settings: Settings, listener: "socket.socket", host: str, port: int) -> None:
+    """Everything ``serve`` does once the data dir is its own and the port is bound."""
+    from services.analytics.compaction import CompactionThread
+    from services.core.secrets import secret_list
+    from services.core.wiring import build_analytics_store, build_storage, local_webhook_secret
+    from services.local.app import create_local_app
+    from services.local.hygiene import prepare_data_dir
+    from services.local.runtime import tune_garbage_collector
+    from services.local.served_url import is_loopback, record_served_url, served_url
+    from services.local.server import run_server
+    from services.local.sync_runtime import build_local_sync
+    from services.web.credentials import API_KEY_FILE, configured_api_keys, local_api_key, resolve_local
+
     prepare_data_dir(settings)  # before anything opens it: older files made owner-only, a crash's temp files gone
     url = served_url(host, port)
     record_served_url(settings.data_dir, url)  # `callvault show` links point here
@@ -177,7 +198,6 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
         retention.stop()
         if memory is not None:
             memory.stop()
-        lock.close()
 
 
 def _exit_cleanly(signum: int, _frame: object) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Self
@@ -42,6 +43,34 @@ class DataDirUnusable(Exception):
         super().__init__(f"cannot use {data_dir} as the data dir: {reason}; pass another --data-dir")
 
 
+LOW_SPACE_BYTES = 16 * 1024 * 1024  # below this, a storage error at start-up is put down to a full disk
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(data_dir: Path, exc: BaseException) -> str | None:
+    """One line for a storage error that a full disk explains, else None (the error is not ours to word).
+
+    The cause chain is read: adapters wrap what the OS or SQLite said. SQLite says "database or disk is
+    full" or only "disk I/O error", so besides ENOSPC the free space of the data dir's file system decides."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    full = any(isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS for error in chain)
+    storage = any(isinstance(error, OSError) or type(error).__module__ == "sqlite3" for error in chain)
+    if not storage:
+        return None
+    try:
+        free: int | None = shutil.disk_usage(data_dir).free
+    except OSError:
+        free = None
+    if not full and (free is None or free >= LOW_SPACE_BYTES):
+        return None
+    left = f" ({free // 1024:,} KiB free)" if free is not None else ""
+    return f"the disk that holds {data_dir} is full{left}; free some space, or pass another --data-dir"
+
+
 class DataDirLock:
     """An exclusive, non-blocking ``flock`` on the data dir; release with ``close()``."""
 
@@ -58,7 +87,7 @@ class DataDirLock:
             data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             dir_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            raise DataDirUnusable(data_dir, exc.strerror or str(exc)) from None
+            raise DataDirUnusable(data_dir, exc.strerror or str(exc)) from exc
         try:
             fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -72,7 +101,7 @@ class DataDirLock:
             os.pwrite(note_fd, f"{os.getpid()} {command}\n".encode(), 0)
         except OSError as exc:
             os.close(dir_fd)
-            raise DataDirUnusable(data_dir, exc.strerror or str(exc)) from None
+            raise DataDirUnusable(data_dir, exc.strerror or str(exc)) from exc
         return cls(dir_fd, note_fd, path)
 
     def close(self) -> None:

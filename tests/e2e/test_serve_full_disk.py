@@ -1,0 +1,101 @@
+"""`serve` on a full disk says so in one line and leaves a data dir that starts once space is freed.
+
+The real case needs a small file system: a 4 MiB tmpfs, mounted when this user may mount (root in CI
+containers), else skipped with the reason. The unit tests beside it cover the wording without one."""
+
+import errno
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.local import lock
+from services.local.lock import disk_full_message
+from tests.support import SECRET
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _fill(disk: Path, leave_kib: int) -> Path:
+    filler = disk / "filler"
+    free_kib = shutil.disk_usage(disk).free // 1024
+    with filler.open("wb") as out:
+        out.write(b"\0" * max(0, free_kib - leave_kib) * 1024)
+    return filler
+
+
+def _serve(data_dir: Path, seconds: float) -> subprocess.CompletedProcess[str] | None:
+    """Run serve; None when it was still serving after ``seconds`` (it started), else how it ended."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
+    env.update(CALLVAULT_WEBHOOK_SECRET=SECRET)  # memory on (the offline store): its files are written too
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "serve", "--data-dir", str(data_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        _out, stderr = process.communicate(timeout=60)
+        assert "listening on" in stderr, stderr
+        return None
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize("leave_kib", [0, 16, 64, 200])
+def test_serve_on_a_full_disk_is_one_line_and_starts_once_space_is_freed(small_disk: Path, leave_kib: int) -> None:
+    data_dir = small_disk / "data"
+    filler = _fill(small_disk, leave_kib)
+    ended = _serve(data_dir, seconds=60)
+    assert ended is not None, "serve started on a full disk"
+    assert ended.returncode == 1
+    assert "Traceback" not in ended.stderr
+    assert ended.stderr.strip().splitlines()[-1].startswith(f"Error: the disk that holds {data_dir} is full (")
+    assert ended.stderr.strip().endswith("; free some space, or pass another --data-dir")
+
+    filler.unlink()
+    assert _serve(data_dir, seconds=15) is None, "a start on a full disk left a data dir that does not start"
+
+
+def test_no_space_is_a_full_disk_whatever_the_space_left(tmp_path: Path) -> None:
+    exc = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "served-url"))
+    message = disk_full_message(tmp_path, exc)
+    assert message is not None and message.startswith(f"the disk that holds {tmp_path} is full (")
+
+
+def test_sqlite_errors_are_put_down_to_the_disk_only_when_it_is_nearly_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    io_error = sqlite3.OperationalError("disk I/O error")
+    assert disk_full_message(tmp_path, io_error) is None  # plenty of space: a real fault, its traceback kept
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(lock.shutil, "disk_usage", lambda _path: usage._replace(free=8 * 1024))
+    assert disk_full_message(tmp_path, io_error) == (
+        f"the disk that holds {tmp_path} is full (8 KiB free); free some space, or pass another --data-dir"
+    )
+    assert disk_full_message(tmp_path, ValueError("not storage")) is None
