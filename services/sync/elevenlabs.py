@@ -410,6 +410,8 @@ def _summary(row: Any) -> ConversationSummary:
         call_successful=_str_or_none(row.get("call_successful")),
         call_duration_secs=_int_or_none(row.get("call_duration_secs")),
         message_count=_int_or_none(row.get("message_count")),
+        transcript_summary=_str_or_none(row.get("transcript_summary")),
+        call_summary_title=_str_or_none(row.get("call_summary_title")),
     )
 
 

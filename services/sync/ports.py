@@ -46,6 +46,8 @@ class ConversationSummary:
     call_successful: str | None = None  # success | failure | unknown
     call_duration_secs: int | None = None
     message_count: int | None = None
+    transcript_summary: str | None = None  # the analysis, when it has run: a rerun changes it
+    call_summary_title: str | None = None
 
     @property
     def is_final(self) -> bool:

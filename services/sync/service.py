@@ -21,6 +21,7 @@ from typing import Any, Literal
 from services.core.domain import keys
 from services.core.domain.errors import CallVaultError, InvalidPayload
 from services.core.domain.models import CallRecord
+from services.core.domain.payload import indexed_summary, indexed_title
 from services.core.domain.versions import FAILURE_KIND
 from services.core.ports import CallIndex
 
@@ -304,4 +305,17 @@ def _needs_document(row: CallRecord | None, listed: ConversationSummary) -> bool
         or (listed.call_duration_secs is not None and row.duration_s != listed.call_duration_secs)
         or (listed.message_count is not None and row.message_count != listed.message_count)
         or (row.status != listed.status)
+        # The analysis rerun upstream with the same outcome: only its text tells.
+        or _text_differs(row.summary, indexed_summary(listed.transcript_summary))
+        or _text_differs(row.summary_title, indexed_title(listed.call_summary_title))
     )
+
+
+def _text_differs(archived: str | None, listed: str | None) -> bool:
+    """A listed text the archived one neither starts with nor begins: a listing may shorten long text,
+    and a shortened copy must not fetch the same document on every run."""
+    if listed is None:
+        return False  # not listed, or the analysis has not run: nothing to compare
+    if archived is None:
+        return True
+    return not (archived.startswith(listed) or listed.startswith(archived))

@@ -157,6 +157,13 @@ def test_conversations_still_running_are_listed_with_their_status(
         assert b"".join(chunks) == SyntheticAudio(16 * 1024, busy).read()
 
 
+def test_list_rows_carry_the_analysis_text_sync_compares(api: ElevenLabsStandIn, make_client: MakeClient) -> None:
+    api.add(extra={"analysis": {"transcript_summary": "Moved to Friday.", "call_summary_title": "Rebooking"}})
+
+    [listed] = make_client().list_conversations().conversations
+    assert (listed.transcript_summary, listed.call_summary_title) == ("Moved to Friday.", "Rebooking")
+
+
 def row(**fields: Any) -> dict[str, Any]:
     return {"conversation_id": "conv_1", "start_time_unix_secs": T0, "status": "done", **fields}
 

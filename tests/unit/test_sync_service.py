@@ -50,8 +50,9 @@ def audio_of(conversation_id: str) -> bytes:
 class FakeApi:
     """The three endpoints, in memory, counting requests."""
 
-    def __init__(self, documents: list[dict[str, Any]]) -> None:
+    def __init__(self, documents: list[dict[str, Any]], *, listed_summary_chars: int | None = None) -> None:
         self.documents = {d["conversation_id"]: d for d in documents}
+        self.listed_summary_chars = listed_summary_chars  # a listing that shortens the summary text
         self.requests: dict[str, int] = {"list": 0, "get": 0, "audio": 0}
         self.failing: set[str] = set()
         self._lock = threading.Lock()
@@ -69,6 +70,8 @@ class FakeApi:
             doc["analysis"]["call_successful"],
             doc["metadata"]["call_duration_secs"],
             len(doc["transcript"]),
+            doc["analysis"].get("transcript_summary", "")[: self.listed_summary_chars] or None,
+            doc["analysis"].get("call_summary_title"),
         )
 
     def list_conversations(
@@ -231,6 +234,32 @@ def test_a_newer_version_upstream_replaces_the_archived_one(world: Any) -> None:
     assert row is not None and row.call_successful == "success"
     assert orjson.loads(blobs.get_bytes(row.transcript_key or "")) == doc
     assert api.requests["get"] == 1
+
+
+@pytest.mark.parametrize("field", ["transcript_summary", "call_summary_title"])
+def test_an_analysis_rerun_upstream_that_changed_only_its_text_is_fetched(world: Any, field: str) -> None:
+    blobs, index, archiver, _clock = world
+    doc = document(1)
+    archiver.archive(WebhookEvent("post_call_transcription", T0 + 200, copy.deepcopy(doc)))
+    doc["analysis"][field] = "The caller moved the appointment to Friday."  # same outcome, duration, turns
+    api = FakeApi([doc])
+
+    assert syncer(api, world).run().counts == {"updated": 1}
+    row = index.get(doc["conversation_id"])
+    assert row is not None and orjson.loads(blobs.get_bytes(row.transcript_key or "")) == doc
+    assert syncer(api, world).run().counts == {"complete": 1}  # and only once
+    assert api.requests["get"] == 1
+
+
+def test_a_listing_that_shortens_the_summary_fetches_nothing_archived_already(world: Any) -> None:
+    _blobs, _index, archiver, _clock = world
+    doc = document(1)
+    assert len(doc["analysis"]["transcript_summary"]) > 40
+    archiver.archive(WebhookEvent("post_call_transcription", T0 + 200, copy.deepcopy(doc)))
+    api = FakeApi([doc], listed_summary_chars=40)
+
+    assert syncer(api, world).run().counts == {"complete": 1}
+    assert api.requests["get"] == 0
 
 
 def test_a_conversation_gone_upstream_is_reported_and_kept_here(world: Any) -> None:

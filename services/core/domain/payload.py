@@ -209,7 +209,6 @@ def call_from_transcription(
     analysis = _obj(data.get("analysis"))
     transcript = data.get("transcript")
     e164 = customer_phone(data, default_region)
-    summary = _str(analysis.get("transcript_summary"))
     return CallRecord(
         conversation_id=conversation_id,
         phone=e164,
@@ -226,8 +225,8 @@ def call_from_transcription(
         cost=_int(metadata.get("cost")),
         cost_usd=_float(metadata.get("cost_fiat")),
         language=_str(metadata.get("main_language")),
-        summary_title=_clip(_str(analysis.get("call_summary_title"))),
-        summary=summary[:SUMMARY_MAX_CHARS] if summary else None,
+        summary_title=indexed_title(analysis.get("call_summary_title")),
+        summary=indexed_summary(analysis.get("transcript_summary")),
         event_at=event_at if event_at is not None else 0,
         expects_audio=data["has_audio"] if isinstance(data.get("has_audio"), bool) else None,
     )
@@ -235,6 +234,17 @@ def call_from_transcription(
 
 def _clip(text: str | None) -> str | None:
     return text[:INDEX_TEXT_MAX_CHARS] if text else None
+
+
+def indexed_summary(value: Any) -> str | None:
+    """``analysis.transcript_summary`` as the index keeps it (sync compares listings with it)."""
+    summary = _str(value)
+    return summary[:SUMMARY_MAX_CHARS] if summary else None
+
+
+def indexed_title(value: Any) -> str | None:
+    """``analysis.call_summary_title`` as the index keeps it."""
+    return _clip(_str(value))
 
 
 def call_from_initiation_failure(
