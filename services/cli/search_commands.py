@@ -17,6 +17,7 @@ from rich.table import Table
 from services.cli.options import DATA_DIR_OPTION, archive_settings
 from services.core.config import Settings
 from services.core.domain.errors import CallVaultError, InvalidCursor, InvalidRequest
+from services.core.domain.models import CALL_OUTCOMES, CALL_STATUSES
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
@@ -59,11 +60,15 @@ def _text(value: object) -> str:
 @click.option("--agent", "agent_id", help="Only calls of this ElevenLabs agent id.")
 @click.option("--since", help="Started at or after: ISO 8601 (2025-07-06, 2025-07-06T11:40Z) or unix seconds.")
 @click.option("--until", help="Started before (exclusive): ISO 8601 or unix seconds.")
-@click.option("--status", help="ElevenLabs status: done, failed, initiation_failed, ...")
+@click.option(
+    "--status",
+    type=click.Choice(CALL_STATUSES),
+    help="The call's status (initiation_failed: it never connected).",
+)
 @click.option(
     "--outcome",
     "call_successful",
-    type=click.Choice(["success", "failure", "unknown"]),
+    type=click.Choice(CALL_OUTCOMES),
     help="ElevenLabs' evaluation of the call.",
 )
 @click.option("--limit", default=25, show_default=True, type=click.IntRange(1, 100), help="Calls per page.")

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from services.analytics.reports import ReportArgs
 from services.core.domain import phone as phone_domain
 from services.core.domain.errors import CallVaultError, InvalidRequest, NotFound, StorageUnavailable
+from services.core.domain.models import CALL_OUTCOMES, CALL_STATUSES
 from services.web.auth import ROLES, Principal
 from services.web.body import read_bounded
 from services.web.edge import add_log_fields
@@ -217,6 +218,8 @@ async def calls_page(request: Request, context: Context, visitor: SignedIn) -> H
         nav="calls",
         filters=filters,
         unshown=_unshown_filters(filters),
+        statuses=CALL_STATUSES,
+        outcomes=CALL_OUTCOMES,
         calls=items,
         next_url=next_url,
         first_url=first_url,
@@ -225,20 +228,17 @@ async def calls_page(request: Request, context: Context, visitor: SignedIn) -> H
 
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_STATUSES_SHOWN = ("done", "failed", "initiation_failed", "in-progress", "processing")
 
 
 def _unshown_filters(filters: dict[str, str]) -> list[tuple[str, str]]:
     """Filters from the URL (a link, an API user's habit) that the form's fields cannot show: a time or
-    unix seconds in a date field, a status the list does not offer. Listed, so none acts unseen."""
-    unshown = [
+    unix seconds in a date field. Listed, so none acts unseen. (The status list offers every status the
+    filter accepts; any other is refused, above an empty list.)"""
+    return [
         (label, filters[name])
         for name, label in (("since", "From"), ("until", "Before"))
         if filters[name] and not _DAY.fullmatch(filters[name])
     ]
-    if filters["status"] and filters["status"] not in _STATUSES_SHOWN:
-        unshown.append(("Status", filters["status"]))
-    return unshown
 
 
 @router.get("/console/calls/{conversation_id}")

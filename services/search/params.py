@@ -2,18 +2,18 @@
 people type through ``services.web.params``."""
 
 from dataclasses import asdict, dataclass
-from typing import Final
 
 from services.core.domain import phone as phone_domain
 from services.core.domain.errors import InvalidRequest
+from services.core.domain.models import CALL_OUTCOMES, CALL_STATUSES
 from services.web.params import parse_instant, parse_label, parse_phone
 
-OUTCOMES: Final = ("success", "failure", "unknown")  # ElevenLabs' analysis.call_successful
 
-
-def parse_outcome(raw: str) -> str:
-    if raw not in OUTCOMES:
-        raise InvalidRequest("call_successful must be success, failure or unknown")
+def parse_choice(name: str, raw: str, accepted: tuple[str, ...]) -> str:
+    """One of a filter's few values, exactly as written; anything else is refused, naming them all
+    (a typo must not answer an empty list, as if no call had that status)."""
+    if raw not in accepted:
+        raise InvalidRequest(f"{name} must be {', '.join(accepted[:-1])} or {accepted[-1]}")
     return raw
 
 
@@ -53,8 +53,10 @@ def parse_filters(
         agent_id=parse_label("agent_id", agent_id) if agent_id is not None else None,
         since=parse_instant("since", since) if since is not None else None,
         until=parse_instant("until", until) if until is not None else None,
-        status=parse_label("status", status) if status is not None else None,
-        call_successful=parse_outcome(call_successful) if call_successful is not None else None,
+        status=parse_choice("status", status, CALL_STATUSES) if status is not None else None,
+        call_successful=parse_choice("call_successful", call_successful, CALL_OUTCOMES)
+        if call_successful is not None
+        else None,
     )
     if filters.since is not None and filters.until is not None and filters.until <= filters.since:
         raise InvalidRequest("until must be later than since (since is inclusive, until exclusive)")

@@ -270,6 +270,7 @@ def test_search_lambda_keys_come_from_ssm(aws: None, headers: dict[str, str], st
         ("/calls", "phone=555-0142", 422, "invalid_request"),
         ("/calls", "limit=1000", 422, "invalid_request"),
         ("/calls", "since=tomorrow", 422, "invalid_request"),
+        ("/calls", "status=bogus", 422, "invalid_request"),
     ],
 )
 def test_search_lambda_errors_use_the_envelope(aws: None, path: str, query: str, status: int, code: str) -> None:

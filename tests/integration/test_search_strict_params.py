@@ -1,6 +1,7 @@
 """Strict query parameters on the search API (issue #14): a parameter a route does not take is a 400
-naming it (``from=`` must not quietly return every call), and ``call_successful`` is one of its three
-values. The CLI takes the same times everywhere (``report --since`` like ``calls --since``)."""
+naming it (``from=`` must not quietly return every call), and ``call_successful`` and ``status`` are one
+of their few values (``status=bogus`` must not answer an empty list, as if no call had it). The CLI takes
+the same times everywhere (``report --since`` like ``calls --since``)."""
 
 import json
 from pathlib import Path
@@ -66,6 +67,40 @@ def test_call_successful_is_one_of_three(app: SearchApp, value: str) -> None:
 def test_cli_outcome_is_one_of_three(app: SearchApp) -> None:
     result = CliRunner().invoke(cli, ["calls", "--outcome", "yes", "--data-dir", str(app.data_dir)])
     assert result.exit_code == 2 and "'yes' is not one of 'success', 'failure', 'unknown'" in result.output
+
+
+STATUSES = "done, failed, initiation_failed, in-progress, processing or initiated"
+
+
+@pytest.mark.parametrize("value", ["bogus", "DONE", "complete", "failed "])
+def test_an_unknown_status_is_refused_like_a_reversed_range(app: SearchApp, value: str) -> None:
+    response = app.client.get("/calls", params={"status": value}, headers=app.auth)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == {"code": "invalid_request", "message": f"status must be {STATUSES}"}
+    reversed_range = app.client.get("/calls?since=2025-07-07&until=2025-07-06", headers=app.auth)
+    assert reversed_range.status_code == 422 and reversed_range.json().keys() == body.keys()
+
+
+@pytest.mark.parametrize("value", ["done", "failed", "initiation_failed", "in-progress", "processing", "initiated"])
+def test_every_status_the_message_names_is_accepted(app: SearchApp, value: str) -> None:
+    response = app.client.get("/calls", params={"status": value}, headers=app.auth)
+    assert response.status_code == 200, response.text
+    assert bool(response.json()["items"]) == (value == "done")
+
+
+def test_the_openapi_document_lists_the_statuses(app: SearchApp) -> None:
+    parameters = app.client.get("/openapi.json").json()["paths"]["/calls"]["get"]["parameters"]
+    status = next(p for p in parameters if p["name"] == "status")
+    assert status["schema"]["enum"] == STATUSES.replace(" or ", ", ").split(", ")
+
+
+def test_cli_status_is_one_of_the_statuses(app: SearchApp) -> None:
+    result = CliRunner().invoke(cli, ["calls", "--status", "bogus", "--data-dir", str(app.data_dir)])
+    assert result.exit_code == 2, result.output
+    assert "'bogus' is not one of 'done', 'failed', 'initiation_failed', 'in-progress'" in result.output
+    done = CliRunner().invoke(cli, ["calls", "--status", "done", "--json", "--data-dir", str(app.data_dir)])
+    assert done.exit_code == 0 and len(json.loads(done.stdout)["items"]) == 2
 
 
 @pytest.fixture(scope="module")

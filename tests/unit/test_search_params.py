@@ -131,3 +131,16 @@ def test_search_filters_normalise_every_value() -> None:
 def test_search_filters_refuse_an_empty_window(since: str, until: str) -> None:
     with pytest.raises(InvalidRequest, match="until must be later than since"):
         parse_filters(since=since, until=until)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"status": "bogus"}, "status must be done, failed, initiation_failed, in-progress, processing or initiated"),
+        ({"call_successful": "yes"}, "call_successful must be success, failure or unknown"),
+    ],
+)
+def test_search_filters_refuse_a_value_no_call_can_have(given: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_filters(**given)
+    assert caught.value.message == message

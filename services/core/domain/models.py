@@ -8,6 +8,10 @@ from .errors import InvalidRequest
 EventType = Literal["post_call_transcription", "post_call_audio", "call_initiation_failure"]
 KNOWN_EVENT_TYPES: frozenset[str] = frozenset({"post_call_transcription", "post_call_audio", "call_initiation_failure"})
 STATUS_INITIATION_FAILED = "initiation_failed"
+# The statuses a call can have: ElevenLabs' conversation statuses, and ours for a call that never
+# connected. The listing filters accept only these, so a typo is refused rather than answered empty.
+CALL_STATUSES: tuple[str, ...] = ("done", "failed", STATUS_INITIATION_FAILED, "in-progress", "processing", "initiated")
+CALL_OUTCOMES: tuple[str, ...] = ("success", "failure", "unknown")  # ElevenLabs' analysis.call_successful
 MAX_PAGE_SIZE = 1000  # the API allows 100; internal walks (backfills, benchmarks) may ask for more
 
 

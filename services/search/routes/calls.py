@@ -6,13 +6,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse
 
 from services.core.domain import phone as phone_domain
+from services.core.domain.models import CALL_OUTCOMES, CALL_STATUSES
 from services.web.auth import require_role
 from services.web.edge import add_log_fields
 from services.web.query import reject_unknown_query_params
 
 from ..dependencies import BaseUrl, Caller, Context, Cursors, Index, Links, require_api_key
 from ..links import absolute_url
-from ..params import OUTCOMES, parse_filters
+from ..params import parse_filters
 from ..schemas import EXAMPLE_ID, CallDetail, CallList, error_example
 from ..service import DEFAULT_LIMIT, MAX_LIMIT, audio_link, get_call, search_calls
 
@@ -80,7 +81,11 @@ StatusParam = Annotated[
     str | None,
     Query(
         max_length=128,
-        description="ElevenLabs conversation status: `done`, `failed`, `initiation_failed`, ...",
+        description=(
+            "The call's status: ElevenLabs' `done`, `failed`, `in-progress`, `processing` or `initiated`, or "
+            "`initiation_failed` (a call that never connected). Anything else is refused."
+        ),
+        json_schema_extra={"enum": list(CALL_STATUSES)},
         openapi_examples=_examples(done=("completed calls", "done"), failed=("never connected", "initiation_failed")),
     ),
 ]
@@ -89,7 +94,7 @@ OutcomeParam = Annotated[
     Query(
         max_length=128,
         description="ElevenLabs' evaluation of the call: `success`, `failure` or `unknown` (anything else is refused).",
-        json_schema_extra={"enum": list(OUTCOMES)},
+        json_schema_extra={"enum": list(CALL_OUTCOMES)},
         openapi_examples=_examples(failure=("calls that failed their goal", "failure")),
     ),
 ]
