@@ -3,6 +3,7 @@
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 from rich.console import Console
@@ -14,7 +15,13 @@ from services.core.config import Settings
 from services.core.domain import payload
 from services.core.domain.errors import CallVaultError, InvalidPayload
 from services.core.wiring import build_storage
+from services.ingest.service import IngestResult
 from services.ingest.wiring import build_archiver
+
+# stored: a new call, or a new version of one; unchanged: the archive already held exactly this (a file
+# imported again); stale: a newer version is held; ignored: an event type CallVault does not keep;
+# erased: a call erased here (its tombstone keeps it out).
+OUTCOMES = ("stored", "unchanged", "stale", "ignored", "erased")
 
 
 @dataclass
@@ -22,6 +29,16 @@ class ImportSummary:
     outcomes: Counter[str] = field(default_factory=Counter)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     searched: int = 0  # files found to import
+
+    def count(self, result: IngestResult) -> None:
+        self.outcomes["unchanged" if result.unchanged else result.outcome] += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.searched,
+            **{outcome: self.outcomes[outcome] for outcome in OUTCOMES},
+            "failed": [{"path": str(path), "reason": reason} for path, reason in self.failed],
+        }
 
     def print(self, console: Console | None = None) -> None:
         console = console or Console(stderr=True)
@@ -31,7 +48,7 @@ class ImportSummary:
         table = Table(title="callvault import")
         table.add_column("outcome")
         table.add_column("files", justify="right")
-        for outcome in ("stored", "stale", "ignored", "erased"):
+        for outcome in OUTCOMES:
             table.add_row(outcome, str(self.outcomes[outcome]))
         table.add_row("failed", str(len(self.failed)))
         console.print(table)
@@ -67,8 +84,7 @@ def import_paths(settings: Settings, paths: list[Path], progress: bool = True) -
                 document = orjson.loads(path.read_bytes())
                 if not isinstance(document, dict):
                     raise InvalidPayload("not a JSON object")
-                result = archiver.archive(payload.as_transcription_event(document))
-                summary.outcomes[result.outcome] += 1
+                summary.count(archiver.archive(payload.as_transcription_event(document)))
             except orjson.JSONDecodeError:
                 summary.failed.append((path, "not valid JSON"))
             except CallVaultError as exc:

@@ -1,5 +1,6 @@
 """The ``callvault`` command: run the local archive, sign test payloads, import saved calls."""
 
+import json
 import os
 import signal
 import socket
@@ -293,18 +294,23 @@ def sign(file: BinaryIO, secret: str | None, data_dir: Path | None, timestamp: i
 
 @cli.command(name="import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @DATA_DIR_OPTION
-def import_(paths: tuple[Path, ...], data_dir: Path | None) -> None:
+def import_(paths: tuple[Path, ...], as_json: bool, data_dir: Path | None) -> None:
     """Archive saved payloads: webhook envelopes or GET-conversation JSON, files or folders.
 
     Runs the same code as the webhook (without the signature check: these are your files).
-    Importing the same file twice leaves one call.
+    Importing the same file twice leaves one call: the second time it is counted as unchanged.
     """
     from services.cli.importer import import_paths
 
     settings = settings_for(data_dir)
-    summary = import_paths(settings, list(paths), progress=sys.stderr.isatty() or bool(os.environ.get("CI")))
-    summary.print()
+    show = not as_json and (sys.stderr.isatty() or bool(os.environ.get("CI")))
+    summary = import_paths(settings, list(paths), progress=show)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        summary.print()
     if summary.failed:
         sys.exit(1)
 

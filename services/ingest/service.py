@@ -35,6 +35,11 @@ class IngestResult:
     event_type: str
     conversation_id: str | None = None
     phone: str | None = None  # E.164, for callers that log it masked
+    # "stored", and the archive and the row already held exactly this version before (a redelivery, a
+    # file imported again): nothing new. Known from the reads the write protocol makes anyway. The
+    # webhook answers it as "stored" (a duplicate delivery is acknowledged like the first); `callvault
+    # import` reports it as "unchanged". The run still completes whatever an earlier one left undone.
+    unchanged: bool = False
 
     def body(self) -> dict[str, Any]:
         return {"status": self.outcome, "type": self.event_type, "conversation_id": self.conversation_id}
@@ -167,7 +172,8 @@ class Archiver:
             self.audio_fetches.schedule(conversation_id)
         if self.memory_jobs is not None:
             self.memory_jobs.submit(event, record)
-        return IngestResult("stored", event.type, conversation_id, record.phone)
+        unchanged = existing is not None and existing.version == record.version and written.outcome == "same"
+        return IngestResult("stored", event.type, conversation_id, record.phone, unchanged=unchanged)
 
     def _stale(self, event: WebhookEvent, record: CallRecord, latest: CallRecord | None) -> IngestResult:
         """A newer version holds the call. An earlier delivery of ours may have died after writing
@@ -266,6 +272,7 @@ class Archiver:
         if written.outcome == "older":
             return IngestResult("stale", event_type, conversation_id, existing.phone if existing else None)
         audio = AudioFacts(key, written.size, version)
+        unchanged = written.outcome == "same" and existing is not None and existing.audio_version == version
         if existing is not None and placed:
             if not self._record_placed_audio(conversation_id, agent_id, audio):
                 return IngestResult("stale", event_type, conversation_id, existing.phone)
@@ -279,9 +286,9 @@ class Archiver:
                 latest = self.index.get(conversation_id)
                 start = latest.started_at if latest is not None else existing.started_at
                 self.analytics.mark_audio(conversation_id, start)
-            return IngestResult("stored", event_type, conversation_id, existing.phone)
+            return IngestResult("stored", event_type, conversation_id, existing.phone, unchanged=unchanged)
         if self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=True):
-            return IngestResult("stored", event_type, conversation_id)
+            return IngestResult("stored", event_type, conversation_id, unchanged=unchanged)
         row = self.index.get(conversation_id)
         if row is None or row.archive_prefix is None:
             # Still unplaced: the condition failed on the version, a newer parked audio is recorded.

@@ -7,6 +7,7 @@ nothing here goes through CallVault's own adapters.
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import stat
@@ -442,6 +443,8 @@ def test_import_folder_of_fixtures_twice_and_reports_a_bad_file(tmp_path: Path) 
 
     imported = run_cli("import", str(folder), "--data-dir", str(data_dir))
     assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert summary_row(imported.stderr, "stored") == len(ALL_FIXTURES)
+    assert summary_row(imported.stderr, "unchanged") == 0
     assert_fixture_calls_archived(data_dir)
     first_rows, first_objects = rows(data_dir), objects(data_dir)
 
@@ -453,6 +456,9 @@ def test_import_folder_of_fixtures_twice_and_reports_a_bad_file(tmp_path: Path) 
     again = run_cli("import", str(folder), "--data-dir", str(data_dir))
     assert again.returncode == 1, again.stdout + again.stderr
     assert "broken.json" in again.stderr and "not valid JSON" in again.stderr
+    # The files imported before are reported as such, not as stored again; the new document is stored.
+    assert summary_row(again.stderr, "unchanged") == len(ALL_FIXTURES)
+    assert (summary_row(again.stderr, "stored"), summary_row(again.stderr, "failed")) == (1, 1)
 
     index = rows(data_dir)
     assert set(index) == set(first_rows) | {"conv_e2e_bare_document"}
@@ -463,6 +469,44 @@ def test_import_folder_of_fixtures_twice_and_reports_a_bad_file(tmp_path: Path) 
     assert set(stored) - set(first_objects) == {"unknown/conv_e2e_bare_document.json"}
     assert json.loads(stored["unknown/conv_e2e_bare_document.json"]) == bare
     assert index["conv_e2e_bare_document"]["transcript_bytes"] == len(stored["unknown/conv_e2e_bare_document.json"])
+
+
+def summary_row(stderr: str, outcome: str) -> int:
+    """The count of one outcome in import's summary table."""
+    found = re.search(rf"^\W*{outcome}\W+(\d+)\W*$", stderr, re.MULTILINE)
+    assert found is not None, stderr
+    return int(found.group(1))
+
+
+def test_import_json_tells_an_unchanged_call_from_a_stored_one(tmp_path: Path) -> None:
+    folder, data_dir = tmp_path / "exports", tmp_path / "data"
+    folder.mkdir()
+    (folder / "call.json").write_bytes(fixture_bytes(TRANSCRIPTION))
+    first = run_cli("import", str(folder), "--json", "--data-dir", str(data_dir))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert json.loads(first.stdout) == {
+        "files": 1,
+        "stored": 1,
+        "unchanged": 0,
+        "stale": 0,
+        "ignored": 0,
+        "erased": 0,
+        "failed": [],
+    }
+    again = run_cli("import", str(folder), "--json", "--data-dir", str(data_dir))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (json.loads(again.stdout)["stored"], json.loads(again.stdout)["unchanged"]) == (0, 1)
+    newer = fixture_json(TRANSCRIPTION)
+    newer["event_timestamp"] += 60
+    newer["data"]["analysis"]["transcript_summary"] = "Analysed again."
+    (folder / "call.json").write_text(json.dumps(newer), encoding="utf-8")
+    changed = run_cli("import", str(folder), "--json", "--data-dir", str(data_dir))
+    assert (json.loads(changed.stdout)["stored"], json.loads(changed.stdout)["unchanged"]) == (1, 0)
+    # The webhook still acknowledges a redelivery as it did the first delivery.
+    with serve_archive(data_dir) as served:
+        body = json.dumps(newer).encode()
+        response = httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))
+        assert (response.status_code, response.json()["status"]) == (200, "stored"), response.text
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")

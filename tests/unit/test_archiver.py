@@ -153,6 +153,20 @@ def test_archiver_ten_duplicate_deliveries_make_one_row_and_the_same_objects() -
     assert _stable(world.row()) == _stable(reference.row())
 
 
+@pytest.mark.parametrize("first", [TRANSCRIPTION, AUDIO])
+def test_archiver_a_duplicate_is_stored_unchanged_and_answered_like_the_first(first: str) -> None:
+    world = World()
+    second = AUDIO if first == TRANSCRIPTION else TRANSCRIPTION
+    for name in (first, second):
+        assert world.archiver.archive(_event(name)).unchanged is False  # new to the archive
+    for name in (first, second):
+        again = world.archiver.archive(_event(name))
+        assert (again.outcome, again.unchanged) == ("stored", True), name
+        assert again.body()["status"] == "stored"  # the webhook's answer to a redelivery stays as it was
+    newer = world.archiver.archive(_newer_transcription())
+    assert (newer.outcome, newer.unchanged) == ("stored", False)
+
+
 def test_archiver_interleaved_duplicates_starting_with_audio_converge() -> None:
     reference = _transcript_then_audio()
     world = World()
