@@ -19,6 +19,7 @@ from services.cli.options import (
 from services.core.config import Settings
 
 if TYPE_CHECKING:
+    from services.core.domain.holds import Hold
     from services.core.ports import CallerData
     from services.privacy.holds import HoldBook
     from services.privacy.service import ErasureSummary, UpstreamSummary
@@ -292,9 +293,19 @@ def _hold_book(settings: Settings) -> "HoldBook":
 
 @click.command()
 @click.argument("phone", required=False)
-@click.option("--conversation", default=None, metavar="ID", help="Hold this conversation instead of a caller.")
+@click.option(
+    "--conversation",
+    default=None,
+    metavar="ID",
+    help="Hold this conversation instead of a caller; with --list, only the holds that cover it.",
+)
 @click.option("--reason", default=None, help="Why (a case or ticket reference); shown when erasure is refused.")
-@click.option("--list", "show", is_flag=True, help="List the holds (active and released) instead.")
+@click.option(
+    "--list",
+    "show",
+    is_flag=True,
+    help="List the holds (active and released) instead, or with --conversation ID those covering that call.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @DATA_DIR_OPTION
 def hold(
@@ -308,15 +319,20 @@ def hold(
       callvault hold +16125550142 --reason "case 2026-114"
       callvault hold --conversation conv_01jz... --reason "complaint 88"
       callvault hold --list
+      callvault hold --list --conversation conv_01jz...   # a hold on the call or on its caller
     """
     from services.core.domain import keys
     from services.core.domain.errors import CallVaultError
     from services.web.params import parse_phone
 
     settings = archive_settings(data_dir)
+    if show and phone:
+        raise click.UsageError(
+            "--list takes no PHONE: it lists every hold, or with --conversation ID the holds covering that call"
+        )
     book = _hold_book(settings)
     if show:
-        holds = book.holds.all()
+        holds = book.holds.all() if conversation is None else _holds_covering(settings, book, conversation)
         for item in holds:
             if as_json:
                 click.echo(json.dumps(item.to_dict()))
@@ -335,6 +351,26 @@ def hold(
         raise click.BadParameter(exc.message) from None
     placed = book.place(reason=reason, actor=cli_actor(), phone=e164, conversation_id=cid)
     click.echo(json.dumps(placed.to_dict()) if as_json else f"placed {placed.id} on {placed.label}")
+
+
+def _holds_covering(settings: Settings, book: "HoldBook", conversation: str) -> list["Hold"]:
+    """The holds on the call or on its caller: the caller's number comes from the call's index row."""
+    from services.core.domain import keys
+    from services.core.domain.errors import CallVaultError
+    from services.core.domain.models import CallRecord
+    from services.core.wiring import build_storage
+
+    try:
+        cid = keys.check_conversation_id(conversation)
+    except CallVaultError as exc:
+        raise click.BadParameter(exc.message, param_hint="--conversation") from None
+    call = build_storage(settings).index.get(cid)
+    if call is None:
+        click.echo(f"no call {cid} in the index: only holds placed on the conversation itself can match", err=True)
+    holds = book.covering(call or CallRecord(cid))
+    if not holds:
+        click.echo(f"no hold covers {cid}", err=True)
+    return holds
 
 
 @click.command()

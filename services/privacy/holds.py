@@ -59,13 +59,24 @@ class HoldBook:
 
     def holding(self, call: CallRecord, active: list[Hold] | None = None) -> Hold | None:
         """The active hold that covers this call, if any."""
+        subjects = self._subjects(call)
+        return next(
+            (hold for hold in (active if active is not None else self.active()) if hold.subject in subjects), None
+        )
+
+    def covering(self, call: CallRecord) -> list[Hold]:
+        """Every hold, active or released, that covers this call, oldest first: placed on the call, or on
+        its caller (under either number the call was reported with). The answer to "is this call held,
+        and by what?" (``callvault hold --list --conversation ID``)."""
+        subjects = self._subjects(call)
+        return [hold for hold in self.holds.all() if hold.subject in subjects]
+
+    def _subjects(self, call: CallRecord) -> set[str]:
         subjects = {self.erased.digest(call.conversation_id)}
         for phone in (call.phone, call.reported_phone):
             if phone:
                 subjects.add(self.erased.caller_digest(phone))
-        return next(
-            (hold for hold in (active if active is not None else self.active()) if hold.subject in subjects), None
-        )
+        return subjects
 
     def refuse_held(self, calls: Iterable[CallRecord], phone: str | None = None) -> None:
         """Raise ``Held`` naming the first hold that covers the caller or any of the calls."""

@@ -65,6 +65,9 @@ def test_aws_hold_refuses_forget_until_released_and_the_audit_chain_verifies() -
 def test_aws_audit_verify_fails_on_a_changed_entry() -> None:
     runner = CliRunner()
     runner.invoke(cli, ["hold", "--conversation", "conv_held_one", "--reason", "complaint 88"], env=ENV)
+    runner.invoke(cli, ["hold", "--conversation", "conv_held_two", "--reason", "complaint 89"], env=ENV)
+    covering = runner.invoke(cli, ["hold", "--list", "--conversation", "conv_held_one", "--json"], env=ENV)
+    assert [json.loads(line)["reason"] for line in covering.stdout.splitlines()] == ["complaint 88"]
     by_conversation = runner.invoke(cli, ["audit", "--conversation", "conv_held_one", "--json"], env=ENV)
     assert [json.loads(line)["action"] for line in by_conversation.output.splitlines()] == ["hold"]
     assert runner.invoke(cli, ["audit", "--verify"], env=ENV).exit_code == 0

@@ -5,12 +5,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from click.testing import Result as CliResult
 from fastapi.testclient import TestClient
 
 from services.analytics.erasure import AnalyticsErasure
 from services.cli.main import cli
 from services.core.adapters.memory import MemoryAuditLog, MemoryBlobStore, MemoryCallIndex, MemoryHolds
 from services.core.domain.errors import Held
+from services.core.domain.models import CallRecord
 from services.privacy.audit import Auditor
 from services.privacy.holds import HoldBook
 from services.privacy.service import Eraser
@@ -19,6 +21,7 @@ from .conftest import T0, World
 from .test_forget_edges import ADMIN, CALL_ID, bearer
 
 PHONE = "+16125550142"
+WEB_CALL_ID = "conv_01jzfrjvcce0vsea1fcbpp9p06"  # a widget call: no number
 ENV = {"CALLVAULT_MEMORY_BACKEND": "none"}
 
 
@@ -96,6 +99,48 @@ def test_hold_and_release_commands_with_forget_and_the_http_route(client: TestCl
     assert client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN)).status_code == 404
     actions = [i["action"] for i in client.get("/audit", headers=bearer(ADMIN)).json()["items"]]
     assert [a for a in actions if a != "link_issued"] == ["hold", "release", "erase"]
+
+
+def test_the_holds_covering_a_call_are_those_on_it_and_on_its_caller() -> None:
+    world, _, book = _world()
+    on_caller = book.place(reason="case 1", actor="cli:alice", phone=PHONE)
+    on_call = book.place(reason="complaint 2", actor="cli:alice", conversation_id="conv_a")
+    book.place(reason="case 3", actor="cli:alice", phone="+16125550177")  # another caller
+    book.place(reason="complaint 4", actor="cli:alice", conversation_id="conv_b")
+    book.release(on_call.id, actor="cli:bob")
+    conv_a = world.index.get("conv_a")
+    assert conv_a is not None
+    assert {h.id for h in book.covering(conv_a)} == {on_caller.id, on_call.id}  # a released one too
+    reported = CallRecord("conv_c", phone="+16125550199", reported_phone=PHONE)
+    assert [h.id for h in book.covering(reported)] == [on_caller.id]  # a number a later event reported
+    assert book.covering(CallRecord("conv_z")) == []
+
+
+def test_hold_list_conversation_shows_the_holds_covering_that_call(client: TestClient, data_dir: Path) -> None:
+    runner = CliRunner()
+
+    def hold(*args: str) -> CliResult:
+        result = runner.invoke(cli, ["hold", *args, "--json", "--data-dir", str(data_dir)], env=ENV)
+        assert result.exit_code == 0, result.output
+        return result
+
+    def listed(conversation: str) -> list[str]:
+        return [json.loads(line)["id"] for line in hold("--list", "--conversation", conversation).stdout.splitlines()]
+
+    on_caller = json.loads(hold(PHONE, "--reason", "case 7").stdout)["id"]
+    on_web_call = json.loads(hold("--conversation", WEB_CALL_ID, "--reason", "complaint 8").stdout)["id"]
+    hold("+16125550177", "--reason", "case 9")  # another caller: covers neither call
+    assert listed(CALL_ID) == [on_caller]  # the call's caller is held, from its index row
+    assert listed(WEB_CALL_ID) == [on_web_call]  # no number: only a hold on the call itself
+    unknown = runner.invoke(cli, ["hold", "--list", "--conversation", "conv_nowhere", "--data-dir", str(data_dir)])
+    assert unknown.exit_code == 0 and unknown.stdout == ""
+    assert "no call conv_nowhere in the index" in unknown.stderr and "no hold covers conv_nowhere" in unknown.stderr
+    table = runner.invoke(cli, ["hold", "--list", "--conversation", CALL_ID, "--data-dir", str(data_dir)], env=ENV)
+    assert table.stdout.startswith(on_caller) and "case 7" in table.stdout and len(table.stdout.splitlines()) == 1
+    with_phone = runner.invoke(cli, ["hold", "--list", PHONE, "--data-dir", str(data_dir)], env=ENV)
+    assert with_phone.exit_code == 2 and "--list takes no PHONE" in with_phone.output
+    bad = runner.invoke(cli, ["hold", "--list", "--conversation", "../x", "--data-dir", str(data_dir)], env=ENV)
+    assert bad.exit_code == 2 and "conversation_id" in bad.output
 
 
 def test_releasing_a_released_hold_records_nothing_twice() -> None:
