@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from services.local import lock
 from services.local.lock import disk_full_message
 from tests.support import SECRET
 
@@ -94,7 +93,7 @@ def test_sqlite_errors_are_put_down_to_the_disk_only_when_it_is_nearly_full(
     io_error = sqlite3.OperationalError("disk I/O error")
     assert disk_full_message(tmp_path, io_error) is None  # plenty of space: a real fault, its traceback kept
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(lock.shutil, "disk_usage", lambda _path: usage._replace(free=8 * 1024))
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage._replace(free=8 * 1024))
     assert disk_full_message(tmp_path, io_error) == (
         f"the disk that holds {tmp_path} is full (8 KiB free); free some space, or pass another --data-dir"
     )
