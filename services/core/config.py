@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     body_timeout_secs: float = Field(
         30.0, gt=0, le=3600, description="a request body gets this long, plus 1 s per 128 KiB received (1 Mbit/s)"
     )
+    send_timeout_secs: float = Field(
+        60.0, gt=0, le=3600, description="a response the client takes nothing of for this long is cut off"
+    )
     default_region: str = Field("US", description="region for phone numbers written without a country code")
 
     bucket: str | None = Field(None, description="aws: the archive bucket")

@@ -1,13 +1,16 @@
 """The HTTP server of ``callvault serve``: uvicorn, with the limits a server on the Internet needs.
 
-uvicorn's h11 protocol waits forever for a request's headers and for its body (its keep-alive timer
-only runs between requests), accepts 2,048 pending connections, and at the descriptor limit asyncio
-logs one traceback per pending connection per second. Here:
+uvicorn's h11 protocol waits forever for a request's headers, for its body and for a client to take
+its response (its keep-alive timer only runs between requests), accepts 2,048 pending connections, and
+at the descriptor limit asyncio logs one traceback per pending connection per second. Here:
 
 * ``GuardedH11Protocol`` closes a connection whose request head is not complete ``header_timeout``
   seconds after its first byte (or after the connection opened), and one whose body falls behind
   ``body_timeout`` seconds plus 1 s per ``MIN_BODY_RATE`` bytes received (mod_reqtimeout's rule). A
   body still arriving after we answered (a refusal before reading) gets ``body_timeout``, no more.
+  A response whose client takes nothing for ``send_timeout`` seconds while bytes wait in our buffer
+  (nginx's ``send_timeout``: between two successive writes, not for the whole response) is aborted
+  with a reset: ``close()`` would wait for a buffer this client never drains.
 * More than ``limit_concurrency`` connections or requests get 503 with ``Retry-After`` and the one
   error envelope (uvicorn's own answer is plain text).
 * ``RepeatFilter`` lets each kind of warning or error through once per ``log_interval`` seconds and
@@ -18,10 +21,15 @@ Webhook bodies themselves are bounded by the route (``services.ingest.router.Bod
 """
 
 import asyncio
+import fcntl
 import logging
 import resource
 import socket
+import struct
+import sys
+import termios
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -43,6 +51,9 @@ from services.ingest.router import BodyIntake, StoreElsewhere, WebhookFastPath, 
 from .runtime import LOG_INTERVAL_SECS, RepeatFilter
 
 MIN_BODY_RATE = 128 * 1024  # bytes per second (1 Mbit/s) a body must keep up, after its first body_timeout
+# A response waiting for its client is looked at this many times per send_timeout, so one the client
+# stopped taking is cut off between 1 and 1.25 send_timeouts after the last byte it took.
+SEND_CHECKS_PER_TIMEOUT = 4
 MAX_HEAD_BYTES = 16 * 1024  # request line + headers (h11's default, said out loud); larger gets 400
 BACKLOG = 128  # pending connections; also how many accept() errors asyncio logs per retry
 KEEP_ALIVE_SECS = 5  # idle time between two requests on one connection (uvicorn's default)
@@ -58,6 +69,7 @@ _SERVER_LOGGER = "callvault-server"
 class ServerLimits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    send_timeout: float = 60.0
     min_body_rate: int = MIN_BODY_RATE
     limit_concurrency: int = 1024
     retry_after_secs: int = RETRY_AFTER_SECS
@@ -67,6 +79,7 @@ class ServerLimits:
         return cls(
             header_timeout=settings.header_timeout_secs,
             body_timeout=settings.body_timeout_secs,
+            send_timeout=settings.send_timeout_secs,
             limit_concurrency=default_limit_concurrency(),
         )
 
@@ -80,7 +93,7 @@ def default_limit_concurrency() -> int:
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with header and body timeouts and an enveloped 503 when overloaded.
+    """uvicorn's h11 protocol with header, body and send timeouts and an enveloped 503 when overloaded.
 
     Use ``protocol_class(limits, logger)``: uvicorn builds protocols from a class and three arguments.
     """
@@ -104,6 +117,9 @@ class GuardedH11Protocol(H11Protocol):
         self._body_started = 0.0
         self._body_received = 0
         self._draining = False
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._send_unsent = 0  # bytes the client had not taken at the last look
+        self._send_idle_checks = 0  # looks in a row that found the client took nothing
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
 
@@ -121,7 +137,17 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
         self._cancel_body_timer()
-        super().connection_lost(exc)
+        self._cancel_send_timer()
+        super().connection_lost(exc)  # an app task waiting to write is released and sees http.disconnect
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._start_send_timer()  # the buffers are full: the app waits until the client takes bytes
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.cycle is None or not self.cycle.response_complete:
+            self._cancel_send_timer()  # the app writes again (and pauses again if the client lags)
 
     # -- uvicorn hooks ----------------------------------------------------------------------------
 
@@ -139,6 +165,10 @@ class GuardedH11Protocol(H11Protocol):
             self._cancel_body_timer()
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._check_body)
         self._follow_request_state()
+        if self.transport.get_write_buffer_size():
+            # The end of the response still waits in our buffer, and keep-alive's close() or the next
+            # response waits for it: the client must take it, paused or not.
+            self._start_send_timer()
 
     # -- the timers ------------------------------------------------------------------------------
 
@@ -189,12 +219,64 @@ class GuardedH11Protocol(H11Protocol):
             return
         self._body_timer = self.loop.call_later(deadline - now, self._check_body)
 
+    def _start_send_timer(self) -> None:
+        if self._send_timer is None:
+            self._send_unsent, self._send_idle_checks = self._unsent_bytes(), 0
+            self._send_timer = self.loop.call_later(self._send_check_interval, self._check_send)
+
+    def _cancel_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    @property
+    def _send_check_interval(self) -> float:
+        return self.limits.send_timeout / SEND_CHECKS_PER_TIMEOUT
+
+    def _check_send(self) -> None:
+        self._send_timer = None
+        if not self.transport.get_write_buffer_size():
+            return  # all handed to the kernel: the app writes on, or close() completes
+        # Nothing is written while the timer runs (the app is paused or done), so fewer unsent bytes
+        # means the client took some: asyncio reports no partial sends.
+        unsent = self._unsent_bytes()
+        self._send_idle_checks = 0 if unsent < self._send_unsent else self._send_idle_checks + 1
+        self._send_unsent = unsent
+        if self._send_idle_checks >= SEND_CHECKS_PER_TIMEOUT:
+            self._close_slow("response")
+            return
+        self._send_timer = self.loop.call_later(self._send_check_interval, self._check_send)
+
+    def _unsent_bytes(self) -> int:
+        """Our write buffer plus the kernel's send queue (Linux). Ours alone would hide a client that
+        reads steadily: the kernel lets asyncio write again only once a third of its buffer (MBs) is free."""
+        unsent = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with suppress(OSError, ValueError):  # no SIOCOUTQ, or no descriptor (-1): our buffer alone
+                queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4))  # TIOCOUTQ is SIOCOUTQ
+                unsent += int.from_bytes(queued, sys.byteorder, signed=True)
+        return unsent
+
     def _close_slow(self, phase: str) -> None:
-        if self.transport.is_closing():
+        # A response can be stuck in a transport that is closing already (keep-alive's close after a
+        # complete response): close() waits for the buffer to drain, so that one is aborted all the same.
+        stuck_response = phase == "response"
+        if self.transport.is_closing() and not stuck_response:
             return
         if self.log is not None:
             self.log.warning("closed a slow connection", extra={"phase": phase, "body_bytes": self._body_received})
-        self.transport.close()  # an unfinished request sees http.disconnect
+        if not stuck_response:
+            self.transport.close()  # an unfinished request sees http.disconnect
+            return
+        # abort() drops asyncio's buffer and frees the descriptor; SO_LINGER 0 makes the kernel reset
+        # too, instead of keeping the unsent bytes of an orphan in FIN-WAIT-1 for minutes (nginx's
+        # reset_timedout_connection).
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
 
 class OverloadGuard:

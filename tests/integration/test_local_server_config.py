@@ -27,6 +27,7 @@ def test_local_server_build_server_applies_the_settings(tmp_path: Path, monkeypa
         max_bodies_in_flight=3,
         header_timeout_secs=4.5,
         body_timeout_secs=7.0,
+        send_timeout_secs=9.5,
     )
     app = create_local_app(settings, [SECRET])
     # The filters build_server adds to process-wide loggers are removed again afterwards.
@@ -39,7 +40,8 @@ def test_local_server_build_server_applies_the_settings(tmp_path: Path, monkeypa
     server = build_server(app, settings, host="127.0.0.1", port=0, store_elsewhere=stored_elsewhere)
     config = server.config
     assert isinstance(config.http, type) and issubclass(config.http, GuardedH11Protocol)
-    assert (config.http.limits.header_timeout, config.http.limits.body_timeout) == (4.5, 7.0)
+    limits = config.http.limits
+    assert (limits.header_timeout, limits.body_timeout, limits.send_timeout) == (4.5, 7.0, 9.5)
     assert config.backlog == BACKLOG == 128
     assert config.h11_max_incomplete_event_size == MAX_HEAD_BYTES
     assert config.access_log is False

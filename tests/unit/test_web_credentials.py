@@ -118,6 +118,7 @@ def test_serve_refuses_an_empty_secret_file_in_one_line(tmp_path: Path) -> None:
         ("CALLVAULT_MAX_BODIES_IN_FLIGHT", "-1"),
         ("CALLVAULT_HEADER_TIMEOUT_SECS", "inf"),
         ("CALLVAULT_BODY_TIMEOUT_SECS", "nan"),
+        ("CALLVAULT_SEND_TIMEOUT_SECS", "0"),
         ("CALLVAULT_ANALYTICS_COMPACT_INTERVAL", "1e12"),
         ("CALLVAULT_LOG_LEVEL", "LOUD"),
         ("CALLVAULT_BACKEND", "s3"),
