@@ -5,9 +5,11 @@ is a loop bounded in count and in time; nothing asserts how long anything took. 
 ``/proc/<pid>/status`` (a bound on bytes, not on time).
 """
 
+import base64
 import json
 import os
 import resource
+import select
 import socket
 import sqlite3
 import subprocess
@@ -24,6 +26,7 @@ import pytest
 
 from services.core.domain import signing
 from tests.support import (
+    AUDIO,
     TRANSCRIPTION,
     TRANSCRIPTION_WEB,
     ServedArchive,
@@ -37,6 +40,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 WEBHOOK = "/webhooks/elevenlabs"
 MB = 1024 * 1024
+CONVERSATION = "conv_01jzfrjvcce0vsea1fcbpp9p04"  # the fixtures' call
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -244,6 +248,93 @@ def test_serve_limits_slow_headers_and_bodies_are_closed_while_others_are_served
         assert served_meanwhile
         assert open_socks == {}, f"still open: {sorted(open_socks)}"
         assert "closed a slow connection" in served.logs()
+
+
+# --- slow readers --------------------------------------------------------------------------------
+
+SEND_TIMEOUT = {"CALLVAULT_SEND_TIMEOUT_SECS": "1"}
+
+
+def _archive_long_call(served: ServedArchive) -> tuple[str, bytes]:
+    """A long call archived with its recording (8 MiB: more than the kernel's socket buffers take in,
+    so a client that stops reading leaves the rest waiting in the server); its signed link's path and
+    the MP3."""
+    envelope = fixture_json(AUDIO)
+    frames = base64.b64decode(envelope["data"]["full_audio"])
+    mp3 = frames * (8 * MB // len(frames) + 1)
+    envelope["data"]["full_audio"] = base64.b64encode(mp3).decode()
+    for body in (fixture_bytes(TRANSCRIPTION), json.dumps(envelope).encode()):
+        assert _post(served, body).status_code == 200
+    key = (served.data_dir / "api-key").read_text().strip()
+    call = httpx.get(served.url + f"/calls/{CONVERSATION}", headers={"Authorization": f"Bearer {key}"}).json()
+    assert call["links"]["audio"]["bytes"] == len(mp3)
+    return call["links"]["audio"]["url"].removeprefix(served.url), mp3
+
+
+def _request(served: ServedArchive, path: str, receive_buffer: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # before connect: the window
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", _port(served)))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    return sock
+
+
+def _reset_by_peer(sock: socket.socket) -> bool:
+    """True once the server has reset the connection, told without reading (reading is what it waits for)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLERR | select.POLLHUP)
+    return any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poller.poll(0))
+
+
+def test_serve_limits_a_response_the_client_stops_reading_is_reset_and_others_are_served(tmp_path: Path) -> None:
+    with serve_archive(tmp_path / "data", env=SEND_TIMEOUT) as served, _sockets() as opened:
+        path, mp3 = _archive_long_call(served)
+        logged_before = len(served.logs())
+        stalled = _request(served, path, receive_buffer=4096)  # asks for the recording, never reads
+        opened.append(stalled)
+        served_meanwhile = reset = False
+        for tick in range(80):  # at most ~20 s
+            if tick == 2:  # while the reader holds its response, a webhook goes through
+                served_meanwhile = _post(served, fixture_bytes(TRANSCRIPTION)).status_code == 200
+            reset = _reset_by_peer(stalled)
+            if reset and served_meanwhile:
+                break
+            time.sleep(0.25)
+        assert served_meanwhile
+        assert reset, "a client that reads nothing still holds its connection"
+        with pytest.raises(ConnectionResetError):  # what it had not read is gone: the response was cut off
+            while stalled.recv(65536):
+                pass
+
+        logs = served.logs()[logged_before:]
+        assert '"phase":"response"' in logs and "closed a slow connection" in logs
+        for _ in range(40):  # the app's task writing the response ended too (bounded: ~10 s)
+            if '"route":"/files/{key:path}"' in served.logs()[logged_before:]:
+                break
+            time.sleep(0.25)
+        assert '"route":"/files/{key:path}"' in served.logs()[logged_before:]
+        assert httpx.get(served.url + path, timeout=60).content == mp3  # and a reader that reads gets it all
+
+
+def test_serve_limits_a_slow_but_steady_reader_gets_the_whole_response(tmp_path: Path) -> None:
+    with serve_archive(tmp_path / "data", env=SEND_TIMEOUT) as served, _sockets() as opened:
+        path, mp3 = _archive_long_call(served)
+        reader = _request(served, path, receive_buffer=128 * 1024)
+        opened.append(reader)
+        received = b""
+        head, separator, body = b"", b"", b""
+        for _ in range(1000):  # a chunk every 0.3 s, the whole recording in ~15 s (bounded: ~5 min)
+            time.sleep(0.3)  # longer than a quarter of the send timeout, shorter than all of it
+            chunk = reader.recv(128 * 1024)
+            assert chunk, f"closed after {len(received):,} bytes"
+            received += chunk
+            head, separator, body = received.partition(b"\r\n\r\n")
+            if separator and len(body) >= len(mp3):
+                break
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert body == mp3
+        assert "closed a slow connection" not in served.logs()
 
 
 # --- descriptor exhaustion -----------------------------------------------------------------------
