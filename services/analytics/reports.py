@@ -11,14 +11,14 @@ Athena reads only the partitions in range (partition projection prunes by the pr
 """
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import date
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from .result import QueryResult
 
-Param = Literal["since", "until", "keyword", "phone"]
+Param = Literal["since", "until", "keyword", "phone", "after_day", "after_call", "after_turn"]
 ChartKind = Literal["per_day", "rate"]
 ALL_TIME_SINCE = "1970-01-01"
 ALL_TIME_UNTIL = "9999-12-31"
@@ -166,9 +166,10 @@ SELECT conversation_id,
        text
 FROM messages
 WHERE dt BETWEEN ? AND ? AND strpos(lower(text), lower(?)) > 0
+  AND (dt < ? OR conversation_id > ? OR (conversation_id = ? AND turn_index > ?))
 ORDER BY dt DESC, conversation_id ASC, turn_index ASC
 LIMIT {limit}""",
-            params=("since", "until", "keyword"),
+            params=("since", "until", "keyword", "after_day", "after_call", "after_call", "after_turn"),
             limit=200,
         ),
         Report(
@@ -203,22 +204,67 @@ DIALECT_SPLITS: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
+class TurnPosition:
+    """Where a keyword search stopped: the last turn shown, in the report's order (day newest first,
+    then conversation id, then turn). The next page is the turns after it: a keyset, not an OFFSET, so
+    a page costs the same however deep it is, and on Athena it reads only the days up to ``day``."""
+
+    day: str  # YYYY-MM-DD
+    conversation_id: str
+    turn_index: int
+
+    def token(self) -> str:
+        """The position as a cursor: ``2025-07-06.conv_abc.3`` ('.' is in no day or conversation id)."""
+        return f"{self.day}.{self.conversation_id}.{self.turn_index}"
+
+    @classmethod
+    def parse(cls, token: str) -> "TurnPosition":
+        """The position a ``token()`` wrote; ValueError for anything else."""
+        match = _POSITION.fullmatch(token)
+        if match is None:
+            raise ValueError("cursor is not valid: pass back next_cursor unchanged")
+        day, conversation_id, turn = match.groups()
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            raise ValueError("cursor is not valid: pass back next_cursor unchanged") from None
+        return cls(day, conversation_id, int(turn))
+
+
+_POSITION = re.compile(r"^(\d{4}-\d{2}-\d{2})\.([A-Za-z0-9_-]{1,128})\.(\d{1,9})$")
+
+
+@dataclass(frozen=True)
 class ReportArgs:
     since: date | None = None
     until: date | None = None
     keyword: str | None = None
     phone: str | None = None  # E.164, already normalised
     limit: int | None = None
+    after: TurnPosition | None = None  # keyword: the turns after this one (the next page)
 
 
-def bind(report: Report, args: ReportArgs) -> list[str]:
+def bind(report: Report, args: ReportArgs) -> list[str | int]:
     """The report's parameter values in order. Raises ValueError when one it needs is missing."""
-    values: list[str] = []
+    values: list[str | int] = []
+    until = args.until.isoformat() if args.until else ALL_TIME_UNTIL
+    if args.after is not None and "after_day" in report.params:
+        # Turns after the position are on its day or older: the partition filter says so too, so
+        # Athena reads no partition newer than the page's last turn.
+        until = min(until, args.after.day)
+    # Without a position the page starts before the first turn of the newest day: no conversation id is ''.
+    after = args.after or TurnPosition(until, "", -1)
     for name in report.params:
         if name == "since":
             values.append(args.since.isoformat() if args.since else ALL_TIME_SINCE)
         elif name == "until":
-            values.append(args.until.isoformat() if args.until else ALL_TIME_UNTIL)
+            values.append(until)
+        elif name == "after_day":
+            values.append(after.day)
+        elif name == "after_call":
+            values.append(after.conversation_id)
+        elif name == "after_turn":
+            values.append(after.turn_index)
         elif name == "keyword":
             # Lowered by the engine, as the text is: Python's lower() differs on a few letters ("İ").
             keyword = (args.keyword or "").strip()
@@ -230,7 +276,7 @@ def bind(report: Report, args: ReportArgs) -> list[str]:
                 raise ValueError(f"report {report.name} needs a phone number (--phone)")
             values.append(args.phone)
     for value, name in zip(values, report.params, strict=True):
-        if name in {"since", "until"} and not _DAY.fullmatch(value):
+        if name in {"since", "until", "after_day"} and not _DAY.fullmatch(str(value)):
             raise ValueError(f"{name} must be a date, YYYY-MM-DD")
     return values
 
@@ -242,3 +288,21 @@ def sql_for(report: Report, dialect: Dialect, limit: int | None = None) -> str:
 def run_report(engine: Engine, name: str, args: ReportArgs) -> QueryResult:
     report = REPORTS[name]
     return engine.query(sql_for(report, engine.dialect, args.limit), bind(report, args))
+
+
+@dataclass(frozen=True)
+class KeywordPage:
+    rows: list[dict[str, Any]]
+    next: TurnPosition | None  # the last row's position when more turns match, else None
+
+
+def keyword_page(run: Callable[[str, ReportArgs], QueryResult], args: ReportArgs, size: int) -> KeywordPage:
+    """One page of the keyword report through ``run`` (``AnalyticsReader.run``, or ``run_report`` bound
+    to an engine): ``size`` rows after ``args.after``, and where the next page starts. One turn more
+    than shown is asked for, so "more" is known without a count (a count would read every day again)."""
+    rows = run("keyword", replace(args, limit=size + 1)).dicts()
+    if len(rows) <= size:
+        return KeywordPage(rows, None)
+    last = rows[size - 1]
+    position = TurnPosition(str(last["day"]), str(last["conversation_id"]), int(last["turn_index"]))
+    return KeywordPage(rows[:size], position)

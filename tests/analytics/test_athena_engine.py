@@ -13,7 +13,7 @@ from botocore.stub import ANY, Stubber
 
 from services.analytics.athena_engine import AthenaEngine, AthenaQueryFailed, athena_literal
 from services.analytics.duckdb_engine import DuckDbEngine
-from services.analytics.reports import REPORTS, ReportArgs, run_report
+from services.analytics.reports import REPORTS, ReportArgs, TurnPosition, keyword_page, run_report
 
 TRINO_TYPES = {"bigint": "bigint", "double": "double", "varchar": "varchar", "boolean": "boolean"}
 
@@ -136,7 +136,8 @@ def test_requests_match_the_real_athena_api(monkeypatch: pytest.MonkeyPatch, tmp
                 "QueryString": report.text(),
                 "WorkGroup": "callvault-analytics",
                 "QueryExecutionContext": {"Database": "callvault_analytics"},
-                "ExecutionParameters": ["'1970-01-01'", "'9999-12-31'", "'Refund'"],  # the SQL lowers it
+                # the SQL lowers the keyword; a first page starts before the newest day's first turn
+                "ExecutionParameters": ["'1970-01-01'", "'9999-12-31'", "'Refund'", "'9999-12-31'", "''", "''", "-1"],
             },
         )
         stub.add_response(
@@ -167,3 +168,33 @@ def test_requests_match_the_real_athena_api(monkeypatch: pytest.MonkeyPatch, tmp
         stub.assert_no_pending_responses()
     assert result.rows == [("conv_1", 3)]
     assert result.types == ["varchar", "bigint"]
+
+
+def test_athena_pages_a_keyword_search_as_duckdb_does_reading_no_newer_day(local: DuckDbEngine) -> None:
+    """The same pages from both engines; each later page's partition filter ends on the day of the last
+    turn shown, so Athena prunes (and does not bill) every newer day."""
+    fake = FakeAthena(local)
+    athena = AthenaEngine("wg", "db", fake, sleep=lambda _s: None)
+
+    def walk(engine: AthenaEngine | DuckDbEngine) -> list[list[tuple[str, str, int]]]:
+        pages, args = [], ReportArgs(keyword="refund")
+        while True:
+            page = keyword_page(lambda name, a: run_report(engine, name, a), args, 4)
+            pages.append([(r["day"], r["conversation_id"], r["turn_index"]) for r in page.rows])
+            if page.next is None:
+                return pages
+            args = ReportArgs(keyword="refund", after=TurnPosition.parse(page.next.token()))
+
+    remote, here = walk(athena), walk(local)
+    assert remote == here and len(here) > 2
+    assert [r["QueryString"] for r in fake.requests] == [REPORTS["keyword"].text(5)] * len(here)
+    for request, previous in zip(fake.requests[1:], here, strict=False):
+        since, until, _keyword, after_day, after_call, _same, after_turn = request["ExecutionParameters"]
+        day, call, turn = previous[-1]
+        assert (since, until, after_day, after_call, after_turn) == (
+            "'1970-01-01'",
+            f"'{day}'",
+            f"'{day}'",
+            f"'{call}'",
+            str(turn),
+        )

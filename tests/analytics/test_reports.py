@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from services.analytics.duckdb_engine import DuckDbEngine
-from services.analytics.reports import REPORTS, ReportArgs, bind, run_report
+from services.analytics.reports import REPORTS, ReportArgs, TurnPosition, bind, keyword_page, run_report
 from tests.analytics import callset
 from tests.analytics.callset import Call
 
@@ -105,6 +105,74 @@ def test_keyword_search_finds_every_matching_turn(engine: DuckDbEngine, calls: l
     assert {(r["conversation_id"], r["turn_index"]) for r in rows} == callset.expected_keyword(calls, "refund")
     assert all("refund" in r["text"].lower() for r in rows)
     assert len(rows) > 3
+
+
+def _walk(engine: DuckDbEngine, size: int, **args: Any) -> list[list[tuple[str, str, int]]]:
+    """Every page of a keyword search, following each page's position through its cursor text."""
+    pages: list[list[tuple[str, str, int]]] = []
+    after = None
+    while True:
+        page = keyword_page(lambda name, a: run_report(engine, name, a), ReportArgs(after=after, **args), size)
+        pages.append([(r["day"], r["conversation_id"], r["turn_index"]) for r in page.rows])
+        if page.next is None:
+            return pages
+        after = TurnPosition.parse(page.next.token())
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])
+def test_keyword_pages_show_every_matching_turn_once_newest_day_first(
+    engine: DuckDbEngine, calls: list[Call], size: int
+) -> None:
+    pages = _walk(engine, size, keyword="refund")
+    walked = [key for page in pages for key in page]
+    assert len(walked) == len(set(walked))  # none repeated
+    assert {(call, turn) for _day, call, turn in walked} == callset.expected_keyword(calls, "refund")  # none lost
+    # Newest day first; ties on a day by conversation id, within a call by turn: the same order on every run.
+    assert walked == sorted(walked, key=lambda k: (-date.fromisoformat(k[0]).toordinal(), k[1], k[2]))
+    assert walked == [
+        (r["day"], r["conversation_id"], r["turn_index"])
+        for r in _rows(engine, "keyword", keyword="refund", limit=10_000)
+    ]
+    assert all(len(page) == size for page in pages[:-1]) and 0 < len(pages[-1]) <= size
+    days = [day for day, _call, _turn in walked]
+    calls_seen = [(day, call) for day, call, _turn in walked]
+    assert len(set(days)) < len(set(calls_seen)) < len(walked), "the fixture must tie on days and on calls"
+
+
+def test_keyword_pages_stay_inside_the_period(engine: DuckDbEngine, calls: list[Call]) -> None:
+    days = list(callset.iter_days(calls))
+    since, until = date.fromisoformat(days[1]), date.fromisoformat(days[2])
+    walked = [key for page in _walk(engine, 2, keyword="refund", since=since, until=until) for key in page]
+    inside = {c.data["conversation_id"] for c in callset.in_range(calls, days[1], days[2])}
+    assert {(call, turn) for _d, call, turn in walked} == {
+        (call, turn) for call, turn in callset.expected_keyword(calls, "refund") if call in inside
+    }
+    assert {day for day, _c, _t in walked} == {days[1], days[2]}
+
+
+def test_a_later_page_reads_only_the_days_up_to_its_position() -> None:
+    after = TurnPosition("2025-07-02", "conv_b", 3)
+    assert bind(REPORTS["keyword"], ReportArgs(keyword="x", after=after)) == [
+        "1970-01-01",
+        "2025-07-02",  # the partition filter ends on the position's day: Athena prunes every newer one
+        "x",
+        "2025-07-02",
+        "conv_b",
+        "conv_b",
+        3,
+    ]
+    earlier = ReportArgs(keyword="x", until=date(2025, 7, 1), after=after)
+    assert bind(REPORTS["keyword"], earlier)[1] == "2025-07-01"  # never past the period asked for
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "2025-07-02", "2025-07-02.conv_b", "2025-13-02.conv_b.3", "2025-07-02.conv b.3", "2025-07-02.c.-1", "x.y.z"],
+)
+def test_a_keyword_cursor_that_no_page_wrote_is_refused(token: str) -> None:
+    with pytest.raises(ValueError, match="cursor"):
+        TurnPosition.parse(token)
+    assert TurnPosition.parse("2025-07-02.conv_b-1.3") == TurnPosition("2025-07-02", "conv_b-1", 3)
 
 
 def test_keyword_search_treats_wildcards_as_text(engine: DuckDbEngine) -> None:
