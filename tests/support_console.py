@@ -83,3 +83,14 @@ def sign_in(client: Any, key: str, next_path: str = "/console/calls") -> Any:
 
 def session_cookie(response: httpx.Response) -> str | None:
     return response.cookies.get("cv_session")
+
+
+def dated_call(conversation_id: str, day: str, *, hour: int = 12) -> bytes:
+    """``rich_call`` (five turns, each "Turn i says hello") started on ``day`` (YYYY-MM-DD) at ``hour`` UTC."""
+    from datetime import UTC, datetime
+
+    envelope = json.loads(rich_call(conversation_id, phone="+16125550177"))
+    start = int(datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC).timestamp())
+    envelope["data"]["metadata"]["start_time_unix_secs"] = start
+    envelope["event_timestamp"] = start + 10
+    return json.dumps(envelope).encode()

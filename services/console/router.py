@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from services.analytics.reports import ReportArgs
+from services.analytics.reports import ReportArgs, TurnPosition, keyword_page
 from services.core.domain import phone as phone_domain
 from services.core.domain.errors import CallVaultError, InvalidRequest, NotFound, StorageUnavailable
 from services.core.domain.models import CALL_OUTCOMES, CALL_STATUSES
@@ -27,6 +27,7 @@ from .session import SESSION_COOKIE, SIGNIN_COOKIE, Session, safe_next
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
+HITS_PER_PAGE = 100  # search: what one screen reads; on Athena each page is one query
 MAX_FORM_BYTES = 8 * 1024
 FILTERS = ("phone", "agent_id", "since", "until", "status", "call_successful")
 CONVERSATION_ID = r"^[A-Za-z0-9_-]{1,128}$"
@@ -349,13 +350,20 @@ def _day(label: str, value: str | None) -> date | None:
         raise _NotADay(f"{label} is not a day: pick one in the field, or write it as 2025-07-06.") from None
 
 
+def _period(request: Request) -> tuple[date | None, date | None]:
+    """The From/To days of the dashboard's and the search's period forms (``since``/``until``), both
+    included; ``_NotADay`` names the field that cannot be used, so no page answers for another period."""
+    since = _day("From", request.query_params.get("since"))
+    until = _day("To", request.query_params.get("until"))
+    if since is not None and until is not None and until < since:
+        raise _NotADay("To is before From: the period runs from the first day to the second, both included.")
+    return since, until
+
+
 @router.get("/console/dashboard")
 async def dashboard_page(request: Request, context: Context, visitor: SignedIn) -> HTMLResponse:
     try:
-        since = _day("From", request.query_params.get("since"))
-        until = _day("To", request.query_params.get("until"))
-        if since is not None and until is not None and until < since:
-            raise _NotADay("To is before From: the period runs from the first day to the second, both included.")
+        since, until = _period(request)
     except _NotADay as exc:  # never figures for a period other than the one asked for
         return page("dashboard.html", 400, visitor=visitor, nav="dashboard", unavailable=False, invalid=str(exc))
     if context.reports is None:
@@ -403,9 +411,19 @@ async def dashboard_page(request: Request, context: Context, visitor: SignedIn) 
 async def search_page(request: Request, context: Context, visitor: SignedIn) -> HTMLResponse:
     asked = (request.query_params.get("q") or "").strip()
     q = asked[:100]  # shown back in the field; searched only when it is all of what was asked
+    cursor = request.query_params.get("cursor") or None
     matches: list[dict[str, Any]] = []
     error, status = None, 200
-    if q:
+    since = until = after = None
+    next_url = first_url = None
+    try:
+        since, until = _period(request)
+        after = TurnPosition.parse(cursor) if cursor else None
+    except _NotADay as exc:  # never hits from a period other than the one asked for
+        error, status = str(exc), 400
+    except ValueError:  # a page link edited by hand
+        error, status = "This page link is not valid: search again to start from the newest hits.", 400
+    if q and error is None:
         if context.reports is None:
             error, status = "Search over transcripts needs the analytics engine, which is not configured here.", 400
         elif len(q) < 2:
@@ -413,20 +431,31 @@ async def search_page(request: Request, context: Context, visitor: SignedIn) -> 
         elif len(asked) > len(q):
             error, status = "Type at most 100 characters: a few distinctive words find the turns.", 400
         else:
+            args = ReportArgs(since=since, until=until, keyword=q, after=after)
             try:
-                result = await run_in_threadpool(context.reports.run, "keyword", ReportArgs(keyword=q, limit=100))
-                matches = [{**row, "parts": _highlight(str(row["text"]), q)} for row in result.dicts()]
+                found = await run_in_threadpool(keyword_page, context.reports.run, args, HITS_PER_PAGE)
             except StorageUnavailable as exc:  # Athena failed or took too long
                 error = f"The search did not finish ({exc.message}). Try again, or search for rarer words."
                 status = 503
-    add_log_fields(request, searched=bool(q), items=len(matches))
+            else:
+                matches = [{**row, "parts": _highlight(str(row["text"]), q)} for row in found.rows]
+                searched = "/console/search?" + urlencode(
+                    {"q": q, **{name: day.isoformat() for name, day in (("since", since), ("until", until)) if day}}
+                )
+                next_url = f"{searched}&cursor={found.next.token()}" if found.next else None
+                first_url = searched if after else None
+    add_log_fields(request, searched=bool(q), paged=cursor is not None, items=len(matches))
     return page(
         "search.html",
         status,
         visitor=visitor,
         nav="search",
         q=q,
+        since=since,
+        until=until,
         matches=matches,
+        next_url=next_url,
+        first_url=first_url,
         error=error,
         engine=context.reports.engine_name if context.reports else None,
     )

@@ -6,6 +6,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,7 +17,7 @@ from services.local.app import create_local_app
 from services.web.auth import parse_key_entries
 from services.web.keystore import KeyFile
 from tests.support import ALL_FIXTURES, SECRET, fixture_bytes, signed_headers
-from tests.support_console import RICH_ID, RICH_PHONE, XSS, csrf_of, rich_audio, rich_call, sign_in
+from tests.support_console import RICH_ID, RICH_PHONE, XSS, csrf_of, dated_call, rich_audio, rich_call, sign_in
 
 ADMIN, READ, LISTEN = "cvk_console-admin", "cvk_console-read", "cvk_console-listen"
 CALL_ID = "conv_01jzfrjvcce0vsea1fcbpp9p04"
@@ -274,6 +275,83 @@ def test_console_calls_filters_and_cursor_live_in_the_url(client: TestClient) ->
     assert len(re.findall(r'href="/console/calls/conv_page_', by_phone.text)) == 50
     bad = client.get("/console/calls", params={"phone": "12"})
     assert bad.status_code == 400 and "phone" in bad.text
+
+
+SEARCH_HIT = re.compile(r'href="/console/calls/(conv_dated_\w+)#turn-(\d)"')
+
+
+def _search(client: TestClient, url: str, **params: str) -> tuple[Any, list[tuple[str, int]], str | None]:
+    answer = client.get(url, params=params or None)
+    hits = [(call, int(turn)) for call, turn in SEARCH_HIT.findall(answer.text)]
+    older = re.search(r'<a href="([^"]+)" rel="next">Older hits', answer.text)
+    return answer, hits, older.group(1).replace("&amp;", "&") if older else None
+
+
+def test_console_search_pages_through_a_period_without_losing_or_repeating_a_hit(client: TestClient) -> None:
+    """24 calls of five matching turns on one day (120 hits, ties on the day and within each call), two
+    the day after: From/To keep to the one day, and Older hits shows the 20 past the first 100."""
+    for i in range(24):
+        _ingest(client, dated_call(f"conv_dated_{i:02d}", "2025-08-01", hour=i))
+    for i in range(2):
+        _ingest(client, dated_call(f"conv_dated_late{i}", "2025-08-02"))
+    sign_in(client, READ)
+
+    first, page1, older = _search(client, "/console/search", q="says hello", since="2025-08-01", until="2025-08-01")
+    assert first.status_code == 200 and len(page1) == 100
+    assert "Showing 100 hits, newest day first" in first.text and older is not None
+    assert 'id="s-since" name="since" type="date" value="2025-08-01"' in first.text  # the form keeps the period
+    assert "since=2025-08-01" in older and "until=2025-08-01" in older and "q=says+hello" in older
+    second, page2, none = _search(client, older)
+    assert second.status_code == 200 and none is None
+    assert "Showing 20 hits older than the previous page" in second.text
+    assert 'href="/console/search?q=says+hello&amp;since=2025-08-01&amp;until=2025-08-01">Newest hits' in second.text
+    walked = page1 + page2
+    assert walked == sorted({(f"conv_dated_{i:02d}", t) for i in range(24) for t in range(5)})
+    assert _search(client, older)[1] == page2  # a reload of the link gives the same page
+
+    _, everything, _ = _search(client, "/console/search", q="says hello", since="2025-08-01")
+    assert everything[:10] == [(f"conv_dated_late{i}", t) for i in range(2) for t in range(5)]  # newest day first
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ({"since": "2025-13-45"}, "From is not a day"),
+        ({"until": "bad"}, "To is not a day"),
+        ({"since": "2025-08-02", "until": "2025-08-01"}, "To is before From"),
+        ({"cursor": "2025-08-01.conv_x"}, "This page link is not valid"),
+    ],
+)
+def test_console_search_refuses_a_period_or_page_it_cannot_read(
+    client: TestClient, query: dict[str, str], says: str
+) -> None:
+    sign_in(client, READ)
+    answer = client.get("/console/search", params={"q": "hello", **query})
+    assert answer.status_code == 400 and 'role="alert"' in answer.text and says in answer.text
+    assert "<mark>" not in answer.text  # no hits from a period or a page nobody asked for
+
+
+def test_search_route_pages_with_next_cursor(client: TestClient) -> None:
+    for i in range(3):
+        _ingest(client, dated_call(f"conv_dated_{i:02d}", "2025-08-01"))
+    bearer = {"Authorization": f"Bearer {READ}"}
+    params = {"q": "says hello", "since": "2025-08-01", "limit": "4"}
+    walked: list[tuple[str, int]] = []
+    cursor: str | None = None
+    while True:
+        answer = client.get("/search", params={**params, **({"cursor": cursor} if cursor else {})}, headers=bearer)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        walked += [(item["conversation_id"], item["turn_index"]) for item in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+        assert len(body["items"]) == 4
+    assert walked == [(f"conv_dated_{i:02d}", t) for i in range(3) for t in range(5)]
+    whole = client.get("/search", params={**params, "limit": "15"}, headers=bearer).json()
+    assert len(whole["items"]) == 15 and whole["next_cursor"] is None  # exactly a page: no empty page after it
+    bad = client.get("/search", params={**params, "cursor": "page-2"}, headers=bearer)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_cursor"
 
 
 def test_console_dashboard_and_search_use_the_report_code(client: TestClient) -> None:

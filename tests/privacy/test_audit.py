@@ -173,6 +173,31 @@ def test_a_transcript_search_is_recorded_without_the_query(client: TestClient) -
     assert "Maria" not in json.dumps(item)
 
 
+def test_each_page_of_a_transcript_search_is_one_recorded_search_and_a_refused_page_none(client: TestClient) -> None:
+    """Every page shows other turns, so each is recorded as a search of its own; a page link that is
+    refused (an edited cursor) showed nothing and is not recorded, nor is the console's empty form."""
+    from tests.support_console import dated_call, sign_in
+
+    for i in range(2):  # ten turns saying hello: two pages of five
+        raw = dated_call(f"conv_audit_page_{i}", "2025-08-01")
+        assert client.post("/webhooks/elevenlabs", content=raw, headers=signed_headers(raw)).status_code == 200
+    query = {"q": "says hello", "limit": "5"}
+    first = client.get("/search", params=query, headers=bearer(READ)).json()
+    assert client.get("/search", params={**query, "cursor": first["next_cursor"]}, headers=bearer(READ)).is_success
+    assert client.get("/search", params={**query, "cursor": "x"}, headers=bearer(READ)).status_code == 400
+    sign_in(client, READ)
+    console = client.get("/console/search", params={"q": "says hello", "since": "2025-08-01"})
+    assert console.status_code == 200
+    assert client.get("/console/search", params={"since": "2025-08-01"}).status_code == 200  # no words: no search
+    assert client.get("/console/search", params={"q": "says hello", "cursor": "x"}).status_code == 400
+
+    items = _trail(client)["items"]
+    assert [(e["action"], e["actor"], e["subjects"]) for e in items] == [
+        ("transcript_search", _key_id(client, READ), [])
+    ] * 3
+    assert "hello" not in json.dumps(items) and "conv_audit_page" not in json.dumps(items)
+
+
 def test_the_audit_route_pages_forward_so_no_entry_is_out_of_reach(client: TestClient) -> None:
     """`limit` keeps the newest entries; with more than `limit` since a date the older ones could not be
     read over HTTP at all. `after=SEQ` pages forward from any entry, oldest first, with `next_after`."""

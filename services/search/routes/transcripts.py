@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from services.analytics.reader import AnalyticsReader
-from services.analytics.reports import ReportArgs
-from services.core.domain.errors import InvalidRequest, StorageUnavailable
+from services.analytics.reports import ReportArgs, TurnPosition, keyword_page
+from services.core.domain.errors import InvalidCursor, InvalidRequest, StorageUnavailable
 from services.web.edge import add_log_fields
 from services.web.query import reject_unknown_query_params
 
@@ -34,20 +34,32 @@ class TurnMatch(BaseModel):
 class TurnMatches(BaseModel):
     items: list[TurnMatch]
     engine: str = Field(description="duckdb (local) or athena (AWS)")
+    next_cursor: str | None = Field(
+        None, description="more turns match: pass it back as `cursor`, with the same q, since and until"
+    )
 
 
 def keyword_matches(
-    analytics: AnalyticsReader | None, q: str, since: date | None, until: date | None, limit: int
+    analytics: AnalyticsReader | None,
+    q: str,
+    since: date | None,
+    until: date | None,
+    limit: int,
+    cursor: str | None = None,
 ) -> TurnMatches:
-    """The use case behind the route and the console's search page."""
+    """The use case behind the route: one page of matching turns, and the cursor of the next."""
     keyword = q.strip()
     if len(keyword) < 2:
         raise InvalidRequest("q must have at least 2 characters")
     if since is not None and until is not None and until < since:
         raise InvalidRequest("until must not be before since (both are UTC days, both inclusive)")
+    try:
+        after = TurnPosition.parse(cursor) if cursor is not None else None
+    except ValueError as exc:
+        raise InvalidCursor(str(exc)) from None
     if analytics is None:
         raise StorageUnavailable("the analytics engine is not configured here")
-    result = analytics.run("keyword", ReportArgs(since=since, until=until, keyword=keyword, limit=limit))
+    page = keyword_page(analytics.run, ReportArgs(since=since, until=until, keyword=keyword, after=after), limit)
     items = [
         TurnMatch(
             conversation_id=str(row["conversation_id"]),
@@ -59,9 +71,10 @@ def keyword_matches(
             time_in_call_secs=row.get("time_in_call_secs"),
             text=str(row["text"]),
         )
-        for row in result.dicts()
+        for row in page.rows
     ]
-    return TurnMatches(items=items, engine=analytics.engine_name)
+    next_cursor = page.next.token() if page.next is not None else None
+    return TurnMatches(items=items, engine=analytics.engine_name, next_cursor=next_cursor)
 
 
 @router.get(
@@ -70,7 +83,10 @@ def keyword_matches(
     summary="Keyword search over transcripts, with the matching turns",
     description=(
         "Transcript turns containing `q` (case-insensitive), newest day first, each with its call. Runs on "
-        "the analytics tables (DuckDB locally; Athena on AWS, where it takes seconds)."
+        "the analytics tables (DuckDB locally; Athena on AWS, where it takes seconds). When more turns match "
+        "than `limit`, `next_cursor` is set: the same request with `cursor=<next_cursor>` gives the next "
+        "(older) turns. Each page is a new query; on Athena it reads the days from `since` up to the day of "
+        "the last turn shown, so a `since` keeps every page cheap."
     ),
     responses={503: error_example("no analytics engine", "storage_unavailable", "storage is unavailable; retry")},
 )
@@ -81,7 +97,11 @@ def search_transcripts(
     since: Annotated[date | None, Query(description="first UTC day, YYYY-MM-DD")] = None,
     until: Annotated[date | None, Query(description="last UTC day, YYYY-MM-DD (inclusive)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page, unchanged")
+    ] = None,
 ) -> TurnMatches:
-    found = keyword_matches(context.analytics, q, since, until, limit)
-    add_log_fields(request, items=len(found.items))  # never the keyword: it may be personal
+    found = keyword_matches(context.analytics, q, since, until, limit, cursor)
+    # never the keyword (it may be personal), nor the cursor (it names a call)
+    add_log_fields(request, items=len(found.items), paged=cursor is not None)
     return found
