@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e.browser import axe_violations, browser, layout_shift  # noqa: F401  (browser is a fixture)
 from tests.support import ALL_FIXTURES, ServedArchive, fixture_bytes, serve_archive, signed_headers
-from tests.support_console import RICH_ID, RICH_PHONE, TURN_TIMES, XSS, rich_audio, rich_call
+from tests.support_console import RICH_ID, RICH_PHONE, TURN_TIMES, XSS, dated_call, rich_audio, rich_call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -207,9 +207,13 @@ def test_console_browser_review_a_call_end_to_end(browser: Any, served: ServedAr
 
     page.get_by_role("link", name="Search").click()
     page.get_by_label("Words").fill("turn 3")
+    page.get_by_label("From").fill("2025-07-06")
+    page.get_by_label("To").fill("2025-07-07")
     page.get_by_label("Words").press("Enter")
     page.wait_for_url("**/console/search?q=*")
     assert page.locator("ol.matches mark").first.inner_text().lower() == "turn 3"
+    assert parse_qs(urlparse(page.url).query)["until"] == ["2025-07-07"]
+    assert page.locator(".muted [role=status]").inner_text() == "Showing 2 hits, newest day first"  # ours and XSS_ID
     check_page(page, shots, "search")
     # While the next page is on its way (Athena takes seconds), the form's status region says so and counts;
     # the test holds the submission back (a listener after the console's cancels it) to read the status.
@@ -232,6 +236,52 @@ def test_console_browser_review_a_call_end_to_end(browser: Any, served: ServedAr
     page.wait_for_url("**/console/signin")
     page.goto(served.url + f"/console/calls/{RICH_ID}")
     assert urlparse(page.url).path == "/console/signin"
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def served_many(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedArchive]:
+    """22 calls of five turns saying hello on 2025-08-01 (110 hits: more than a page) and one two days later."""
+    with serve_archive(tmp_path_factory.mktemp("console-search") / "data") as archive:
+        bodies = [dated_call(f"conv_dated_{i:02d}", "2025-08-01", hour=i) for i in range(22)]
+        for body in [*bodies, dated_call("conv_dated_later", "2025-08-03")]:
+            response = httpx.post(archive.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))
+            assert response.status_code == 200, response.text
+        yield archive
+
+
+def test_console_browser_searches_a_period_and_follows_older_hits(browser: Any, served_many: ServedArchive) -> None:  # noqa: F811
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    page = context.new_page()
+    sign_in(page, served_many, admin_key(served_many))
+    page.get_by_role("link", name="Search").click()
+    page.get_by_label("Words").fill("says hello")
+    page.get_by_label("From").fill("2025-08-01")
+    page.get_by_label("To").fill("2025-08-02")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_url("**/console/search?q=*")
+    assert parse_qs(urlparse(page.url).query) == {"q": ["says hello"], "since": ["2025-08-01"], "until": ["2025-08-02"]}
+    hits = page.locator("ol.matches > li > a")
+    status = page.locator(".muted [role=status]")
+    assert status.inner_text() == "Showing 100 hits, newest day first"
+    first = [hits.nth(i).get_attribute("href") for i in range(hits.count())]
+    assert len(first) == 100
+    assert axe_violations(page) == [] and layout_shift(page) == 0
+
+    page.get_by_role("link", name="Older hits →").first.click()
+    page.wait_for_url("**cursor=*")
+    assert status.inner_text() == "Showing 10 hits older than the previous page, newest day first"
+    assert page.get_by_label("From").input_value() == "2025-08-01"  # the period stays in the form
+    assert page.get_by_role("link", name="Older hits →").count() == 0
+    older = [hits.nth(i).get_attribute("href") for i in range(hits.count())]
+    walked = [href for href in first + older if href]
+    assert len(walked) == len(set(walked)) == 110  # every turn of the 22 calls once; not the later call
+    assert {href.split("#")[0] for href in walked} == {f"/console/calls/conv_dated_{i:02d}" for i in range(22)}
+    assert axe_violations(page) == [] and layout_shift(page) == 0
+
+    page.get_by_role("link", name="Newest hits").click()
+    page.wait_for_url(lambda url: "cursor=" not in url)
+    assert [hits.nth(i).get_attribute("href") for i in range(hits.count())] == first
     context.close()
 
 
