@@ -93,5 +93,7 @@ class AccessAuditMiddleware:
 
 
 def _query_value(scope: Scope, name: str) -> str:
-    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name, [])
-    return values[0].strip() if values else ""
+    """The value the route reads: of a repeated parameter the last, as Starlette and FastAPI take it (the
+    first let ``?q=+&q=Maria`` search for Maria unrecorded, as if the search form had been opened empty)."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(name, [])
+    return values[-1].strip() if values else ""

@@ -173,6 +173,17 @@ def test_a_transcript_search_is_recorded_without_the_query(client: TestClient) -
     assert "Maria" not in json.dumps(item)
 
 
+def test_a_search_with_a_repeated_q_is_recorded_as_the_route_reads_it(client: TestClient) -> None:
+    """The routes read a repeated parameter's last value: a blank first one must not hide the search."""
+    assert client.get("/search?q=+&q=Maria", headers=bearer(READ)).json()["items"]
+    sign_in(client, READ)
+    page = client.get("/console/search?q=+&q=Maria")
+    assert page.status_code == 200 and "Showing 1 hit" in page.text
+
+    items = _trail(client)["items"]
+    assert [(e["action"], e["actor"]) for e in items] == [("transcript_search", _key_id(client, READ))] * 2
+
+
 def test_each_page_of_a_transcript_search_is_one_recorded_search_and_a_refused_page_none(client: TestClient) -> None:
     """Every page shows other turns, so each is recorded as a search of its own; a page link that is
     refused (an edited cursor) showed nothing and is not recorded, nor is the console's empty form."""
