@@ -44,31 +44,59 @@ class DataDirUnusable(Exception):
 
 
 LOW_SPACE_BYTES = 16 * 1024 * 1024  # below this, a storage error at start-up is put down to a full disk
+LOW_FREE_FILES = 64  # fewer inodes left than this: the file system is full of files, whatever space it has
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 def disk_full_message(data_dir: Path, exc: BaseException) -> str | None:
     """One line for a storage error that a full disk explains, else None (the error is not ours to word).
 
-    The cause chain is read: adapters wrap what the OS or SQLite said. SQLite says "database or disk is
-    full" or only "disk I/O error", so besides ENOSPC the free space of the data dir's file system decides."""
+    The cause chain is read: adapters wrap what the OS or SQLite said. An errno the OS gave decides
+    (ENOSPC or EDQUOT: full; another, e.g. EACCES, is not ours to word, however little space is left).
+    SQLite says "database or disk is full", "disk I/O error" or "unable to open database file" without
+    one, so then the data dir's file system decides: nearly out of space, or of inodes. Out of inodes is
+    said as such: "free some space" does not help a disk with gigabytes free and no file left to make."""
     chain: list[BaseException] = []
     cause: BaseException | None = exc
     while cause is not None and cause not in chain:
         chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    full = any(isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS for error in chain)
-    storage = any(isinstance(error, OSError) or type(error).__module__ == "sqlite3" for error in chain)
-    if not storage:
+        # ``raise ... from None`` says the error it replaced is not its cause (a busy lock's EWOULDBLOCK)
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    storage = next((e for e in chain if isinstance(e, OSError) or type(e).__module__ == "sqlite3"), None)
+    if storage is None:
         return None
-    try:
-        free: int | None = shutil.disk_usage(data_dir).free
-    except OSError:
-        free = None
+    full = any(isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS for error in chain)
+    if not full and isinstance(storage, OSError) and storage.errno is not None:
+        return None  # the OS named another reason (permission denied, ...): its own words say it
+    free, free_files = _free(data_dir)
+    out_of_files = free_files is not None and free_files < LOW_FREE_FILES
+    if out_of_files and (free is None or free >= LOW_SPACE_BYTES):
+        return (
+            f"the disk that holds {data_dir} can take no more files ({free_files:,} inodes left, though "
+            "it has space); delete some files, or pass another --data-dir"
+        )
     if not full and (free is None or free >= LOW_SPACE_BYTES):
         return None
     left = f" ({free // 1024:,} KiB free)" if free is not None else ""
     return f"the disk that holds {data_dir} is full{left}; free some space, or pass another --data-dir"
+
+
+def _free(data_dir: Path) -> tuple[int | None, int | None]:
+    """Free bytes and free inodes of the file system that holds ``data_dir`` (or would: a data dir
+    that could not be created is measured at its nearest existing parent). None where unknown; no
+    inode count on file systems without a fixed number of inodes (Btrfs reports 0 of 0)."""
+    path = data_dir.absolute()
+    while not os.path.exists(path) and path != path.parent:  # never raises: this runs while reporting
+        path = path.parent
+    try:
+        free: int | None = shutil.disk_usage(path).free
+    except OSError:
+        free = None
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return free, None
+    return free, (stats.f_favail if stats.f_files > 0 else None)
 
 
 class DataDirLock:

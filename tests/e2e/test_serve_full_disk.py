@@ -20,14 +20,15 @@ from tests.support import SECRET
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
+def _tmpfs(tmp_path: Path, options: str) -> Iterator[Path]:
     mount_point = tmp_path / "small-disk"
     mount_point.mkdir()
     if shutil.which("mount") is None:
         pytest.skip("no mount command")
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount_point)], capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", f"{options},mode=0700", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
@@ -35,6 +36,17 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    yield from _tmpfs(tmp_path, "size=4m")
+
+
+@pytest.fixture
+def few_inodes(tmp_path: Path) -> Iterator[Path]:
+    """64 MiB of space and 40 inodes: a disk full of small files."""
+    yield from _tmpfs(tmp_path, "size=64m,nr_inodes=40")
 
 
 def _fill(disk: Path, leave_kib: int) -> Path:
@@ -81,6 +93,29 @@ def test_serve_on_a_full_disk_is_one_line_and_starts_once_space_is_freed(small_d
     assert _serve(data_dir, seconds=15) is None, "a start on a full disk left a data dir that does not start"
 
 
+@pytest.mark.parametrize("leave_files", [0, 3, 8, 12])
+def test_serve_out_of_inodes_says_so_in_one_line_and_starts_once_files_are_deleted(
+    few_inodes: Path, leave_files: int
+) -> None:
+    """ENOSPC with megabytes free: "is full (65,000 KiB free); free some space" contradicted itself,
+    and SQLite's "unable to open database file" (its journal could not be created) was a traceback."""
+    data_dir = few_inodes / "data"
+    free_files = os.statvfs(few_inodes).f_favail
+    fillers = [few_inodes / f"filler-{i}" for i in range(free_files - leave_files)]
+    for filler in fillers:
+        filler.touch()
+    ended = _serve(data_dir, seconds=60)
+    assert ended is not None, "serve started with no inode left"
+    assert ended.returncode == 1
+    assert "Traceback" not in ended.stderr
+    assert ended.stderr.strip().splitlines()[-1].startswith(f"Error: the disk that holds {data_dir} can take no more")
+    assert ended.stderr.strip().endswith("; delete some files, or pass another --data-dir")
+
+    for filler in fillers:
+        filler.unlink()
+    assert _serve(data_dir, seconds=15) is None, "a start without inodes left a data dir that does not start"
+
+
 def test_no_space_is_a_full_disk_whatever_the_space_left(tmp_path: Path) -> None:
     exc = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "served-url"))
     message = disk_full_message(tmp_path, exc)
@@ -98,3 +133,26 @@ def test_sqlite_errors_are_put_down_to_the_disk_only_when_it_is_nearly_full(
         f"the disk that holds {tmp_path} is full (8 KiB free); free some space, or pass another --data-dir"
     )
     assert disk_full_message(tmp_path, ValueError("not storage")) is None
+
+
+def test_a_busy_or_forbidden_data_dir_is_not_put_down_to_a_nearly_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With little space left, a second serve was told the disk is full instead of who holds the data
+    dir (the busy lock's EWOULDBLOCK, replaced 'from None', was read as its cause), and a permission
+    error was too: an errno other than ENOSPC says what is wrong itself."""
+    from services.local.lock import DataDirBusy, DataDirLock, DataDirUnusable
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage._replace(free=8 * 1024))
+    with DataDirLock.acquire(tmp_path, "callvault serve"), pytest.raises(DataDirBusy) as busy:
+        DataDirLock.acquire(tmp_path, "callvault serve")
+    assert disk_full_message(tmp_path, busy.value) is None
+    try:
+        try:
+            raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path))
+        except OSError as exc:
+            raise DataDirUnusable(tmp_path, "Permission denied") from exc
+    except DataDirUnusable as unusable:
+        assert disk_full_message(tmp_path, unusable) is None
+    assert disk_full_message(tmp_path, sqlite3.OperationalError("disk I/O error")) is not None  # no errno: space
