@@ -40,7 +40,7 @@ _THROUGH_SERVE = "erase through it instead: DELETE /callers/{phone} with an admi
 def _exclusive(settings: Settings, command: str, hint: str = _THROUGH_SERVE) -> AbstractContextManager[object]:
     """The offline memory store is one process's: held while we erase, refused while `serve` runs
     (which erases through `DELETE /callers/{phone}` itself)."""
-    from services.local.lock import DataDirBusy, DataDirLock
+    from services.local.lock import DataDirBusy, DataDirLock, DataDirUnusable
 
     if settings.backend != "local" or settings.memory_backend != "oss":
         return nullcontext()
@@ -48,6 +48,8 @@ def _exclusive(settings: Settings, command: str, hint: str = _THROUGH_SERVE) -> 
         return DataDirLock.acquire(settings.data_dir, command)
     except DataDirBusy as exc:
         raise click.ClickException(f"{exc}; {hint}") from None
+    except DataDirUnusable as exc:  # e.g. a data dir that is a file, or not ours to write
+        raise click.ClickException(str(exc)) from None
 
 
 def _memory_erasure(settings: Settings) -> "CallerData | None":

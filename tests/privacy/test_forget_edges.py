@@ -231,6 +231,23 @@ def test_forget_refuses_a_busy_data_dir_before_asking(client: TestClient, data_d
     assert refused.exit_code == 1 and "callvault serve" in refused.output and "Erase everything" not in refused.output
 
 
+def test_forget_on_a_data_dir_it_cannot_lock_says_why_in_one_line(
+    client: TestClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """e.g. a full disk: the lock's note cannot be written. One line, not a traceback, and nothing erased."""
+    from services.local.lock import DataDirLock, DataDirUnusable
+
+    def unusable(cls: type, where: Path, _command: str) -> None:
+        raise DataDirUnusable(where, "No space left on device")
+
+    monkeypatch.setattr(DataDirLock, "acquire", classmethod(unusable))
+    env = {"CALLVAULT_MEMORY_BACKEND": "oss"}
+    refused = CliRunner().invoke(cli, ["forget", "+16125550142", "--yes", "--data-dir", str(data_dir)], env=env)
+    assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit), refused.exception
+    assert f"cannot use {data_dir} as the data dir: No space left on device" in refused.output
+    assert client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN)).status_code == 200
+
+
 def test_retention_without_rules_says_nothing_expires_rather_than_nothing_was_old(
     client: TestClient, data_dir: Path
 ) -> None:
