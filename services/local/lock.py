@@ -2,9 +2,10 @@
 
 The data dir itself is held with ``flock`` by ``callvault serve`` for its lifetime (and by
 ``callvault memory forget`` while it erases): the local memory store, the outbox worker and the
-start-up sweep of temp files each assume they are alone. The lock is on the folder, not on a file in
-it, so deleting a file by hand cannot let a second process in. ``DATA_DIR/callvault.lock`` names the
-holder (pid and command) so the second process can say who to stop. The kernel drops the lock when
+start-up sweep of temp files each assume they are alone. The lock is on the folder, so deleting a file
+by hand cannot let a second process in; ``DATA_DIR/callvault.lock`` is locked as well (over NFS only a
+file's lock reaches other machines) and names the holder (pid and command) so the second process can
+say who to stop. The kernel drops the lock when
 the holder exits, however it exits, so a stale file left by a crash never blocks anyone.
 """
 
@@ -117,19 +118,27 @@ class DataDirLock:
         except OSError as exc:
             raise DataDirUnusable(data_dir, exc.strerror or str(exc)) from exc
         try:
-            fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+            if not _try_flock(dir_fd):
+                raise DataDirBusy(data_dir, _holder(path))
+            note_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except BaseException as exc:
             os.close(dir_fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise DataDirBusy(data_dir, _holder(path)) from None
+            if isinstance(exc, OSError):
+                raise DataDirUnusable(data_dir, exc.strerror or str(exc)) from exc
             raise
         try:
-            note_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # The note is locked too: over NFS a folder's flock holds on this machine only, a file's
+            # on every client, so a second host sharing the data dir is refused as well.
+            if not _try_flock(note_fd):
+                raise DataDirBusy(data_dir, _holder(path))
             os.ftruncate(note_fd, 0)
             os.pwrite(note_fd, f"{os.getpid()} {command}\n".encode(), 0)
-        except OSError as exc:
+        except BaseException as exc:
+            os.close(note_fd)
             os.close(dir_fd)
-            raise DataDirUnusable(data_dir, exc.strerror or str(exc)) from exc
+            if isinstance(exc, OSError):
+                raise DataDirUnusable(data_dir, exc.strerror or str(exc)) from exc
+            raise
         return cls(dir_fd, note_fd, path)
 
     def close(self) -> None:
@@ -145,6 +154,17 @@ class DataDirLock:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _try_flock(fd: int) -> bool:
+    """An exclusive ``flock`` without waiting: False when another process holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
 
 
 def _holder(path: Path) -> str:

@@ -35,6 +35,21 @@ def test_a_lock_file_deleted_by_hand_lets_nobody_in(tmp_path: Path) -> None:
     DataDirLock.acquire(tmp_path, "callvault serve").close()
 
 
+def test_a_lock_on_the_note_alone_is_respected(tmp_path: Path) -> None:
+    """What another machine's serve holds over NFS, where a folder's flock stays local: the note's lock."""
+    import fcntl
+
+    (tmp_path / LOCK_FILE).write_text("4242 callvault serve\n")
+    other = os.open(tmp_path / LOCK_FILE, os.O_RDWR)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        with pytest.raises(DataDirBusy, match="another callvault serve \\(pid 4242\\) holds"):
+            DataDirLock.acquire(tmp_path, "callvault serve")
+    finally:
+        os.close(other)
+    DataDirLock.acquire(tmp_path, "callvault serve").close()  # and nothing of the refused attempt stays held
+
+
 def test_a_killed_holder_leaves_no_lock(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [
