@@ -59,6 +59,7 @@ def handle_webhook(
             "conversation_id": result.conversation_id,
             "phone": phone.mask(result.phone),
             "metric": "ignored_event" if result.outcome == "ignored" else None,
+            "unchanged": True if result.unchanged else None,  # a redelivery: the archive had this version
         },
     )
     return 200, {**result.body(), "request_id": request_id}

@@ -261,6 +261,18 @@ def test_webhook_app_logs_hold_no_transcript_text_and_no_full_phone(
     assert {line.get("conversation_id") for line in stored} >= {"conv_01jzfrjvcce0vsea1fcbpp9p04"}
 
 
+def test_a_redelivery_is_logged_as_unchanged(local: Local, capsys: pytest.CaptureFixture[str]) -> None:
+    """Operators tell a retry from a new version in the logs; the sender still gets 200 "stored"."""
+    body = fixture_bytes(TRANSCRIPTION)
+    with app_logs_to_current_stdout(local):
+        first = local.client.post(URL, content=body, headers=signed_headers(body))
+        again = local.client.post(URL, content=body, headers=signed_headers(body))
+        out = capsys.readouterr().out
+    assert first.json()["status"] == again.json()["status"] == "stored"
+    stored = [json.loads(line) for line in out.splitlines() if '"webhook stored"' in line]
+    assert [line.get("unchanged") for line in stored] == [None, True]
+
+
 def test_webhook_app_body_and_header_carry_the_same_request_id(local: Local) -> None:
     body = fixture_bytes(TRANSCRIPTION)
     response = local.client.post(URL, content=body, headers=signed_headers(body))
