@@ -243,7 +243,8 @@ class CompactionThread:
         """Ask the loop to end after the current merge; True when it has."""
         self._stop.set()
         self._nudged.set()
-        self._thread.join(timeout)
+        if self._thread.is_alive():  # never started (a start-up that failed before it): nothing to wait for
+            self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def _loop(self) -> None:

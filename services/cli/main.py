@@ -166,31 +166,31 @@ def _serve(settings: Settings, listener: "socket.socket", host: str, port: int) 
         every = f"syncing every {interval:.0f} s" if interval > 0 else "scheduled sync off"
         click.echo(f"ElevenLabs API: missing audio fetched after {settings.audio_grace_seconds} s, {every}", err=True)
     ingest = _ingest_process(settings, secrets, memory, compaction.nudge)
-    click.echo(f"CallVault listening on {url}  (data in {settings.data_dir})", err=True)
-    if not is_loopback(host):
-        click.echo(
-            f"Warning: bound to {host}, so every machine that can reach this one reaches the API, the console "
-            "and the webhook over plain HTTP. Put a TLS reverse proxy in front (README, 'Reaching serve from "
-            "other machines'), or use the default --host 127.0.0.1.",
-            err=True,
-        )
-    if memory is not None:
-        memory.start()  # resumes jobs a previous run left pending
-    compaction.start()
-    retention.start()
-    if sync is not None:
-        sync.start()
-    tune_garbage_collector()
-    # uvicorn drains the requests in flight on SIGTERM, then raises the signal again with the handler it
-    # found: with the default one the process ended there, skipping the clean-up below (the ingest
-    # processes, the memory worker's current job, the merge). This one ends it through the clean-up.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    signal.signal(signal.SIGINT, _exit_cleanly)  # Ctrl-C too: a stop asked for, not "Aborted!" and 1
-    try:
+    try:  # from here on, whatever fails stops what was started (the ingest processes first of all)
+        click.echo(f"CallVault listening on {url}  (data in {settings.data_dir})", err=True)
+        if not is_loopback(host):
+            click.echo(
+                f"Warning: bound to {host}, so every machine that can reach this one reaches the API, the "
+                "console and the webhook over plain HTTP. Put a TLS reverse proxy in front (README, 'Reaching "
+                "serve from other machines'), or use the default --host 127.0.0.1.",
+                err=True,
+            )
+        if memory is not None:
+            memory.start()  # resumes jobs a previous run left pending
+        compaction.start()
+        retention.start()
+        if sync is not None:
+            sync.start()
+        tune_garbage_collector()
+        # uvicorn drains the requests in flight on SIGTERM, then raises the signal again with the handler
+        # it found: with the default one the process ended there, skipping the clean-up below (the ingest
+        # processes, the memory worker's current job, the merge). This one ends it through the clean-up.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+        signal.signal(signal.SIGINT, _exit_cleanly)  # Ctrl-C too: a stop asked for, not "Aborted!" and 1
         # access_log off: URLs can carry phone numbers; the app logs its own masked lines.
         store_elsewhere = ingest.store if ingest is not None else None
         run_server(app, settings, host=host, port=port, sockets=[listener], store_elsewhere=store_elsewhere)
-    finally:
+    finally:  # each stop is safe for a part that never started
         if ingest is not None:
             ingest.close()  # its current write ends first
         if sync is not None:

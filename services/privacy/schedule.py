@@ -37,7 +37,8 @@ class RetentionThread:
 
     def stop(self, timeout: float = 30.0) -> bool:
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.is_alive():  # never started (a start-up that failed before it): nothing to wait for
+            self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def _loop(self) -> None:

@@ -97,3 +97,35 @@ def test_serve_says_so_without_a_traceback(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["serve", "--data-dir", str(blocker / "data")])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert "cannot use" in result.output and "Traceback" not in result.output
+
+
+def test_a_start_up_that_fails_after_the_ingest_processes_started_stops_them_and_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing started is left behind: the ingest processes are closed, threads never started are no
+    obstacle to the clean-up, and the data dir is free again."""
+    from services.analytics.compaction import CompactionThread
+    from services.cli import main
+
+    closed: list[bool] = []
+
+    class Ingest:
+        store = None
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def refuse(_self: CompactionThread) -> CompactionThread:
+        raise RuntimeError("cannot start a thread")
+
+    monkeypatch.setattr(main, "_ingest_process", lambda *_args: Ingest())
+    monkeypatch.setattr(CompactionThread, "start", refuse)
+    data_dir = tmp_path / "data"
+    result = CliRunner().invoke(
+        cli,
+        ["serve", "--data-dir", str(data_dir), "--port", "0"],
+        env={"CALLVAULT_MEMORY_BACKEND": "none", "CALLVAULT_WEBHOOK_SECRET": "s" * 32},
+    )
+    assert isinstance(result.exception, RuntimeError) and str(result.exception) == "cannot start a thread"
+    assert closed == [True]
+    DataDirLock.acquire(data_dir, "callvault serve").close()
