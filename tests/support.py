@@ -51,18 +51,7 @@ def running_server(
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited early:\n{log_path.read_text(errors='replace')[-4000:]}")
-            try:
-                if answers():
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
-            time.sleep(0.1)
+        wait_until_ready(name, answers, lambda: "" if process.poll() is not None else None, log_path, timeout)
         yield process
     finally:
         if process.poll() is None:
@@ -72,6 +61,31 @@ def running_server(
             except subprocess.TimeoutExpired:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def wait_until_ready(
+    name: str,
+    answers: Callable[[], bool],
+    exited: Callable[[], str | None],
+    log_path: Path,
+    timeout: float,
+    interval: float = 0.1,
+) -> None:
+    """Poll ``answers()`` (connection errors count as "not yet") until it is True; raise with the end of
+    the process's log when ``exited()`` says how it ended (None while it runs) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ended = exited()
+        if ended is not None:
+            raise RuntimeError(f"{name} exited early{ended}:\n{log_path.read_text(errors='replace')[-4000:]}")
+        try:
+            if answers():
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not become ready:\n{log_path.read_text(errors='replace')[-4000:]}")
+        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -116,18 +130,13 @@ def serve_archive(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"callvault serve exited early:\n{log_path.read_text()}")
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"callvault serve did not become ready:\n{log_path.read_text()}")
-            time.sleep(0.1)
+        wait_until_ready(
+            "callvault serve",
+            lambda: httpx.get(url + "/healthz", timeout=1).status_code == 200,
+            lambda: "" if process.poll() is not None else None,
+            log_path,
+            timeout=30,
+        )
         yield ServedArchive(url, data_dir, process, log_path)
     finally:
         process.send_signal(signal.SIGTERM)

@@ -78,16 +78,21 @@ def _serve(data_dir: Path, seconds: float) -> subprocess.CompletedProcess[str] |
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
+def _assert_refused_in_one_line(ended: subprocess.CompletedProcess[str] | None, starts: str, advice: str) -> None:
+    assert ended is not None, "serve started on a full disk"
+    assert ended.returncode == 1
+    assert "Traceback" not in ended.stderr
+    assert ended.stderr.strip().splitlines()[-1].startswith(starts)
+    assert ended.stderr.strip().endswith(f"{advice}, or pass another --data-dir")
+
+
 @pytest.mark.parametrize("leave_kib", [0, 16, 64, 200])
 def test_serve_on_a_full_disk_is_one_line_and_starts_once_space_is_freed(small_disk: Path, leave_kib: int) -> None:
     data_dir = small_disk / "data"
     filler = _fill(small_disk, leave_kib)
-    ended = _serve(data_dir, seconds=60)
-    assert ended is not None, "serve started on a full disk"
-    assert ended.returncode == 1
-    assert "Traceback" not in ended.stderr
-    assert ended.stderr.strip().splitlines()[-1].startswith(f"Error: the disk that holds {data_dir} is full (")
-    assert ended.stderr.strip().endswith("; free some space, or pass another --data-dir")
+    _assert_refused_in_one_line(
+        _serve(data_dir, seconds=60), f"Error: the disk that holds {data_dir} is full (", "; free some space"
+    )
 
     filler.unlink()
     assert _serve(data_dir, seconds=15) is None, "a start on a full disk left a data dir that does not start"
@@ -104,12 +109,9 @@ def test_serve_out_of_inodes_says_so_in_one_line_and_starts_once_files_are_delet
     fillers = [few_inodes / f"filler-{i}" for i in range(free_files - leave_files)]
     for filler in fillers:
         filler.touch()
-    ended = _serve(data_dir, seconds=60)
-    assert ended is not None, "serve started with no inode left"
-    assert ended.returncode == 1
-    assert "Traceback" not in ended.stderr
-    assert ended.stderr.strip().splitlines()[-1].startswith(f"Error: the disk that holds {data_dir} can take no more")
-    assert ended.stderr.strip().endswith("; delete some files, or pass another --data-dir")
+    _assert_refused_in_one_line(
+        _serve(data_dir, seconds=60), f"Error: the disk that holds {data_dir} can take no more", "; delete some files"
+    )
 
     for filler in fillers:
         filler.unlink()

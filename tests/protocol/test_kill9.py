@@ -41,7 +41,7 @@ import pytest
 from services.core.adapters.fs_blob_store import FsBlobStore
 from services.core.adapters.sqlite_call_index import SqliteCallIndex
 from tests.protocol.harness import A, EndState, Event, Stores, T, When, end_state, moved
-from tests.support import SECRET, free_port, signed_headers
+from tests.support import SECRET, free_port, signed_headers, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -168,21 +168,23 @@ def serving(forks: ForkServer, data_dir: Path, env: dict[str, str], name: str) -
     args = ["serve", "--data-dir", str(data_dir), "--port", str(port)]
     answer = forks.command(command="serve", env=env, args=args, output=str(log))
     served = Served(int(answer["pid"]), f"http://127.0.0.1:{port}", log, forks)
+
+    def exited() -> str | None:
+        status = forks.wait(served.pid, 0)
+        if "alive" in status:
+            return None
+        served.reaped = status
+        return f" ({status})"
+
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            status = forks.wait(served.pid, 0)
-            if "alive" not in status:
-                served.reaped = status
-                raise RuntimeError(f"callvault serve exited early ({status}):\n{log.read_text()}")
-            try:
-                if httpx.get(served.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"callvault serve did not become ready:\n{log.read_text()}")
-            time.sleep(0.05)
+        wait_until_ready(
+            "callvault serve",
+            lambda: httpx.get(served.url + "/healthz", timeout=1).status_code == 200,
+            exited,
+            log,
+            START_TIMEOUT,
+            interval=0.05,
+        )
         yield served
     finally:
         served.stop()
@@ -432,18 +434,13 @@ def process_serving(module: str, data_dir: Path, env: dict[str, str], name: str)
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{module} serve exited early:\n{log_path.read_text()}")
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{module} serve did not become ready:\n{log_path.read_text()}")
-            time.sleep(0.1)
+        wait_until_ready(
+            f"{module} serve",
+            lambda: httpx.get(url + "/healthz", timeout=1).status_code == 200,
+            lambda: "" if process.poll() is not None else None,
+            log_path,
+            START_TIMEOUT,
+        )
         yield PlainServer(process, url)
     finally:
         if process.poll() is None:
