@@ -18,12 +18,12 @@ from urllib.parse import quote
 
 import httpx
 import orjson
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState
 
 from services.core.domain import keys
 from services.core.domain.errors import CallVaultError
-from services.core.elevenlabs import BACKOFF_BASE_SECS, BACKOFF_MAX_SECS, detail_of
 from services.core.elevenlabs import MAX_RETRY_AFTER_SECS as MAX_RETRY_AFTER_SECS  # shared with erasure's client
+from services.core.elevenlabs import Transient, detail_of, retry_log_fields, retrying
 from services.core.elevenlabs import retry_after_seconds as retry_after_seconds
 
 from .ports import (
@@ -60,15 +60,6 @@ KEY_HELP = (
 )
 
 
-class _Transient(Exception):
-    """One attempt failed in a way a later attempt may not (429, 5xx, timeout, dropped connection)."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
 class ElevenLabsClient:
     """``ConversationSource`` over HTTP. Thread-safe; never nest two requests in one thread (each holds a slot)."""
 
@@ -98,7 +89,6 @@ class ElevenLabsClient:
         self._sleep = sleep
         self._clock = clock
         self._slots = threading.BoundedSemaphore(concurrency)
-        self._backoff = wait_random_exponential(multiplier=BACKOFF_BASE_SECS, max=BACKOFF_MAX_SECS)
         self._http = httpx.Client(
             base_url=base_url,
             headers={"xi-api-key": api_key, "user-agent": "callvault-sync"},
@@ -200,17 +190,11 @@ class ElevenLabsClient:
         self, path: str, params: dict[str, str | int] | None = None, *, stream: bool = False
     ) -> httpx.Response:
         """A 2xx response (read whole, or open and holding a slot when ``stream``), after any retries."""
-        retrying = Retrying(
-            stop=stop_after_attempt(self._max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
-            sleep=self._sleep,
-            before_sleep=lambda state: self._log_retry(path, state),
-            reraise=True,
-        )
         try:
-            return retrying(self._attempt, path, params, stream)
-        except _Transient as exc:
+            return retrying(self._max_attempts, self._sleep, lambda state: self._log_retry(path, state))(
+                self._attempt, path, params, stream
+            )
+        except Transient as exc:
             if exc.reason.startswith("connection failed"):  # never reached: not ElevenLabs' doing
                 self._fail(
                     UpstreamError,
@@ -234,9 +218,9 @@ class ElevenLabsClient:
                 # Always streamed: a body is read here, within a size bound and a deadline.
                 response = self._http.send(request, stream=True)
             except httpx.TimeoutException as exc:
-                raise _Transient(f"no answer within {self._timeout:g} s ({type(exc).__name__})") from exc
+                raise Transient(f"no answer within {self._timeout:g} s ({type(exc).__name__})") from exc
             except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                raise _Transient(f"connection failed ({type(exc).__name__})") from exc
+                raise Transient(f"connection failed ({type(exc).__name__})") from exc
             except httpx.HTTPError as exc:  # e.g. a body that does not decode as its Content-Encoding says
                 self._fail(UpstreamError, f"unreadable response from ElevenLabs to GET {path} ({type(exc).__name__})")
             try:
@@ -247,10 +231,10 @@ class ElevenLabsClient:
                     return httpx.Response(response.status_code, content=body, request=request)
             except httpx.TimeoutException as exc:
                 response.close()
-                raise _Transient(f"no answer within {self._timeout:g} s ({type(exc).__name__})") from exc
+                raise Transient(f"no answer within {self._timeout:g} s ({type(exc).__name__})") from exc
             except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 response.close()
-                raise _Transient(f"connection failed ({type(exc).__name__})") from exc
+                raise Transient(f"connection failed ({type(exc).__name__})") from exc
             except httpx.HTTPError as exc:  # e.g. a body that does not decode as its Content-Encoding says
                 response.close()
                 self._fail(UpstreamError, f"unreadable response from ElevenLabs to GET {path} ({type(exc).__name__})")
@@ -269,7 +253,7 @@ class ElevenLabsClient:
             return
         if status in (408, 409, 425, 429) or status >= 500:  # timeout, conflict, too early, too many: later
             retry_after = retry_after_seconds(response.headers.get("retry-after"), self._clock())
-            raise _Transient(f"HTTP {status}", retry_after)
+            raise Transient(f"HTTP {status}", retry_after)
         if status in (401, 403):
             self._fail(
                 UpstreamRejected,
@@ -284,24 +268,8 @@ class ElevenLabsClient:
             self._fail(refused, f"ElevenLabs rejected GET {path} (HTTP {status}: {self._detail(response)})")
         self._fail(UpstreamError, f"unexpected response from ElevenLabs to GET {path}: HTTP {status}")
 
-    def _wait(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(error, _Transient) and error.retry_after is not None:
-            return error.retry_after
-        return float(self._backoff(state))
-
     def _log_retry(self, path: str, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        wait = state.next_action.sleep if state.next_action is not None else None
-        log.warning(
-            "ElevenLabs request failed; retrying",
-            extra={
-                "path": path,
-                "attempt": state.attempt_number,
-                "reason": error.reason if isinstance(error, _Transient) else repr(error),
-                "wait_secs": wait,
-            },
-        )
+        log.warning("ElevenLabs request failed; retrying", extra={"path": path, **retry_log_fields(state)})
 
     def _audio_chunks(self, response: httpx.Response, path: str) -> Iterator[bytes]:
         received = 0

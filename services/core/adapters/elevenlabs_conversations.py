@@ -17,11 +17,11 @@ from typing import NoReturn
 from urllib.parse import quote
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState
 
 from ..domain import keys
 from ..domain.errors import CallVaultError
-from ..elevenlabs import BACKOFF_BASE_SECS, BACKOFF_MAX_SECS, detail_of, retry_after_seconds
+from ..elevenlabs import Transient, detail_of, retry_after_seconds, retry_log_fields, retrying
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,6 @@ class UpstreamKeyRefused(UpstreamDeleteFailed):
     """ElevenLabs refused the key (401/403): every other deletion with it would be refused too."""
 
     code = "upstream_key_refused"
-
-
-class _Transient(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 class ElevenLabsConversations:
@@ -75,7 +68,6 @@ class ElevenLabsConversations:
         self._max_attempts = max_attempts
         self._sleep = sleep
         self._clock = clock
-        self._backoff = wait_random_exponential(multiplier=BACKOFF_BASE_SECS, max=BACKOFF_MAX_SECS)
         self._http = httpx.Client(
             base_url=base_url,
             headers={"xi-api-key": api_key, "user-agent": "callvault-erasure"},
@@ -99,17 +91,9 @@ class ElevenLabsConversations:
         if not keys.CONVERSATION_ID.fullmatch(conversation_id):  # ".." would reach another endpoint
             self._fail("not a conversation id; nothing was sent")
         path = f"{CONVERSATIONS_PATH}/{quote(conversation_id, safe='')}"
-        retrying = Retrying(
-            stop=stop_after_attempt(self._max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
-            sleep=self._sleep,
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
         try:
-            return retrying(self._attempt, path)
-        except _Transient as exc:
+            return retrying(self._max_attempts, self._sleep, self._log_retry)(self._attempt, path)
+        except Transient as exc:
             self._fail(
                 f"ElevenLabs did not answer the DELETE after {self._max_attempts} attempts (last: {exc.reason}); "
                 "it may be down or rate-limiting this key. Run the same command again later",
@@ -125,14 +109,14 @@ class ElevenLabsConversations:
                 if status == 404:
                     return False
                 if status == 429 or status >= 500:
-                    raise _Transient(
+                    raise Transient(
                         f"HTTP {status}", retry_after_seconds(response.headers.get("retry-after"), self._clock())
                     )
                 detail = self._detail(response)
         except httpx.TimeoutException as exc:
-            raise _Transient(f"no answer within {self._timeout:g} s ({type(exc).__name__})") from exc
+            raise Transient(f"no answer within {self._timeout:g} s ({type(exc).__name__})") from exc
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            raise _Transient(f"connection failed ({type(exc).__name__})") from exc
+            raise Transient(f"connection failed ({type(exc).__name__})") from exc
         if status in (401, 403):
             self._fail(f"ElevenLabs refused the DELETE (HTTP {status}: {detail}); {KEY_HELP}", error=UpstreamKeyRefused)
         self._fail(f"ElevenLabs refused the DELETE (HTTP {status}: {detail})")
@@ -148,23 +132,9 @@ class ElevenLabsConversations:
             return "no detail"
         return detail_of(raw)
 
-    def _wait(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(error, _Transient) and error.retry_after is not None:
-            return error.retry_after
-        return float(self._backoff(state))
-
     def _log_retry(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        wait = state.next_action.sleep if state.next_action is not None else None
-        log.warning(
-            "ElevenLabs delete failed; retrying",  # no path: it names the erased conversation
-            extra={
-                "attempt": state.attempt_number,
-                "reason": error.reason if isinstance(error, _Transient) else type(error).__name__,
-                "wait_secs": wait,
-            },
-        )
+        # No path: it names the erased conversation.
+        log.warning("ElevenLabs delete failed; retrying", extra=retry_log_fields(state))
 
     def _fail(
         self,
