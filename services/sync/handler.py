@@ -6,7 +6,8 @@ place. Partial batch failure: a message whose fetch failed is reported in ``batc
 comes back after the queue's visibility timeout, until the redrive policy moves it to the dead-letter
 queue (alarmed). "gone" (404 upstream) is logged and the message deleted: retrying cannot help.
 
-``sync_handler``: ``Syncer.run()`` from the watermark (an item in the calls table). Calls that failed
+``sync_handler``: ``Syncer.run()`` from the watermark (an item in the calls table), then a merge of the
+closed analytics days it wrote to (``ScheduledSync``, as ``callvault sync`` does). Calls that failed
 are not an invocation error: the watermark stays before them, so the next run retries exactly those,
 and a raised error would only make Lambda re-run the whole sync at once. They are logged in the
 "sync done" line, whose ``failed`` count the template turns into a metric with an alarm. A wrong or
@@ -29,7 +30,7 @@ from services.core.logging import get_logger
 
 if TYPE_CHECKING:
     from .audio import AudioFetcher
-    from .service import Syncer
+    from .wiring import ScheduledSync
 
 logger = get_logger("callvault-sync")
 _FAILED_IDS_LOGGED = 50  # a bounded log line however many calls failed
@@ -43,10 +44,10 @@ def _fetcher() -> "AudioFetcher":
 
 
 @cache
-def _syncer() -> "Syncer":
-    from .wiring import build_syncer
+def _syncer() -> "ScheduledSync":
+    from .wiring import build_scheduled_sync
 
-    return build_syncer(get_settings())
+    return build_scheduled_sync(get_settings())
 
 
 def audio_fetch_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

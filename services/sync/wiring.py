@@ -5,11 +5,12 @@ while ``services.sync``'s use cases meet ingest only through the ``CallArchive``
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
 from services.core.config import Settings
+from services.core.domain.errors import CallVaultError
 from services.core.logging import get_logger
 from services.core.ports import CallIndex
 from services.core.wiring import build_storage
@@ -19,7 +20,7 @@ from services.ingest.wiring import build_archiver
 from .audio import AudioFetcher
 from .elevenlabs import KEY_HELP, ElevenLabsClient
 from .ports import UpstreamRejected
-from .service import Syncer
+from .service import Syncer, SyncSummary
 from .state import build_sync_state
 
 
@@ -44,11 +45,13 @@ class SyncParts:
     archiver: Archiver
     index: CallIndex
     source: ElevenLabsClient
+    late_days: set[str] = field(default_factory=set)  # closed analytics days the archiver wrote to
 
 
 def build_sync_parts(settings: Settings, *, concurrency: int = 4, memory_jobs: bool = True) -> SyncParts:
     """The Archiver as the webhook's (archive, index, analytics; memory jobs when a queue is set), but
     without audio-fetch scheduling: whoever holds these fetches missing audio itself."""
+    late_days: set[str] = set()
     storage = build_storage(settings)
     jobs = None
     if memory_jobs:
@@ -59,23 +62,46 @@ def build_sync_parts(settings: Settings, *, concurrency: int = 4, memory_jobs: b
         if queue is not None:
             logger = get_logger("callvault-sync")
             jobs = MemoryJobs(queue, status_sink_for(storage.index), time.time, logger, status_in_row=True)
-    archiver = build_archiver(settings, storage, jobs)
+    archiver = build_archiver(settings, storage, jobs, on_late_write=late_days.add)
     archiver.audio_fetches = None
-    return SyncParts(archiver, storage.index, build_source(settings, concurrency))
+    return SyncParts(archiver, storage.index, build_source(settings, concurrency), late_days)
 
 
-def build_syncer(settings: Settings, concurrency: int = 4) -> Syncer:
+@dataclass
+class ScheduledSync:
+    """The sync function's run: ``Syncer.run()``, then the closed analytics days it wrote to (calls
+    older than two days that webhooks missed) are merged, as ``callvault sync`` does, so a report does
+    not count those calls twice until the hourly merge. A merge that fails is logged and left to the
+    hourly one: the calls are archived either way."""
+
+    syncer: Syncer
+    parts: SyncParts
+
+    def run(self) -> SyncSummary:
+        summary = self.syncer.run()
+        days = sorted(self.parts.late_days)
+        self.parts.late_days.clear()  # a warm container's next run starts with none
+        analytics = self.parts.archiver.analytics
+        if days and analytics is not None:
+            from services.analytics.compaction import merge_days  # a composition root may wire analytics in
+
+            try:
+                merge_days(analytics.store, days)
+            except CallVaultError as exc:
+                get_logger("callvault-sync").warning(
+                    "sync: closed days left for the hourly merge", extra={"days": days, "reason": exc.message}
+                )
+        return summary
+
+
+def build_scheduled_sync(settings: Settings, concurrency: int = 4) -> ScheduledSync:
     """``Syncer.run()`` with the watermark beside the index (an item in the DynamoDB table on AWS)."""
     parts = build_sync_parts(settings, concurrency=concurrency)
-    return Syncer(
-        parts.source,
-        parts.archiver,
-        parts.index,
-        build_sync_state(settings),
-        time.time,
-        concurrency,
-        settings.sync_overlap_seconds,
+    state = build_sync_state(settings)
+    syncer = Syncer(
+        parts.source, parts.archiver, parts.index, state, time.time, concurrency, settings.sync_overlap_seconds
     )
+    return ScheduledSync(syncer, parts)
 
 
 def build_audio_fetcher(settings: Settings) -> AudioFetcher:

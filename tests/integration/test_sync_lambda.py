@@ -7,6 +7,7 @@ partial batch failures; the sync function archives what the API has and the arch
 moto enforces S3 actions and resources in full, SQS, DynamoDB and SSM by action only (their ARNs are
 checked statically in tests/infra)."""
 
+import gzip
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from services.core.config import get_settings
 from services.core.secrets import read_ssm_secret
 from services.ingest import handler as ingest_handler
 from services.sync import handler
-from services.sync.wiring import build_syncer
+from services.sync.wiring import build_scheduled_sync
 from tests.infra.cfn import Json, Stack, function_properties, template
 from tests.infra.test_built_handlers import ACCOUNT, REGION, _as_moto_enforces, _post, _wait_until_up
 from tests.support import SECRET, free_port, signed_headers
@@ -358,8 +359,9 @@ def test_a_failed_fetch_is_reported_as_a_batch_item_failure_and_the_others_go_th
 ) -> None:
     ok, failing, gone = (aws.api.add(f"conv_lambda_batch_{name}") for name in ("ok", "failing", "gone"))
     as_function("SyncFunction")  # archive the three transcripts first, without their audio
+    archive = handler._syncer().syncer.archive
     for cid in (ok, failing, gone):
-        assert handler._syncer().archive.archive_conversation(aws.api.document(cid), int(time.time())) == "stored"
+        assert archive.archive_conversation(aws.api.document(cid), int(time.time())) == "stored"
     aws.api.fail_next(2, 503, kind="audio", path=failing)  # both attempts
     aws.api.remove(gone)
     sqs = aws.client("sqs")
@@ -429,7 +431,7 @@ def test_two_syncs_at_once_leave_each_call_archived_once(aws: Aws, as_function: 
     start = int(time.time()) - 43_200
     ids = aws.api.add_many(12, start=start, id_prefix="conv_lambda_overlap_")
     as_function("SyncFunction")
-    syncers = [build_syncer(get_settings()) for _ in range(2)]  # each its own clients, as two containers
+    syncers = [build_scheduled_sync(get_settings()).syncer for _ in range(2)]  # each its own clients, as two containers
     barrier = threading.Barrier(2)
     results: list[Any] = [None, None]
 
@@ -455,3 +457,44 @@ def test_two_syncs_at_once_leave_each_call_archived_once(aws: Aws, as_function: 
         assert s3_sha256(aws, f"{FOLDER}/{cid}.mp3") == aws.api.conversation(cid).audio_sha256()
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix="_pending-audio/").get("KeyCount", 0) == 0
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_calls_the_scheduled_sync_writes_into_closed_days_are_merged_before_it_ends(aws: Aws, as_function: Any) -> None:
+    """Calls older than two days that webhooks missed: their analytics rows are folded into their day
+    object by the run that wrote them (with the sync role's own permissions), not an hour later."""
+    start = (int(time.time()) // 86_400 - 5) * 86_400 + 36_000  # 10:00 UTC five days ago: a closed day
+    dt = time.strftime("%Y-%m-%d", time.gmtime(start))
+    overlap = get_settings().sync_overlap_seconds
+    first = aws.api.add(f"conv_lambda_late_{start}_a", start=start)
+    second = aws.api.add(f"conv_lambda_late_{start}_b", start=start + 60)
+    aws.api.remove(second)  # listed only from the second run on
+    s3 = aws.client("s3")
+
+    def since(moment: int) -> None:  # this run's window starts a minute before ``moment``
+        aws.client("dynamodb").update_item(
+            TableName=TABLE,
+            Key={"conversation_id": {"S": "~sync/all"}},
+            UpdateExpression="SET watermark = :w",
+            ExpressionAttributeValues={":w": {"N": str(moment - 60 + overlap)}},
+        )
+
+    def objects(table: str) -> dict[str, list[str]]:
+        listed = s3.list_objects_v2(Bucket=ANALYTICS_BUCKET, Prefix=f"{table}/dt={dt}/").get("Contents", [])
+        found: dict[str, list[str]] = {}
+        for item in listed:
+            body = gzip.decompress(s3.get_object(Bucket=ANALYTICS_BUCKET, Key=item["Key"])["Body"].read())
+            rows = [json.loads(line) for line in body.splitlines() if line.strip()]
+            found[item["Key"].rsplit("/", 1)[1]] = [r["conversation_id"] for r in rows]
+        return found
+
+    for added, expected in ((first, [first]), (second, [first, second])):
+        if added == second:
+            aws.api.add(second, start=start + 60)
+        since(start)
+        as_function("SyncFunction")
+        assert added not in handler.sync_handler(SCHEDULED_EVENT, FakeContext())["failed"]
+        calls = objects("calls")
+        assert list(calls) == ["day.compacted.json.gz"], calls  # no per-call object left to count twice
+        assert sorted(calls["day.compacted.json.gz"]) == expected
+        for table in ("messages", "evaluations"):
+            assert set(objects(table)) <= {"day.compacted.json.gz"}
