@@ -298,11 +298,19 @@ class KeywordPage:
 
 def keyword_page(run: Callable[[str, ReportArgs], QueryResult], args: ReportArgs, size: int) -> KeywordPage:
     """One page of the keyword report through ``run`` (``AnalyticsReader.run``, or ``run_report`` bound
-    to an engine): ``size`` rows after ``args.after``, and where the next page starts. One turn more
-    than shown is asked for, so "more" is known without a count (a count would read every day again)."""
-    rows = run("keyword", replace(args, limit=size + 1)).dicts()
-    if len(rows) <= size:
-        return KeywordPage(rows, None)
-    last = rows[size - 1]
+    to an engine): ``size`` rows after ``args.after``, and where the next page starts."""
+    result, position = keyword_result(run, args, size)
+    return KeywordPage(result.dicts(), position)
+
+
+def keyword_result(
+    run: Callable[[str, ReportArgs], QueryResult], args: ReportArgs, size: int
+) -> tuple[QueryResult, TurnPosition | None]:
+    """``keyword_page`` as a ``QueryResult`` (for the CLI's formats). One turn more than shown is asked
+    for, so "more" is known without a count (a count would read every day again)."""
+    result = run("keyword", replace(args, limit=size + 1))
+    if len(result.rows) <= size:
+        return result, None
+    last = dict(zip(result.columns, result.rows[size - 1], strict=True))
     position = TurnPosition(str(last["day"]), str(last["conversation_id"]), int(last["turn_index"]))
-    return KeywordPage(rows[:size], position)
+    return replace(result, rows=result.rows[:size]), position

@@ -9,11 +9,11 @@ import csv
 import importlib.util
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
@@ -31,6 +31,8 @@ from services.cli.options import (
     settings_for,
 )
 from services.core.config import Settings
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from services.analytics.reports import Engine
@@ -181,6 +183,12 @@ def _cell(value: Any) -> str:
 @click.option(
     "--limit", type=click.IntRange(1, 100_000), default=None, help="Row limit (top-callers, keyword, caller)."
 )
+@click.option(
+    "--after",
+    default=None,
+    metavar="CURSOR",
+    help="keyword: the next page, from the cursor the previous page printed (DAY.CONVERSATION.TURN).",
+)
 @FORMAT_OPTION
 @click.option("--chart", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write a PNG chart.")
 @ATHENA_OPTION
@@ -194,6 +202,7 @@ def report(
     keyword: str | None,
     phone: str | None,
     limit: int | None,
+    after: str | None,
     output_format: str,
     chart: Path | None,
     athena: bool,
@@ -210,7 +219,8 @@ def report(
       success-rate    success rate per agent                              (--chart)
       top-callers     the numbers with the most calls
       criteria        evaluation pass rate per criterion, failing first  (--chart)
-      keyword         transcript turns containing --keyword, with their conversation ids
+      keyword         transcript turns containing --keyword, with their conversation ids;
+                      newest first, --limit (200) a page, --after for the next one
       caller          one caller's history (--phone)
 
     \b
@@ -239,19 +249,37 @@ def report(
             "--chart needs matplotlib, an optional extra `make serve` leaves out: "
             "run .venv/bin/pip install -e '.[charts]' (or make test's venv), then again"
         )
-    args = ReportArgs(first, last, keyword, e164, limit)
-    try:
-        from services.analytics.reports import bind
+    from services.analytics.reports import TurnPosition, bind, keyword_result
 
+    position = None
+    if after is not None:
+        if name != "keyword":
+            raise click.UsageError("--after pages the keyword report only")
+        try:
+            position = TurnPosition.parse(after.strip())
+        except ValueError:
+            raise click.BadParameter(
+                "not a cursor: pass the one the previous page printed (like 2025-07-06.conv_abc.3)",
+                param_hint="--after",
+            ) from None
+    args = ReportArgs(first, last, keyword, e164, limit, position)
+    try:
         bind(chosen, args)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     engine = _engine(settings, data_dir, athena=athena, source=source, no_cache=no_cache)
+    following = None
     try:
-        result = _run(lambda: run_report(engine, name, args))
+        if name == "keyword":  # a page, and where the next one starts
+            size = limit or chosen.limit or 200
+            result, following = _run(lambda: keyword_result(lambda n, a: run_report(engine, n, a), args, size))
+        else:
+            result = _run(lambda: run_report(engine, name, args))
     finally:
         _close(engine)
     print_result(result, output_format, chosen.title)
+    if following is not None:  # on stderr: a CSV or JSON on stdout stays just the rows
+        click.echo(f"More turns match: the next page is --after {following.token()}", err=True)
     _report_athena_bytes(engine)
     if chart is not None:
         from services.analytics.charts import render
@@ -325,14 +353,14 @@ def _close(engine: "Engine") -> None:
         engine.close()
 
 
-def _run(call: Any) -> "QueryResult":
+def _run(call: Callable[[], _T]) -> _T:
     import duckdb
     from botocore.exceptions import BotoCoreError, ClientError
 
     from services.analytics.athena_engine import AthenaQueryFailed
 
     try:
-        result: QueryResult = call()
+        result = call()
     except (duckdb.Error, AthenaQueryFailed) as exc:
         raise click.ClickException(str(exc).strip()) from None
     except (BotoCoreError, ClientError) as exc:  # no credentials, no such workgroup, access denied, ...

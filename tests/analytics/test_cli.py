@@ -222,3 +222,32 @@ def test_import_says_when_it_found_nothing_and_skips_what_is_not_a_file(tmp_path
     assert result.exit_code == 0 and "no .json files found" in result.output
     result = CliRunner().invoke(cli, ["import", str(empty / "pipe.json"), "--data-dir", str(tmp_path / "data")])
     assert result.exit_code == 1 and "not a regular file" in result.output
+
+
+def test_keyword_pages_by_cursor_and_says_where_the_next_page_starts(data_dir: Path) -> None:
+    base = ["report", "keyword", "-k", "maria", "--format", "json", "--no-cache", "--data-dir", str(data_dir)]
+    runner = CliRunner()
+    everything = json.loads(_run(*base))
+    assert len(everything) == 3
+
+    first = runner.invoke(cli, [*base, "--limit", "2"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout) == everything[:2]  # stdout stays the rows alone
+    cursor = first.stderr.strip().rsplit("--after ", 1)[1]
+    assert cursor == "{day}.{conversation_id}.{turn_index}".format(**everything[1])
+
+    second = runner.invoke(cli, [*base, "--limit", "2", "--after", cursor])
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout) == everything[2:]
+    assert "More turns match" not in second.stderr  # the last page says nothing more
+
+
+def test_after_is_refused_where_it_cannot_page(data_dir: Path) -> None:
+    runner = CliRunner()
+    for args, message in [
+        (["report", "agents", "--after", "2025-07-06.conv_x.1"], "keyword report only"),
+        (["report", "keyword", "-k", "maria", "--after", "2025-07-06;DROP"], "not a cursor"),
+    ]:
+        result = runner.invoke(cli, [*args, "--data-dir", str(data_dir)])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output
