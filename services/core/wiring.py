@@ -42,6 +42,18 @@ def build_storage(settings: Settings) -> Storage:
     )
 
 
+def build_index(settings: Settings) -> CallIndex:
+    """The call index alone, for a function that reads no archive object (the memory API): on AWS it
+    needs only ``CALLVAULT_TABLE``, and its stack gives it neither the archive bucket nor access to it."""
+    if settings.backend == "aws":
+        from .adapters.dynamo_call_index import DynamoCallIndex
+
+        return DynamoCallIndex(settings.table)
+    from .adapters.sqlite_call_index import SqliteCallIndex
+
+    return SqliteCallIndex(settings.data_dir / "index.sqlite3")
+
+
 def build_analytics_store(settings: Settings) -> BlobStore:
     """The analytics tables' own store: a separate bucket on AWS, ``<data-dir>/analytics`` locally.
 

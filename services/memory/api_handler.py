@@ -13,7 +13,7 @@ from mangum import Mangum
 
 from services.core.config import Settings, get_settings
 from services.core.logging import get_logger
-from services.core.wiring import build_storage
+from services.core.wiring import build_index
 from services.web.auth import ApiKeys
 from services.web.credentials import configured_api_keys
 
@@ -36,7 +36,7 @@ def build_memory_api_app(settings: Settings) -> FastAPI:
     logger = get_logger("callvault-memory-api", settings.log_level)
     context = MemoryContext(
         store=build_memory_store(settings),
-        index=build_storage(settings).index,
+        index=build_index(settings),  # no archive bucket: the stack sets CALLVAULT_TABLE only
         agent_secrets=AgentSecrets(agent_secrets(settings)),
         default_region=settings.default_region,
         first_message=settings.agent_first_message,

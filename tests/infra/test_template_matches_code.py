@@ -3,6 +3,7 @@ routes, IAM resources named after code constants, and the pinned Lambda dependen
 
 import ast
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -440,3 +441,28 @@ def test_memory_api_routes_are_the_routes_of_the_memory_router() -> None:
     code = _openapi_routes(app)
     assert http_routes(template(), "MemoryApiFunction") == code
     assert ("POST", "/webhooks/elevenlabs/conversation-init") in code
+
+
+def test_the_memory_api_starts_with_the_environment_the_template_gives_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack gives the memory API the calls table and no archive bucket (it reads no object, and its
+    role may not): building its app from exactly that environment must not ask for one, or every cold
+    start raises and every conversation-initiation webhook and memory lookup is a 500."""
+    from services.core.config import get_settings
+    from services.memory.api_handler import build_memory_api_app
+
+    env = Stack(template(), refs={"CallsTable": "calls-table"}).eval(_environment("MemoryApiFunction"))
+    assert "CALLVAULT_BUCKET" not in env
+    for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(value))
+    for name in [n for n in env if n.endswith("_PARAM")]:  # a value wins over its SSM parameter: no AWS call
+        monkeypatch.setenv(name.removesuffix("_PARAM"), "a-secret-value-for-the-start-up-test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("MEM0_TELEMETRY", "False")
+    get_settings.cache_clear()
+    try:
+        app = build_memory_api_app(get_settings())
+    finally:
+        get_settings.cache_clear()
+    assert ("POST", "/webhooks/elevenlabs/conversation-init") in _openapi_routes(app)
