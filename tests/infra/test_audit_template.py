@@ -114,6 +114,7 @@ def test_privacy_role_may_do_exactly_what_erasure_needs() -> None:
         "s3:ListBucketVersions",
         "s3:GetObject",
         "s3:PutObject",  # analytics day objects only (see the resources)
+        "s3:DeleteObject",  # analytics per-call objects a merged day's rewrite folded in (see the resources)
         "s3:DeleteObjectVersion",
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",  # the calls table only: tombstones
