@@ -27,19 +27,14 @@ class Storage:
 def build_storage(settings: Settings) -> Storage:
     if settings.backend == "aws":
         # Imported here so the local back end never pays for boto3/PynamoDB at start-up.
-        from .adapters.dynamo_call_index import DynamoCallIndex
         from .adapters.s3_blob_store import S3BlobStore
 
         if not settings.bucket:
             raise RuntimeError("CALLVAULT_BUCKET must name the archive bucket when CALLVAULT_BACKEND=aws")
-        return Storage(S3BlobStore(settings.bucket), DynamoCallIndex(settings.table))
+        return Storage(S3BlobStore(settings.bucket), build_index(settings))
     from .adapters.fs_blob_store import FsBlobStore
-    from .adapters.sqlite_call_index import SqliteCallIndex
 
-    return Storage(
-        FsBlobStore(settings.data_dir / "archive"),
-        SqliteCallIndex(settings.data_dir / "index.sqlite3"),
-    )
+    return Storage(FsBlobStore(settings.data_dir / "archive"), build_index(settings))
 
 
 def build_index(settings: Settings) -> CallIndex:
