@@ -44,10 +44,13 @@ def request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 
 
-def add_log_fields(request: Request, **fields: Any) -> None:
-    """Let a route add fields to its request's log line. Callers mask phone numbers first."""
+def add_log_fields(request: Request, **fields: Any) -> dict[str, Any]:
+    """Let a route add fields to its request's log line. Callers mask phone numbers first. Returns the
+    line's fields: a streamed body may update them until it ends (the line is written after it)."""
     state = request.scope.setdefault("state", {})
-    state.setdefault(LOG_FIELDS, {}).update(fields)
+    log_fields: dict[str, Any] = state.setdefault(LOG_FIELDS, {})
+    log_fields.update(fields)
+    return log_fields
 
 
 class RequestContextMiddleware:

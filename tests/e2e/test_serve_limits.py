@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -313,7 +314,8 @@ def test_serve_limits_a_response_the_client_stops_reading_is_reset_and_others_ar
             if '"route":"/files/{key:path}"' in served.logs()[logged_before:]:
                 break
             time.sleep(0.25)
-        assert '"route":"/files/{key:path}"' in served.logs()[logged_before:]
+        (line,) = _file_log_lines(served.logs()[logged_before:])
+        assert line["bytes_requested"] == len(mp3) and line["bytes_sent"] < len(mp3)  # the log says it was cut
         assert httpx.get(served.url + path, timeout=60).content == mp3  # and a reader that reads gets it all
 
 
@@ -335,6 +337,20 @@ def test_serve_limits_a_slow_but_steady_reader_gets_the_whole_response(tmp_path:
         assert head.startswith(b"HTTP/1.1 200 ")
         assert body == mp3
         assert "closed a slow connection" not in served.logs()
+        for _ in range(40):  # the log line is written once the response has ended (bounded: ~10 s)
+            if _file_log_lines(served.logs()):
+                break
+            time.sleep(0.25)
+        (line,) = _file_log_lines(served.logs())
+        assert line["bytes_sent"] == line["bytes_requested"] == len(mp3)
+
+
+def _file_log_lines(logs: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(text)
+        for text in logs.splitlines()
+        if text.startswith("{") and '"route":"/files/{key:path}"' in text and '"method":"GET"' in text
+    ]
 
 
 # --- descriptor exhaustion -----------------------------------------------------------------------

@@ -7,7 +7,7 @@ so players can seek.
 
 from collections.abc import Iterator
 from pathlib import Path as FsPath
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
@@ -93,9 +93,11 @@ def download_file(
     if request.method == "HEAD":
         add_log_fields(request, bytes_sent=0, partial=status == 206)
         return Response(status_code=status, media_type=found.content_type, headers=headers)
-    add_log_fields(request, bytes_sent=length, partial=status == 206)
+    # What was handed to the server, counted as it goes: a reader that stops early (or is reset by the
+    # send timeout) shows in the log line as fewer bytes than the response's length.
+    logged = add_log_fields(request, bytes_sent=0, bytes_requested=length, partial=status == 206)
     return StreamingResponse(
-        _read(found.path, start, length), status_code=status, media_type=found.content_type, headers=headers
+        _read(found.path, start, length, logged), status_code=status, media_type=found.content_type, headers=headers
     )
 
 
@@ -113,7 +115,7 @@ router.add_api_route(
 )
 
 
-def _read(path: FsPath, start: int, length: int) -> Iterator[bytes]:
+def _read(path: FsPath, start: int, length: int, logged: dict[str, Any]) -> Iterator[bytes]:
     with path.open("rb") as handle:
         handle.seek(start)
         remaining = length
@@ -123,3 +125,4 @@ def _read(path: FsPath, start: int, length: int) -> Iterator[bytes]:
                 return
             remaining -= len(chunk)
             yield chunk
+            logged["bytes_sent"] += len(chunk)  # after the yield: the server took it
