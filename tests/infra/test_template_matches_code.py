@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
 from packaging.requirements import Requirement
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
@@ -290,10 +291,14 @@ def test_search_routes_are_the_routes_of_the_search_app(tmp_path: Path) -> None:
         api_keys=ApiKeys([]),
         cursors=CursorCodec(key),
         links=HmacLinkSigner(key, time.time),
+        offline_docs=True,  # as services.search.handler builds it
     )
     code = _openapi_routes(app)
-    # FastAPI serves its own description and Swagger UI outside the documented paths.
-    described = {("GET", app.openapi_url), ("GET", app.docs_url)}
+    # The description and Swagger UI (its page and its own files) are served outside the documented paths.
+    described = {("GET", app.openapi_url)} | {
+        ("GET", route.path) for route in app.routes if isinstance(route, APIRoute) and not route.include_in_schema
+    }
+    assert {("GET", "/docs"), ("GET", "/docs/assets/{name}")} <= described
     # The console's pages are not API routes (not in the OpenAPI document): one root and one proxy route.
     console = {("GET", "/"), ("ANY", "/console/{proxy+}")}
     assert http_routes(template(), SEARCH) == code | described | console

@@ -7,6 +7,7 @@ download name); tests/integration/test_search_presign.py checks that a real S3 a
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -285,6 +286,17 @@ def test_search_lambda_serves_its_openapi_document_and_docs_without_a_key(aws: N
     response = handler.lambda_handler(http_api_event("/docs", "", {}), FakeContext())
     assert response["statusCode"] == 200
     assert "swagger-ui" in response["body"] and "/openapi.json" in response["body"]
+
+
+def test_search_lambda_docs_load_no_script_from_another_origin(aws: None) -> None:
+    """/docs shares its origin with the console and its session cookie: a script from a CDN there could
+    read every console page as the signed-in reviewer, so Swagger UI comes from the function itself."""
+    page = handler.lambda_handler(http_api_event("/docs", "", {}), FakeContext())["body"]
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert sources and all(s.startswith("/docs/assets/") for s in sources), sources
+    for source in sources:
+        asset = handler.lambda_handler(http_api_event(source, "", {}), FakeContext())
+        assert asset["statusCode"] == 200, source
 
 
 def test_search_lambda_named_stage_uses_the_base_path(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
