@@ -74,7 +74,6 @@ def create_local_app(
         clock=clock,
         logger=get_logger("callvault", settings.log_level),
         analytics=analytics,
-        offline_docs=True,
     )
     archiver = build_archiver(
         settings, storage, memory.jobs if memory is not None else None, on_late_write=on_late_analytics_write

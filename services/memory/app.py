@@ -37,6 +37,8 @@ def create_memory_app(context: MemoryContext, api_keys: ApiKeys, logger: Logger 
         title="CallVault memory",
         version="0.1.0",
         description="What CallVault remembers about callers, for people (API key) and agents (shared secret).",
+        docs_url=None,  # no CDN page: on AWS the search function serves /docs, locally `serve` does
+        redoc_url=None,
     )
     mount_memory(app, context, api_key_dependency(api_keys))
     app.state.logger = logger

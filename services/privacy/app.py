@@ -34,6 +34,8 @@ def create_privacy_app(context: PrivacyContext, api_keys: ApiKeys, logger: Logge
         title="CallVault privacy",
         version="0.1.0",
         description="Erase a caller everywhere, and read the audit trail (admin keys).",
+        docs_url=None,  # no CDN page: on AWS the search function serves /docs, locally `serve` does
+        redoc_url=None,
     )
     mount_privacy(app, context, api_key_principal(api_keys))
     app.state.logger = logger
@@ -49,7 +51,7 @@ def create_unconfigured_privacy_app(reason: str, api_keys: ApiKeys, logger: Logg
     answer, a 503: never a start-up error, which would answer anyone with a 500 and fire the alarms.
     """
     logger = logger or get_logger("callvault-privacy")
-    app = FastAPI(title="CallVault privacy (not configured)", version="0.1.0")
+    app = FastAPI(title="CallVault privacy (not configured)", version="0.1.0", docs_url=None, redoc_url=None)
     Caller = Annotated[Principal, Depends(api_key_principal(api_keys))]
 
     def refuse(caller: Principal, what: str) -> NoReturn:

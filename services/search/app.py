@@ -51,11 +51,10 @@ def create_app(
     clock: Callable[[], float] = time.time,
     logger: Logger | None = None,
     analytics: AnalyticsReader | None = None,
-    offline_docs: bool = False,
 ) -> FastAPI:
     """The search app over ``storage.index``. Nothing here chooses adapters: callers pass the link
-    signer (S3 presign on AWS, HMAC links locally) and the secrets they resolved. ``offline_docs``:
-    ``/docs`` loads Swagger UI from this server (``callvault serve``) instead of a CDN."""
+    signer (S3 presign on AWS, HMAC links locally) and the secrets they resolved. ``/docs`` loads
+    Swagger UI from this server, never a CDN: a CDN script would run on the console's origin."""
     logger = logger or get_logger("callvault-search", settings.log_level)
     if settings.api_auth == "key" and not len(api_keys):
         logger.warning("no API key configured: every /calls request will be refused with 401")
@@ -64,13 +63,12 @@ def create_app(
         version=VERSION,
         description=DESCRIPTION,
         openapi_tags=TAGS,
-        docs_url=None if offline_docs else "/docs",
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: ours below serves its own files
         redoc_url=None,  # ReDoc loads its script and fonts from a CDN; /docs (Swagger UI) is the one page
     )
-    if offline_docs:
-        from services.web.docs import install_offline_docs
+    from services.web.docs import install_offline_docs
 
-        install_offline_docs(app)
+    install_offline_docs(app)
     app.state.search = SearchContext(
         index=storage.index,
         links=links,

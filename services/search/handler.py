@@ -50,11 +50,7 @@ def build_search_app(settings: Settings) -> FastAPI:
         analytics = AnalyticsReader.athena(
             settings.athena_workgroup, settings.athena_database, timeout_secs=ATHENA_TIMEOUT_SECS
         )
-    # /docs serves Swagger UI's own files, as `serve` does: a CDN script there would run on the console's
-    # origin, where it could read every page as the signed-in reviewer.
-    app = create_app(
-        settings, storage, api_keys=api_keys, cursors=cursors, links=links, analytics=analytics, offline_docs=True
-    )
+    app = create_app(settings, storage, api_keys=api_keys, cursors=cursors, links=links, analytics=analytics)
     # The review console, from the same function: sessions are signed cookies (nothing kept between
     # invocations); its search and dashboard run on Athena when it is wired.
     finder = SearchFinder(storage.index, cursors, links, settings.link_ttl_secs, settings.default_region)

@@ -291,7 +291,6 @@ def test_search_routes_are_the_routes_of_the_search_app(tmp_path: Path) -> None:
         api_keys=ApiKeys([]),
         cursors=CursorCodec(key),
         links=HmacLinkSigner(key, time.time),
-        offline_docs=True,  # as services.search.handler builds it
     )
     code = _openapi_routes(app)
     # The description and Swagger UI (its page and its own files) are served outside the documented paths.
