@@ -79,10 +79,11 @@ def rerun(data_dir: Path | None, phone: str | None) -> None:
     """Queue every archived call's memory job again, e.g. to rebuild raw-turn memories with the extractor.
 
     A running `callvault serve` works through them (each replaces its call's memories); otherwise the
-    next start does.
+    next start does. Calls whose memories a retention rule expired are left out.
     """
     from services.core.adapters.sqlite_call_index import SqliteCallIndex
     from services.core.domain.errors import CallVaultError
+    from services.core.domain.models import MEMORY_EXPIRED
     from services.memory.domain import STATUS_PENDING, MemoryJob
     from services.memory.wiring import INDEX_FILE
     from services.web.params import parse_phone
@@ -98,6 +99,8 @@ def rerun(data_dir: Path | None, phone: str | None) -> None:
     queued = 0
     for call in index.scan():
         if not call.phone or not call.transcript_key or (only and call.phone != only):
+            continue
+        if call.memory_status == MEMORY_EXPIRED:  # a retention rule removed its memories (#13): not rebuilt
             continue
         index.set_memory_status(call.conversation_id, STATUS_PENDING, now)
         outbox.enqueue(MemoryJob(call.conversation_id, call.transcript_key, call.event_at))

@@ -16,7 +16,7 @@ import orjson
 from services.analytics.writer import AnalyticsWriter
 from services.core.domain import keys, payload, signing, versions
 from services.core.domain.errors import InvalidPayload, PayloadTooLarge, StorageUnavailable
-from services.core.domain.models import AudioFacts, CallRecord, WebhookEvent
+from services.core.domain.models import MEMORY_EXPIRED, AudioFacts, CallRecord, WebhookEvent
 from services.core.erased import ErasedConversations
 from services.core.newest import write_newest
 from services.core.ports import BlobStore, CallIndex
@@ -135,7 +135,9 @@ class Archiver:
         written = write_newest(self.blobs, record.transcript_key, lambda: (document,), JSON_TYPE, record.version)
         if written.outcome == "older":
             return self._stale(event, record, self.index.get(conversation_id))
-        if self.memory_jobs is not None:  # written with the row itself: one index write, not two
+        # Memories a retention rule expired (#13) stay gone: no job, and the row keeps saying so (merged).
+        memories_expired = existing is not None and existing.memory_status == MEMORY_EXPIRED
+        if self.memory_jobs is not None and not memories_expired:  # written with the row itself: one write
             record.memory_status = self.memory_jobs.status_for(event, record)
             record.memory_updated_at = self._now() if record.memory_status else None
         current: CallRecord | None = placed
@@ -170,7 +172,7 @@ class Archiver:
                 self.analytics.mark_audio(conversation_id, record.started_at)
         if self.audio_fetches is not None and record.expects_audio and not has_audio:
             self.audio_fetches.schedule(conversation_id)
-        if self.memory_jobs is not None:
+        if self.memory_jobs is not None and not memories_expired:
             self.memory_jobs.submit(event, record)
         unchanged = existing is not None and existing.version == record.version and written.outcome == "same"
         return IngestResult("stored", event.type, conversation_id, record.phone, unchanged=unchanged)

@@ -79,10 +79,13 @@ ON CONFLICT (conversation_id) DO UPDATE SET
 
 # Fired by SqliteCallIndex.save_call: on a new call row, and when a later (or equal, i.e. redelivered)
 # event rewrites it (save_call always sets event_at; its staleness guard skips older events, and
-# save_audio never sets event_at). Calls without a number or that never connected make no job.
-# Time is SQLite's own clock (unix seconds), as the worker's default clock.
+# save_audio never sets event_at). Calls without a number or that never connected make no job, nor
+# does a call whose memories a retention rule expired (#13; ``models.MEMORY_EXPIRED``: the field is
+# merged, so the row still says so after the save). Time is SQLite's own clock (unix seconds), as the
+# worker's default clock.
 _TRIGGER_BODY = """
 WHEN NEW.transcript_key IS NOT NULL AND NEW.phone IS NOT NULL AND NEW.status IS NOT 'initiation_failed'
+    AND NEW.memory_status IS NOT 'expired'
 BEGIN
     INSERT INTO memory_outbox (conversation_id, transcript_key, event_at, state, attempts, next_attempt_at,
                                created_at, updated_at)
@@ -101,9 +104,15 @@ BEGIN
 END
 """
 TRIGGERS = ("memory_outbox_on_call_insert", "memory_outbox_on_call_update")
+# Dropped and made again in one transaction, so an index an older version wrote gets today's triggers
+# and no save in another process finds the calls table without them.
 _TRIGGERS_SQL = f"""
-CREATE TRIGGER IF NOT EXISTS {TRIGGERS[0]} AFTER INSERT ON calls {_TRIGGER_BODY};
-CREATE TRIGGER IF NOT EXISTS {TRIGGERS[1]} AFTER UPDATE OF event_at ON calls {_TRIGGER_BODY};
+BEGIN IMMEDIATE;
+DROP TRIGGER IF EXISTS {TRIGGERS[0]};
+DROP TRIGGER IF EXISTS {TRIGGERS[1]};
+CREATE TRIGGER {TRIGGERS[0]} AFTER INSERT ON calls {_TRIGGER_BODY};
+CREATE TRIGGER {TRIGGERS[1]} AFTER UPDATE OF event_at ON calls {_TRIGGER_BODY};
+COMMIT;
 """
 
 _CLAIM = """
@@ -194,9 +203,12 @@ class SqliteOutbox:
     def install_call_triggers(self) -> None:
         """Record a job with every call the index saves (the ``calls`` table must exist: build the
         index first). Idempotent."""
+        conn = self._connect()
         try:
-            self._connect().executescript(_TRIGGERS_SQL)
+            conn.executescript(_TRIGGERS_SQL)
         except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.rollback()
             raise StorageUnavailable("the memory outbox triggers cannot be installed") from exc
 
     def remove_call_triggers(self) -> None:

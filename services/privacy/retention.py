@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from services.core.domain import keys
-from services.core.domain.models import MAX_PAGE_SIZE, CallQuery, CallRecord
+from services.core.domain.models import MAX_PAGE_SIZE, MEMORY_EXPIRED, CallQuery, CallRecord
 from services.core.domain.versions import AUDIO_EXPIRED
 from services.core.ports import BlobStore, CallerData, CallIndex
 
@@ -38,7 +38,6 @@ from .service import Eraser, Progress
 
 DAY = 86_400
 KINDS = ("transcripts_days", "audio_days", "memories_days", "analytics_days")
-MEMORY_EXPIRED = "expired"
 # About 274 years: keeps every cutoff a time each index can compare (a TOML integer can reach 2^63 days,
 # whose cutoff in seconds no SQLite integer holds: the run crashed instead of refusing the file).
 MAX_DAYS = 100_000

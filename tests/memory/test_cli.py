@@ -159,7 +159,9 @@ def test_rerun_queues_every_archived_calls_job_again_or_one_callers(runner: CliR
     one = runner.invoke(cli, ["memory", "rerun", "--phone", "(612) 555-0177", "--data-dir", str(tmp_path)])
     assert one.exit_code == 0 and one.output.strip() == "1 memory job queued"
     assert [r.conversation_id for r in outbox.rows("pending", 10)] == ["conv_3"]
+    index.set_memory_status("conv_2", "expired", 1)  # a retention rule removed its memories: not rebuilt
     every = runner.invoke(cli, ["memory", "rerun", "--data-dir", str(tmp_path)])
-    assert every.output.strip() == "3 memory jobs queued"  # the web call has no caller: no job
-    assert outbox.counts()["pending"] == 3
+    assert every.output.strip() == "2 memory jobs queued"  # the web call has no caller: no job
+    assert outbox.counts()["pending"] == 2
     assert index.get("conv_1").memory_status == "pending"  # type: ignore[union-attr]
+    assert index.get("conv_2").memory_status == "expired"  # type: ignore[union-attr]

@@ -205,6 +205,24 @@ def test_a_redelivered_call_runs_again_once_and_never_concurrently(tmp_path: Pat
     assert again is not None and outbox.complete(again) == "done"
 
 
+def test_a_call_whose_memories_expired_records_no_job_even_with_an_older_versions_triggers(tmp_path: Path) -> None:
+    index = SqliteCallIndex(tmp_path / "index.sqlite3")
+    outbox = SqliteOutbox(tmp_path / "index.sqlite3")
+    old_body = "WHEN NEW.transcript_key IS NOT NULL BEGIN INSERT INTO memory_outbox (conversation_id, state, "
+    old_body += "next_attempt_at, created_at, updated_at) VALUES (NEW.conversation_id, 'pending', 0, 0, 0); END"
+    with sqlite3.connect(tmp_path / "index.sqlite3") as conn:  # what an earlier release installed
+        conn.execute(f"CREATE TRIGGER memory_outbox_on_call_update AFTER UPDATE OF event_at ON calls {old_body}")
+    outbox.install_call_triggers()  # at the next start
+    _archive(index, call_envelope("conv_t5", CALLER))
+    done = outbox.claim(60)
+    assert done is not None and outbox.complete(done) == "done"
+    index.set_memory_status("conv_t5", "expired", 1)  # a retention rule removed its memories
+    _archive(index, call_envelope("conv_t5", CALLER))  # the same webhook again
+    row, call = outbox.get("conv_t5"), index.get("conv_t5")
+    assert row is not None and row.state == "done"
+    assert call is not None and call.memory_status == "expired"
+
+
 def test_removing_the_triggers_stops_recording_jobs(tmp_path: Path) -> None:
 
     index, outbox = _triggered(tmp_path)

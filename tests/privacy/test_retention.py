@@ -2,6 +2,7 @@
 expired once released, a second run finds nothing, bad rule files are refused."""
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,22 @@ from fastapi.testclient import TestClient
 from services.analytics.erasure import AnalyticsErasure
 from services.cli.main import cli
 from services.core.adapters.memory import MemoryAuditLog, MemoryBlobStore, MemoryCallIndex, MemoryHolds
+from services.core.config import Settings
+from services.core.domain import payload
+from services.core.wiring import build_storage
+from services.ingest.service import Archiver
+from services.local.app import create_local_app
 from services.memory.domain import MemoryItem
 from services.memory.erasure import MemoryErasure
+from services.memory.jobs import MemoryJobs
+from services.memory.local import build_local_memory
 from services.privacy.audit import Auditor
 from services.privacy.holds import HoldBook
 from services.privacy.retention import DAY, RetentionConfigError, RetentionRules, RetentionRunner, Rule
 from services.privacy.service import Eraser
+from services.privacy.wiring import build_retention
 from tests.memory.support import FakeMemoryStore, call_envelope
+from tests.support import SECRET, signed_headers
 
 from .conftest import ADMIN, T0, World
 
@@ -240,3 +250,62 @@ def test_verify_finds_and_purges_audio_left_after_its_expiry() -> None:
     assert [f.kind for f in verifier.run().findings] == ["expired_audio_present"]
     assert [f.repaired for f in verifier.run(repair=True).findings] == [True]
     assert verifier.run().findings == [] and not [k for k in world.blobs.list_keys() if k.endswith(".mp3")]
+
+
+class _Queue:
+    """An SQS-like job queue: what ingest sends, in order."""
+
+    def __init__(self) -> None:
+        self.jobs: list[str] = []
+
+    def enqueue(self, job: Any) -> None:
+        self.jobs.append(job.conversation_id)
+
+
+def test_expired_memories_stay_expired_when_the_call_is_delivered_again(tmp_path: Path) -> None:
+    """A webhook retry, a sync of a changed call or an import writes the call again: its memories,
+    expired by ``memories_days``, must not be rebuilt (locally the outbox trigger, on AWS the queue)."""
+    settings = Settings(data_dir=tmp_path / "data", memory_backend="oss", memory_worker_poll_secs=0.05)
+    storage = build_storage(settings)
+    store = FakeMemoryStore()
+    memory = build_local_memory(settings, storage, agent_secrets=["asec_x"], store=store)
+    assert memory is not None
+    body = json.dumps(call_envelope("conv_kept", PHONE, [("user", "I grow tomatoes")])).encode()
+    app = create_local_app(settings, [SECRET], storage, memory=memory)
+    memory.start()
+    try:
+        with TestClient(app) as client:
+
+            def delivered_and_worked() -> None:
+                assert (
+                    client.post("/webhooks/elevenlabs", content=body, headers=signed_headers(body)).status_code == 200
+                )
+                deadline = time.monotonic() + 5
+                while (job := memory.outbox.get("conv_kept")) is not None and job.state in ("pending", "running"):
+                    assert time.monotonic() < deadline, "the worker never finished the job"
+                    time.sleep(0.02)
+
+            delivered_and_worked()
+            assert store.count(PHONE, "conv_kept") > 0
+            rules = tmp_path / "retention.toml"
+            rules.write_text("[default]\nmemories_days = 30\n")
+            erasure = MemoryErasure(store, memory.outbox)
+            assert build_retention(settings, storage, erasure, rules).run().memories_expired == ["conv_kept"]
+            assert store.count(PHONE, "conv_kept") == 0
+
+            delivered_and_worked()  # ElevenLabs retries the webhook
+            row = storage.index.get("conv_kept")
+            assert row is not None and row.memory_status == "expired"
+            assert store.count(PHONE, "conv_kept") == 0
+    finally:
+        memory.stop(5)
+
+    queue = _Queue()  # on AWS: ingest sends no job for it either
+    archiver = Archiver(
+        storage.blobs, storage.index, time.time,
+        memory_jobs=MemoryJobs(queue, storage.index, time.time, status_in_row=True),  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert archiver.archive(payload.parse_envelope(body)).outcome == "stored"
+    assert queue.jobs == []
+    row = storage.index.get("conv_kept")
+    assert row is not None and row.memory_status == "expired"

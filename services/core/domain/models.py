@@ -8,6 +8,9 @@ from .errors import InvalidRequest
 EventType = Literal["post_call_transcription", "post_call_audio", "call_initiation_failure"]
 KNOWN_EVENT_TYPES: frozenset[str] = frozenset({"post_call_transcription", "post_call_audio", "call_initiation_failure"})
 STATUS_INITIATION_FAILED = "initiation_failed"
+# ``memory_status`` once a retention rule removed the call's memories (#13): no later event of the call
+# makes a memory job again (ingest sends none, the local outbox's triggers record none).
+MEMORY_EXPIRED = "expired"
 # The statuses a call can have: ElevenLabs' conversation statuses, and ours for a call that never
 # connected. The listing filters accept only these, so a typo is refused rather than answered empty.
 CALL_STATUSES: tuple[str, ...] = ("done", "failed", STATUS_INITIATION_FAILED, "in-progress", "processing", "initiated")
@@ -42,7 +45,7 @@ class CallRecord:
     language: str | None = None
     summary_title: str | None = None
     summary: str | None = None
-    memory_status: str | None = None  # caller memory: pending / done / failed / skipped_no_phone
+    memory_status: str | None = None  # caller memory: pending / done / failed / skipped_no_phone / expired
     memory_updated_at: int | None = None
     event_at: int | None = None  # event_timestamp of the call-level event we hold
     # The write protocol's order (docs/decisions.md, services/core/domain/versions.py): the version of
