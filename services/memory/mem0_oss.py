@@ -250,8 +250,23 @@ class Mem0OssMemoryStore:
                     memory = self._memory_class.from_config(self._config(shard))
                 _forbid_runtime_downloads(memory)
                 memory.embedding_model = self._embedder
+                self._zero_deleted_rows(memory)
                 self._shards[shard] = memory
             return memory
+
+    def _zero_deleted_rows(self, memory: Any) -> None:
+        """Erasure (#13): Mem0's history and Qdrant's points are SQLite files that Mem0 and Qdrant open
+        with SQLite's default, which leaves a deleted row's bytes (a memory's text, the caller's number)
+        in free pages; some builds (Debian's) zero them, many do not. Every connection zeroes them here,
+        as the index and ``callers.sqlite3`` do. Each shard's collection is made by ``from_config``, so
+        every collection the client holds is set again whenever a shard opens."""
+        db = memory.db
+        with db._lock:
+            db.connection.execute("PRAGMA secure_delete=ON")
+        local: Any = self._qdrant._client  # QdrantLocal: one SQLite file per collection
+        for collection in local.collections.values():
+            if collection.storage is not None:  # None: an in-memory client
+                collection.storage.storage.execute("PRAGMA secure_delete=ON")
 
     def _config(self, shard: int) -> dict[str, Any]:
         return {

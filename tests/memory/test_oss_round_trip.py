@@ -164,6 +164,44 @@ def test_forgetting_a_caller_erases_memories_and_their_history_but_not_other_cal
     assert any("Rex" in t for t in texts)  # the other caller's history is still there
 
 
+def test_a_forgotten_callers_words_and_number_leave_no_bytes_in_the_stores_files(
+    tmp_path: Path, embedder: Any, no_network: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's own default keeps deleted rows readable in free pages (Debian's build zeroes them, many
+    others do not): Mem0's history and Qdrant's points must be opened with secure_delete on."""
+    from services.memory.domain import build_conversation_memories
+    from services.memory.mem0_oss import Mem0OssMemoryStore
+
+    connect = sqlite3.connect
+
+    def without_secure_delete(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.execute("PRAGMA secure_delete=OFF")  # as a build with SQLite's default behaves
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", without_secure_delete)
+    store = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)
+    try:
+        for cid, phone, turns in (("conv_maria_1", CALLER, LISBON_TURNS), ("conv_other_1", OTHER_CALLER, OTHER_TURNS)):
+            store.add_conversation(
+                phone, cid, build_conversation_memories(call_envelope(cid, phone, turns)["data"]).items
+            )
+        store.add_conversation(CALLER, "conv_maria_1", [])  # a replaced call: its history rows deleted too
+        store.add_conversation(
+            CALLER,
+            "conv_maria_1",
+            build_conversation_memories(call_envelope("conv_maria_1", CALLER, LISBON_TURNS)["data"]).items,
+        )
+        assert store.delete_caller(CALLER) == 7
+    finally:
+        store.close()
+
+    files = b"".join(path.read_bytes() for path in (tmp_path / "memory").rglob("*") if path.is_file())
+    for trace in (b"custard tarts", b"Lisbon last spring", CALLER.encode(), b"conv_maria_1"):
+        assert trace not in files, trace
+    assert b"Rex came with me" in files  # the other caller's memories are where they were
+
+
 def test_memories_survive_a_restart_of_the_store(tmp_path: Path, embedder: Any, no_network: None) -> None:
     from services.memory.domain import build_conversation_memories
     from services.memory.mem0_oss import Mem0OssMemoryStore
