@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from services.analytics.erasure import AnalyticsErasure, DuckDbCacheErasure
 from services.analytics.reader import CACHE_FILE
 from services.analytics.writer import AnalyticsWriter
+from services.core.adapters.fs_blob_store import CallerTempFiles
 from services.core.config import Settings
 from services.core.ports import CallerData, UpstreamConversations
 from services.core.wiring import Storage, build_analytics_store, build_erased
@@ -37,6 +38,7 @@ def build_eraser(
         derived.append(AnalyticsErasure(build_analytics_store(settings)))
     if settings.backend != "aws":
         derived.append(DuckDbCacheErasure(settings.data_dir / CACHE_FILE))
+        derived.append(CallerTempFiles(settings.data_dir / "archive"))  # S3 writes leave no temp objects
     if memory is not None:
         derived.append(memory)
     audit = build_auditor(settings)

@@ -255,3 +255,32 @@ def test_retention_without_rules_says_nothing_expires_rather_than_nothing_was_ol
         cli, ["retention", "run", "--dry-run", "--data-dir", str(data_dir)], env={"CALLVAULT_MEMORY_BACKEND": "none"}
     )
     assert result.exit_code == 0 and "no rule in" in result.output and "nothing expires" in result.output
+
+
+def test_forget_removes_the_temp_files_a_killed_write_left_in_the_callers_folder(
+    client: TestClient, data_dir: Path
+) -> None:
+    """A write killed mid-way leaves ``.tmp-*`` beside its object: a whole transcript copy that listing
+    skips. A caller's erasure removes those in their folder (any age), and none of anyone else's."""
+    runner = CliRunner()
+    env = {"CALLVAULT_MEMORY_BACKEND": "none"}
+    folder = data_dir / "archive" / "16125550142"
+    leftover = folder / ".tmp-0123456789abcdef"
+    leftover.write_bytes((folder / f"{CALL_ID}.json").read_bytes())
+    other = data_dir / "archive" / "unknown" / ".tmp-fedcba9876543210"
+    other.write_bytes(b"another caller's write in progress")
+
+    dry = runner.invoke(cli, ["forget", PHONE, "--dry-run", "--json", "--data-dir", str(data_dir)], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.output)["archive_temp_files"] == 1 and leftover.exists()
+
+    done = runner.invoke(cli, ["forget", PHONE, "--yes", "--json", "--data-dir", str(data_dir)], env=env)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["archive_temp_files"] == 1
+    assert not folder.exists()  # the folder named by the number went with its last file
+    assert _files(data_dir) == ["archive/unknown/.tmp-fedcba9876543210", f"archive/unknown/{WEB}.json"]
+
+    by_id = runner.invoke(cli, ["forget", "--conversation", WEB, "--yes", "--json", "--data-dir", str(data_dir)])
+    assert by_id.exit_code == 0, by_id.output
+    assert json.loads(by_id.output)["archive_temp_files"] == 0  # one call: its folder's temp files may be others'
+    assert other.exists()

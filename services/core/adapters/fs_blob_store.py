@@ -12,10 +12,13 @@ import errno
 import fcntl
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..domain import keys
 from ..domain.errors import NotFound, StorageUnavailable
+from ..domain.models import CallRecord
 from ..ports import ObjectHead
 
 _TMP_PREFIX = ".tmp-"
@@ -274,6 +277,43 @@ class FsBlobStore:
                 key = Path(dirpath, name).relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     yield key
+
+
+@dataclass
+class CallerTempFiles:
+    """``CallerData`` over the temp files a killed write left in a caller's folder: each a whole
+    transcript or MP3 copy, which listing skips, so erasure would not see them (``serve`` sweeps them
+    at its next start). Only a whole caller's erasure removes them, any age: a temp file cannot be told
+    apart by call without reading it, and a live writer of an erased call is refused by its tombstone
+    when it retries. The folder then empties and goes with the caller's last object."""
+
+    root: Path  # the archive's root, as FsBlobStore's
+    name: str = "archive_temp_files"  # a key of the JSON summaries (`forget --json`, DELETE /callers)
+
+    def _files(self, phone: str | None) -> list[Path]:
+        if phone is None:
+            return []
+        folder = self.root / keys.phone_prefix(phone)
+        return sorted(folder.glob(f"{_TMP_PREFIX}*")) if folder.is_dir() else []
+
+    def find(self, phone: str | None, calls: Sequence[CallRecord]) -> int:
+        return len(self._files(phone))
+
+    def erase(self, phone: str | None, calls: Sequence[CallRecord]) -> int:
+        removed = 0
+        files = self._files(phone)
+        for path in files:
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                continue  # its writer renamed or removed it meanwhile
+            except OSError as exc:
+                raise StorageUnavailable("the local archive cannot be written") from exc
+        if removed:
+            with contextlib.suppress(FileNotFoundError):
+                _fsync_dir(files[0].parent)  # an erasure must survive a power cut as a write does
+        return removed
 
 
 def _create_temp(folder: Path) -> tuple[int, str]:
