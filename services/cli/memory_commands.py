@@ -113,9 +113,10 @@ def rerun(data_dir: Path | None, phone: str | None) -> None:
 @DATA_DIR_OPTION
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def forget(phone: str, data_dir: Path | None, yes: bool) -> None:
-    """Erase every memory of the caller PHONE (memories and their history).
+    """Erase every memory of the caller PHONE (memories and their history); the calls stay archived.
 
-    Stop `callvault serve` first when the back end is the local one: its store is locked to one
+    Refused while a legal hold covers the caller or one of their calls; recorded in the audit trail
+    (`memory_erase`). Stop `callvault serve` first when the back end is the local one: its store is locked to one
     process (a running server is named, with its pid).
     """
     from services.core.domain import phone as phone_domain
@@ -225,14 +226,27 @@ def _data_dir_lock(
 
 
 def _forget(settings: Settings, e164: str) -> None:
+    from services.cli.privacy_commands import cli_actor
+    from services.core.domain import phone as phone_domain
     from services.core.domain.errors import CallVaultError
+    from services.core.wiring import build_storage
     from services.memory.wiring import build_memory_store
+    from services.privacy.wiring import build_eraser
 
     try:
+        # As `callvault forget` does: a legal hold on the caller or one of their calls refuses it, and
+        # the erasure is in the audit trail, recorded before anything goes.
+        eraser = build_eraser(settings, build_storage(settings))
+        plan = eraser.plan_caller(e164)
+        if eraser.holds is not None:
+            eraser.holds.refuse_held(plan.calls, e164)
         store = build_memory_store(settings)
     except CallVaultError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
     try:
+        if eraser.audit is not None:
+            detail = {"scope": "memories", "phone": phone_domain.mask(e164), "conversations": len(plan.calls)}
+            eraser.audit.record("memory_erase", cli_actor(), [c.conversation_id for c in plan.calls], detail)
         count = store.delete_caller(e164)
     except CallVaultError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None

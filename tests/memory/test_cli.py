@@ -78,6 +78,37 @@ def test_forget_erases_one_callers_memories_in_the_offline_store(
         reopened.close()
 
 
+def test_forget_of_memories_is_refused_under_a_legal_hold_and_audited_when_done(
+    runner: CliRunner, tmp_path: Path, embedder: Any, no_network: None
+) -> None:
+    """As `callvault forget`: a hold on the caller refuses it, and the erasure is in the audit trail."""
+    import json
+
+    from services.memory.mem0_oss import Mem0OssMemoryStore
+
+    SqliteCallIndex(tmp_path / "index.sqlite3").close()
+    store = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)
+    store.add_conversation(CALLER, "conv_1", build_conversation_memories(call_envelope("conv_1", CALLER)["data"]).items)
+    store.close()
+    data_dir = ["--data-dir", str(tmp_path)]
+    held = runner.invoke(cli, ["hold", CALLER, "--reason", "case 2026-114", "--json", *data_dir])
+    assert held.exit_code == 0, held.output
+
+    refused = runner.invoke(cli, ["memory", "forget", CALLER, "--yes", *data_dir])
+    assert refused.exit_code == 1 and "case 2026-114" in refused.output
+
+    hold_id = json.loads(held.output)["id"]
+    assert runner.invoke(cli, ["release", hold_id, *data_dir]).exit_code == 0
+    done = runner.invoke(cli, ["memory", "forget", CALLER, "--yes", *data_dir])
+    assert done.exit_code == 0 and done.output.strip() == "erased 5 memories", done.output
+
+    trail = runner.invoke(cli, ["audit", "--json", *data_dir])
+    entries = [json.loads(line) for line in trail.output.splitlines()]
+    (erased,) = [entry for entry in entries if entry["action"] == "memory_erase"]
+    assert erased["detail"]["phone"] == "*******0142" and erased["actor"].startswith("cli")
+    assert CALLER.lstrip("+") not in trail.output  # the number only masked
+
+
 def test_forget_refuses_something_that_is_not_a_phone_number(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(cli, ["memory", "forget", "hello", "--yes", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "PHONE" in result.output

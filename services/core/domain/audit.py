@@ -20,6 +20,7 @@ GENESIS = "0" * 64  # the "previous hash" of the first entry
 ACTIONS = frozenset(
     {
         "erase",
+        "memory_erase",
         "hold",
         "release",
         "retention_run",
