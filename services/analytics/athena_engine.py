@@ -16,7 +16,12 @@ _RUNNING = frozenset({"QUEUED", "RUNNING"})
 
 
 class AthenaQueryFailed(Exception):
-    """The query did not succeed (failed, cancelled, timed out); the message is Athena's reason."""
+    """The query did not succeed (failed, cancelled, timed out); the message is Athena's reason (for
+    the CLI's operator: it may quote a result path or a value read), ``summary`` the same without it."""
+
+    def __init__(self, message: str, query_id: str, outcome: str) -> None:
+        super().__init__(message)
+        self.summary = f"Athena query {query_id} {outcome}"
 
 
 def athena_literal(value: object) -> str:
@@ -100,10 +105,13 @@ class AthenaEngine:
                 return
             if state not in _RUNNING:
                 reason = status.get("StateChangeReason") or status.get("AthenaError", {}).get("ErrorMessage")
-                raise AthenaQueryFailed(f"Athena query {query_id} {str(state).lower()}: {reason or 'no reason given'}")
+                outcome = str(state).lower()
+                message = f"Athena query {query_id} {outcome}: {reason or 'no reason given'}"
+                raise AthenaQueryFailed(message, query_id, outcome)
             if time.monotonic() > deadline:
                 self._stop(query_id)
-                raise AthenaQueryFailed(f"Athena query {query_id} still {state} after {self.timeout_secs:.0f} s")
+                outcome = f"still {state} after {self.timeout_secs:.0f} s"
+                raise AthenaQueryFailed(f"Athena query {query_id} {outcome}", query_id, outcome)
             self.sleep(delay)
             delay = min(delay * 1.5, 2.0)
 

@@ -55,11 +55,14 @@ class AnalyticsReader:
 
     def run(self, name: str, args: ReportArgs) -> QueryResult:
         """The report's rows; an engine that fails or times out raises ``StorageUnavailable`` (a 503 on
-        the API, a message on the console), with the engine's reason."""
+        the API, a message on the console) naming the query and how it ended, not Athena's reason: that
+        may quote the results bucket or a value read, and the console shows it to reviewers. The query
+        id finds the reason in Athena's history."""
         from .athena_engine import AthenaQueryFailed
 
         with self._lock, self._open() as engine:
             try:
                 return run_report(engine, name, args)
             except AthenaQueryFailed as exc:
-                raise StorageUnavailable(f"the {self.engine_name} query did not finish: {exc}") from exc
+                reason = f"{exc.summary}; its reason is in Athena's query history"
+                raise StorageUnavailable(f"the {self.engine_name} query did not finish ({reason})") from exc

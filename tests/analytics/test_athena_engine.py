@@ -26,6 +26,7 @@ class FakeAthena:
         self.duckdb = duckdb
         self.page_size = page_size
         self.states = states or ["QUEUED", "RUNNING", "SUCCEEDED"]
+        self.failure_reason = "Query exhausted resources at this scale factor"
         self.requests: list[dict[str, Any]] = []
         self.stopped: list[str] = []
         self._results: dict[str, Any] = {}
@@ -45,7 +46,7 @@ class FakeAthena:
         state = next(self._polls[QueryExecutionId], self.states[-1])
         status: dict[str, Any] = {"State": state}
         if state == "FAILED":
-            status["StateChangeReason"] = "Query exhausted resources at this scale factor"
+            status["StateChangeReason"] = self.failure_reason
         return {"QueryExecution": {"Status": status, "Statistics": {"DataScannedInBytes": 1234}}}
 
     def stop_query_execution(self, QueryExecutionId: str) -> dict[str, Any]:

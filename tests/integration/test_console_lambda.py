@@ -336,6 +336,24 @@ def test_console_lambda_dashboard_runs_its_three_reports_on_athena(athena: FakeA
     assert len(athena.requests) == 3 and {r["WorkGroup"] for r in athena.requests} == {WORKGROUP}
 
 
+def test_console_lambda_a_failed_athena_query_is_named_on_the_page_without_athenas_reason(
+    athena: FakeAthena,
+) -> None:
+    """Athena's reason can quote the results bucket or a value it read: reviewers see the query's id
+    (its reason is in Athena's history for the operator), and the API says only 503."""
+    athena.states = ["QUEUED", "FAILED"]
+    athena.failure_reason = "Access denied writing s3://acme-athena-results-123456789012/ for 'Maria Garcia'"
+    _cold_start()
+    browser = LambdaBrowser()
+    browser.sign_in(READ)
+    page = browser.get("/console/search?q=hello")
+    assert page.status == 503 and "Athena query q1 failed" in page.text
+    dashboard = browser.get("/console/dashboard")
+    assert dashboard.status == 503 and "Athena query q2 failed" in dashboard.text
+    for text in (page.text, dashboard.text):
+        assert "acme-athena-results" not in text and "Maria" not in text and "query history" in text
+
+
 def test_console_lambda_athena_query_past_its_time_is_stopped_and_the_page_says_so(
     athena: FakeAthena, monkeypatch: pytest.MonkeyPatch
 ) -> None:
