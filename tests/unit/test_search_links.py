@@ -85,6 +85,13 @@ def test_search_local_link_odd_expiry_is_forbidden_not_an_error(expires: str) ->
         signer.verify(path, expires, q["filename"], q["signature"])
 
 
+def test_search_local_link_with_its_expiry_written_another_way_is_forbidden() -> None:
+    """Any change to the link is refused, even one that reads as the same number ("0" + expires)."""
+    signer, path, q = signed(Clock())
+    with pytest.raises(Forbidden, match="signature does not match"):
+        signer.verify(path, "0" + q["expires"], q["filename"], q["signature"])
+
+
 def test_search_local_link_non_ascii_signature_is_forbidden_not_an_error() -> None:
     signer, path, q = signed(Clock())
     with pytest.raises(Forbidden):
