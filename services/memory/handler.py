@@ -34,8 +34,9 @@ from .worker import backoff_secs
 
 logger = get_logger("callvault-memory")
 _MAX_VISIBILITY_SECS = 43_200  # SQS's limit (12 h)
-# The worst case of one job: a Mem0 Platform request that times out on every attempt (10 s, retried
+# The worst case of one Mem0 Platform request that times out on every attempt (10 s, retried
 # 3 times, with backoff between) is about 45 s; S3, DynamoDB and the status write are milliseconds.
+# A job makes several requests, so a slow Mem0 can still outlast the timeout: see handle_record.
 JOB_RESERVE_SECS = 45.0
 
 
@@ -104,14 +105,17 @@ class SqsWorker:
     def handle_record(self, record: SQSRecord) -> None:
         job = MemoryJob.from_json(record.body)  # a malformed body fails until the DLQ takes it
         receives = int(record.attributes.approximate_receive_count or 1)
+        last = receives >= self.max_attempts
+        if last:
+            # Marked before it runs: a job the function's timeout kills (Mem0 slow on every request)
+            # says nothing, and its message then goes to the dead-letter queue with the row still
+            # "pending". Success below overwrites the mark.
+            self.status.set_memory_status(job.conversation_id, STATUS_FAILED, int(self.clock()))
         try:
             outcome = self.process(job)
         except Exception as exc:
-            last = receives >= self.max_attempts
             delay = backoff_secs(receives, self.retry_base_secs, self.retry_max_secs)
-            if last:
-                self.status.set_memory_status(job.conversation_id, STATUS_FAILED, int(self.clock()))
-            else:
+            if not last:
                 self._delay(record, delay)
             logger.warning(
                 "memory job failed",

@@ -219,6 +219,33 @@ def test_the_last_allowed_attempt_marks_the_call_failed_and_leaves_the_message_t
     assert status.history == [("conv_b", "failed")]
 
 
+def test_on_its_last_delivery_the_call_is_marked_failed_before_the_job_runs_so_a_timeout_leaves_it_failed(
+    aws: Aws,
+) -> None:
+    """A Lambda timeout kills the job without an exception: the row must already say failed when the
+    message goes to the dead-letter queue. A job that then succeeds overwrites the mark."""
+
+    class KilledByTheTimeout(BaseException):
+        pass
+
+    class SlowStore(FakeMemoryStore):
+        def add_conversation(self, phone: str, conversation_id: str, items: Any) -> int:
+            assert status.last(conversation_id) == "failed"  # already, while the job runs
+            raise KilledByTheTimeout
+
+    aws.ingest("conv_b", OTHER_CALLER)
+    event = aws.receive()
+    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = "3"  # its last allowed delivery
+    status = RecordingStatusSink()
+    with pytest.raises(KilledByTheTimeout):
+        _worker(aws, SlowStore(), status, max_attempts=3).handle_batch(event)
+    assert status.history == [("conv_b", "failed")]
+
+    status = RecordingStatusSink()
+    response = _worker(aws, FakeMemoryStore(), status, max_attempts=3).handle_batch(event)
+    assert response == {"batchItemFailures": []} and status.history == [("conv_b", "failed"), ("conv_b", "done")]
+
+
 @dataclass
 class ClockedContext:
     """A Lambda context whose remaining time is whatever ``remaining_ms`` says at the moment it is asked."""
@@ -266,7 +293,7 @@ def test_a_job_handed_back_on_its_last_delivery_is_marked_failed_for_the_dead_le
     response = _worker(aws, store, status, max_attempts=3).handle_batch(event, ClockedContext(lambda: 5_000))
 
     assert len(response["batchItemFailures"]) == 1 and store.adds == 1
-    assert status.history == [(first, "done"), (second, "failed")]
+    assert status.history == [(first, "failed"), (first, "done"), (second, "failed")]  # marked, then done
 
 
 def test_the_first_job_of_a_batch_starts_whatever_the_time_left(aws: Aws) -> None:
