@@ -7,6 +7,7 @@ so a failure anywhere before the 200 lets the sender retry the whole event. See 
 
 import base64
 import binascii
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -20,6 +21,8 @@ from services.core.domain.models import MEMORY_EXPIRED, AudioFacts, CallRecord, 
 from services.core.erased import ErasedConversations
 from services.core.newest import write_newest
 from services.core.ports import BlobStore, CallIndex
+
+log = logging.getLogger(__name__)
 
 Outcome = Literal["stored", "ignored", "stale", "erased"]
 JSON_TYPE = "application/json"
@@ -311,8 +314,16 @@ class Archiver:
         row = self.index.get(conversation_id)
         if row is None or row.audio_version != versions.AUDIO_EXPIRED:
             return True
-        for stale in (audio.key, keys.pending_audio_key(conversation_id)):
-            self.blobs.purge(stale)
+        try:
+            for stale in (audio.key, keys.pending_audio_key(conversation_id)):
+                self.blobs.purge(stale)
+        except StorageUnavailable:
+            # On AWS the webhook's, fetch's and sync's roles may not delete object versions (only erasure
+            # and retention may): the copy stays, named by no row, and the sender gets its answer.
+            log.warning(
+                "audio of a call whose audio expired was left in place; `callvault verify --repair` purges it",
+                extra={"conversation_id": conversation_id},
+            )
         return False
 
 

@@ -260,9 +260,17 @@ class RetentionRunner:
             # The folder's audio key too: audio that arrived after this run listed the call is in
             # place before the row names it (the row then refuses it, and ingest purges its copy).
             placed = keys.audio_key(call.archive_prefix, call.conversation_id) if call.archive_prefix else None
-            for key in {call.audio_key, placed, keys.pending_audio_key(call.conversation_id)} - {None}:
-                self.blobs.purge(str(key))
+            doomed = sorted(
+                str(key) for key in {call.audio_key, placed, keys.pending_audio_key(call.conversation_id)} - {None}
+            )
+            for key in doomed:
+                self.blobs.purge(key)
             self.index.drop_audio(call.conversation_id, now)
+            # Again, now that the row refuses audio: a copy written between the purge and the mark
+            # (before the row refused its record) goes too. Only a delivery that writes after this
+            # must purge its own copy, which the webhook's role on AWS may not (verify finds it).
+            for key in doomed:
+                self.blobs.purge(key)
             if self.audio_flags is not None:
                 self.audio_flags.mark_audio(call.conversation_id, call.started_at, has_audio=False)
 

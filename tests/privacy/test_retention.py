@@ -15,6 +15,7 @@ from services.cli.main import cli
 from services.core.adapters.memory import MemoryAuditLog, MemoryBlobStore, MemoryCallIndex, MemoryHolds
 from services.core.config import Settings
 from services.core.domain import payload
+from services.core.domain.errors import StorageUnavailable
 from services.core.wiring import build_storage
 from services.ingest.service import Archiver
 from services.local.app import create_local_app
@@ -228,6 +229,84 @@ def test_audio_arriving_while_a_run_expires_it_is_refused_and_purged() -> None:
     assert not [k for k in world.blobs.list_keys() if k.endswith(".mp3")]
     assert world.index.get("conv_racing").audio_version == "~expired"  # type: ignore[union-attr]
     assert ArchiveVerifier(world.archiver, clock=world.clock).run().findings == []
+
+
+class _AudioLandsBeforeTheMark(MemoryCallIndex):
+    """A delivery's audio object lands between the run's purge and its mark on the row (its record
+    then comes after the mark, and is refused)."""
+
+    blobs: Any = None
+
+    def drop_audio(self, conversation_id: str, now: int) -> bool:
+        row = self.get(conversation_id)
+        assert row is not None and row.archive_prefix is not None
+        self.blobs.put_bytes(f"{row.archive_prefix}/{conversation_id}.mp3", b"ID3 landed", "audio/mpeg")
+        return super().drop_audio(conversation_id, now)
+
+
+def test_audio_landing_between_the_runs_purge_and_its_mark_is_purged_by_the_run() -> None:
+    from services.ingest.verify import ArchiveVerifier
+
+    from .conftest import audio_envelope
+
+    index = _AudioLandsBeforeTheMark()
+    world = World("memory", MemoryBlobStore(), index, MemoryBlobStore(), now=float(NOW))
+    index.blobs = world.blobs
+    _call(world, "conv_landing", 100)
+    assert world.deliver(audio_envelope("conv_landing", NOW - 100 * DAY + 61)) == "stored"
+    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(world.analytics)], erased=world.erased)
+    RetentionRunner(
+        world.index, eraser, RetentionRules(Rule(audio_days=60)), blobs=world.blobs,
+        audio_flags=world.archiver.analytics, clock=world.clock,
+    ).run()  # fmt: skip
+
+    assert not [k for k in world.blobs.list_keys() if k.endswith(".mp3")]
+    assert ArchiveVerifier(world.archiver, clock=world.clock).run().findings == []
+
+
+class _NoVersionDeletes(MemoryBlobStore):
+    """The archive as the webhook's role on AWS sees it once ``denied``: no ``DeleteObjectVersion``."""
+
+    denied = False
+
+    def purge(self, key: str) -> int:
+        if self.denied:
+            raise StorageUnavailable("the archive is unavailable (DeleteObjects: AccessDenied)")
+        return super().purge(key)
+
+
+def test_audio_a_delivery_may_not_purge_after_its_expiry_is_answered_and_left_to_verify(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from services.ingest.verify import ArchiveVerifier
+
+    from .conftest import audio_envelope
+
+    index, blobs = _RetentionDuringRead(), _NoVersionDeletes()
+    world = World("memory", blobs, index, MemoryBlobStore(), now=float(NOW))
+    _call(world, "conv_racing", 100)
+    assert world.deliver(audio_envelope("conv_racing", NOW - 100 * DAY + 61)) == "stored"
+    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(world.analytics)], erased=world.erased)
+    runner = RetentionRunner(
+        world.index, eraser, RetentionRules(Rule(audio_days=60)), blobs=world.blobs,
+        audio_flags=world.archiver.analytics, clock=world.clock,
+    )  # fmt: skip
+
+    def run_then_deny() -> None:
+        runner.run()
+        blobs.denied = True
+
+    index.then = run_then_deny
+    # Read before the run, written after it; its purge refused as on AWS: an answer, not a 503.
+    assert world.deliver(audio_envelope("conv_racing", NOW - 1)) == "stale"
+    (warned,) = [r for r in caplog.records if "callvault verify --repair" in r.getMessage()]
+    assert warned.conversation_id == "conv_racing"  # type: ignore[attr-defined]
+
+    blobs.denied = False  # verify runs with rights to purge
+    verifier = ArchiveVerifier(world.archiver, clock=world.clock)
+    assert [f.kind for f in verifier.run().findings] == ["expired_audio_present"]
+    assert [f.repaired for f in verifier.run(repair=True).findings] == [True]
+    assert not [k for k in world.blobs.list_keys() if k.endswith(".mp3")]
 
 
 def test_verify_finds_and_purges_audio_left_after_its_expiry() -> None:
