@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from services.analytics.writer import AnalyticsWriter
-from services.core.domain import keys, payload, signing, versions
+from services.core.domain import coerce, keys, payload, signing, versions
 from services.core.domain.errors import InvalidPayload, PayloadTooLarge, StorageUnavailable
 from services.core.domain.models import MEMORY_EXPIRED, AudioFacts, CallRecord, WebhookEvent
 from services.core.erased import ErasedConversations
@@ -226,7 +226,8 @@ class Archiver:
             raise InvalidPayload("data.full_audio must be a non-empty base64 string")
         _check_base64_shape(encoded)
         version = versions.audio_version(event.event_timestamp, _ascii_chunks(encoded))
-        agent_id = event.data.get("agent_id") if isinstance(event.data.get("agent_id"), str) else None
+        # As the call events read it: "" is no agent (an empty string cannot key the DynamoDB index).
+        agent_id = coerce.text(event.data.get("agent_id"))
         return self._store_audio(event.type, conversation_id, agent_id, lambda: _decode_base64(encoded), version)
 
     def archive_conversation(self, document: dict[str, Any], observed_at: int) -> str:

@@ -120,6 +120,21 @@ def test_archiver_audio_alone_is_recorded_as_pending() -> None:
     assert world.blobs.objects[PENDING_KEY] == MP3
 
 
+@pytest.mark.parametrize("transcript_first", [False, True], ids=["audio-alone", "transcript-without-agent-first"])
+def test_archiver_an_empty_agent_id_on_audio_is_no_agent_id(transcript_first: bool) -> None:
+    """`agent_id` keys a DynamoDB index, where an empty string is refused (ValidationException): the audio
+    object was written, then every delivery answered 503. Read as the call events read it: "" is none."""
+    world = World()
+    if transcript_first:
+        transcript = fixture_json(TRANSCRIPTION)
+        del transcript["data"]["agent_id"]
+        assert world.archiver.archive(payload.parse_envelope(orjson.dumps(transcript))).outcome == "stored"
+    audio = fixture_json(AUDIO)
+    audio["data"]["agent_id"] = ""
+    assert world.archiver.archive(payload.parse_envelope(orjson.dumps(audio))).outcome == "stored"
+    assert world.row().agent_id is None
+
+
 def test_archiver_result_carries_the_phone_for_masked_logging() -> None:
     world = World()
     result = world.archiver.archive(_event(TRANSCRIPTION))
