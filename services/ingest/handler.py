@@ -59,7 +59,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def _raw_body(event: dict[str, Any]) -> bytes:
     body = event.get("body") or ""
     if not event.get("isBase64Encoded"):
-        return body.encode("utf-8") if isinstance(body, str) else b""
+        # A text body is what the event's JSON escapes say, lone surrogates too: their bytes (CESU-8)
+        # then fail the signature or the UTF-8 check like any other body that is not UTF-8.
+        return body.encode("utf-8", "surrogatepass") if isinstance(body, str) else b""
     try:
         return base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):

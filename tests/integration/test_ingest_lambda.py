@@ -171,6 +171,20 @@ def test_lambda_refuses_a_body_that_is_not_base64_when_flagged_so(aws: None) -> 
     assert json.loads(response["body"])["error"]["code"] == "invalid_payload"
 
 
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_lambda_text_body_with_a_lone_surrogate_is_refused_not_a_crash(aws: None, signed: bool) -> None:
+    """The event is JSON: a body that is text holds whatever its escapes say, a lone surrogate too
+    (bytes ED A0 80, CESU-8). It must get the envelope like any body that is not UTF-8, not an error
+    out of the handler (API Gateway answers that with a bare 500)."""
+    text = fixture_bytes(TRANSCRIPTION).decode().replace("Hello", "Hello \ud800", 1)
+    raw = text.encode("utf-8", "surrogatepass")
+    event = http_api_event(b"{}", signed_headers(raw) if signed else {}) | {"body": text, "isBase64Encoded": False}
+    response = handler.lambda_handler(event, FakeContext())
+    expected = (400, "invalid_payload") if signed else (401, "invalid_signature")
+    assert (response["statusCode"], json.loads(response["body"])["error"]["code"]) == expected
+    assert s3_keys() == [] and DynamoCallIndex(TABLE).get(CONVERSATION) is None
+
+
 def test_lambda_answers_503_with_the_envelope_when_the_bucket_is_gone(aws: None) -> None:
     boto3.client("s3").delete_bucket(Bucket=BUCKET)
 
