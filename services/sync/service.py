@@ -229,12 +229,17 @@ class Syncer:
             if not page.next_cursor:  # ending here would skip the rest and move the watermark past it
                 raise UpstreamError("ElevenLabs said more pages follow but gave no cursor; stopped listing")
             # A broken or hostile upstream must not keep a run (and serve's sync thread) listing for
-            # ever: a cursor seen before is a loop, and "more" after an empty page is not progress.
+            # ever: a cursor seen before is a loop, and "more" after a page with nothing new is not progress.
             # Raising keeps the watermark where it was, so the next run lists this window again.
             if page.next_cursor in seen:
                 raise UpstreamError("ElevenLabs returned a page cursor it had returned before; stopped listing")
             if not page.conversations:
                 raise UpstreamError("ElevenLabs returned an empty page that says more follow; stopped listing")
+            if not fresh:  # fresh cursors over the same calls are a loop too
+                raise UpstreamError(
+                    "ElevenLabs returned a page that says more follow and holds nothing it had not listed; "
+                    "stopped listing"
+                )
             seen.add(page.next_cursor)
             cursor = page.next_cursor
 

@@ -602,6 +602,32 @@ def test_a_first_run_with_since_sets_no_watermark_and_one_covering_the_watermark
     assert state.get_watermark("all") == NOW
 
 
+class StalePagesApi(FakeApi):
+    """After the last page, says more follow with a fresh cursor each time, and sends a page already
+    listed again: every cursor is new, every page holds calls, and none of them is."""
+
+    def list_conversations(self, **kwargs: Any) -> ConversationPage:
+        if str(kwargs.get("cursor")).startswith("again-"):
+            kwargs["cursor"] = "100"
+        page = super().list_conversations(**kwargs)
+        if self.requests["list"] > 1000:
+            raise AssertionError("sync kept listing an upstream that repeats its last page")
+        if not page.has_more:
+            return ConversationPage(page.conversations, f"again-{self.requests['list']}", True)
+        return page
+
+
+def test_pages_of_nothing_but_calls_already_listed_stop_the_run_without_moving_the_watermark(world: Any) -> None:
+    api = StalePagesApi([document(n) for n in range(150)])
+    state = MemorySyncState()
+
+    with pytest.raises(UpstreamError, match="nothing it had not listed"):
+        syncer(api, world, state).run()
+
+    assert api.requests["list"] <= 10
+    assert state.get_watermark("all") is None  # the next run lists the window again
+
+
 class CursorlessApi(FakeApi):
     """Says more pages follow, and gives no cursor to fetch them with."""
 
