@@ -25,6 +25,7 @@ from services.analytics.tables import CALLS, TABLES, is_closed, parse_day_object
 from services.core.domain import keys, payload, versions
 from services.core.domain.errors import CallVaultError, NotFound
 from services.core.domain.models import AudioFacts, CallRecord, WebhookEvent
+from services.core.domain.phone import mask
 from services.core.ports import BlobStore, CallIndex
 
 from .service import Archiver
@@ -212,7 +213,8 @@ class ArchiveVerifier:
             )
             repaired = repair and placed_here and row is not None and self._place(row)
             return Finding("object_without_row", conversation_id, "audio no row names", placed_here, repaired)
-        return Finding("unknown_object", None, "an object CallVault does not write", False)
+        detail = f"an object CallVault does not write: {_masked_key(key)}; move it out of the archive"
+        return Finding("unknown_object", None, detail, False)
 
     # -- the analytics tables against the index ------------------------------------------------------
 
@@ -374,6 +376,14 @@ class ArchiveVerifier:
 
 def _older(row: CallRecord, cutoff: float) -> bool:
     return (row.updated_at or 0) < cutoff
+
+
+def _masked_key(key: str) -> str:
+    """A key as a finding may name it: the phone number its folder is named by masked, the rest kept."""
+    folder, slash, rest = key.partition("/")
+    if slash and folder.isdigit():
+        folder = mask(folder) or folder
+    return f"{folder}{slash}{rest}"
 
 
 def _event_of(document: dict[str, Any], version: str | None) -> tuple[str, int | None]:

@@ -183,6 +183,18 @@ def test_verify_names_no_phone_number_in_any_finding() -> None:
     assert "16125550142" not in text and "6125550142" not in text
 
 
+def test_an_object_callvault_does_not_write_is_named_so_it_can_be_found_with_its_phone_masked() -> None:
+    # A Finder's .DS_Store in a caller's folder: verify exits 1 for it until it is moved out, so the
+    # finding must say which file it is, without the number its folder is named by.
+    world = World()
+    world.deliver(TRANSCRIPTION)
+    world.blobs.put_bytes("16125550142/.DS_Store", b"\0", "application/octet-stream")
+    (finding,) = world.verify(repair=True).findings
+    assert (finding.kind, finding.repaired) == ("unknown_object", False)
+    assert ".DS_Store" in finding.detail and "*******0142" in finding.detail
+    assert "6125550142" not in finding.detail
+
+
 def test_verify_progress_reaches_the_total() -> None:
     world = World()
     world.deliver(TRANSCRIPTION, AUDIO)
