@@ -150,6 +150,7 @@ def _print(summary: "SyncSummary") -> None:
         ("audio missing" if summary.dry_run else "audio fetched", audio),
         ("still processing (next run)", counts.get("processing", 0)),
         ("gone upstream (kept here)", len(summary.gone)),
+        ("audio gone upstream (none here)", len(summary.audio_gone)),
         ("erased here (not fetched)", counts.get("erased", 0)),
         ("failed", summary.failed),
     ]
@@ -160,6 +161,12 @@ def _print(summary: "SyncSummary") -> None:
         console.print(f"[red]failed[/red] {_plain(conversation_id)}: {_plain(reason)}")
     if summary.failed > 20:
         console.print(f"... and {summary.failed - 20} more; `callvault sync --json` lists them all")
+    if summary.audio_gone:
+        ids = summary.audio_gone
+        console.print(
+            f"audio gone upstream: {_plain(' '.join(ids[:50]))}{' ...' if len(ids) > 50 else ''} "
+            "(their transcripts say they have audio; ElevenLabs answers 404 for it, so it cannot be fetched)"
+        )
     if summary.dry_run:
         for label, ids in (
             ("missing", summary.missing),

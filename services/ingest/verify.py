@@ -144,7 +144,10 @@ class ArchiveVerifier:
             yield from self._check_audio(row, repair)
         elif row.expects_audio and (row.updated_at or 0) < now - self.parked_grace:
             # Audio webhooks are never retried: the audio fetch (or a sync) should have brought it.
-            detail = "the transcript says the call has audio; none came in a day: run callvault sync"
+            detail = (
+                "the transcript says the call has audio; none came in a day: run callvault sync "
+                "(it lists the call under audio gone upstream if ElevenLabs has none to fetch)"
+            )
             yield Finding("audio_missing", cid, detail, False)
 
     def _check_transcript(self, row: CallRecord, repair: bool) -> Iterator[Finding]:

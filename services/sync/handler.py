@@ -104,6 +104,7 @@ def sync_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "audio_fetched": summary.audio_fetched,
             "still_processing": result["still_processing"],
             "gone_upstream": len(summary.gone),
+            "audio_gone_upstream": len(summary.audio_gone),
             "failed": summary.failed,
             "watermark": summary.watermark,
             "duration_ms": round((time.monotonic() - started) * 1000),

@@ -54,6 +54,7 @@ class ConversationResult:
     kind: Kind
     audio_fetched: bool = False
     audio_missing: bool = False  # dry run: the archive lacks audio upstream has
+    audio_gone: bool = False  # the transcript says it has audio; upstream answers 404 for it
     reason: str | None = None  # why it failed
     lasting: bool = False  # failed in a way no retry can mend (the archive refuses the document)
 
@@ -67,6 +68,7 @@ class SyncSummary:
     counts: dict[str, int] = field(default_factory=dict)
     audio_fetched: int = 0
     audio_missing: list[str] = field(default_factory=list)
+    audio_gone: list[str] = field(default_factory=list)  # audio the archive lacks and upstream has not
     missing: list[str] = field(default_factory=list)  # dry run: what upstream has and the archive lacks
     outdated: list[str] = field(default_factory=list)  # dry run: held here in an older version
     gone: list[str] = field(default_factory=list)
@@ -79,6 +81,8 @@ class SyncSummary:
             self.audio_fetched += 1
         if result.audio_missing:
             self.audio_missing.append(result.conversation_id)
+        if result.audio_gone:
+            self.audio_gone.append(result.conversation_id)
         if self.dry_run and result.kind == "new":
             self.missing.append(result.conversation_id)
         if self.dry_run and result.kind == "updated":
@@ -108,6 +112,7 @@ class SyncSummary:
             "still_processing": self.counts.get("processing", 0),
             "erased_here": self.counts.get("erased", 0),
             "gone_upstream": self.gone,
+            "audio_gone_upstream": self.audio_gone,
             "failed": [{"conversation_id": cid, "reason": reason} for cid, reason in self.failures],
             **(
                 {"missing": self.missing, "outdated": self.outdated, "audio_missing": self.audio_missing}
@@ -289,8 +294,8 @@ class Syncer:
             return ConversationResult(cid, kind)
         if dry_run:
             return ConversationResult(cid, kind, audio_missing=True)
-        fetched = fetcher.fetch(cid) == "fetched"
-        return ConversationResult(cid, kind, audio_fetched=fetched)
+        outcome = fetcher.fetch(cid)
+        return ConversationResult(cid, kind, audio_fetched=outcome == "fetched", audio_gone=outcome == "gone")
 
 
 def _scope(agent_id: str | None) -> str:

@@ -735,3 +735,29 @@ def test_the_failures_logged_say_why_and_stay_bounded(world: Any) -> None:
     long = type(summary)(None, None)
     long.failures.append(("conv_x", "x" * 10_000))
     assert len(long.failures_to_log()[0]["reason"]) == 300
+
+
+class AudioGoneApi(FakeApi):
+    """The transcript says the call has audio; the audio endpoint answers 404."""
+
+    @contextmanager
+    def open_audio(self, conversation_id: str) -> Iterator[Iterator[bytes]]:
+        self._count("audio")
+        raise ConversationGone(f"no audio for {conversation_id}")
+        yield iter([])
+
+
+def test_audio_upstream_no_longer_has_is_reported_not_counted_as_complete(world: Any) -> None:
+    """`callvault verify` says audio_missing and to run sync: sync must say why it brought none."""
+    _blobs, index, archiver, _clock = world
+    doc = document(1)
+    archiver.archive(WebhookEvent("post_call_transcription", T0 + 200, copy.deepcopy(doc)))
+    api = AudioGoneApi([doc])
+
+    summary = syncer(api, world).run()
+
+    assert summary.to_dict()["audio_gone_upstream"] == [doc["conversation_id"]]
+    assert summary.audio_fetched == 0 and summary.failed == 0
+    assert summary.watermark == NOW  # nothing a later run can fetch: it does not hold the watermark back
+    row = index.get(doc["conversation_id"])
+    assert row is not None and row.audio_key is None
