@@ -75,24 +75,27 @@ def import_paths(settings: Settings, paths: list[Path], progress: bool = True) -
     files = _files(paths)
     summary = ImportSummary()
     columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, console=Console(stderr=True)) as bar:
-        task = bar.add_task("import", total=len(files))
-        for path in files:
-            try:
-                if not path.is_file():
-                    raise OSError(0, "not a regular file")
-                document = orjson.loads(path.read_bytes())
-                if not isinstance(document, dict):
-                    raise InvalidPayload("not a JSON object")
-                summary.count(archiver.archive(payload.as_transcription_event(document)))
-            except orjson.JSONDecodeError:
-                summary.failed.append((path, "not valid JSON"))
-            except CallVaultError as exc:
-                summary.failed.append((path, exc.message))
-            except OSError as exc:
-                summary.failed.append((path, exc.strerror or "cannot read"))
-            bar.advance(task)
-    if late_days and archiver.analytics is not None:  # no `serve` compactor hears of these writes
-        merge_days(archiver.analytics.store, late_days)
+    try:
+        with Progress(*columns, disable=not progress, console=Console(stderr=True)) as bar:
+            task = bar.add_task("import", total=len(files))
+            for path in files:
+                try:
+                    if not path.is_file():
+                        raise OSError(0, "not a regular file")
+                    document = orjson.loads(path.read_bytes())
+                    if not isinstance(document, dict):
+                        raise InvalidPayload("not a JSON object")
+                    summary.count(archiver.archive(payload.as_transcription_event(document)))
+                except orjson.JSONDecodeError:
+                    summary.failed.append((path, "not valid JSON"))
+                except CallVaultError as exc:
+                    summary.failed.append((path, exc.message))
+                except OSError as exc:
+                    summary.failed.append((path, exc.strerror or "cannot read"))
+                bar.advance(task)
+    finally:
+        # No `serve` compactor hears of these writes; merged also when the import stops (Ctrl-C).
+        if late_days and archiver.analytics is not None:
+            merge_days(archiver.analytics.store, late_days)
     summary.searched = len(files)
     return summary

@@ -95,20 +95,23 @@ def sync(
             )
         show = not as_json and (sys.stderr.isatty() or bool(os.environ.get("CI")))
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, disable=not show, console=Console(stderr=True)) as bars, client:
-            task = bars.add_task("syncing", total=0)
-            summary = syncer.run(
-                since=after,
-                until=before,
-                agent_id=agent_id,
-                dry_run=dry_run,
-                on_listed=lambda n: bars.update(task, total=(bars.tasks[0].total or 0) + n),
-                on_done=lambda _result: bars.advance(task),
-            )
-        if late_days and archiver.analytics is not None:  # calls of closed days: fold them in now
-            from services.analytics.compaction import merge_days
+        try:
+            with Progress(*columns, disable=not show, console=Console(stderr=True)) as bars, client:
+                task = bars.add_task("syncing", total=0)
+                summary = syncer.run(
+                    since=after,
+                    until=before,
+                    agent_id=agent_id,
+                    dry_run=dry_run,
+                    on_listed=lambda n: bars.update(task, total=(bars.tasks[0].total or 0) + n),
+                    on_done=lambda _result: bars.advance(task),
+                )
+        finally:
+            # Calls of closed days: fold them in now, also when the run stopped (what it archived stays).
+            if late_days and archiver.analytics is not None:
+                from services.analytics.compaction import merge_days
 
-            merge_days(archiver.analytics.store, late_days)
+                merge_days(archiver.analytics.store, late_days)
     except InvalidRequest as exc:
         raise click.UsageError(exc.message) from None
     except CallVaultError as exc:

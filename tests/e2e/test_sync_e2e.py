@@ -352,3 +352,26 @@ def test_until_before_where_the_run_would_start_is_refused_with_what_to_add(
     assert done.returncode == 2, done.stderr  # a usage error, before any request
     assert "--until is before where this run would start" in done.stderr and "--since" in done.stderr
     assert api.requests == counts()
+
+
+def test_a_run_stopped_midway_still_merges_the_closed_days_it_wrote_to(tmp_path: Path, api: ElevenLabsStandIn) -> None:
+    """Calls of closed days go to per-call analytics objects that a report counts twice until merged;
+    `callvault sync` merges them before it ends, and must when the listing stops it, too."""
+    from services.analytics.tables import parse_object_key
+    from tests.support_elevenlabs import Fault
+
+    data_dir = tmp_path / "data"
+    api.add_many(150)  # July 2025: closed days
+
+    class SecondPage(Fault):
+        def matches(self, kind: Any, path: str) -> bool:
+            return super().matches(kind, path) and api._state.arrived["list"] > 1  # under the lock already
+
+    api._add_fault(SecondPage(1, "status", status=403, kind="list"))
+    done = callvault("sync", "--data-dir", str(data_dir), env=cli_env(api))
+
+    assert done.returncode == 1 and "403" in done.stderr, done.stderr[-3000:]
+    assert 0 < len(rows(data_dir)) <= 100  # first-page calls were archived before the run stopped
+    analytics = data_dir / "analytics"
+    unmerged = [p for p in analytics.rglob("*") if parse_object_key(p.relative_to(analytics).as_posix())]
+    assert unmerged == []
