@@ -186,6 +186,10 @@ class ArchiveVerifier:
         name = key.rsplit("/", 1)[-1]
         conversation_id, _, suffix = name.partition(".")
         row = rows.get(conversation_id)
+        stale = row is None or key not in (row.transcript_key, row.audio_key)
+        if repair and stale and keys.CONVERSATION_ID.fullmatch(conversation_id):
+            # A repair earlier in this run (its transcript replayed) may have written the row since the scan.
+            row = self.index.get(conversation_id) or row
         if suffix == "mp3" and row is not None and row.audio_version == versions.AUDIO_EXPIRED:
             if repair:
                 self.blobs.purge(key)

@@ -97,6 +97,18 @@ def test_verify_repairs_a_transcript_no_row_names() -> None:
     assert world.row().transcript_key == TRANSCRIPT_KEY
 
 
+def test_verify_repair_rebuilds_a_lost_row_with_its_audio_in_one_run() -> None:
+    # The index lost (or restored older): the transcript's replay brings the row back, and the audio
+    # beside it is the same repair's to record, not a finding left for a second run.
+    world = World()
+    world.deliver(TRANSCRIPTION, AUDIO)
+    world.index.rows.clear()
+    repaired = world.verify(repair=True)
+    assert repaired.unresolved == []
+    assert world.row().audio_key == AUDIO_KEY
+    assert world.verify().findings == []
+
+
 def test_verify_places_parked_audio_of_a_placed_call() -> None:
     world = World()
     world.deliver(TRANSCRIPTION)
