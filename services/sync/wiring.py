@@ -78,7 +78,12 @@ class ScheduledSync:
     parts: SyncParts
 
     def run(self) -> SyncSummary:
-        summary = self.syncer.run()
+        try:
+            return self.syncer.run()
+        finally:  # also when the run stops midway (a refused key, an unreachable index)
+            self._merge_late_days()
+
+    def _merge_late_days(self) -> None:
         days = sorted(self.parts.late_days)
         self.parts.late_days.clear()  # a warm container's next run starts with none
         analytics = self.parts.archiver.analytics
@@ -91,7 +96,6 @@ class ScheduledSync:
                 get_logger("callvault-sync").warning(
                     "sync: closed days left for the hourly merge", extra={"days": days, "reason": exc.message}
                 )
-        return summary
 
 
 def build_scheduled_sync(settings: Settings, concurrency: int = 4) -> ScheduledSync:
