@@ -7,10 +7,12 @@ checks prove the escaping alone, without the CSP's second line of defence. Scree
 folder; with CALLVAULT_UPDATE_SCREENSHOTS=1 to docs/console/ (the console's documentation: look at
 them after a change)."""
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -315,3 +317,47 @@ def test_console_browser_phone_width(browser: Any, served: ServedArchive, shots:
         check_page(page, shots, name)
     assert clipped_tables(page) == []  # the dashboard's rate tables fit a phone without scrolling
     context.close()
+
+
+UNBROKEN = "https://example.com/" + "a" * 300  # a link or a token: no place to break a line
+
+
+def unbroken_call() -> bytes:
+    """``rich_call`` whose summary, agent name and collected values are one long word each."""
+    envelope = json.loads(rich_call("conv_console_unbroken_01", phone="+16125550155"))
+    data = envelope["data"]
+    data["agent_name"] = "Agent" + "X" * 120
+    data["analysis"]["transcript_summary"] = UNBROKEN
+    for result in data["analysis"]["data_collection_results"].values():
+        result["value"] = "V" * 300
+    return json.dumps(envelope).encode()
+
+
+OVERFLOWING = """() => Array.from(document.querySelectorAll('main *')).filter(
+  el => !el.closest('.scroll') && el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).display !== 'inline'
+).map(el => el.tagName + '.' + el.className)"""
+
+
+def test_console_browser_long_words_wrap_inside_their_column(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    """A summary, agent name or memory that is one long word (a link, a token) wraps inside its column:
+    it neither runs over the next column nor makes the page scroll sideways (memories on, as by default)."""
+    with serve_archive(tmp_path / "data", env={"CALLVAULT_MEMORY_BACKEND": "oss"}) as served:
+        body = unbroken_call()
+        assert httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body)).is_success
+        auth = {"Authorization": f"Bearer {admin_key(served)}"}
+        for _ in range(300):
+            call = httpx.get(served.url + "/calls/conv_console_unbroken_01", headers=auth).json()
+            if call["memory_status"] == "done":
+                break
+            time.sleep(0.2)
+        assert call["memory_status"] == "done", served.logs()
+        for viewport in ({"width": 1280, "height": 900}, PHONE_WIDTH):
+            context = browser.new_context(viewport=viewport)
+            page = context.new_page()
+            sign_in(page, served, admin_key(served))
+            for path in ("/console/calls/conv_console_unbroken_01", "/console/callers/+16125550155"):
+                page.goto(served.url + path)
+                assert page.locator(".memories li").count() > 0, path
+                overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+                assert (overflow, page.evaluate(OVERFLOWING)) == (0, []), (viewport, path)
+            context.close()
