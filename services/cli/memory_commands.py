@@ -31,12 +31,13 @@ if TYPE_CHECKING:  # imported lazily below: `callvault --help` must not load the
     from services.memory.outbox import SqliteOutbox
 
 
-def _outbox(settings: Settings) -> "SqliteOutbox":
+def _outbox(settings: Settings, data_dir: Path | None) -> "SqliteOutbox":
     from services.memory.outbox import SqliteOutbox
     from services.memory.wiring import INDEX_FILE
 
     if settings.backend != "local":
         raise click.UsageError("memory jobs are in SQS on AWS: see docs/memory.md (re-drive the dead-letter queue)")
+    require_archive(settings, data_dir)  # where it looked, and how to point at the server's data dir
     path = settings.data_dir / INDEX_FILE
     if not path.exists():
         raise click.UsageError(f"no index at {path}: run `callvault serve` or `callvault import` first")
@@ -53,7 +54,7 @@ def memory() -> None:
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(0, 1000), help="Failed jobs to list.")
 def status(data_dir: Path | None, limit: int) -> None:
     """Count memory jobs by state and list the latest failures."""
-    outbox = _outbox(settings_for(data_dir))
+    outbox = _outbox(settings_for(data_dir), data_dir)
     counts = outbox.counts()
     click.echo("  ".join(f"{state}: {count}" for state, count in counts.items()))
     for row in outbox.rows("failed", limit) if limit else []:
@@ -66,7 +67,7 @@ def status(data_dir: Path | None, limit: int) -> None:
 @click.option("--conversation-id", default=None, help="Only this conversation's job.")
 def retry(data_dir: Path | None, conversation_id: str | None) -> None:
     """Put failed memory jobs back to pending, with a fresh attempt budget."""
-    count = _outbox(settings_for(data_dir)).retry_failed(conversation_id)
+    count = _outbox(settings_for(data_dir), data_dir).retry_failed(conversation_id)
     click.echo(f"{count} failed memory job{'s' if count != 1 else ''} back to pending")
     if conversation_id and not count:
         sys.exit(1)
@@ -89,7 +90,7 @@ def rerun(data_dir: Path | None, phone: str | None) -> None:
     from services.web.params import parse_phone
 
     settings = settings_for(data_dir)
-    outbox = _outbox(settings)
+    outbox = _outbox(settings, data_dir)
     try:
         only = parse_phone(phone, settings.default_region) if phone else None
     except CallVaultError as exc:

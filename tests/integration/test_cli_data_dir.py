@@ -31,6 +31,9 @@ READERS = [
     ["memory", "show", "+16125550142"],
     ["memory", "search", "+16125550142", "tea"],
     ["memory", "forget", "+16125550142", "--yes"],
+    ["memory", "status"],
+    ["memory", "retry"],
+    ["memory", "rerun"],
 ]
 
 

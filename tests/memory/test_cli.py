@@ -53,7 +53,7 @@ def test_retry_re_drives_failed_jobs_all_or_one(runner: CliRunner, tmp_path: Pat
 
 def test_status_without_an_index_says_what_to_do(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(cli, ["memory", "status", "--data-dir", str(tmp_path / "empty")])
-    assert result.exit_code == 2 and "no index" in result.output
+    assert result.exit_code == 1 and f"no archive in {tmp_path / 'empty'} (from --data-dir)" in result.output
 
 
 def test_forget_erases_one_callers_memories_in_the_offline_store(
