@@ -230,7 +230,8 @@ def report(
       callvault report success-rate --athena
     """
     from services.analytics.reports import ReportArgs, run_report
-    from services.core.domain import phone as phones
+    from services.core.domain.errors import CallVaultError
+    from services.web.params import parse_phone
 
     settings = settings_for(data_dir)
     chosen = REPORTS[name]
@@ -238,10 +239,11 @@ def report(
     if first is not None and last is not None and first > last:
         raise click.BadParameter("--since is after --until", param_hint="--since")
     e164 = None
-    if phone is not None:
-        e164 = phones.to_e164(phone, settings.default_region)
-        if e164 is None:
-            raise click.BadParameter(f"{phone!r} is not a phone number", param_hint="--phone")
+    if phone is not None:  # read as `calls --phone` reads it: a number that cannot match is refused, saying why
+        try:
+            e164 = parse_phone(phone, settings.default_region)
+        except CallVaultError as exc:
+            raise click.BadParameter(exc.message, param_hint="--phone") from None
     if chart is not None and chosen.chart is None:
         raise click.UsageError(f"report {name} has no chart; charts: calls-per-day, success-rate, criteria")
     if chart is not None and importlib.util.find_spec("matplotlib") is None:  # checked before the query runs

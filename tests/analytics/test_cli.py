@@ -128,7 +128,10 @@ def test_usage_errors(data_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     for args, message in [
         (["report", "keyword"], "keyword"),
-        (["report", "caller", "--phone", "not a phone"], "not a phone number"),
+        (["report", "caller", "--phone", "not a phone"], "phone has no digits; expected a phone number"),
+        # refused as `calls --phone` refuses it, not answered with 0 rows: it can never match an archived call
+        (["report", "caller", "--phone", "555-0142"], "local number without its area code"),
+        (["report", "caller", "--phone", "555"], "too few digits"),
         (["report", "top-callers", "--chart", str(tmp_path / "x.png")], "has no chart"),
         (["report", "agents", "--since", "2025-07-07", "--until", "2025-07-01"], "after --until"),
         (["report", "nonsense"], "nonsense"),
