@@ -249,7 +249,8 @@ def report(
     if chart is not None and importlib.util.find_spec("matplotlib") is None:  # checked before the query runs
         raise click.ClickException(
             "--chart needs matplotlib, an optional extra `make serve` leaves out: "
-            "run .venv/bin/pip install -e '.[charts]' (or make test's venv), then again"
+            "run .venv/bin/pip install -c constraints.txt -e '.[charts]' in the clone (or use make test's venv), "
+            "then again"
         )
     from services.analytics.reports import TurnPosition, bind, keyword_result
 

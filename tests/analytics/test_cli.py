@@ -106,7 +106,9 @@ def test_chart_without_matplotlib_says_how_to_install_it(
     target = tmp_path / "calls.png"
     result = CliRunner().invoke(cli, ["report", "calls-per-day", "--chart", str(target), "--data-dir", str(data_dir)])
     assert result.exit_code == 1, result.output
-    assert "pip install -e '.[charts]'" in result.output and "Traceback" not in result.output
+    assert (
+        ".venv/bin/pip install -c constraints.txt -e '.[charts]'" in result.output and "Traceback" not in result.output
+    )
     assert not target.exists()
 
 
