@@ -10,6 +10,7 @@ import click
 
 from services.cli.options import (
     DATA_DIR_OPTION,
+    INSTANT,
     archive_settings,
     confirm,
     progress_bars,
@@ -232,12 +233,12 @@ def cli_actor() -> str:
 
 
 @click.command()
-@click.option("--since", default=None, metavar="WHEN", help="Only entries at or after this (ISO 8601 or unix seconds).")
+@click.option("--since", type=INSTANT, metavar="WHEN", help="Only entries at or after this (ISO 8601 or unix seconds).")
 @click.option("--conversation", default=None, metavar="ID", help="Only entries naming this conversation.")
 @click.option("--verify", "check", is_flag=True, help="Check the hash chain; exit 1 if it is broken.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one entry each.")
 @DATA_DIR_OPTION
-def audit(since: str | None, conversation: str | None, check: bool, as_json: bool, data_dir: Path | None) -> None:
+def audit(since: int | None, conversation: str | None, check: bool, as_json: bool, data_dir: Path | None) -> None:
     """The audit trail, oldest first: erasures, legal holds, retention runs, key changes, and reads of
     transcripts, audio and caller memories.
 
@@ -255,16 +256,14 @@ def audit(since: str | None, conversation: str | None, check: bool, as_json: boo
     from services.core.domain import keys
     from services.core.domain.errors import CallVaultError
     from services.privacy.wiring import build_auditor
-    from services.web.params import parse_instant
 
     settings = archive_settings(data_dir)
     auditor = build_auditor(settings)
     if auditor is None:
         raise click.ClickException(f"no audit trail here: {_AWS_PRIVACY_SETTINGS}")
     try:
-        start = parse_instant("--since", since) if since else None
         cid = keys.check_conversation_id(conversation) if conversation else None
-        entries = auditor.entries(since=start, conversation_id=cid)
+        entries = auditor.entries(since=since, conversation_id=cid)
         chain = auditor.check() if check else None
     except CallVaultError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None

@@ -265,3 +265,12 @@ def test_an_iam_authenticated_access_is_recorded_with_the_callers_arn() -> None:
         assert direct.get(f"/calls/{CALL_ID}").status_code == 401
 
     assert [(e.action, e.actor) for e in log.entries()] == [("link_issued", arn)]
+
+
+def test_audit_since_that_cannot_be_read_is_a_usage_error_like_every_other_since(
+    client: TestClient, data_dir: Path
+) -> None:
+    result = CliRunner().invoke(cli, ["audit", "--since", "yesterday", "--data-dir", str(data_dir)], env=ENV)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--since': since is neither ISO 8601" in result.output
+    assert "invalid_request" not in result.output  # an API error code means nothing at a terminal
