@@ -43,6 +43,29 @@ class InstantType(click.ParamType[int]):
 INSTANT = InstantType()
 
 
+class ConversationIdType(click.ParamType[str]):
+    """A conversation id as ElevenLabs writes them (``services.core.domain.keys.check_conversation_id``)."""
+
+    name = "ID"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from services.core.domain import keys
+        from services.core.domain.errors import CallVaultError
+
+        try:
+            return keys.check_conversation_id(value)
+        except CallVaultError:  # its message names the webhook's field (data.conversation_id), not the option
+            self.fail(
+                f"a conversation id is 1-128 letters, digits, '_' or '-' (e.g. conv_01jzfrjvcce0vsea1fcbpp9p04), "
+                f"not {value!r}",
+                param,
+                ctx,
+            )
+
+
+CONVERSATION_ID = ConversationIdType()
+
+
 def settings_for(data_dir: Path | None) -> Settings:
     """The environment's settings, with ``--data-dir`` (when given) taking precedence."""
     settings = Settings()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from services.cli.options import (
+    CONVERSATION_ID,
     DATA_DIR_OPTION,
     INSTANT,
     archive_settings,
@@ -81,7 +82,12 @@ def _memory_erasure(settings: Settings) -> "CallerData | None":
 @click.command()
 @click.argument("phone", required=False)
 @click.option(
-    "--conversation", "conversations", multiple=True, metavar="ID", help="Erase this conversation (repeatable)."
+    "--conversation",
+    "conversations",
+    type=CONVERSATION_ID,
+    multiple=True,
+    metavar="ID",
+    help="Erase this conversation (repeatable).",
 )
 @click.option(
     "--upstream",
@@ -234,7 +240,7 @@ def cli_actor() -> str:
 
 @click.command()
 @click.option("--since", type=INSTANT, metavar="WHEN", help="Only entries at or after this (ISO 8601 or unix seconds).")
-@click.option("--conversation", default=None, metavar="ID", help="Only entries naming this conversation.")
+@click.option("--conversation", type=CONVERSATION_ID, metavar="ID", help="Only entries naming this conversation.")
 @click.option("--verify", "check", is_flag=True, help="Check the hash chain; exit 1 if it is broken.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one entry each.")
 @DATA_DIR_OPTION
@@ -296,7 +302,7 @@ def _hold_book(settings: Settings) -> "HoldBook":
 @click.argument("phone", required=False)
 @click.option(
     "--conversation",
-    default=None,
+    type=CONVERSATION_ID,
     metavar="ID",
     help="Hold this conversation instead of a caller; with --list, only the holds that cover it.",
 )

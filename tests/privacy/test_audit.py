@@ -274,3 +274,17 @@ def test_audit_since_that_cannot_be_read_is_a_usage_error_like_every_other_since
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--since': since is neither ISO 8601" in result.output
     assert "invalid_request" not in result.output  # an API error code means nothing at a terminal
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["audit"], ["hold", "--reason", "case 7"], ["hold", "--list"]],
+    ids=["audit", "hold", "hold-list"],
+)
+def test_a_conversation_id_that_cannot_be_one_is_named_as_the_option_typed(
+    client: TestClient, data_dir: Path, args: list[str]
+) -> None:
+    result = CliRunner().invoke(cli, [*args, "--conversation", "conv 42!", "--data-dir", str(data_dir)], env=ENV)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--conversation': a conversation id is 1-128 letters, digits" in result.output
+    assert "data.conversation_id" not in result.output  # the webhook payload's field, not what was typed

@@ -140,7 +140,7 @@ def test_hold_list_conversation_shows_the_holds_covering_that_call(client: TestC
     with_phone = runner.invoke(cli, ["hold", "--list", PHONE, "--data-dir", str(data_dir)], env=ENV)
     assert with_phone.exit_code == 2 and "--list takes no PHONE" in with_phone.output
     bad = runner.invoke(cli, ["hold", "--list", "--conversation", "../x", "--data-dir", str(data_dir)], env=ENV)
-    assert bad.exit_code == 2 and "conversation_id" in bad.output
+    assert bad.exit_code == 2 and "--conversation': a conversation id is 1-128" in bad.output
 
 
 def test_releasing_a_released_hold_records_nothing_twice() -> None:
