@@ -247,8 +247,11 @@ async def call_page(
     request: Request,
     context: Context,
     visitor: SignedIn,
-    conversation_id: Annotated[str, Path(pattern=CONVERSATION_ID)],
+    conversation_id: str,
 ) -> HTMLResponse:
+    if not re.fullmatch(CONVERSATION_ID, conversation_id):  # a link with a stray character: no regex on the page
+        message = "No call with this id. A conversation id is 1-128 letters, digits, _ or - (conv_...)."
+        return page("error.html", 404, visitor=visitor, title="Not found", message=message)
     try:
         found = await run_in_threadpool(context.finder.details, conversation_id, may_listen=visitor.may_listen)
     except NotFound:

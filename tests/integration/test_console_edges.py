@@ -103,7 +103,7 @@ def test_a_player_seeking_with_one_link_is_one_download_and_a_new_link_is_anothe
 @pytest.mark.parametrize(
     ("path", "status"),
     [
-        ("/console/calls/not.an.id", 422),
+        ("/console/calls/not.an.id", 404),
         ("/console/calls/conv_nope/audio", 404),
         ("/console/calls/conv_nope/transcript", 404),
         ("/console/callers/" + "1" * 70, 422),
@@ -117,6 +117,14 @@ def test_errors_in_the_console_are_pages_with_a_way_back(client: TestClient, pat
     assert answer.headers["content-type"].startswith("text/html"), answer.text
     assert 'href="/console/calls"' in answer.text
     assert "content-security-policy" in answer.headers
+
+
+def test_a_call_link_with_a_stray_character_says_what_an_id_looks_like_not_a_pattern(client: TestClient) -> None:
+    sign_in(client, LISTEN)
+    answer = client.get("/console/calls/" + CALL_ID + ".")  # a link copied with the sentence's full stop
+    assert answer.status_code == 404
+    assert "No call with this id. A conversation id is 1-128 letters, digits, _ or -" in answer.text
+    assert "pattern" not in answer.text and "[A-Za-z0-9_-]" not in answer.text
 
 
 def test_api_errors_stay_json(client: TestClient) -> None:
