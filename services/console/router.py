@@ -202,6 +202,10 @@ async def calls_page(request: Request, context: Context, visitor: SignedIn) -> H
     items: list[Any] = []
     next_url = None
     try:
+        since, until = filters["since"], filters["until"]
+        if _DAY.fullmatch(since) and _DAY.fullmatch(until) and until <= since:
+            # the API's own message names since/until; the form's fields are From and Before
+            raise InvalidRequest("Before must be a later day than From (From is included, Before is not).")
         found = await run_in_threadpool(context.finder.find, {k: v for k, v in filters.items() if v}, cursor, PAGE_SIZE)
         items = list(found.items)
         if found.next_cursor:

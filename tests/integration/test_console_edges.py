@@ -215,3 +215,12 @@ def test_a_status_no_call_can_have_is_refused_naming_the_statuses(client: TestCl
     answer = client.get("/console/calls", params={"status": "custom_status"})
     assert answer.status_code == 400
     assert "status must be done, failed, initiation_failed, in-progress, processing or initiated" in answer.text
+
+
+def test_a_reversed_period_on_the_calls_page_is_said_with_the_forms_labels(client: TestClient) -> None:
+    sign_in(client, LISTEN)
+    for since, until in (("2025-07-07", "2025-07-01"), ("2025-07-06", "2025-07-06")):
+        answer = client.get("/console/calls", params={"since": since, "until": until})
+        assert answer.status_code == 400
+        assert "Before must be a later day than From (From is included, Before is not)." in answer.text
+        assert "until must be" not in answer.text  # the API's names: the page says From and Before
