@@ -283,8 +283,8 @@ def sign(file: BinaryIO, secret: str | None, data_dir: Path | None, timestamp: i
         path = settings_for(data_dir).data_dir / WEBHOOK_SECRET_FILE
         if not path.exists():
             raise click.UsageError(
-                f"no secret: pass --secret, set CALLVAULT_WEBHOOK_SECRET, or run `callvault serve` once "
-                f"so it creates {path}"
+                f"no secret at {path}: pass --secret, set CALLVAULT_WEBHOOK_SECRET, or --data-dir the folder "
+                "`callvault serve` uses (it creates webhook-secret there when it first starts)"
             )
         secret = path.read_text(encoding="utf-8").strip()
     first_secret = secret.split(",")[0].strip()

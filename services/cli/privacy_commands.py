@@ -353,9 +353,12 @@ def hold(
         raise click.UsageError("--reason is required: a case or ticket reference")
     try:
         e164 = parse_phone(phone, settings.default_region) if phone else None
+    except CallVaultError as exc:
+        raise click.BadParameter(exc.message, param_hint="PHONE") from None
+    try:
         cid = keys.check_conversation_id(conversation) if conversation else None
     except CallVaultError as exc:
-        raise click.BadParameter(exc.message) from None
+        raise click.BadParameter(exc.message, param_hint="--conversation") from None
     placed = book.place(reason=reason, actor=cli_actor(), phone=e164, conversation_id=cid)
     click.echo(json.dumps(placed.to_dict()) if as_json else f"placed {placed.id} on {placed.label}")
 

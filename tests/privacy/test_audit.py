@@ -288,3 +288,9 @@ def test_a_conversation_id_that_cannot_be_one_is_named_as_the_option_typed(
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--conversation': a conversation id is 1-128 letters, digits" in result.output
     assert "data.conversation_id" not in result.output  # the webhook payload's field, not what was typed
+
+
+def test_hold_with_a_number_that_cannot_be_one_names_the_phone_argument(client: TestClient, data_dir: Path) -> None:
+    result = CliRunner().invoke(cli, ["hold", "555", "--reason", "x", "--data-dir", str(data_dir)], env=ENV)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for PHONE: phone has too few digits" in result.output
