@@ -97,7 +97,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     try:
         listener = bind_listener(host, port)
     except PortTaken as exc:
-        lock.close()
+        lock.abandon()  # a data dir this run made goes again: nothing was written to it
         raise click.ClickException(str(exc)) from None
     port = listener.getsockname()[1]  # the real one when --port 0
     try:

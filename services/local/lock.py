@@ -103,15 +103,17 @@ def _free(data_dir: Path) -> tuple[int | None, int | None]:
 class DataDirLock:
     """An exclusive, non-blocking ``flock`` on the data dir; release with ``close()``."""
 
-    def __init__(self, dir_fd: int, note_fd: int, path: Path) -> None:
+    def __init__(self, dir_fd: int, note_fd: int, path: Path, made_dir: bool = False) -> None:
         self._dir_fd = dir_fd
         self._note_fd = note_fd
         self.path = path
+        self.made_dir = made_dir  # the data dir did not exist before this lock
 
     @classmethod
     def acquire(cls, data_dir: Path, command: str) -> Self:
         """Take the lock for ``command`` (e.g. ``"callvault serve"``) or raise ``DataDirBusy``."""
         path = data_dir / LOCK_FILE
+        made_dir = not data_dir.exists()
         try:
             data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             dir_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -139,7 +141,18 @@ class DataDirLock:
             if isinstance(exc, OSError):
                 raise DataDirUnusable(data_dir, exc.strerror or str(exc)) from exc
             raise
-        return cls(dir_fd, note_fd, path)
+        return cls(dir_fd, note_fd, path, made_dir)
+
+    def abandon(self) -> None:
+        """Release, and remove the data dir again if this lock made it and it holds nothing but the lock
+        file: a `serve` that could not start (its port taken) leaves no empty folder behind."""
+        self.close()
+        if not self.made_dir:
+            return
+        with contextlib.suppress(OSError):
+            if [entry.name for entry in self.path.parent.iterdir()] == [LOCK_FILE]:
+                self.path.unlink()
+                self.path.parent.rmdir()  # refused if anything arrived meanwhile
 
     def close(self) -> None:
         if self._dir_fd >= 0:

@@ -72,7 +72,13 @@ def test_a_taken_port_is_said_before_secrets_are_generated(tmp_path: Path) -> No
             "stop what uses it or pass another --port"
         )
         assert "listening" not in process.stderr
-        assert not (other / "webhook-secret").exists() and not (other / "api-key").exists()
+        assert not other.exists()  # the folder it made for nothing is gone again
+
+        existing = tmp_path / "existing"
+        existing.mkdir()
+        again = _callvault("serve", "--data-dir", str(existing), "--port", port, CALLVAULT_WEBHOOK_SECRET="")
+        assert again.returncode == 1 and existing.is_dir()  # a folder it did not make stays
+        assert not (existing / "webhook-secret").exists() and not (existing / "api-key").exists()
 
 
 def test_the_lock_goes_with_the_server(tmp_path: Path) -> None:
