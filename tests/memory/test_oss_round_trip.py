@@ -175,7 +175,7 @@ def test_a_forgotten_callers_words_and_number_leave_no_bytes_in_the_stores_files
     connect = sqlite3.connect
 
     def without_secure_delete(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = connect(*args, **kwargs)
+        conn: sqlite3.Connection = connect(*args, **kwargs)
         conn.execute("PRAGMA secure_delete=OFF")  # as a build with SQLite's default behaves
         return conn
 

@@ -382,7 +382,7 @@ def test_expired_memories_stay_expired_when_the_call_is_delivered_again(tmp_path
     queue = _Queue()  # on AWS: ingest sends no job for it either
     archiver = Archiver(
         storage.blobs, storage.index, time.time,
-        memory_jobs=MemoryJobs(queue, storage.index, time.time, status_in_row=True),  # type: ignore[arg-type]
+        memory_jobs=MemoryJobs(queue, storage.index, time.time, status_in_row=True),
     )  # fmt: skip
     assert archiver.archive(payload.parse_envelope(body)).outcome == "stored"
     assert queue.jobs == []
