@@ -272,15 +272,15 @@ def test_forget_removes_the_temp_files_a_killed_write_left_in_the_callers_folder
 
     dry = runner.invoke(cli, ["forget", PHONE, "--dry-run", "--json", "--data-dir", str(data_dir)], env=env)
     assert dry.exit_code == 0, dry.output
-    assert json.loads(dry.output)["archive_temp_files"] == 1 and leftover.exists()
+    assert json.loads(dry.stdout)["archive_temp_files"] == 1 and leftover.exists()
 
     done = runner.invoke(cli, ["forget", PHONE, "--yes", "--json", "--data-dir", str(data_dir)], env=env)
     assert done.exit_code == 0, done.output
-    assert json.loads(done.output)["archive_temp_files"] == 1
+    assert json.loads(done.stdout)["archive_temp_files"] == 1  # stdout: CI shows progress bars on stderr
     assert not folder.exists()  # the folder named by the number went with its last file
     assert _files(data_dir) == ["archive/unknown/.tmp-fedcba9876543210", f"archive/unknown/{WEB}.json"]
 
     by_id = runner.invoke(cli, ["forget", "--conversation", WEB, "--yes", "--json", "--data-dir", str(data_dir)])
     assert by_id.exit_code == 0, by_id.output
-    assert json.loads(by_id.output)["archive_temp_files"] == 0  # one call: its folder's temp files may be others'
+    assert json.loads(by_id.stdout)["archive_temp_files"] == 0  # one call: its folder's temp files may be others'
     assert other.exists()
