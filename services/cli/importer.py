@@ -66,6 +66,21 @@ def _files(paths: list[Path]) -> list[Path]:
     return found
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """The file's bytes, refused above the webhook's body bound (a stray multi-GB file is not read into
+    memory), without a UTF-8 byte-order mark (editors on Windows add one; JSON allows ignoring it)."""
+    with path.open("rb") as handle:
+        raw = handle.read(limit + 1)
+    if len(raw) > limit:
+        raise InvalidPayload(
+            f"larger than {limit // (1024 * 1024)} MiB, the webhook's bound (CALLVAULT_MAX_BODY_BYTES raises it)"
+        )
+    return raw.removeprefix(_UTF8_BOM)
+
+
 def import_paths(settings: Settings, paths: list[Path], progress: bool = True) -> ImportSummary:
     from services.analytics.compaction import merge_days
 
@@ -82,7 +97,7 @@ def import_paths(settings: Settings, paths: list[Path], progress: bool = True) -
                 try:
                     if not path.is_file():
                         raise OSError(0, "not a regular file")
-                    document = orjson.loads(path.read_bytes())
+                    document = orjson.loads(_read_bounded(path, settings.max_body_bytes))
                     if not isinstance(document, dict):
                         raise InvalidPayload("not a JSON object")
                     summary.count(archiver.archive(payload.as_transcription_event(document)))

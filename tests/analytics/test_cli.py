@@ -256,3 +256,23 @@ def test_after_is_refused_where_it_cannot_page(data_dir: Path) -> None:
         result = runner.invoke(cli, [*args, "--data-dir", str(data_dir)])
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output
+
+
+def test_import_takes_a_file_with_a_byte_order_mark_and_refuses_one_beyond_the_body_bound(tmp_path: Path) -> None:
+    """A file saved by a Windows editor starts with a UTF-8 BOM: archived as without it. A file larger
+    than the webhook's bound is refused without being read whole."""
+    source = FIXTURES / "post_call_transcription.json"
+    with_bom = tmp_path / "in" / "saved-on-windows.json"
+    with_bom.parent.mkdir()
+    with_bom.write_bytes(b"\xef\xbb\xbf" + source.read_bytes())
+    data_dir = ["--data-dir", str(tmp_path / "data")]
+    result = CliRunner().invoke(cli, ["import", str(with_bom), "--json", *data_dir])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stored"] == 1
+
+    big = tmp_path / "in" / "big.json"
+    big.write_bytes(b" " * (1024 * 1024 + 1) + source.read_bytes())
+    refused = CliRunner().invoke(
+        cli, ["import", str(big), *data_dir], env={"CALLVAULT_MAX_BODY_BYTES": str(1024 * 1024)}
+    )
+    assert refused.exit_code == 1 and "larger than 1 MiB" in refused.output
