@@ -19,7 +19,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,22 +132,33 @@ def test_the_build_holds_the_current_source(built: Json) -> None:
 
 @pytest.fixture(scope="module")
 def aws(built: Json, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aws]:
+    with moto_server(tmp_path_factory) as endpoint:
+        yield enforcing_roles(endpoint, _stand_up(built, endpoint), resources_of_type(built, "AWS::IAM::Role"))
+
+
+@contextmanager
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto server on a free loopback port, up and reset; its endpoint. Stopped on exit."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    moto_server = Path(sys.executable).with_name("moto_server")
-    server = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    executable = Path(sys.executable).with_name("moto_server")
+    server = subprocess.Popen([str(executable), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
     try:
         _wait_until_up(endpoint, server)
-        stack = _stand_up(built, endpoint)
-        credentials = {role: _assume(endpoint, role) for role in resources_of_type(built, "AWS::IAM::Role")}
-        credentials["admin"] = _test_admin(endpoint)
-        _post(f"{endpoint}/moto-api/reset-auth", b"0")  # from here on moto enforces IAM policies
-        yield Aws(endpoint, stack, credentials)
+        yield endpoint
     finally:
         server.terminate()
         server.wait(timeout=10)
         log.close()
+
+
+def enforcing_roles(endpoint: str, stack: Stack, roles: Iterable[str]) -> Aws:
+    """Credentials for each role and an unrestricted admin, then moto told to enforce IAM policies."""
+    credentials = {role: _assume(endpoint, role) for role in roles}
+    credentials["admin"] = _test_admin(endpoint)
+    _post(f"{endpoint}/moto-api/reset-auth", b"0")  # from here on moto enforces IAM policies
+    return Aws(endpoint, stack, credentials)
 
 
 def _wait_until_up(endpoint: str, server: subprocess.Popen[bytes]) -> None:

@@ -8,11 +8,8 @@ memory erasure is tested in tests/memory); every other setting is the template's
 """
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -27,13 +24,12 @@ from tests.infra.test_built_handlers import (
     SIGNING_KEY,
     Aws,
     _as_moto_enforces,
-    _assume,
     _client,
     _post,
-    _test_admin,
-    _wait_until_up,
     built_function,
+    enforcing_roles,
     http_event,
+    moto_server,
     run,
     run_process,
 )
@@ -43,7 +39,6 @@ from tests.support import (
     TRANSCRIPTION_OUTBOUND,
     fixture_bytes,
     fixture_json,
-    free_port,
     signed_headers,
 )
 
@@ -63,22 +58,8 @@ def built() -> Json:
 
 @pytest.fixture(scope="module")
 def aws(built: Json, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aws]:
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    moto_server = Path(sys.executable).with_name("moto_server")
-    server = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    try:
-        _wait_until_up(endpoint, server)
-        stack = _stand_up(built, endpoint)
-        credentials = {role: _assume(endpoint, role) for role in ROLES}
-        credentials["admin"] = _test_admin(endpoint)
-        _post(f"{endpoint}/moto-api/reset-auth", b"0")  # from here on moto enforces IAM policies
-        yield Aws(endpoint, stack, credentials)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
+    with moto_server(tmp_path_factory) as endpoint:
+        yield enforcing_roles(endpoint, _stand_up(built, endpoint), ROLES)
 
 
 def _stand_up(built: Json, endpoint: str) -> Stack:

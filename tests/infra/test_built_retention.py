@@ -8,10 +8,7 @@ test_retention_lambda.py; this file shows the package runs it with the template'
 """
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,13 +21,11 @@ from tests.infra.test_built_handlers import (
     REGION,
     Aws,
     _as_moto_enforces,
-    _assume,
     _client,
-    _post,
-    _test_admin,
-    _wait_until_up,
     built_function,
+    enforcing_roles,
     http_event,
+    moto_server,
     run,
     run_job,
 )
@@ -43,7 +38,6 @@ from tests.support import (
     TRANSCRIPTION_OUTBOUND,
     fixture_bytes,
     fixture_json,
-    free_port,
     signed_headers,
 )
 
@@ -79,22 +73,8 @@ def mem0() -> Iterator[tuple[str, PlatformState]]:
 
 @pytest.fixture(scope="module")
 def aws(built: Json, mem0: tuple[str, PlatformState], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aws]:
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    moto_server = Path(sys.executable).with_name("moto_server")
-    server = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    try:
-        _wait_until_up(endpoint, server)
-        stack = _stand_up(built, endpoint, mem0[0])
-        credentials = {role: _assume(endpoint, role) for role in ROLES}
-        credentials["admin"] = _test_admin(endpoint)
-        _post(f"{endpoint}/moto-api/reset-auth", b"0")  # from here on moto enforces IAM policies
-        yield Aws(endpoint, stack, credentials)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
+    with moto_server(tmp_path_factory) as endpoint:
+        yield enforcing_roles(endpoint, _stand_up(built, endpoint, mem0[0]), ROLES)
 
 
 def _stand_up(built: Json, endpoint: str, mem0_url: str) -> Stack:

@@ -3,10 +3,7 @@
 test_built_privacy.py), and the code run in this process with one role's credentials. For code paths
 the built-function tests do not reach."""
 
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,9 +13,8 @@ from services.analytics.tables import TABLES, day_object_key, object_key
 from services.core.adapters.s3_blob_store import S3BlobStore
 from services.core.domain.models import CallRecord
 from tests.infra.cfn import template
-from tests.infra.test_built_handlers import Aws, _assume, _post, _test_admin, _wait_until_up
+from tests.infra.test_built_handlers import Aws, enforcing_roles, moto_server
 from tests.infra.test_built_privacy import ANALYTICS_BUCKET, ROLES, _stand_up
-from tests.support import free_port
 
 ERASED, OTHER = "conv_erased_caller_0001", "conv_other_caller_0002"
 STARTED_AT = 1795516800  # 2026-11-24: a closed (merged) day
@@ -27,22 +23,8 @@ DT = "2026-11-24"
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aws]:
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    moto_server = Path(sys.executable).with_name("moto_server")
-    server = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    try:
-        _wait_until_up(endpoint, server)
-        stack = _stand_up(template(), endpoint)
-        credentials = {role: _assume(endpoint, role) for role in ROLES}
-        credentials["admin"] = _test_admin(endpoint)
-        _post(f"{endpoint}/moto-api/reset-auth", b"0")  # from here on moto enforces IAM policies
-        yield Aws(endpoint, stack, credentials)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
+    with moto_server(tmp_path_factory) as endpoint:
+        yield enforcing_roles(endpoint, _stand_up(template(), endpoint), ROLES)
 
 
 def test_the_privacy_role_may_erase_a_caller_from_a_merged_day_that_holds_late_per_call_objects(aws: Aws) -> None:

@@ -14,8 +14,6 @@ statically in tests/infra)."""
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,12 +42,11 @@ from services.privacy import handler
 from services.privacy.retention import DAY, RetentionConfigError
 from services.privacy.wiring import build_scheduled_retention
 from tests.infra.cfn import Json, Stack, function_properties, template
-from tests.infra.test_built_handlers import ACCOUNT, REGION, _as_list, _as_moto_enforces, _post, _wait_until_up
+from tests.infra.test_built_handlers import ACCOUNT, REGION, _as_list, _as_moto_enforces, _post, moto_server
 from tests.memory.fake_mem0_platform import API_KEY as MEM0_KEY
 from tests.memory.fake_mem0_platform import PlatformState, fake_mem0_platform
 from tests.memory.support import call_envelope
 from tests.privacy.conftest import audio_envelope
-from tests.support import free_port
 
 BUCKET = "callvault-archive-retention"
 ANALYTICS_BUCKET = "callvault-analytics-retention"
@@ -109,19 +106,8 @@ def _root(service: Any, endpoint: str) -> Any:
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aws]:
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    moto_server = Path(sys.executable).with_name("moto_server")
-    server = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    try:
-        with fake_mem0_platform() as (url, state):
-            _wait_until_up(endpoint, server)
-            yield _stand_up(endpoint, url, state)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
+    with moto_server(tmp_path_factory) as endpoint, fake_mem0_platform() as (url, state):
+        yield _stand_up(endpoint, url, state)
 
 
 def _stand_up(endpoint: str, mem0_url: str, mem0: PlatformState) -> Aws:

@@ -11,8 +11,6 @@ import gzip
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,8 +28,8 @@ from services.ingest import handler as ingest_handler
 from services.sync import handler
 from services.sync.wiring import build_scheduled_sync
 from tests.infra.cfn import Json, Stack, function_properties, template
-from tests.infra.test_built_handlers import ACCOUNT, REGION, _as_moto_enforces, _post, _wait_until_up
-from tests.support import SECRET, free_port, signed_headers
+from tests.infra.test_built_handlers import ACCOUNT, REGION, _as_moto_enforces, _post, moto_server
+from tests.support import SECRET, signed_headers
 from tests.support_elevenlabs import API_KEY, PHONE, ElevenLabsStandIn, SyntheticAudio
 
 BUCKET = "callvault-archive-sync-lambda"
@@ -80,19 +78,8 @@ class Aws:
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aws]:
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    moto_server = Path(sys.executable).with_name("moto_server")
-    server = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    try:
-        with ElevenLabsStandIn() as api:
-            _wait_until_up(endpoint, server)
-            yield _stand_up(endpoint, api)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
+    with moto_server(tmp_path_factory) as endpoint, ElevenLabsStandIn() as api:
+        yield _stand_up(endpoint, api)
 
 
 def _root(service: Any, endpoint: str) -> Any:
