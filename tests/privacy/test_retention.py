@@ -149,6 +149,19 @@ def test_retention_command_dry_run_then_run(client: TestClient, data_dir: Path) 
     assert [json.loads(line)["action"] for line in audit.stdout.splitlines()] == ["retention_run", "erase"]
 
 
+def _audio_runner(world: World) -> RetentionRunner:
+    """A run that expires audio after 60 days, with the analytics' has_audio flag kept in step."""
+    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(world.analytics)], erased=world.erased)
+    return RetentionRunner(
+        world.index,
+        eraser,
+        RetentionRules(Rule(audio_days=60)),
+        blobs=world.blobs,
+        audio_flags=world.archiver.analytics,
+        clock=world.clock,
+    )
+
+
 def test_audio_retention_removes_the_audio_for_good_and_keeps_the_call() -> None:
     from services.ingest.verify import ArchiveVerifier
 
@@ -159,11 +172,7 @@ def test_audio_retention_removes_the_audio_for_good_and_keeps_the_call() -> None
         _call(world, cid, age)
         assert world.deliver(audio_envelope(cid, NOW - age * DAY + 61)) == "stored"
     world.compact()  # conv_old_audio's day is merged: its analytics row lives in the day object
-    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(world.analytics)], erased=world.erased)
-    rules = RetentionRules(Rule(audio_days=60))
-    runner = RetentionRunner(
-        world.index, eraser, rules, blobs=world.blobs, audio_flags=world.archiver.analytics, clock=world.clock
-    )
+    runner = _audio_runner(world)
 
     planned = runner.run(dry_run=True)
     assert world.index.get("conv_old_audio").audio_key is not None  # type: ignore[union-attr]
@@ -214,11 +223,7 @@ def test_audio_arriving_while_a_run_expires_it_is_refused_and_purged() -> None:
     world = World("memory", MemoryBlobStore(), index, MemoryBlobStore(), now=float(NOW))
     _call(world, "conv_racing", 100)
     assert world.deliver(audio_envelope("conv_racing", NOW - 100 * DAY + 61)) == "stored"
-    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(world.analytics)], erased=world.erased)
-    runner = RetentionRunner(
-        world.index, eraser, RetentionRules(Rule(audio_days=60)), blobs=world.blobs,
-        audio_flags=world.archiver.analytics, clock=world.clock,
-    )  # fmt: skip
+    runner = _audio_runner(world)
     expired: list[list[str]] = []
     index.then = lambda: expired.append(runner.run().audio_expired)
 
@@ -254,11 +259,7 @@ def test_audio_landing_between_the_runs_purge_and_its_mark_is_purged_by_the_run(
     index.blobs = world.blobs
     _call(world, "conv_landing", 100)
     assert world.deliver(audio_envelope("conv_landing", NOW - 100 * DAY + 61)) == "stored"
-    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(world.analytics)], erased=world.erased)
-    RetentionRunner(
-        world.index, eraser, RetentionRules(Rule(audio_days=60)), blobs=world.blobs,
-        audio_flags=world.archiver.analytics, clock=world.clock,
-    ).run()  # fmt: skip
+    _audio_runner(world).run()
 
     assert not [k for k in world.blobs.list_keys() if k.endswith(".mp3")]
     assert ArchiveVerifier(world.archiver, clock=world.clock).run().findings == []
@@ -286,11 +287,7 @@ def test_audio_a_delivery_may_not_purge_after_its_expiry_is_answered_and_left_to
     world = World("memory", blobs, index, MemoryBlobStore(), now=float(NOW))
     _call(world, "conv_racing", 100)
     assert world.deliver(audio_envelope("conv_racing", NOW - 100 * DAY + 61)) == "stored"
-    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(world.analytics)], erased=world.erased)
-    runner = RetentionRunner(
-        world.index, eraser, RetentionRules(Rule(audio_days=60)), blobs=world.blobs,
-        audio_flags=world.archiver.analytics, clock=world.clock,
-    )  # fmt: skip
+    runner = _audio_runner(world)
 
     def run_then_deny() -> None:
         runner.run()
@@ -318,11 +315,7 @@ def test_verify_finds_and_purges_audio_left_after_its_expiry() -> None:
     _call(world, "conv_left", 100)
     assert world.deliver(audio_envelope("conv_left", NOW - 100 * DAY + 61)) == "stored"
     key = world.index.get("conv_left").audio_key  # type: ignore[union-attr]
-    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(world.analytics)], erased=world.erased)
-    rules = RetentionRules(Rule(audio_days=60))
-    RetentionRunner(
-        world.index, eraser, rules, blobs=world.blobs, audio_flags=world.archiver.analytics, clock=world.clock
-    ).run()
+    _audio_runner(world).run()
     world.blobs.put_bytes(str(key), b"ID3 left by a crash", "audio/mpeg")  # a delivery killed before its purge
 
     verifier = ArchiveVerifier(world.archiver, clock=world.clock)
