@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from aws_lambda_powertools import Logger
 
@@ -38,6 +38,9 @@ from services.core.ports import BlobStore
 
 from .rows import Row, UnreadableRows, decode, encode
 from .tables import CONTENT_TYPE, TABLES, day_object_key, is_closed, parse_object_key, partition_prefix
+
+if TYPE_CHECKING:
+    from .writer import AnalyticsWriter
 
 # Edits a day's rows, keyed by conversation id, in place; returns whether it changed anything.
 Change = Callable[[dict[str, list[Row]]], bool]
@@ -186,6 +189,24 @@ def merge_days(store: BlobStore, days: Iterable[str]) -> None:
     for dt in sorted(set(days)):
         for table in TABLES:
             rewrite_day(store, table, dt)
+
+
+class LateDays:
+    """The closed days a command wrote to, merged when it ends (``merge_days``): pass ``add`` as the
+    Archiver's ``on_late_write``. For what runs without `serve`'s compactor: `import`, `sync`,
+    `verify --repair` and the scheduled sync function."""
+
+    def __init__(self) -> None:
+        self._days: set[str] = set()
+
+    def add(self, dt: str) -> None:
+        self._days.add(dt)
+
+    def merge(self, writer: "AnalyticsWriter | None") -> None:
+        """Merge the days written so far, and forget them (a warm function's next run starts with none)."""
+        days, self._days = self._days, set()
+        if days and writer is not None:
+            merge_days(writer.store, days)
 
 
 def compact_closed_days(

@@ -82,10 +82,10 @@ def _read_bounded(path: Path, limit: int) -> bytes:
 
 
 def import_paths(settings: Settings, paths: list[Path], progress: bool = True) -> ImportSummary:
-    from services.analytics.compaction import merge_days
+    from services.analytics.compaction import LateDays
 
     storage = build_storage(settings)
-    late_days: set[str] = set()
+    late_days = LateDays()
     archiver = build_archiver(settings, storage, on_late_write=late_days.add)
     files = _files(paths)
     summary = ImportSummary()
@@ -110,7 +110,6 @@ def import_paths(settings: Settings, paths: list[Path], progress: bool = True) -
                 bar.advance(task)
     finally:
         # No `serve` compactor hears of these writes; merged also when the import stops (Ctrl-C).
-        if late_days and archiver.analytics is not None:
-            merge_days(archiver.analytics.store, late_days)
+        late_days.merge(archiver.analytics)
     summary.searched = len(files)
     return summary

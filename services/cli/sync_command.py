@@ -62,6 +62,7 @@ def sync(
       callvault sync --since 2025-07-01    # a window, e.g. a new installation's history
       callvault sync --dry-run --json      # the gap report: what the archive lacks
     """
+    from services.analytics.compaction import LateDays
     from services.core.wiring import build_storage
     from services.ingest.wiring import build_archiver
     from services.sync.elevenlabs import ElevenLabsClient
@@ -77,7 +78,7 @@ def sync(
             raise InvalidRequest("--until must be later than --since")
         client = ElevenLabsClient.from_settings(settings, concurrency=concurrency)
         storage = build_storage(settings)
-        late_days: set[str] = set()
+        late_days = LateDays()
         archiver = build_archiver(settings, storage, on_late_write=late_days.add)
         syncer = Syncer(
             client,
@@ -108,10 +109,7 @@ def sync(
                 )
         finally:
             # Calls of closed days: fold them in now, also when the run stopped (what it archived stays).
-            if late_days and archiver.analytics is not None:
-                from services.analytics.compaction import merge_days
-
-                merge_days(archiver.analytics.store, late_days)
+            late_days.merge(archiver.analytics)
     except InvalidRequest as exc:
         raise click.UsageError(exc.message) from None
     except CallVaultError as exc:

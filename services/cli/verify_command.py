@@ -32,6 +32,7 @@ def verify(repair: bool, as_json: bool, data_dir: Path | None) -> None:
       callvault verify --repair        repair, then report what is left
       callvault verify --json | jq .by_kind
     """
+    from services.analytics.compaction import LateDays
     from services.core.wiring import build_storage
     from services.ingest.verify import ArchiveVerifier, Finding
     from services.ingest.wiring import build_archiver
@@ -40,15 +41,12 @@ def verify(repair: bool, as_json: bool, data_dir: Path | None) -> None:
     if settings.backend != "aws":
         require_archive(settings, data_dir)
     storage = build_storage(settings)
-    late_days: set[str] = set()
+    late_days = LateDays()
     archiver = build_archiver(settings, storage, on_late_write=late_days.add)
     reappeared = _erased_again(settings, storage, repair)  # first: a repair below must not rebuild them
     with progress_bars() as bar:
         report = ArchiveVerifier(archiver).run(repair=repair, progress=bar("checking calls"))
-    if late_days and archiver.analytics is not None:  # rows rewritten into closed days: fold them in now
-        from services.analytics.compaction import merge_days
-
-        merge_days(archiver.analytics.store, late_days)
+    late_days.merge(archiver.analytics)  # rows rewritten into closed days: fold them in now
     report.findings.extend(reappeared)
     if settings.backend != "aws":
         import time

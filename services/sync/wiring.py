@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
+from services.analytics.compaction import LateDays  # a composition root may wire analytics in
 from services.core.config import Settings
 from services.core.domain.errors import CallVaultError
 from services.core.logging import get_logger
@@ -45,13 +46,13 @@ class SyncParts:
     archiver: Archiver
     index: CallIndex
     source: ElevenLabsClient
-    late_days: set[str] = field(default_factory=set)  # closed analytics days the archiver wrote to
+    late_days: LateDays = field(default_factory=LateDays)  # closed analytics days the archiver wrote to
 
 
 def build_sync_parts(settings: Settings, *, concurrency: int = 4, memory_jobs: bool = True) -> SyncParts:
     """The Archiver as the webhook's (archive, index, analytics; memory jobs when a queue is set), but
     without audio-fetch scheduling: whoever holds these fetches missing audio itself."""
-    late_days: set[str] = set()
+    late_days = LateDays()
     storage = build_storage(settings)
     jobs = None
     if memory_jobs:
@@ -84,18 +85,12 @@ class ScheduledSync:
             self._merge_late_days()
 
     def _merge_late_days(self) -> None:
-        days = sorted(self.parts.late_days)
-        self.parts.late_days.clear()  # a warm container's next run starts with none
-        analytics = self.parts.archiver.analytics
-        if days and analytics is not None:
-            from services.analytics.compaction import merge_days  # a composition root may wire analytics in
-
-            try:
-                merge_days(analytics.store, days)
-            except CallVaultError as exc:
-                get_logger("callvault-sync").warning(
-                    "sync: closed days left for the hourly merge", extra={"days": days, "reason": exc.message}
-                )
+        try:
+            self.parts.late_days.merge(self.parts.archiver.analytics)
+        except CallVaultError as exc:
+            get_logger("callvault-sync").warning(
+                "sync: closed days left for the hourly merge", extra={"reason": exc.message}
+            )
 
 
 def build_scheduled_sync(settings: Settings, concurrency: int = 4) -> ScheduledSync:
