@@ -44,9 +44,12 @@ def verify(repair: bool, as_json: bool, data_dir: Path | None) -> None:
     late_days = LateDays()
     archiver = build_archiver(settings, storage, on_late_write=late_days.add)
     reappeared = _erased_again(settings, storage, repair)  # first: a repair below must not rebuild them
-    with progress_bars() as bar:
-        report = ArchiveVerifier(archiver).run(repair=repair, progress=bar("checking calls"))
-    late_days.merge(archiver.analytics)  # rows rewritten into closed days: fold them in now
+    try:
+        with progress_bars() as bar:
+            report = ArchiveVerifier(archiver).run(repair=repair, progress=bar("checking calls"))
+    finally:
+        # Rows rewritten into closed days: folded in now, also when the run stops midway (Ctrl-C).
+        late_days.merge(archiver.analytics)
     report.findings.extend(reappeared)
     if settings.backend != "aws":
         import time
