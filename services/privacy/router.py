@@ -14,6 +14,7 @@ from services.core.domain import phone as phone_domain
 from services.core.domain.errors import NotFound
 from services.web.auth import Principal, require_role
 from services.web.params import parse_instant, parse_phone
+from services.web.query import reject_unknown_query_params
 
 from .audit import Auditor
 from .service import Eraser
@@ -27,7 +28,9 @@ class PrivacyContext:
 
 
 def create_privacy_router(require_api_key: Callable[..., Principal], context: PrivacyContext) -> APIRouter:
-    router = APIRouter(tags=["privacy"])
+    # Strict like every data route, after the key (cached: the routes' Caller reuses it): a misspelt
+    # `?dry-run=true`, ignored, would erase the caller for real.
+    router = APIRouter(tags=["privacy"], dependencies=[Depends(require_api_key), Depends(reject_unknown_query_params)])
     Caller = Annotated[Principal, Depends(require_api_key)]
 
     @router.delete(

@@ -35,6 +35,21 @@ def test_delete_caller_needs_an_admin_key(client: TestClient) -> None:
     assert client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN)).status_code == 200
 
 
+@pytest.mark.parametrize("query", ["dryrun=true", "dry-run=true", "dry_run=true&force=1"])
+def test_a_misspelt_erasure_parameter_is_400_and_erases_nothing(client: TestClient, data_dir: Path, query: str) -> None:
+    # Strict like every data route: `dry-run=true` quietly ignored would erase the caller for real.
+    before = _files(data_dir)
+    refused = client.delete(f"/callers/+16125550142?{query}", headers=bearer(ADMIN))
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "unknown_parameter"
+    assert "/callers/{phone} takes: dry_run, upstream" in refused.json()["error"]["message"]
+    assert _files(data_dir) == before
+    assert client.get(f"/calls/{CALL_ID}", headers=bearer(ADMIN)).status_code == 200
+    trail = client.get("/audit?form=2025-01-01", headers=bearer(ADMIN))
+    assert trail.status_code == 400 and trail.json()["error"]["code"] == "unknown_parameter"
+    assert client.delete(f"/callers/+16125550142?{query}").status_code == 401  # the key first
+
+
 def test_delete_caller_erases_them_from_every_route(client: TestClient, data_dir: Path) -> None:
     dry = client.delete("/callers/+16125550142?dry_run=true", headers=bearer(ADMIN)).json()
     assert dry["dry_run"] is True and dry["conversations"] == 1 and dry["archive_objects"] == 2
