@@ -24,7 +24,7 @@ from services.core.ports import CallIndex
 from services.web.body import read_bounded
 from services.web.edge import add_log_fields
 from services.web.params import parse_phone
-from services.web.query import reject_unknown_query_params
+from services.web.query import UNKNOWN_PARAMETER, reject_unknown_query_params
 
 from .domain import StoredMemory
 from .ports import MemoryStore
@@ -212,7 +212,9 @@ class MemoryList(BaseModel):
 
 
 def create_memory_router(require_api_key: Callable[..., Any]) -> APIRouter:
-    router = APIRouter(tags=["memory"], dependencies=[Depends(reject_unknown_query_params)])
+    router = APIRouter(
+        tags=["memory"], dependencies=[Depends(reject_unknown_query_params)], responses={400: UNKNOWN_PARAMETER}
+    )
 
     @router.get(
         "/callers/{phone}/memories",

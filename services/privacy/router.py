@@ -13,8 +13,9 @@ from services.core.domain import keys
 from services.core.domain import phone as phone_domain
 from services.core.domain.errors import NotFound
 from services.web.auth import Principal, require_role
+from services.web.edge import documented_error
 from services.web.params import parse_instant, parse_phone
-from services.web.query import reject_unknown_query_params
+from services.web.query import UNKNOWN_PARAMETER, reject_unknown_query_params
 
 from .audit import Auditor
 from .service import Eraser
@@ -30,7 +31,15 @@ class PrivacyContext:
 def create_privacy_router(require_api_key: Callable[..., Principal], context: PrivacyContext) -> APIRouter:
     # Strict like every data route, after the key (cached: the routes' Caller reuses it): a misspelt
     # `?dry-run=true`, ignored, would erase the caller for real.
-    router = APIRouter(tags=["privacy"], dependencies=[Depends(require_api_key), Depends(reject_unknown_query_params)])
+    router = APIRouter(
+        tags=["privacy"],
+        dependencies=[Depends(require_api_key), Depends(reject_unknown_query_params)],
+        responses={
+            400: UNKNOWN_PARAMETER,
+            401: documented_error("missing or wrong API key", "unauthorized", "API key is not valid"),
+            403: documented_error("a key below admin", "forbidden", "erasure needs a key with the 'admin' role"),
+        },
+    )
     Caller = Annotated[Principal, Depends(require_api_key)]
 
     @router.delete(
@@ -40,6 +49,15 @@ def create_privacy_router(require_api_key: Callable[..., Principal], context: Pr
         "job of the caller. `dry_run=true` counts what would go. `upstream=true` also deletes the "
         "conversations at ElevenLabs (the server needs `ELEVENLABS_API_KEY`); those it could not delete are "
         "listed in `upstream.failed` and keep their index row: send the same request again. Idempotent.",
+        responses={
+            409: documented_error(
+                "data under a legal hold",
+                "held",
+                "under legal hold hold_0123456789ab (caller *******0142) since 2026-11-02: 'case 2026-114'; "
+                "release it first (`callvault release hold_0123456789ab`)",
+            ),
+            503: documented_error("a store did not answer; retry", "storage_unavailable", "storage is unavailable"),
+        },
     )
     async def erase_caller(
         caller: Caller,
@@ -70,6 +88,7 @@ def create_privacy_router(require_api_key: Callable[..., Principal], context: Pr
         "chain check. Conversations are named by keyed hash: `conversation` finds one call's entries. "
         "Without `after`, the newest `limit` entries; with `after=SEQ`, the first `limit` entries after that "
         "one, and `next_after` names the next page's `after` (null: none left).",
+        responses={404: documented_error("no audit trail kept here", "not_found", "no audit trail on this deployment")},
     )
     async def audit_trail(
         caller: Caller,

@@ -40,6 +40,12 @@ SAFE_DEFAULT_HEADERS = (
 _FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
 
 
+def documented_error(description: str, code: str, message: str) -> dict[str, Any]:
+    """An entry of a route's OpenAPI ``responses``: the one error envelope, with an example."""
+    example = error_body(code, message, "a1b2c3d4e5f60718")
+    return {"description": description, "content": {"application/json": {"example": example}}}
+
+
 def request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 

@@ -8,7 +8,14 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from services.core.domain.errors import UnknownParameter
+from services.web.edge import documented_error
 
+# For the `responses` of every route that depends on `reject_unknown_query_params`, so /docs shows the 400.
+UNKNOWN_PARAMETER = documented_error(
+    "a query parameter the route does not take",
+    "unknown_parameter",
+    "unknown query parameter 'from'; /calls takes: agent_id, call_successful, cursor, limit, phone, since, ...",
+)
 _PRINTABLE_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,64}$")
 
 

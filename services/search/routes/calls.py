@@ -9,7 +9,7 @@ from services.core.domain import phone as phone_domain
 from services.core.domain.models import CALL_OUTCOMES, CALL_STATUSES
 from services.web.auth import require_role
 from services.web.edge import add_log_fields
-from services.web.query import reject_unknown_query_params
+from services.web.query import UNKNOWN_PARAMETER, reject_unknown_query_params
 
 from ..dependencies import BaseUrl, Caller, Context, Cursors, Index, Links, require_api_key
 from ..links import absolute_url
@@ -25,7 +25,7 @@ UNAVAILABLE = error_example(
 router = APIRouter(
     tags=["calls"],
     dependencies=[Depends(require_api_key), Depends(reject_unknown_query_params)],
-    responses={401: UNAUTHORIZED, 503: UNAVAILABLE},
+    responses={400: UNKNOWN_PARAMETER, 401: UNAUTHORIZED, 503: UNAVAILABLE},
 )
 
 
@@ -118,7 +118,11 @@ CursorParam = Annotated[
         "costs the same however large the archive is."
     ),
     responses={
-        400: error_example("altered cursor, or a cursor from other filters", "invalid_cursor", "cursor is not valid"),
+        400: error_example(
+            "altered cursor, a cursor from other filters, or a query parameter the route does not take",
+            "invalid_cursor",
+            "cursor is not valid",
+        ),
         422: error_example(
             "a parameter is wrong",
             "invalid_request",

@@ -11,12 +11,17 @@ from services.analytics.reader import AnalyticsReader
 from services.analytics.reports import ReportArgs, TurnPosition, keyword_page
 from services.core.domain.errors import InvalidCursor, InvalidRequest, StorageUnavailable
 from services.web.edge import add_log_fields
-from services.web.query import reject_unknown_query_params
+from services.web.query import UNKNOWN_PARAMETER, reject_unknown_query_params
 
 from ..dependencies import Context, require_api_key
 from ..schemas import error_example
+from .calls import UNAUTHORIZED
 
-router = APIRouter(tags=["calls"], dependencies=[Depends(require_api_key), Depends(reject_unknown_query_params)])
+router = APIRouter(
+    tags=["calls"],
+    dependencies=[Depends(require_api_key), Depends(reject_unknown_query_params)],
+    responses={400: UNKNOWN_PARAMETER, 401: UNAUTHORIZED},
+)
 MAX_RESULTS = 200
 
 
@@ -88,7 +93,14 @@ def keyword_matches(
         "(older) turns. Each page is a new query; on Athena it reads the days from `since` up to the day of "
         "the last turn shown, so a `since` keeps every page cheap."
     ),
-    responses={503: error_example("no analytics engine", "storage_unavailable", "storage is unavailable; retry")},
+    responses={
+        400: error_example(
+            "a cursor no page wrote, or a query parameter the route does not take",
+            "invalid_cursor",
+            "cursor is not valid: pass back next_cursor unchanged",
+        ),
+        503: error_example("no analytics engine", "storage_unavailable", "storage is unavailable; retry"),
+    },
 )
 def search_transcripts(
     request: Request,
