@@ -141,3 +141,9 @@ def test_every_command_is_in_the_readme_table() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     missing = [name for name in cli.commands if f"`callvault {name}" not in readme and f"/ `{name} " not in readme]
     assert missing == [], "commands missing from README's Commands table"
+
+
+def test_every_service_package_is_in_the_readme_architecture() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    packages = sorted(p.parent.name for p in (ROOT / "services").glob("*/__init__.py"))
+    assert [name for name in packages if f"services/{name}/ " not in readme] == []
