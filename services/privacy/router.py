@@ -53,7 +53,7 @@ def create_privacy_router(require_api_key: Callable[..., Principal], context: Pr
             409: documented_error(
                 "data under a legal hold",
                 "held",
-                "under legal hold hold_0123456789ab (caller *******0142) since 2026-11-02: 'case 2026-114'; "
+                "under legal hold hold_0123456789ab (*******0142) since 2026-11-02: 'case 2026-114'; "
                 "release it first (`callvault release hold_0123456789ab`)",
             ),
             503: documented_error("a store did not answer; retry", "storage_unavailable", "storage is unavailable"),
