@@ -8,8 +8,9 @@ With ``prune``, objects of calls no longer in the archive (erased) are deleted t
 Closed days (``tables.CLOSED_AFTER_DAYS``) end as one day object per table: the run writes per-call
 objects everywhere, then merges each closed day once (a day object rewritten per call would cost a
 whole day's rows per call), dropping from the day objects the calls that now belong to another day
-and, with ``prune``, the erased ones. Until that last step, a report over a closed day that already
-had a day object can count a re-written call twice.
+and, with ``prune``, the erased ones. Until that last step a call whose start moved to another day
+can be counted in both days (a call rewritten into its own closed day is counted once: the tables
+let its per-call object win, ``tables.current_rows_sql``).
 
 Calls whose analytics rows expired under a retention rule (the row's ``analytics_expired_at``, #13)
 are not written again, and any rows of theirs still on file are deleted (an interrupted expiry ends).

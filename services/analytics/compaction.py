@@ -13,13 +13,14 @@ wins. So a merge
      same day makes it fail and start again, so no merge loses another's rows;
   3. deletes each per-call object with ``delete_if``, only if it is still the version it read: one
      rewritten meanwhile (a redelivery racing the merge) stays, and wins at the next merge.
-Between 2 and 3, a reader can see a call of that day twice; the window is the time to delete that
-day's per-call objects (in parallel), once, two days after the day ended.
+Between 2 and 3 a call's rows are in both objects, the same rows or (a racing rewrite) newer ones in
+the per-call object: so the tables people query let the per-call object's rows win
+(``tables.current_rows_sql``), and nobody sees a call twice.
 
 Writes to a closed day (a late redelivery, late audio, an import or sync of past calls, a backfill)
 are per-call objects like any other: rewriting the day object per call made importing a day's calls
 quadratic. The next merge folds them in (``callvault serve`` a few seconds after such a write, AWS
-hourly); until then a call that was already merged is counted twice in that day.
+hourly); until then the per-call object's rows are the ones read, by the same rule.
 """
 
 import random
@@ -184,7 +185,7 @@ def open_partitions(store: BlobStore) -> dict[tuple[str, str], int]:
 
 def merge_days(store: BlobStore, days: Iterable[str]) -> None:
     """Fold the per-call objects a command wrote into closed days back into their day objects, every
-    table: until then a call rewritten there is read twice (its day row and its per-call row). For the
+    table: until then a call rewritten there costs a read of one more object. For the
     commands that run without `serve`'s compactor (`import`, `sync`, `verify --repair`)."""
     for dt in sorted(set(days)):
         for table in TABLES:

@@ -2,6 +2,9 @@
 
 The tables are exposed under the Glue names (``calls``, ``messages``, ``evaluations``, each with the
 ``dt`` partition column as a string), so report SQL and ad-hoc SQL run unchanged here and on Athena.
+They are what Athena's views of the same names are: a call with a per-call object beside its day's
+day object has only the per-call object's rows (``tables.current_rows_sql``, over ``calls_objects``
+and the others, which name the object of each row ``"$path"`` as Athena does).
 
 Local folders hold one small object per call per table; opening 100,000 gzip files costs seconds
 on every query, so the local engine keeps a DuckDB file (``<data-dir>/analytics-cache.duckdb``)
@@ -27,7 +30,16 @@ from urllib.parse import urlparse
 import duckdb
 
 from .result import QueryResult, neutral_type
-from .tables import COLUMNS, DUCKDB_TYPES, OBJECT_SUFFIX, PARTITION_COLUMN, TABLES
+from .tables import (
+    COLUMNS,
+    DUCKDB_TYPES,
+    OBJECT_SUFFIX,
+    PARTITION_COLUMN,
+    PATH_COLUMN,
+    TABLES,
+    current_rows_sql,
+    objects_table,
+)
 
 CACHE_FILE = "analytics-cache.duckdb"
 # A partition folder modified this recently may still change within the same timestamp tick: it is
@@ -35,7 +47,10 @@ CACHE_FILE = "analytics-cache.duckdb"
 RACY_WINDOW_NS = 2_000_000_000
 VANISHED_FILE_ATTEMPTS = 4  # a merge deleting the per-call objects a read listed: read again
 _DT_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
-_SCHEMA_VERSION = hashlib.sha256(repr(sorted(COLUMNS.items())).encode()).hexdigest()[:16]
+# The cache holds each partition's current rows: a change of columns or of that rule rebuilds it.
+_SCHEMA_VERSION = hashlib.sha256(
+    repr((sorted(COLUMNS.items()), [current_rows_sql(t) for t in TABLES])).encode()
+).hexdigest()[:16]
 
 
 def _literal(text: str) -> str:
@@ -47,21 +62,32 @@ def _columns_struct(table: str) -> str:
 
 
 def _read_json(table: str, paths: Sequence[str]) -> str:
-    """A ``read_json`` call returning the table's columns plus ``dt`` (a string, as in Glue)."""
+    """A ``read_json`` call returning the table's columns plus ``dt`` (a string, as in Glue) and ``filename``."""
     listed = "[" + ", ".join(_literal(p) for p in paths) + "]"
     return (
         f"read_json({listed}, columns={_columns_struct(table)}, format='newline_delimited', "
-        "hive_partitioning=true, hive_types_autocast=false)"
+        "hive_partitioning=true, hive_types_autocast=false, filename=true)"
     )
 
 
-def _select_list(table: str) -> str:
-    return ", ".join([f'"{name}"' for name, _t in COLUMNS[table]] + [PARTITION_COLUMN])
+def _objects_select(table: str, paths: Sequence[str]) -> str:
+    """The rows of every object in ``paths``, each with its object's path (Athena's ``"$path"``)."""
+    columns = ", ".join([f'"{name}"' for name, _t in COLUMNS[table]] + [PARTITION_COLUMN])
+    return f"SELECT {columns}, filename AS {PATH_COLUMN} FROM {_read_json(table, paths)}"  # noqa: S608
 
 
-def _empty_select(table: str) -> str:
+def _empty_objects_select(table: str) -> str:
     typed = [f'CAST(NULL AS {DUCKDB_TYPES[t]}) AS "{n}"' for n, t in COLUMNS[table]]
-    return f"SELECT {', '.join(typed)}, CAST(NULL AS VARCHAR) AS {PARTITION_COLUMN} WHERE false"
+    return (
+        f"SELECT {', '.join(typed)}, CAST(NULL AS VARCHAR) AS {PARTITION_COLUMN}, "
+        f"CAST(NULL AS VARCHAR) AS {PATH_COLUMN} WHERE false"
+    )
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, table: str, objects: str) -> None:
+    """``{table}_objects`` as ``objects`` selects it, and ``table`` over it: each call's current rows."""
+    con.execute(f"CREATE VIEW {objects_table(table)} AS {objects}")
+    con.execute(f"CREATE VIEW {table} AS {current_rows_sql(table)}")
 
 
 def load_httpfs(con: duckdb.DuckDBPyConnection) -> None:
@@ -174,12 +200,8 @@ class DuckDbEngine:
         for table in TABLES:
             folder = root / table
             has_files = folder.is_dir() and any(folder.glob(f"*/*{OBJECT_SUFFIX}"))
-            body = (
-                f"SELECT {_select_list(table)} FROM {_read_json(table, [f'{folder}/*/*{OBJECT_SUFFIX}'])}"  # noqa: S608
-                if has_files
-                else _empty_select(table)
-            )
-            con.execute(f"CREATE VIEW {table} AS {body}")
+            pattern = f"{folder}/*/*{OBJECT_SUFFIX}"
+            _create_views(con, table, _objects_select(table, [pattern]) if has_files else _empty_objects_select(table))
         if read_only:
             _lock_down(con, [str(root)])
         return cls(con, str(root), read_only=read_only)
@@ -231,8 +253,7 @@ class DuckDbEngine:
             pattern = f"{base}/{table}/*/*{OBJECT_SUFFIX}"
             found = con.execute("SELECT count(*) FROM (SELECT file FROM glob(?) LIMIT 1)", [pattern]).fetchone()
             has_files = bool(found and found[0])
-            body = f"SELECT {_select_list(table)} FROM {_read_json(table, [pattern])}" if has_files else None  # noqa: S608
-            con.execute(f"CREATE VIEW {table} AS {body or _empty_select(table)}")
+            _create_views(con, table, _objects_select(table, [pattern]) if has_files else _empty_objects_select(table))
         if read_only:
             _lock_down(con, [])
         return cls(con, base, read_only=read_only)
@@ -295,9 +316,10 @@ class DuckDbEngine:
             with_files = [dt for dt in changed if any((folder / f"dt={dt}").glob(f"*{OBJECT_SUFFIX}"))]
             if with_files:
                 paths = [f"{folder}/dt={dt}/*{OBJECT_SUFFIX}" for dt in with_files]
+                # Whole partitions are read, so each call's current rows are decided here, once.
                 # Table and column names are constants from tables.py; paths are quoted by _literal.
-                insert = f"INSERT INTO {table} SELECT {_select_list(table)} FROM {_read_json(table, paths)}"  # noqa: S608
-                con.execute(insert)
+                objects = f"({_objects_select(table, paths)}) AS objects"
+                con.execute(f"INSERT INTO {table} {current_rows_sql(table, objects)}")
             fresh = [(table, dt, on_disk[dt]) for dt in changed if now_ns - on_disk[dt] >= RACY_WINDOW_NS]
             if fresh:
                 con.executemany("INSERT INTO _partitions VALUES (?, ?, ?)", fresh)

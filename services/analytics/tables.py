@@ -9,7 +9,9 @@ the call. ``dt`` is a partition column only: it is never a key inside the rows (
 column that is both). While a day is open, one object per call per table, named by ``conversation_id``
 (``{conversation_id}.json.gz``), so a redelivery overwrites; once the day is closed
 (``CLOSED_AFTER_DAYS``), its calls are merged into one day object (``day.compacted.json.gz``, see
-``compaction.py``). Readers read every object of a partition, so they need not know which is which.
+``compaction.py``). A late write to a closed day is a per-call object beside the day object until
+the next merge, so the same call can be stored twice: the tables people query (``calls``, ...) are
+views that keep, per call, the per-call object's rows (``current_rows_sql``).
 """
 
 import re
@@ -94,6 +96,41 @@ DUCKDB_TYPES: Final[dict[str, str]] = {
     "boolean": "BOOLEAN",
     "array<string>": "VARCHAR[]",
 }
+
+
+# The raw rows of every object of a table, as stored (Glue tables on AWS, DuckDB views locally), with
+# the object each row came from in "$path": Athena's name for it, given to DuckDB's `filename` too.
+OBJECTS_SUFFIX: Final = "_objects"
+PATH_COLUMN: Final = '"$path"'
+
+
+def objects_table(table: str) -> str:
+    """The name of ``table``'s raw rows, one call possibly twice (``calls_objects``)."""
+    return table + OBJECTS_SUFFIX
+
+
+def current_rows_sql(table: str, source: str | None = None) -> str:
+    """The view ``table``: the rows of ``source`` (default ``objects_table(table)``), where a call
+    with rows in a per-call object of a partition loses its rows in that partition's day object.
+
+    A per-call object beside a day object is always the later write: the merge deletes a per-call
+    object only after the day object holds its rows, and only if it is still the version merged
+    (``compaction.rewrite_day``), so one that survives is the same rows or newer ones. One text for
+    Trino (the Glue view, ``infra/analytics.yaml``) and DuckDB; a window partitioned by ``dt`` lets
+    both push a ``dt`` filter down to the scan (Athena still reads only the partitions asked for).
+    A per-call object with no rows (a newer version with no turns) is invisible to SQL: the call's
+    older day rows stay until the merge, never counted beside newer ones."""
+    columns = ", ".join([f'"{name}"' for name, _type in COLUMNS[table]] + [PARTITION_COLUMN])
+    in_day_object = f"{PATH_COLUMN} LIKE '%/{DAY_OBJECT}'"
+    return (
+        f"SELECT {columns}\n"  # noqa: S608 - names are constants of this module
+        f"FROM (SELECT {columns},\n"
+        f"             {in_day_object} AS in_day_object,\n"
+        f"             max(CASE WHEN {in_day_object} THEN 0 ELSE 1 END)\n"
+        f"               OVER (PARTITION BY {PARTITION_COLUMN}, conversation_id) AS has_per_call_rows\n"
+        f"      FROM {source or objects_table(table)}) AS stored\n"
+        "WHERE NOT in_day_object OR has_per_call_rows = 0"
+    )
 
 
 def column_names(table: str) -> tuple[str, ...]:

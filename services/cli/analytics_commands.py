@@ -302,7 +302,8 @@ def report(
 def sql(
     query: str, output_format: str, athena: bool, source: str | None, no_cache: bool, data_dir: Path | None
 ) -> None:
-    """Run read-only SQL over the tables calls, messages and evaluations (the Glue names); - reads stdin.
+    """Run read-only SQL over the tables calls, messages and evaluations (the Glue names: each call's
+    current rows, counted once); - reads stdin.
 
     Only statements that read run (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN, ...); anything that could
     change data or files (DROP, DELETE, INSERT, CREATE, ATTACH, COPY, INSTALL, LOAD, SET) is refused.
@@ -386,8 +387,8 @@ def backfill_analytics(prune: bool, workers: int, data_dir: Path | None) -> None
     """Rebuild the analytics tables from the archive (calls archived before them, or after a schema change).
 
     Safe to run again and alongside the live webhook: each call's rows are overwritten in place.
-    Closed days are merged into one object per table at the end; until then a report over such a
-    day can count a rewritten call twice.
+    Closed days are merged into one object per table at the end; until then a call whose start
+    moved to another day can be counted in both days.
     """
     from services.analytics.backfill import backfill_analytics as run_backfill
     from services.core.wiring import build_analytics_store, build_storage

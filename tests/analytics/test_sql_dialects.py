@@ -8,6 +8,7 @@ from sqlglot import exp
 
 from services.analytics.duckdb_engine import DuckDbEngine
 from services.analytics.reports import DIALECT_SPLITS, REPORTS, ReportArgs, bind, sql_for
+from services.analytics.tables import TABLES, current_rows_sql
 
 ARGS = ReportArgs(keyword="refund", phone="+16125550101")
 
@@ -34,6 +35,16 @@ def test_sqlglot_reads_the_same_query_in_both_dialects(name: str, analytics_root
     with DuckDbEngine.local(analytics_root) as engine:
         params = bind(REPORTS[name], ARGS)
         assert engine.query(translated, params).rows == engine.query(text, params).rows
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_the_current_rows_view_means_the_same_in_both_dialects(table: str, analytics_root: Path) -> None:
+    """The text of Athena's view (infra/analytics.yaml) is the text of DuckDB's: as for the reports."""
+    text = current_rows_sql(table)
+    translated = sqlglot.transpile(text, read="trino", write="duckdb")[0]
+    with DuckDbEngine.local(analytics_root) as engine:
+        rows = engine.query(f"{text} ORDER BY ALL").rows
+        assert rows and engine.query(f"{translated} ORDER BY ALL").rows == rows
 
 
 def test_dialect_splits_stay_small_and_valid() -> None:

@@ -1,5 +1,6 @@
-"""infra/analytics.yaml against the code: Glue columns = the rows written, named queries = the report
-SQL, and the properties issue #5 asks for (projection, no transitions, enforced workgroup, ...)."""
+"""infra/analytics.yaml against the code: Glue columns = the rows written, Glue views = the current-rows
+SQL, named queries = the report SQL, and the properties issue #5 asks for (projection, no transitions,
+enforced workgroup, ...)."""
 
 import subprocess
 import sys
@@ -7,13 +8,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlglot
 from cfnlint.decode import cfn_yaml
+from sqlglot import exp
 
 from services.analytics.reports import REPORTS
-from services.analytics.tables import COLUMNS, PARTITION_COLUMN
+from services.analytics.tables import COLUMNS, PARTITION_COLUMN, current_rows_sql, objects_table
+from tests.analytics.test_late_rows import presto_view
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "analytics.yaml"
-TABLE_RESOURCES = {"calls": "CallsTable", "messages": "MessagesTable", "evaluations": "EvaluationsTable"}
+# The stored rows (Glue tables) and the views over them that people and reports query.
+TABLE_RESOURCES = {
+    "calls": "CallsObjectsTable",
+    "messages": "MessagesObjectsTable",
+    "evaluations": "EvaluationsObjectsTable",
+}
+VIEW_RESOURCES = {"calls": "CallsTable", "messages": "MessagesTable", "evaluations": "EvaluationsTable"}
+PRESTO_TYPES = {"string": "varchar", "bigint": "bigint", "double": "double", "boolean": "boolean"}
 
 Json = dict[str, Any]
 
@@ -31,7 +42,7 @@ def _of_type(template: Json, kind: str) -> dict[str, Json]:
 @pytest.mark.parametrize("table", sorted(COLUMNS))
 def test_glue_columns_are_the_columns_the_writer_emits(template: Json, table: str) -> None:
     table_input = template["Resources"][TABLE_RESOURCES[table]]["Properties"]["TableInput"]
-    assert table_input["Name"] == table
+    assert table_input["Name"] == objects_table(table)
     declared = [(c["Name"], c["Type"]) for c in table_input["StorageDescriptor"]["Columns"]]
     assert declared == list(COLUMNS[table])
     assert table_input["PartitionKeys"] == [
@@ -54,6 +65,41 @@ def test_partition_projection_on_dt_without_a_crawler(template: Json, table: str
     assert descriptor["SerdeInfo"]["SerializationLibrary"] == "org.openx.data.jsonserde.JsonSerDe"
     assert descriptor["Location"] == {"Fn::Sub": f"s3://${{AnalyticsBucket}}/{table}/"}
     assert not _of_type(template, "AWS::Glue::Crawler")
+
+
+def _presto_type(glue_type: str) -> str:
+    return "array(varchar)" if glue_type == "array<string>" else PRESTO_TYPES[glue_type]
+
+
+@pytest.mark.parametrize("table", sorted(COLUMNS))
+def test_each_table_people_query_is_a_view_of_each_calls_current_rows(template: Json, table: str) -> None:
+    """The Glue view named like the table holds ``current_rows_sql`` word for word, with the columns
+    (and types) it returns: Athena calls a view whose declared columns differ from its SQL's stale."""
+    resource = template["Resources"][VIEW_RESOURCES[table]]
+    assert resource["DependsOn"] == TABLE_RESOURCES[table]
+    table_input = resource["Properties"]["TableInput"]
+    assert (table_input["Name"], table_input["TableType"]) == (table, "VIRTUAL_VIEW")
+    assert table_input["Parameters"] == {"presto_view": "true", "comment": "Presto View"}
+    assert table_input["ViewExpandedText"] == "/* Presto View */"
+    view = presto_view(table_input, "callvault_analytics")
+    assert view["originalSql"] == current_rows_sql(table)
+    assert (view["catalog"], view["schema"]) == ("awsdatacatalog", "callvault_analytics")
+    columns = [*COLUMNS[table], (PARTITION_COLUMN, "string")]
+    assert view["columns"] == [{"name": n, "type": _presto_type(t)} for n, t in columns]
+    declared = [(c["Name"], c["Type"]) for c in table_input["StorageDescriptor"]["Columns"]]
+    assert declared == columns
+
+
+@pytest.mark.parametrize("table", sorted(COLUMNS))
+def test_the_view_reads_its_table_once_and_keeps_the_dt_filter_on_the_scan(table: str) -> None:
+    """One scan (Athena bills bytes per table read), and a window partitioned by dt: Trino pushes a
+    predicate on a window's partition keys below it, so partition projection still prunes by dt."""
+    tree = sqlglot.parse_one(current_rows_sql(table), read="trino", error_level=sqlglot.ErrorLevel.RAISE)
+    assert isinstance(tree, exp.Select)
+    assert [t.name for t in tree.find_all(exp.Table)] == [objects_table(table)]
+    [window] = list(tree.find_all(exp.Window))
+    assert PARTITION_COLUMN in [c.name for c in window.args["partition_by"]]
+    assert [c.name for c in tree.selects] == [*(n for n, _t in COLUMNS[table]), PARTITION_COLUMN]
 
 
 def test_named_queries_are_the_report_sql_word_for_word(template: Json) -> None:
