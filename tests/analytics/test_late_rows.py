@@ -8,7 +8,9 @@ its cache and over S3, and Athena, whose tables are the Glue views in ``infra/an
 """
 
 import copy
+import itertools
 import json
+import threading
 import time
 import uuid
 from collections import Counter
@@ -246,3 +248,46 @@ def test_a_merge_leaves_the_same_rows(late: LateDay, table: str, tmp_path: Path)
     compact_closed_days(FsBlobStore(late.root))
     with DuckDbEngine.local(late.root) as engine:
         assert engine.query(sql).rows == before
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["files", "cache"])
+def test_queries_racing_late_writes_and_merges_see_each_call_once(late: LateDay, tmp_path: Path, cached: bool) -> None:
+    """Redeliveries of one call into its merged day (1 to 3 turns in turn) and merges run in a loop
+    while queries read: every answer holds each call once, and exactly one version of its turns."""
+    store = FsBlobStore(late.root)
+    call = late.revised
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def rewrite_and_merge() -> None:
+        try:
+            for n in itertools.count():
+                if stop.is_set():
+                    return
+                newer = copy.deepcopy(call.envelope)
+                newer["event_timestamp"] += 60 * (n + 1)
+                turns = newer["data"]["transcript"]
+                newer["data"]["transcript"] = [dict(turns[0], message=f"version {n}")] * (1 + n % 3)
+                late._archive(newer)
+                compact_closed_days(store)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    writer = threading.Thread(target=rewrite_and_merge)
+    writer.start()
+    cache = tmp_path / "analytics-cache.duckdb" if cached else None
+    try:
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and not errors:
+            with DuckDbEngine.local(late.root, cache) as engine:
+                calls = engine.query("SELECT conversation_id FROM calls").rows
+                turns = engine.query(
+                    "SELECT turn_index, text FROM messages WHERE conversation_id = ?", [call.data["conversation_id"]]
+                ).rows
+            assert sorted(cid for (cid,) in calls) == sorted(c.data["conversation_id"] for c in late.calls)
+            assert sorted(i for i, _text in turns) == list(range(len(turns))), turns  # one version's turns
+            assert len({text for _i, text in turns}) <= 1, turns
+    finally:
+        stop.set()
+        writer.join()
+    assert not errors
