@@ -27,12 +27,15 @@ from services.analytics.athena_engine import AthenaEngine
 from services.analytics.compaction import compact_closed_days
 from services.analytics.duckdb_engine import DuckDbEngine
 from services.analytics.reports import Engine, ReportArgs, run_report
+from services.analytics.rows import encode
 from services.analytics.tables import (
     CALLS,
+    CONTENT_TYPE,
     DUCKDB_TYPES,
     EVALUATIONS,
     MESSAGES,
     TABLES,
+    object_key,
     parse_day_object_key,
     parse_object_key,
 )
@@ -291,3 +294,17 @@ def test_queries_racing_late_writes_and_merges_see_each_call_once(late: LateDay,
         stop.set()
         writer.join()
     assert not errors
+
+
+def test_a_per_call_object_without_rows_leaves_the_older_rows_once_until_the_merge(late: LateDay) -> None:
+    """What SQL cannot see (docs/analytics.md): an empty per-call object. The call's day rows stay,
+    once; the merge then applies the empty object and the call has no turns."""
+    store = FsBlobStore(late.root)
+    call = late.revised
+    store.put_bytes(object_key(MESSAGES, call.day, call.data["conversation_id"]), encode(MESSAGES, []), CONTENT_TYPE)
+    sql = "SELECT text FROM messages WHERE conversation_id = ? ORDER BY turn_index"
+    with DuckDbEngine.local(late.root) as engine:
+        assert [text for (text,) in engine.query(sql, [call.data["conversation_id"]]).rows] == _turns(call)
+    compact_closed_days(store)
+    with DuckDbEngine.local(late.root) as engine:
+        assert engine.query(sql, [call.data["conversation_id"]]).rows == []
