@@ -10,8 +10,9 @@ objects; the analytics bucket keeps no versions (infra), so a rewritten day obje
 """
 
 import contextlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.core.domain.errors import NotFound
@@ -20,7 +21,7 @@ from services.core.ports import BlobStore
 
 from .compaction import rewrite_day
 from .rows import Row, UnreadableRows, decode
-from .tables import TABLES, day_object_key, object_key, partition_of
+from .tables import TABLES, day_object_key, is_closed, object_key, partition_of
 
 
 def _days(calls: Sequence[CallRecord]) -> dict[str, set[str]]:
@@ -35,6 +36,7 @@ def _days(calls: Sequence[CallRecord]) -> dict[str, set[str]]:
 class AnalyticsErasure:
     store: BlobStore  # the analytics store
     name: str = "analytics"
+    clock: Callable[[], float] = field(default=time.time)
 
     def find(self, phone: str | None, calls: Sequence[CallRecord]) -> int:
         """Per-call objects, plus the erased calls' entries in day objects, per table."""
@@ -47,11 +49,16 @@ class AnalyticsErasure:
 
     def erase(self, phone: str | None, calls: Sequence[CallRecord]) -> int:
         erased = 0
+        now = self.clock()
         for dt, ids in _days(calls).items():
+            closed = is_closed(dt, now)
             for table in TABLES:
                 for cid in sorted(ids):
                     erased += min(1, self.store.purge(object_key(table, dt, cid)))
-                if self.store.head(day_object_key(table, dt)) is not None:
+                if closed or self.store.head(day_object_key(table, dt)) is not None:
+                    # Written even when none of the calls is in it: a merge that read a per-call object
+                    # purged above would still put its rows there, unless our write changes the day
+                    # object's tag, so that the merge's compare-and-swap fails and it reads the day again.
                     # One read of the day object, inside the merge: decoding a busy day is the cost here.
                     dropped = _Dropped(ids)
                     rewrite_day(self.store, table, dt, dropped)
@@ -67,7 +74,8 @@ class AnalyticsErasure:
 
 
 class _Dropped:
-    """A merge change that removes the erased calls and remembers how many it found (last attempt)."""
+    """A merge change that removes the erased calls and remembers how many it found (last attempt);
+    it always changes the day, so the day object is always rewritten (see ``erase``)."""
 
     def __init__(self, ids: set[str]) -> None:
         self.ids, self.count = ids, 0
@@ -77,7 +85,7 @@ class _Dropped:
         for cid in doomed:
             del day[cid]
         self.count = len(doomed)
-        return bool(doomed)
+        return True
 
 
 @dataclass
