@@ -141,11 +141,17 @@ def backfill_analytics(
                 progress(done, len(documents))
 
     archived_ids = {_name(key).removesuffix(".json") for key in documents}
+
+    def erased(conversation_id: str) -> bool:
+        # Not in the archive as listed, and no row now: a call a webhook stored since the listing
+        # (a late one, an import into a closed day) has its row before its analytics rows.
+        return conversation_id not in archived_ids and index.get(conversation_id) is None
+
     summary.deleted = _delete_superseded(
         analytics, before - written, set(seen) | expired, archived_ids if prune else None
     )
     summary.days_compacted = _compact_closed_days(
-        analytics, seen, archived_ids if prune else None, clock(), compaction_progress, expired
+        analytics, seen, erased if prune else None, clock(), compaction_progress, expired
     )
     return summary
 
@@ -153,14 +159,14 @@ def backfill_analytics(
 def _compact_closed_days(
     analytics: BlobStore,
     seen: dict[str, str],
-    archived_ids: set[str] | None,
+    erased: Callable[[str], bool] | None,
     now: float,
     progress: Progress | None,
     expired: frozenset[str] | set[str] = frozenset(),
 ) -> int:
     """Merge every closed day that has per-call objects or a day object, dropping from it the calls
-    the run put in another day, the calls whose rows ``expired`` and (``archived_ids`` given) the
-    calls absent from the archive."""
+    the run put in another day, the calls whose rows ``expired`` and (``erased`` given, when pruning)
+    the calls it says are gone from the archive."""
     days: set[tuple[str, str]] = set()
     for key in analytics.list_keys():
         parsed = parse_object_key(key)
@@ -175,7 +181,7 @@ def _compact_closed_days(
                 return True
             if conversation_id in seen:
                 return seen[conversation_id] != dt
-            return archived_ids is not None and conversation_id not in archived_ids
+            return erased is not None and erased(conversation_id)
 
         rewrite_day(analytics, table, dt, drop_calls(unwanted))
         if progress is not None:

@@ -1,6 +1,7 @@
 """``backfill-analytics``: the same objects ingest would have written, once per call, however often run."""
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from services.analytics.backfill import backfill_analytics
@@ -120,3 +121,23 @@ def test_unreadable_documents_are_reported_by_name_without_the_phone_prefix(tmp_
     summary = backfill_analytics(archiver.blobs, archiver.index, analytics, prune=True)
     assert summary.failed == [("conv_broken.json", "not valid JSON")]
     assert summary.calls == len(ids)
+
+
+def test_prune_keeps_a_call_a_webhook_stored_during_the_run(tmp_path: Path) -> None:
+    """A call archived after the backfill listed the archive (a late webhook, an import of an old
+    call into a closed day) is not one the archive lost: --prune must not drop its rows."""
+    archiver, _ids = _archive_without_analytics()
+    analytics = FsBlobStore(tmp_path / "analytics")
+    late = build_calls(11)[10].envelope
+    list_keys = archiver.blobs.list_keys
+
+    def list_then_receive(prefix: str = "") -> Iterator[str]:
+        listed = list(list_keys(prefix))
+        archiver.archive(WebhookEvent(late["type"], late["event_timestamp"], late["data"]))
+        return iter(listed)
+
+    archiver.analytics = AnalyticsWriter(analytics)  # the live webhook writes its rows as ingest does
+    archiver.blobs.list_keys = list_then_receive  # type: ignore[method-assign]
+    backfill_analytics(archiver.blobs, archiver.index, analytics, prune=True)
+
+    assert len(_messages_of(analytics, "conv_test0010")) == len(late["data"]["transcript"])
