@@ -1,8 +1,10 @@
 """``callvault backfill-analytics``: rebuild the analytics tables from the raw archive.
 
 For calls archived before the tables existed, or after a change of their schema. Idempotent: every
-call's objects are overwritten under the same keys, and objects the run supersedes (the same call
-in another ``dt`` partition) are deleted afterwards, so each call ends with exactly one row set.
+call's objects are overwritten under the same keys (unless a webhook wrote a newer version's rows
+since the archive object was read: the archive's version label rides with the rows), and objects
+the run supersedes (the same call in another ``dt`` partition) are deleted afterwards, so each call
+ends with exactly one row set.
 With ``prune``, objects of calls no longer in the archive (erased) are deleted too.
 
 Closed days (``tables.CLOSED_AFTER_DAYS``) end as one day object per table: the run writes per-call
@@ -91,13 +93,16 @@ def backfill_analytics(
     # for deletion, because it is not in this listing.
     before = {key for key in analytics.list_keys() if parse_object_key(key)}
     documents = archived_documents(archive)
-    writer = AnalyticsWriter(analytics, clock, defer_compaction=True)
+    writer = AnalyticsWriter(analytics, clock, defer_compaction=True, rewrite_same=True)
     summary = BackfillSummary()
     written: set[str] = set()
     seen: dict[str, str] = {}  # conversation id -> the dt its rows were written to
     expired: set[str] = set()  # calls whose rows expired (retention): none written, any left deleted
 
     def one(key: str) -> tuple[str, str, list[str], tuple[int, int]] | tuple[str]:
+        # The version label before the bytes: the rows are at least as new as the label they carry,
+        # so a newer version a webhook wrote meanwhile is never replaced by the older one read here.
+        head = archive.head(key)
         document = orjson.loads(archive.get_bytes(key))
         if not isinstance(document, dict):
             raise CallVaultError("archived document is not a JSON object")
@@ -106,6 +111,7 @@ def backfill_analytics(
         if row is not None and row.analytics_expired_at is not None:
             return (conversation_id,)
         record = _record(document, row, default_region)
+        record.version = head.version if head is not None else None  # None: archived before versions
         audio_key = row.audio_key if row else None
         has_audio = bool(audio_key and not audio_key.startswith(keys.PENDING_AUDIO_PREFIX + "/"))
         fallback = row.ingested_at if row and row.ingested_at else int(clock())

@@ -41,6 +41,8 @@ class AnalyticsWriter:
     clock: Callable[[], float] = field(default=time.time)
     # Backfill drops a call that moved to another day from the old day object once, at its end.
     defer_compaction: bool = False
+    # Backfill rewrites rows of the version on file too (the schema may have changed), never a newer one's.
+    rewrite_same: bool = False
     # Told the ``dt`` of a closed day that got a per-call object, so a compactor can merge it soon.
     on_late_write: Callable[[str], None] | None = None
 
@@ -54,9 +56,10 @@ class AnalyticsWriter:
     ) -> CallRows:
         """Write the call's three per-call objects; ``calls`` last, so a complete call row means complete rows.
 
-        With ``record.version``, each object is written only if the stored one is not newer (the
-        write protocol); without it (backfill), overwritten. A closed day gets per-call objects too,
-        folded into its day object by the next merge: a late call costs what a call of today costs.
+        With ``record.version``, each object is written only if the stored one is older (the write
+        protocol; ``rewrite_same``: or of the same version); without it, overwritten. A closed day
+        gets per-call objects too, folded into its day object by the next merge: a late call costs
+        what a call of today costs.
         A table with no rows for this call still gets its (empty) object, which replaces older rows.
         """
         now = self.clock()
@@ -68,7 +71,12 @@ class AnalyticsWriter:
             body = (encode(table, by_table[table], level=PER_CALL_GZIP_LEVEL),)
             if record.version is None:
                 self.store.put_bytes(key, body[0], CONTENT_TYPE)
-            elif write_newest(self.store, key, body.__iter__, CONTENT_TYPE, record.version).outcome == "older":
+            elif (
+                write_newest(
+                    self.store, key, body.__iter__, CONTENT_TYPE, record.version, replace_same=self.rewrite_same
+                ).outcome
+                == "older"
+            ):
                 return rows  # a newer version of the call wrote its rows meanwhile
         self._late(rows.dt, now)
         return rows

@@ -25,14 +25,23 @@ class Written:
 
 
 def write_newest(
-    store: BlobStore, key: str, body: Callable[[], Iterable[bytes]], content_type: str, version: str
+    store: BlobStore,
+    key: str,
+    body: Callable[[], Iterable[bytes]],
+    content_type: str,
+    version: str,
+    *,
+    replace_same: bool = False,
 ) -> Written:
-    """``body`` is called once per attempt (a stream is consumed by a failed attempt too)."""
+    """``body`` is called once per attempt (a stream is consumed by a failed attempt too).
+
+    ``replace_same``: the same version is written again too (a rebuild of derived objects whose
+    format changed); a newer one never is."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         head = store.head(key)
         if head is not None:
             outcome = compare(version, head.version)
-            if outcome != "newer":
+            if outcome == "older" or (outcome == "same" and not replace_same):
                 return Written(outcome, head.size)
         size = store.put_stream_if(key, body(), content_type, head.tag if head else None, version=version)
         if size is not None:

@@ -1,5 +1,6 @@
 """``backfill-analytics``: the same objects ingest would have written, once per call, however often run."""
 
+import copy
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from services.core.adapters.fs_blob_store import FsBlobStore
 from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
 from services.core.domain.models import WebhookEvent
 from services.ingest.service import Archiver
+from services.ingest.verify import ArchiveVerifier
 from tests.analytics.callset import build_calls
 from tests.support import AUDIO, fixture_json
 
@@ -141,3 +143,53 @@ def test_prune_keeps_a_call_a_webhook_stored_during_the_run(tmp_path: Path) -> N
     backfill_analytics(archiver.blobs, archiver.index, analytics, prune=True)
 
     assert len(_messages_of(analytics, "conv_test0010")) == len(late["data"]["transcript"])
+
+
+def test_backfill_never_replaces_rows_of_a_newer_version_a_webhook_wrote_during_the_run(tmp_path: Path) -> None:
+    """The backfill read version 1 of a call; version 2 (one more turn) arrived and wrote its rows
+    before the backfill wrote version 1's: the rows stay version 2's, as the index and archive are."""
+    analytics = FsBlobStore(tmp_path / "analytics")
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), time.time, analytics=AnalyticsWriter(analytics))
+    calls = [call.envelope for call in build_calls(4)]
+    for env in calls:
+        archiver.archive(WebhookEvent(env["type"], env["event_timestamp"], env["data"]))
+    first = calls[3]
+    second = copy.deepcopy(first)
+    second["data"]["transcript"].append({**first["data"]["transcript"][0], "message": "one more thing"})
+    get_bytes = archiver.blobs.get_bytes
+    raced: list[str] = []
+
+    def read_then_receive(key: str) -> bytes:
+        found = get_bytes(key)
+        if key.endswith("/conv_test0003.json") and not raced:
+            raced.append(key)
+            archiver.archive(WebhookEvent(second["type"], second["event_timestamp"] + 60, second["data"]))
+        return found
+
+    archiver.blobs.get_bytes = read_then_receive  # type: ignore[method-assign]
+    backfill_analytics(archiver.blobs, archiver.index, analytics, workers=1)
+    archiver.blobs.get_bytes = get_bytes  # type: ignore[method-assign]
+
+    assert raced
+    assert len(_messages_of(analytics, "conv_test0003")) == len(second["data"]["transcript"])
+    assert ArchiveVerifier(archiver).run().findings == []
+
+
+def test_backfill_rewrites_rows_of_the_version_on_file(tmp_path: Path) -> None:
+    """After a change of the table schema the rows on file carry the call's version but are stale:
+    backfill rewrites them all the same (it only leaves a newer version's rows alone)."""
+    analytics = FsBlobStore(tmp_path / "analytics")
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), time.time, analytics=AnalyticsWriter(analytics))
+    for call in build_calls(4):
+        env = call.envelope
+        archiver.archive(WebhookEvent(env["type"], env["event_timestamp"], env["data"]))
+    key = next(k for k in analytics.list_keys(MESSAGES) if k.endswith("/conv_test0003.json.gz"))
+    head = analytics.head(key)
+    assert head is not None and head.version is not None
+    old_schema = encode(MESSAGES, [{"conversation_id": "conv_test0003", "text": "as the old schema wrote it"}])
+    assert analytics.put_if(key, old_schema, "x", head.tag, version=head.version)
+
+    backfill_analytics(archiver.blobs, archiver.index, analytics)
+
+    texts = [row["text"] for row in _messages_of(analytics, "conv_test0003")]
+    assert "as the old schema wrote it" not in texts and len(texts) == 4
