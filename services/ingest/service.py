@@ -163,7 +163,9 @@ class Archiver:
         # Rows a retention rule expired (#13) stay gone: the call is kept, its analytics are not written.
         analytics_expired = existing is not None and existing.analytics_expired_at is not None
         if self.analytics is not None and not analytics_expired:
-            self.analytics.write_call(event.data, record, has_audio=has_audio)
+            # A call without a start time is counted on the day it was first stored, whatever delivery
+            # writes it (as backfill and verify do), so a redelivery never puts it in a second day.
+            self.analytics.write_call(event.data, record, has_audio=has_audio, fallback_start=placed.ingested_at)
             latest = self.index.get(conversation_id)
             if latest is not None and latest.version != record.version:
                 # A newer version won while we wrote; if it moved the call to another day after

@@ -365,3 +365,23 @@ def test_object_keys_round_trip_and_refuse_bad_ids() -> None:
         object_key(CALLS, "2025-07-06", "../etc/passwd")
     with pytest.raises(ValueError):
         object_key(CALLS, "2025/07/06", "conv_1")
+
+
+def test_a_call_without_a_start_time_keeps_its_rows_in_the_day_it_was_first_stored() -> None:
+    """No start time and no event_timestamp: ``dt`` is the day the call was first stored (the index's
+    ``ingested_at``, as backfill and verify use), not the day of each delivery; a redelivery on a
+    later day would otherwise leave the call's rows in two days."""
+    now = [float(FIXTURE_START)]
+    analytics = MemoryBlobStore()
+    writer = AnalyticsWriter(analytics, lambda: now[0])
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), lambda: now[0], analytics=writer)
+    event = _event(TRANSCRIPTION)
+    event.data["metadata"]["start_time_unix_secs"] = 0  # "not set" (older payloads)
+    startless = WebhookEvent(event.type, None, event.data)
+
+    assert archiver.archive(startless).outcome == "stored"
+    now[0] += 3 * 86_400  # redelivered three days later
+    assert archiver.archive(startless).outcome == "stored"
+
+    days = {parse_object_key(key)[1] for key in analytics.list_keys(CALLS + "/")}  # type: ignore[index]
+    assert days == {"2025-07-06"}
