@@ -27,8 +27,11 @@ from .tables import TABLES, day_object_key, is_closed, object_key, partition_of
 def _days(calls: Sequence[CallRecord]) -> dict[str, set[str]]:
     days: dict[str, set[str]] = {}
     for call in calls:
-        if call.started_at:  # a row without a start has no analytics rows yet (audio waiting for its call)
-            days.setdefault(partition_of(call.started_at), set()).add(call.conversation_id)
+        # The day the writer chose: the start, else (a payload without one) the day the call was first
+        # stored. A row without a transcript has no analytics rows yet (audio waiting for its call).
+        start = call.started_at or (call.ingested_at if call.transcript_key is not None else None)
+        if start:
+            days.setdefault(partition_of(start), set()).add(call.conversation_id)
     return days
 
 

@@ -11,7 +11,7 @@ from services.core.domain.errors import StorageUnavailable
 from services.ingest.verify import ArchiveVerifier
 from services.memory.erasure import MemoryErasure
 from services.privacy.service import Eraser
-from tests.memory.support import FakeMemoryStore
+from tests.memory.support import FakeMemoryStore, call_envelope
 
 from .conftest import DAY, T0, World
 
@@ -265,4 +265,21 @@ def test_a_crash_in_any_store_then_a_rerun_completes_the_erasure(world: World, s
 
     _nothing_of_erased(world)
     assert all(world.erased.is_erased(cid) for cid in ERASED_IDS)
+    assert ArchiveVerifier(world.archiver, clock=world.clock).run().findings == []
+
+
+def test_erasing_a_call_without_a_start_time_removes_its_analytics_rows(world: World) -> None:
+    """No start time and no event_timestamp: the rows sit in the day the call was stored
+    (``fallback_start``), and the row has no start to find that day by."""
+    envelope = call_envelope("conv_erase_nostart", ERASED, started_at=T0, event_at=T0 + 60)
+    del envelope["event_timestamp"]
+    envelope["data"]["metadata"]["start_time_unix_secs"] = 0  # "not set" in older payloads
+    assert world.deliver(envelope) == "stored"
+    world.call(KEPT_IDS[0], KEPT, T0 + 100)
+    assert {row["conversation_id"] for row in world.analytics_rows()} == {"conv_erase_nostart", KEPT_IDS[0]}
+
+    eraser = _eraser(world)
+    eraser.erase(eraser.plan_caller(ERASED))
+
+    assert {row["conversation_id"] for row in world.analytics_rows()} == {KEPT_IDS[0]}
     assert ArchiveVerifier(world.archiver, clock=world.clock).run().findings == []
