@@ -174,7 +174,7 @@ class Archiver:
             if has_audio or self.blobs.head(keys.audio_key(prefix, conversation_id)) is not None:
                 # Audio that landed while we wrote found no row to mark, or a crash of an earlier
                 # delivery left the row unmarked ("same" version: not rewritten). A no-op if marked.
-                self.analytics.mark_audio(conversation_id, record.started_at)
+                self.analytics.mark_audio(conversation_id, record.started_at or placed.ingested_at)
         if self.audio_fetches is not None and record.expects_audio and not has_audio:
             self.audio_fetches.schedule(conversation_id)
         if self.memory_jobs is not None and not memories_expired:
@@ -292,8 +292,9 @@ class Archiver:
                 # The start read before our writes may be stale: a newer version may have moved the
                 # call to another day meanwhile (its own audio check ran before our audio existed).
                 latest = self.index.get(conversation_id)
-                start = latest.started_at if latest is not None else existing.started_at
-                self.analytics.mark_audio(conversation_id, start)
+                # A call without a start time has its rows in the day it was first stored (_archive_call).
+                known = latest if latest is not None else existing
+                self.analytics.mark_audio(conversation_id, known.started_at or known.ingested_at)
             return IngestResult("stored", event_type, conversation_id, existing.phone, unchanged=unchanged)
         if self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=True):
             return IngestResult("stored", event_type, conversation_id, unchanged=unchanged)
@@ -305,7 +306,7 @@ class Archiver:
         if not self.place_audio(conversation_id, row.archive_prefix, row):
             return IngestResult("stale", event_type, conversation_id, row.phone)  # expired meanwhile
         if self.analytics is not None:
-            self.analytics.mark_audio(conversation_id, row.started_at)
+            self.analytics.mark_audio(conversation_id, row.started_at or row.ingested_at)
         return IngestResult("stored", event_type, conversation_id, row.phone)
 
     def _record_placed_audio(self, conversation_id: str, agent_id: str | None, audio: AudioFacts) -> bool:

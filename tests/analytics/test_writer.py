@@ -26,6 +26,7 @@ from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
 from services.core.domain.errors import StorageUnavailable
 from services.core.domain.models import WebhookEvent
 from services.ingest.service import Archiver
+from services.ingest.verify import ArchiveVerifier
 from tests.support import AUDIO, INITIATION_FAILURE, TRANSCRIPTION, TRANSCRIPTION_WEB, fixture_json
 
 CONVERSATION = "conv_01jzfrjvcce0vsea1fcbpp9p04"
@@ -385,3 +386,24 @@ def test_a_call_without_a_start_time_keeps_its_rows_in_the_day_it_was_first_stor
 
     days = {parse_object_key(key)[1] for key in analytics.list_keys(CALLS + "/")}  # type: ignore[index]
     assert days == {"2025-07-06"}
+
+
+@pytest.mark.parametrize("merged", [False, True])
+def test_audio_after_the_transcript_of_a_call_without_a_start_time_sets_has_audio(merged: bool) -> None:
+    now = [float(FIXTURE_START)]
+    analytics = MemoryBlobStore()
+    writer = AnalyticsWriter(analytics, lambda: now[0])
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), lambda: now[0], analytics=writer)
+    event = _event(TRANSCRIPTION)
+    event.data["metadata"]["start_time_unix_secs"] = 0  # "not set" (older payloads)
+    assert archiver.archive(WebhookEvent(event.type, None, event.data)).outcome == "stored"
+    now[0] += 600 + (3 * 86_400 if merged else 0)  # the audio ten minutes later, or days later
+    if merged:
+        compact_closed_days(analytics, now=now[0])
+
+    assert archiver.archive(_event(AUDIO)).outcome == "stored"
+
+    compact_closed_days(analytics, now=now[0])
+    rows = [row for key in analytics.list_keys(CALLS + "/") for row in decode(analytics.get_bytes(key))]
+    assert [row["has_audio"] for row in rows] == [True]
+    assert ArchiveVerifier(archiver, clock=lambda: now[0]).run().findings == []
