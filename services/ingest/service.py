@@ -150,7 +150,7 @@ class Archiver:
             if self.analytics is not None and current is not None:
                 # Before the row forgets the old start: a crash after this leaves the row's start as it
                 # was, so the redelivery cleans the old day again (conditional deletes, idempotent).
-                self.analytics.leave_day(conversation_id, current.started_at, record.started_at, record.version)
+                self.analytics.leave_day(conversation_id, _rows_start(current), record.started_at, record.version)
             expected = current.version if current is not None else None
             if self.index.save_call(record, self._now(), expect_version=True, expected_version=expected):
                 break
@@ -163,9 +163,10 @@ class Archiver:
         # Rows a retention rule expired (#13) stay gone: the call is kept, its analytics are not written.
         analytics_expired = existing is not None and existing.analytics_expired_at is not None
         if self.analytics is not None and not analytics_expired:
-            # A call without a start time is counted on the day it was first stored, whatever delivery
-            # writes it (as backfill and verify do), so a redelivery never puts it in a second day.
-            self.analytics.write_call(event.data, record, has_audio=has_audio, fallback_start=placed.ingested_at)
+            # Without a start time, the start an earlier version gave (the row keeps it), else the day
+            # the call was first stored (as backfill and verify): a redelivery never adds a second day.
+            fallback = (current.started_at if current is not None else None) or placed.ingested_at
+            self.analytics.write_call(event.data, record, has_audio=has_audio, fallback_start=fallback)
             latest = self.index.get(conversation_id)
             if latest is not None and latest.version != record.version:
                 # A newer version won while we wrote; if it moved the call to another day after
@@ -174,7 +175,7 @@ class Archiver:
             if has_audio or self.blobs.head(keys.audio_key(prefix, conversation_id)) is not None:
                 # Audio that landed while we wrote found no row to mark, or a crash of an earlier
                 # delivery left the row unmarked ("same" version: not rewritten). A no-op if marked.
-                self.analytics.mark_audio(conversation_id, record.started_at or placed.ingested_at)
+                self.analytics.mark_audio(conversation_id, record.started_at or fallback)
         if self.audio_fetches is not None and record.expects_audio and not has_audio:
             self.audio_fetches.schedule(conversation_id)
         if self.memory_jobs is not None and not memories_expired:
@@ -329,6 +330,12 @@ class Archiver:
                 extra={"conversation_id": conversation_id},
             )
         return False
+
+
+def _rows_start(row: CallRecord) -> int | None:
+    """The instant whose day holds the call's analytics rows: its start, else (no version said when
+    it started) when it was first stored; None while no transcript has written rows."""
+    return (row.started_at or row.ingested_at) if row.transcript_key is not None else None
 
 
 def _row_is_newer(row: CallRecord, record: CallRecord) -> bool:

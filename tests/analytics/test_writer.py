@@ -407,3 +407,22 @@ def test_audio_after_the_transcript_of_a_call_without_a_start_time_sets_has_audi
     rows = [row for key in analytics.list_keys(CALLS + "/") for row in decode(analytics.get_bytes(key))]
     assert [row["has_audio"] for row in rows] == [True]
     assert ArchiveVerifier(archiver, clock=lambda: now[0]).run().findings == []
+
+
+def test_a_call_that_gains_a_start_time_leaves_no_row_in_the_day_it_was_first_stored() -> None:
+    """Version 1 had no start time (rows in the day it was stored); version 2 says when the call
+    started, another day: the call is counted once, in that day."""
+    now = [float(FIXTURE_START + 5 * 86_400)]
+    analytics = MemoryBlobStore()
+    writer = AnalyticsWriter(analytics, lambda: now[0])
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), lambda: now[0], analytics=writer)
+    event = _event(TRANSCRIPTION)
+    startless = copy.deepcopy(event.data)
+    startless["metadata"]["start_time_unix_secs"] = 0
+    assert archiver.archive(WebhookEvent(event.type, None, startless)).outcome == "stored"
+    now[0] += 60
+    assert archiver.archive(WebhookEvent(event.type, int(now[0]), event.data)).outcome == "stored"
+
+    days = sorted({parse_object_key(key)[1] for key in analytics.list_keys(CALLS + "/")})  # type: ignore[index]
+    assert days == ["2025-07-06"]
+    assert ArchiveVerifier(archiver, clock=lambda: now[0]).run().findings == []
