@@ -32,10 +32,11 @@ import orjson
 from services.core.domain import keys, payload
 from services.core.domain.errors import CallVaultError
 from services.core.domain.models import CallRecord
+from services.core.domain.versions import compare
 from services.core.ports import BlobStore, CallIndex
 
 from .compaction import drop_calls, rewrite_day
-from .tables import TABLES, is_closed, object_key, parse_day_object_key, parse_object_key
+from .tables import TABLES, is_closed, object_key, parse_day_object_key, parse_object_key, partition_of
 from .writer import AnalyticsWriter
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -116,8 +117,20 @@ def backfill_analytics(
         has_audio = bool(audio_key and not audio_key.startswith(keys.PENDING_AUDIO_PREFIX + "/"))
         fallback = row.ingested_at if row and row.ingested_at else int(clock())
         rows = writer.write_call(document, record, has_audio=has_audio, fallback_start=fallback)
-        new_keys = [object_key(table, rows.dt, conversation_id) for table in TABLES]
-        return conversation_id, rows.dt, new_keys, (len(rows.messages), len(rows.evaluations))
+        dt = rows.dt
+        latest = index.get(conversation_id)
+        if (
+            record.version
+            and latest is not None
+            and latest.version
+            and compare(record.version, latest.version) == "older"
+        ):
+            # A webhook stored a newer version while we wrote (as ingest does): our rows leave a day it
+            # moved the call out of, and the merge below keeps the call in the day the row says.
+            writer.withdraw(conversation_id, rows.calls[0]["started_at"], record.version, latest.started_at)
+            dt = partition_of(latest.started_at) if latest.started_at else dt
+        new_keys = [object_key(table, dt, conversation_id) for table in TABLES]
+        return conversation_id, dt, new_keys, (len(rows.messages), len(rows.evaluations))
 
     def guarded(key: str) -> tuple[str, str, list[str], tuple[int, int]] | tuple[str, str] | tuple[str]:
         try:

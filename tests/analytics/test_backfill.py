@@ -193,3 +193,32 @@ def test_backfill_rewrites_rows_of_the_version_on_file(tmp_path: Path) -> None:
 
     texts = [row["text"] for row in _messages_of(analytics, "conv_test0003")]
     assert "as the old schema wrote it" not in texts and len(texts) == 4
+
+
+def test_backfill_racing_a_webhook_that_moves_the_call_to_another_day_counts_it_once_there(tmp_path: Path) -> None:
+    """Version 2 moves the call's start two days on while the backfill writes version 1: the backfill's
+    rows in the old day are withdrawn, and the new day keeps version 2's rows (its merge keeps them)."""
+    analytics = FsBlobStore(tmp_path / "analytics")
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), time.time, analytics=AnalyticsWriter(analytics))
+    calls = [call.envelope for call in build_calls(4)]
+    for env in calls:
+        archiver.archive(WebhookEvent(env["type"], env["event_timestamp"], env["data"]))
+    moved = copy.deepcopy(calls[3])
+    moved["data"]["metadata"]["start_time_unix_secs"] += 2 * 86_400
+    get_bytes = archiver.blobs.get_bytes
+    raced: list[str] = []
+
+    def read_then_receive(key: str) -> bytes:
+        found = get_bytes(key)
+        if key.endswith("/conv_test0003.json") and not raced:
+            raced.append(key)
+            archiver.archive(WebhookEvent(moved["type"], moved["event_timestamp"] + 3 * 86_400, moved["data"]))
+        return found
+
+    archiver.blobs.get_bytes = read_then_receive  # type: ignore[method-assign]
+    backfill_analytics(archiver.blobs, archiver.index, analytics, workers=1)
+    archiver.blobs.get_bytes = get_bytes  # type: ignore[method-assign]
+
+    assert raced
+    assert ArchiveVerifier(archiver).run().findings == []
+    assert len(_messages_of(analytics, "conv_test0003")) == len(moved["data"]["transcript"])
