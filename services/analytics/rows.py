@@ -67,7 +67,8 @@ def rows_for_call(data: dict[str, Any], record: CallRecord, *, has_audio: bool, 
     started_at = call_start(record, fallback_start)
     common = {"conversation_id": record.conversation_id, "phone": record.phone, "agent_id": record.agent_id}
 
-    transcript = data.get("transcript")
+    # The turns the index counts: none for an initiation failure, whatever its payload carries.
+    transcript = data.get("transcript") if record.message_count else None
     messages: list[Row] = []
     for index, raw_turn in enumerate(transcript if isinstance(transcript, list) else []):
         turn = _obj(raw_turn)

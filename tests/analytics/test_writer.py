@@ -426,3 +426,17 @@ def test_a_call_that_gains_a_start_time_leaves_no_row_in_the_day_it_was_first_st
     days = sorted({parse_object_key(key)[1] for key in analytics.list_keys(CALLS + "/")})  # type: ignore[index]
     assert days == ["2025-07-06"]
     assert ArchiveVerifier(archiver, clock=lambda: now[0]).run().findings == []
+
+
+def test_an_initiation_failure_carrying_turns_and_an_analysis_has_no_messages_rows() -> None:
+    """A signed failure event with a ``transcript`` (unknown fields are kept in the archive): the
+    index counts no turns for a failure, so the tables have none either, and verify agrees."""
+    analytics = MemoryBlobStore()
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), time.time, analytics=AnalyticsWriter(analytics))
+    event = _event(INITIATION_FAILURE)
+    event.data["transcript"] = [{"role": "user", "message": "hello?"}, 5, "x"]
+
+    assert archiver.archive(event).outcome == "stored"
+
+    assert [len(decode(analytics.get_bytes(key))) for key in analytics.list_keys(MESSAGES + "/")] == [0]
+    assert ArchiveVerifier(archiver).run().findings == []
