@@ -29,10 +29,9 @@ from typing import Any
 
 import orjson
 
-from services.core.domain import keys, payload
+from services.core.domain import keys, payload, versions
 from services.core.domain.errors import CallVaultError
 from services.core.domain.models import CallRecord
-from services.core.domain.versions import compare
 from services.core.ports import BlobStore, CallIndex
 
 from .compaction import drop_calls, rewrite_day
@@ -67,13 +66,17 @@ def _name(key: str) -> str:
     return key.rsplit("/", 1)[-1]
 
 
-def _is_initiation_failure(document: dict[str, Any]) -> bool:
+def _is_initiation_failure(document: dict[str, Any], version: str | None) -> bool:
+    """The event that stored the document, from its version label's kind (a signed payload may carry
+    any field); by its fields only for documents archived before labels."""
+    if version is not None:
+        return version.partition(".")[0] == str(versions.FAILURE_KIND)
     return "failure_reason" in document and "transcript" not in document
 
 
-def _record(document: dict[str, Any], row: CallRecord | None, default_region: str) -> CallRecord:
+def _record(document: dict[str, Any], row: CallRecord | None, default_region: str, version: str | None) -> CallRecord:
     event_at = row.event_at if row and row.event_at else None
-    if _is_initiation_failure(document):
+    if _is_initiation_failure(document, version):
         return payload.call_from_initiation_failure(document, event_at, default_region)
     return payload.call_from_transcription(document, event_at, default_region)
 
@@ -111,8 +114,9 @@ def backfill_analytics(
         row = index.get(conversation_id)
         if row is not None and row.analytics_expired_at is not None:
             return (conversation_id,)
-        record = _record(document, row, default_region)
-        record.version = head.version if head is not None else None  # None: archived before versions
+        version = head.version if head is not None else None  # None: archived before versions
+        record = _record(document, row, default_region, version)
+        record.version = version
         audio_key = row.audio_key if row else None
         has_audio = bool(audio_key and not audio_key.startswith(keys.PENDING_AUDIO_PREFIX + "/"))
         fallback = row.ingested_at if row and row.ingested_at else int(clock())
@@ -123,7 +127,7 @@ def backfill_analytics(
             record.version
             and latest is not None
             and latest.version
-            and compare(record.version, latest.version) == "older"
+            and versions.compare(record.version, latest.version) == "older"
         ):
             # A webhook stored a newer version while we wrote (as ingest does): our rows leave a day it
             # moved the call out of, and the merge below keeps the call in the day the row says.

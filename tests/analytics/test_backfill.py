@@ -16,7 +16,7 @@ from services.core.domain.models import WebhookEvent
 from services.ingest.service import Archiver
 from services.ingest.verify import ArchiveVerifier
 from tests.analytics.callset import build_calls
-from tests.support import AUDIO, fixture_json
+from tests.support import AUDIO, INITIATION_FAILURE, fixture_json
 
 
 def _archive_without_analytics() -> tuple[Archiver, list[str]]:
@@ -222,3 +222,21 @@ def test_backfill_racing_a_webhook_that_moves_the_call_to_another_day_counts_it_
     assert raced
     assert ArchiveVerifier(archiver).run().findings == []
     assert len(_messages_of(analytics, "conv_test0003")) == len(moved["data"]["transcript"])
+
+
+def test_backfill_reads_an_initiation_failure_carrying_a_transcript_as_a_failure(tmp_path: Path) -> None:
+    """The archived document's kind comes from its version label (as verify reads it), not from
+    which fields a signed payload happened to carry."""
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), time.time)
+    failure = fixture_json(INITIATION_FAILURE)
+    failure["data"]["transcript"] = [{"role": "user", "message": "hello?"}]
+    assert archiver.archive(WebhookEvent(failure["type"], failure["event_timestamp"], failure["data"])).outcome == (
+        "stored"
+    )
+    analytics = FsBlobStore(tmp_path / "analytics")
+
+    summary = backfill_analytics(archiver.blobs, archiver.index, analytics)
+
+    assert summary.calls == 1 and summary.messages == 0
+    archiver.analytics = AnalyticsWriter(analytics)
+    assert ArchiveVerifier(archiver).run().findings == []
