@@ -16,6 +16,7 @@ from services.core.domain.models import WebhookEvent
 from services.ingest.service import Archiver
 from services.ingest.verify import ArchiveVerifier
 from tests.analytics.callset import build_calls
+from tests.memory.support import call_envelope
 from tests.support import AUDIO, INITIATION_FAILURE, fixture_json
 
 
@@ -238,5 +239,20 @@ def test_backfill_reads_an_initiation_failure_carrying_a_transcript_as_a_failure
     summary = backfill_analytics(archiver.blobs, archiver.index, analytics)
 
     assert summary.calls == 1 and summary.messages == 0
+    archiver.analytics = AnalyticsWriter(analytics)
+    assert ArchiveVerifier(archiver).run().findings == []
+
+
+def test_backfill_writes_the_phone_the_index_files_the_call_under(tmp_path: Path) -> None:
+    """A newer version names another number: the call stays in its first caller's folder and row
+    (the row records the reported number), and ingest writes that phone in the rows; so does backfill."""
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), time.time)
+    for phone, event_at in (("+16125550142", 1751802075), ("+16125550177", 1751802095)):
+        envelope = call_envelope("conv_phone_changed", phone, started_at=1751802015, event_at=event_at)
+        assert archiver.archive(WebhookEvent(envelope["type"], event_at, envelope["data"])).outcome == "stored"
+    analytics = FsBlobStore(tmp_path / "analytics")
+
+    backfill_analytics(archiver.blobs, archiver.index, analytics)
+
     archiver.analytics = AnalyticsWriter(analytics)
     assert ArchiveVerifier(archiver).run().findings == []
