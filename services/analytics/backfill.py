@@ -49,6 +49,7 @@ class BackfillSummary:
     deleted: int = 0
     days_compacted: int = 0
     expired: int = 0  # calls left out: their analytics rows expired under a retention rule
+    erased: int = 0  # calls erased (forget) while the run wrote them: their rows taken out again
     failed: list[tuple[str, str]] = field(default_factory=list)  # (document name, reason); never a phone key
 
 
@@ -92,7 +93,10 @@ def backfill_analytics(
     progress: Progress | None = None,
     compaction_progress: Progress | None = None,
     clock: Callable[[], float] = time.time,
+    is_erased: Callable[[str], bool] | None = None,
 ) -> BackfillSummary:
+    """``is_erased``: the tombstones (``core.erased``), read after each call's write. An erasure marks
+    them before it erases the tables, so a call it erased after we read it never keeps our rows."""
     # Listed before the archive: an object a live ingest writes during the run is never a candidate
     # for deletion, because it is not in this listing.
     before = {key for key in analytics.list_keys() if parse_object_key(key)}
@@ -102,6 +106,7 @@ def backfill_analytics(
     written: set[str] = set()
     seen: dict[str, str] = {}  # conversation id -> the dt its rows were written to
     expired: set[str] = set()  # calls whose rows expired (retention): none written, any left deleted
+    erased_now: set[str] = set()  # erased while we wrote them: treated as expired, counted apart
 
     def one(key: str) -> tuple[str, str, list[str], tuple[int, int]] | tuple[str]:
         # The version label before the bytes: the rows are at least as new as the label they carry,
@@ -123,6 +128,11 @@ def backfill_analytics(
         has_audio = bool(audio_key and not audio_key.startswith(keys.PENDING_AUDIO_PREFIX + "/"))
         fallback = row.ingested_at if row and row.ingested_at else int(clock())
         rows = writer.write_call(document, record, has_audio=has_audio, fallback_start=fallback)
+        if is_erased is not None and is_erased(conversation_id):
+            for table in TABLES:
+                analytics.purge(object_key(table, rows.dt, conversation_id))
+            erased_now.add(conversation_id)
+            return (conversation_id,)
         dt = rows.dt
         latest = index.get(conversation_id)
         if (
@@ -152,7 +162,10 @@ def backfill_analytics(
             done += 1
             if len(outcome) == 1:
                 expired.add(outcome[0])
-                summary.expired += 1
+                if outcome[0] in erased_now:
+                    summary.erased += 1
+                else:
+                    summary.expired += 1
             elif len(outcome) == 2:
                 summary.failed.append(outcome)
             else:
@@ -167,7 +180,7 @@ def backfill_analytics(
 
     archived_ids = {_name(key).removesuffix(".json") for key in documents}
 
-    def erased(conversation_id: str) -> bool:
+    def gone_from_archive(conversation_id: str) -> bool:
         # Not in the archive as listed, and no row now: a call a webhook stored since the listing
         # (a late one, an import into a closed day) has its row before its analytics rows.
         return conversation_id not in archived_ids and index.get(conversation_id) is None
@@ -176,7 +189,7 @@ def backfill_analytics(
         analytics, before - written, set(seen) | expired, archived_ids if prune else None
     )
     summary.days_compacted = _compact_closed_days(
-        analytics, seen, erased if prune else None, clock(), compaction_progress, expired
+        analytics, seen, gone_from_archive if prune else None, clock(), compaction_progress, expired
     )
     return summary
 

@@ -391,11 +391,12 @@ def backfill_analytics(prune: bool, workers: int, data_dir: Path | None) -> None
     moved to another day can be counted in both days.
     """
     from services.analytics.backfill import backfill_analytics as run_backfill
-    from services.core.wiring import build_analytics_store, build_storage
+    from services.core.wiring import build_analytics_store, build_erased, build_storage
 
     settings = archive_settings(data_dir)
     storage = build_storage(settings)
     analytics = build_analytics_store(settings)
+    erased = build_erased(settings)  # a call `forget` erases while the run writes it keeps no rows
     with progress_bars() as bar:
         summary = run_backfill(
             storage.blobs,
@@ -406,11 +407,14 @@ def backfill_analytics(prune: bool, workers: int, data_dir: Path | None) -> None
             workers=workers,
             progress=bar("backfilling calls"),
             compaction_progress=bar("merging closed days"),
+            is_erased=erased.is_erased if erased is not None else None,
         )
     click.echo(
         f"{summary.calls} calls, {summary.messages} messages, {summary.evaluations} evaluation rows written; "
         f"{summary.deleted} superseded objects deleted; {summary.days_compacted} closed day objects merged; "
-        f"{summary.expired} calls left out (rows expired under retention); {len(summary.failed)} failed",
+        f"{summary.expired} calls left out (rows expired under retention); "
+        + (f"{summary.erased} calls erased meanwhile, their rows removed; " if summary.erased else "")
+        + f"{len(summary.failed)} failed",
         err=True,
     )
     for key, reason in summary.failed[:20]:

@@ -7,14 +7,17 @@ from pathlib import Path
 
 from services.analytics.backfill import backfill_analytics
 from services.analytics.compaction import compact_closed_days, rewrite_day, upsert
+from services.analytics.erasure import AnalyticsErasure
 from services.analytics.rows import decode, encode
 from services.analytics.tables import MESSAGES, day_object_key, object_key, parse_day_object_key
 from services.analytics.writer import AnalyticsWriter
 from services.core.adapters.fs_blob_store import FsBlobStore
-from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex, MemoryTombstones
 from services.core.domain.models import WebhookEvent
+from services.core.erased import ErasedConversations
 from services.ingest.service import Archiver
 from services.ingest.verify import ArchiveVerifier
+from services.privacy.service import Eraser
 from tests.analytics.callset import build_calls
 from tests.memory.support import call_envelope
 from tests.support import AUDIO, INITIATION_FAILURE, fixture_json
@@ -255,4 +258,35 @@ def test_backfill_writes_the_phone_the_index_files_the_call_under(tmp_path: Path
     backfill_analytics(archiver.blobs, archiver.index, analytics)
 
     archiver.analytics = AnalyticsWriter(analytics)
+    assert ArchiveVerifier(archiver).run().findings == []
+
+
+def test_an_erasure_racing_the_backfill_leaves_none_of_the_calls_rows(tmp_path: Path) -> None:
+    """The backfill read a call, then `forget` erased it (tombstone first, then the tables, the
+    archive and the row), then the backfill wrote its rows: the backfill sees the tombstone after its
+    write and takes them out again."""
+    analytics = FsBlobStore(tmp_path / "analytics")
+    tombstones = ErasedConversations(b"k" * 32, MemoryTombstones())
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), time.time, analytics=AnalyticsWriter(analytics))
+    for call in build_calls(4):
+        env = call.envelope
+        archiver.archive(WebhookEvent(env["type"], env["event_timestamp"], env["data"]))
+    eraser = Eraser(archiver.blobs, archiver.index, [AnalyticsErasure(analytics)], erased=tombstones)
+    get_bytes = archiver.blobs.get_bytes
+    raced: list[str] = []
+
+    def read_then_erase(key: str) -> bytes:
+        found = get_bytes(key)
+        if key.endswith("/conv_test0003.json") and not raced:
+            raced.append(key)
+            eraser.erase(eraser.plan_conversations(["conv_test0003"]))
+        return found
+
+    archiver.blobs.get_bytes = read_then_erase  # type: ignore[method-assign]
+    summary = backfill_analytics(archiver.blobs, archiver.index, analytics, workers=1, is_erased=tombstones.is_erased)
+    archiver.blobs.get_bytes = get_bytes  # type: ignore[method-assign]
+
+    assert raced
+    assert _messages_of(analytics, "conv_test0003") == []
+    assert summary.erased == 1
     assert ArchiveVerifier(archiver).run().findings == []
