@@ -122,8 +122,8 @@ def backfill_analytics(
         version = head.version if head is not None else None  # None: archived before versions
         record = _record(document, row, default_region, version)
         record.version = version
-        if row is not None:  # as ingest wrote them: the number the call is filed under, the start the row keeps
-            record.phone, record.started_at = row.phone, record.started_at or row.started_at
+        if row is not None:  # as ingest wrote them: the number the call is filed under
+            record.phone = row.phone
         audio_key = row.audio_key if row else None
         has_audio = bool(audio_key and not audio_key.startswith(keys.PENDING_AUDIO_PREFIX + "/"))
         fallback = row.ingested_at if row and row.ingested_at else int(clock())

@@ -150,7 +150,8 @@ class Archiver:
             if self.analytics is not None and current is not None:
                 # Before the row forgets the old start: a crash after this leaves the row's start as it
                 # was, so the redelivery cleans the old day again (conditional deletes, idempotent).
-                self.analytics.leave_day(conversation_id, _rows_start(current), record.started_at, record.version)
+                new_start = record.started_at or placed.ingested_at  # the row replaces its start (None too)
+                self.analytics.leave_day(conversation_id, _rows_start(current), new_start, record.version)
             expected = current.version if current is not None else None
             if self.index.save_call(record, self._now(), expect_version=True, expected_version=expected):
                 break
@@ -163,9 +164,9 @@ class Archiver:
         # Rows a retention rule expired (#13) stay gone: the call is kept, its analytics are not written.
         analytics_expired = existing is not None and existing.analytics_expired_at is not None
         if self.analytics is not None and not analytics_expired:
-            # Without a start time, the start an earlier version gave (the row keeps it), else the day
-            # the call was first stored (as backfill and verify): a redelivery never adds a second day.
-            fallback = (current.started_at if current is not None else None) or placed.ingested_at
+            # A call without a start time is counted on the day it was first stored, whatever delivery
+            # writes it (as backfill and verify do), so a redelivery never puts it in a second day.
+            fallback = placed.ingested_at
             self.analytics.write_call(event.data, record, has_audio=has_audio, fallback_start=fallback)
             latest = self.index.get(conversation_id)
             if latest is not None and latest.version != record.version:

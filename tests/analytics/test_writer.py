@@ -5,6 +5,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 import pytest
 
 from services.analytics.compaction import compact_closed_days
@@ -23,6 +24,7 @@ from services.analytics.tables import (
 )
 from services.analytics.writer import AnalyticsWriter
 from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex
+from services.core.domain import versions
 from services.core.domain.errors import StorageUnavailable
 from services.core.domain.models import WebhookEvent
 from services.ingest.service import Archiver
@@ -440,3 +442,28 @@ def test_an_initiation_failure_carrying_turns_and_an_analysis_has_no_messages_ro
 
     assert [len(decode(analytics.get_bytes(key))) for key in analytics.list_keys(MESSAGES + "/")] == [0]
     assert ArchiveVerifier(archiver).run().findings == []
+
+
+def test_a_newer_version_without_a_start_time_moves_the_rows_to_the_day_the_call_was_first_stored() -> None:
+    """The row describes one version: a newer one without a start time clears the row's start, so the
+    call now counts on the day it was first stored, and nowhere else (erasure finds it there)."""
+    now = [float(FIXTURE_START + 5 * 86_400)]
+    analytics = MemoryBlobStore()
+    writer = AnalyticsWriter(analytics, lambda: now[0])
+    archiver = Archiver(MemoryBlobStore(), MemoryCallIndex(), lambda: now[0], analytics=writer)
+    event = _event(TRANSCRIPTION)
+    first = WebhookEvent(event.type, None, event.data)
+    assert archiver.archive(first).outcome == "stored"  # started 2025-07-06, stored 2025-07-11
+    # Without timestamps, versions are ordered by the digest of the document: pick a newer one.
+    startless = copy.deepcopy(event.data)
+    startless["metadata"]["start_time_unix_secs"] = 0
+    first_version = versions.call_version(event.type, None, orjson.dumps(event.data))
+    while versions.call_version(event.type, None, orjson.dumps(startless)) <= first_version:
+        startless["metadata"]["call_duration_secs"] += 1
+    now[0] += 60
+    assert archiver.archive(WebhookEvent(event.type, None, startless)).outcome == "stored"
+    assert archiver.index.get(CONVERSATION).started_at is None  # type: ignore[union-attr]
+
+    days = sorted({parse_object_key(key)[1] for key in analytics.list_keys(CALLS + "/")})  # type: ignore[index]
+    assert days == ["2025-07-11"]
+    assert ArchiveVerifier(archiver, clock=lambda: now[0]).run().findings == []
