@@ -242,12 +242,13 @@ class RetentionRunner:
         return summary
 
     def _expire_analytics(self, calls: Sequence[CallRecord], now: int) -> None:
-        """The rows first (per-call objects purged, merged days rewritten without the call), then the
-        mark: a crash in between leaves the call unmarked, so verify would rebuild its rows, and the
-        next run, which still selects it, removes them again and marks it."""
+        """The rows first (per-call objects purged, merged days rewritten without the calls), then the
+        marks: a crash in between leaves calls unmarked, so verify would rebuild their rows, and the
+        next run, which still selects them, removes them again and marks them. All calls in one erase:
+        a day's calls expire together, and each day object is then rewritten once, not once per call."""
         assert self.analytics is not None
+        self.analytics.erase(None, calls)
         for call in calls:
-            self.analytics.erase(None, [call])
             self.index.expire_analytics(call.conversation_id, now)
         if self.analytics_cache is not None:  # it is rebuilt from the tables, without these calls
             self.analytics_cache.erase(None, calls)

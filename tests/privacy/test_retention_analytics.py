@@ -140,3 +140,32 @@ def test_retention_command_expires_analytics_rows_and_sql_sees_none(client: Test
     assert backfill.exit_code == 0, backfill.output
     assert "2 calls left out" in backfill.output
     assert json.loads(runner.invoke(cli, count).stdout)[0]["n"] == 0
+
+
+class _CountingStore(MemoryBlobStore):
+    """Counts the writes of day objects (``day.compacted``), the expensive part of an erasure."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.day_writes = 0
+
+    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None, *, version: str | None = None) -> bool:
+        self.day_writes += "day.compacted" in key
+        return super().put_if(key, data, content_type, tag, version=version)
+
+
+def test_expiring_a_days_calls_rewrites_its_day_objects_once_not_once_per_call() -> None:
+    """A day's calls reach ``analytics_days`` together: each table's day object is rewritten once
+    for all of them (per call, a busy day cost its whole day object per call: quadratic)."""
+    analytics = _CountingStore()
+    world = World("memory", MemoryBlobStore(), MemoryCallIndex(), analytics, now=float(NOW))
+    ids = [f"conv_analytics_{i}" for i in range(30)]
+    for i, cid in enumerate(ids):
+        _call(world, cid, 100, event_at=NOW - 100 * DAY + 60 + i)
+    world.compact()
+    analytics.day_writes = 0
+
+    done = _runner(world).run()
+
+    assert sorted(done.analytics_expired) == sorted(ids) and _analytics_ids(world) == set()
+    assert analytics.day_writes <= 3
