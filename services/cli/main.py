@@ -160,7 +160,7 @@ def _serve(settings: Settings, listener: "socket.socket", host: str, port: int) 
         on_late_analytics_write=compaction.nudge,
     )
     sync = build_local_sync(settings, storage, app.state.receiver.archiver)
-    retention = _retention_thread(settings, storage, memory)  # DATA_DIR/retention.toml, daily (#13)
+    retention = _retention_thread(settings, storage, memory, compaction.nudge)  # DATA_DIR/retention.toml, daily
     if sync is not None:
         interval = settings.effective_sync_interval()
         every = f"syncing every {interval:.0f} s" if interval > 0 else "scheduled sync off"
@@ -225,12 +225,14 @@ def _ingest_process(
     return ingest
 
 
-def _retention_thread(settings: Settings, storage: "Storage", memory: "LocalMemory | None") -> "RetentionThread":
+def _retention_thread(
+    settings: Settings, storage: "Storage", memory: "LocalMemory | None", on_late_write: "Callable[[str], None]"
+) -> "RetentionThread":
     from services.memory.erasure import MemoryErasure
     from services.privacy.wiring import build_retention_thread
 
     erasure = MemoryErasure(memory.store, memory.outbox) if memory is not None else None
-    return build_retention_thread(settings, storage, erasure)
+    return build_retention_thread(settings, storage, erasure, on_late_write)
 
 
 def _local_memory(settings: Settings, storage: "Storage") -> "LocalMemory | None":

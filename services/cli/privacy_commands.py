@@ -433,6 +433,8 @@ def retention_run(dry_run: bool, as_json: bool, rules: Path | None, data_dir: Pa
       [agents."agent_7201k..."]
       transcripts_days = 30
     """
+    from services.analytics.compaction import LateDays
+    from services.analytics.writer import AnalyticsWriter
     from services.core.domain.errors import CallVaultError
     from services.core.wiring import build_storage
     from services.privacy.retention import RetentionConfigError
@@ -444,11 +446,17 @@ def retention_run(dry_run: bool, as_json: bool, rules: Path | None, data_dir: Pa
     lock = _exclusive(settings, "callvault retention run", "it applies the rules itself, daily")
     try:
         with lock:
-            runner = build_retention(settings, build_storage(settings), _memory_erasure(settings), rules)
+            late_days = LateDays()  # closed days whose has_audio it rewrote: merged before it ends
+            storage = build_storage(settings)
+            runner = build_retention(settings, storage, _memory_erasure(settings), rules, on_late_write=late_days.add)
             if runner.eraser.erased is None:  # AWS without a tombstone key: expired calls would sync back
                 raise click.ClickException(_NO_TOMBSTONE_KEY)
             with progress_bars() as bar:
-                summary = runner.run(dry_run=dry_run, progress=bar("expiring calls"), actor=cli_actor())
+                try:
+                    summary = runner.run(dry_run=dry_run, progress=bar("expiring calls"), actor=cli_actor())
+                finally:
+                    flags = runner.audio_flags
+                    late_days.merge(flags if isinstance(flags, AnalyticsWriter) else None)
     except RetentionConfigError as exc:
         raise click.ClickException(str(exc)) from None
     except CallVaultError as exc:

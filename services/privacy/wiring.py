@@ -4,6 +4,7 @@ Erasure (``service.py``) knows only the ports; this module may import the featur
 ``CallerData``, as ``ingest/wiring.py`` wires analytics into the Archiver.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -153,11 +154,16 @@ def _ssm_parameter(name: str) -> str | None:
 
 
 def build_retention(
-    settings: Settings, storage: Storage, memory: CallerData | None = None, rules_file: Path | None = None
+    settings: Settings,
+    storage: Storage,
+    memory: CallerData | None = None,
+    rules_file: Path | None = None,
+    on_late_write: Callable[[str], None] | None = None,
 ) -> "RetentionRunner":
     """Retention over the same Eraser as erasure; the rules from ``load_retention_rules``. On AWS it
     refuses (``RetentionConfigError``) without the tombstone key (expired calls would come back with the
-    next sync) or the legal holds (a held call would be erased)."""
+    next sync) or the legal holds (a held call would be erased). ``on_late_write`` hears of the closed
+    analytics days whose ``has_audio`` expired audio rewrote (a per-call object the next merge folds in)."""
     from .retention import RetentionConfigError, RetentionRunner
 
     eraser = build_eraser(settings, storage, memory)
@@ -169,7 +175,7 @@ def build_retention(
         raise RetentionConfigError(AWS_NO_ANALYTICS)
     rules = load_retention_rules(settings, rules_file)
     has_analytics = settings.backend != "aws" or bool(settings.analytics_bucket)
-    flags = AnalyticsWriter(build_analytics_store(settings)) if has_analytics else None
+    flags = AnalyticsWriter(build_analytics_store(settings), on_late_write=on_late_write) if has_analytics else None
     return RetentionRunner(
         storage.index,
         eraser,
@@ -184,11 +190,17 @@ def build_retention(
     )
 
 
-def build_retention_thread(settings: Settings, storage: Storage, memory: CallerData | None = None) -> "RetentionThread":
-    """`callvault serve`'s daily retention run, over the server's own stores and memory."""
+def build_retention_thread(
+    settings: Settings,
+    storage: Storage,
+    memory: CallerData | None = None,
+    on_late_write: Callable[[str], None] | None = None,
+) -> "RetentionThread":
+    """`callvault serve`'s daily retention run, over the server's own stores and memory; ``on_late_write``:
+    its compactor's nudge."""
     from .schedule import RetentionThread
 
-    return RetentionThread(lambda: build_retention(settings, storage, memory))
+    return RetentionThread(lambda: build_retention(settings, storage, memory, on_late_write=on_late_write))
 
 
 def build_scheduled_retention(settings: Settings) -> "RetentionRunner":

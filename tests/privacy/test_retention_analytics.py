@@ -169,3 +169,20 @@ def test_expiring_a_days_calls_rewrites_its_day_objects_once_not_once_per_call()
 
     assert sorted(done.analytics_expired) == sorted(ids) and _analytics_ids(world) == set()
     assert analytics.day_writes <= 3
+
+
+def test_retention_command_counts_no_call_twice_after_expiring_audio(client: TestClient, data_dir: Path) -> None:
+    """Expired audio turns ``has_audio`` false: in a merged day that row is copied out to a per-call
+    object, and the command merges it back before it ends (as import, sync and verify do)."""
+    runner, env = CliRunner(), {"CALLVAULT_MEMORY_BACKEND": "none"}
+    assert runner.invoke(cli, ["compact-analytics", "--data-dir", str(data_dir)], env=env).exit_code == 0
+    (data_dir / "retention.toml").write_text("[default]\naudio_days = 30\n")
+
+    done = runner.invoke(cli, ["retention", "run", "--data-dir", str(data_dir)], env=env)
+    assert done.exit_code == 0, done.output
+    assert "the audio of 1" in done.output
+
+    count = ["sql", "SELECT count(*) AS n, count(*) FILTER (WHERE has_audio) AS audio FROM calls"]
+    assert json.loads(runner.invoke(cli, [*count, "--format", "json", "--data-dir", str(data_dir)]).stdout) == [
+        {"n": 2, "audio": 0}
+    ]
