@@ -124,3 +124,32 @@ def test_report_since_refuses_what_calls_since_refuses(imported: Path) -> None:
     result = CliRunner().invoke(cli, ["report", "agents", "--since", "last week", "--data-dir", str(imported)])
     assert result.exit_code == 2
     assert "since is neither ISO 8601 (2025-07-06 or 2025-07-06T11:40:15Z) nor unix seconds" in result.output
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("/calls?status=done&status=failed", "status"),
+        ("/calls?phone=%2B16125550142&phone=%2B16125550177", "phone"),
+        ("/calls?agent_id=agent_01jxbrc1trfxev5sdp5xk4ra67&limit=1&agent_id=agent_other", "agent_id"),
+        ("/calls?limit=1&limit=2", "limit"),
+        ("/calls/conv_01jzfrjvcce0vsea1fcbpp9p04", None),
+        ("/search?q=maria&q=refund", "q"),
+    ],
+)
+def test_a_parameter_given_twice_is_refused_not_read_as_its_last_value(
+    app: SearchApp, query: str, named: str | None
+) -> None:
+    """``status=done&status=failed`` answered the failed calls alone (the last value won), as if there were
+    no others; a reader meaning "either" was shown a wrong list without a word."""
+    if named is None:
+        query += "?verbose=1&verbose=2"  # unknown names are still named as unknown first
+        response = app.client.get(query, headers=app.auth)
+        assert (response.status_code, response.json()["error"]["code"]) == (400, "unknown_parameter")
+        return
+    response = app.client.get(query, headers=app.auth)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == {
+        "code": "invalid_request",
+        "message": f"{named} is given more than once; give it once (it takes one value)",
+    }
