@@ -7,7 +7,7 @@ because error messages end up in logs.
 """
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import phonenumbers
 
@@ -21,6 +21,7 @@ MAX_UNIX_SECS = 253_402_300_799
 # An ISO 8601 offset whose "+" arrived as a space (an unencoded query string): "...T10:00:00 02:00".
 _SPACE_FOR_PLUS_OFFSET = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
 _UNIX_SECS = re.compile(r"^\d{1,12}(?:\.\d{1,9})?$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LABEL = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 _PARSE_REASONS = {
@@ -78,8 +79,13 @@ def parse_phone(raw: str, default_region: str = phone_domain.DEFAULT_REGION) -> 
 
 
 def parse_instant(name: str, raw: str) -> int:
-    """Unix seconds from ``1751802015`` (fractions dropped) or ISO 8601 (``2025-07-06``, ``20250706``,
+    """Unix seconds from ``1751802015`` or ISO 8601 (``2025-07-06``, ``20250706``,
     ``2025-07-06T11:40:15Z``, ``...+02:00``). A value without an offset is UTC.
+
+    Calls start on whole seconds, so an instant with a fraction becomes the first whole second at or
+    after it: the same calls are then ``>= since`` and ``< until`` as for the instant itself (cutting
+    the fraction off would take in a call that started before ``since`` and leave out one that started
+    before ``until``).
 
     Digits alone are unix seconds, except the two lengths ISO 8601 gives a meaning: eight digits are a
     basic-format date (``20250706``), and four a year, which is refused rather than read as 1970."""
@@ -96,7 +102,8 @@ def parse_instant(name: str, raw: str) -> int:
         except ValueError:
             raise InvalidRequest(f"{name} has eight digits but is not a date (YYYYMMDD, e.g. 20250706)") from None
     if _UNIX_SECS.fullmatch(text):
-        seconds = int(text.split(".")[0])
+        whole, _, fraction = text.partition(".")
+        seconds, partial = int(whole), fraction.strip("0") != ""
     else:
         fixed = _SPACE_FOR_PLUS_OFFSET.sub(r"\1+\2", text)
         try:
@@ -108,12 +115,13 @@ def parse_instant(name: str, raw: str) -> int:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         try:
-            seconds = int(moment.timestamp())
-        except (OverflowError, ValueError, OSError):
-            seconds = -1
+            since_epoch = moment - _EPOCH
+        except OverflowError:
+            since_epoch = timedelta(seconds=-1)
+        seconds, partial = since_epoch.days * 86_400 + since_epoch.seconds, since_epoch.microseconds != 0
     if not 0 <= seconds <= MAX_UNIX_SECS:
         raise InvalidRequest(f"{name} must be between 1970-01-01 and 9999-12-31")
-    return seconds
+    return seconds + 1 if partial else seconds
 
 
 def parse_label(name: str, raw: str) -> str:

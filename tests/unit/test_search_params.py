@@ -62,7 +62,8 @@ def test_search_phone_refuses_with_a_message_that_says_what_was_wrong(raw: str, 
 
 INSTANTS = [
     ("1751802015", 1751802015),
-    ("1751802015.9", 1751802015),
+    ("1751802015.9", 1751802016),  # a fraction: the first whole second at or after it
+    ("1751802015.000", 1751802015),
     ("0", 0),
     ("2025-07-06", 1751760000),
     ("2025-07-06T11:40:15Z", 1751802015),
@@ -71,7 +72,9 @@ INSTANTS = [
     ("2025-07-06T13:40:15 02:00", 1751802015),  # "+" arrived as a space
     ("2025-07-06 13:40:15 02:00", 1751802015),
     ("2025-07-06T06:40:15-05:00", 1751802015),
-    ("2025-07-06T11:40:15.250Z", 1751802015),
+    ("2025-07-06T11:40:15.250Z", 1751802016),
+    ("2025-07-06T11:40:15.000Z", 1751802015),
+    ("1970-01-01T00:00:00.5Z", 1),
     ("20250706", 1751760000),  # ISO 8601 basic format: a date, not 1970-08-23 in seconds
     ("20250706T114015Z", 1751802015),
     ("175180", 175180),  # other lengths of digits stay seconds
@@ -88,6 +91,7 @@ def test_search_instant_accepts_iso_8601_and_unix_seconds(raw: str, expected: in
     [
         *("", "yesterday", "2025-13-01", "-5", "1e9", "10000-01-01", "9" * 13, "2025-07-06T25:00", "x" * 70),
         *("2025", "20251345", "12345678"),  # a year alone; eight digits that are no date
+        "1969-12-31T23:59:59.5Z",  # before 1970, even by half a second
     ],
 )
 def test_search_instant_refuses_what_is_not_an_instant(raw: str) -> None:

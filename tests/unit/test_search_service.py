@@ -13,7 +13,7 @@ from services.core.domain.models import AudioFacts, CallRecord
 from services.core.ports import CallIndex
 from services.search.cursor import CursorCodec
 from services.search.links import SignedLink
-from services.search.params import CallFilters
+from services.search.params import CallFilters, parse_filters
 from services.search.service import get_call, search_calls
 
 PHONE = "+16125550142"
@@ -200,3 +200,20 @@ def test_get_call_unknown_id_is_not_found(index: CallIndex) -> None:
 def test_get_call_malformed_id_is_invalid_request(bad: str) -> None:
     with pytest.raises(InvalidRequest, match="conversation_id must be"):
         get_call(bad, index=MemoryCallIndex(), links=RecordingSigner(), expires_in=60)
+
+
+def test_search_calls_with_a_fractional_window_lists_the_calls_inside_it(index: CallIndex) -> None:
+    """A call starts on a whole second; ``since``/``until`` with a fraction must keep their meaning
+    (started at or after since, before until): cutting the fraction off took in a call that started
+    half a second before ``since`` and left out one that started half a second before ``until``."""
+    before, inside, last = add(index, 1, T0), add(index, 2, T0 + 1), add(index, 3, T0 + 2)
+    codec = CursorCodec(b"c" * 32)
+
+    for since, until, expected in [
+        ("1751800000.5", "1751800002.5", [last, inside]),
+        ("2025-07-06T11:06:40.500Z", "2025-07-06T11:06:42.500Z", [last, inside]),
+        ("1751800000", "1751800002", [inside, before]),
+    ]:
+        filters = parse_filters(since=since, until=until)
+        page = search_calls(filters, limit=10, cursor=None, index=index, cursors=codec)
+        assert [r.conversation_id for r in page.items] == expected, (since, until)
