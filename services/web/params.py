@@ -53,6 +53,7 @@ def parse_phone(raw: str, default_region: str = phone_domain.DEFAULT_REGION) -> 
         raise InvalidRequest(f"phone is longer than {MAX_PARAM_CHARS} characters")
     if not any(ch.isdigit() for ch in text):
         raise InvalidRequest(f"phone has no digits; expected a phone number ({_EXAMPLES})")
+    text = _with_plus_for_00(text, default_region)
     try:
         number = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException as exc:
@@ -76,6 +77,20 @@ def parse_phone(raw: str, default_region: str = phone_domain.DEFAULT_REGION) -> 
         }.get(verdict, "has a length that is not possible")
         raise InvalidRequest(f"phone {problem} for {where} ({_EXAMPLES})")
     return e164
+
+
+def _with_plus_for_00(text: str, default_region: str) -> str:
+    """``0044 20 7946 0958`` as ``+44 20 7946 0958`` when the default region does not read it: ``00`` is
+    the international prefix across most of the world (not in the US, whose is ``011``), and no number
+    of the region itself is possible that way, so it can only mean a country code."""
+    if not text.startswith("00"):
+        return text
+    try:
+        if phonenumbers.is_possible_number(phonenumbers.parse(text, default_region)):
+            return text
+    except phonenumbers.NumberParseException:
+        pass
+    return "+" + text[2:]
 
 
 def parse_instant(name: str, raw: str) -> int:

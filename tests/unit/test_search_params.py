@@ -21,6 +21,10 @@ PHONE_FORMS = [
     (" 44 20 7946 0958", "+442079460958"),
     ("+44 20 7946 0958", "+442079460958"),
     ("011 44 20 7946 0958", "+442079460958"),  # US international dialling prefix
+    # The international prefix of most of the world, typed with the US as the default region.
+    ("0044 20 7946 0958", "+442079460958"),
+    ("0033 6 12 34 56 78", "+33612345678"),
+    ("00 1 612 555 0142", "+16125550142"),
     ("  +16125550142  ", "+16125550142"),
     ("+1612555 0177", "+16125550177"),  # as ElevenLabs sometimes sends it
 ]
@@ -33,6 +37,7 @@ def test_search_phone_accepts_the_forms_people_type(raw: str, expected: str) -> 
 
 def test_search_phone_reads_national_numbers_in_the_configured_region() -> None:
     assert parse_phone("020 7946 0958", "GB") == "+442079460958"
+    assert parse_phone("0033 6 12 34 56 78", "GB") == "+33612345678"  # 00 is the prefix there already
     assert parse_phone("+1 612-555-0142", "GB") == "+16125550142"  # an explicit country code wins
 
 
@@ -47,6 +52,7 @@ BAD_PHONES = [
     ("+1 612", "too few digits"),
     ("1" * 65, "longer than 64"),
     ("+", "no digits"),
+    ("0099 123 4567", "country calling code"),  # read as +99..., which is no country
 ]
 
 
