@@ -7,7 +7,7 @@ because error messages end up in logs.
 """
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import phonenumbers
 
@@ -104,6 +104,19 @@ def parse_instant(name: str, raw: str) -> int:
 
     Digits alone are unix seconds, except the two lengths ISO 8601 gives a meaning: eight digits are a
     basic-format date (``20250706``), and four a year, which is refused rather than read as 1970."""
+    seconds, partial = _read_instant(name, raw)
+    return seconds + 1 if partial else seconds
+
+
+def parse_day(name: str, raw: str) -> date:
+    """The UTC day of an instant ``parse_instant`` reads (``2025-07-06``, ``20250706``, an ISO time, unix
+    seconds), for periods counted in whole days: what ``report --since/--until`` take."""
+    seconds, _ = _read_instant(name, raw)
+    return datetime.fromtimestamp(seconds, UTC).date()
+
+
+def _read_instant(name: str, raw: str) -> tuple[int, bool]:
+    """The whole unix seconds of an instant, and whether a fraction of a second follows them."""
     text = raw.strip()
     if not text:
         raise InvalidRequest(f"{name} is empty; expected ISO 8601 (2025-07-06T11:40:15Z) or unix seconds")
@@ -113,7 +126,7 @@ def parse_instant(name: str, raw: str) -> int:
         raise InvalidRequest(f"{name} looks like a year; write a day, e.g. {text}-01-01, or unix seconds")
     if len(text) == 8 and text.isdigit():
         try:  # ISO 8601's basic format, as many tools write dates; never 1970-08-23 in seconds
-            return int(datetime.strptime(text, "%Y%m%d").replace(tzinfo=UTC).timestamp())
+            return int(datetime.strptime(text, "%Y%m%d").replace(tzinfo=UTC).timestamp()), False
         except ValueError:
             raise InvalidRequest(f"{name} has eight digits but is not a date (YYYYMMDD, e.g. 20250706)") from None
     if _UNIX_SECS.fullmatch(text):
@@ -136,7 +149,7 @@ def parse_instant(name: str, raw: str) -> int:
         seconds, partial = since_epoch.days * 86_400 + since_epoch.seconds, since_epoch.microseconds != 0
     if not 0 <= seconds <= MAX_UNIX_SECS:
         raise InvalidRequest(f"{name} must be between 1970-01-01 and 9999-12-31")
-    return seconds + 1 if partial else seconds
+    return seconds, partial
 
 
 def parse_label(name: str, raw: str) -> str:

@@ -153,3 +153,47 @@ def test_a_parameter_given_twice_is_refused_not_read_as_its_last_value(
         "code": "invalid_request",
         "message": f"{named} is given more than once; give it once (it takes one value)",
     }
+
+
+JULY_6, JULY_7 = "conv_01jzfrjvcce0vsea1fcbpp9p04", "conv_01jzfrjvcce0vsea1fcbpp9p05"  # 11:40:15 UTC each day
+
+
+@pytest.mark.parametrize(
+    ("period", "calls"),
+    [
+        ({"since": "2025-07-07"}, [JULY_7]),
+        ({"since": "20250707"}, [JULY_7]),  # as GET /calls reads it: a date, never 1970-08-23
+        ({"since": "2025-07-07T20:00:00Z"}, [JULY_7]),  # a time counts as its UTC day
+        ({"since": "2025-07-07T01:00:00+02:00"}, [JULY_7, JULY_6]),  # 2025-07-06T23:00Z
+        ({"since": "1751888415"}, [JULY_7]),  # unix seconds, not only a midnight's
+        ({"until": "2025-07-06T08:00:00Z"}, [JULY_6]),
+        ({"until": "20250706"}, [JULY_6]),
+        ({"since": "2025-07-06", "until": "2025-07-07"}, [JULY_7, JULY_6]),
+    ],
+)
+def test_search_reads_its_days_as_report_keyword_and_calls_do(
+    app: SearchApp, period: dict[str, str], calls: list[str]
+) -> None:
+    """``/search?since=20250706`` was refused with the framework's 'Datetimes provided to dates should have
+    zero time', and so was any time of day or unix seconds but a midnight's, while ``GET /calls`` and
+    ``callvault report keyword --since`` take them all (one time parser, #14)."""
+    response = app.client.get("/search", params={"q": "maria", **period}, headers=app.auth)
+    assert response.status_code == 200, response.text
+    assert list(dict.fromkeys(item["conversation_id"] for item in response.json()["items"])) == calls
+
+
+@pytest.mark.parametrize(
+    ("period", "message"),
+    [
+        ({"since": "2025"}, "since looks like a year; write a day, e.g. 2025-01-01, or unix seconds"),
+        ({"until": "last week"}, "until is neither ISO 8601 (2025-07-06 or 2025-07-06T11:40:15Z) nor unix seconds"),
+        ({"since": "2025-07-07", "until": "2025-07-06"}, "until must not be before since (both are UTC days, both"),
+    ],
+)
+def test_search_refuses_a_day_it_cannot_read_saying_why(
+    app: SearchApp, period: dict[str, str], message: str
+) -> None:
+    response = app.client.get("/search", params={"q": "maria", **period}, headers=app.auth)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert response.json()["error"]["message"].startswith(message)

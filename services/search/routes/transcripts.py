@@ -11,11 +11,15 @@ from services.analytics.reader import AnalyticsReader
 from services.analytics.reports import ReportArgs, TurnPosition, keyword_page
 from services.core.domain.errors import InvalidCursor, InvalidRequest, StorageUnavailable
 from services.web.edge import add_log_fields
+from services.web.params import parse_day
 from services.web.query import UNKNOWN_PARAMETER, reject_unknown_query_params
 
 from ..dependencies import Context, require_api_key
 from ..schemas import error_example
 from .calls import UNAUTHORIZED
+
+# As `callvault report keyword --since` reads them (and `GET /calls` its instants): a time is its UTC day.
+_DAY = "`2025-07-06`, `20250706`, or an ISO 8601 time or unix seconds, which count as their UTC day."
 
 router = APIRouter(
     tags=["calls"],
@@ -106,14 +110,16 @@ def search_transcripts(
     request: Request,
     context: Context,
     q: Annotated[str, Query(min_length=2, max_length=100, description="the words to find")],
-    since: Annotated[date | None, Query(description="first UTC day, YYYY-MM-DD")] = None,
-    until: Annotated[date | None, Query(description="last UTC day, YYYY-MM-DD (inclusive)")] = None,
+    since: Annotated[str | None, Query(max_length=64, description=f"first UTC day (inclusive). {_DAY}")] = None,
+    until: Annotated[str | None, Query(max_length=64, description=f"last UTC day (inclusive). {_DAY}")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = 50,
     cursor: Annotated[
         str | None, Query(max_length=200, description="`next_cursor` of the previous page, unchanged")
     ] = None,
 ) -> TurnMatches:
-    found = keyword_matches(context.analytics, q, since, until, limit, cursor)
+    first = parse_day("since", since) if since is not None else None
+    last = parse_day("until", until) if until is not None else None
+    found = keyword_matches(context.analytics, q, first, last, limit, cursor)
     # never the keyword (it may be personal), nor the cursor (it names a call)
     add_log_fields(request, items=len(found.items), paged=cursor is not None)
     return found
