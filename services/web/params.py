@@ -133,7 +133,8 @@ def _read_instant(name: str, raw: str) -> tuple[int, bool]:
         whole, _, fraction = text.partition(".")
         seconds, partial = int(whole), fraction.strip("0") != ""
     else:
-        fixed = _SPACE_FOR_PLUS_OFFSET.sub(r"\1+\2", text)
+        # RFC 3339 lets "T" and "Z" be written in lower case; Python reads only the capitals.
+        fixed = _SPACE_FOR_PLUS_OFFSET.sub(r"\1+\2", text.upper())
         try:
             moment = datetime.fromisoformat(fixed)
         except ValueError:
