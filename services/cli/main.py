@@ -25,17 +25,23 @@ if TYPE_CHECKING:
 
 class _Commands(click.Group):
     """Errors of the setup, not of the command, as one line that says what to fix: a secret file left
-    empty, or a CALLVAULT_* setting that does not parse (pydantic's error, named by its variable)."""
+    empty, a CALLVAULT_* setting that does not parse (pydantic's error, named by its variable), or a
+    store that failed under a command (its CallVaultError message)."""
 
     def invoke(self, ctx: click.Context) -> object:
         from pydantic import ValidationError
 
+        from services.core.domain.errors import CallVaultError
         from services.core.secrets import SecretFileEmpty
 
         try:
             return super().invoke(ctx)
         except SecretFileEmpty as exc:
             raise click.ClickException(str(exc)) from None
+        except CallVaultError as exc:
+            # A store that failed (a full disk, S3 or DynamoDB refusing) in a command that has no
+            # answer of its own for it: the message, written for users, not a traceback.
+            raise click.ClickException(f"{exc.message} (the command is safe to run again once that is fixed)") from None
         except ValidationError as exc:
             if exc.title != Settings.__name__:
                 raise
