@@ -163,9 +163,14 @@ class UnreadableRows(ValueError):
 def decode(blob: bytes) -> list[Row]:
     try:
         text = gzip.decompress(blob)
-        return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+        rows = [orjson.loads(line) for line in text.splitlines() if line.strip()]
     except (OSError, EOFError, orjson.JSONDecodeError) as exc:  # BadGzipFile is an OSError
         raise UnreadableRows("an analytics object is not gzip'd JSON lines") from exc
+    # A line that is JSON but not one of our rows (a hand edit): unreadable too, so merges and verify
+    # replace the object instead of failing on it every run.
+    if not all(isinstance(row, dict) and isinstance(row.get("conversation_id"), str) for row in rows):
+        raise UnreadableRows("an analytics object holds a line that is not a row")
+    return rows
 
 
 def check_row_types(table: str, row: Row) -> list[str]:

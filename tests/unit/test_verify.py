@@ -305,3 +305,23 @@ def test_verify_finds_a_call_counted_in_two_days_and_keeps_the_rows_day() -> Non
     world.analytics.put_bytes(elsewhere, world.analytics.get_bytes(here), "application/x-ndjson")
     _repair_then_clean(world, "analytics_in_two_days")
     assert elsewhere not in world.analytics.objects and here in world.analytics.objects
+
+
+@pytest.mark.parametrize("line", [b"[1, 2]", b'"text"', b"42", b'{"agent_id": "a"}'])
+def test_a_day_object_with_a_line_that_is_not_a_row_is_unreadable_not_a_crash(line: bytes) -> None:
+    """JSON that is not one of our rows (a hand edit) made every merge and verify raise on it."""
+    import gzip
+
+    from services.analytics.compaction import compact_closed_days
+    from services.analytics.tables import day_object_key
+
+    world = World()
+    world.deliver(TRANSCRIPTION)
+    dt = partition_of(START)
+    compact_closed_days(world.analytics, now=world.now)
+    day = day_object_key(CALLS, dt)
+    world.analytics.put_bytes(day, gzip.compress(gzip.decompress(world.analytics.get_bytes(day)) + line + b"\n"), "")
+
+    _repair_then_clean(world, "analytics_unreadable")
+    compact_closed_days(world.analytics, now=world.now + 10 * 86_400)  # and merges do not raise on it
+    assert world.verify().findings == []
