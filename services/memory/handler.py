@@ -28,7 +28,7 @@ from services.core.config import get_settings
 from services.core.logging import get_logger
 
 from .domain import STATUS_FAILED, MemoryJob
-from .jobs import ERASED, JobOutcome, error_code
+from .jobs import ERASED, EXPIRED, JobOutcome, error_code
 from .ports import MemoryStatusSink
 from .worker import backoff_secs
 
@@ -130,6 +130,11 @@ class SqsWorker:
             raise
         if outcome == ERASED:  # acknowledged, nothing written; logged without the erased call's id
             logger.info("memory job of an erased conversation dropped")
+            return
+        if outcome == EXPIRED:  # acknowledged, nothing written; the row keeps saying expired
+            logger.info(
+                "memory job of an expired call's memories dropped", extra={"conversation_id": job.conversation_id}
+            )
             return
         self.status.set_memory_status(job.conversation_id, outcome, int(self.clock()))
         logger.info("memory job done", extra={"conversation_id": job.conversation_id, "outcome": outcome})

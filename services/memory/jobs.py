@@ -16,7 +16,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from services.core.domain.errors import NotFound
-from services.core.domain.models import CallRecord, WebhookEvent
+from services.core.domain.models import MEMORY_EXPIRED, CallRecord, WebhookEvent
 from services.core.domain.phone import names_one_caller
 from services.core.erased import ErasedConversations
 from services.core.ports import BlobStore, CallIndex
@@ -36,7 +36,11 @@ TRANSCRIPTION = "post_call_transcription"
 # A job's outcome when its conversation was erased (#13): nothing written, and no status to record
 # (the row is gone); the job is acknowledged, so a queued SQS message of an erased call is a no-op.
 ERASED: Final = "erased"
-JobOutcome = MemoryStatus | Literal["erased"]
+# A job's outcome when a retention rule expired the call's memories (#13): nothing written, and the
+# row keeps saying ``expired``, so the job is acknowledged (a queued or re-driven SQS message, a job
+# that was running while the rule ran).
+EXPIRED: Final = "expired"
+JobOutcome = MemoryStatus | Literal["erased", "expired"]
 
 
 class NullStatusSink:
@@ -168,6 +172,8 @@ class JobProcessor:
         if self._erased(job):
             return ERASED
         row = self.index.get(job.conversation_id)
+        if _memories_expired(row):
+            return EXPIRED
         key = job.transcript_key or (row.transcript_key if row else None)
         if key is None:
             raise TranscriptMissing("the call has no archived transcript")
@@ -185,10 +191,18 @@ class JobProcessor:
         if self._erased(job):  # erased (tombstone, then memories) after the check above: take them out again
             self.store.add_conversation(memories.phone, memories.conversation_id, [])
             return ERASED
+        if _memories_expired(self.index.get(job.conversation_id)):
+            # A retention run (erase, mark, erase again) ran since the row was read: take them out again.
+            self.store.add_conversation(memories.phone, memories.conversation_id, [])
+            return EXPIRED
         return STATUS_DONE
 
     def _erased(self, job: MemoryJob) -> bool:
         return self.erased is not None and self.erased.is_erased(job.conversation_id)
+
+
+def _memories_expired(row: CallRecord | None) -> bool:
+    return row is not None and row.memory_status == MEMORY_EXPIRED
 
 
 def error_code(exc: BaseException) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .domain import STATUS_FAILED, MemoryJob
-from .jobs import ERASED, IngestActivity, JobOutcome, error_code
+from .jobs import ERASED, EXPIRED, IngestActivity, JobOutcome, error_code
 from .outbox import SqliteOutbox
 from .ports import MemoryStatusSink
 
@@ -85,6 +85,10 @@ class MemoryWorker:
         if outcome == ERASED:  # nothing written; logged without the erased call's id
             self.processed += 1
             self._log("memory job of an erased conversation dropped", attempt=claimed.attempt, state=state)
+            return True
+        if outcome == EXPIRED:  # nothing written; the row keeps saying expired
+            self.processed += 1
+            self._log("memory job of a call whose memories expired dropped", conversation_id=cid, state=state)
             return True
         if state == "done":
             self.status.set_memory_status(cid, outcome, int(self.clock()))

@@ -280,6 +280,9 @@ class RetentionRunner:
         for call in calls:
             self.memories.erase(None, [call])
             self.index.set_memory_status(call.conversation_id, MEMORY_EXPIRED, now)
+            # Once more after the mark: a memory job that read the row before the mark and wrote after
+            # the first erase loses its memories here, or, writing later, sees the mark when it checks.
+            self.memories.erase(None, [call])
 
     def _older_than(self, cutoff: int) -> list[CallRecord]:
         found: list[CallRecord] = []

@@ -692,6 +692,19 @@ def test_call_index_memory_status_marks_an_existing_row_only(index: CallIndex) -
     assert index.get(conversation(99)) is None
 
 
+def test_call_index_memory_status_expired_is_final(index: CallIndex) -> None:
+    """Retention (#13) marks a call whose memories it removed; a memory job's late status (done, or the
+    failed a last SQS delivery writes before it runs) must not take the mark away."""
+    index.save_call(placed(CONVERSATION, PHONE, T0), NOW)
+    index.set_memory_status(CONVERSATION, "expired", NOW + 5)
+
+    index.set_memory_status(CONVERSATION, "failed", NOW + 6)
+    index.set_memory_status(CONVERSATION, "done", NOW + 7)
+
+    row = index.get(CONVERSATION)
+    assert row is not None and (row.memory_status, row.memory_updated_at) == ("expired", NOW + 5)
+
+
 def test_sqlite_call_index_adds_columns_missing_from_an_older_file(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as conn:

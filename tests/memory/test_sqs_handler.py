@@ -18,6 +18,7 @@ from services.core.adapters.dynamo_tombstones import DynamoTombstones
 from services.core.adapters.s3_blob_store import S3BlobStore
 from services.core.config import get_settings
 from services.core.domain import payload
+from services.core.domain.models import MEMORY_EXPIRED
 from services.core.erased import ErasedConversations
 from services.ingest.service import Archiver
 from services.memory import handler as memory_handler
@@ -493,3 +494,29 @@ def test_a_job_whose_conversation_is_erased_between_its_last_check_and_its_write
     assert response == {"batchItemFailures": []}
     assert store.raced and store.count(CALLER) == 0 and status.history == []
     assert aws.index.get("conv_a") is None
+
+
+@pytest.mark.parametrize("receives", ["1", "3"])
+def test_a_queued_job_of_a_call_whose_memories_expired_writes_nothing_and_the_row_stays_expired(
+    aws: Aws, receives: str
+) -> None:
+    """A retention rule (``memories_days``) removed the call's memories while its job waited in the queue
+    (or sat in the dead-letter queue until a re-drive). The job must not write them back, and the row must
+    keep saying ``expired`` (the next retention run skips such a row): not ``done``, nor the ``failed`` a
+    last delivery marks before it runs."""
+    aws.ingest("conv_a", CALLER)
+    store = FakeMemoryStore()
+    row = aws.index.get("conv_a")
+    assert row is not None
+    MemoryErasure(store).erase(None, [row])  # what retention's memories_days does
+    aws.index.set_memory_status("conv_a", MEMORY_EXPIRED, int(time.time()))
+    event = aws.receive()
+    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = receives
+
+    worker = SqsWorker(JobProcessor(aws.blobs, aws.index, store), aws.index, aws.sqs, max_attempts=3)
+    response = worker.handle_batch(event)
+
+    assert response == {"batchItemFailures": []}  # acknowledged, never retried into the dead-letter queue
+    assert store.count(CALLER) == 0 and store.adds == 1  # only the erasure's
+    after = aws.index.get("conv_a")
+    assert after is not None and after.memory_status == MEMORY_EXPIRED

@@ -3,6 +3,7 @@ expired once released, a second run finds nothing, bad rule files are refused.""
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ from services.core.domain.errors import StorageUnavailable
 from services.core.wiring import build_storage
 from services.ingest.service import Archiver
 from services.local.app import create_local_app
-from services.memory.domain import MemoryItem
+from services.memory.domain import MemoryItem, MemoryJob
 from services.memory.erasure import MemoryErasure
-from services.memory.jobs import MemoryJobs
+from services.memory.jobs import EXPIRED, JobProcessor, MemoryJobs
 from services.memory.local import build_local_memory
 from services.privacy.audit import Auditor
 from services.privacy.holds import HoldBook
@@ -381,3 +382,51 @@ def test_expired_memories_stay_expired_when_the_call_is_delivered_again(tmp_path
     assert queue.jobs == []
     row = storage.index.get("conv_kept")
     assert row is not None and row.memory_status == "expired"
+
+
+def _memories_rule_world(index: MemoryCallIndex, store: FakeMemoryStore) -> tuple[World, RetentionRunner]:
+    world = World("memory", MemoryBlobStore(), index, MemoryBlobStore(), now=float(NOW))
+    _call(world, "conv_mid", 100)  # past memories_days (90), inside transcripts_days: only its memories go
+    memories = MemoryErasure(store)
+    eraser = Eraser(world.blobs, world.index, [memories], erased=world.erased, clock=world.clock)
+    return world, RetentionRunner(world.index, eraser, RULES, memories=memories, clock=world.clock)
+
+
+def test_a_memory_job_that_writes_after_retention_removed_the_memories_takes_them_out_again() -> None:
+    """The job checked the row before retention ran, and writes after the whole run (erase, then the
+    row's mark): the row no longer says why it should not, so the job asks once more after writing."""
+    runs: list[RetentionRunner] = []
+
+    class RetentionBeforeTheWrite(FakeMemoryStore):
+        def add_conversation(self, phone: str, conversation_id: str, items: Sequence[MemoryItem]) -> int:
+            if items and runs:
+                runs.pop().run()
+            return super().add_conversation(phone, conversation_id, items)
+
+    store = RetentionBeforeTheWrite()
+    world, runner = _memories_rule_world(MemoryCallIndex(), store)
+    runs.append(runner)
+
+    assert JobProcessor(world.blobs, world.index, store)(MemoryJob("conv_mid")) == EXPIRED
+    assert not runs and store.count(PHONE) == 0
+    row = world.index.get("conv_mid")
+    assert row is not None and row.memory_status == "expired"
+
+
+def test_a_memory_job_that_runs_between_retentions_erase_and_its_mark_leaves_no_memory() -> None:
+    """The whole job (checks and write) fits between retention's erase and the row's mark: retention
+    erases once more after marking, so nothing the job wrote outlives the rule."""
+    jobs: list[JobProcessor] = []
+
+    class JobBeforeTheMark(MemoryCallIndex):
+        def set_memory_status(self, conversation_id: str, status: str, now: int) -> None:
+            if status == "expired" and jobs:
+                assert jobs.pop()(MemoryJob(conversation_id)) == "done"
+            super().set_memory_status(conversation_id, status, now)
+
+    store = FakeMemoryStore()
+    world, runner = _memories_rule_world(JobBeforeTheMark(), store)
+    jobs.append(JobProcessor(world.blobs, world.index, store))
+
+    assert runner.run().memories_expired == ["conv_mid"]
+    assert not jobs and store.count(PHONE) == 0

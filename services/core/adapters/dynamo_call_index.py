@@ -31,7 +31,15 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from ..domain.errors import InvalidCursor, InvalidRequest, StorageUnavailable
-from ..domain.models import MERGED_CALL_FIELDS, REPLACED_CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
+from ..domain.models import (
+    MEMORY_EXPIRED,
+    MERGED_CALL_FIELDS,
+    REPLACED_CALL_FIELDS,
+    AudioFacts,
+    CallPage,
+    CallQuery,
+    CallRecord,
+)
 from ..domain.versions import AUDIO_EXPIRED
 
 TIMELINE_PARTITION = "call"
@@ -323,7 +331,9 @@ class DynamoCallIndex:
     def set_memory_status(self, conversation_id: str, status: str, now: int) -> None:
         m = self.model
         actions: list[Action] = [m.memory_status.set(status), m.memory_updated_at.set(now)]
-        self._update(conversation_id, actions, m.conversation_id.exists())  # False: row gone, nothing to mark
+        # False: row gone, nothing to mark; or its memories expired (#13), which a late job must not undo.
+        not_final = m.memory_status.does_not_exist() | (m.memory_status != MEMORY_EXPIRED)
+        self._update(conversation_id, actions, m.conversation_id.exists() & not_final)
 
     def expire_analytics(self, conversation_id: str, now: int) -> bool:
         m = self.model

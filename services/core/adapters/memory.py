@@ -8,7 +8,15 @@ from dataclasses import replace
 from ..domain.audit import AuditEntry, Detail, chained
 from ..domain.errors import InvalidCursor, NotFound
 from ..domain.holds import Hold
-from ..domain.models import MERGED_CALL_FIELDS, REPLACED_CALL_FIELDS, AudioFacts, CallPage, CallQuery, CallRecord
+from ..domain.models import (
+    MEMORY_EXPIRED,
+    MERGED_CALL_FIELDS,
+    REPLACED_CALL_FIELDS,
+    AudioFacts,
+    CallPage,
+    CallQuery,
+    CallRecord,
+)
 from ..domain.versions import AUDIO_EXPIRED
 from ..ports import ObjectHead
 
@@ -177,7 +185,7 @@ class MemoryCallIndex:
     def set_memory_status(self, conversation_id: str, status: str, now: int) -> None:
         with self._lock:
             row = self.rows.get(conversation_id)
-            if row is not None:
+            if row is not None and row.memory_status != MEMORY_EXPIRED:  # final, as in the real indexes
                 row.memory_status, row.memory_updated_at = status, now
 
     def claim_place(self, conversation_id: str, archive_prefix: str, phone: str | None, now: int) -> CallRecord:

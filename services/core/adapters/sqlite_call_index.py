@@ -14,6 +14,7 @@ from typing import Any
 from ..domain.errors import InvalidCursor
 from ..domain.models import (
     CALL_FIELDS,
+    MEMORY_EXPIRED,
     MERGED_CALL_FIELDS,
     REPLACED_CALL_FIELDS,
     AudioFacts,
@@ -158,8 +159,10 @@ class SqliteCallIndex:
         # Never touches event_at: the memory outbox's triggers fire on it.
         with self._write_lock:
             self._execute(
-                "UPDATE calls SET memory_status = ?, memory_updated_at = ? WHERE conversation_id = ?",
-                (status, now, conversation_id),
+                # ``expired`` is final (#13): a memory job's late status must not bring the memories back.
+                "UPDATE calls SET memory_status = ?, memory_updated_at = ? "
+                "WHERE conversation_id = ? AND memory_status IS NOT ?",
+                (status, now, conversation_id, MEMORY_EXPIRED),
             )
 
     def claim_place(self, conversation_id: str, archive_prefix: str, phone: str | None, now: int) -> CallRecord:
