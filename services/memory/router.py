@@ -29,6 +29,7 @@ from services.web.query import UNKNOWN_PARAMETER, reject_unknown_query_params
 from .domain import StoredMemory
 from .ports import MemoryStore
 from .service import (
+    AGENT_WAIT_SECS,
     SECRET_HEADER,
     AgentSecrets,
     caller_memories,
@@ -139,6 +140,7 @@ class MemoryContext:
     first_message: str | None = None
     logger: Any = None
     clock: Callable[[], float] = field(default=time.time)
+    agent_wait_secs: float | None = AGENT_WAIT_SECS  # the voice agent's reads give up on the store after this
 
     def on_error(self, source: str, exc: BaseException) -> None:
         if self.logger is not None:
@@ -276,6 +278,7 @@ def create_memory_router(require_api_key: Callable[..., Any]) -> APIRouter:
             store=context.store,
             default_region=context.default_region,
             on_error=context.on_error,
+            wait_secs=context.agent_wait_secs,
         )
         add_log_fields(
             request,
@@ -306,6 +309,7 @@ def create_memory_router(require_api_key: Callable[..., Any]) -> APIRouter:
             store=context.store,
             default_region=context.default_region,
             on_error=context.on_error,
+            wait_secs=context.agent_wait_secs,
         )
         add_log_fields(request, results=len(result["results"]))
         return JSONResponse(result)

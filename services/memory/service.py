@@ -11,6 +11,8 @@ import binascii
 import hashlib
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +26,7 @@ from services.core.domain.models import STATUS_INITIATION_FAILED, CallQuery, Cal
 from services.core.ports import CallIndex
 
 from .domain import Memories, MemoryType, StoredMemory, listing_order
+from .errors import MemoryUnavailable
 from .extract import near_duplicates
 from .ports import MemoryStore
 
@@ -39,6 +42,10 @@ TOOL_FACTS_READ = 50  # factual memories the tool reads for an empty query (newe
 TOOL_ITEM_CHARS = 300  # each answer item at most this long: what a caller says must not flood the agent's context
 SEARCH_DEPTH = 500  # a search pages at most this deep into the ranking
 MAX_CURSOR_CHARS = 1024
+# The voice agent's reads wait at most this for the memory store, all its requests together (a Platform
+# client's first use pings, then the name and the facts are two more requests, each with its own timeout).
+AGENT_WAIT_SECS = 3.0
+_AGENT_READERS = 4  # a store that hangs holds at most this many threads; later reads time out in the queue
 _BAD_CURSOR = "cursor is not valid: pass back next_cursor unchanged, with the same q and type"
 
 
@@ -194,6 +201,22 @@ class CallerProfile:
         }
 
 
+_agent_reads = ThreadPoolExecutor(_AGENT_READERS, thread_name_prefix="callvault-agent-read")  # threads start on use
+
+
+def within(wait_secs: float | None, read: Callable[[], Any]) -> Any:
+    """``read()``, or ``MemoryUnavailable`` once ``wait_secs`` have passed (the read goes on in the
+    background and its answer is dropped): the phone is ringing, the caller must not wait for Mem0."""
+    if wait_secs is None:
+        return read()
+    future = _agent_reads.submit(read)
+    try:
+        return future.result(timeout=wait_secs)
+    except FutureTimeout:
+        future.cancel()
+        raise MemoryUnavailable(f"the memory store did not answer within {wait_secs:g} s") from None
+
+
 def caller_profile(
     caller_id: object,
     *,
@@ -201,6 +224,7 @@ def caller_profile(
     store: MemoryStore,
     default_region: str = "US",
     on_error: Callable[[str, BaseException], None] | None = None,
+    wait_secs: float | None = None,
 ) -> CallerProfile:
     phone = _caller(caller_id, default_region)
     if phone is None:
@@ -218,8 +242,7 @@ def caller_profile(
         try:
             # Rows the store keeps for this moment, never a vector listing: that waits for the store's
             # lock behind the worker (measured: p99 146-178 ms instead of 17-40 ms).
-            name = store.caller_name(phone)
-            facts = store.caller_facts(phone)
+            name, facts = within(wait_secs, lambda: (store.caller_name(phone), store.caller_facts(phone)))
         except Exception as exc:
             degraded = True
             _report(on_error, "memory", exc)
@@ -257,6 +280,7 @@ def memory_search_tool(
     default_region: str = "US",
     limit: int = TOOL_LIMIT,
     on_error: Callable[[str, BaseException], None] | None = None,
+    wait_secs: float | None = None,
 ) -> dict[str, Any]:
     """What the agent's LLM gets back from ``memory-search``: short, plain, and never an error it
     would have to explain to the caller."""
@@ -266,9 +290,10 @@ def memory_search_tool(
         return {"caller_known": False, "results": [], "note": "no caller phone number for this conversation"}
     try:
         if text:
-            found = store.search(phone, in_callers_words(text), None, limit * TOOL_OVERFETCH)
+            question = in_callers_words(text)
+            found = within(wait_secs, lambda: store.search(phone, question, None, limit * TOOL_OVERFETCH))
         else:  # no question: what we know, newest call first
-            found = store.list(phone, "factual", TOOL_FACTS_READ)
+            found = within(wait_secs, lambda: store.list(phone, "factual", TOOL_FACTS_READ))
     except CallVaultError as exc:
         _report(on_error, "memory", exc)
         return {"caller_known": None, "results": [], "note": "memory is temporarily unavailable"}

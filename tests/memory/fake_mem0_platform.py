@@ -5,6 +5,7 @@ the request log and fault injection the tests need. Started and stopped by the t
 import itertools
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class PlatformState:
     # What the stand-in's "LLM" extracts from an add with infer=True (canned, whatever the messages say)
     extractions: list[str] = field(default_factory=lambda: ["Lives in Winona", "Has six children"])
     lock: threading.Lock = field(default_factory=threading.Lock)
+    delay_secs: float = 0.0  # every answer waits this long (a slow service)
 
     def fail_next(self, method: str, path: str, *statuses: int) -> None:
         self.faults.setdefault((method, path), []).extend(statuses)
@@ -86,6 +88,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(401, {"detail": "Invalid API key"})
                 return
             status, reply = self._route(method, url.path, parse_qs(url.query), body or {})
+        if state.delay_secs:
+            time.sleep(state.delay_secs)
         self._reply(status, reply)
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: dict[str, Any]) -> tuple[int, Any]:

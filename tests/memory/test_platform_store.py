@@ -337,3 +337,53 @@ def test_serve_reads_for_the_agent_through_a_store_that_does_not_retry(
         assert len(state.requests) - before == 1  # one try, no retry
     finally:
         local.stop()
+
+
+def test_a_slow_platform_keeps_the_ringing_phone_waiting_at_most_the_agent_wait_in_all(
+    platform: tuple[str, PlatformState], tmp_path: Path
+) -> None:
+    """Each request to a slow Mem0 Platform ends within its own timeout, but a greeting makes several
+    (the client's first use pings, then the name and the facts): together they would keep the caller
+    waiting 6 s. Conversation-init and the tool give up on the store after 3 s in all, and answer."""
+    import time
+
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from services.core.config import Settings
+    from services.core.domain.models import CallRecord
+    from services.core.wiring import build_storage
+    from services.memory.app import create_memory_app
+    from services.memory.local import build_local_memory
+    from services.memory.service import SECRET_HEADER
+    from services.web.auth import ApiKeys
+
+    url, state = platform
+    settings = Settings(
+        data_dir=tmp_path / "data", memory_backend="platform", mem0_host=url, mem0_api_key=SecretStr(API_KEY)
+    )
+    storage = build_storage(settings)
+    storage.index.save_call(CallRecord(CONV, phone=CALLER, started_at=1751802015, event_at=1751802025), 1751802100)
+    local = build_local_memory(settings, storage, agent_secrets=["asec_x"])
+    assert local is not None
+    try:
+        local.store.add_conversation(CALLER, CONV, _items())
+        state.delay_secs = 2.5  # each answer: within the 3 s timeout of one request
+        client = TestClient(create_memory_app(local.context, ApiKeys([])))
+        headers = {SECRET_HEADER: "asec_x"}
+
+        started = time.perf_counter()  # the client's first use: ping, then the list
+        tool = client.post("/tools/memory-search", json={"query": "", "caller_id": CALLER}, headers=headers)
+        tool_secs = time.perf_counter() - started
+        started = time.perf_counter()  # the name, then the facts
+        init = client.post("/webhooks/elevenlabs/conversation-init", json={"caller_id": CALLER}, headers=headers)
+        init_secs = time.perf_counter() - started
+
+        assert tool.status_code == 200 and tool_secs < 4.5
+        assert tool.json() == {"caller_known": None, "results": [], "note": "memory is temporarily unavailable"}
+        assert init.status_code == 200 and init_secs < 4.5
+        variables = init.json()["dynamic_variables"]
+        assert variables["caller_past_calls"] == 1 and variables["caller_name"] == ""  # the index still answers
+    finally:
+        state.delay_secs = 0.0
+        local.stop()
