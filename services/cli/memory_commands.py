@@ -231,7 +231,8 @@ def _forget(settings: Settings, e164: str) -> None:
     from services.core.domain import phone as phone_domain
     from services.core.domain.errors import CallVaultError
     from services.core.wiring import build_storage
-    from services.memory.wiring import build_memory_store
+    from services.memory.outbox import SqliteOutbox
+    from services.memory.wiring import INDEX_FILE, build_memory_store
     from services.privacy.wiring import build_eraser
 
     try:
@@ -248,6 +249,9 @@ def _forget(settings: Settings, e164: str) -> None:
         if eraser.audit is not None:
             detail = {"scope": "memories", "phone": phone_domain.mask(e164), "conversations": len(plan.calls)}
             eraser.audit.record("memory_erase", cli_actor(), [c.conversation_id for c in plan.calls], detail)
+        if settings.backend == "local" and (settings.data_dir / INDEX_FILE).exists():
+            # Jobs first, as `callvault forget`: one left waiting would write the memories again at serve's start.
+            SqliteOutbox(settings.data_dir / INDEX_FILE).forget_jobs([c.conversation_id for c in plan.calls])
         count = store.delete_caller(e164)
     except CallVaultError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from services.cli.main import cli
 from services.core.adapters.sqlite_call_index import SqliteCallIndex
+from services.core.domain import payload
 from services.memory.domain import MemoryJob, build_conversation_memories
 from services.memory.outbox import SqliteOutbox
 from tests.memory.support import CALLER, OTHER_CALLER, call_envelope
@@ -196,3 +197,29 @@ def test_rerun_queues_every_archived_calls_job_again_or_one_callers(runner: CliR
     assert outbox.counts()["pending"] == 2
     assert index.get("conv_1").memory_status == "pending"  # type: ignore[union-attr]
     assert index.get("conv_2").memory_status == "expired"  # type: ignore[union-attr]
+
+
+def test_forget_drops_the_callers_waiting_memory_jobs_so_serve_does_not_write_the_memories_again(
+    runner: CliRunner, tmp_path: Path, embedder: Any, no_network: None
+) -> None:
+    """Jobs of the caller's calls still in the outbox (pending, or failed and waiting for `memory retry`)
+    would rebuild the erased memories at serve's next start; another caller's job stays."""
+    from services.memory.mem0_oss import Mem0OssMemoryStore
+
+    index = SqliteCallIndex(tmp_path / "index.sqlite3")
+    for cid, phone in (("conv_1", CALLER), ("conv_2", CALLER), ("conv_3", OTHER_CALLER)):
+        record = payload.call_from_transcription(call_envelope(cid, phone)["data"], 1751802025, "US")
+        index.save_call(record, 1751802100)
+    index.close()
+    store = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)
+    store.add_conversation(CALLER, "conv_1", build_conversation_memories(call_envelope("conv_1", CALLER)["data"]).items)
+    store.close()
+    outbox = _failed_jobs(tmp_path, "conv_2")
+    outbox.enqueue(MemoryJob("conv_1"))
+    outbox.enqueue(MemoryJob("conv_3"))
+
+    result = runner.invoke(cli, ["memory", "forget", CALLER, "--yes", "--data-dir", str(tmp_path)])
+
+    assert result.exit_code == 0, result.output
+    assert outbox.get("conv_1") is None and outbox.get("conv_2") is None
+    assert outbox.get("conv_3") is not None
