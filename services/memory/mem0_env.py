@@ -5,8 +5,13 @@
   a second process fail. CallVault never lets it on: a process that imported Mem0 with telemetry on
   gets ``MemoryUnavailable`` instead of a store.
 - ``MEM0_DIR``: Mem0 writes a ``config.json`` there (default ``~/.mem0``, read-only on Lambda).
+- Library log lines: the Mem0 SDK logs every HTTP error with its URL, and httpx every request's URL
+  (info), and erasing a caller is ``DELETE /v2/entities/user/{number}/``; Mem0 open source logs memory
+  texts (debug). They are kept below their loggers' levels: our own lines say what failed, with ids,
+  error codes and masked numbers only.
 """
 
+import logging
 import os
 import sys
 import tempfile
@@ -17,8 +22,13 @@ from .errors import MemoryUnavailable
 DEFAULT_HOME = Path(tempfile.gettempdir()) / "callvault-mem0-home"
 
 
+_QUIETED = {"mem0": logging.CRITICAL, "httpx": logging.WARNING, "httpcore": logging.WARNING}
+
+
 def prepare_mem0_environment(mem0_dir: Path | None = None) -> None:
     os.environ["MEM0_TELEMETRY"] = "False"
+    for name, level in _QUIETED.items():  # a caller's number or words must not reach a log through them
+        logging.getLogger(name).setLevel(level)
     if "mem0" not in sys.modules:
         home = mem0_dir or DEFAULT_HOME
         home.mkdir(parents=True, exist_ok=True)

@@ -387,3 +387,23 @@ def test_a_slow_platform_keeps_the_ringing_phone_waiting_at_most_the_agent_wait_
     finally:
         state.delay_secs = 0.0
         local.stop()
+
+
+def test_mem0s_own_log_lines_never_carry_the_callers_number(
+    platform: tuple[str, PlatformState], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SDK logs every HTTP error with its URL, and erasing a caller calls `DELETE
+    /v2/entities/user/{number}/`, which answers 404 for a caller with nothing stored (an expected
+    answer). Our own log lines say what failed, with the number masked; the SDK's are silenced."""
+    import logging
+
+    url, state = platform
+    caplog.set_level(logging.DEBUG)
+    store, _ = _store(url, max_retries=0)
+    assert store.delete_caller(CALLER) == 0  # nothing stored: the 404 path
+    state.fail_next("POST", "/v3/memories/", 400)
+    with pytest.raises(MemoryUnavailable):
+        store.list(CALLER)
+
+    digits = CALLER.lstrip("+")
+    assert not [r for r in caplog.records if digits in r.getMessage()]
