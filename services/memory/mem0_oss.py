@@ -74,6 +74,9 @@ ON CONFLICT (phone) DO UPDATE SET caller_name = excluded.caller_name, started_at
     conversation_id = excluded.conversation_id
 WHERE excluded.started_at >= callers.started_at
 """
+# Memories being deleted whose history rows (their text) are not purged yet: noted before the first
+# delete, cleared after the purge, so a process killed in between purges them at its next delete.
+_PURGES_SCHEMA = "CREATE TABLE IF NOT EXISTS history_purges (memory_id TEXT PRIMARY KEY)"
 _FORGET_NAME = "DELETE FROM callers WHERE phone = ? AND conversation_id = ?"
 _FORGET_FACTS = "DELETE FROM caller_facts WHERE phone = ? AND conversation_id = ?"
 
@@ -137,6 +140,7 @@ class Mem0OssMemoryStore:
         self._callers.execute("PRAGMA secure_delete=ON")  # an erased name or fact is zeroed, not left in free pages
         self._callers.execute(_CALLERS_SCHEMA)
         self._callers.execute(_FACTS_SCHEMA)
+        self._callers.execute(_PURGES_SCHEMA)
         # Qdrant local mode is not made for concurrent use: one call at a time. Writers also hold
         # ``_writer`` for a whole conversation, so two writes of one conversation never interleave
         # (delete, delete, add, add would duplicate), while reads slip in between single calls.
@@ -312,6 +316,7 @@ class Mem0OssMemoryStore:
 
     def _delete_where(self, memory: Any, filters: dict[str, Any]) -> int:
         """Delete matching memories and purge their history rows (``delete`` alone keeps the text there)."""
+        self._finish_purges(memory)
         deleted = 0
         while True:
             with self._call:
@@ -319,13 +324,35 @@ class Mem0OssMemoryStore:
             ids = [str(r["id"]) for r in page.get("results", [])]
             if not ids:
                 return deleted
+            self._note_purges(ids, pending=True)
             for memory_id in ids:
                 if self.pace is not None:
                     self.pace()
                 with self._call:
                     memory.delete(memory_id)
             self._purge_history(memory, ids)
+            self._note_purges(ids, pending=False)
             deleted += len(ids)
+
+    def _note_purges(self, ids: Ids, *, pending: bool) -> None:
+        sql = (
+            "INSERT OR IGNORE INTO history_purges VALUES (?)"
+            if pending
+            else "DELETE FROM history_purges WHERE memory_id = ?"
+        )
+        with self._names:
+            self._callers.executemany(sql, [(memory_id,) for memory_id in ids])
+            self._callers.commit()
+
+    def _finish_purges(self, memory: Any) -> None:
+        """The history rows of deletes a killed process did not get to purge (one history file serves every
+        shard, so any shard's connection reaches them)."""
+        with self._names:
+            ids = [str(row[0]) for row in self._callers.execute("SELECT memory_id FROM history_purges")]
+        for start in range(0, len(ids), _PAGE):
+            chunk = ids[start : start + _PAGE]
+            self._purge_history(memory, chunk)
+            self._note_purges(chunk, pending=False)
 
     def _purge_history(self, memory: Any, ids: Ids) -> None:
         db = memory.db

@@ -304,3 +304,41 @@ def test_the_composed_local_app_makes_a_webhook_searchable(tmp_path: Path, oss_s
             memory.thread.stop(10)
     row = memory.outbox.get("conv_app_1")
     assert row is not None and row.state == "done"
+
+
+def test_an_erasure_killed_between_deleting_memories_and_purging_their_history_leaves_no_words_behind(
+    tmp_path: Path, embedder: Any, no_network: None
+) -> None:
+    """Mem0's ``delete`` writes the memory's text into its history (a DELETE row) and the store purges
+    those rows after each page of deletes, pacing itself between deletes while webhooks arrive. A process
+    killed in between (a restart of ``serve`` mid-job) left the text of memories already deleted: no
+    later listing finds those memories, so no later purge took it out. The next delete finishes it."""
+    from services.memory.domain import build_conversation_memories
+    from services.memory.mem0_oss import Mem0OssMemoryStore
+
+    class Killed(BaseException):
+        pass
+
+    items = build_conversation_memories(call_envelope("conv_maria_1", CALLER, LISBON_TURNS)["data"]).items
+    store = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)
+    try:
+        store.add_conversation(CALLER, "conv_maria_1", items)
+        paced = iter(range(100))
+        store.pace = lambda: None if next(paced) < 3 else (_ for _ in ()).throw(Killed())
+        with pytest.raises(Killed):  # three memories deleted, then the process dies
+            store.delete_caller(CALLER)
+    finally:
+        store.pace = None
+        store.close()
+
+    store = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)  # the next start: forget run again
+    try:
+        assert store.delete_caller(CALLER) == len(items) - 3
+    finally:
+        store.close()
+    with sqlite3.connect(tmp_path / "memory" / "history.sqlite3") as history:
+        rows = history.execute("SELECT COUNT(*) FROM history").fetchone()[0]
+    files = b"".join(path.read_bytes() for path in (tmp_path / "memory").rglob("*") if path.is_file())
+    assert rows == 0
+    for trace in (b"custard tarts", b"Lisbon last spring"):
+        assert trace not in files, trace
