@@ -231,6 +231,7 @@ def _forget(settings: Settings, e164: str) -> None:
     from services.core.domain import phone as phone_domain
     from services.core.domain.errors import CallVaultError
     from services.core.wiring import build_storage
+    from services.memory.erasure import MemoryErasure
     from services.memory.outbox import SqliteOutbox
     from services.memory.wiring import INDEX_FILE, build_memory_store
     from services.privacy.wiring import build_eraser
@@ -253,6 +254,10 @@ def _forget(settings: Settings, e164: str) -> None:
             # Jobs first, as `callvault forget`: one left waiting would write the memories again at serve's start.
             SqliteOutbox(settings.data_dir / INDEX_FILE).forget_jobs([c.conversation_id for c in plan.calls])
         count = store.delete_caller(e164)
+        # Calls filed under another number that later reported this one keep their memories under that
+        # number: erased as those calls only, as `callvault forget` does.
+        foreign = [c for c in plan.calls if c.phone is not None and c.phone != e164]
+        count += MemoryErasure(store).erase(None, foreign) if foreign else 0
     except CallVaultError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
     finally:

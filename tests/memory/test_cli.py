@@ -223,3 +223,34 @@ def test_forget_drops_the_callers_waiting_memory_jobs_so_serve_does_not_write_th
     assert result.exit_code == 0, result.output
     assert outbox.get("conv_1") is None and outbox.get("conv_2") is None
     assert outbox.get("conv_3") is not None
+
+
+def test_forget_takes_the_memories_of_a_call_filed_under_another_number_that_reported_this_one(
+    runner: CliRunner, tmp_path: Path, embedder: Any, no_network: None
+) -> None:
+    """As `callvault forget`: a call filed under another number whose later event reported the erased
+    one (its row's ``reported_phone``) is planned, held and audited with the caller; its memories are kept
+    under the number it is filed under, so they go as that one call's. The other caller keeps their own."""
+    from services.memory.mem0_oss import Mem0OssMemoryStore
+
+    index = SqliteCallIndex(tmp_path / "index.sqlite3")
+    for cid, reported in (("conv_moved", CALLER), ("conv_theirs", None)):
+        record = payload.call_from_transcription(call_envelope(cid, OTHER_CALLER)["data"], 1751802025, "US")
+        record.reported_phone = reported
+        index.save_call(record, 1751802100)
+    index.close()
+    store = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)
+    for cid in ("conv_moved", "conv_theirs"):
+        memories = build_conversation_memories(call_envelope(cid, OTHER_CALLER)["data"])
+        store.add_conversation(OTHER_CALLER, cid, memories.items)
+    store.close()
+
+    result = runner.invoke(cli, ["memory", "forget", CALLER, "--yes", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "erased 5 memories"
+
+    reopened = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)
+    try:
+        assert {m.conversation_id for m in reopened.list(OTHER_CALLER, None, 50)} == {"conv_theirs"}
+    finally:
+        reopened.close()
