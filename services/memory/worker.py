@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .domain import STATUS_FAILED, MemoryJob
+from .domain import STATUS_FAILED, STATUS_PENDING, MemoryJob
 from .jobs import ERASED, EXPIRED, IngestActivity, JobOutcome, error_code
 from .outbox import SqliteOutbox
 from .ports import MemoryStatusSink
@@ -81,17 +81,23 @@ class MemoryWorker:
                 error_code=error_code(exc),
             )
             return True
-        state = self.outbox.complete(claimed)
         if outcome == ERASED:  # nothing written; logged without the erased call's id
+            state = self.outbox.complete(claimed)
             self.processed += 1
             self._log("memory job of an erased conversation dropped", attempt=claimed.attempt, state=state)
             return True
         if outcome == EXPIRED:  # nothing written; the row keeps saying expired
+            state = self.outbox.complete(claimed)
             self.processed += 1
             self._log("memory job of a call whose memories expired dropped", conversation_id=cid, state=state)
             return True
-        if state == "done":
-            self.status.set_memory_status(cid, outcome, int(self.clock()))
+        # The row first: a process that dies before ``complete`` runs the job again after its lease, which
+        # writes the row again; the other way round, a death in between left it "pending" for good.
+        now = int(self.clock())
+        self.status.set_memory_status(cid, outcome, now)
+        state = self.outbox.complete(claimed)
+        if state == "pending":  # the call was delivered again while this ran: its job runs once more
+            self.status.set_memory_status(cid, STATUS_PENDING, now)
         self.processed += 1
         self._log(
             "memory job done",

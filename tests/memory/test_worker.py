@@ -2,6 +2,7 @@
 wakes on enqueue and stops cleanly."""
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -11,7 +12,7 @@ from services.core.adapters.memory import MemoryBlobStore, MemoryCallIndex, Memo
 from services.core.domain import payload
 from services.core.erased import ErasedConversations
 from services.ingest.service import Archiver
-from services.memory.domain import MemoryJob
+from services.memory.domain import MemoryItem, MemoryJob, MemoryStatus
 from services.memory.jobs import JobProcessor, MemoryJobs
 from services.memory.outbox import SqliteOutbox
 from services.memory.worker import MemoryWorker, backoff_secs, start_worker_thread
@@ -169,3 +170,46 @@ def test_a_call_from_a_placeholder_number_makes_no_memories(world: World) -> Non
     world.outbox.enqueue(MemoryJob("conv_withheld"))  # e.g. re-driven by hand
     world.worker.run_once()
     assert world.status.last("conv_withheld") == "skipped_no_phone" and world.store.rows == {}
+
+
+def test_a_worker_that_dies_after_writing_the_memories_leaves_a_row_that_ends_done(world: World) -> None:
+    """The process dies between the outbox's ``done`` and the row's status (a kill, a power cut): the
+    outbox had nothing left to run, so the row said ``pending`` for good. The row is written first, and a
+    death between the two re-runs the job after its lease, which writes it again."""
+
+    class Killed(BaseException):
+        pass
+
+    class DiesOnDone(RecordingStatusSink):
+        def set_memory_status(self, conversation_id: str, status: MemoryStatus, now: int) -> None:
+            if status == "done" and not self.fail:
+                self.fail = True  # once: the next process writes normally
+                raise Killed
+            self.history.append((conversation_id, status))
+
+    world.ingest()
+    world.worker.status = dies = DiesOnDone()
+    with pytest.raises(Killed):
+        world.worker.run_once()
+    world.worker.status = world.status  # the restarted process
+    world.clock.advance(world.worker.lease_secs + 1)
+    while world.worker.run_once():
+        pass
+
+    assert world.status.last("conv_1") == "done" and dies.fail
+    assert world.store.count(CALLER, "conv_1") == 6
+
+
+def test_a_call_delivered_again_while_its_job_ran_says_pending_until_the_second_run(world: World) -> None:
+    class Redelivered(FakeMemoryStore):
+        def add_conversation(self, phone: str, conversation_id: str, items: Sequence[MemoryItem]) -> int:
+            if not self.adds:
+                world.outbox.enqueue(MemoryJob(conversation_id))  # as the trigger does on a redelivery
+            return super().add_conversation(phone, conversation_id, items)
+
+    world.store = Redelivered()
+    world.worker.process = JobProcessor(world.blobs, world.index, world.store)
+    world.ingest()
+    assert world.worker.run_once() is True
+    assert world.status.last("conv_1") == "pending"  # a run is still due
+    assert world.worker.run_once() is True and world.status.last("conv_1") == "done"
