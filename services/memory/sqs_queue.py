@@ -6,9 +6,11 @@ Different conversations still run in parallel. ``MessageDeduplicationId`` is der
 conversation and its event timestamp, so SQS drops a retried send of the same delivery within
 its 5-minute window (a later delivery, with a newer timestamp, is a new message).
 
-The message holds ids only (no phone number, no transcript text). Timeouts and retries are short:
-this runs before the webhook's 200, and a slow SQS must not hold the archive's answer for long
-(a send that fails is recorded as ``memory_status = failed`` and the call stays archived).
+The message holds ids only (no phone number, no transcript text): not the transcript's key either,
+which starts with the caller's number (``16125550142/conv_....json``) and which the worker reads from
+the call's row anyway. An erasure cannot take a message out of the queue or its dead-letter queue.
+Timeouts and retries are short: this runs before the webhook's 200, and a slow SQS must not hold the
+archive's answer for long (a send that fails is recorded as ``memory_status = failed`` and the call stays archived).
 """
 
 import hashlib
@@ -29,7 +31,7 @@ class SqsMemoryQueue:
         self._sqs = client
 
     def enqueue(self, job: MemoryJob) -> None:
-        body = job.to_json()
+        body = MemoryJob(job.conversation_id, None, job.event_at).to_json()  # no key: it names the caller
         self._sqs.send_message(
             QueueUrl=self.queue_url,
             MessageBody=body,

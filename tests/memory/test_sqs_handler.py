@@ -144,12 +144,15 @@ def _worker(aws: Aws, store: FakeMemoryStore, status: RecordingStatusSink, **opt
 
 
 def test_ingest_sends_a_fifo_job_with_ids_only(aws: Aws) -> None:
+    """No number in the message, not even inside the transcript's key (``16125550142/conv_a.json``): an
+    erasure cannot take a message out of the queue or the dead-letter queue, where it stays up to 14 days.
+    The worker reads the key from the call's row."""
     aws.ingest("conv_a")
     event = aws.receive()
     (record,) = event["Records"]
-    assert MemoryJob.from_json(record["body"]) == MemoryJob("conv_a", "16125550142/conv_a.json", 1751802025)
+    assert MemoryJob.from_json(record["body"]) == MemoryJob("conv_a", None, 1751802025)
     assert record["attributes"]["MessageGroupId"] == "conv_a"
-    assert CALLER not in record["body"] and "prefer" not in record["body"]
+    assert CALLER.lstrip("+") not in record["body"] and "prefer" not in record["body"]
 
 
 def test_a_duplicate_send_of_the_same_delivery_is_deduplicated_by_sqs(aws: Aws) -> None:
