@@ -120,8 +120,9 @@ def build_local_memory(
     return LocalMemory(store, outbox, jobs, worker, context)
 
 
-# The voice agent's reads happen while the phone rings: a slow Mem0 Platform must cost the greeting
-# at most this, never the call (the AWS template sets the same for its memory function).
+# The voice agent's reads happen while the phone rings: each request to a slow Mem0 Platform gives up
+# after this (the AWS template sets the same for its memory function); the routes also give up on the
+# store after ``service.AGENT_WAIT_SECS`` in all, since a greeting makes several requests.
 AGENT_READ_TIMEOUT_SECS = 3.0
 
 
