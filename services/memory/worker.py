@@ -69,9 +69,13 @@ class MemoryWorker:
             outcome = self.process(claimed.job)
         except Exception as exc:
             delay = backoff_secs(claimed.attempt, self.retry_base_secs, self.retry_max_secs)
+            gives_up = claimed.attempt >= self.max_attempts
+            now = int(self.clock())
+            if gives_up:  # the row first, as on success: a death before ``fail`` is given up after the lease
+                self.status.set_memory_status(cid, STATUS_FAILED, now)
             state = self.outbox.fail(claimed, error_code(exc), max_attempts=self.max_attempts, delay_secs=delay)
-            if state == "failed":
-                self.status.set_memory_status(cid, STATUS_FAILED, int(self.clock()))
+            if gives_up and state == "pending":  # the call was delivered again meanwhile: it runs once more
+                self.status.set_memory_status(cid, STATUS_PENDING, now)
             self._log(
                 "memory job failed",
                 conversation_id=cid,

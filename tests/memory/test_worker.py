@@ -213,3 +213,34 @@ def test_a_call_delivered_again_while_its_job_ran_says_pending_until_the_second_
     assert world.worker.run_once() is True
     assert world.status.last("conv_1") == "pending"  # a run is still due
     assert world.worker.run_once() is True and world.status.last("conv_1") == "done"
+
+
+def test_a_worker_that_dies_as_it_gives_a_job_up_leaves_a_row_that_ends_failed(world: World) -> None:
+    """The same crash point on the way to ``failed``: the outbox said failed, the row stayed ``pending``."""
+
+    class Killed(BaseException):
+        pass
+
+    class DiesOnFailed(RecordingStatusSink):
+        def set_memory_status(self, conversation_id: str, status: MemoryStatus, now: int) -> None:
+            if status == "failed" and not self.fail:
+                self.fail = True
+                raise Killed
+            self.history.append((conversation_id, status))
+
+    world.ingest()
+    world.store.down = True
+    for _ in range(world.worker.max_attempts - 1):
+        assert world.worker.run_once() is True
+        world.clock.advance(1000)
+    world.worker.status = dies = DiesOnFailed()
+    with pytest.raises(Killed):  # the last attempt fails, and the process dies giving it up
+        world.worker.run_once()
+    world.worker.status = world.status  # the restarted process
+    world.clock.advance(world.worker.lease_secs + 1)
+    while world.worker.run_once():
+        pass
+
+    assert dies.fail and world.status.last("conv_1") == "failed"
+    row = world.outbox.get("conv_1")
+    assert row is not None and row.state == "failed"
