@@ -222,6 +222,15 @@ class SqliteOutbox:
 
     # -- worker --------------------------------------------------------------------------------
 
+    def abandoned(self, max_attempts: int) -> list[str]:
+        """The jobs ``give_up_abandoned`` would give up now (their rows are marked first)."""
+        sql = (
+            "SELECT conversation_id FROM memory_outbox "
+            "WHERE state = 'running' AND leased_until <= :now AND attempts >= :max_attempts"
+        )
+        rows = self._execute(sql, {"now": self.clock(), "max_attempts": max_attempts}).fetchall()
+        return [row["conversation_id"] for row in rows]
+
     def give_up_abandoned(self, max_attempts: int) -> list[str]:
         """Jobs whose every attempt ended with the worker gone (their lease ran out: a crash, an out of
         memory kill, a native fault in the model or the store) become ``failed`` here, since ``fail``

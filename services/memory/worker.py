@@ -57,9 +57,12 @@ class MemoryWorker:
 
     def run_once(self) -> bool:
         """Claim and run one due job; False when none was due."""
-        for cid in self.outbox.give_up_abandoned(self.max_attempts):
-            self.status.set_memory_status(cid, STATUS_FAILED, int(self.clock()))
-            self._log("memory job failed", conversation_id=cid, state="failed", error_code="abandoned")
+        abandoned = self.outbox.abandoned(self.max_attempts)
+        if abandoned:  # the rows first, as below: a death before the outbox write finds them again
+            for cid in abandoned:
+                self.status.set_memory_status(cid, STATUS_FAILED, int(self.clock()))
+            for cid in self.outbox.give_up_abandoned(self.max_attempts):
+                self._log("memory job failed", conversation_id=cid, state="failed", error_code="abandoned")
         claimed = self.outbox.claim(self.lease_secs)
         if claimed is None:
             return False

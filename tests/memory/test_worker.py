@@ -244,3 +244,29 @@ def test_a_worker_that_dies_as_it_gives_a_job_up_leaves_a_row_that_ends_failed(w
     assert dies.fail and world.status.last("conv_1") == "failed"
     row = world.outbox.get("conv_1")
     assert row is not None and row.state == "failed"
+
+
+def test_a_worker_that_dies_as_it_gives_up_an_abandoned_job_leaves_a_row_that_ends_failed(world: World) -> None:
+    class Killed(BaseException):
+        pass
+
+    class DiesOnFailed(RecordingStatusSink):
+        def set_memory_status(self, conversation_id: str, status: MemoryStatus, now: int) -> None:
+            if status == "failed" and not self.fail:
+                self.fail = True
+                raise Killed
+            self.history.append((conversation_id, status))
+
+    world.ingest()
+    for _ in range(world.worker.max_attempts):  # each attempt: claimed, then the worker dies holding it
+        assert world.outbox.claim(world.worker.lease_secs) is not None
+        world.clock.advance(world.worker.lease_secs + 1)
+    world.worker.status = dies = DiesOnFailed()
+    with pytest.raises(Killed):  # the process dies giving the abandoned job up
+        world.worker.run_once()
+    world.worker.status = world.status  # the restarted process
+    assert world.worker.run_once() is False
+
+    assert dies.fail and world.status.last("conv_1") == "failed"
+    row = world.outbox.get("conv_1")
+    assert row is not None and row.state == "failed"
