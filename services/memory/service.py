@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -20,13 +21,12 @@ from typing import Any
 import orjson
 
 from services.core.domain import phone as phone_domain
-from services.core.domain.errors import CallVaultError, InvalidCursor, Unauthorized
+from services.core.domain.errors import CallVaultError, InvalidCursor, StorageUnavailable, Unauthorized
 from services.core.domain.matching import matches_any
 from services.core.domain.models import STATUS_INITIATION_FAILED, CallQuery, CallRecord
 from services.core.ports import CallIndex
 
 from .domain import Memories, MemoryType, StoredMemory, listing_order
-from .errors import MemoryUnavailable
 from .extract import near_duplicates
 from .ports import MemoryStore
 
@@ -42,8 +42,9 @@ TOOL_FACTS_READ = 50  # factual memories the tool reads for an empty query (newe
 TOOL_ITEM_CHARS = 300  # each answer item at most this long: what a caller says must not flood the agent's context
 SEARCH_DEPTH = 500  # a search pages at most this deep into the ranking
 MAX_CURSOR_CHARS = 1024
-# The voice agent's reads wait at most this for the memory store, all its requests together (a Platform
-# client's first use pings, then the name and the facts are two more requests, each with its own timeout).
+# The voice agent's reads wait at most this for the index and the memory store, all their requests together
+# (a Platform client's first use pings, then the name and the facts are two more requests, each with its own
+# timeout; DynamoDB's client waits up to 30 s a read).
 AGENT_WAIT_SECS = 3.0
 _AGENT_READERS = 4  # a store that hangs holds at most this many threads; later reads time out in the queue
 _BAD_CURSOR = "cursor is not valid: pass back next_cursor unchanged, with the same q and type"
@@ -205,7 +206,7 @@ _agent_reads = ThreadPoolExecutor(_AGENT_READERS, thread_name_prefix="callvault-
 
 
 def within(wait_secs: float | None, read: Callable[[], Any]) -> Any:
-    """``read()``, or ``MemoryUnavailable`` once ``wait_secs`` have passed (the read goes on in the
+    """``read()``, or ``StorageUnavailable`` once ``wait_secs`` have passed (the read goes on in the
     background and its answer is dropped): the phone is ringing, the caller must not wait for Mem0."""
     if wait_secs is None:
         return read()
@@ -214,7 +215,7 @@ def within(wait_secs: float | None, read: Callable[[], Any]) -> Any:
         return future.result(timeout=wait_secs)
     except FutureTimeout:
         future.cancel()
-        raise MemoryUnavailable(f"the memory store did not answer within {wait_secs:g} s") from None
+        raise StorageUnavailable(f"no answer within {wait_secs:g} s") from None
 
 
 def caller_profile(
@@ -229,10 +230,15 @@ def caller_profile(
     phone = _caller(caller_id, default_region)
     if phone is None:
         return CallerProfile(None)
+    deadline = None if wait_secs is None else time.monotonic() + wait_secs
+
+    def left() -> float | None:  # the index and the store share one wait: the phone rings through both
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
     degraded = False
     calls: list[CallRecord] = []
     try:
-        page = index.list_calls(CallQuery(phone=phone, limit=PAST_CALLS_COUNTED))
+        page = within(left(), lambda: index.list_calls(CallQuery(phone=phone, limit=PAST_CALLS_COUNTED)))
         calls = [c for c in page.items if c.status != STATUS_INITIATION_FAILED]
     except Exception as exc:
         degraded = True
@@ -242,7 +248,7 @@ def caller_profile(
         try:
             # Rows the store keeps for this moment, never a vector listing: that waits for the store's
             # lock behind the worker (measured: p99 146-178 ms instead of 17-40 ms).
-            name, facts = within(wait_secs, lambda: (store.caller_name(phone), store.caller_facts(phone)))
+            name, facts = within(left(), lambda: (store.caller_name(phone), store.caller_facts(phone)))
         except Exception as exc:
             degraded = True
             _report(on_error, "memory", exc)

@@ -385,3 +385,34 @@ def test_the_tool_answers_in_bounded_pieces_however_long_a_caller_spoke(api: Api
 def test_a_stored_memory_longer_than_an_answer_item_is_cut_in_the_answer() -> None:
     item = _tool_item(StoredMemory("m1", "x" * 5000, "factual", "user", "conv_1", None, 1751802015))
     assert len(item["text"]) == 300 and item["text"].endswith("…")
+
+
+def test_conversation_init_waits_for_the_index_and_the_store_together_at_most_the_agent_wait() -> None:
+    """A slow index (DynamoDB's client waits up to 30 s a read) and a slow store share one budget: the
+    phone rings while both are asked, and the answer past it is the one it has (here the index's)."""
+    from services.core.adapters.memory import MemoryCallIndex
+    from services.core.domain.models import CallPage, CallQuery, CallRecord
+    from services.memory.service import caller_profile
+
+    class SlowIndex(MemoryCallIndex):
+        def list_calls(self, query: CallQuery) -> CallPage:
+            time.sleep(1.6)
+            return super().list_calls(query)
+
+    class SlowStore(FakeMemoryStore):
+        def caller_name(self, phone: str) -> str | None:
+            time.sleep(1.6)
+            return "Maria"
+
+    index = SlowIndex()
+    index.save_call(CallRecord("conv_1", phone=CALLER, started_at=1751802015, event_at=1751802025), 1751802100)
+    errors: list[str] = []
+
+    started = time.perf_counter()
+    profile = caller_profile(
+        CALLER, index=index, store=SlowStore(), wait_secs=2.0, on_error=lambda source, exc: errors.append(source)
+    )
+    elapsed = time.perf_counter() - started
+
+    assert elapsed < 2.8  # 1.6 s for the index, then what is left of the 2 s for the store
+    assert profile.past_calls == 1 and profile.name is None and profile.degraded and errors == ["memory"]
