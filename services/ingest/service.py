@@ -128,6 +128,11 @@ class Archiver:
             prefix = record.archive_prefix or keys.UNKNOWN_PHONE_PREFIX
             placed = self.index.claim_place(conversation_id, prefix, record.phone, self._now())
         prefix = placed.archive_prefix or keys.UNKNOWN_PHONE_PREFIX
+        if record.started_at is None:
+            # Neither a start time nor an event_timestamp (signed, but not what ElevenLabs sends): the
+            # call is listed, counted and expired as of when it was first stored, never left out of
+            # every time range (listings, retention) for want of a start.
+            record.started_at = placed.ingested_at
         if existing is not None and existing.audio_version == versions.AUDIO_EXPIRED:
             record.expects_audio = False  # its audio expired (retention): nothing should fetch it again
         if record.phone is not None and record.phone != placed.phone:

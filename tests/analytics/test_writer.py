@@ -462,8 +462,35 @@ def test_a_newer_version_without_a_start_time_moves_the_rows_to_the_day_the_call
         startless["metadata"]["call_duration_secs"] += 1
     now[0] += 60
     assert archiver.archive(WebhookEvent(event.type, None, startless)).outcome == "stored"
-    assert archiver.index.get(CONVERSATION).started_at is None  # type: ignore[union-attr]
+    stored = FIXTURE_START + 5 * 86_400
+    assert archiver.index.get(CONVERSATION).started_at == stored  # type: ignore[union-attr]  # first stored
 
     days = sorted({parse_object_key(key)[1] for key in analytics.list_keys(CALLS + "/")})  # type: ignore[index]
     assert days == ["2025-07-11"]
+    assert ArchiveVerifier(archiver, clock=lambda: now[0]).run().findings == []
+
+
+@pytest.mark.parametrize("name", [TRANSCRIPTION, INITIATION_FAILURE])
+def test_a_call_with_no_start_and_no_event_timestamp_is_listed_and_counted_when_first_stored(name: str) -> None:
+    """Signed, but with neither a start time nor an event_timestamp: the row used to have no start,
+    so every time range (GET /calls, retention's age) left the call out for ever."""
+    from services.core.domain.models import CallQuery
+
+    now = [float(FIXTURE_START + 5 * 86_400)]
+    analytics = MemoryBlobStore()
+    archiver = Archiver(
+        MemoryBlobStore(), MemoryCallIndex(), lambda: now[0], analytics=AnalyticsWriter(analytics, lambda: now[0])
+    )
+    event = _event(name)
+    event.data.get("metadata", {})["start_time_unix_secs"] = 0
+    startless = WebhookEvent(event.type, None, event.data)
+    result = archiver.archive(startless)
+    assert result.outcome == "stored" and result.conversation_id is not None
+    now[0] += 3 * 86_400  # redelivered days later: the call keeps the time it was first stored
+    assert archiver.archive(startless).outcome == "stored"
+
+    first = FIXTURE_START + 5 * 86_400
+    assert archiver.index.get(result.conversation_id).started_at == first  # type: ignore[union-attr]
+    window = CallQuery(since=first - 60, until=first + 60)
+    assert [row.conversation_id for row in archiver.index.list_calls(window).items] == [result.conversation_id]
     assert ArchiveVerifier(archiver, clock=lambda: now[0]).run().findings == []
