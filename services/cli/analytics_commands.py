@@ -29,6 +29,7 @@ from services.cli.options import (
     progress_bars,
     require_archive,
     settings_for,
+    terminal_text,
 )
 from services.core.config import Settings
 
@@ -164,8 +165,9 @@ def _cell(value: Any) -> str:
         return f"{value:,.4f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:,.0f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    # Text from calls ("[laughs]" in an agent's message) is shown as it is, never read as Rich markup.
-    return escape(str(value))
+    # Text from calls ("[laughs]" in an agent's message) is shown as it is, never read as Rich markup,
+    # and a control character in it never reaches the terminal.
+    return escape(terminal_text(value))
 
 
 @click.command()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from services.cli.options import DATA_DIR_OPTION, confirm, require_archive, settings_for
+from services.cli.options import DATA_DIR_OPTION, confirm, require_archive, settings_for, terminal_text
 from services.core.config import Settings
 
 if TYPE_CHECKING:  # imported lazily below: `callvault --help` must not load the memory package
@@ -198,7 +198,8 @@ def _read(phone: str, data_dir: Path | None, query: str | None, type_: str | Non
             continue
         when = datetime.fromtimestamp(m.started_at, UTC).strftime("%Y-%m-%d") if m.started_at else "undated"
         score = f"  {m.score:.2f}" if m.score is not None else ""
-        click.echo(f"{when}  {m.conversation_id or '-'}  {m.source or m.type or '-'}{score}  {m.text}")
+        origin = terminal_text(m.source or m.type or "-")
+        click.echo(f"{when}  {m.conversation_id or '-'}  {origin}{score}  {terminal_text(m.text)}")
     if not found and not as_json:
         click.echo("no memories", err=True)
 

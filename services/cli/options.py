@@ -125,3 +125,11 @@ def progress_bars() -> Iterator[Callable[[str], Callable[[int, int], None]]]:
             return progress
 
         yield bar
+
+
+def terminal_text(value: object) -> str:
+    """What a caller, upstream or a model wrote, made safe to print at a terminal: control characters
+    (escape sequences would drive the terminal: move the cursor, retitle the window, rewrite what an
+    operator reads) become '?'. Rich tables escape their markup as well (``rich.markup.escape``)."""
+    text = "" if value is None else str(value)
+    return "".join(c if c.isprintable() else "?" for c in text)

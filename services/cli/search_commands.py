@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from services.cli.options import DATA_DIR_OPTION, archive_settings
+from services.cli.options import DATA_DIR_OPTION, archive_settings, terminal_text
 from services.core.config import Settings
 from services.core.domain.errors import CallVaultError, InvalidCursor, InvalidRequest
 from services.core.domain.models import CALL_OUTCOMES, CALL_STATUSES
@@ -52,7 +52,7 @@ def _text(value: object) -> str:
     """A value from the archive (what a webhook sent) as plain text: Rich markup in it (``[/x]``) would
     crash the table, control characters would drive the terminal."""
     text = "" if value is None else str(value).strip()
-    return escape("".join(c if c.isprintable() else "?" for c in text)) or "-"
+    return escape(terminal_text(text)) or "-"
 
 
 @click.command()

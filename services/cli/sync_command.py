@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.cli.options import DATA_DIR_OPTION, settings_for
+from services.cli.options import DATA_DIR_OPTION, settings_for, terminal_text
 from services.core.domain.errors import CallVaultError, InvalidRequest
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def _when(seconds: int | None) -> str:
 def _plain(text: str) -> str:
     """Upstream's words as text: no Rich markup (``[/x]`` would crash the print) and no control
     characters (escape sequences would drive the terminal)."""
-    return escape("".join(c if c.isprintable() else "?" for c in text))
+    return escape(terminal_text(text))
 
 
 def _print(summary: "SyncSummary") -> None:

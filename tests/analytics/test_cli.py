@@ -126,6 +126,17 @@ def test_csv_cells_a_spreadsheet_would_run_are_text(monkeypatch: pytest.MonkeyPa
     assert {r[1] for r in rows} == {"-1"}  # numbers stay numbers
 
 
+def test_table_output_prints_control_characters_as_question_marks(capsys: Any) -> None:
+    """Transcript words come from callers: an escape sequence must not drive the operator's terminal."""
+    from services.analytics.result import QueryResult
+    from services.cli.analytics_commands import print_result
+
+    result = QueryResult(["text"], ["varchar"], [("hi\x1b]0;owned\x07 there\x1b[2J",)])
+    print_result(result, "table")
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "hi?]0;owned? there?[2J" in out
+
+
 def test_usage_errors(data_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     for args, message in [

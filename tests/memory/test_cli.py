@@ -166,6 +166,27 @@ def test_show_and_search_read_one_callers_memories_from_the_offline_store(
     assert blank.exit_code == 2
 
 
+def test_show_prints_a_memory_with_terminal_control_characters_as_question_marks(
+    runner: CliRunner, tmp_path: Path, embedder: Any, no_network: None
+) -> None:
+    """A caller's words reach memories verbatim: an escape sequence in them must not drive the
+    operator's terminal (retitle it, move the cursor, hide what follows)."""
+    from services.memory.mem0_oss import Mem0OssMemoryStore
+
+    hostile = "My name is Ana\x1b]0;owned\x07\x1b[2J and I live in Duluth."
+    SqliteCallIndex(tmp_path / "index.sqlite3").close()
+    store = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)
+    envelope = call_envelope("conv_1", CALLER, [("user", hostile)])
+    store.add_conversation(CALLER, "conv_1", build_conversation_memories(envelope["data"]).items)
+    store.close()
+
+    shown = runner.invoke(cli, ["memory", "show", CALLER, "--type", "semantic", "--data-dir", str(tmp_path)])
+
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b" not in shown.output and "\x07" not in shown.output
+    assert shown.output.rstrip().endswith("My name is Ana?]0;owned??[2J and I live in Duluth.")
+
+
 def test_rerun_queues_every_archived_calls_job_again_or_one_callers(runner: CliRunner, tmp_path: Path) -> None:
     import time
 
