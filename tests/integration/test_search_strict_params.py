@@ -190,9 +190,7 @@ def test_search_reads_its_days_as_report_keyword_and_calls_do(
         ({"since": "2025-07-07", "until": "2025-07-06"}, "until must not be before since (both are UTC days, both"),
     ],
 )
-def test_search_refuses_a_day_it_cannot_read_saying_why(
-    app: SearchApp, period: dict[str, str], message: str
-) -> None:
+def test_search_refuses_a_day_it_cannot_read_saying_why(app: SearchApp, period: dict[str, str], message: str) -> None:
     response = app.client.get("/search", params={"q": "maria", **period}, headers=app.auth)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "invalid_request"
