@@ -288,6 +288,21 @@ def test_archive_lifecycle_tiers_down_and_cleans_up() -> None:
     assert any(r.get("ExpiredObjectDeleteMarker") is True for r in _rules("ArchiveBucket"))
 
 
+def test_the_search_role_may_read_every_glue_table_and_view_its_reports_reach_and_no_other() -> None:
+    """Athena resolves a view with the caller's rights on the view and on every table it reads:
+    the role names each view (``calls``, ...) and each table of stored rows (``calls_objects``, ...)
+    that infra/analytics.yaml defines; a name out of step is an AccessDenied on every report."""
+    glue_names = {
+        r["Properties"]["TableInput"]["Name"] for r in resources_of_type(_analytics(), "AWS::Glue::Table").values()
+    }
+    prefix = "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:table/${Analytics.Outputs.GlueDatabase}/"
+    [catalog] = [s for s, _c in _statements(_roles()["SearchRole"]) if s.get("Sid") == "ReadAnalyticsCatalog"]
+    tables = [r["Fn::Sub"] for r in catalog["Resource"] if ":table/" in r["Fn::Sub"]]
+    assert all(t.startswith(prefix) for t in tables)
+    assert sorted(t.removeprefix(prefix) for t in tables) == sorted(glue_names)
+    assert {"calls", "messages", "evaluations"} < glue_names  # what the reports query
+
+
 def test_analytics_data_never_moves_to_a_class_athena_cannot_read() -> None:
     buckets = resources_of_type(_analytics(), "AWS::S3::Bucket")
     assert "AnalyticsBucket" in buckets
