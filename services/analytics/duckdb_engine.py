@@ -182,7 +182,9 @@ class DuckDbEngine:
             else:
                 _make_private(cache)
                 engine = cls(con, f"{root} (cached in {cache})")
-                engine._init_cache()
+                if engine._init_cache():
+                    # A whole first build's wait (seconds per 10,000 calls): say why, as a new cache does.
+                    print(f"note: rebuilding the analytics cache {cache} (written by another version)", file=sys.stderr)
                 if refresh:
                     engine.refresh(root)
                 if not read_only:
@@ -260,11 +262,13 @@ class DuckDbEngine:
 
     # -- the local cache ---------------------------------------------------------------------------
 
-    def _init_cache(self) -> None:
+    def _init_cache(self) -> bool:
+        """Make the cache's tables; True if it held rows of another schema (dropped: read again)."""
         con = self.con
         con.execute("CREATE TABLE IF NOT EXISTS _meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
         row = con.execute("SELECT value FROM _meta WHERE key = 'schema'").fetchone()
-        if row is None or row[0] != _SCHEMA_VERSION:
+        rebuilt = row is not None and row[0] != _SCHEMA_VERSION
+        if row is None or rebuilt:
             for table in (*TABLES, "_partitions"):
                 con.execute(f"DROP TABLE IF EXISTS {table}")
             con.execute("INSERT OR REPLACE INTO _meta VALUES ('schema', ?)", [_SCHEMA_VERSION])
@@ -275,6 +279,7 @@ class DuckDbEngine:
         for table in TABLES:
             columns = ", ".join(f'"{n}" {DUCKDB_TYPES[t]}' for n, t in COLUMNS[table])
             con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns}, {PARTITION_COLUMN} VARCHAR)")
+        return rebuilt
 
     def refresh(self, root: Path) -> dict[str, int]:
         """Re-read the partitions whose folders changed since the last refresh; returns how many per table.

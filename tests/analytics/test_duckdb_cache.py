@@ -93,3 +93,19 @@ def test_a_schema_change_rebuilds_the_cache(tmp_path: Path, monkeypatch: pytest.
         engine.con.execute("DELETE FROM calls")  # damage the cache: only a rebuild restores it
     monkeypatch.setattr(duckdb_engine, "_SCHEMA_VERSION", "another-schema")
     assert sum(int(str(n)) for _dt, n in _same_as_files(root, cache)) == 7
+
+
+def test_a_cache_of_another_version_is_rebuilt_saying_so_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An upgrade that changes the cache's rows (the current-rows views did) rebuilds every cache on
+    its first query: a first build's wait, which a new cache announces; this one must say why too."""
+    root, cache = tmp_path / "analytics", tmp_path / "cache.duckdb"
+    ingest(build_calls(3), root)
+    _same_as_files(root, cache)
+    assert "rebuilding" not in capsys.readouterr().err  # a new cache: the CLI says so itself
+    monkeypatch.setattr(duckdb_engine, "_SCHEMA_VERSION", "the-next-version")
+    _same_as_files(root, cache)
+    assert f"rebuilding the analytics cache {cache}" in capsys.readouterr().err
+    _same_as_files(root, cache)
+    assert "rebuilding" not in capsys.readouterr().err
