@@ -323,13 +323,20 @@ UNBROKEN = "https://example.com/" + "a" * 300  # a link or a token: no place to 
 
 
 def unbroken_call() -> bytes:
-    """``rich_call`` whose summary, agent name and collected values are one long word each."""
+    """``rich_call`` whose summary, agent name, collected values and names, a turn's role, a tool's name
+    and an evaluation's criterion and result are one long word each (stored content is the sender's)."""
     envelope = json.loads(rich_call("conv_console_unbroken_01", phone="+16125550155"))
     data = envelope["data"]
     data["agent_name"] = "Agent" + "X" * 120
-    data["analysis"]["transcript_summary"] = UNBROKEN
-    for result in data["analysis"]["data_collection_results"].values():
+    data["transcript"][1]["role"] = "R" * 150
+    data["transcript"][2]["tool_calls"][0]["tool_name"] = "tool_" + "T" * 200
+    analysis = data["analysis"]
+    analysis["transcript_summary"] = UNBROKEN
+    for result in analysis["data_collection_results"].values():
         result["value"] = "V" * 300
+    long_name = "N" * 200
+    analysis["data_collection_results"][long_name] = {"data_collection_id": long_name, "value": "v"}
+    analysis["evaluation_criteria_results"][long_name] = {"criteria_id": long_name, "result": "S" * 200}
     return json.dumps(envelope).encode()
 
 
@@ -339,8 +346,9 @@ OVERFLOWING = """() => Array.from(document.querySelectorAll('main *')).filter(
 
 
 def test_console_browser_long_words_wrap_inside_their_column(browser: Any, tmp_path: Path) -> None:  # noqa: F811
-    """A summary, agent name or memory that is one long word (a link, a token) wraps inside its column:
-    it neither runs over the next column nor makes the page scroll sideways (memories on, as by default)."""
+    """A summary, agent name, memory, role, tool or criterion name that is one long word (a link, a token)
+    wraps inside its column: it neither runs over the next column nor makes the page scroll sideways
+    (memories on, as by default)."""
     with serve_archive(tmp_path / "data", env={"CALLVAULT_MEMORY_BACKEND": "oss"}) as served:
         body = unbroken_call()
         assert httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body)).is_success
@@ -357,6 +365,7 @@ def test_console_browser_long_words_wrap_inside_their_column(browser: Any, tmp_p
             sign_in(page, served, admin_key(served))
             for path in ("/console/calls/conv_console_unbroken_01", "/console/callers/+16125550155"):
                 page.goto(served.url + path)
+                page.evaluate("() => document.querySelectorAll('details').forEach(d => { d.open = true; })")
                 assert page.locator(".memories li").count() > 0, path
                 overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
                 assert (overflow, page.evaluate(OVERFLOWING)) == (0, []), (viewport, path)
