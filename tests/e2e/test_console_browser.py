@@ -370,3 +370,56 @@ def test_console_browser_long_words_wrap_inside_their_column(browser: Any, tmp_p
                 overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
                 assert (overflow, page.evaluate(OVERFLOWING)) == (0, []), (viewport, path)
             context.close()
+
+
+LONG_ID = "conv_console_long_0001"
+LONG_TURNS = 520
+
+
+def long_call() -> bytes:
+    """``rich_call`` with 520 turns over its ~4 s of audio (a long call, squeezed into the shipped MP3)."""
+    envelope = json.loads(rich_call(LONG_ID, phone="+16125550166"))
+    template = envelope["data"]["transcript"][0]
+    envelope["data"]["transcript"] = [
+        {
+            **template,
+            "role": "agent" if i % 2 == 0 else "user",
+            "message": f"Turn {i} says " + "something long " * (i % 20),
+            "time_in_call_secs": round(i * 4.0 / LONG_TURNS, 3),
+            "tool_calls": [],
+            "tool_results": [],
+        }
+        for i in range(LONG_TURNS)
+    ]
+    return json.dumps(envelope).encode()
+
+
+UNDER_THE_PLAYER = """id => { const turn = document.getElementById(id).getBoundingClientRect();
+  const player = document.querySelector('.player').getBoundingClientRect();
+  return turn.top < player.bottom && turn.bottom > player.top ? [turn.top, turn.bottom, player.bottom] : null; }"""
+
+
+def test_console_browser_a_turn_linked_or_followed_is_not_hidden_under_the_player(
+    browser: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The player stays at the top of a long transcript while it scrolls. A link to a turn (a search hit,
+    the tool-call list) and the highlight following the audio back up the transcript bring the turn into
+    view below the player, not under it (a 520-turn call, at desk and phone width)."""
+    with serve_archive(tmp_path / "data") as served:
+        for body in (long_call(), rich_audio(LONG_ID)):
+            response = httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))
+            assert response.status_code == 200, response.text
+        for viewport in ({"width": 1280, "height": 900}, PHONE_WIDTH):
+            context = browser.new_context(viewport=viewport, bypass_csp=True)
+            page = context.new_page()
+            sign_in(page, served, admin_key(served))
+            page.goto(served.url + f"/console/calls/{LONG_ID}#turn-300")  # as a search hit links it
+            assert page.locator("#transcript .turn").count() == LONG_TURNS
+            assert page.evaluate("() => window.scrollY") > 0
+            assert page.evaluate(UNDER_THE_PLAYER, "turn-300") is None, viewport
+            # The highlight follows the audio with scrollIntoView({block: 'nearest'}): seeking back up.
+            page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
+            page.evaluate("() => document.getElementById('turn-65').scrollIntoView({block: 'nearest'})")
+            assert page.evaluate(UNDER_THE_PLAYER, "turn-65") is None, viewport
+            context.close()
