@@ -3,14 +3,19 @@ sign-out) are POST with a CSRF token. Each page needs a session; the audio needs
 
 import hashlib
 import re
+import traceback
+from collections.abc import Callable, Coroutine
 from datetime import date
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Depends, Path, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from services.analytics.reports import ReportArgs, TurnPosition, keyword_page
 from services.core.domain import phone as phone_domain
@@ -18,14 +23,46 @@ from services.core.domain.errors import CallVaultError, InvalidRequest, NotFound
 from services.core.domain.models import CALL_OUTCOMES, CALL_STATUSES
 from services.web.auth import ROLES, Principal
 from services.web.body import read_bounded
-from services.web.edge import add_log_fields
+from services.web.edge import add_log_fields, request_id
 from services.web.params import parse_phone
 
 from . import views
 from .app import STATIC, TEMPLATES, ConsoleContext, SignInRequired
 from .session import SESSION_COOKIE, SIGNIN_COOKIE, Session, safe_next
 
-router = APIRouter(include_in_schema=False)
+
+class PageRoute(APIRoute):
+    """A console route: a failure no handler foresaw (a bug, a broken store) is a page saying what to
+    do, not the API's JSON 500. Logged as the edge logs one: where it failed, never its message."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def page_on_failure(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (CallVaultError, HTTPException, RequestValidationError, SignInRequired):
+                raise  # the console's error pages and the sign-in redirect
+            except Exception as exc:
+                rid = request_id(request)
+                request.app.state.logger.error(
+                    "request failed",
+                    extra={
+                        "request_id": rid,
+                        "error_type": type(exc).__name__,
+                        "trace": [f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)],
+                    },
+                )
+                message = (
+                    "This page could not be shown. Reload to try again; if it keeps failing, tell whoever runs "
+                    f"CallVault and quote request id {rid}: their log says what went wrong."
+                )
+                return page("error.html", 500, visitor=None, title="Something went wrong", message=message)
+
+        return page_on_failure
+
+
+router = APIRouter(include_in_schema=False, route_class=PageRoute)
 PAGE_SIZE = 50
 HITS_PER_PAGE = 100  # search: what one screen reads; on Athena each page is one query
 MAX_FORM_BYTES = 8 * 1024

@@ -224,3 +224,28 @@ def test_a_reversed_period_on_the_calls_page_is_said_with_the_forms_labels(clien
         assert answer.status_code == 400
         assert "Before must be a later day than From (From is included, Before is not)." in answer.text
         assert "until must be" not in answer.text  # the API's names: the page says From and Before
+
+
+def test_a_failure_no_one_foresaw_is_a_page_with_what_to_do_not_the_apis_json(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug or a broken store behind a page: the reviewer gets a page (headers, a way back, the request
+    id to quote), never the API's JSON envelope nor the failure's message; the log keeps where it failed."""
+    sign_in(client, LISTEN)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk I/O error at /srv/secret/path")
+
+    client.app.state.console.finder.details = broken  # type: ignore[attr-defined]
+    answer = client.get("/console/calls/" + CALL_ID)
+    assert answer.status_code == 500
+    assert answer.headers["content-type"].startswith("text/html"), answer.text
+    assert "content-security-policy" in answer.headers and answer.headers["cache-control"] == "no-store"
+    assert "Something went wrong" in answer.text and 'href="/console/calls"' in answer.text
+    assert answer.headers["x-request-id"] in answer.text  # what to quote to whoever runs CallVault
+    assert "secret" not in answer.text and "RuntimeError" not in answer.text
+    failed = [r for r in caplog.records if r.getMessage() == "request failed"]
+    assert [r.__dict__.get("error_type") for r in failed] == ["RuntimeError"]
+    assert "secret" not in str(failed[0].__dict__)
+    api = client.get("/calls/" + CALL_ID, headers={"Authorization": f"Bearer {ADMIN}"})
+    assert api.status_code == 200  # the API's own finder is not the console's
