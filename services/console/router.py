@@ -20,7 +20,8 @@ from starlette.exceptions import HTTPException
 from services.analytics.reports import ReportArgs, TurnPosition, keyword_page
 from services.core.domain import phone as phone_domain
 from services.core.domain.errors import CallVaultError, InvalidRequest, NotFound, StorageUnavailable
-from services.core.domain.models import CALL_OUTCOMES, CALL_STATUSES
+from services.core.domain.models import CALL_OUTCOMES, CALL_STATUSES, CallRecord
+from services.core.domain.versions import AUDIO_EXPIRED
 from services.web.auth import ROLES, Principal
 from services.web.body import read_bounded
 from services.web.edge import add_log_fields, request_id
@@ -317,8 +318,16 @@ async def call_page(
         conversation=conversation,
         transcript=found.transcript is not None,
         audio=found.audio is not None,
+        audio_missing=_audio_missing(record) if visitor.may_listen and found.audio is None else None,
         memories=memories,
     )
+
+
+def _audio_missing(record: CallRecord) -> str | None:
+    """Why a call a key may listen to has no player: its audio is on its way, or retention deleted it."""
+    if record.audio_version == AUDIO_EXPIRED:
+        return "expired"
+    return "waiting" if record.expects_audio else None
 
 
 def _memories(context: ConsoleContext, phone: str) -> list[Any]:

@@ -241,6 +241,26 @@ def test_console_listen_key_streams_audio_with_range(client: TestClient) -> None
     assert (part.status_code, len(part.content)) == (206, 10)
 
 
+WAITING_ID = "conv_01jzfrjvcce0vsea1fcbpp9p05"  # its transcript says it has audio; no audio came yet
+
+
+def test_console_a_call_without_its_audio_says_why_to_a_key_that_may_listen(client: TestClient) -> None:
+    """No player can mean the audio is on its way or was deleted under retention: the page says which,
+    and a key that may not listen is not told about audio it could not play anyway."""
+    sign_in(client, LISTEN)
+    waiting = client.get(f"/console/calls/{WAITING_ID}").text
+    assert "<audio" not in waiting and "The recording has not arrived yet" in waiting
+    assert "reload the page later" in waiting
+    client.app.state.storage.index.drop_audio(RICH_ID, int(time.time()))  # type: ignore[attr-defined]
+    expired = client.get(f"/console/calls/{RICH_ID}").text
+    assert "<audio" not in expired and "deleted under this archive's audio retention rule" in expired
+    assert "has not arrived" not in expired
+    sign_in(client, READ)
+    for conversation_id in (WAITING_ID, RICH_ID):
+        html = client.get(f"/console/calls/{conversation_id}").text
+        assert "recording" not in html and "<audio" not in html, conversation_id
+
+
 def test_console_revoked_key_ends_its_sessions(tmp_path: Path) -> None:
     with _app(tmp_path / "data") as client:
         key, record = KeyFile.in_data_dir(tmp_path / "data").create("temp", "read")
