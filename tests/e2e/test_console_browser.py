@@ -302,6 +302,27 @@ def test_console_browser_read_key_sees_no_player_and_gets_403(browser: Any, serv
     context.close()
 
 
+def test_console_browser_the_slider_moves_the_clock_and_highlight_before_the_audio_loads(
+    browser: Any,  # noqa: F811
+    served: ServedArchive,
+) -> None:
+    """The audio loads on the first play (preload="none"), so the player sends no time events before it:
+    a key press on the position slider still shows the new time and highlights the turn there."""
+    context = browser.new_context(bypass_csp=True)
+    page = context.new_page()
+    sign_in(page, served, admin_key(served))
+    page.goto(served.url + f"/console/calls/{RICH_ID}")
+    current = """() => [document.getElementById('clock').textContent,
+        (document.querySelector('#transcript .turn.current') || {}).id || null]"""
+    page.locator("#position").focus()
+    moves = (("End", "0:04", "turn-4"), ("ArrowLeft", "0:00", "turn-0"), ("ArrowRight", "0:04", "turn-4"))
+    for key, shown, turn in moves:
+        page.keyboard.press(key)
+        assert page.evaluate("() => document.getElementById('player').readyState") == 0  # nothing loaded yet
+        assert page.evaluate(current) == [f"{shown} / 0:04", turn], key
+    context.close()
+
+
 def test_console_browser_phone_width(browser: Any, served: ServedArchive, shots: Path) -> None:  # noqa: F811
     context = browser.new_context(viewport=PHONE_WIDTH, is_mobile=True, has_touch=True, bypass_csp=True)
     page = context.new_page()

@@ -34,7 +34,8 @@
   function mmss(t) { t = Math.max(0, Math.floor(t)); var s = t % 60; return Math.floor(t / 60) + ":" + (s < 10 ? "0" : "") + s; }
   controls.hidden = false;
   play.addEventListener("click", function () { if (audio.paused) { var p = audio.play(); if (p && p.catch) p.catch(function () {}); } else audio.pause(); });
-  position.addEventListener("input", function () { audio.currentTime = parseFloat(position.value); });
+  // Before the first play nothing is loaded (preload="none") and no time event comes: show the move here.
+  position.addEventListener("input", function () { audio.currentTime = parseFloat(position.value); tick(); update(); });
   // Arrow keys jump 5 s (the slider's own step is 1 s: minutes of calls would take hundreds of presses).
   position.addEventListener("keydown", function (event) {
     var jump = { ArrowRight: 5, ArrowUp: 5, ArrowLeft: -5, ArrowDown: -5 }[event.key];
@@ -42,6 +43,7 @@
     event.preventDefault();
     audio.currentTime = Math.min(Math.max(0, audio.currentTime + jump), isFinite(audio.duration) ? audio.duration : parseFloat(position.max));
     tick();
+    update();
   });
   // The source is a console route that redirects to a signed link; the player keeps asking that link
   // for ranges, and it expires. On an error, ask the route for a fresh one once, where playing was.
