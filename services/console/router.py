@@ -166,7 +166,7 @@ def root() -> RedirectResponse:
 def _signin_page(
     request: Request, context: ConsoleContext, next_path: str, error: str | None, status: int
 ) -> HTMLResponse:
-    cookie, token = context.sessions.signin_token()
+    cookie, token = context.sessions.signin_token(request.cookies.get(SIGNIN_COOKIE))
     response = page("signin.html", status, csrf=token, next=safe_next(next_path), error=error, visitor=None)
     response.set_cookie(
         SIGNIN_COOKIE,

@@ -175,25 +175,35 @@ class SessionCodec:
             (token or "").encode("utf-8", "replace"), [self.csrf_token(session).encode()]
         )
 
-    def signin_token(self) -> tuple[str, str]:
-        """``(cookie value, form token)`` for the sign-in form's double submit."""
-        token = secrets.token_urlsafe(16)
+    def signin_token(self, cookie: str | None = None) -> tuple[str, str]:
+        """``(cookie value, form token)`` for the sign-in form's double submit. The token of the browser's
+        own valid cookie is kept (its expiry renewed): a form still open in another tab keeps working."""
+        token = self._signin_value(cookie) or secrets.token_urlsafe(16)
         expires = int(self._clock()) + SIGNIN_TTL_SECS
         signed = f"{token}.{expires}"
         return f"{signed}.{_b64(self._tag(b'signin', signed.encode()))}", token
 
     def check_signin(self, cookie: str | None, token: str | None) -> bool:
-        if not cookie or not token or len(cookie) > MAX_COOKIE_CHARS or cookie.count(".") != 2:
-            return False
+        value = self._signin_value(cookie)
+        return (
+            value is not None
+            and bool(token)
+            and matches_any((token or "").encode("utf-8", "replace"), [value.encode()])
+        )
+
+    def _signin_value(self, cookie: str | None) -> str | None:
+        """The token inside a sign-in cookie we signed that has not expired, else None."""
+        if not cookie or len(cookie) > MAX_COOKIE_CHARS or cookie.count(".") != 2:
+            return None
         value, expires, tag = cookie.split(".")
         signed = f"{value}.{expires}"
         try:
             presented = _unb64(tag)
         except (binascii.Error, ValueError):
-            return False
-        genuine = matches_any(presented, [self._tag(b"signin", signed.encode())])
-        same = matches_any(token.encode("utf-8", "replace"), [value.encode()])
-        return genuine and same and expires.isdigit() and int(expires) > self._clock()
+            return None
+        if not matches_any(presented, [self._tag(b"signin", signed.encode())]):
+            return None
+        return value if expires.isdigit() and int(expires) > self._clock() else None
 
 
 def safe_next(target: str | None, default: str = "/console/calls") -> str:

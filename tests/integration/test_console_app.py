@@ -129,6 +129,18 @@ def test_console_sign_in_needs_its_csrf_token(client: TestClient) -> None:
     assert refused.status_code == 403  # the token alone, without its cookie (a cross-site post)
 
 
+def test_console_sign_in_forms_open_in_several_tabs_each_still_sign_in(client: TestClient) -> None:
+    """Sessions end after 8 hours: each open tab then shows the sign-in form. Opening the second must not
+    make the first one's form "expired" (both share the browser's one sign-in cookie)."""
+    first = csrf_of(client.get("/console/signin?next=/console/dashboard").text)
+    csrf_of(client.get("/console/signin?next=/console/search").text)  # the second tab
+    signed = client.post("/console/signin", data={"csrf": first, "key": ADMIN, "next": "/console/dashboard"})
+    assert signed.status_code == 200 and signed.url.path == "/console/dashboard"
+    client.cookies.clear()
+    fresh = csrf_of(client.get("/console/signin").text)
+    assert fresh != first  # a browser without the cookie gets a token of its own
+
+
 def test_console_forms_with_too_many_fields_are_refused_not_a_500(client: TestClient) -> None:
     crowded = {f"f{i}": "1" for i in range(50)}
     form = client.get("/console/signin")

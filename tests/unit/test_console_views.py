@@ -130,6 +130,9 @@ def test_console_session_cookies_and_csrf_tokens() -> None:
     signin_cookie, form_token = codec.signin_token()
     assert codec.check_signin(signin_cookie, form_token)
     assert not codec.check_signin(signin_cookie, codec.signin_token()[1])
+    again, same_token = codec.signin_token(signin_cookie)  # another tab's form: the browser's token is kept
+    assert same_token == form_token and codec.check_signin(again, form_token)
+    assert codec.signin_token(signin_cookie[:-2] + "xx")[1] != form_token  # not one it cannot verify
     now[0] += codec.ttl_secs + 1
     assert codec.read(cookie) is None
     assert not codec.check_signin(signin_cookie, form_token)
