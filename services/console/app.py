@@ -3,6 +3,7 @@
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,11 @@ def mount_console(app: FastAPI, context: ConsoleContext) -> None:
 
 # Titles of the console's error pages, by status; the message is the error's own.
 _TITLES = {400: "Not understood", 403: "Forbidden", 404: "Not found", 405: "Not here", 422: "Not understood"}
+# The router's own refusals carry only the status's name ("Not Found"): say what to do instead.
+_ROUTING_MESSAGES = {
+    404: "There is no console page at this address. Check the link, or start again from the calls.",
+    405: "This address is for a form to send, not a page to open: go back and use the form's button.",
+}
 
 
 def _errors_as_pages(app: FastAPI) -> None:
@@ -88,6 +94,8 @@ def _errors_as_pages(app: FastAPI) -> None:
             if not path.startswith("/console/") or path.startswith("/console/static/") or answer.status_code < 400:
                 return answer
             message = _message(answer.body if isinstance(answer.body, bytes) else b"")
+            if isinstance(exc, HTTPException) and exc.detail == HTTPStatus(exc.status_code).phrase:
+                message = _ROUTING_MESSAGES.get(exc.status_code, message)
             title = _TITLES.get(answer.status_code, "Something went wrong")
             return page("error.html", answer.status_code, visitor=None, title=title, message=message)
 

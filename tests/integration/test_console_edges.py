@@ -119,6 +119,23 @@ def test_errors_in_the_console_are_pages_with_a_way_back(client: TestClient, pat
     assert "content-security-policy" in answer.headers
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "words"),
+    [
+        ("GET", "/console/nowhere", "There is no console page at this address"),
+        ("GET", "/console/", "There is no console page at this address"),
+        ("GET", "/console/signout", "This address is for a form to send, not a page to open"),
+    ],
+)
+def test_an_unknown_console_address_says_what_to_do_not_the_frameworks_words(
+    client: TestClient, method: str, path: str, words: str
+) -> None:
+    sign_in(client, LISTEN)
+    answer = client.request(method, path)
+    assert answer.headers["content-type"].startswith("text/html") and words in answer.text
+    assert "Not Found" not in answer.text and "Method Not Allowed" not in answer.text
+
+
 def test_a_call_link_with_a_stray_character_says_what_an_id_looks_like_not_a_pattern(client: TestClient) -> None:
     sign_in(client, LISTEN)
     answer = client.get("/console/calls/" + CALL_ID + ".")  # a link copied with the sentence's full stop
