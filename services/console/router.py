@@ -367,9 +367,7 @@ async def call_transcript(
 
 
 @router.get("/console/callers/{phone}")
-async def caller_page(
-    request: Request, context: Context, visitor: SignedIn, phone: Annotated[str, Path(max_length=64)]
-) -> HTMLResponse:
+async def caller_page(request: Request, context: Context, visitor: SignedIn, phone: str) -> HTMLResponse:
     try:
         e164 = parse_phone(phone, context.default_region)
     except InvalidRequest as exc:

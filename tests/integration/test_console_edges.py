@@ -106,7 +106,7 @@ def test_a_player_seeking_with_one_link_is_one_download_and_a_new_link_is_anothe
         ("/console/calls/not.an.id", 404),
         ("/console/calls/conv_nope/audio", 404),
         ("/console/calls/conv_nope/transcript", 404),
-        ("/console/callers/" + "1" * 70, 422),
+        ("/console/callers/" + "1" * 70, 400),
         ("/console/nowhere", 404),
     ],
 )
@@ -134,6 +134,13 @@ def test_an_unknown_console_address_says_what_to_do_not_the_frameworks_words(
     answer = client.request(method, path)
     assert answer.headers["content-type"].startswith("text/html") and words in answer.text
     assert "Not Found" not in answer.text and "Method Not Allowed" not in answer.text
+
+
+def test_a_caller_link_too_long_for_a_number_is_not_a_phone_number_not_a_parameter_error(client: TestClient) -> None:
+    sign_in(client, LISTEN)
+    answer = client.get("/console/callers/" + "1" * 70)
+    assert answer.status_code == 400 and "Not a phone number" in answer.text
+    assert "phone is longer than 64 characters" in answer.text and "String should" not in answer.text
 
 
 def test_a_call_link_with_a_stray_character_says_what_an_id_looks_like_not_a_pattern(client: TestClient) -> None:
