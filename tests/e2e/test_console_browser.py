@@ -323,6 +323,26 @@ def test_console_browser_the_slider_moves_the_clock_and_highlight_before_the_aud
     context.close()
 
 
+def test_console_browser_the_play_button_says_what_it_does_and_is_no_toggle(
+    browser: Any,  # noqa: F811
+    served: ServedArchive,
+) -> None:
+    """Its label changes (Play, Pause), so it carries no pressed state too: a screen reader would hear
+    "Pause, toggle button, pressed", which reads as paused while the call plays."""
+    context = browser.new_context(bypass_csp=True)
+    page = context.new_page()
+    sign_in(page, served, admin_key(served))
+    page.goto(served.url + f"/console/calls/{RICH_ID}")
+    button = page.locator("#play")
+    assert (button.inner_text(), button.get_attribute("aria-pressed")) == ("Play", None)
+    button.click()
+    page.wait_for_function("!document.getElementById('player').paused")
+    assert (button.inner_text(), button.get_attribute("aria-pressed")) == ("Pause", None)
+    button.click()
+    assert (button.inner_text(), button.get_attribute("aria-pressed")) == ("Play", None)
+    context.close()
+
+
 def test_console_browser_phone_width(browser: Any, served: ServedArchive, shots: Path) -> None:  # noqa: F811
     context = browser.new_context(viewport=PHONE_WIDTH, is_mobile=True, has_touch=True, bypass_csp=True)
     page = context.new_page()

@@ -60,8 +60,9 @@
     if (playing) { var p = audio.play(); if (p && p.catch) p.catch(function () {}); }
   });
   audio.addEventListener("loadeddata", function () { failure.hidden = true; });
-  audio.addEventListener("play", function () { play.textContent = "Pause"; play.setAttribute("aria-pressed", "true"); });
-  audio.addEventListener("pause", function () { play.textContent = "Play"; play.setAttribute("aria-pressed", "false"); });
+  // The label says what a press does; no aria-pressed as well ("Pause, pressed" would read as paused).
+  audio.addEventListener("play", function () { play.textContent = "Pause"; });
+  audio.addEventListener("pause", function () { play.textContent = "Play"; });
   audio.addEventListener("loadedmetadata", function () { if (isFinite(audio.duration)) { position.max = audio.duration; total = mmss(audio.duration); } });
   function tick() {
     position.value = audio.currentTime;
