@@ -273,6 +273,16 @@ def test_console_a_call_without_its_audio_says_why_to_a_key_that_may_listen(clie
         assert "recording" not in html and "<audio" not in html, conversation_id
 
 
+def test_console_an_empty_list_says_why_and_what_to_do(client: TestClient, tmp_path: Path) -> None:
+    sign_in(client, READ)
+    unmatched = client.get("/console/calls", params={"phone": "+16125550100", "status": "done"}).text
+    assert "No calls match these filters" in unmatched and 'href="/console/calls">Clear them</a>' in unmatched
+    with _app(tmp_path / "empty") as empty:
+        sign_in(empty, READ)
+        fresh = empty.get("/console/calls").text
+        assert "No calls yet" in fresh and "callvault sync" in fresh and "match these filters" not in fresh
+
+
 def test_console_revoked_key_ends_its_sessions(tmp_path: Path) -> None:
     with _app(tmp_path / "data") as client:
         key, record = KeyFile.in_data_dir(tmp_path / "data").create("temp", "read")
