@@ -142,6 +142,7 @@ def _headers() -> dict[str, str]:
         "x-frame-options": "DENY",
         "x-content-type-options": "nosniff",
         "referrer-policy": "same-origin",
+        "cross-origin-opener-policy": "same-origin",  # a page elsewhere keeps no handle on a console window
         "cache-control": "no-store",
     }
 
@@ -206,7 +207,7 @@ async def signin(request: Request, context: Context) -> Response:
         max_age=context.sessions.ttl_secs,
         path="/",
         httponly=True,
-        samesite="strict",
+        samesite="lax",  # a link from a chat or a ticket opens the page; a post from elsewhere carries none
         secure=_secure(request),
     )
     response.delete_cookie(
@@ -226,7 +227,7 @@ async def signout(request: Request, context: Context, visitor: SignedIn) -> Resp
         )
     context.sessions.end(visitor.session)  # a copy of the cookie is refused from now on
     response = RedirectResponse("/console/signin", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_secure(request))
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=_secure(request))
     return response
 
 

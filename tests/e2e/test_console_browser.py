@@ -344,6 +344,46 @@ def test_console_browser_the_play_button_says_what_it_does_and_is_no_toggle(
     context.close()
 
 
+def test_console_browser_a_link_from_elsewhere_opens_the_call_for_a_signed_in_reviewer(
+    browser: Any,  # noqa: F811
+    served: ServedArchive,
+) -> None:
+    """A colleague's link in a chat or a ticket (another site) opens the call, not the sign-in form again;
+    a form on another site still cannot sign the reviewer out, nor keep a handle on the console's window."""
+    context = browser.new_context(bypass_csp=True)
+    page = context.new_page()
+    sign_in(page, served, admin_key(served))
+    elsewhere = served.url.replace("127.0.0.1", "localhost")  # another site, for the browser
+    call = served.url + f"/console/calls/{RICH_ID}"
+    page.goto(elsewhere + "/console/signin")
+    page.evaluate(
+        "call => document.body.prepend(Object.assign(document.createElement('a'),"
+        " {id: 'link', href: call, textContent: 'the call'}))",
+        call,
+    )
+    page.click("#link")
+    page.wait_for_load_state()
+    assert urlparse(page.url).path == f"/console/calls/{RICH_ID}"
+    assert page.locator("#transcript .turn").count() == len(TURN_TIMES)
+    # Cross-Origin-Opener-Policy: a page elsewhere that opens the console keeps no handle on its window.
+    page.goto(elsewhere + "/console/signin")
+    with context.expect_page() as popup:
+        page.evaluate("call => { window.__opened = window.open(call); }", call)
+    popup.value.wait_for_load_state()
+    assert page.evaluate("() => window.__opened.closed") is True
+    popup.value.close()
+    page.goto(elsewhere + "/console/signin")
+    page.evaluate(
+        "signout => { const f = Object.assign(document.createElement('form'), {method: 'post', action: signout});"
+        " document.body.append(f); f.submit(); }",
+        served.url + "/console/signout",
+    )
+    page.wait_for_url("**/console/signin*")
+    page.goto(served.url + "/console/calls")
+    assert urlparse(page.url).path == "/console/calls"  # still signed in
+    context.close()
+
+
 def test_console_browser_phone_width(browser: Any, served: ServedArchive, shots: Path) -> None:  # noqa: F811
     context = browser.new_context(viewport=PHONE_WIDTH, is_mobile=True, has_touch=True, bypass_csp=True)
     page = context.new_page()

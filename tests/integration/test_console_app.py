@@ -64,7 +64,7 @@ def test_console_root_sends_a_stranger_to_sign_in_and_back(client: TestClient) -
 def test_console_session_cookie_flags(client: TestClient) -> None:
     header = sign_in(client, ADMIN).headers["set-cookie"]
     session = next(part for part in header.split(", cv_") if part.startswith("cv_session=") or "session=" in part)
-    assert "HttpOnly" in session and "SameSite=strict" in session and "Path=/" in session
+    assert "HttpOnly" in session and "SameSite=lax" in session and "Path=/" in session
     assert "Max-Age=28800" in session
     assert "Secure" not in session  # plain HTTP on loopback: a Secure cookie would never come back
 
@@ -219,6 +219,7 @@ def test_console_every_page_renders_transcript_fields_escaped(client: TestClient
         assert "<script>window.__xss" not in response.text, path
         assert 'onerror="window' not in response.text, path
         assert "script-src 'self'" in response.headers["content-security-policy"]
+        assert response.headers["cross-origin-opener-policy"] == "same-origin", path
     call = client.get(f"/console/calls/{RICH_ID}").text
     escaped = "&lt;script&gt;window.__xss=1&lt;/script&gt;"
     for field in ("Support agent", "Turn 1 says hello", "Because", "value", "lookup_order", "Order status"):
