@@ -458,20 +458,21 @@ LONG_ID = "conv_console_long_0001"
 LONG_TURNS = 520
 
 
-def long_call() -> bytes:
-    """``rich_call`` with 520 turns over its ~4 s of audio (a long call, squeezed into the shipped MP3)."""
+def long_call(turns: int = LONG_TURNS, words: int = 20) -> bytes:
+    """``rich_call`` with 520 turns (or ``turns``) over its ~4 s of audio: a long call, squeezed into the
+    shipped MP3."""
     envelope = json.loads(rich_call(LONG_ID, phone="+16125550166"))
     template = envelope["data"]["transcript"][0]
     envelope["data"]["transcript"] = [
         {
             **template,
             "role": "agent" if i % 2 == 0 else "user",
-            "message": f"Turn {i} says " + "something long " * (i % 20),
-            "time_in_call_secs": round(i * 4.0 / LONG_TURNS, 3),
+            "message": f"Turn {i} says " + "something long " * (i % words),
+            "time_in_call_secs": round(i * 4.0 / turns, 3),
             "tool_calls": [],
             "tool_results": [],
         }
-        for i in range(LONG_TURNS)
+        for i in range(turns)
     ]
     return json.dumps(envelope).encode()
 
@@ -505,3 +506,40 @@ def test_console_browser_a_turn_linked_or_followed_is_not_hidden_under_the_playe
             page.evaluate("() => document.getElementById('turn-65').scrollIntoView({block: 'nearest'})")
             assert page.evaluate(UNDER_THE_PLAYER, "turn-65") is None, viewport
             context.close()
+
+
+IN_VIEW = """id => { const r = document.getElementById(id).getBoundingClientRect();
+  return r.bottom > document.querySelector('.player').getBoundingClientRect().bottom && r.top < innerHeight; }"""
+
+
+def test_console_browser_reading_elsewhere_while_the_audio_plays_is_not_pulled_back(
+    browser: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """In one column (a phone, a narrow window) the evaluation is below the transcript. A reviewer who
+    scrolls down to it while the call plays stays there; the highlight follows the audio again, with
+    the page, once they pick a turn's time."""
+    with serve_archive(tmp_path / "data") as served:
+        # 60 turns 67 ms apart (a turn is highlighted from 50 ms before its time), each a few lines long
+        for body in (long_call(60, words=60), rich_audio(LONG_ID)):
+            response = httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))
+            assert response.status_code == 200, response.text
+        context = browser.new_context(viewport=PHONE_WIDTH, bypass_csp=True)
+        page = context.new_page()
+        sign_in(page, served, admin_key(served))
+        page.goto(served.url + f"/console/calls/{LONG_ID}")
+        player = "document.getElementById('player')"
+        page.evaluate(f"() => {player}.play()")
+        page.wait_for_function(f"{player}.currentTime > 0.3")
+        page.locator("#h-eval").scroll_into_view_if_needed()
+        reading = page.evaluate("() => window.scrollY")
+        page.wait_for_function(f"{player}.currentTime > 1.5")  # ~18 turns later
+        assert page.evaluate("() => window.scrollY") == reading
+        page.evaluate(f"() => {player}.pause()")
+
+        page.locator("#turn-10 button.seek").click()  # following again
+        followed = f"""() => {{ const turn = document.querySelector('#transcript .turn.current');
+          return !{player}.paused && turn.id.slice(5) > 20 && ({IN_VIEW})(turn.id); }}"""
+        page.wait_for_function(followed, timeout=10_000)  # while it plays, ten turns on, in view
+        page.evaluate(f"() => {player}.pause()")
+        context.close()

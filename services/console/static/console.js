@@ -13,15 +13,23 @@
     return found < 0 ? null : turns[found];
   }
 
+  // Someone reading elsewhere (the evaluation, below the transcript on a phone) is not pulled back:
+  // the page follows the audio only while the turn it last highlighted is in view.
+  function inView(el) {
+    var box = el.getBoundingClientRect();
+    return box.bottom > document.querySelector(".player").getBoundingClientRect().bottom && box.top < window.innerHeight;
+  }
+
   function update() {
     var turn = turnAt(audio.currentTime);
     if (turn === current) return;
+    var following = !current || inView(current);
     if (current) { current.classList.remove("current"); current.removeAttribute("aria-current"); }
     current = turn;
     if (turn) {
       turn.classList.add("current");
       turn.setAttribute("aria-current", "true");
-      if (!audio.paused) turn.scrollIntoView({ block: "nearest" });
+      if (!audio.paused && following) turn.scrollIntoView({ block: "nearest" });
     }
   }
 
