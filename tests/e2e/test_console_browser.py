@@ -543,3 +543,31 @@ def test_console_browser_reading_elsewhere_while_the_audio_plays_is_not_pulled_b
         page.wait_for_function(followed, timeout=10_000)  # while it plays, ten turns on, in view
         page.evaluate(f"() => {player}.pause()")
         context.close()
+
+
+def test_console_browser_the_evaluation_of_a_long_call_is_a_few_keys_away(
+    browser: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Every timed turn is a Tab stop, so on a 520-turn call the evaluation came after 520 of them (and,
+    on a phone, after the whole transcript). Links at the top of the call reach each part."""
+    with serve_archive(tmp_path / "data") as served:
+        for body in (long_call(), rich_audio(LONG_ID)):
+            response = httpx.post(served.url + "/webhooks/elevenlabs", content=body, headers=signed_headers(body))
+            assert response.status_code == 200, response.text
+        context = browser.new_context(viewport=PHONE_WIDTH, bypass_csp=True)
+        page = context.new_page()
+        sign_in(page, served, admin_key(served))
+        page.goto(served.url + f"/console/calls/{LONG_ID}")
+        for _ in range(15):
+            page.keyboard.press("Tab")
+            if page.evaluate("() => document.activeElement.textContent") == "Evaluation":
+                break
+        else:
+            pytest.fail("no Evaluation link within 15 Tab presses")
+        page.keyboard.press("Enter")
+        assert urlparse(page.url).fragment == "h-eval"
+        heading = page.locator("#h-eval").bounding_box()
+        assert heading is not None and -1 < heading["y"] < PHONE_WIDTH["height"]  # scrolled to it
+        assert axe_violations(page) == []
+        context.close()
