@@ -19,7 +19,13 @@ from starlette.exceptions import HTTPException
 
 from services.analytics.reports import ReportArgs, TurnPosition, keyword_page
 from services.core.domain import phone as phone_domain
-from services.core.domain.errors import CallVaultError, InvalidRequest, NotFound, StorageUnavailable
+from services.core.domain.errors import (
+    CallVaultError,
+    InvalidCursor,
+    InvalidRequest,
+    NotFound,
+    StorageUnavailable,
+)
 from services.core.domain.models import CALL_OUTCOMES, CALL_STATUSES, CallRecord
 from services.core.domain.versions import AUDIO_EXPIRED
 from services.web.auth import ROLES, Principal
@@ -253,7 +259,9 @@ async def calls_page(request: Request, context: Context, visitor: SignedIn) -> H
             next_url = "/console/calls?" + urlencode(
                 {**{k: v for k, v in filters.items() if v}, "cursor": found.next_cursor}
             )
-    except CallVaultError as exc:  # a wrong filter or an altered cursor: say so above an empty list
+    except InvalidCursor:  # edited, or kept across a change of the signing key; the API's words name next_cursor
+        error = "This page link is not valid: start again from the newest calls (the Newest link below)."
+    except CallVaultError as exc:  # a wrong filter: say so above an empty list
         error = exc.message
     add_log_fields(request, filters=[k for k, v in filters.items() if v], paged=cursor is not None, items=len(items))
     first_url = "/console/calls?" + urlencode({k: v for k, v in filters.items() if v}) if cursor else None

@@ -320,6 +320,17 @@ def test_console_calls_filters_and_cursor_live_in_the_url(client: TestClient) ->
     assert bad.status_code == 400 and "phone" in bad.text
 
 
+def test_console_a_calls_page_link_that_cannot_be_read_says_so_in_the_forms_words(client: TestClient) -> None:
+    """An edited page link, or one kept across a change of the server's signing key: said without the
+    API's terms (next_cursor), with the way back to the newest calls under the same filters."""
+    sign_in(client, READ)
+    for cursor in ("garbage", "eyJ2IjoxfQ.AAAA"):
+        answer = client.get("/console/calls", params={"agent_id": "agent_x", "cursor": cursor})
+        assert answer.status_code == 400
+        assert "This page link is not valid" in answer.text and "next_cursor" not in answer.text
+        assert '<a href="/console/calls?agent_id=agent_x">Newest</a>' in answer.text
+
+
 SEARCH_HIT = re.compile(r'href="/console/calls/(conv_dated_\w+)#turn-(\d)"')
 
 
