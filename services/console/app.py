@@ -83,7 +83,7 @@ def _errors_as_pages(app: FastAPI) -> None:
 
     from services.core.domain.errors import CallVaultError
 
-    from .router import page
+    from .router import error_page_visitor, page
 
     for kind in (CallVaultError, HTTPException, RequestValidationError):
         api_handler = app.exception_handlers[kind]
@@ -97,7 +97,10 @@ def _errors_as_pages(app: FastAPI) -> None:
             if isinstance(exc, HTTPException) and exc.detail == HTTPStatus(exc.status_code).phrase:
                 message = _ROUTING_MESSAGES.get(exc.status_code, message)
             title = _TITLES.get(answer.status_code, "Something went wrong")
-            return page("error.html", answer.status_code, visitor=None, title=title, message=message)
+            # With the header of whoever is signed in: the way to sign out or to another page stays.
+            return page(
+                "error.html", answer.status_code, visitor=error_page_visitor(request), title=title, message=message
+            )
 
         app.add_exception_handler(kind, console_or_api)
 

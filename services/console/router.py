@@ -64,9 +64,23 @@ class PageRoute(APIRoute):
                     "This page could not be shown. Reload to try again; if it keeps failing, tell whoever runs "
                     f"CallVault and quote request id {rid}: their log says what went wrong."
                 )
-                return page("error.html", 500, visitor=None, title="Something went wrong", message=message)
+                return page(
+                    "error.html",
+                    500,
+                    visitor=error_page_visitor(request),
+                    title="Something went wrong",
+                    message=message,
+                )
 
         return page_on_failure
+
+
+def error_page_visitor(request: Request) -> "Visitor | None":
+    """Whose header an error page shows (sign-out, the pages): none rather than a second failure."""
+    try:
+        return visitor_of(request)
+    except Exception:
+        return None
 
 
 router = APIRouter(include_in_schema=False, route_class=PageRoute)
@@ -120,14 +134,23 @@ class Visitor:
         return self.principal.may("listen")
 
 
-def signed_in(request: Request, context: Context) -> Visitor:
+def visitor_of(request: Request) -> Visitor | None:
+    """The signed-in person, or None: a session we issued, unexpired, whose key still exists."""
+    context = get_context(request)
     session = context.sessions.read(request.cookies.get(SESSION_COOKIE))
     principal = context.api_keys.by_id(session.key_id) if session else None
     if session is None or principal is None:
+        return None
+    return Visitor(principal, session, context.sessions.csrf_token(session))
+
+
+def signed_in(request: Request) -> Visitor:
+    visitor = visitor_of(request)
+    if visitor is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInRequired(target)
-    add_log_fields(request, key_id=principal.key_id, role=principal.role)
-    return Visitor(principal, session, context.sessions.csrf_token(session))
+    add_log_fields(request, key_id=visitor.principal.key_id, role=visitor.principal.role)
+    return visitor
 
 
 SignedIn = Annotated[Visitor, Depends(signed_in)]

@@ -150,6 +150,19 @@ def test_the_consoles_own_address_opens_the_calls_not_a_json_404(client: TestCli
     assert (answer.status_code, answer.headers.get("location")) == (303, "/console/calls")
 
 
+def test_an_error_page_keeps_the_signed_in_header_so_one_can_sign_out_from_it(client: TestClient) -> None:
+    stranger = client.get("/console/nowhere")
+    assert stranger.status_code == 404 and "Sign out" not in stranger.text
+    sign_in(client, LISTEN)
+    for path in ("/console/nowhere", "/console/signout", "/console/calls/conv_nope/audio"):
+        answer = client.get(path)
+        assert answer.status_code >= 400 and 'action="/console/signout"' in answer.text, path
+        assert 'href="/console/search"' in answer.text, path
+        signed_out = client.post("/console/signout", data={"csrf": csrf_of(answer.text)}, follow_redirects=False)
+        assert signed_out.status_code == 303, path
+        sign_in(client, LISTEN)
+
+
 def test_a_call_link_with_a_stray_character_says_what_an_id_looks_like_not_a_pattern(client: TestClient) -> None:
     sign_in(client, LISTEN)
     answer = client.get("/console/calls/" + CALL_ID + ".")  # a link copied with the sentence's full stop
