@@ -185,6 +185,8 @@ class DayChart:
     total: int
     first: str
     last: str
+    left_out: int = 0  # calls on the days before ``first`` (a period longer than MAX_DAYS)
+    left_out_from: str | None = None  # the first of those days
 
     @property
     def successful(self) -> int:
@@ -230,7 +232,20 @@ def per_day_chart(rows: list[dict[str, Any]], *, width: int = 720, height: int =
     x_ticks = [Tick(left + i * slot + slot / 2, days[i].strftime("%b %d")) for i in range(0, len(days), every)]
     y_ticks = [Tick(top_pad + plot_h - t * scale, str(t)) for t in ticks]
     total = sum(counts.get(d, (0, 0))[0] for d in days)
-    return DayChart(width, height, bars, successes, y_ticks, x_ticks, total, days[0].isoformat(), days[-1].isoformat())
+    left_out = sum(calls for day, (calls, _) in counts.items() if day < first)
+    return DayChart(
+        width,
+        height,
+        bars,
+        successes,
+        y_ticks,
+        x_ticks,
+        total,
+        days[0].isoformat(),
+        days[-1].isoformat(),
+        left_out,
+        min(counts).isoformat() if left_out else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -284,6 +284,14 @@ def test_console_an_empty_list_says_why_and_what_to_do(client: TestClient, tmp_p
         assert "No calls yet" in fresh and "callvault sync" in fresh and "match these filters" not in fresh
 
 
+def test_console_dashboard_says_which_calls_a_period_too_long_for_the_chart_leaves_out(client: TestClient) -> None:
+    _ingest(client, dated_call("conv_dated_long_ago", "2023-03-01"))
+    sign_in(client, READ)
+    html = client.get("/console/dashboard").text
+    assert "2024-06-03 to 2025-07-07, the period's last 400 days" in html
+    assert "Its calls from 2023-03-01 to the day before (1) are left out of the chart" in html
+
+
 def test_console_revoked_key_ends_its_sessions(tmp_path: Path) -> None:
     with _app(tmp_path / "data") as client:
         key, record = KeyFile.in_data_dir(tmp_path / "data").create("temp", "read")

@@ -22,6 +22,17 @@ def test_console_views_per_day_chart_fills_days_without_calls() -> None:
     assert per_day_chart([]) is None
 
 
+def test_console_views_a_period_longer_than_the_chart_says_what_it_leaves_out() -> None:
+    """The chart shows the last 400 days; the calls of the days before are counted, so the page can say
+    so instead of a total for 'all time' that is not."""
+    rows = [{"day": "2024-01-01", "calls": 7, "successful": 2}, {"day": "2025-07-01", "calls": 3, "successful": 1}]
+    chart = per_day_chart(rows)
+    assert chart is not None and len(chart.bars) == 400 and chart.first == "2024-05-28"
+    assert (chart.total, chart.left_out, chart.left_out_from) == (3, 7, "2024-01-01")
+    whole = per_day_chart(rows[1:])
+    assert whole is not None and whole.left_out == 0
+
+
 @pytest.mark.parametrize(
     ("top", "ticks"),
     [(0, [0, 1]), (1, [0, 1]), (3, [0, 1, 2, 3]), (6, [0, 2, 4, 6]), (7, [0, 2, 4, 6, 8]), (95, [0, 50, 100])],
