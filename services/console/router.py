@@ -189,8 +189,6 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 @router.get("/")
-@router.get("/console")  # typed by hand: every console address starts with it
-@router.get("/console/")
 def root() -> RedirectResponse:
     return RedirectResponse("/console/calls", status_code=303)
 

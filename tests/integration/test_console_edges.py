@@ -123,7 +123,7 @@ def test_errors_in_the_console_are_pages_with_a_way_back(client: TestClient, pat
     ("method", "path", "words"),
     [
         ("GET", "/console/nowhere", "There is no console page at this address"),
-        ("GET", "/console/calls/" + CALL_ID + "/nothing", "There is no console page at this address"),
+        ("GET", "/console/", "There is no console page at this address"),
         ("GET", "/console/signout", "This address is for a form to send, not a page to open"),
     ],
 )
@@ -141,13 +141,6 @@ def test_a_caller_link_too_long_for_a_number_is_not_a_phone_number_not_a_paramet
     answer = client.get("/console/callers/" + "1" * 70)
     assert answer.status_code == 400 and "Not a phone number" in answer.text
     assert "phone is longer than 64 characters" in answer.text and "String should" not in answer.text
-
-
-@pytest.mark.parametrize("path", ["/console", "/console/"])
-def test_the_consoles_own_address_opens_the_calls_not_a_json_404(client: TestClient, path: str) -> None:
-    sign_in(client, LISTEN)
-    answer = client.get(path, follow_redirects=False)
-    assert (answer.status_code, answer.headers.get("location")) == (303, "/console/calls")
 
 
 def test_an_error_page_keeps_the_signed_in_header_so_one_can_sign_out_from_it(client: TestClient) -> None:
