@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from services.core.domain.coerce import integer as _int
 from services.core.domain.coerce import obj as _obj
 from services.core.domain.coerce import text as _str
+from services.core.domain.coerce import whole_seconds
 from services.core.domain.models import CallRecord
 
 from .tables import CALLS, COLUMNS, EVALUATIONS, KIND_CRITERION, KIND_DATA, MESSAGES, column_names, partition_of
@@ -77,7 +77,7 @@ def rows_for_call(data: dict[str, Any], record: CallRecord, *, has_audio: bool, 
                 **common,
                 "turn_index": index,
                 "role": _str(turn.get("role")),
-                "time_in_call_secs": _int(turn.get("time_in_call_secs")),
+                "time_in_call_secs": whole_seconds(turn.get("time_in_call_secs")),
                 "text": _str(turn.get("message")),
                 "interrupted": turn.get("interrupted") if isinstance(turn.get("interrupted"), bool) else None,
                 "tool_names": _tool_names(turn),

@@ -494,3 +494,25 @@ def test_a_call_with_no_start_and_no_event_timestamp_is_listed_and_counted_when_
     window = CallQuery(since=first - 60, until=first + 60)
     assert [row.conversation_id for row in archiver.index.list_calls(window).items] == [result.conversation_id]
     assert ArchiveVerifier(archiver, clock=lambda: now[0]).run().findings == []
+
+
+def test_a_turn_time_with_a_fraction_is_kept_as_its_whole_second() -> None:
+    """`time_in_call_secs` of 0.8 or 12.5 (a float; captures send ints) was stored as null, so search
+    hits and the console lost the turn's place in the audio."""
+    from services.analytics.rows import rows_for_call
+    from services.core.domain import payload
+
+    event = _event(TRANSCRIPTION)
+    turns = [
+        {"role": "agent", "message": "Hello", "time_in_call_secs": 0.8},
+        {"role": "user", "message": "Hi", "time_in_call_secs": 12.5},
+        {"role": "agent", "message": "Bye", "time_in_call_secs": 30},
+        {"role": "user", "message": "odd", "time_in_call_secs": "3"},
+    ]
+    event.data["transcript"] = turns
+    record = payload.call_from_transcription(event.data, event.event_timestamp, "US")
+
+    rows = rows_for_call(event.data, record, has_audio=False, fallback_start=FIXTURE_START)
+
+    assert [row["time_in_call_secs"] for row in rows.messages] == [0, 12, 30, None]
+    assert all(check_row_types("messages", row) == [] for row in rows.messages)

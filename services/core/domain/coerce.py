@@ -4,6 +4,7 @@ Shared by every reader of ElevenLabs payloads (index, analytics, memory) so they
 malformed optional field means.
 """
 
+import math
 from typing import Any
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what SQLite (and most consumers) can hold
@@ -27,6 +28,13 @@ def integer(value: object) -> int | None:
     if isinstance(value, int) and INT64_MIN <= value <= INT64_MAX:
         return value
     return None
+
+
+def whole_seconds(value: object) -> int | None:
+    """Seconds as a whole number: a fraction (0.8 s into a call) is floored, as a clock shows it."""
+    if isinstance(value, float) and math.isfinite(value) and INT64_MIN <= value <= INT64_MAX:
+        return math.floor(value)
+    return integer(value)
 
 
 def number(value: object) -> float | None:
