@@ -189,6 +189,7 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 @router.get("/")
+@router.get("/console")  # typed by hand: every console address starts with it
 def root() -> RedirectResponse:
     return RedirectResponse("/console/calls", status_code=303)
 

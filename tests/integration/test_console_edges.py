@@ -123,7 +123,7 @@ def test_errors_in_the_console_are_pages_with_a_way_back(client: TestClient, pat
     ("method", "path", "words"),
     [
         ("GET", "/console/nowhere", "There is no console page at this address"),
-        ("GET", "/console/", "There is no console page at this address"),
+        ("GET", "/console/calls/" + CALL_ID + "/nothing", "There is no console page at this address"),
         ("GET", "/console/signout", "This address is for a form to send, not a page to open"),
     ],
 )
@@ -154,6 +154,12 @@ def test_an_error_page_keeps_the_signed_in_header_so_one_can_sign_out_from_it(cl
         signed_out = client.post("/console/signout", data={"csrf": csrf_of(answer.text)}, follow_redirects=False)
         assert signed_out.status_code == 303, path
         sign_in(client, LISTEN)
+
+
+def test_the_consoles_own_address_opens_the_calls_not_a_json_404(client: TestClient) -> None:
+    sign_in(client, LISTEN)
+    answer = client.get("/console", follow_redirects=False)
+    assert (answer.status_code, answer.headers.get("location")) == (303, "/console/calls")
 
 
 def test_a_call_link_with_a_stray_character_says_what_an_id_looks_like_not_a_pattern(client: TestClient) -> None:
