@@ -177,8 +177,11 @@ class RetentionRunner:
         expired_memories: list[CallRecord] = []
         expired_audio: list[CallRecord] = []
         expired_analytics: list[CallRecord] = []
+        candidates = self._older_than(now - shortest * DAY)
+        # Read after the listing (a long walk on DynamoDB), and again before each step below: a hold
+        # placed while the run works covers what the run has not touched yet.
         active = self.holds.active() if self.holds is not None else []
-        for call in self._older_than(now - shortest * DAY):
+        for call in candidates:
             rule = self.rules.for_agent(call.agent_id)
             age = now - (call.started_at or now)
             whole = rule.transcripts_days is not None and age >= rule.transcripts_days * DAY
@@ -221,6 +224,8 @@ class RetentionRunner:
         summary.analytics_expired = [c.conversation_id for c in expired_analytics]
         if dry_run:
             return summary
+        since: set[str] = set()  # calls a hold placed after the selection covers
+        expired_calls = self._unheld(expired_calls, summary, summary.calls_expired, since)
         if self.audit is not None:  # before the work, as erasure does
             detail = {
                 "calls": len(expired_calls),
@@ -233,13 +238,32 @@ class RetentionRunner:
         if expired_calls:
             erased = self.eraser.erase(self.eraser.plan_conversations(summary.calls_expired), progress, actor=actor)
             summary.erased_items = {k: v for k, v in erased.to_dict().items() if k not in ("phone", "dry_run")}
+        expired_memories = self._unheld(expired_memories, summary, summary.memories_expired, since)
         if expired_memories and self.memories is not None:
             self._expire_memories(expired_memories, now)
+        expired_audio = self._unheld(expired_audio, summary, summary.audio_expired, since)
         if expired_audio:
             self._expire_audio(expired_audio, now)
+        expired_analytics = self._unheld(expired_analytics, summary, summary.analytics_expired, since)
         if expired_analytics:
             self._expire_analytics(expired_analytics, now)
         return summary
+
+    def _unheld(
+        self, calls: list[CallRecord], summary: RetentionSummary, listed: list[str], since: set[str]
+    ) -> list[CallRecord]:
+        """``calls`` without those a hold placed since the selection covers; they leave ``listed`` (the
+        summary's ids of that kind) and count as held once per call (``since``), whatever kinds were due."""
+        if self.holds is None or not calls:
+            return calls
+        active = self.holds.active()
+        held = {c.conversation_id for c in calls if self.holds.holding(c, active) is not None}
+        if not held:
+            return calls
+        summary.held += len(held - since)
+        since |= held
+        listed[:] = [cid for cid in listed if cid not in held]
+        return [c for c in calls if c.conversation_id not in held]
 
     def _expire_analytics(self, calls: Sequence[CallRecord], now: int) -> None:
         """The rows first (per-call objects purged, merged days rewritten without the calls), then the

@@ -430,3 +430,49 @@ def test_a_memory_job_that_runs_between_retentions_erase_and_its_mark_leaves_no_
 
     assert runner.run().memories_expired == ["conv_mid"]
     assert not jobs and store.count(PHONE) == 0
+
+
+class _HoldDuringListing(MemoryCallIndex):
+    """Places a legal hold while the run lists the calls (a long walk of the index on DynamoDB)."""
+
+    place: Any = None
+
+    def list_calls(self, query: Any) -> Any:
+        if self.place is not None:
+            self.place()
+            self.place = None
+        return super().list_calls(query)
+
+
+@pytest.mark.parametrize("held", ["conv_mid", "conv_old"])
+def test_a_hold_placed_while_the_run_lists_the_calls_keeps_what_it_covers(held: str) -> None:
+    world, runner, store, book = _setup()
+    index = _HoldDuringListing()
+    for cid in ("conv_old", "conv_mid", "conv_new", "conv_short"):
+        record = world.index.get(cid)
+        assert record is not None
+        index.rows[cid] = record
+    world.index = runner.index = runner.eraser.index = index
+    index.place = lambda: book.place(reason="case 21", actor="cli:alice", conversation_id=held)
+
+    done = runner.run()
+
+    assert done.held == 1 and held not in done.memories_expired + done.calls_expired
+    assert store.count(PHONE, held) == 1  # its memories (and, for conv_old, the whole call) are kept
+    assert index.get(held) is not None and index.get(held).memory_status != "expired"  # type: ignore[union-attr]
+    assert "conv_short" in done.calls_expired  # the rest of the run went ahead
+
+
+def test_a_hold_placed_while_the_run_erases_expired_calls_keeps_the_memories_due_after() -> None:
+    _world, runner, store, book = _setup()
+    placed: list[str] = []
+
+    def hold_once(_done: int, _total: int) -> None:  # during the whole calls' erasure, before the memories
+        if not placed:
+            placed.append(book.place(reason="case 22", actor="cli:alice", conversation_id="conv_mid").id)
+
+    done = runner.run(progress=hold_once)
+
+    assert placed and done.held == 1 and done.memories_expired == []
+    assert store.count(PHONE, "conv_mid") == 1
+    assert sorted(done.calls_expired) == ["conv_old", "conv_short"]
