@@ -177,13 +177,13 @@ class RetentionRunner:
         expired_memories: list[CallRecord] = []
         expired_audio: list[CallRecord] = []
         expired_analytics: list[CallRecord] = []
-        candidates = self._older_than(now - shortest * DAY)
+        candidates = self._older_than(now - shortest * DAY) + self._parked_before(now - shortest * DAY)
         # Read after the listing (a long walk on DynamoDB), and again before each step below: a hold
         # placed while the run works covers what the run has not touched yet.
         active = self.holds.active() if self.holds is not None else []
         for call in candidates:
             rule = self.rules.for_agent(call.agent_id)
-            age = now - (call.started_at or now)
+            age = now - (call.started_at or call.ingested_at or now)  # parked audio: since it was stored
             whole = rule.transcripts_days is not None and age >= rule.transcripts_days * DAY
             memory = (
                 self.memories is not None
@@ -307,6 +307,20 @@ class RetentionRunner:
             # Once more after the mark: a memory job that read the row before the mark and wrote after
             # the first erase loses its memories here, or, writing later, sees the mark when it checks.
             self.memories.erase(None, [call])
+
+    def _parked_before(self, cutoff: int) -> list[CallRecord]:
+        """Calls whose audio came but whose transcript never did: no start time, so no time range lists
+        them, and their parked audio would be kept for ever. Aged from when the audio was first stored
+        (the call started before that). Few: audio waits for its transcript seconds, as a rule."""
+        found: list[CallRecord] = []
+        for key in self.eraser.blobs.list_keys(f"{keys.PENDING_AUDIO_PREFIX}/"):
+            stem = key.rsplit("/", 1)[-1].removesuffix(".mp3")
+            if not keys.CONVERSATION_ID.fullmatch(stem):
+                continue
+            row = self.index.get(stem)
+            if row is not None and row.started_at is None and row.ingested_at is not None and row.ingested_at < cutoff:
+                found.append(row)
+        return found
 
     def _older_than(self, cutoff: int) -> list[CallRecord]:
         found: list[CallRecord] = []

@@ -77,7 +77,10 @@ def test_the_retention_role_reads_exactly_its_three_parameters_and_writes_only_a
     assert {a for s in archive for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])} == {
         "s3:DeleteObjectVersion",  # purge: every version by id; it never reads a call
         "s3:ListBucketVersions",
+        "s3:ListBucket",  # parked audio, and only that prefix
     }
+    listing = statements["ListParkedAudio"]
+    assert listing["Condition"] == {"StringEquals": {"s3:prefix": "_pending-audio/"}}
 
 
 def test_the_retention_metrics_read_the_line_the_handler_logs() -> None:

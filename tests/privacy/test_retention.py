@@ -476,3 +476,30 @@ def test_a_hold_placed_while_the_run_erases_expired_calls_keeps_the_memories_due
     assert placed and done.held == 1 and done.memories_expired == []
     assert store.count(PHONE, "conv_mid") == 1
     assert sorted(done.calls_expired) == ["conv_old", "conv_short"]
+
+
+@pytest.mark.parametrize("rule", [Rule(audio_days=60), Rule(transcripts_days=60)])
+def test_audio_whose_transcript_never_came_expires_by_when_it_was_stored(rule: Rule) -> None:
+    # Parked audio (no call-level event, so no start time) is the caller's voice all the same: it was
+    # left out of every run, since runs list calls by start time.
+    from .conftest import audio_envelope
+
+    world = World("memory", MemoryBlobStore(), MemoryCallIndex(), MemoryBlobStore(), now=float(NOW - 100 * DAY))
+    assert world.deliver(audio_envelope("conv_parked_old", NOW - 100 * DAY)) == "stored"
+    world.now = float(NOW - 5 * DAY)
+    assert world.deliver(audio_envelope("conv_parked_new", NOW - 5 * DAY)) == "stored"
+    world.now = float(NOW)
+    runner = _audio_runner(world)
+    runner.rules = RetentionRules(rule)
+
+    planned = runner.run(dry_run=True)
+    done = runner.run()
+
+    expired = done.audio_expired if rule.audio_days else done.calls_expired
+    assert planned.to_dict() == {**done.to_dict(), "dry_run": True, "erased": {}}
+    assert expired == ["conv_parked_old"]
+    assert [k for k in world.blobs.list_keys() if k.endswith(".mp3")] == ["_pending-audio/conv_parked_new.mp3"]
+    # It stays gone: the same audio delivered again is refused (expired audio, or an erased call).
+    assert world.deliver(audio_envelope("conv_parked_old", NOW)) in ("stale", "erased")
+    assert [k for k in world.blobs.list_keys() if k.endswith(".mp3")] == ["_pending-audio/conv_parked_new.mp3"]
+    assert runner.run().to_dict()["audio"] + runner.run().to_dict()["calls"] == 0
