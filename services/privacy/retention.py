@@ -297,7 +297,15 @@ class RetentionRunner:
             for key in doomed:
                 self.blobs.purge(key)
             if self.audio_flags is not None:
-                self.audio_flags.mark_audio(call.conversation_id, call.started_at, has_audio=False)
+                wrote = self.audio_flags.mark_audio(call.conversation_id, call.started_at, has_audio=False)
+                # An erasure of the call that landed while the row was rewritten would find its rows
+                # gone and leave our copy (a merge folds it back in): tombstones come before the tables
+                # in an erasure, so asking now either sees it, or that erasure's tables step comes later.
+                if wrote and self.analytics is not None and self._erased(call.conversation_id):
+                    self.analytics.erase(None, [call])
+
+    def _erased(self, conversation_id: str) -> bool:
+        return self.eraser.erased is not None and self.eraser.erased.is_erased(conversation_id)
 
     def _expire_memories(self, calls: Sequence[CallRecord], now: int) -> None:
         assert self.memories is not None

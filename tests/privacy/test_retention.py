@@ -503,3 +503,43 @@ def test_audio_whose_transcript_never_came_expires_by_when_it_was_stored(rule: R
     assert world.deliver(audio_envelope("conv_parked_old", NOW)) in ("stale", "erased")
     assert [k for k in world.blobs.list_keys() if k.endswith(".mp3")] == ["_pending-audio/conv_parked_new.mp3"]
     assert runner.run().to_dict()["audio"] + runner.run().to_dict()["calls"] == 0
+
+
+class _EraseBeforePut(MemoryBlobStore):
+    """Runs ``then`` once, just before the next compare-and-swap write: an erasure that lands after
+    retention read a call's analytics row and before it writes the row back with has_audio false."""
+
+    then: Any = None
+
+    def put_if(self, key: str, data: bytes, content_type: str, tag: str | None, *, version: str | None = None) -> bool:
+        if self.then is not None:
+            then, self.then = self.then, None
+            then()
+        return super().put_if(key, data, content_type, tag, version=version)
+
+
+def test_expiring_audio_of_a_call_erased_meanwhile_leaves_no_analytics_row_of_it() -> None:
+    from .conftest import audio_envelope
+
+    analytics = _EraseBeforePut()
+    world = World("memory", MemoryBlobStore(), MemoryCallIndex(), analytics, now=float(NOW))
+    _call(world, "conv_both", 100)
+    assert world.deliver(audio_envelope("conv_both", NOW - 100 * DAY + 61)) == "stored"
+    world.compact()  # its row lives in the merged day object: expiring audio copies it out
+    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(analytics)], erased=world.erased, clock=world.clock)
+    runner = RetentionRunner(
+        world.index,
+        eraser,
+        RetentionRules(Rule(audio_days=60)),
+        blobs=world.blobs,
+        audio_flags=world.archiver.analytics,
+        analytics=AnalyticsErasure(analytics),
+        clock=world.clock,
+    )
+    analytics.then = lambda: eraser.erase(eraser.plan_conversations(["conv_both"]))  # `forget --conversation`
+
+    assert runner.run().audio_expired == ["conv_both"]
+
+    assert world.index.get("conv_both") is None
+    world.compact()
+    assert [r for r in world.analytics_rows() if r.get("conversation_id") == "conv_both"] == []
