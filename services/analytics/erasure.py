@@ -10,6 +10,7 @@ objects; the analytics bucket keeps no versions (infra), so a rewritten day obje
 """
 
 import contextlib
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -94,13 +95,18 @@ class _Dropped:
 @dataclass
 class DuckDbCacheErasure:
     """The local DuckDB cache holds copies of analytics rows (and their old pages): it is disposable,
-    so erasure deletes it and the next query rebuilds it from the tables."""
+    so erasure deletes it and the next query rebuilds it from the tables. So are the files DuckDB
+    spills a large query to (``<cache>.tmp/``), which a killed query leaves behind."""
 
     path: Path
     name: str = "analytics_cache"  # a key of the JSON summaries (`forget --json`, DELETE /callers)
 
+    @property
+    def _spill(self) -> Path:
+        return self.path.with_name(self.path.name + ".tmp")  # DuckDB's default temp_directory
+
     def find(self, phone: str | None, calls: Sequence[CallRecord]) -> int:
-        return int(self.path.exists())
+        return int(self.path.exists() or self._spill.exists())
 
     def erase(self, phone: str | None, calls: Sequence[CallRecord]) -> int:
         removed = 0
@@ -108,4 +114,7 @@ class DuckDbCacheErasure:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed += 1
+        if self._spill.exists():
+            shutil.rmtree(self._spill, ignore_errors=True)  # a live query's files may go meanwhile
+            removed += 1
         return min(removed, 1)

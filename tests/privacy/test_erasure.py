@@ -283,3 +283,23 @@ def test_erasing_a_call_without_a_start_time_removes_its_analytics_rows(world: W
 
     assert {row["conversation_id"] for row in world.analytics_rows()} == {KEPT_IDS[0]}
     assert ArchiveVerifier(world.archiver, clock=world.clock).run().findings == []
+
+
+def test_erasure_drops_the_spill_files_a_killed_query_left_beside_the_duckdb_cache(tmp_path: Path) -> None:
+    # DuckDB spills a large sort or join to `<cache>.tmp/`, a copy of the rows it reads; a killed query
+    # (Ctrl-C twice, OOM) leaves them there, and the next rebuild of the cache never looks at them.
+    from services.analytics.duckdb_engine import DuckDbEngine
+    from services.analytics.erasure import DuckDbCacheErasure
+
+    cache = tmp_path / "analytics-cache.duckdb"
+    DuckDbEngine.local(tmp_path, cache).close()
+    spill = tmp_path / "analytics-cache.duckdb.tmp"
+    spill.mkdir()
+    (spill / "duckdb_temp_storage_DEFAULT-0.tmp").write_bytes(b"rows of the erased caller")
+    erasure = DuckDbCacheErasure(cache)
+
+    assert erasure.find(None, []) == 1
+    assert erasure.erase(None, []) == 1
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert erasure.erase(None, []) == 0  # idempotent
