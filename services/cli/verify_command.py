@@ -73,14 +73,15 @@ def _erased_again(settings: "Settings", storage: "Storage", repair: bool) -> lis
     """Erased conversations (tombstones, #13) that are back, e.g. from a restored backup; ``repair``
     erases them again. Named by their keyed hash only, as the audit trail names them."""
     from services.ingest.verify import Finding
-    from services.privacy.service import find_reappeared
+    from services.privacy.service import find_reappeared_objects
     from services.privacy.wiring import build_eraser
 
     eraser = build_eraser(settings, storage)
     if eraser.erased is None:
         return []
-    found = find_reappeared(eraser.erased, storage.blobs, storage.index)
-    plan = eraser.plan_conversations(found)
+    objects = find_reappeared_objects(eraser.erased, storage.blobs, storage.index)
+    found = sorted(objects)
+    plan = eraser.plan_conversations(found, objects)  # a call without its row: erased where its objects are
     # A hold placed after the erasure (on the caller or the id) covers what a restore brought back:
     # repair leaves those and names the hold (erase would refuse the whole batch).
     holds = {call.conversation_id: eraser.holds.holding(call) for call in plan.calls} if eraser.holds else {}

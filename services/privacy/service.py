@@ -11,7 +11,7 @@ only the caller's calls.
 """
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,11 +135,17 @@ class Eraser:
                     calls[stem] = self.index.get(stem) or CallRecord(stem, phone=phone, archive_prefix=prefix)
         return ErasurePlan(phone, sorted(calls.values(), key=lambda c: c.conversation_id))
 
-    def plan_conversations(self, conversation_ids: Sequence[str]) -> ErasurePlan:
+    def plan_conversations(
+        self, conversation_ids: Sequence[str], found: Mapping[str, Sequence[str]] | None = None
+    ) -> ErasurePlan:
+        """``found``: archive keys seen for these ids (``find_reappeared_objects``). A call without a row
+        (a restored archive backup without the index's) is then erased in the folder its objects are
+        in, as its caller's (a hold on that caller covers it); without it only its parked audio's key
+        is known."""
         calls = []
         for conversation_id in conversation_ids:
             checked = keys.check_conversation_id(conversation_id)
-            calls.append(self.index.get(checked) or CallRecord(checked))
+            calls.append(self.index.get(checked) or _from_keys(checked, (found or {}).get(checked, ())))
         return ErasurePlan(None, calls)
 
     def dry_run(self, plan: ErasurePlan, *, upstream: bool = False) -> ErasureSummary:
@@ -226,13 +232,29 @@ def _derived(step: Callable[[str | None, Sequence[CallRecord]], int], plan: Eras
 def find_reappeared(erased: ErasedConversations, blobs: BlobStore, index: CallIndex) -> list[str]:
     """Conversation ids erased once that the archive or index holds again (a restored backup, or a
     delivery that raced its erasure). Reads every row and key: it runs with ``callvault verify``."""
+    return sorted(find_reappeared_objects(erased, blobs, index))
+
+
+def find_reappeared_objects(erased: ErasedConversations, blobs: BlobStore, index: CallIndex) -> dict[str, list[str]]:
+    """``find_reappeared``, each id with the archive keys found for it (none: its row alone is back), for
+    ``Eraser.plan_conversations``."""
     tombstones = set(erased.store.digests())
     if not tombstones:
-        return []
-    seen = {row.conversation_id for row in index.scan()}
+        return {}
+    seen: dict[str, list[str]] = {row.conversation_id: [] for row in index.scan()}
     for key in blobs.list_keys():
         stem = key.rsplit("/", 1)[-1]
         stem = next((stem.removesuffix(s) for s in _SUFFIXES if stem.endswith(s)), "")
         if keys.CONVERSATION_ID.fullmatch(stem):
-            seen.add(stem)
-    return sorted(cid for cid in seen if erased.digest(cid) in tombstones)
+            seen.setdefault(stem, []).append(key)
+    return {cid: found for cid, found in seen.items() if erased.digest(cid) in tombstones}
+
+
+def _from_keys(conversation_id: str, found: Sequence[str]) -> CallRecord:
+    """A call known by its objects only: the folder they are in is its caller's (its name the number)."""
+    for key in found:
+        prefix = key.rsplit("/", 1)[0] if "/" in key else ""
+        if prefix and prefix != keys.PENDING_AUDIO_PREFIX:
+            phone = None if prefix == keys.UNKNOWN_PHONE_PREFIX else f"+{prefix}"
+            return CallRecord(conversation_id, phone=phone, archive_prefix=prefix)
+    return CallRecord(conversation_id)

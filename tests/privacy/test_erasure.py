@@ -303,3 +303,24 @@ def test_erasure_drops_the_spill_files_a_killed_query_left_beside_the_duckdb_cac
 
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     assert erasure.erase(None, []) == 0  # idempotent
+
+
+def test_verify_repair_erases_a_restored_object_of_an_erased_call_whose_row_is_not_back(world: World) -> None:
+    # A restored archive backup without the index's: the object is back, its row is not. The plan had
+    # only the id, so it purged the parked-audio key alone, said "repaired", and the transcript stayed.
+    from services.privacy.service import find_reappeared, find_reappeared_objects
+
+    _populate(world)
+    eraser = Eraser(world.blobs, world.index, [AnalyticsErasure(world.analytics)], erased=world.erased)
+    key = f"16125550142/{ERASED_IDS[0]}.json"
+    backup = world.blobs.get_bytes(key)
+    eraser.erase(eraser.plan_conversations([ERASED_IDS[0]]))
+    world.blobs.put_bytes(key, backup, "application/json")
+    assert world.index.get(ERASED_IDS[0]) is None
+
+    found = find_reappeared_objects(world.erased, world.blobs, world.index)
+    assert found == {ERASED_IDS[0]: [key]}
+    eraser.erase(eraser.plan_conversations(sorted(found), found))
+
+    assert not [k for k in world.archive_listing() if ERASED_IDS[0] in k]
+    assert find_reappeared(world.erased, world.blobs, world.index) == []

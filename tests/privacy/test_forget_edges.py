@@ -229,6 +229,36 @@ def test_verify_repair_leaves_a_reappeared_call_under_a_later_hold_and_says_so(
     assert index.get(CALL_ID) is not None and f"archive/16125550142/{CALL_ID}.json" in _files(data_dir)
 
 
+@pytest.mark.parametrize("held", [False, True])
+def test_verify_repair_erases_restored_objects_whose_row_is_not_back(
+    client: TestClient, data_dir: Path, held: bool
+) -> None:
+    """An archive backup restored without the index: the objects are back, their row is not. Repair
+    erased the id alone (its parked-audio key), said so, and left the transcript and audio for ever."""
+    import shutil
+
+    shutil.copytree(data_dir / "archive", data_dir.parent / "backup")
+    assert client.delete("/callers/+16125550142", headers=bearer(ADMIN)).status_code == 200
+    runner, env = CliRunner(), {"CALLVAULT_MEMORY_BACKEND": "none"}
+    if held:  # a hold placed on the caller since: their folder's objects are theirs, so it covers them
+        placed = runner.invoke(cli, ["hold", PHONE, "--reason", "case 13", "--data-dir", str(data_dir)], env=env)
+        assert placed.exit_code == 0, placed.output
+    shutil.copytree(data_dir.parent / "backup", data_dir / "archive", dirs_exist_ok=True)  # the restore
+
+    repaired = runner.invoke(cli, ["verify", "--repair", "--json", "--data-dir", str(data_dir)], env=env)
+    again = runner.invoke(cli, ["verify", "--json", "--data-dir", str(data_dir)], env=env)
+
+    (item,) = [item for item in json.loads(repaired.stdout)["items"] if item["kind"] == "erased_reappeared"]
+    restored = [f"archive/16125550142/{CALL_ID}.json", f"archive/16125550142/{CALL_ID}.mp3"]
+    if held:
+        assert repaired.exit_code == 1 and item["repaired"] is False and "hold_" in item["detail"]
+        assert _files(data_dir) == sorted([*restored, f"archive/unknown/{WEB}.json"])
+    else:
+        assert repaired.exit_code == 0 and item["repaired"] is True, repaired.output
+        assert again.exit_code == 0, again.output
+        assert _files(data_dir) == [f"archive/unknown/{WEB}.json"]
+
+
 def test_forget_without_a_terminal_or_yes_says_to_pass_yes_and_erases_nothing(
     client: TestClient, data_dir: Path
 ) -> None:
