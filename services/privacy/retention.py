@@ -226,6 +226,9 @@ class RetentionRunner:
             return summary
         since: set[str] = set()  # calls a hold placed after the selection covers
         expired_calls = self._unheld(expired_calls, summary, summary.calls_expired, since)
+        expired_memories = self._unheld(expired_memories, summary, summary.memories_expired, since)
+        expired_audio = self._unheld(expired_audio, summary, summary.audio_expired, since)
+        expired_analytics = self._unheld(expired_analytics, summary, summary.analytics_expired, since)
         if self.audit is not None:  # before the work, as erasure does
             detail = {
                 "calls": len(expired_calls),
@@ -234,7 +237,10 @@ class RetentionRunner:
                 "analytics": len(expired_analytics),
                 "held": summary.held,
             }
-            self.audit.record("retention_run", actor, [], detail)
+            # The calls losing a part, by keyed hash, so `audit --conversation` says what happened to
+            # one (the calls erased whole are named by the eraser's own `erase` entry).
+            partly = {c.conversation_id for c in (*expired_memories, *expired_audio, *expired_analytics)}
+            self.audit.record("retention_run", actor, sorted(partly), detail)
         if expired_calls:
             erased = self.eraser.erase(self.eraser.plan_conversations(summary.calls_expired), progress, actor=actor)
             summary.erased_items = {k: v for k, v in erased.to_dict().items() if k not in ("phone", "dry_run")}

@@ -543,3 +543,16 @@ def test_expiring_audio_of_a_call_erased_meanwhile_leaves_no_analytics_row_of_it
     assert world.index.get("conv_both") is None
     world.compact()
     assert [r for r in world.analytics_rows() if r.get("conversation_id") == "conv_both"] == []
+
+
+def test_the_run_names_the_calls_whose_memories_audio_or_analytics_it_expires_in_the_trail() -> None:
+    # `callvault audit --conversation ID` answers what happened to a call: the run removed its memories.
+    _world, runner, _store, _book = _setup()
+
+    runner.run()
+
+    assert runner.audit is not None
+    (entry,) = runner.audit.entries(conversation_id="conv_mid")  # its memories expired (90 days)
+    assert entry.action == "retention_run" and entry.detail["memories"] == 1
+    assert [e.action for e in runner.audit.entries(conversation_id="conv_old")] == ["erase"]  # whole: erased
+    assert runner.audit.entries(conversation_id="conv_new") == []
