@@ -79,7 +79,9 @@ def _erased_again(settings: "Settings", storage: "Storage", repair: bool) -> lis
     eraser = build_eraser(settings, storage)
     if eraser.erased is None:
         return []
-    objects = find_reappeared_objects(eraser.erased, storage.blobs, storage.index)
+    # The trail's erase entries too: a restored calls table (AWS) has the tombstones of its day only.
+    also = eraser.audit.erased_subjects() if eraser.audit is not None else set()
+    objects = find_reappeared_objects(eraser.erased, storage.blobs, storage.index, also)
     found = sorted(objects)
     plan = eraser.plan_conversations(found, objects)  # a call without its row: erased where its objects are
     # A hold placed after the erasure (on the caller or the id) covers what a restore brought back:

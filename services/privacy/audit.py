@@ -42,5 +42,10 @@ class Auditor:
         subject = self.erased.digest(conversation_id) if conversation_id is not None else None
         return list(self.log.entries(since=since, subject=subject))
 
+    def erased_subjects(self) -> set[str]:
+        """Every conversation an ``erase`` entry names, by keyed hash: the tombstones again, kept apart
+        from them (a restore of the calls table takes its tombstones back to that day)."""
+        return {subject for entry in self.log.entries() if entry.action == "erase" for subject in entry.subjects}
+
     def check(self) -> ChainCheck:
         return check_chain(self.log.entries())

@@ -11,7 +11,7 @@ only the caller's calls.
 """
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,10 +235,13 @@ def find_reappeared(erased: ErasedConversations, blobs: BlobStore, index: CallIn
     return sorted(find_reappeared_objects(erased, blobs, index))
 
 
-def find_reappeared_objects(erased: ErasedConversations, blobs: BlobStore, index: CallIndex) -> dict[str, list[str]]:
+def find_reappeared_objects(
+    erased: ErasedConversations, blobs: BlobStore, index: CallIndex, also: Iterable[str] = ()
+) -> dict[str, list[str]]:
     """``find_reappeared``, each id with the archive keys found for it (none: its row alone is back), for
-    ``Eraser.plan_conversations``."""
-    tombstones = set(erased.store.digests())
+    ``Eraser.plan_conversations``. ``also``: erased calls' hashes from elsewhere (``Auditor.erased_subjects``),
+    for tombstones a restore took away (on AWS they are items of the calls table)."""
+    tombstones = set(erased.store.digests()) | set(also)
     if not tombstones:
         return {}
     seen: dict[str, list[str]] = {row.conversation_id: [] for row in index.scan()}

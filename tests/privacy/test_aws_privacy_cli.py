@@ -143,3 +143,32 @@ def test_aws_forget_with_the_offline_memory_default_names_the_memory_setting() -
 
     assert result.exit_code == 1 and "CALLVAULT_MEMORY_BACKEND=platform" in result.output
     assert "serve" not in result.output
+
+
+@pytest.mark.usefixtures("stack")
+def test_aws_verify_finds_an_erased_call_a_table_restore_brought_back_without_its_tombstone() -> None:
+    """The tombstones are items of the calls table: a point-in-time restore from before an erasure brings
+    the caller's rows back (number, summary) and takes the tombstones away, so nothing recognised them.
+    The audit trail, a table of its own, still names every erased call by the same keyed hash."""
+    from services.core.domain.models import CallRecord
+    from services.core.erased import conversation_digest
+
+    runner, index, cid = CliRunner(), DynamoCallIndex(TABLE), "conv_restored_by_pitr"
+    row = CallRecord(cid, phone=PHONE, started_at=1_751_802_015, summary="Maria asked about her refund")
+    index.save_call(row, 1_751_802_100)
+    assert runner.invoke(cli, ["forget", PHONE, "--yes"], env=ENV).exit_code == 0
+    digest = conversation_digest(ENV["CALLVAULT_TOMBSTONE_KEY"].encode(), cid)
+    index.save_call(row, 1_751_802_100)  # the restored table: the row back, its tombstone gone
+    boto3.client("dynamodb").delete_item(TableName=TABLE, Key={"conversation_id": {"S": f"~erased/{digest}"}})
+
+    found = runner.invoke(cli, ["verify", "--json"], env=ENV)
+    repaired = runner.invoke(cli, ["verify", "--repair", "--json"], env=ENV)
+
+    kinds = json.loads(found.stdout)["by_kind"]
+    assert kinds.get("erased_reappeared") == 1, found.stdout
+    assert repaired.exit_code == 0, repaired.stdout
+    assert index.get(cid) is None
+    assert runner.invoke(cli, ["verify"], env=ENV).exit_code == 0
+    # Its tombstone is back too: a redelivery or sync of the call is refused again.
+    tombstone = {"conversation_id": {"S": f"~erased/{digest}"}}
+    assert boto3.client("dynamodb").get_item(TableName=TABLE, Key=tombstone).get("Item")
