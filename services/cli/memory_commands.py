@@ -228,7 +228,7 @@ def _data_dir_lock(
 
 
 def _forget(settings: Settings, e164: str) -> None:
-    from services.cli.privacy_commands import cli_actor
+    from services.cli.privacy_commands import AWS_PRIVACY_SETTINGS, cli_actor
     from services.core.domain import phone as phone_domain
     from services.core.domain.errors import CallVaultError
     from services.core.wiring import build_storage
@@ -241,6 +241,11 @@ def _forget(settings: Settings, e164: str) -> None:
         # As `callvault forget` does: a legal hold on the caller or one of their calls refuses it, and
         # the erasure is in the audit trail, recorded before anything goes.
         eraser = build_eraser(settings, build_storage(settings))
+        if eraser.holds is None or eraser.audit is None:  # AWS: both are the audit table; never "no holds"
+            raise click.ClickException(
+                f"memory forget on AWS needs the legal holds and the audit trail: {AWS_PRIVACY_SETTINGS}; "
+                "nothing was changed"
+            )
         plan = eraser.plan_caller(e164)
         if eraser.holds is not None:
             eraser.holds.refuse_held(plan.calls, e164)

@@ -33,7 +33,7 @@ _NO_TOMBSTONE_KEY = (
 )
 # On AWS the audit trail and the holds are the stack's audit table, whose entries name conversations
 # with the tombstone key: both settings are needed (docs/privacy.md).
-_AWS_PRIVACY_SETTINGS = (
+AWS_PRIVACY_SETTINGS = (
     "on AWS set CALLVAULT_AUDIT_TABLE (the stack's AuditTable) and CALLVAULT_TOMBSTONE_KEY_PARAM (see docs/privacy.md)"
 )
 _THROUGH_SERVE = "erase through it instead: DELETE /callers/{phone} with an admin key (docs/privacy.md)"
@@ -214,8 +214,7 @@ def _forget(
             raise click.ClickException(_NO_TOMBSTONE_KEY)
         if eraser.holds is None or eraser.audit is None:  # AWS: both are the audit table; never "no holds"
             raise click.ClickException(
-                f"erasure on AWS needs the legal holds and the audit trail: {_AWS_PRIVACY_SETTINGS}; "
-                "nothing was changed"
+                f"erasure on AWS needs the legal holds and the audit trail: {AWS_PRIVACY_SETTINGS}; nothing was changed"
             )
         if settings.backend == "aws" and not settings.analytics_bucket:
             raise click.ClickException(AWS_NO_ANALYTICS)
@@ -266,7 +265,7 @@ def audit(since: int | None, conversation: str | None, check: bool, as_json: boo
     settings = archive_settings(data_dir)
     auditor = build_auditor(settings)
     if auditor is None:
-        raise click.ClickException(f"no audit trail here: {_AWS_PRIVACY_SETTINGS}")
+        raise click.ClickException(f"no audit trail here: {AWS_PRIVACY_SETTINGS}")
     try:
         cid = keys.check_conversation_id(conversation) if conversation else None
         entries = auditor.entries(since=since, conversation_id=cid)
@@ -294,7 +293,7 @@ def _hold_book(settings: Settings) -> "HoldBook":
 
     book = build_holds(settings, build_auditor(settings))
     if book is None:
-        raise click.ClickException(f"no legal holds here: {_AWS_PRIVACY_SETTINGS}")
+        raise click.ClickException(f"no legal holds here: {AWS_PRIVACY_SETTINGS}")
     return book
 
 

@@ -172,3 +172,24 @@ def test_aws_verify_finds_an_erased_call_a_table_restore_brought_back_without_it
     # Its tombstone is back too: a redelivery or sync of the call is refused again.
     tombstone = {"conversation_id": {"S": f"~erased/{digest}"}}
     assert boto3.client("dynamodb").get_item(TableName=TABLE, Key=tombstone).get("Item")
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("missing", ["CALLVAULT_AUDIT_TABLE", "CALLVAULT_TOMBSTONE_KEY"])
+def test_aws_memory_forget_without_the_holds_refuses_and_keeps_a_held_callers_memories(missing: str) -> None:
+    """As `forget`: on AWS the holds and the trail are the audit table, named with the tombstone key;
+    without either, `memory forget` read "no holds" and deleted a held caller's memories, unaudited."""
+    from tests.memory.fake_mem0_platform import API_KEY as MEM0_KEY
+    from tests.memory.fake_mem0_platform import fake_mem0_platform
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["hold", PHONE, "--reason", "case 10"], env=ENV).exit_code == 0
+    with fake_mem0_platform() as (url, platform):
+        platform.memories.append({"id": "m1", "user_id": PHONE, "memory": "Lives in Winona", "metadata": {}})
+        platform_env = {"CALLVAULT_MEMORY_BACKEND": "platform", "CALLVAULT_MEM0_API_KEY": MEM0_KEY}
+        env = {**ENV, **platform_env, "CALLVAULT_MEM0_HOST": url, missing: ""}
+
+        result = runner.invoke(cli, ["memory", "forget", PHONE, "--yes"], env=env)
+
+        assert result.exit_code == 1 and missing in result.output and "nothing was changed" in result.output
+        assert [m["id"] for m in platform.memories] == ["m1"]
