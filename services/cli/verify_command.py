@@ -87,18 +87,22 @@ def _erased_again(settings: "Settings", storage: "Storage", repair: bool) -> lis
     # A hold placed after the erasure (on the caller or the id) covers what a restore brought back:
     # repair leaves those and names the hold (erase would refuse the whole batch).
     holds = {call.conversation_id: eraser.holds.holding(call) for call in plan.calls} if eraser.holds else {}
-    if repair and found:
+    # On AWS the holds and the trail are the audit table: without it, "no hold" is not known, so nothing
+    # is erased (a hold placed since would be ignored, the erasure unaudited).
+    may_erase = eraser.holds is not None and eraser.audit is not None
+    if repair and found and may_erase:
         plan.calls = [call for call in plan.calls if holds.get(call.conversation_id) is None]
         if plan.calls:
             eraser.erase(plan, actor="cli:verify-repair")
     detail = "erased before, present again (a restored backup?): callvault verify --repair erases it again"
+    if not may_erase:
+        detail += "; on AWS --repair needs CALLVAULT_AUDIT_TABLE (it keeps the legal holds)"
     findings = []
     for cid in found:
         hold = holds.get(cid)
         why = f"{detail}; under legal hold {hold.id}, so it is left until released" if hold else detail
-        findings.append(
-            Finding("erased_reappeared", None, f"{eraser.erased.digest(cid)[:16]}: {why}", True, repair and not hold)
-        )
+        repaired = repair and may_erase and not hold
+        findings.append(Finding("erased_reappeared", None, f"{eraser.erased.digest(cid)[:16]}: {why}", True, repaired))
     return findings
 
 

@@ -193,3 +193,26 @@ def test_aws_memory_forget_without_the_holds_refuses_and_keeps_a_held_callers_me
 
         assert result.exit_code == 1 and missing in result.output and "nothing was changed" in result.output
         assert [m["id"] for m in platform.memories] == ["m1"]
+
+
+@pytest.mark.usefixtures("stack")
+def test_aws_verify_repair_without_the_audit_table_leaves_erased_calls_that_came_back() -> None:
+    """The holds are in the audit table: without it, repair read "no holds" and erased a call a hold
+    placed since covers, unaudited. It reports the calls and says what to set instead."""
+    from services.core.domain.models import CallRecord
+
+    runner, index, cid = CliRunner(), DynamoCallIndex(TABLE), "conv_back_under_hold"
+    row = CallRecord(cid, phone=PHONE, started_at=1_751_802_015)
+    index.save_call(row, 1_751_802_100)
+    assert runner.invoke(cli, ["forget", PHONE, "--yes"], env=ENV).exit_code == 0
+    assert runner.invoke(cli, ["hold", PHONE, "--reason", "case 11"], env=ENV).exit_code == 0
+    index.save_call(row, 1_751_802_100)  # a restore brings the row back
+
+    repaired = runner.invoke(cli, ["verify", "--repair", "--json"], env={**ENV, "CALLVAULT_AUDIT_TABLE": ""})
+
+    assert repaired.exit_code == 1, repaired.output
+    (item,) = [i for i in json.loads(repaired.stdout)["items"] if i["kind"] == "erased_reappeared"]
+    assert item["repaired"] is False and "CALLVAULT_AUDIT_TABLE" in item["detail"]
+    assert index.get(cid) is not None
+    trail = runner.invoke(cli, ["audit", "--json"], env=ENV)
+    assert [json.loads(line)["action"] for line in trail.stdout.splitlines()] == ["erase", "hold"]
