@@ -163,6 +163,12 @@ class ArchiveVerifier:
             detail = "the archive holds a newer version than the row" if archive_newer else "versions differ"
             repaired = repair and archive_newer and self._replay(row.transcript_key, head.version)
             yield Finding("archive_and_row_differ", cid, detail, archive_newer, repaired)
+        elif row.started_at is None:
+            # Stored before a call without any time started when first stored: every time range
+            # (listings, retention) leaves it out. A replay of the same version gives it that start.
+            detail = "the call has no start time, so listings and retention leave it out"
+            repaired = repair and self._replay(row.transcript_key, head.version)
+            yield Finding("row_without_start", cid, detail, True, repaired)
 
     def _check_audio(self, row: CallRecord, repair: bool) -> Iterator[Finding]:
         cid = row.conversation_id

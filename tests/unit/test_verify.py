@@ -325,3 +325,16 @@ def test_a_day_object_with_a_line_that_is_not_a_row_is_unreadable_not_a_crash(li
     _repair_then_clean(world, "analytics_unreadable")
     compact_closed_days(world.analytics, now=world.now + 10 * 86_400)  # and merges do not raise on it
     assert world.verify().findings == []
+
+
+def test_a_row_without_a_start_time_left_by_an_earlier_release_is_given_its_first_stored_time() -> None:
+    """Releases before 2f72629 indexed a call whose events named no time without a start: listings and
+    retention never saw it. verify finds such a row and --repair replays it, as ingest now stores it."""
+    world = World()
+    world.deliver(TRANSCRIPTION)
+    row = world.row()
+    world.index.rows[CONV] = replace(row, started_at=None)  # as an earlier release left it
+
+    _repair_then_clean(world, "row_without_start")
+
+    assert world.row().started_at == START  # the document's own start, replayed
