@@ -25,18 +25,19 @@ if TYPE_CHECKING:
 
 class _Commands(click.Group):
     """Errors of the setup, not of the command, as one line that says what to fix: a secret file left
-    empty, a CALLVAULT_* setting that does not parse (pydantic's error, named by its variable), or a
-    store that failed under a command (its CallVaultError message)."""
+    empty, a key file edited into something else, a CALLVAULT_* setting that does not parse (pydantic's
+    error, named by its variable), or a store that failed under a command (its CallVaultError message)."""
 
     def invoke(self, ctx: click.Context) -> object:
         from pydantic import ValidationError
 
         from services.core.domain.errors import CallVaultError
         from services.core.secrets import SecretFileEmpty
+        from services.web.keystore import KeyFileInvalid
 
         try:
             return super().invoke(ctx)
-        except SecretFileEmpty as exc:
+        except (SecretFileEmpty, KeyFileInvalid) as exc:
             raise click.ClickException(str(exc)) from None
         except CallVaultError as exc:
             # A store that failed (a full disk, S3 or DynamoDB refusing) in a command that has no
@@ -128,8 +129,10 @@ def _serve(settings: Settings, listener: "socket.socket", host: str, port: int) 
     from services.local.server import run_server
     from services.local.sync_runtime import build_local_sync
     from services.web.credentials import API_KEY_FILE, configured_api_keys, local_api_key, resolve_local
+    from services.web.keystore import KeyFile
 
     prepare_data_dir(settings)  # before anything opens it: older files made owner-only, a crash's temp files gone
+    KeyFile.in_data_dir(settings.data_dir).all_keys()  # a key file that does not parse: said now, in one line
     url = served_url(host, port)
     record_served_url(settings.data_dir, url)  # `callvault show` links point here
     secrets = secret_list(settings.webhook_secret, None)  # SSM is for AWS; locally the env or the data dir

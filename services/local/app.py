@@ -65,14 +65,16 @@ def create_local_app(
         signing_key = configured_signing_key(settings) or token_source.token_bytes(32)
     local = isinstance(storage.blobs, FsBlobStore)
     analytics = AnalyticsReader.local(settings.data_dir) if local else None
+    logger = get_logger("callvault", settings.log_level)
+    key_file = KeyFile.in_data_dir(settings.data_dir, on_invalid=lambda exc: logger.error(str(exc)))
     app = create_app(
         settings,
         storage,
-        api_keys=ApiKeys(api_key_hashes, managed=KeyFile.in_data_dir(settings.data_dir).entries),
+        api_keys=ApiKeys(api_key_hashes, managed=key_file.entries),
         cursors=CursorCodec(signing_key),
         links=build_link_signer(settings, storage, signing_key, clock),
         clock=clock,
-        logger=get_logger("callvault", settings.log_level),
+        logger=logger,
         analytics=analytics,
     )
     archiver = build_archiver(

@@ -3,6 +3,8 @@
 Each key is kept as its SHA-256 with an id, a name, a role and its creation and revocation times; the
 key itself is shown once, by ``create``, and never stored. ``callvault serve`` reads the file again
 whenever it changes (one ``stat`` per check), so a key created or revoked while it runs counts at once.
+A file that does not parse (edited by hand) is refused in one line by every command, and by a running
+``serve`` for the managed keys only (fail closed): the generated and configured keys go on working.
 """
 
 import contextlib
@@ -20,6 +22,16 @@ from .auth import HASH_PREFIX, KeyEntry, Role, hash_key, parse_role
 
 KEYS_FILE = "api-keys.json"
 KEY_PREFIX = "cvk_"
+
+
+class KeyFileInvalid(ValueError):
+    """``api-keys.json`` does not hold what ``callvault keys`` writes; the message says what to do."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(
+            f"{path} is not a valid key file ({detail}); restore it from a backup or repair it by hand "
+            "(it holds no key itself: removing it revokes every key `callvault keys create` made)"
+        )
 
 
 @dataclass(frozen=True)
@@ -44,18 +56,24 @@ class ManagedKey:
 
 
 class KeyFile:
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], float] = time.time,
+        on_invalid: Callable[[KeyFileInvalid], None] | None = None,
+    ) -> None:
         self.path = path
         self._clock = clock
+        self._on_invalid = on_invalid  # told once per change of a file that does not parse
         self._seen: tuple[int, int] | None = None
         self._entries: tuple[KeyEntry, ...] = ()
 
     @classmethod
-    def in_data_dir(cls, data_dir: Path) -> "KeyFile":
-        return cls(data_dir / KEYS_FILE)
+    def in_data_dir(cls, data_dir: Path, on_invalid: Callable[[KeyFileInvalid], None] | None = None) -> "KeyFile":
+        return cls(data_dir / KEYS_FILE, on_invalid=on_invalid)
 
     def entries(self) -> tuple[KeyEntry, ...]:
-        """The active keys, re-read only when the file changed."""
+        """The active keys, re-read only when the file changed; none while it does not parse."""
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -63,8 +81,13 @@ class KeyFile:
             return ()
         seen = (st.st_mtime_ns, st.st_size)
         if seen != self._seen:
-            self._entries = tuple(k.entry() for k in self.all_keys() if k.active)
             self._seen = seen
+            try:
+                self._entries = tuple(k.entry() for k in self.all_keys() if k.active)
+            except KeyFileInvalid as exc:
+                self._entries = ()  # fail closed: no managed key, rather than a 500 for every request
+                if self._on_invalid is not None:
+                    self._on_invalid(exc)
         return self._entries
 
     def all_keys(self) -> list[ManagedKey]:
@@ -72,8 +95,18 @@ class KeyFile:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return []
-        keys = orjson.loads(raw).get("keys", []) if raw.strip() else []
-        return [ManagedKey(**{**k, "role": parse_role(k["role"])}) for k in keys]
+        if not raw.strip():
+            return []
+        try:
+            keys = orjson.loads(raw).get("keys", [])
+            records = [ManagedKey(**{**k, "role": parse_role(k["role"])}) for k in keys]
+            for record in records:
+                bytes.fromhex(record.sha256)
+        except orjson.JSONDecodeError as exc:
+            raise KeyFileInvalid(self.path, f"not JSON: {exc}") from None
+        except (AttributeError, TypeError, KeyError, ValueError):
+            raise KeyFileInvalid(self.path, 'not {"keys": [...]} as `callvault keys create` writes it') from None
+        return records
 
     def create(self, name: str, role: Role) -> tuple[str, ManagedKey]:
         """A new random key (returned once) and its record."""

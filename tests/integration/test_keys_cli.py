@@ -30,3 +30,16 @@ def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
     assert api_keys.lookup(key) is None
     assert runner.invoke(cli, ["keys", "revoke", "--data-dir", str(tmp_path), "key_nope"]).exit_code == 1
     assert "revoked" in runner.invoke(cli, ["keys", "list", "--data-dir", str(tmp_path)]).output
+
+
+def test_keys_cli_and_serve_refuse_a_broken_key_file_in_one_line(tmp_path: Path) -> None:
+    SqliteCallIndex(tmp_path / "index.sqlite3").close()
+    (tmp_path / "api-keys.json").write_text('{"keys": [')
+    runner = CliRunner()
+    for args in (["keys", "list"], ["keys", "create", "--name", "qa"], ["serve", "--port", "0"]):
+        result = runner.invoke(cli, [*args, "--data-dir", str(tmp_path)])
+        assert result.exit_code == 1, (args, result.output)
+        assert "api-keys.json is not a valid key file" in result.stderr, (args, result.output)
+        assert "Traceback" not in result.output and result.exception is not None
+        assert isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "webhook-secret").exists()  # serve stopped before generating anything

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from services.web.auth import ApiKeys
-from services.web.keystore import KeyFile
+from services.web.auth import ApiKeys, hash_key
+from services.web.keystore import KeyFile, KeyFileInvalid
 
 
 def test_web_keystore_create_stores_only_the_hash_owner_only(tmp_path: Path) -> None:
@@ -36,3 +36,28 @@ def test_web_keystore_revoked_key_stops_working_in_a_running_app(tmp_path: Path)
 def test_web_keystore_revoking_an_unknown_id_raises(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
         KeyFile.in_data_dir(tmp_path).revoke("key_nope")
+
+
+@pytest.mark.parametrize(
+    "text", ['{"keys": [', "[]", '{"keys": [{"id": "key_1"}]}', '{"keys": [{"id": "k", "role": "boss"}]}']
+)
+def test_web_keystore_a_file_edited_into_something_else_is_refused_by_name(tmp_path: Path, text: str) -> None:
+    keys = KeyFile.in_data_dir(tmp_path)
+    keys.path.write_text(text)
+    with pytest.raises(KeyFileInvalid, match=r"api-keys\.json is not a valid key file"):
+        keys.all_keys()
+    with pytest.raises(KeyFileInvalid):
+        keys.create("qa", "read")  # nothing written over what the operator may still repair
+    assert keys.path.read_text() == text
+
+
+def test_web_keystore_a_broken_file_fails_closed_for_managed_keys_only_and_is_told_once(tmp_path: Path) -> None:
+    store = KeyFile.in_data_dir(tmp_path)
+    managed_key, _record = store.create("qa", "admin")
+    told: list[KeyFileInvalid] = []
+    api_keys = ApiKeys([hash_key("cvk_configured")], managed=KeyFile.in_data_dir(tmp_path, told.append).entries)
+    assert api_keys.lookup(managed_key) is not None
+    store.path.write_text(store.path.read_text()[:-5])  # a hand edit gone wrong
+    assert api_keys.lookup(managed_key) is None  # not a 500 for every request
+    assert api_keys.authenticate("cvk_configured").role == "admin"
+    assert len(told) == 1 and "api-keys.json" in str(told[0])
