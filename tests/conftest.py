@@ -2,12 +2,22 @@
 (a real DynamoDB implementation) per session, each started only when a test asks for it and stopped
 by its pid (``tests/conftest_seaweed.py``, ``tests/conftest_dynalite.py``)."""
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest_dynalite import dynalite_binary, missing, run_dynalite
 from tests.conftest_seaweed import SeaweedS3, run_seaweed, weed_binary
+
+
+@pytest.fixture
+def owner_only_umask() -> Iterator[None]:
+    """The umask every `callvault` command runs under (the CLI group sets it), for a data dir a test
+    builds in-process and hands to `callvault verify`, which reports what group or others can read."""
+    previous = os.umask(0o077)
+    yield
+    os.umask(previous)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,8 @@ from services.cli.options import DATA_DIR_OPTION, progress_bars, require_archive
 @DATA_DIR_OPTION
 def verify(repair: bool, as_json: bool, data_dir: Path | None) -> None:
     """Check the whole archive: every row against its objects, every object against its row, parked
-    audio, temp files, and the analytics tables against the index.
+    audio, temp files, the analytics tables against the index, and (local) that only the owner can
+    read the data dir's files.
 
     Works on the local data dir or, with CALLVAULT_BACKEND=aws, on the bucket and table. Exits 0 when
     everything agrees (or, with --repair, once every finding was repaired), 1 otherwise.
@@ -61,12 +62,37 @@ def verify(repair: bool, as_json: bool, data_dir: Path | None) -> None:
             sweep_data_dir(settings.data_dir, time.time())
         for path in leftovers.temp_files:
             report.findings.append(Finding("temp_file", None, f"left by a crash: {path.name}", True, repair))
+        report.findings.extend(_loose_permissions(settings.data_dir, repair))
     summary = report.to_dict()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         _print(summary, repair)
     sys.exit(1 if report.unresolved else 0)
+
+
+def _loose_permissions(data_dir: Path, repair: bool) -> list["Finding"]:
+    """Files or folders group or others can read, every file checked (``serve``'s start trusts the files
+    of owner-only folders): one finding for all, naming the first; ``repair`` makes them owner-only."""
+    from services.ingest.verify import Finding
+    from services.local.hygiene import find_loose_permissions, tighten_permissions
+
+    loose = find_loose_permissions(data_dir)
+    if not loose:
+        return []
+    left = loose
+    if repair:
+        tighten_permissions(data_dir, every_file=True)
+        left = find_loose_permissions(data_dir)  # what chmod could not change (another owner's)
+    example = left[0] if left else loose[0]
+    shown = example.relative_to(data_dir).as_posix() if example != data_dir else "the data dir itself"
+    detail = (
+        f"{len(loose)} file(s) or folder(s) group or others can read, e.g. {shown}: "
+        "callvault verify --repair makes them owner-only (0600/0700)"
+    )
+    if left and repair:
+        detail += f"; {len(left)} could not be changed (owned by another user?): chown them to this one"
+    return [Finding("loose_permissions", None, detail, True, repair and not left)]
 
 
 def _erased_again(settings: "Settings", storage: "Storage", repair: bool) -> list["Finding"]:

@@ -55,7 +55,7 @@ def _verify(settings: Settings) -> subprocess.CompletedProcess[bytes]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, owner_only_umask: None) -> Settings:
     return Settings(data_dir=tmp_path / "data", memory_backend="none")
 
 

@@ -122,8 +122,8 @@ READ, LISTEN, ADMIN = "cvk_role-read", "cvk_role-listen", "cvk_role-admin"
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+def data_dir(tmp_path: Path, owner_only_umask: None) -> Path:
+    return tmp_path / "data"  # written as `serve` writes it: owner-only
 
 
 @pytest.fixture

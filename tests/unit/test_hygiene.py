@@ -4,6 +4,7 @@ and fresh temp files stay; every local file and folder ends up owner-only.
 Times are explicit (``now`` passed in, mtimes set with ``os.utime``): nothing here waits or measures.
 """
 
+import json
 import os
 import sqlite3
 import stat
@@ -265,3 +266,24 @@ def test_hygiene_every_command_creates_owner_only_files_and_restores_the_umask(
     wrong = {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in entries if stat.S_IMODE(p.stat().st_mode) & 0o077}
     assert wrong == {}
     assert os.umask(0o022) == 0o022
+
+
+def test_hygiene_verify_finds_a_readable_file_serve_trusts_and_repair_makes_it_owner_only(tmp_path: Path) -> None:
+    """A file copied into an owner-only folder with another umask is never looked at by `serve`'s start
+    (its folder is 0700): `verify` checks every file, and `--repair` takes group and other access off."""
+    data = tmp_path / "data"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["import", str(FIXTURES), "--data-dir", str(data)]).exit_code == 0
+    odd = next(data.glob("archive/*/*.json"))
+    odd.chmod(0o644)
+
+    found = runner.invoke(cli, ["verify", "--json", "--data-dir", str(data)])
+    assert found.exit_code == 1, found.output
+    items = [item for item in json.loads(found.stdout)["items"] if item["kind"] == "loose_permissions"]
+    assert len(items) == 1 and items[0]["repairable"] and not items[0]["repaired"]
+    assert odd.relative_to(data).as_posix() in items[0]["detail"]
+
+    repaired = runner.invoke(cli, ["verify", "--repair", "--data-dir", str(data)])
+    assert repaired.exit_code == 0, repaired.output
+    assert stat.S_IMODE(odd.stat().st_mode) == 0o600
+    assert runner.invoke(cli, ["verify", "--data-dir", str(data)]).exit_code == 0
