@@ -1,5 +1,6 @@
 """The ``callvault`` command: run the local archive, sign test payloads, import saved calls."""
 
+import errno
 import json
 import os
 import signal
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
 
 class _Commands(click.Group):
     """Errors of the setup, not of the command, as one line that says what to fix: a secret file left
-    empty, a key file edited into something else, a CALLVAULT_* setting that does not parse (pydantic's
-    error, named by its variable), or a store that failed under a command (its CallVaultError message)."""
+    empty, a key file edited into something else, a data dir that cannot be written (read-only, another
+    user's, a full disk), a CALLVAULT_* setting that does not parse (pydantic's error, named by its
+    variable), or a store that failed under a command (its CallVaultError message)."""
 
     def invoke(self, ctx: click.Context) -> object:
         from pydantic import ValidationError
@@ -43,6 +45,11 @@ class _Commands(click.Group):
             # A store that failed (a full disk, S3 or DynamoDB refusing) in a command that has no
             # answer of its own for it: the message, written for users, not a traceback.
             raise click.ClickException(f"{exc.message} (the command is safe to run again once that is fixed)") from None
+        except OSError as exc:
+            if (advice := _ADVICE.get(exc.errno or 0)) is None:
+                raise
+            where = f": {exc.filename}" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror}{where}; {advice}") from None
         except ValidationError as exc:
             if exc.title != Settings.__name__:
                 raise
@@ -51,6 +58,16 @@ class _Commands(click.Group):
                 for error in exc.errors()
             )
             raise click.ClickException(f"bad settings: {problems} (set in the environment)") from None
+
+
+# What to do when the data dir (or a file a command was given) cannot be written, by errno.
+_ADVICE = {
+    errno.EROFS: "remount it read-write, or pass another --data-dir",
+    errno.EACCES: "run as the user who owns the data dir, or pass another --data-dir",
+    errno.EPERM: "run as the user who owns the data dir, or pass another --data-dir",
+    errno.ENOSPC: "free some space, or pass another --data-dir",
+    errno.EDQUOT: "free some space, or pass another --data-dir",
+}
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})

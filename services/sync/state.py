@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS sync_state (
 class SqliteSyncState:
     def __init__(self, path: Path) -> None:
         self._db = SqliteDatabase(path, "the local index")
-        self._db.connection().executescript(_SCHEMA)
+        self._db.apply_schema(_SCHEMA)
 
     def get_watermark(self, scope: str) -> int | None:
         row = self._db.execute("SELECT watermark FROM sync_state WHERE scope = ?", (scope,)).fetchone()

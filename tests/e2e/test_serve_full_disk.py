@@ -158,3 +158,30 @@ def test_a_busy_or_forbidden_data_dir_is_not_put_down_to_a_nearly_full_disk(
     except DataDirUnusable as unusable:
         assert disk_full_message(tmp_path, unusable) is None
     assert disk_full_message(tmp_path, sqlite3.OperationalError("disk I/O error")) is not None  # no errno: space
+
+
+def test_commands_on_a_read_only_data_dir_say_so_in_one_line(tmp_path: Path) -> None:
+    """`verify`, `calls` and `import` on a data dir mounted read-only printed a traceback ending in "the
+    local index cannot be opened" (SQLite's WAL writes a -shm even to read), or in the OSError of the
+    signing key `calls` generates."""
+    from click.testing import CliRunner
+
+    from services.cli.main import cli
+    from tests.support import FIXTURES
+
+    runner = CliRunner()
+    written, data_dir = tmp_path / "written", tmp_path / "read-only"
+    assert runner.invoke(cli, ["import", str(FIXTURES), "--data-dir", str(written)]).exit_code == 0
+    data_dir.mkdir()
+    if subprocess.run(["mount", "--bind", str(written), str(data_dir)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount here")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(data_dir)], check=True)
+        for args in (["verify"], ["calls"], ["import", str(FIXTURES)]):
+            result = runner.invoke(cli, [*args, "--data-dir", str(data_dir)])
+            assert result.exit_code == 1, (args, result.output)
+            assert isinstance(result.exception, SystemExit), (args, result.exception)
+            said = " ".join(result.stderr.split())  # the index, the audit trail or a secret's file
+            assert "Traceback" not in said and "read-only file system" in said.lower(), (args, said)
+    finally:
+        subprocess.run(["umount", "-l", str(data_dir)], check=False)

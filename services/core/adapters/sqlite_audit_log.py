@@ -45,7 +45,7 @@ class SqliteAuditLog:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db = SqliteDatabase(path, "the audit trail")
-        self._db.connection().executescript(_SCHEMA)
+        self._db.apply_schema(_SCHEMA)
 
     def append(self, action: str, actor: str, subjects: Sequence[str], detail: Detail, now: int) -> AuditEntry:
         conn = self._db.connection()

@@ -104,14 +104,17 @@ class SqliteCallIndex:
         # Queueing this process's writers on a lock instead hands the write lock over at once.
         self._write_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.executescript(_TABLE)
-            # Index files written by older versions lack newer columns: add them in place.
-            present = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
-            for column in COLUMNS:
-                if column not in present:
-                    conn.execute(f"ALTER TABLE calls ADD COLUMN {column} {_COLUMN_TYPES.get(column, 'TEXT')}")
-            conn.executescript(_INDEXES)
+        try:
+            with self._connect() as conn:
+                conn.executescript(_TABLE)
+                # Index files written by older versions lack newer columns: add them in place.
+                present = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+                for column in COLUMNS:
+                    if column not in present:
+                        conn.execute(f"ALTER TABLE calls ADD COLUMN {column} {_COLUMN_TYPES.get(column, 'TEXT')}")
+                conn.executescript(_INDEXES)
+        except sqlite3.Error as exc:
+            raise self._db.cannot_open() from exc
 
     def _connect(self) -> sqlite3.Connection:
         return self._db.connection()

@@ -62,15 +62,26 @@ class SqliteDatabase:
                 conn.execute("PRAGMA secure_delete=ON")
                 conn.row_factory = sqlite3.Row
             except sqlite3.Error as exc:
-                raise StorageUnavailable(f"{self.what} cannot be opened") from exc
+                raise self.cannot_open() from exc
             self._local.conn = conn
         return conn
+
+    def apply_schema(self, script: str) -> None:
+        """Create what is absent (``CREATE ... IF NOT EXISTS``); a failure is ``StorageUnavailable``
+        that says why where it can (a read-only data dir), as one from ``connection()`` is."""
+        try:
+            self.connection().executescript(script)
+        except sqlite3.Error as exc:
+            raise self.cannot_open() from exc
+
+    def cannot_open(self) -> StorageUnavailable:
+        return StorageUnavailable(f"{self.what} cannot be opened{_unwritable(self.path)}")
 
     def execute(self, sql: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> sqlite3.Cursor:
         try:
             return self.connection().execute(sql, params)
         except sqlite3.Error as exc:
-            raise StorageUnavailable(f"{self.what} is unavailable") from exc
+            raise StorageUnavailable(f"{self.what} is unavailable{_unwritable(self.path)}") from exc
 
     def checkpoint(self, wait_ms: int = CHECKPOINT_WAIT_MS) -> bool:
         """Write every WAL frame into the database file and truncate the WAL to zero bytes, so rows
@@ -102,6 +113,21 @@ class SqliteDatabase:
 # SQLite creates these beside the database with the database's own mode (it fchmods them to match,
 # whatever the umask), so a database readable by others spreads that to its journal and WAL.
 _SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _unwritable(path: Path) -> str:
+    """Why a database cannot be opened when its folder is the reason (SQLite only says "unable to open
+    database file"): WAL mode writes a ``-shm`` beside the file even to read it. Empty otherwise."""
+    folder = path.parent
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return ""
+    if read_only:
+        return ": its folder is on a read-only file system (SQLite writes beside the file even to read it)"
+    if folder.is_dir() and not os.access(folder, os.W_OK):
+        return ": this user may not write in its folder (SQLite writes beside the file even to read it)"
+    return ""
 
 
 def make_private(path: Path) -> None:

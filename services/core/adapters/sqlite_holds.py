@@ -26,7 +26,7 @@ class SqliteHolds:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db = SqliteDatabase(path, "the privacy database")
-        self._db.connection().executescript(_SCHEMA)
+        self._db.apply_schema(_SCHEMA)
 
     def place(self, hold: Hold) -> None:
         marks = ", ".join("?" * len(_FIELDS))

@@ -22,7 +22,7 @@ class SqliteTombstones:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db = SqliteDatabase(path, "the privacy database")
-        self._db.connection().executescript(_SCHEMA)
+        self._db.apply_schema(_SCHEMA)
 
     def add(self, digests: Sequence[str], now: int) -> None:
         conn = self._db.connection()
