@@ -67,9 +67,17 @@ CONVERSATION_ID = ConversationIdType()
 
 
 def settings_for(data_dir: Path | None) -> Settings:
-    """The environment's settings, with ``--data-dir`` (when given) taking precedence."""
+    """The environment's settings, with ``--data-dir`` (when given) taking precedence. A data dir that
+    is a file is refused here, naming where it came from (click checks only the option's value)."""
     settings = Settings()
-    return settings.model_copy(update={"data_dir": data_dir}) if data_dir is not None else settings
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    if settings.backend == "local" and settings.data_dir.exists() and not settings.data_dir.is_dir():
+        raise click.ClickException(
+            f"the data dir {settings.data_dir} (from {_source(data_dir)}) is a file, not a folder: "
+            "point it at the folder `callvault serve` uses, or at a new one"
+        )
+    return settings
 
 
 INDEX_FILE = "index.sqlite3"  # what `serve` and `import` create first in a data dir (core.wiring)
@@ -87,16 +95,20 @@ def archive_settings(data_dir: Path | None, hint: str = "") -> Settings:
 def require_archive(settings: Settings, data_dir: Path | None, hint: str = "") -> None:
     if (settings.data_dir / INDEX_FILE).is_file() or (settings.data_dir / "analytics").is_dir():
         return
-    if data_dir is not None:
-        source = "--data-dir"
-    elif os.environ.get("CALLVAULT_DATA_DIR"):
-        source = "CALLVAULT_DATA_DIR"
-    else:
-        source = "the default, ./callvault-data"
     raise click.ClickException(
-        f"no archive in {settings.data_dir.absolute()} (from {source}). Point at the data dir `callvault serve` "
-        "uses (it prints 'data in DIR' when it starts): --data-dir DIR or CALLVAULT_DATA_DIR=DIR" + hint
+        f"no archive in {settings.data_dir.absolute()} (from {_source(data_dir)}). Point at the data dir "
+        "`callvault serve` uses (it prints 'data in DIR' when it starts): --data-dir DIR or CALLVAULT_DATA_DIR=DIR"
+        + hint
     )
+
+
+def _source(data_dir: Path | None) -> str:
+    """Where the data dir came from, for an error that names it."""
+    if data_dir is not None:
+        return "--data-dir"
+    if os.environ.get("CALLVAULT_DATA_DIR"):
+        return "CALLVAULT_DATA_DIR"
+    return "the default, ./callvault-data"
 
 
 def confirm(question: str) -> None:

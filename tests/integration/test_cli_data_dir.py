@@ -67,6 +67,26 @@ def test_no_archive_in_the_given_data_dir(elsewhere: Path, args: list[str], monk
     assert list(elsewhere.iterdir()) == []
 
 
+WRITERS = [["serve", "--port", "0"], ["import", "."], ["verify"], ["sync"], ["sign", "-"]]
+
+
+@pytest.mark.parametrize("args", READERS + WRITERS, ids=lambda a: "-".join(a[:2]))
+def test_a_data_dir_that_is_a_file_is_one_line_naming_its_source(
+    elsewhere: Path, args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CALLVAULT_DATA_DIR (or the default) naming a file: `import` ended in NotADirectoryError's
+    traceback and `serve` said "File exists"; click checks only the --data-dir option's value."""
+    (elsewhere / "callvault-data").write_text("not a folder")
+    result = CliRunner().invoke(cli, args, input="{}")
+    assert result.exit_code == 1, result.output
+    assert "the data dir callvault-data (from the default, ./callvault-data) is a file, not a folder" in result.stderr
+    monkeypatch.setenv("CALLVAULT_DATA_DIR", str(elsewhere / "callvault-data"))
+    result = CliRunner().invoke(cli, args, input="{}")
+    assert result.exit_code == 1, result.output
+    assert f"{elsewhere / 'callvault-data'} (from CALLVAULT_DATA_DIR) is a file, not a folder" in result.stderr
+    assert [p.name for p in elsewhere.iterdir()] == ["callvault-data"]
+
+
 def test_athena_without_aws_settings_is_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CALLVAULT_"))}
     env |= {"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
