@@ -3,6 +3,7 @@
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,24 @@ class Settings(BaseSettings):
     retention_rules_param: str | None = Field(None, description="aws: SSM parameter holding the retention rules")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("public_url", "memory_llm_base_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value  # `export X=` unsets
+
+    @field_validator("public_url", "mem0_host", "elevenlabs_base_url", "memory_llm_base_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str | None) -> str | None:
+        # "calls.example.org" alone would make every file link relative to the page that shows it.
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"expected an absolute http:// or https:// URL (e.g. https://calls.example.org), not {value!r}"
+            )
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -122,6 +122,10 @@ def test_serve_refuses_an_empty_secret_file_in_one_line(tmp_path: Path) -> None:
         ("CALLVAULT_ANALYTICS_COMPACT_INTERVAL", "1e12"),
         ("CALLVAULT_LOG_LEVEL", "LOUD"),
         ("CALLVAULT_BACKEND", "s3"),
+        ("CALLVAULT_PUBLIC_URL", "calls.example.org"),  # every file link would be relative to its page
+        ("CALLVAULT_PUBLIC_URL", "ftp://calls.example.org"),
+        ("CALLVAULT_ELEVENLABS_BASE_URL", "api.elevenlabs.io"),
+        ("CALLVAULT_MEM0_HOST", "https://"),
     ],
 )
 def test_a_bad_setting_stops_any_command_with_one_line_naming_it(variable: str, value: str, tmp_path: Path) -> None:
@@ -132,6 +136,15 @@ def test_a_bad_setting_stops_any_command_with_one_line_naming_it(variable: str, 
     result = CliRunner().invoke(cli, ["calls", "--data-dir", str(tmp_path)], env={variable: value})
     assert result.exit_code == 1 and f"bad settings: {variable}:" in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_a_url_setting_left_empty_is_unset_and_a_full_one_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.core.config import Settings
+
+    monkeypatch.setenv("CALLVAULT_PUBLIC_URL", "")
+    assert Settings().public_url is None
+    monkeypatch.setenv("CALLVAULT_PUBLIC_URL", "https://calls.example.org/vault")
+    assert Settings().public_url == "https://calls.example.org/vault"
 
 
 def test_the_log_level_may_be_written_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
