@@ -99,3 +99,33 @@ def test_athena_without_aws_settings_is_one_line(tmp_path: Path) -> None:
             "Error: --athena needs AWS settings: a region (AWS_REGION, or a profile's region), credentials, and "
             "CALLVAULT_ATHENA_WORKGROUP / CALLVAULT_ATHENA_DATABASE if not the defaults (docs/analytics.md)"
         ]
+
+
+def test_a_damaged_index_says_what_to_do_and_verify_repair_rebuilds_it(tmp_path: Path) -> None:
+    """An index.sqlite3 that is not a database (a bad copy, a disk fault) ended every command in a
+    traceback, then in "the local index cannot be opened" alone: now why, and the way back."""
+    from tests.support import FIXTURES
+
+    data = tmp_path / "data"
+    runner = CliRunner()
+    # In another process, as an operator's earlier run: one still open here would serve pages from its WAL.
+    subprocess.run([sys.executable, "-m", "services.cli", "import", str(FIXTURES), "--data-dir", str(data)], check=True)
+    index = data / "index.sqlite3"
+    index.write_bytes(os.urandom(8192))
+    for args in (["calls"], ["verify"], ["import", str(FIXTURES)]):
+        result = runner.invoke(cli, [*args, "--data-dir", str(data)])
+        said = " ".join(result.stderr.split())
+        assert result.exit_code == 1 and "Traceback" not in said, (args, result.output)
+        assert "index.sqlite3 is damaged or not a SQLite database" in said, (args, said)
+        assert "move it aside and run `callvault verify --repair`" in said, (args, said)
+
+    index.rename(data / "index.damaged")
+    assert runner.invoke(cli, ["verify", "--repair", "--data-dir", str(data)]).exit_code == 0
+    listed = runner.invoke(cli, ["calls", "--json", "--data-dir", str(data)])
+    assert listed.exit_code == 0 and "conv_01jzfrjvcce0vsea1fcbpp9p04" in listed.stdout
+
+    (data / "privacy.sqlite3").write_bytes(os.urandom(8192))  # tombstones and holds: no rebuilding those
+    result = runner.invoke(cli, ["verify", "--data-dir", str(data)])
+    assert result.exit_code == 1 and result.stderr.strip().endswith(
+        "privacy.sqlite3 is damaged or not a SQLite database; restore it from a backup"
+    ), result.output

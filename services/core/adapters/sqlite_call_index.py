@@ -99,7 +99,13 @@ WHERE calls.archive_prefix IS NULL
 class SqliteCallIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = SqliteDatabase(path, "the local index")
+        self._db = SqliteDatabase(
+            path,
+            "the local index",
+            # Every row is derived from the archive's files (the memory jobs queued in it are not).
+            if_damaged="restore it from a backup, or move it aside and run `callvault verify --repair`, which "
+            "rebuilds it from the archive (caller-memory jobs still queued in it are lost)",
+        )
         # SQLite takes one writer at a time; a waiting writer sleeps in its busy handler (ms steps).
         # Queueing this process's writers on a lock instead hands the write lock over at once.
         self._write_lock = threading.Lock()
@@ -114,7 +120,7 @@ class SqliteCallIndex:
                         conn.execute(f"ALTER TABLE calls ADD COLUMN {column} {_COLUMN_TYPES.get(column, 'TEXT')}")
                 conn.executescript(_INDEXES)
         except sqlite3.Error as exc:
-            raise self._db.cannot_open() from exc
+            raise self._db.cannot_open(exc) from exc
 
     def _connect(self) -> sqlite3.Connection:
         return self._db.connection()

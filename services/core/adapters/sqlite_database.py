@@ -44,9 +44,10 @@ class SqliteDatabase:
     answer 200; NORMAL could lose it on power loss). SQLite errors become ``StorageUnavailable``
     naming ``what``, never quoting the SQL or its values."""
 
-    def __init__(self, path: Path, what: str) -> None:
+    def __init__(self, path: Path, what: str, if_damaged: str = "restore it from a backup") -> None:
         self.path = path
         self.what = what
+        self.if_damaged = if_damaged  # what to do about a file that is not a database (any more)
         self._local = threading.local()
 
     def connection(self) -> sqlite3.Connection:
@@ -62,7 +63,7 @@ class SqliteDatabase:
                 conn.execute("PRAGMA secure_delete=ON")
                 conn.row_factory = sqlite3.Row
             except sqlite3.Error as exc:
-                raise self.cannot_open() from exc
+                raise self.cannot_open(exc) from exc
             self._local.conn = conn
         return conn
 
@@ -72,16 +73,23 @@ class SqliteDatabase:
         try:
             self.connection().executescript(script)
         except sqlite3.Error as exc:
-            raise self.cannot_open() from exc
+            raise self.cannot_open(exc) from exc
 
-    def cannot_open(self) -> StorageUnavailable:
-        return StorageUnavailable(f"{self.what} cannot be opened{_unwritable(self.path)}")
+    def cannot_open(self, exc: sqlite3.Error) -> StorageUnavailable:
+        return StorageUnavailable(f"{self.what} cannot be opened{self._why(exc)}")
+
+    def _why(self, exc: sqlite3.Error) -> str:
+        """Why, and what to do, where SQLite's error (or the folder) tells; empty otherwise. Error path only."""
+        message = str(exc)
+        if "file is not a database" in message or "malformed" in message:
+            return f": {self.path.name} is damaged or not a SQLite database; {self.if_damaged}"
+        return _unwritable(self.path)
 
     def execute(self, sql: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> sqlite3.Cursor:
         try:
             return self.connection().execute(sql, params)
         except sqlite3.Error as exc:
-            raise StorageUnavailable(f"{self.what} is unavailable{_unwritable(self.path)}") from exc
+            raise StorageUnavailable(f"{self.what} is unavailable{self._why(exc)}") from exc
 
     def checkpoint(self, wait_ms: int = CHECKPOINT_WAIT_MS) -> bool:
         """Write every WAL frame into the database file and truncate the WAL to zero bytes, so rows
