@@ -68,10 +68,15 @@ def list_(data_dir: Path | None, as_json: bool) -> None:
 def revoke(data_dir: Path | None, key_id: str) -> None:
     """Revoke a key by its id (from `callvault keys list`); effective at once, also for its sessions."""
     settings = archive_settings(data_dir)
+    key_file = KeyFile.in_data_dir(settings.data_dir)
+    earlier = next((k for k in key_file.all_keys() if k.id == key_id and not k.active), None)
+    if earlier is not None:  # nothing changes: no second "key_revoke" in the audit trail
+        click.echo(f"{earlier.id} ({earlier.name}) was revoked already, {_when(earlier.revoked_at)}", err=True)
+        return
     try:
-        record = KeyFile.in_data_dir(settings.data_dir).revoke(key_id)
+        record = key_file.revoke(key_id)
     except KeyError:
-        raise click.ClickException(f"no key with id {key_id}") from None
+        raise click.ClickException(f"no key with id {key_id}: `callvault keys list` shows the ids") from None
     _audit(settings, "key_revoke", {"key_id": record.id, "role": record.role})
     click.echo(f"Revoked {record.id} ({record.name})", err=True)
 

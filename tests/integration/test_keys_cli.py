@@ -43,3 +43,18 @@ def test_keys_cli_and_serve_refuse_a_broken_key_file_in_one_line(tmp_path: Path)
         assert "Traceback" not in result.output and result.exception is not None
         assert isinstance(result.exception, SystemExit)
     assert not (tmp_path / "webhook-secret").exists()  # serve stopped before generating anything
+
+
+def test_keys_cli_revoking_twice_says_so_and_audits_one_revocation(tmp_path: Path) -> None:
+    SqliteCallIndex(tmp_path / "index.sqlite3").close()
+    runner, env = CliRunner(), {"CALLVAULT_MEMORY_BACKEND": "none"}
+    data = ["--data-dir", str(tmp_path)]
+    assert runner.invoke(cli, ["keys", "create", "--name", "qa", *data], env=env).exit_code == 0
+    key_id = json.loads(runner.invoke(cli, ["keys", "list", "--json", *data], env=env).stdout)["id"]
+    first = runner.invoke(cli, ["keys", "revoke", key_id, *data], env=env)
+    assert first.exit_code == 0 and f"Revoked {key_id}" in first.stderr
+    again = runner.invoke(cli, ["keys", "revoke", key_id, *data], env=env)
+    assert again.exit_code == 0 and f"{key_id} (qa) was revoked already" in again.stderr, again.output
+    trail = runner.invoke(cli, ["audit", "--json", *data], env=env)
+    actions = [json.loads(line)["action"] for line in trail.stdout.splitlines()]
+    assert actions == ["key_create", "key_revoke"], actions
