@@ -305,6 +305,7 @@ def sign(file: BinaryIO, secret: str | None, data_dir: Path | None, timestamp: i
         -H "content-type: application/json" --data-binary @call.json
     """
     from services.core.domain import signing
+    from services.core.secrets import kept_secret
     from services.core.wiring import WEBHOOK_SECRET_FILE
 
     if secret is None:
@@ -314,10 +315,13 @@ def sign(file: BinaryIO, secret: str | None, data_dir: Path | None, timestamp: i
                 f"no secret at {path}: pass --secret, set CALLVAULT_WEBHOOK_SECRET, or --data-dir the folder "
                 "`callvault serve` uses (it creates webhook-secret there when it first starts)"
             )
-        secret = path.read_text(encoding="utf-8").strip()
-    first_secret = secret.split(",")[0].strip()
+        secret = kept_secret(path)  # an empty file is refused, as `serve` refuses it
+    # The first of a rotation's list, read as `serve` reads it: blanks are no secret.
+    secrets = [part.strip() for part in secret.split(",") if part.strip()]
+    if not secrets:
+        raise click.UsageError("the secret is empty: pass the webhook secret `serve` uses (--secret or its file)")
     body = file.read()
-    click.echo(signing.sign(body, first_secret, timestamp if timestamp is not None else int(time.time())))
+    click.echo(signing.sign(body, secrets[0], timestamp if timestamp is not None else int(time.time())))
 
 
 @cli.command(name="import")

@@ -32,7 +32,8 @@ class SecretFileEmpty(Exception):
     """A secret's file exists and holds nothing: keyed with "", every check would pass."""
 
 
-def _kept(path: Path) -> str:
+def kept_secret(path: Path) -> str:
+    """The secret kept in ``path``; ``SecretFileEmpty`` if the file holds nothing."""
     value = path.read_text(encoding="utf-8").strip()
     if not value:
         raise SecretFileEmpty(
@@ -52,7 +53,7 @@ def local_secret(data_dir: Path, name: str, prefix: str) -> tuple[str, bool]:
     """
     path = data_dir / name
     if path.exists():
-        return _kept(path), False
+        return kept_secret(path), False
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     value = prefix + token_source.token_urlsafe(32)
     # ".tmp-": the start-up sweep (services/local/hygiene.py) removes one a crash left behind.
@@ -66,7 +67,7 @@ def local_secret(data_dir: Path, name: str, prefix: str) -> tuple[str, bool]:
         try:
             os.link(tmp, path)
         except FileExistsError:
-            return _kept(path), False
+            return kept_secret(path), False
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -169,3 +169,27 @@ def test_serve_knows_which_hosts_only_this_machine_reaches(host: str, loopback: 
     from services.local.served_url import is_loopback
 
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize("secret", ["", " ", " , "])
+def test_sign_refuses_an_empty_secret_instead_of_signing_with_it(secret: str) -> None:
+    from click.testing import CliRunner
+
+    from services.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["sign", "--secret", secret, "-"], input=b"{}")
+    assert result.exit_code == 2 and "the secret is empty" in result.stderr, result.output
+
+
+def test_sign_uses_the_first_secret_serve_would_accept_and_refuses_an_empty_file(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from services.cli.main import cli
+    from services.core.domain import signing
+
+    runner = CliRunner()
+    signed = runner.invoke(cli, ["sign", "--secret", " , whsec_new", "--timestamp", "1700000000", "-"], input=b"{}")
+    assert signed.stdout.strip() == signing.sign(b"{}", "whsec_new", 1700000000)
+    (tmp_path / "webhook-secret").write_text("\n")
+    result = runner.invoke(cli, ["sign", "--data-dir", str(tmp_path), "-"], input=b"{}")
+    assert result.exit_code == 1 and "webhook-secret is empty" in result.stderr, result.output
