@@ -13,9 +13,22 @@ import click
 
 from services.core.config import Settings
 
+
+class DataDirPath(click.Path):
+    """A folder path that may not be blank: ``--data-dir "$DIR"`` with ``DIR`` unset would make it the
+    current folder, which `serve` fills with data files and makes owner-only, every file under it too."""
+
+    def convert(
+        self, value: "str | os.PathLike[str]", param: click.Parameter | None, ctx: click.Context | None
+    ) -> "str | bytes | os.PathLike[str]":
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty (an unset shell variable?): give the folder `callvault serve` uses", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 DATA_DIR_OPTION = click.option(
     "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=DataDirPath(file_okay=False, path_type=Path),
     default=None,
     help="The archive's folder: give every command the one `callvault serve` uses "
     "[env CALLVAULT_DATA_DIR; default ./callvault-data].",

@@ -8,13 +8,15 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_DATA_DIR = Path("callvault-data")
+
 
 class Settings(BaseSettings):
     # No inf or nan: an infinite timeout or interval would switch a guard off or crash its thread.
     model_config = SettingsConfigDict(env_prefix="CALLVAULT_", extra="ignore", allow_inf_nan=False)
 
     backend: Literal["local", "aws"] = Field("local", description="local: files + SQLite; aws: S3 + DynamoDB")
-    data_dir: Path = Field(Path("callvault-data"), description="local back end: archive, index and secrets")
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="local back end: archive, index and secrets")
 
     # One or more secrets, comma-separated: during a rotation both the old and the new one verify.
     webhook_secret: SecretStr | None = None
@@ -52,6 +54,13 @@ class Settings(BaseSettings):
     retention_rules_param: str | None = Field(None, description="aws: SSM parameter holding the retention rules")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _blank_data_dir_is_the_default(cls, value: object) -> object:
+        # `export CALLVAULT_DATA_DIR=` means unset: as Path("") it was the current folder, which `serve`
+        # fills with data files and makes owner-only, every file under it included.
+        return DEFAULT_DATA_DIR if isinstance(value, str) and not value.strip() else value
 
     @field_validator("public_url", "memory_llm_base_url", mode="before")
     @classmethod

@@ -129,3 +129,24 @@ def test_a_damaged_index_says_what_to_do_and_verify_repair_rebuilds_it(tmp_path:
     assert result.exit_code == 1 and result.stderr.strip().endswith(
         "privacy.sqlite3 is damaged or not a SQLite database; restore it from a backup"
     ), result.output
+
+
+def test_a_blank_data_dir_is_never_the_current_folder(elsewhere: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`export CALLVAULT_DATA_DIR=` (meaning unset) or `--data-dir "$DIR"` with DIR unset was Path(""),
+    the current folder: `serve` filled it with data files and made every file under it owner-only."""
+    from services.core.config import Settings
+
+    project = elsewhere / "src" / "app.py"
+    project.parent.mkdir()
+    project.write_text("print('mine')\n")
+    project.chmod(0o644)
+    monkeypatch.setenv("CALLVAULT_DATA_DIR", "")
+    assert Settings().data_dir == Path("callvault-data")
+    result = CliRunner().invoke(cli, ["import", str(project.parent)])
+    assert result.exit_code == 0 and (elsewhere / "callvault-data" / "index.sqlite3").is_file(), result.output
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["callvault-data", "src"]
+    assert project.stat().st_mode & 0o777 == 0o644
+
+    for args in (["serve", "--port", "0"], ["calls"], ["import", "src"]):
+        result = CliRunner().invoke(cli, [*args, "--data-dir", " "])
+        assert result.exit_code == 2 and "'--data-dir': is empty (an unset shell variable?)" in result.stderr, args
