@@ -104,6 +104,7 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     secret into DATA_DIR/webhook-secret, api-key and agent-secret (`cat` prints them). One server per
     data dir (DATA_DIR/callvault.lock names it); run the other commands with the same --data-dir.
     """
+    from services.local.hygiene import foreign_entries
     from services.local.lock import (
         DataDirBusy,
         DataDirLock,
@@ -114,6 +115,13 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     )
 
     settings = settings_for(data_dir)
+    if foreign := foreign_entries(settings.data_dir):  # `--data-dir ~` by mistake: its files stay as they are
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise click.ClickException(
+            f"{settings.data_dir} holds other files ({shown}) and no CallVault data, and `serve` makes every "
+            "file in its data dir owner-only: pass a new or empty folder, e.g. --data-dir "
+            f"{settings.data_dir / 'callvault-data'}"
+        )
     try:  # before anything is generated, printed or opened: the data dir is ours alone, the port is free
         lock = DataDirLock.acquire(settings.data_dir, "callvault serve")
     except (DataDirBusy, DataDirUnusable) as exc:

@@ -15,6 +15,7 @@
   must be tightened before anything opens it: ``prepare_data_dir`` runs first thing in ``serve``.
 
 ``find_leftovers`` and ``find_loose_permissions`` only look, for ``callvault verify``'s report.
+``foreign_entries`` keeps both away from a folder that is not a data dir (``--data-dir ~`` by mistake).
 """
 
 import os
@@ -63,6 +64,42 @@ def owner_only_umask() -> Callable[[], int]:
     the function that puts the previous umask back (for commands run inside another process)."""
     previous = os.umask(OWNER_ONLY_UMASK)
     return lambda: os.umask(previous)
+
+
+# Names CallVault creates at a data dir's top level: one of them says the folder is ours to tidy.
+DATA_DIR_NAMES = frozenset(
+    {
+        "index.sqlite3",
+        "privacy.sqlite3",
+        "archive",
+        "analytics",
+        "memory",
+        "callvault.lock",
+        "webhook-secret",
+        "api-key",
+        "api-keys.json",
+        "signing-key",
+        "tombstone-key",
+        "agent-secret",
+        "served-url",
+        "retention.toml",
+    }
+)
+
+
+def foreign_entries(data_dir: Path) -> list[str]:
+    """The names in an existing folder that make it not a data dir: it holds visible entries, none of
+    them CallVault's (hidden ones and ``lost+found``, a fresh disk's, do not count). Empty: ours, or
+    new. ``serve`` would make every file under such a folder owner-only and write its own beside them."""
+    try:
+        names = sorted(entry.name for entry in os.scandir(data_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError:
+        return []  # unreadable: the lock reports it in its own words
+    if any(name in DATA_DIR_NAMES for name in names):
+        return []
+    return [name for name in names if not name.startswith(".") and name != "lost+found"]
 
 
 def prepare_data_dir(settings: Settings, now: float | None = None) -> tuple[PermissionReport, SweepReport]:

@@ -23,6 +23,7 @@ from services.local.hygiene import (
     TEMP_GRACE_SECS,
     find_leftovers,
     find_loose_permissions,
+    foreign_entries,
     prepare_data_dir,
     sweep_data_dir,
     tighten_permissions,
@@ -287,3 +288,32 @@ def test_hygiene_verify_finds_a_readable_file_serve_trusts_and_repair_makes_it_o
     assert repaired.exit_code == 0, repaired.output
     assert stat.S_IMODE(odd.stat().st_mode) == 0o600
     assert runner.invoke(cli, ["verify", "--data-dir", str(data)]).exit_code == 0
+
+
+def test_hygiene_serve_refuses_a_folder_that_is_not_a_data_dir_and_changes_nothing(tmp_path: Path) -> None:
+    """`serve --data-dir ~` (or /srv) by mistake made every loose folder under it 0700 and the files in
+    them 0600 (a web root, a shared project) before writing its own files beside them."""
+    home = tmp_path / "home"
+    mine = _file(home / "public_html" / "index.html", NOW)
+    (home / "public_html").chmod(0o755)
+    mine.chmod(0o644)
+    (home / ".profile").write_text("")
+
+    result = CliRunner().invoke(cli, ["serve", "--port", "0", "--data-dir", str(home)])
+
+    assert result.exit_code == 1 and "holds other files (public_html) and no CallVault data" in result.stderr
+    assert f"--data-dir {home / 'callvault-data'}" in result.stderr
+    assert sorted(p.name for p in home.iterdir()) == [".profile", "public_html"]
+    assert (stat.S_IMODE(mine.stat().st_mode), stat.S_IMODE(mine.parent.stat().st_mode)) == (0o644, 0o755)
+
+
+def test_hygiene_what_counts_as_a_data_dir(tmp_path: Path) -> None:
+    assert foreign_entries(tmp_path / "new") == []
+    assert foreign_entries(tmp_path) == []  # empty
+    (tmp_path / "lost+found").mkdir()
+    (tmp_path / ".hidden").write_text("")
+    assert foreign_entries(tmp_path) == []  # a fresh disk's root
+    (tmp_path / "notes.txt").write_text("")
+    assert foreign_entries(tmp_path) == ["notes.txt"]
+    (tmp_path / "retention.toml").write_text("")  # an operator's first step, before the first serve
+    assert foreign_entries(tmp_path) == []
