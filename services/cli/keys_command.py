@@ -30,15 +30,23 @@ def keys() -> None:
     """
 
 
+def _key_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """A name `keys list` can print on one line: no control characters (a newline, a terminal escape)."""
+    name = value.strip()
+    if not name or len(name) > 100 or not name.isprintable():
+        raise click.BadParameter("give 1-100 printable characters, e.g. 'qa team' (no newlines or escapes)")
+    return name
+
+
 @keys.command()
 @DATA_DIR_OPTION
-@click.option("--name", required=True, help="Who or what the key is for, e.g. 'qa team'.")
+@click.option("--name", required=True, callback=_key_name, help="Who or what the key is for, e.g. 'qa team'.")
 @click.option("--role", type=click.Choice(ROLES), default="read", show_default=True, help="What the key may do.")
 def create(data_dir: Path | None, name: str, role: str) -> None:
     """Create a key and print it (once)."""
     aws = "; for a key on AWS, run it with CALLVAULT_BACKEND=aws and the stack's settings (docs/console.md)"
     settings = archive_settings(data_dir, hint=aws)
-    key, record = KeyFile.in_data_dir(settings.data_dir).create(name.strip()[:100], parse_role(role))
+    key, record = KeyFile.in_data_dir(settings.data_dir).create(name, parse_role(role))
     _audit(settings, "key_create", {"key_id": record.id, "role": record.role})
     click.echo(key)
     click.echo(

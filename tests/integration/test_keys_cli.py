@@ -58,3 +58,14 @@ def test_keys_cli_revoking_twice_says_so_and_audits_one_revocation(tmp_path: Pat
     trail = runner.invoke(cli, ["audit", "--json", *data], env=env)
     actions = [json.loads(line)["action"] for line in trail.stdout.splitlines()]
     assert actions == ["key_create", "key_revoke"], actions
+
+
+def test_keys_cli_a_name_keys_list_cannot_print_on_one_line_is_refused(tmp_path: Path) -> None:
+    SqliteCallIndex(tmp_path / "index.sqlite3").close()
+    runner = CliRunner()
+    for name in ("", "   ", "qa\nkey_fake  admin", "\x1b[2Jqa", "x" * 101):
+        result = runner.invoke(cli, ["keys", "create", "--name", name, "--data-dir", str(tmp_path)])
+        assert result.exit_code == 2 and "printable characters" in result.stderr, repr(name)
+    assert not (tmp_path / "api-keys.json").exists()
+    kept = runner.invoke(cli, ["keys", "create", "--name", "  qa team ", "--data-dir", str(tmp_path)])
+    assert kept.exit_code == 0 and "for 'qa team'" in kept.stderr
