@@ -156,7 +156,10 @@ def _serve(settings: Settings, listener: "socket.socket", host: str, port: int) 
     from services.web.credentials import API_KEY_FILE, configured_api_keys, local_api_key, resolve_local
     from services.web.keystore import KeyFile
 
-    prepare_data_dir(settings)  # before anything opens it: older files made owner-only, a crash's temp files gone
+    # Before anything opens it: older files made owner-only, a crash's temp files gone.
+    permissions, _sweep = prepare_data_dir(settings)
+    if (warning := permissions.warning(settings.data_dir)) is not None:
+        click.echo(warning, err=True)
     KeyFile.in_data_dir(settings.data_dir).all_keys()  # a key file that does not parse: said now, in one line
     url = served_url(host, port)
     record_served_url(settings.data_dir, url)  # `callvault show` links point here

@@ -57,6 +57,19 @@ class SweepReport:
 class PermissionReport:
     tightened: int = 0
     failed: int = 0  # entries we may not chmod (another owner) or folders we cannot list
+    left_loose: int = 0  # of those, entries group or others can still read (chmod refused)
+    example: Path | None = None  # the first of them, to name in the warning
+
+    def warning(self, data_dir: Path) -> str | None:
+        """What ``serve`` says when files stay readable by others (another user's, e.g. after a
+        ``sudo callvault import``): the data dir is not what the docs promise, and only the operator can fix it."""
+        if not self.left_loose:
+            return None
+        return (
+            f"Warning: {self.left_loose:,} file(s) or folder(s) in {data_dir} stay readable by other users, and "
+            f"this user may not change that (e.g. {self.example}: another user's?). Give them back to this user, "
+            f"e.g. `sudo chown -R $(id -un) {data_dir}`, and restart; `callvault verify` lists what is left."
+        )
 
 
 def owner_only_umask() -> Callable[[], int]:
@@ -228,6 +241,7 @@ def tighten_permissions(data_dir: Path, *, every_file: bool = False) -> Permissi
     files on the dev VM; per folder, 0.25 s.
     """
     tightened = failed = 0
+    example: Path | None = None
     unreadable: list[str] = []
     for path, mode in _loose_entries(data_dir, every_file=every_file, unreadable=unreadable):
         try:
@@ -237,7 +251,8 @@ def tighten_permissions(data_dir: Path, *, every_file: bool = False) -> Permissi
             pass
         except OSError:
             failed += 1
-    return PermissionReport(tightened, failed + len(unreadable))
+            example = example or Path(path)
+    return PermissionReport(tightened, failed + len(unreadable), failed, example)
 
 
 def _loose_entries(data_dir: Path, *, every_file: bool, unreadable: list[str]) -> Iterator[tuple[str, int]]:

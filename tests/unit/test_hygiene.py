@@ -317,3 +317,30 @@ def test_hygiene_what_counts_as_a_data_dir(tmp_path: Path) -> None:
     assert foreign_entries(tmp_path) == ["notes.txt"]
     (tmp_path / "retention.toml").write_text("")  # an operator's first step, before the first serve
     assert foreign_entries(tmp_path) == []
+
+
+def test_hygiene_files_another_user_owns_and_others_can_read_are_named_in_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `sudo callvault import`, root's 0644 files stay readable by everyone: chmod is refused, and
+    `serve` only counted them in its JSON log line ("failed": 1). Root may chmod anything, so the
+    refusal is simulated."""
+    data = tmp_path / "data"
+    theirs = _file(data / "archive/16125550142/conv_a.json", NOW)
+    theirs.chmod(0o644)
+    (data / "archive/16125550142").chmod(0o755)
+    real_chmod = os.chmod
+
+    def chmod(path: str, mode: int) -> None:
+        if Path(path) == theirs:
+            raise PermissionError(1, "Operation not permitted", path)
+        real_chmod(path, mode)
+
+    monkeypatch.setattr(os, "chmod", chmod)
+    report = tighten_permissions(data)
+
+    assert (report.tightened, report.failed, report.left_loose, report.example) == (3, 1, 1, theirs)  # + 3 folders
+    warning = report.warning(data)
+    assert warning is not None and warning.startswith(f"Warning: 1 file(s) or folder(s) in {data} stay readable")
+    assert str(theirs) in warning and f"sudo chown -R $(id -un) {data}" in warning
+    assert tighten_permissions(tmp_path / "other").warning(tmp_path / "other") is None
