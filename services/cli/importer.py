@@ -58,11 +58,22 @@ class ImportSummary:
             console.print(f"... and {len(self.failed) - 20} more")
 
 
-def _files(paths: list[Path]) -> list[Path]:
+def _files(paths: list[Path], data_dir: Path) -> list[Path]:
+    """The files to import: each file given, and the ``*.json`` files in each folder given, except those
+    of the data dir itself (``callvault import .`` beside ./callvault-data read the archive back in)."""
     found: list[Path] = []
+    archive = data_dir.resolve()
     for path in paths:
+        if not path.is_dir():
+            found.append(path)
+            continue
+        inside = archive.is_relative_to(path.resolve())  # else no file of the walk can be the data dir's
         # Regular files only: a named pipe called x.json would block the import for ever.
-        found.extend(sorted(p for p in path.rglob("*.json") if p.is_file()) if path.is_dir() else [path])
+        found.extend(
+            sorted(
+                p for p in path.rglob("*.json") if p.is_file() and not (inside and p.resolve().is_relative_to(archive))
+            )
+        )
     return found
 
 
@@ -87,7 +98,7 @@ def import_paths(settings: Settings, paths: list[Path], progress: bool = True) -
     storage = build_storage(settings)
     late_days = LateDays()
     archiver = build_archiver(settings, storage, on_late_write=late_days.add)
-    files = _files(paths)
+    files = _files(paths, settings.data_dir)
     summary = ImportSummary()
     columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:

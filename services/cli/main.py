@@ -342,6 +342,9 @@ def sign(file: BinaryIO, secret: str | None, data_dir: Path | None, timestamp: i
 def import_(paths: tuple[Path, ...], as_json: bool, data_dir: Path | None) -> None:
     """Archive saved payloads: webhook envelopes or GET-conversation JSON, files or folders.
 
+    Folders are searched for *.json files recursively, skipping the data dir itself (so
+    `callvault import .` beside ./callvault-data reads only your exports).
+
     Runs the same code as the webhook (without the signature check: these are your files).
     Importing the same file twice leaves one call: the second time it is counted as unchanged.
     """

@@ -150,3 +150,28 @@ def test_a_blank_data_dir_is_never_the_current_folder(elsewhere: Path, monkeypat
     for args in (["serve", "--port", "0"], ["calls"], ["import", "src"]):
         result = CliRunner().invoke(cli, [*args, "--data-dir", " "])
         assert result.exit_code == 2 and "'--data-dir': is empty (an unset shell variable?)" in result.stderr, args
+
+
+def test_importing_a_folder_that_holds_the_data_dir_skips_the_archive_own_files(
+    elsewhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`callvault import .` in the folder of ./callvault-data walked into the archive and imported its
+    own objects back (stale, or failed: exit 1); a file of it named on purpose is still read."""
+    import json
+    import shutil
+
+    from tests.support import FIXTURES, TRANSCRIPTION
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["import", str(FIXTURES)]).exit_code == 0  # into ./callvault-data
+    (elsewhere / "exports").mkdir()
+    shutil.copy(FIXTURES / TRANSCRIPTION, elsewhere / "exports" / "call.json")
+
+    for folder in (".", str(elsewhere)):  # relative or absolute, the data dir is found inside it
+        result = runner.invoke(cli, ["import", "--json", folder])
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert (summary["files"], summary["unchanged"], summary["failed"]) == (1, 1, []), summary
+    archived = next((elsewhere / "callvault-data" / "archive").glob("*/*.json"))
+    named = json.loads(runner.invoke(cli, ["import", "--json", str(archived)]).stdout)
+    assert named["files"] == 1
