@@ -100,9 +100,11 @@ def serve(data_dir: Path | None, host: str, port: int) -> None:
     """Run the local archive: webhook receiver, API, console and /docs in one process (Ctrl-C stops it).
 
     Stores calls under DATA_DIR/archive (same keys as the S3 bucket) and indexes them in
-    DATA_DIR/index.sqlite3. On first run it generates the webhook secret, an API key and the agent
-    secret into DATA_DIR/webhook-secret, api-key and agent-secret (`cat` prints them). One server per
-    data dir (DATA_DIR/callvault.lock names it); run the other commands with the same --data-dir.
+    DATA_DIR/index.sqlite3. On first run it generates the webhook secret, an admin API key and the agent
+    secret (each unless set in the environment; the agent secret only with caller memory on) into
+    DATA_DIR/webhook-secret, api-key and agent-secret (`cat` prints them). One server per data dir
+    (DATA_DIR/callvault.lock names it); run the other commands with the same --data-dir. DATA_DIR must
+    be new, empty or a data dir already: every file in it is made owner-only.
     """
     from services.local.hygiene import foreign_entries
     from services.local.lock import (
