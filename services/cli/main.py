@@ -168,7 +168,7 @@ def _serve(settings: Settings, listener: "socket.socket", host: str, port: int) 
     secrets = secret_list(settings.webhook_secret, None)  # SSM is for AWS; locally the env or the data dir
     if not secrets:
         secret, created = local_webhook_secret(settings.data_dir)
-        secrets = [secret]
+        secrets = _listed(secret)
         where = settings.data_dir / "webhook-secret"
         # Where it is, never the value: the server's output is its log, which may be kept or shipped.
         if created:
@@ -240,6 +240,11 @@ def _serve(settings: Settings, listener: "socket.socket", host: str, port: int) 
             memory.stop()
 
 
+def _listed(kept: str) -> list[str]:
+    """A secret's file read as its variable is: "OLD,NEW" during a rotation (`sign` signs with the first)."""
+    return [part.strip() for part in kept.split(",") if part.strip()]
+
+
 def _exit_cleanly(signum: int, _frame: object) -> None:
     raise SystemExit(0)  # a stop asked for is a clean exit: service managers read 0 as "stopped"
 
@@ -283,7 +288,7 @@ def _local_memory(settings: Settings, storage: "Storage") -> "LocalMemory | None
     secrets = agent_secrets(settings)
     if not secrets and settings.memory_backend != "none":
         secret, created = local_agent_secret(settings.data_dir)
-        secrets = [secret]
+        secrets = _listed(secret)
         where = settings.data_dir / AGENT_SECRET_FILE
         if created:
             click.echo(

@@ -432,6 +432,23 @@ def test_serve_first_run_generates_a_secret_that_callvault_sign_uses(tmp_path: P
     assert rows(data_dir)[CALL_ID]["audio_key"] == f"{PHONE_DIGITS}/{CALL_ID}.mp3"
 
 
+def test_serve_reads_a_rotation_list_in_its_secret_file_as_sign_does(tmp_path: Path, client: httpx.Client) -> None:
+    """`sign` signs with the first of "OLD,NEW" in DATA_DIR/webhook-secret, as CALLVAULT_WEBHOOK_SECRET is
+    read; `serve` took the whole line as one secret, so neither old nor new signatures verified."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    (data_dir / "webhook-secret").write_text("wsec_old_secret_value, wsec_new_secret_value\n")
+    (data_dir / "webhook-secret").chmod(0o600)
+    body = fixture_bytes(TRANSCRIPTION)
+    with serve_archive(data_dir, secret=None) as served:
+        for secret in ("wsec_old_secret_value", "wsec_new_secret_value"):
+            headers = {**signed_headers(body, secret), "content-type": "application/json"}
+            assert post(client, served, body, headers).status_code == 200, secret
+        signed = run_cli("sign", str(FIXTURES / TRANSCRIPTION), "--data-dir", str(data_dir))
+        headers = {signing.HEADER: signed.stdout.strip(), "content-type": "application/json"}
+        assert post(client, served, body, headers).status_code == 200
+
+
 # --- callvault import ------------------------------------------------------------------------------
 
 
