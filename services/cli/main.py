@@ -44,7 +44,7 @@ class _Commands(click.Group):
         except CallVaultError as exc:
             # A store that failed (a full disk, S3 or DynamoDB refusing) in a command that has no
             # answer of its own for it: the message, written for users, not a traceback.
-            raise click.ClickException(f"{exc.message} (the command is safe to run again once that is fixed)") from None
+            raise click.ClickException(exc.message) from None
         except OSError as exc:
             if (advice := _ADVICE.get(exc.errno or 0)) is None:
                 raise
