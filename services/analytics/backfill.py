@@ -50,6 +50,7 @@ class BackfillSummary:
     days_compacted: int = 0
     expired: int = 0  # calls left out: their analytics rows expired under a retention rule
     erased: int = 0  # calls erased (forget) while the run wrote them: their rows taken out again
+    behind: int = 0  # calls whose index row does not name the archived version yet: left to its delivery
     failed: list[tuple[str, str]] = field(default_factory=list)  # (document name, reason); never a phone key
 
 
@@ -82,6 +83,16 @@ def _record(document: dict[str, Any], row: CallRecord | None, default_region: st
     return payload.call_from_transcription(document, event_at, default_region)
 
 
+def _row_is_behind(row: CallRecord | None, key: str, version: str | None) -> bool:
+    """The row names no transcript here, or an older version. (No row: an archive rebuilt without its
+    index, whose facts come from the document alone.)"""
+    if row is None:
+        return False
+    if row.transcript_key != key:
+        return True
+    return version is not None and row.version is not None and versions.compare(version, row.version) == "newer"
+
+
 def backfill_analytics(
     archive: BlobStore,
     index: CallIndex,
@@ -108,7 +119,7 @@ def backfill_analytics(
     expired: set[str] = set()  # calls whose rows expired (retention): none written, any left deleted
     erased_now: set[str] = set()  # erased while we wrote them: treated as expired, counted apart
 
-    def one(key: str) -> tuple[str, str, list[str], tuple[int, int]] | tuple[str]:
+    def one(key: str) -> tuple[str, str, list[str], tuple[int, int]] | tuple[str] | None:
         # The version label before the bytes: the rows are at least as new as the label they carry,
         # so a newer version a webhook wrote meanwhile is never replaced by the older one read here.
         head = archive.head(key)
@@ -120,6 +131,11 @@ def backfill_analytics(
         if row is not None and row.analytics_expired_at is not None:
             return (conversation_id,)
         version = head.version if head is not None else None  # None: archived before versions
+        if _row_is_behind(row, key, version):
+            # A delivery died between the archive object and the row (unacknowledged: its retry, or
+            # verify --repair, writes the rows). Ours would sit where the row does not say, so an
+            # erasure before then, which finds the call's days from the row, would leave them.
+            return None
         record = _record(document, row, default_region, version)
         record.version = version
         if row is not None:  # as ingest wrote them: the number the call is filed under
@@ -148,7 +164,7 @@ def backfill_analytics(
         new_keys = [object_key(table, dt, conversation_id) for table in TABLES]
         return conversation_id, dt, new_keys, (len(rows.messages), len(rows.evaluations))
 
-    def guarded(key: str) -> tuple[str, str, list[str], tuple[int, int]] | tuple[str, str] | tuple[str]:
+    def guarded(key: str) -> tuple[str, str, list[str], tuple[int, int]] | tuple[str, str] | tuple[str] | None:
         try:
             return one(key)
         except orjson.JSONDecodeError:
@@ -160,7 +176,9 @@ def backfill_analytics(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for outcome in pool.map(guarded, documents):
             done += 1
-            if len(outcome) == 1:
+            if outcome is None:
+                summary.behind += 1
+            elif len(outcome) == 1:
                 expired.add(outcome[0])
                 if outcome[0] in erased_now:
                     summary.erased += 1

@@ -416,6 +416,7 @@ def backfill_analytics(prune: bool, workers: int, data_dir: Path | None) -> None
         f"{summary.deleted} superseded objects deleted; {summary.days_compacted} closed day objects merged; "
         f"{summary.expired} calls left out (rows expired under retention); "
         + (f"{summary.erased} calls erased meanwhile, their rows removed; " if summary.erased else "")
+        + (f"{summary.behind} calls left to an unfinished delivery (its retry); " if summary.behind else "")
         + f"{len(summary.failed)} failed",
         err=True,
     )

@@ -1,5 +1,6 @@
 """``backfill-analytics``: the same objects ingest would have written, once per call, however often run."""
 
+import contextlib
 import copy
 import time
 from collections.abc import Iterator
@@ -290,3 +291,33 @@ def test_an_erasure_racing_the_backfill_leaves_none_of_the_calls_rows(tmp_path: 
     assert _messages_of(analytics, "conv_test0003") == []
     assert summary.erased == 1
     assert ArchiveVerifier(archiver).run().findings == []
+
+
+def test_backfill_leaves_a_call_whose_row_is_behind_the_archive_to_its_redelivery(tmp_path: Path) -> None:
+    """A delivery died between the archive object and the index row (unacknowledged: the sender
+    retries). Backfill wrote rows from the archive's newer version, in a day the row did not name,
+    so an erasure before the retry (which reads the days from the row) left them in the tables."""
+    from tests.protocol.harness import DAY, START, Crash, OperationLog, moved, recording, transcript
+    from tests.protocol.harness import Stores as HarnessStores
+
+    analytics = FsBlobStore(tmp_path / "analytics")
+    tombstones = ErasedConversations(b"k" * 32, MemoryTombstones())
+    stores = HarnessStores(MemoryBlobStore(), MemoryCallIndex(), analytics)
+    first, later_day = transcript("T"), moved(transcript("T'", later_by=300, summary="moved"), START + 2 * DAY)
+    now = float(START + 3_600)
+    Archiver(stores.blobs, stores.index, lambda: now, analytics=AnalyticsWriter(analytics, lambda: now)).archive(
+        first.parsed()
+    )
+    log = OperationLog(crash_at=4)  # index.get, archive.head, archive.put_stream_if, then the row's turn
+    crashing = recording(stores, log)
+    with contextlib.suppress(Crash):
+        Archiver(crashing.blobs, crashing.index, lambda: now).archive(later_day.parsed())
+    assert log.crashed is not None and log.crashed.store != "archive"
+
+    summary = backfill_analytics(stores.blobs, stores.index, analytics, clock=lambda: now)
+    eraser = Eraser(stores.blobs, stores.index, [AnalyticsErasure(analytics, clock=lambda: now)], erased=tombstones)
+    eraser.erase(eraser.plan_conversations([first.conversation_id]))
+
+    assert [key for key in analytics.list_keys() if first.conversation_id in key] == []
+    assert _messages_of(analytics, first.conversation_id) == []
+    assert summary.behind == 1 and not summary.failed  # left to the retry (or verify --repair)
