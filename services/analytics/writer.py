@@ -88,15 +88,23 @@ class AnalyticsWriter:
             return
         self._delete_older(conversation_id, partition_of(start), version, inclusive=True)
 
-    def leave_day(self, conversation_id: str, old_start: int | None, new_start: int | None, version: str) -> None:
+    def leave_day(
+        self,
+        conversation_id: str,
+        old_start: int | None,
+        new_start: int | None,
+        version: str,
+        *,
+        day_object: bool = True,
+    ) -> None:
         """The call's start moves to another day: delete its rows in the old day (per-call objects
-        not newer than ``version``; in a closed day, its rows in the day object too), so the call
-        is never counted twice. Called before the index forgets ``old_start``."""
+        older than ``version``; in a closed day, with ``day_object``, its rows in the day object
+        too), so the call is never counted twice. Called before the index forgets ``old_start``."""
         if not old_start or not new_start or partition_of(old_start) == partition_of(new_start):
             return
         old = partition_of(old_start)
         self._delete_older(conversation_id, old, version, inclusive=False)
-        if is_closed(old, self.clock()) and not self.defer_compaction:
+        if day_object and is_closed(old, self.clock()) and not self.defer_compaction:
             for table in TABLES:
                 rewrite_day(self.store, table, old, drop_calls(lambda c: c == conversation_id))
 

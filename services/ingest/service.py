@@ -163,6 +163,14 @@ class Archiver:
             current = self.index.get(conversation_id)  # another event wrote the row since we read it
         else:
             raise StorageUnavailable("the call's row kept changing during the write; retry")
+        if self.analytics is not None and current is not None:
+            # Again, now that the row names the new day: audio that read the old start meanwhile may
+            # have copied the call's merged row into a per-call object of the old day (mark_audio).
+            # Per-call objects only (older than ours): a newer version's rows there stay. A no-op,
+            # without a read, unless the start moved across days.
+            new_start = record.started_at or placed.ingested_at
+            old_start = _rows_start(current)
+            self.analytics.leave_day(conversation_id, old_start, new_start, record.version, day_object=False)
         # A call this event placed has no audio in place: audio that comes later places itself.
         fresh = existing is None or existing.archive_prefix is None
         has_audio = self.place_audio(conversation_id, prefix, existing, nothing_placed=fresh)

@@ -293,3 +293,51 @@ def test_protocol_regression_an_older_audio_racing_a_newer_parked_one_is_stale_n
 def _audio_version(stores: Stores) -> str | None:
     head = stores.blobs.head(PENDING_KEY)
     return head.version if head else None
+
+
+# --- 4. a call moving out of a merged (closed) day while its audio arrives ----------------------------
+
+
+def delivering_at(stores: Stores, event: Any, now: float) -> Any:
+    """``delivering`` at another clock (the closed-day cases)."""
+
+    def interrupt() -> None:
+        deliver(stores, event, now=now)
+
+    return interrupt
+
+
+def _moved_out_of_a_merged_day() -> tuple[Stores, Any]:
+    """T archived in a closed day and merged into the day object; T2 (newer) starts two days later."""
+    from services.analytics.compaction import compact_closed_days
+    from tests.protocol.harness import CLOSED_NOW, moved
+
+    stores = MemoryWorld().open()
+    deliver(stores, T, now=CLOSED_NOW)
+    compact_closed_days(stores.analytics, now=CLOSED_NOW)
+    later = moved(transcript("T2", later_by=100, summary="moved"), START + 2 * DAY)
+    return stores, later
+
+
+def test_protocol_regression_audio_copying_the_merged_row_while_the_call_leaves_the_day_is_cleaned() -> None:
+    """No crash. T2 leaves T's closed day (``leave_day`` rewrites the day object without the call:
+    read, list per-call objects, put). Between its listing and its put, A runs whole: the row still
+    names T's day, so ``mark_audio`` copies the call's merged row out of the day object into a new
+    per-call object there (has_audio=true, no version). T2's put succeeds (the day object's tag did
+    not change) and its save moves the row: the copy stays, the call is counted in two days and its
+    redelivery does not clean it. Fixed: after the save, the old day is left again (only the start
+    moving across days pays for it)."""
+    from tests.protocol.harness import CLOSED_NOW
+
+    reference, later = _moved_out_of_a_merged_day()
+    log = OperationLog()
+    run_step(recording(reference, log), step_of(later), CLOSED_NOW)
+    day_put = number_of(log.operations, "analytics", "put_if", f"calls/dt={partition_of(START)}/day")
+
+    stores, later = _moved_out_of_a_merged_day()
+
+    log = OperationLog(pause_at=day_put, interrupt=delivering_at(stores, A, CLOSED_NOW))
+    run_step(recording(stores, log), step_of(later), CLOSED_NOW)
+    assert log.interrupted is not None
+    assert _call_days(stores) == [partition_of(START + 2 * DAY)]
+    assert verify(stores, CLOSED_NOW) == []
