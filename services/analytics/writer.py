@@ -157,6 +157,13 @@ class AnalyticsWriter:
             for row in rows:
                 row["has_audio"] = has_audio
             if self.store.put_if(key, encode(CALLS, rows), CONTENT_TYPE, tag, version=version):
+                if head is None and not _day_rows(self.store, dt, conversation_id):
+                    # Copied out of the day object, which no longer holds the call: a newer version
+                    # moved it to another day (or an erasure took it) since we read. Take the copy back.
+                    copied = self.store.head(key)
+                    if copied is not None and copied.version is None:
+                        self.store.delete_if(key, copied.tag)
+                    return False
                 self._late(dt, self.clock())
                 return True
         raise StorageUnavailable(f"the analytics row of a call kept changing during {MAX_ATTEMPTS} updates; retry")

@@ -341,3 +341,25 @@ def test_protocol_regression_audio_copying_the_merged_row_while_the_call_leaves_
     assert log.interrupted is not None
     assert _call_days(stores) == [partition_of(START + 2 * DAY)]
     assert verify(stores, CLOSED_NOW) == []
+
+
+def test_protocol_regression_audio_copying_the_merged_row_after_the_call_left_the_day_takes_it_back() -> None:
+    """No crash. A reads the row (T's closed, merged day) and the day object (the call's row is
+    there); T2 then runs whole and moves the call two days later (its leave_day rewrites the day
+    object without the call, its save moves the row, its second clean finds no copy yet). A goes on
+    and copies the row it read into a new per-call object of T's day: the call is counted in two
+    days, and nothing that comes later cleans it. Fixed: ``mark_audio`` reads the day object again
+    after copying out of it, and takes its copy back if the call left the day meanwhile."""
+    from tests.protocol.harness import CLOSED_NOW
+
+    reference, later = _moved_out_of_a_merged_day()
+    log = OperationLog()
+    run_step(recording(reference, log), step_of(A), CLOSED_NOW)
+    copy_out = number_of(log.operations, "analytics", "put_if", f"calls/dt={partition_of(START)}/{CONV}")
+
+    stores, later = _moved_out_of_a_merged_day()
+    log = OperationLog(pause_at=copy_out, interrupt=delivering_at(stores, later, CLOSED_NOW))
+    run_step(recording(stores, log), step_of(A), CLOSED_NOW)
+    assert log.interrupted is not None
+    assert _call_days(stores) == [partition_of(START + 2 * DAY)]
+    assert verify(stores, CLOSED_NOW) == []
