@@ -201,7 +201,9 @@ class Archiver:
         """A newer version holds the call. An earlier delivery of ours may have died after writing
         analytics rows in a day the newer version moved the call out of: withdraw them."""
         if self.analytics is not None and latest is not None and record.version is not None:
-            self.analytics.withdraw(record.conversation_id, record.started_at, record.version, latest.started_at)
+            # A version with no time at all wrote its rows in the day the call was first stored.
+            start = record.started_at or latest.ingested_at
+            self.analytics.withdraw(record.conversation_id, start, record.version, latest.started_at)
         phone = latest.phone if latest is not None else record.phone
         return IngestResult("stale", event.type, record.conversation_id, phone)
 

@@ -69,7 +69,7 @@ class Event:
 
     @property
     def timestamp(self) -> int:
-        return int(self.envelope["event_timestamp"])
+        return int(self.envelope.get("event_timestamp") or 0)  # none: an import, versioned as 0
 
 
 def transcript(label: str = "T", *, later_by: int = 0, summary: str | None = None, closure: str | None = None) -> Event:
@@ -122,6 +122,16 @@ def moved(event: Event, start: int) -> Event:
     return Event(event.label, envelope)
 
 
+def without_start(event: Event, label: str, *, timestamp: bool = True) -> Event:
+    """The event without ``metadata.start_time_unix_secs`` (its start is then its event_timestamp) and,
+    ``timestamp=False``, without ``event_timestamp`` either (an import: the call starts when first stored)."""
+    envelope = copy.deepcopy(event.envelope)
+    envelope["data"].get("metadata", {}).pop("start_time_unix_secs", None)
+    if not timestamp:
+        envelope.pop("event_timestamp", None)
+    return Event(label, envelope)
+
+
 T = transcript()
 T1 = transcript("T1")
 T2 = transcript("T2", later_by=100, summary="A newer analysis of the call.", closure="success")
@@ -130,6 +140,9 @@ A1 = audio("A1")
 A2 = audio("A2", later_by=60, take=b"second take")
 F = failure()  # 1751805625: an hour after the transcript's event, same UTC day
 F_LATER_DAY = failure("F+2d", at=START + 2 * DAY + 600)  # its start (= its timestamp) is two days later
+T_NO_START = without_start(transcript(later_by=50, summary="No start time."), "Tns")  # starts at its timestamp
+T_NO_TIME = without_start(transcript(summary="No time at all."), "Tnt", timestamp=False)  # starts when first stored
+T_MOVED = moved(transcript("T+2d", later_by=100, summary="Moved."), START + 2 * DAY)  # newer, two days later
 
 
 # --- storage that counts, and crashes --------------------------------------------------------------
@@ -610,6 +623,8 @@ def _call_problems(stores: Stores, row: CallRecord, newest: Event) -> list[str]:
     elif stores.blobs.get_bytes(row.transcript_key) != orjson.dumps(newest.envelope["data"]):
         problems.append(f"the archive holds another version than the newest ({newest.label})")
     ignored = {*PLACEMENT_FIELDS, "memory_updated_at"}
+    if expected.started_at is None:
+        expected.started_at = row.ingested_at  # no time at all: the call starts when first stored
     wrong = {
         name: (getattr(row, name), getattr(expected, name))
         for name in CALL_FIELDS
@@ -618,7 +633,7 @@ def _call_problems(stores: Stores, row: CallRecord, newest: Event) -> list[str]:
     if wrong:
         problems.append(f"the row is not the newest version ({newest.label}): (row, newest) {wrong}")
     audio_in_place = row.archive_prefix is not None and stores.blobs.head(keys.audio_key(row.archive_prefix, cid))
-    start = expected.started_at
+    start = expected.started_at or row.ingested_at  # no time at all: the call starts when first stored
     wanted = [(partition_of(start) if start else "?", expected.summary, expected.status, bool(audio_in_place))]
     seen = [
         (

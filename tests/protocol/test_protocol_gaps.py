@@ -363,3 +363,23 @@ def test_protocol_regression_audio_copying_the_merged_row_after_the_call_left_th
     assert log.interrupted is not None
     assert _call_days(stores) == [partition_of(START + 2 * DAY)]
     assert verify(stores, CLOSED_NOW) == []
+
+
+def test_protocol_regression_a_version_with_no_time_that_dies_before_withdrawing_leaves_no_rows() -> None:
+    """Tnt (no start, no event_timestamp: it starts when first stored, five days after T's day) saves
+    its row; T (newer) runs whole and moves the call to its own day; Tnt writes its rows in the day
+    it was first stored and dies before re-reading the row to withdraw them. Its retry is stale at
+    once, and withdrew with its record's start, which a version with no time has not yet there (None):
+    the call stayed counted in two days."""
+    from tests.protocol.harness import CLOSED_NOW, T_NO_TIME
+
+    operations = operations_of([], T_NO_TIME, now=CLOSED_NOW)
+    pause_at = number_of(operations, "index", "save_call") + 1
+    reread = next(op.number for op in operations if op.store == "index" and op.number > pause_at)
+    stores = MemoryWorld().open()
+    log = OperationLog(reread, "before", pause_at=pause_at, interrupt=delivering_at(stores, T, CLOSED_NOW))
+    with pytest.raises(Crash):
+        run_step(recording(stores, log), step_of(T_NO_TIME), CLOSED_NOW)
+    assert deliver(stores, T_NO_TIME, now=CLOSED_NOW) == ["stale"]  # the retry
+    assert _call_days(stores) == [partition_of(START)]
+    assert verify(stores, CLOSED_NOW) == []
