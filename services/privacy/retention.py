@@ -275,11 +275,16 @@ class RetentionRunner:
         """The rows first (per-call objects purged, merged days rewritten without the calls), then the
         marks: a crash in between leaves calls unmarked, so verify would rebuild their rows, and the
         next run, which still selects them, removes them again and marks them. All calls in one erase:
-        a day's calls expire together, and each day object is then rewritten once, not once per call."""
+        a day's calls expire together, and each day object is then rewritten twice (before and after the
+        marks), not once per call."""
         assert self.analytics is not None
         self.analytics.erase(None, calls)
         for call in calls:
             self.index.expire_analytics(call.conversation_id, now)
+        # Once more after the marks: a delivery that read the row before them and wrote its rows after
+        # the first erase finds no mark when it reads the row again (a later one does, and takes its
+        # rows back itself).
+        self.analytics.erase(None, calls)
         if self.analytics_cache is not None:  # it is rebuilt from the tables, without these calls
             self.analytics_cache.erase(None, calls)
 
