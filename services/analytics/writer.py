@@ -88,6 +88,11 @@ class AnalyticsWriter:
             return
         self._delete_older(conversation_id, partition_of(start), version, inclusive=True)
 
+    def take_back(self, conversation_id: str, start: int | None, version: str | None) -> None:
+        """Delete the per-call objects this version (or an older one) wrote in its day."""
+        if start and version is not None:
+            self._delete_older(conversation_id, partition_of(start), version, inclusive=True)
+
     def leave_day(
         self,
         conversation_id: str,

@@ -182,7 +182,11 @@ class Archiver:
             fallback = placed.ingested_at
             self.analytics.write_call(event.data, record, has_audio=has_audio, fallback_start=fallback)
             latest = self.index.get(conversation_id)
-            if latest is not None and latest.version != record.version:
+            if latest is not None and latest.analytics_expired_at is not None:
+                # A retention run expired the call's rows after we read the row: ours go too (the
+                # run erases once more after marking, for rows written before this read).
+                self.analytics.take_back(conversation_id, record.started_at, record.version)
+            elif latest is not None and latest.version != record.version:
                 # A newer version won while we wrote; if it moved the call to another day after
                 # cleaning ours, our rows there would count the call twice.
                 self.analytics.withdraw(conversation_id, record.started_at, record.version, latest.started_at)

@@ -421,6 +421,30 @@ def _analytics_retention(stores: Stores, now: float) -> Any:
     return RetentionRunner(stores.index, eraser, rules, analytics=erasure, clock=lambda: now)
 
 
+def test_protocol_regression_a_delivery_writing_rows_while_retention_expires_them_takes_them_back() -> None:
+    """T2 (a newer version) read the row before retention expired the call's analytics rows, and
+    wrote its rows after the run erased and marked: the rows of an expired call stayed (verify:
+    analytics_expired_present). Fixed: the row T2 reads again after its analytics write (a read it
+    made anyway) says the rows expired, and T2 takes its own back."""
+    from tests.protocol.harness import CLOSED_NOW, T2
+
+    stores = MemoryWorld().open()
+    deliver(stores, T, now=CLOSED_NOW)
+    operations = operations_of([T], T2, now=CLOSED_NOW)
+    first_write = next(
+        op.number
+        for op in operations
+        if op.store == "analytics" and op.number > number_of(operations, "index", "save_call")
+    )
+    runner = _analytics_retention(stores, CLOSED_NOW)
+    log = OperationLog(pause_at=first_write, interrupt=lambda: runner.run() and None)
+    run_step(recording(stores, log), step_of(T2), CLOSED_NOW)
+    assert log.interrupted is not None
+    assert stores.index.get(CONV).analytics_expired_at is not None  # type: ignore[union-attr]
+    assert _call_days(stores) == []
+    assert verify(stores, CLOSED_NOW) == []
+
+
 def test_protocol_regression_rows_written_between_retentions_erase_and_its_mark_are_erased() -> None:
     """Retention erases the rows, then marks the row: T2 (newer) ran whole in between, its re-read
     saw no mark yet, so its rows stayed under the mark. Fixed: the run erases once more after the
