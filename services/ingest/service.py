@@ -152,6 +152,11 @@ class Archiver:
         for _attempt in range(_SAVE_ATTEMPTS):  # compare-and-swap on the row read: see save_call
             if current is not None and _row_is_newer(current, record):
                 return self._stale(event, record, current)
+            if current is not None and current.memory_status == MEMORY_EXPIRED and record.memory_status:
+                # Retention expired the memories after our first read: no status, no job (the row
+                # refuses a status over ``expired``).
+                record.memory_status = record.memory_updated_at = None
+                memories_expired = True
             if self.analytics is not None and current is not None:
                 # Before the row forgets the old start: a crash after this leaves the row's start as it
                 # was, so the redelivery cleans the old day again (conditional deletes, idempotent).

@@ -1107,3 +1107,21 @@ def test_call_index_expire_analytics_marks_the_row_for_good(index: CallIndex) ->
     row = index.get(CONVERSATION)
     assert row is not None and row.version == V_NEW and row.analytics_expired_at == NOW + 10
     assert [r.analytics_expired_at for r in index.list_calls(CallQuery(phone=PHONE)).items] == [NOW + 10]
+
+
+def test_call_index_a_newer_version_never_replaces_an_expired_memory_status(index: CallIndex) -> None:
+    """A delivery read the row before retention marked the memories expired and saves after it: the
+    save carrying a memory status is refused (the Archiver reads the row again and saves without one),
+    one without a memory status is taken and keeps the mark."""
+    index.save_call(placed(CONVERSATION, PHONE, T0), NOW)
+    index.set_memory_status(CONVERSATION, "expired", NOW + 5)
+    newer = placed(CONVERSATION, PHONE, T0)
+    newer.version, newer.memory_status, newer.memory_updated_at = "1.9999999999999.0", "pending", NOW + 6
+
+    assert not index.save_call(newer, NOW + 6)
+    newer.memory_status = newer.memory_updated_at = None
+    assert index.save_call(newer, NOW + 7)
+
+    row = index.get(CONVERSATION)
+    assert row is not None and (row.memory_status, row.memory_updated_at) == ("expired", NOW + 5)
+    assert row.version == "1.9999999999999.0"

@@ -464,3 +464,57 @@ def test_protocol_regression_rows_written_between_retentions_erase_and_its_mark_
     assert log.interrupted is not None
     assert _call_days(stores) == []
     assert verify(stores, CLOSED_NOW) == []
+
+
+# --- 6. retention expiring memories while a delivery saves the row ----------------------------------
+
+
+class _Jobs:
+    """A memory job submitter (services.memory.jobs) that records what it was asked to queue."""
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+
+    def status_for(self, event: Any, record: Any) -> str | None:
+        return "pending"
+
+    def submit(self, event: Any, record: Any) -> None:
+        self.submitted.append(record.conversation_id)
+
+
+@pytest.mark.parametrize("index_kind", ["memory", "sqlite"])
+def test_protocol_regression_a_delivery_saving_after_retention_expired_the_memories_keeps_them_expired(
+    index_kind: str, tmp_path: Any
+) -> None:
+    """T2 read the row before retention marked its memories expired and saved after: the save wrote
+    ``pending`` over ``expired`` and queued a job, so the memories retention removed could come back.
+    Fixed: the row refuses a memory status over ``expired`` and the Archiver saves again without one."""
+    from services.core.adapters.sqlite_call_index import SqliteCallIndex
+    from services.core.domain.models import MEMORY_EXPIRED
+    from services.ingest.service import Archiver
+    from tests.protocol.harness import T2
+
+    jobs = _Jobs()
+
+    def archiver(into: Stores) -> Archiver:
+        return Archiver(into.blobs, into.index, lambda: OPEN_NOW, memory_jobs=jobs)
+
+    def world(name: str) -> Stores:
+        stores = MemoryWorld().open()
+        if index_kind == "sqlite":
+            stores = Stores(stores.blobs, SqliteCallIndex(tmp_path / f"{name}.sqlite3"), stores.analytics)
+        archiver(stores).archive(T.parsed())
+        return stores
+
+    log = OperationLog()
+    archiver(recording(world("count"), log)).archive(T2.parsed())
+    save = number_of(log.operations, "index", "save_call")
+
+    stores = world("run")
+
+    log = OperationLog(pause_at=save, interrupt=lambda: stores.index.set_memory_status(CONV, MEMORY_EXPIRED, 1))
+    jobs.submitted.clear()
+    assert archiver(recording(stores, log)).archive(T2.parsed()).outcome == "stored"
+    assert log.interrupted is not None
+    row = stores.index.get(CONV)
+    assert row is not None and row.memory_status == MEMORY_EXPIRED and jobs.submitted == []

@@ -228,6 +228,8 @@ class DynamoCallIndex:
         condition = unversioned
         if record.version is not None:
             condition = unversioned | (m.version <= record.version)
+        if record.memory_status is not None:  # expired is final (#13): the caller saves again without one
+            condition &= m.memory_status.does_not_exist() | (m.memory_status != MEMORY_EXPIRED)
         if expect_version:  # a compare-and-swap on the row the caller read
             condition &= m.version.does_not_exist() if expected_version is None else m.version == expected_version
         return self._update(record.conversation_id, actions, condition)

@@ -150,6 +150,8 @@ class MemoryCallIndex:
                 row = CallRecord(record.conversation_id, ingested_at=now)
             elif _is_newer(row, record):
                 return False
+            elif record.memory_status is not None and row.memory_status == MEMORY_EXPIRED:
+                return False  # expired is final (#13): the caller saves again without a status
             for name in REPLACED_CALL_FIELDS:
                 setattr(row, name, getattr(record, name))
             for name in MERGED_CALL_FIELDS:

@@ -71,6 +71,7 @@ ON CONFLICT (conversation_id) DO UPDATE SET
     updated_at = excluded.updated_at
 WHERE CASE WHEN calls.version IS NOT NULL THEN calls.version <= excluded.version
            ELSE calls.event_at IS NULL OR excluded.event_at IS NULL OR calls.event_at <= excluded.event_at END
+  AND (excluded.memory_status IS NULL OR calls.memory_status IS NOT '{MEMORY_EXPIRED}')
 """  # noqa: S608
 
 # The same, as a compare-and-swap on the version the caller read (``IS`` also matches NULL = NULL).
