@@ -60,6 +60,7 @@ from tests.protocol.harness import (
     OPEN_NOW,
     T1,
     T2,
+    T_NO_TIME,
     A,
     Crash,
     CrashAt,
@@ -143,6 +144,15 @@ PAIRS = [
     _pair(A, T2, T1, MERGE, now=CLOSED_NOW),
     _pair(T2, A, T1, MERGE, now=CLOSED_NOW),
     _pair(T, MERGE, F_LATER_DAY, MERGE, now=CLOSED_NOW),
+    # The start moves out of a merged day while audio arrives (mark_audio copies the merged row):
+    # (T+2d, A) and (A, T+2d) after T,merge converge except where one of them dies right after the copy
+    # or between the row's move and the second clean (test_protocol_gaps, the xfail gap).
+    # No time at all: the call starts when first stored (five days after START), a timed version moves it.
+    _pair(T_NO_TIME, A, now=CLOSED_NOW),
+    _pair(A, T_NO_TIME, now=CLOSED_NOW),
+    _pair(T_NO_TIME, T, now=CLOSED_NOW),
+    _pair(T, T_NO_TIME, now=CLOSED_NOW),
+    _pair(T_NO_TIME, T_NO_TIME, now=CLOSED_NOW),
 ]
 
 

@@ -34,6 +34,9 @@ from tests.protocol.harness import (
     MERGE,
     T1,
     T2,
+    T_MOVED,
+    T_NO_START,
+    T_NO_TIME,
     A,
     Crash,
     F,
@@ -75,6 +78,19 @@ SCENARIOS = [
     # The failure's start (its timestamp) lies two days after the transcript's: the transcript moves
     # the call's analytics rows to another day.
     scenario(F_LATER_DAY, T),
+    # Versions without a start time (it is their timestamp) or without any time (an import: the call
+    # starts when first stored, five days after START here, so a timed version moves it across days).
+    scenario(T_NO_START),
+    scenario(T, T_NO_START),
+    scenario(T_NO_TIME, now=CLOSED_NOW, name="closed:Tnt"),
+    scenario(T_NO_TIME, A, now=CLOSED_NOW, name="closed:Tnt,A"),
+    scenario(A, T_NO_TIME, now=CLOSED_NOW, name="closed:A,Tnt"),
+    scenario(T_NO_TIME, MERGE, T, MERGE, now=CLOSED_NOW, name="closed:Tnt,merge,T,merge"),
+    scenario(T, T_NO_TIME, now=CLOSED_NOW, name="closed:T,Tnt"),
+    # The start moves across closed, merged days, audio before and after.
+    scenario(T, MERGE, T_MOVED, MERGE, now=CLOSED_NOW, name="closed:T,merge,T+2d,merge"),
+    scenario(T, MERGE, A, T_MOVED, now=CLOSED_NOW, name="closed:T,merge,A,T+2d"),
+    scenario(A, T_MOVED, T, now=CLOSED_NOW, name="closed:A,T+2d,T"),
 ]
 # The files run repeats the enumeration over real files and SQLite (fsyncs make it ~100x slower).
 FILE_SCENARIOS = ["T", "A,T", "T,A", "F,T", "T1,T2", "T,A1,A2", "closed-day:T,merge,A,merge"]
