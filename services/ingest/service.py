@@ -320,6 +320,9 @@ class Archiver:
                 latest = self.index.get(conversation_id)
                 # A call without a start time has its rows in the day it was first stored (_archive_call).
                 known = latest if latest is not None else existing
+                if known.audio_version == versions.AUDIO_EXPIRED:
+                    # A retention run expired the audio meanwhile (and set has_audio false): ours is purged.
+                    return IngestResult("stale", event_type, conversation_id, existing.phone)
                 self.analytics.mark_audio(conversation_id, known.started_at or known.ingested_at)
             return IngestResult("stored", event_type, conversation_id, existing.phone, unchanged=unchanged)
         if self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=True):

@@ -518,3 +518,49 @@ def test_protocol_regression_a_delivery_saving_after_retention_expired_the_memor
     assert log.interrupted is not None
     row = stores.index.get(CONV)
     assert row is not None and row.memory_status == MEMORY_EXPIRED and jobs.submitted == []
+
+
+# --- 7. retention expiring audio while an audio delivery marks analytics ------------------------------
+
+
+def test_protocol_regression_audio_whose_call_lost_its_audio_meanwhile_does_not_mark_has_audio() -> None:
+    """A2 (newer audio) wrote its object and the row; retention (audio_days) then ran whole: purged
+    the audio, marked the row expired and set has_audio false in analytics. A2 read the row again
+    (expired) and still marked has_audio true: verify reported has_audio differs for good."""
+    from services.privacy.retention import RetentionRules, RetentionRunner, Rule
+    from services.privacy.service import Eraser
+    from tests.protocol.harness import CLOSED_NOW
+
+    def prepared() -> Stores:
+        from services.analytics.compaction import compact_closed_days
+
+        stores = MemoryWorld().open()
+        deliver(stores, T, A1, now=CLOSED_NOW)
+        compact_closed_days(stores.analytics, now=CLOSED_NOW)
+        return stores
+
+    log = OperationLog()
+    run_step(recording(prepared(), log), step_of(A2), CLOSED_NOW)
+    saves = number_of(log.operations, "index", "save_audio")
+    reread = next(op.number for op in log.operations if (op.store, op.name) == ("index", "get") and op.number > saves)
+
+    stores = prepared()
+    writer = archiver_for(stores, CLOSED_NOW).analytics
+    runner = RetentionRunner(
+        stores.index,
+        Eraser(stores.blobs, stores.index, [], clock=lambda: CLOSED_NOW),
+        RetentionRules(Rule(audio_days=1)),
+        blobs=stores.blobs,
+        audio_flags=writer,
+        clock=lambda: CLOSED_NOW,
+    )
+
+    def expire_audio() -> None:
+        runner.run()
+
+    log = OperationLog(pause_at=reread, interrupt=expire_audio)
+    run_step(recording(stores, log), step_of(A2), CLOSED_NOW)
+    assert log.interrupted is not None
+    calls = analytics_view(stores.analytics)["calls"][partition_of(START)][CONV]
+    assert calls[0]["has_audio"] is False
+    assert verify(stores, CLOSED_NOW) == []
