@@ -181,6 +181,9 @@ class Archiver:
         has_audio = self.place_audio(conversation_id, prefix, existing, nothing_placed=fresh)
         # Rows a retention rule expired (#13) stay gone: the call is kept, its analytics are not written.
         analytics_expired = existing is not None and existing.analytics_expired_at is not None
+        if self.analytics is not None and analytics_expired:
+            # An earlier delivery of this version may have died after writing rows the run had expired.
+            self.analytics.take_back(conversation_id, record.started_at, record.version)
         if self.analytics is not None and not analytics_expired:
             # A call without a start time is counted on the day it was first stored, whatever delivery
             # writes it (as backfill and verify do), so a redelivery never puts it in a second day.

@@ -564,3 +564,31 @@ def test_protocol_regression_audio_whose_call_lost_its_audio_meanwhile_does_not_
     calls = analytics_view(stores.analytics)["calls"][partition_of(START)][CONV]
     assert calls[0]["has_audio"] is False
     assert verify(stores, CLOSED_NOW) == []
+
+
+def test_protocol_regression_a_delivery_that_died_writing_rows_retention_expired_leaves_none_on_retry() -> None:
+    """As in section 5, but T2 dies right after writing its first rows (before reading the row again):
+    its retry sees the expiry at once and wrote nothing, so the rows the dead attempt wrote stayed.
+    Fixed: a delivery of a call whose rows expired takes back its own version's rows (three HEADs,
+    only for calls whose rows expired)."""
+    from tests.protocol.harness import CLOSED_NOW, T2
+
+    stores = MemoryWorld().open()
+    deliver(stores, T, now=CLOSED_NOW)
+    operations = operations_of([T], T2, now=CLOSED_NOW)
+    saved = number_of(operations, "index", "save_call")
+    first_read = next(op.number for op in operations if op.store == "analytics" and op.number > saved)
+    first_write = next(
+        op.number for op in operations if op.store == "analytics" and op.name == "put_stream_if" and op.number > saved
+    )
+    runner = _analytics_retention(stores, CLOSED_NOW)
+
+    def expire() -> None:
+        runner.run()
+
+    log = OperationLog(first_write, "after", pause_at=first_read, interrupt=expire)
+    with pytest.raises(Crash):
+        run_step(recording(stores, log), step_of(T2), CLOSED_NOW)
+    assert deliver(stores, T2, now=CLOSED_NOW) == ["stored"]  # the retry
+    assert _call_days(stores) == []
+    assert verify(stores, CLOSED_NOW) == []
