@@ -592,3 +592,46 @@ def test_protocol_regression_a_delivery_that_died_writing_rows_retention_expired
     assert deliver(stores, T2, now=CLOSED_NOW) == ["stored"]  # the retry
     assert _call_days(stores) == []
     assert verify(stores, CLOSED_NOW) == []
+
+
+@pytest.mark.xfail(strict=True, reason="open: closing it costs an index read per audio delivery")
+def test_protocol_gap_audio_marking_after_its_reread_while_retention_expires_the_audio() -> None:
+    """As above, but retention runs between A2's second read of the row (not expired yet) and its
+    ``mark_audio``: A2 sets has_audio true over the run's false, and the audio is gone (verify:
+    has_audio differs; --repair rewrites the rows). Seed 7746 of the random histories. OPEN: A2 would
+    read the row once more after marking (and mark false if expired): one more index read on every
+    audio delivery, for a race only audio of calls older than ``audio_days`` (a sync) can meet."""
+    from services.privacy.retention import RetentionRules, RetentionRunner, Rule
+    from services.privacy.service import Eraser
+    from tests.protocol.harness import CLOSED_NOW
+
+    def prepared() -> Stores:
+        from services.analytics.compaction import compact_closed_days
+
+        stores = MemoryWorld().open()
+        deliver(stores, T, A1, now=CLOSED_NOW)
+        compact_closed_days(stores.analytics, now=CLOSED_NOW)
+        return stores
+
+    log = OperationLog()
+    run_step(recording(prepared(), log), step_of(A2), CLOSED_NOW)
+    saves = number_of(log.operations, "index", "save_audio")
+    mark = next(op.number for op in log.operations if op.store == "analytics" and op.number > saves)
+
+    stores = prepared()
+    runner = RetentionRunner(
+        stores.index,
+        Eraser(stores.blobs, stores.index, [], clock=lambda: CLOSED_NOW),
+        RetentionRules(Rule(audio_days=1)),
+        blobs=stores.blobs,
+        audio_flags=archiver_for(stores, CLOSED_NOW).analytics,
+        clock=lambda: CLOSED_NOW,
+    )
+
+    def expire_audio() -> None:
+        runner.run()
+
+    log = OperationLog(pause_at=mark, interrupt=expire_audio)
+    run_step(recording(stores, log), step_of(A2), CLOSED_NOW)
+    assert log.interrupted is not None
+    assert verify(stores, CLOSED_NOW) == []
