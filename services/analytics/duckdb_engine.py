@@ -45,7 +45,9 @@ CACHE_FILE = "analytics-cache.duckdb"
 # A partition folder modified this recently may still change within the same timestamp tick: it is
 # read, but not recorded as fresh, so the next refresh reads it again (git's "racy index" rule).
 RACY_WINDOW_NS = 2_000_000_000
-VANISHED_FILE_ATTEMPTS = 4  # a merge deleting the per-call objects a read listed: read again
+# A merge deletes the per-call objects it folded in: a read that listed one (a cache refresh, or a
+# query over the files) lists and reads again, soon (merges can run back to back: imports, redeliveries).
+VANISHED_FILE_ATTEMPTS = 20
 _DT_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 # The cache holds each partition's current rows: a change of columns or of that rule rebuilds it.
 _SCHEMA_VERSION = hashlib.sha256(
@@ -295,7 +297,7 @@ class DuckDbEngine:
                 except duckdb.IOException:
                     if attempt == VANISHED_FILE_ATTEMPTS:
                         raise
-                    time.sleep(0.05 * attempt)
+                    time.sleep(0.01 * attempt)
         return changed_counts
 
     def _refresh_table(self, root: Path, table: str) -> int:
@@ -345,7 +347,7 @@ class DuckDbEngine:
             except duckdb.IOException:  # read the files directly, one was merged away meanwhile: again
                 if attempt == VANISHED_FILE_ATTEMPTS:
                     raise
-                time.sleep(0.05 * attempt)
+                time.sleep(0.01 * attempt)
         raise AssertionError("unreachable")
 
     def _query(self, sql: str, params: Sequence[object]) -> QueryResult:
