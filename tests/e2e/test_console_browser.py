@@ -482,6 +482,29 @@ UNDER_THE_PLAYER = """id => { const turn = document.getElementById(id).getBoundi
   return turn.top < player.bottom && turn.bottom > player.top ? [turn.top, turn.bottom, player.bottom] : null; }"""
 
 
+def test_console_browser_a_link_to_a_turn_keeps_its_turn_through_sign_in(
+    browser: Any,  # noqa: F811
+    served: ServedArchive,
+) -> None:
+    """A colleague's link to one turn (``#turn-N``, as search hits link) opened while signed out: after
+    signing in, the call opens at that turn, not at its top. The fragment never reaches the server; the
+    sign-in form posts to the page's own address, so the browser keeps it through both redirects."""
+    context = browser.new_context(bypass_csp=True)
+    page = context.new_page()
+    page.goto(served.url + f"/console/calls/{RICH_ID}#turn-3")
+    assert urlparse(page.url).path == "/console/signin"
+    page.get_by_label("API key").fill("not a key")  # a wrong key first: the form comes back, the turn kept
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+    assert page.get_by_role("alert").inner_text() == "That API key is not valid."
+    page.get_by_label("API key").fill(admin_key(served))
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"**/console/calls/{RICH_ID}#turn-3")
+    assert page.evaluate("() => location.hash") == "#turn-3"
+    assert page.locator("#turn-3").is_visible()
+    context.close()
+
+
 def test_console_browser_a_turn_linked_or_followed_is_not_hidden_under_the_player(
     browser: Any,  # noqa: F811
     tmp_path: Path,
