@@ -49,9 +49,11 @@ RACY_WINDOW_NS = 2_000_000_000
 # query over the files) lists and reads again, soon (merges can run back to back: imports, redeliveries).
 VANISHED_FILE_ATTEMPTS = 20
 _DT_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
-# The cache holds each partition's current rows: a change of columns or of that rule rebuilds it.
+# The cache holds each partition's current rows: a change of columns, of that rule or of how rows are
+# laid out (one partition per insert, since 2026-12-07) rebuilds it.
+_CACHE_LAYOUT = "one partition per insert"
 _SCHEMA_VERSION = hashlib.sha256(
-    repr((sorted(COLUMNS.items()), [current_rows_sql(t) for t in TABLES])).encode()
+    repr((sorted(COLUMNS.items()), [current_rows_sql(t) for t in TABLES], _CACHE_LAYOUT)).encode()
 ).hexdigest()[:16]
 
 
@@ -321,11 +323,15 @@ class DuckDbEngine:
             con.execute(f"DELETE FROM {table} WHERE {PARTITION_COLUMN} IN (SELECT unnest(?))", [stale])  # noqa: S608
             con.execute("DELETE FROM _partitions WHERE table_name = ? AND dt IN (SELECT unnest(?))", [table, stale])
             with_files = [dt for dt in changed if any((folder / f"dt={dt}").glob(f"*{OBJECT_SUFFIX}"))]
-            if with_files:
-                paths = [f"{folder}/dt={dt}/*{OBJECT_SUFFIX}" for dt in with_files]
-                # Whole partitions are read, so each call's current rows are decided here, once.
+            for dt in with_files:
+                # A whole partition is read, so each call's current rows are decided here, once. One
+                # partition per statement: the window emits rows in hash order, so partitions read
+                # together share row groups, and a later DELETE of one rewrites all of them (measured at
+                # 100,000 calls: a changed day refreshed in 1.2-1.9 s after a one-statement build, 0.8 s
+                # after this one; even two days per statement gave 1.5-1.8 s). The first build pays for
+                # it (6 s to 10 s for a compacted month) and holds one day's rows at a time, not a month's.
                 # Table and column names are constants from tables.py; paths are quoted by _literal.
-                objects = f"({_objects_select(table, paths)}) AS objects"
+                objects = f"({_objects_select(table, [f'{folder}/dt={dt}/*{OBJECT_SUFFIX}'])}) AS objects"
                 con.execute(f"INSERT INTO {table} {current_rows_sql(table, objects)}")
             fresh = [(table, dt, on_disk[dt]) for dt in changed if now_ns - on_disk[dt] >= RACY_WINDOW_NS]
             if fresh:
