@@ -80,7 +80,7 @@ def rerun(data_dir: Path | None, phone: str | None) -> None:
     """Queue every archived call's memory job again, e.g. to rebuild raw-turn memories with the extractor.
 
     A running `callvault serve` works through them (each replaces its call's memories); otherwise the
-    next start does. Calls whose memories a retention rule expired are left out.
+    next start does. Calls whose memories a retention rule expired, or `memory forget` erased, are left out.
     """
     from services.core.adapters.sqlite_call_index import SqliteCallIndex
     from services.core.domain.errors import CallVaultError
@@ -101,7 +101,7 @@ def rerun(data_dir: Path | None, phone: str | None) -> None:
     for call in index.scan():
         if not call.phone or not call.transcript_key or (only and call.phone != only):
             continue
-        if call.memory_status == MEMORY_EXPIRED:  # a retention rule removed its memories (#13): not rebuilt
+        if call.memory_status == MEMORY_EXPIRED:  # removed by a retention rule (#13) or memory forget: not rebuilt
             continue
         index.set_memory_status(call.conversation_id, STATUS_PENDING, now)
         outbox.enqueue(MemoryJob(call.conversation_id, call.transcript_key, call.event_at))
@@ -115,6 +115,9 @@ def rerun(data_dir: Path | None, phone: str | None) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def forget(phone: str, data_dir: Path | None, yes: bool) -> None:
     """Erase every memory of the caller PHONE (memories and their history); the calls stay archived.
+
+    Final for the calls archived now: a redelivery, a sync or `memory rerun` builds none of their
+    memories again (their memory status becomes `expired`). Calls that come later are remembered.
 
     Refused while a legal hold covers the caller or one of their calls; recorded in the audit trail
     (`memory_erase`). Stop `callvault serve` first when the back end is the local one: its store is locked to one
@@ -231,6 +234,7 @@ def _forget(settings: Settings, e164: str) -> None:
     from services.cli.privacy_commands import AWS_PRIVACY_SETTINGS, cli_actor
     from services.core.domain import phone as phone_domain
     from services.core.domain.errors import CallVaultError
+    from services.core.domain.models import MEMORY_EXPIRED
     from services.core.wiring import build_storage
     from services.memory.erasure import MemoryErasure
     from services.memory.outbox import SqliteOutbox
@@ -240,7 +244,8 @@ def _forget(settings: Settings, e164: str) -> None:
     try:
         # As `callvault forget` does: a legal hold on the caller or one of their calls refuses it, and
         # the erasure is in the audit trail, recorded before anything goes.
-        eraser = build_eraser(settings, build_storage(settings))
+        storage = build_storage(settings)
+        eraser = build_eraser(settings, storage)
         if eraser.holds is None or eraser.audit is None:  # AWS: both are the audit table; never "no holds"
             raise click.ClickException(
                 f"memory forget on AWS needs the legal holds and the audit trail: {AWS_PRIVACY_SETTINGS}; "
@@ -259,6 +264,13 @@ def _forget(settings: Settings, e164: str) -> None:
         if settings.backend == "local" and (settings.data_dir / INDEX_FILE).exists():
             # Jobs first, as `callvault forget`: one left waiting would write the memories again at serve's start.
             SqliteOutbox(settings.data_dir / INDEX_FILE).forget_jobs([c.conversation_id for c in plan.calls])
+        # Then each call's row says its memories are gone for good (``expired``, as a retention rule
+        # leaves it, final on every index): a job already on its way (an SQS message, a worker mid-job)
+        # takes what it writes out again, and a redelivery, a sync or `memory rerun` queues none.
+        # Calls that come later are remembered.
+        now = int(time.time())
+        for call in plan.calls:
+            storage.index.set_memory_status(call.conversation_id, MEMORY_EXPIRED, now)
         count = store.delete_caller(e164)
         # Calls filed under another number that later reported this one keep their memories under that
         # number: erased as those calls only, as `callvault forget` does.

@@ -246,6 +246,49 @@ def test_forget_drops_the_callers_waiting_memory_jobs_so_serve_does_not_write_th
     assert outbox.get("conv_3") is not None
 
 
+def test_forget_is_final_for_the_callers_archived_calls_a_rerun_or_a_redelivery_rebuilds_nothing(
+    runner: CliRunner, tmp_path: Path, embedder: Any, no_network: None
+) -> None:
+    """After `memory forget` each of the caller's calls says its memories are gone for good (``expired``,
+    as retention leaves it, final on every index): `memory rerun` queues no job for them, a redelivery's
+    outbox trigger records none, and a job already on its way writes nothing back (the same row check
+    test_sqs_handler and test_outbox pin for retention). Another caller's call keeps its status."""
+    from services.memory.mem0_oss import Mem0OssMemoryStore
+
+    index = SqliteCallIndex(tmp_path / "index.sqlite3")
+    for cid, phone in (("conv_1", CALLER), ("conv_2", CALLER), ("conv_3", OTHER_CALLER)):
+        record = payload.call_from_transcription(call_envelope(cid, phone)["data"], 1751802025, "US")
+        record.memory_status, record.transcript_key = "done", f"{phone.lstrip('+')}/{cid}.json"
+        index.save_call(record, 1751802100)
+    index.close()
+    store = Mem0OssMemoryStore(tmp_path / "memory", embedder=embedder)
+    store.add_conversation(CALLER, "conv_1", build_conversation_memories(call_envelope("conv_1", CALLER)["data"]).items)
+    store.close()
+
+    result = runner.invoke(cli, ["memory", "forget", CALLER, "--yes", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+
+    index = SqliteCallIndex(tmp_path / "index.sqlite3")
+    try:
+        assert [index.get(cid).memory_status for cid in ("conv_1", "conv_2", "conv_3")] == [  # type: ignore[union-attr]
+            "expired",
+            "expired",
+            "done",
+        ]
+        rerun = runner.invoke(cli, ["memory", "rerun", "--data-dir", str(tmp_path)])
+        assert rerun.output.strip() == "1 memory job queued"  # conv_3 only
+        outbox = SqliteOutbox(tmp_path / "index.sqlite3")
+        assert outbox.get("conv_1") is None and outbox.get("conv_2") is None
+        # A redelivery of a forgotten call (a webhook retry, a sync): the row keeps "expired", no job.
+        again = payload.call_from_transcription(call_envelope("conv_1", CALLER)["data"], 1751802999, "US")
+        again.memory_status = "pending"
+        index.save_call(again, 1751803000)
+        assert index.get("conv_1").memory_status == "expired"  # type: ignore[union-attr]
+        assert outbox.get("conv_1") is None
+    finally:
+        index.close()
+
+
 def test_forget_takes_the_memories_of_a_call_filed_under_another_number_that_reported_this_one(
     runner: CliRunner, tmp_path: Path, embedder: Any, no_network: None
 ) -> None:
