@@ -264,18 +264,24 @@ def _forget(settings: Settings, e164: str) -> None:
         if settings.backend == "local" and (settings.data_dir / INDEX_FILE).exists():
             # Jobs first, as `callvault forget`: one left waiting would write the memories again at serve's start.
             SqliteOutbox(settings.data_dir / INDEX_FILE).forget_jobs([c.conversation_id for c in plan.calls])
-        # Then each call's row says its memories are gone for good (``expired``, as a retention rule
-        # leaves it, final on every index): a job already on its way (an SQS message, a worker mid-job)
-        # takes what it writes out again, and a redelivery, a sync or `memory rerun` queues none.
-        # Calls that come later are remembered.
-        now = int(time.time())
-        for call in plan.calls:
-            storage.index.set_memory_status(call.conversation_id, MEMORY_EXPIRED, now)
-        count = store.delete_caller(e164)
         # Calls filed under another number that later reported this one keep their memories under that
         # number: erased as those calls only, as `callvault forget` does.
         foreign = [c for c in plan.calls if c.phone is not None and c.phone != e164]
-        count += MemoryErasure(store).erase(None, foreign) if foreign else 0
+
+        def erase() -> int:
+            return store.delete_caller(e164) + (MemoryErasure(store).erase(None, foreign) if foreign else 0)
+
+        # Erase, then each call's row says its memories are gone for good (``expired``, as a retention
+        # rule leaves it, final on every index), then erase again, as retention does: a job already on
+        # its way (an SQS message, a worker mid-job) takes out what it writes after the mark, the second
+        # erase what it wrote before; a redelivery, a sync or `memory rerun` queues none. A failure
+        # before the mark leaves the rows as they were (retention still expires those memories).
+        # Calls that come later are remembered.
+        count = erase()
+        now = int(time.time())
+        for call in plan.calls:
+            storage.index.set_memory_status(call.conversation_id, MEMORY_EXPIRED, now)
+        count += erase()
     except CallVaultError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
     finally:

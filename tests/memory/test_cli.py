@@ -289,6 +289,35 @@ def test_forget_is_final_for_the_callers_archived_calls_a_rerun_or_a_redelivery_
         index.close()
 
 
+def test_forget_that_fails_before_erasing_leaves_the_rows_for_retention(
+    runner: CliRunner, tmp_path: Path, embedder: Any, no_network: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Erase, mark, erase again (as retention): a store failing on the first erase leaves the calls'
+    memory status as it was, so a retention rule still expires those memories (an `expired` mark over
+    memories still stored would hide them from it for good); the command says to run it again."""
+    from services.core.domain.errors import StorageUnavailable
+    from services.memory.mem0_oss import Mem0OssMemoryStore
+
+    index = SqliteCallIndex(tmp_path / "index.sqlite3")
+    record = payload.call_from_transcription(call_envelope("conv_1", CALLER)["data"], 1751802025, "US")
+    record.memory_status = "done"
+    index.save_call(record, 1751802100)
+    index.close()
+
+    def unavailable(self: Any, phone: str) -> int:
+        raise StorageUnavailable("the memory store is not answering; retry")
+
+    monkeypatch.setattr(Mem0OssMemoryStore, "delete_caller", unavailable)
+    result = runner.invoke(cli, ["memory", "forget", CALLER, "--yes", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "retry" in result.output
+
+    index = SqliteCallIndex(tmp_path / "index.sqlite3")
+    try:
+        assert index.get("conv_1").memory_status == "done"  # type: ignore[union-attr]
+    finally:
+        index.close()
+
+
 def test_forget_takes_the_memories_of_a_call_filed_under_another_number_that_reported_this_one(
     runner: CliRunner, tmp_path: Path, embedder: Any, no_network: None
 ) -> None:
