@@ -298,8 +298,12 @@ class Archiver:
         if self.is_erased(conversation_id):
             return IngestResult("erased", event_type)  # no id: logs and answers name no erased call
         existing = self.index.get(conversation_id)
-        if existing is not None and existing.audio_version == versions.AUDIO_EXPIRED:
-            return IngestResult("stale", event_type, conversation_id, existing.phone)  # expired: not again
+        if existing is not None and existing.audio_version == versions.AUDIO_EXPIRED:  # expired: not again
+            if self.analytics is not None:
+                # An earlier delivery may have died between setting has_audio and reading the row again
+                # (_mark_audio): put false back. Reads only, when it is false already.
+                self.analytics.mark_audio(conversation_id, existing.started_at or existing.ingested_at, has_audio=False)
+            return IngestResult("stale", event_type, conversation_id, existing.phone)
         placed = existing is not None and existing.archive_prefix is not None
         if existing is not None and existing.archive_prefix is not None:
             key = keys.audio_key(existing.archive_prefix, conversation_id)
@@ -326,7 +330,8 @@ class Archiver:
                 if known.audio_version == versions.AUDIO_EXPIRED:
                     # A retention run expired the audio meanwhile (and set has_audio false): ours is purged.
                     return IngestResult("stale", event_type, conversation_id, existing.phone)
-                self.analytics.mark_audio(conversation_id, known.started_at or known.ingested_at)
+                if not self._mark_audio(conversation_id, known.started_at or known.ingested_at):
+                    return IngestResult("stale", event_type, conversation_id, existing.phone)
             return IngestResult("stored", event_type, conversation_id, existing.phone, unchanged=unchanged)
         if self.index.save_audio(conversation_id, agent_id, audio, self._now(), only_if_unplaced=True):
             return IngestResult("stored", event_type, conversation_id, unchanged=unchanged)
@@ -337,9 +342,22 @@ class Archiver:
         # A call-level event placed the call between our read and our write: place the audio ourselves.
         if not self.place_audio(conversation_id, row.archive_prefix, row):
             return IngestResult("stale", event_type, conversation_id, row.phone)  # expired meanwhile
-        if self.analytics is not None:
-            self.analytics.mark_audio(conversation_id, row.started_at or row.ingested_at)
+        if self.analytics is not None and not self._mark_audio(conversation_id, row.started_at or row.ingested_at):
+            return IngestResult("stale", event_type, conversation_id, row.phone)
         return IngestResult("stored", event_type, conversation_id, row.phone)
+
+    def _mark_audio(self, conversation_id: str, day_start: int | None) -> bool:
+        """Set has_audio on the call's analytics row; False if a retention run expired the audio since
+        the row was last read. The run sets has_audio false after marking the row, so a mark of ours
+        that lands after its false would stand over audio it purged: read the row once more (one index
+        read per audio delivery) and put false back."""
+        assert self.analytics is not None
+        self.analytics.mark_audio(conversation_id, day_start)
+        row = self.index.get(conversation_id)
+        if row is None or row.audio_version != versions.AUDIO_EXPIRED:
+            return True
+        self.analytics.mark_audio(conversation_id, day_start, has_audio=False)
+        return False
 
     def _record_placed_audio(self, conversation_id: str, agent_id: str | None, audio: AudioFacts) -> bool:
         """Name the audio in place on the row. False only when a retention run expired the call's audio

@@ -594,13 +594,11 @@ def test_protocol_regression_a_delivery_that_died_writing_rows_retention_expired
     assert verify(stores, CLOSED_NOW) == []
 
 
-@pytest.mark.xfail(strict=True, reason="open: closing it costs an index read per audio delivery")
-def test_protocol_gap_audio_marking_after_its_reread_while_retention_expires_the_audio() -> None:
+def test_protocol_regression_audio_marking_after_its_reread_while_retention_expires_the_audio() -> None:
     """As above, but retention runs between A2's second read of the row (not expired yet) and its
-    ``mark_audio``: A2 sets has_audio true over the run's false, and the audio is gone (verify:
-    has_audio differs; --repair rewrites the rows). Seed 7746 of the random histories. OPEN: A2 would
-    read the row once more after marking (and mark false if expired): one more index read on every
-    audio delivery, for a race only audio of calls older than ``audio_days`` (a sync) can meet."""
+    ``mark_audio``: A2 set has_audio true over the run's false, and the audio was gone (verify:
+    has_audio differs). Seed 7746 of the random histories. Fixed: A2 reads the row once more after
+    marking and puts false back if the audio expired (one index read per audio delivery)."""
     from services.privacy.retention import RetentionRules, RetentionRunner, Rule
     from services.privacy.service import Eraser
     from tests.protocol.harness import CLOSED_NOW
