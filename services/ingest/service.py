@@ -301,8 +301,8 @@ class Archiver:
         if existing is not None and existing.audio_version == versions.AUDIO_EXPIRED:  # expired: not again
             if self.analytics is not None:
                 # An earlier delivery may have died between setting has_audio and reading the row again
-                # (_mark_audio): put false back. Reads only, when it is false already.
-                self.analytics.mark_audio(conversation_id, existing.started_at or existing.ingested_at, has_audio=False)
+                # (_mark_audio): put false back. Reads only, when it is false already; none without rows.
+                self.analytics.mark_audio(conversation_id, _rows_start(existing), has_audio=False)
             return IngestResult("stale", event_type, conversation_id, existing.phone)
         placed = existing is not None and existing.archive_prefix is not None
         if existing is not None and existing.archive_prefix is not None:
