@@ -17,6 +17,12 @@ Between 2 and 3 a call's rows are in both objects, the same rows or (a racing re
 the per-call object: so the tables people query let the per-call object's rows win
 (``tables.current_rows_sql``), and nobody sees a call twice.
 
+One kind of per-call object is not folded in: a ``calls`` row that late audio copied out of the day
+object (version ``COPIED_OUT``) for a call the day object no longer holds. The call left the day (or
+was erased) after the copy, and the copier died before taking its copy back; folding it in would
+count the call in two days for good. The merge deletes it instead, so a crash there heals at the next
+merge (``serve`` merges at start).
+
 Writes to a closed day (a late redelivery, late audio, an import or sync of past calls, a backfill)
 are per-call objects like any other: rewriting the day object per call made importing a day's calls
 quadratic. The next merge folds them in (``callvault serve`` a few seconds after such a write, AWS
@@ -38,7 +44,16 @@ from services.core.logging import get_logger
 from services.core.ports import BlobStore
 
 from .rows import Row, UnreadableRows, decode, encode
-from .tables import CONTENT_TYPE, TABLES, day_object_key, is_closed, parse_object_key, partition_prefix
+from .tables import (
+    CALLS,
+    CONTENT_TYPE,
+    COPIED_OUT,
+    TABLES,
+    day_object_key,
+    is_closed,
+    parse_object_key,
+    partition_prefix,
+)
 
 if TYPE_CHECKING:
     from .writer import AnalyticsWriter
@@ -111,6 +126,7 @@ def rewrite_day(store: BlobStore, table: str, dt: str, change: Change | None = N
     """Merge the day's per-call objects into its day object, apply ``change``, and swap it in."""
     day_key = day_object_key(table, dt)
     for attempt in range(1, MAX_ATTEMPTS + 1):
+        intact = True
         try:
             blob, tag = store.get_tagged(day_key)
             day: dict[str, list[Row]] = _by_call(decode(blob))
@@ -120,12 +136,16 @@ def rewrite_day(store: BlobStore, table: str, dt: str, change: Change | None = N
             # A day object cut short (analytics are not fsynced) holds no rows anyone can read, and
             # would stop every report and every merge after it. Replaced by what the per-call objects
             # hold (the same tag condition); the calls it held are rebuilt by `callvault verify --repair`.
-            day = {}
+            day, intact = {}, False
+        per_call = _read_per_call(store, table, dt)
+        orphans = _orphan_copies(store, table, per_call, set(day)) if intact else set()
         read: dict[str, str] = {}  # per-call key -> the tag we read and will delete only if unchanged
-        for key, conversation_id, found in _read_per_call(store, table, dt):
+        for key, conversation_id, found in per_call:
             if found is None:
                 continue  # merged and deleted by a concurrent merge since the listing
             blob, read[key] = found
+            if key in orphans:
+                continue  # deleted below with the merged ones, never folded in
             try:
                 day[conversation_id] = decode(blob)  # the per-call object is newer than the day object's rows
             except UnreadableRows:
@@ -159,6 +179,24 @@ def _read_per_call(store: BlobStore, table: str, dt: str) -> list[tuple[str, str
             return item[0], item[1], None
 
     return _in_parallel(one, listed)
+
+
+def _orphan_copies(
+    store: BlobStore, table: str, per_call: list[tuple[str, str, tuple[bytes, str] | None]], in_day: set[str]
+) -> set[str]:
+    """The per-call keys that are ``mark_audio`` copies of a row the day object no longer holds: the
+    call moved to another day or was erased after the copy, and the copier died before taking it
+    back. Only ``calls`` rows are copied, and only out of the day object, so only per-call objects of
+    calls absent from it are looked at (one head each, in parallel: a day of imported calls has many)."""
+    if table != CALLS:
+        return set()
+    candidates = [(key, found[1]) for key, cid, found in per_call if found is not None and cid not in in_day]
+
+    def orphan(item: tuple[str, str]) -> bool:
+        head = store.head(item[0])  # the tag we read: a copy rewritten since is another write's
+        return head is not None and head.tag == item[1] and head.version == COPIED_OUT
+
+    return {key for (key, _tag), dropped in zip(candidates, _in_parallel(orphan, candidates), strict=True) if dropped}
 
 
 def _delete_read(store: BlobStore, read: dict[str, str]) -> None:

@@ -98,6 +98,12 @@ DUCKDB_TYPES: Final[dict[str, str]] = {
 }
 
 
+# The version label of a ``calls`` row that ``mark_audio`` copied out of a day object: it sorts below
+# every call version (any write of the call replaces it) and tells the merge what the object is. A
+# copy whose call has left the day object is an orphan (its writer died before taking it back), and
+# the merge drops it instead of folding it in (``compaction.rewrite_day``).
+COPIED_OUT: Final = "!copied-out"
+
 # The raw rows of every object of a table, as stored (Glue tables on AWS, DuckDB views locally), with
 # the object each row came from in "$path": Athena's name for it, given to DuckDB's `filename` too.
 OBJECTS_SUFFIX: Final = "_objects"

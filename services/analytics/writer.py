@@ -23,6 +23,7 @@ from .rows import CallRows, Row, decode, encode, rows_for_call
 from .tables import (
     CALLS,
     CONTENT_TYPE,
+    COPIED_OUT,
     EVALUATIONS,
     MESSAGES,
     TABLES,
@@ -134,7 +135,8 @@ class AnalyticsWriter:
 
         Compare-and-swap on the per-call ``calls`` object, keeping its version, so a concurrent write
         of the call is never undone. In a closed day whose rows are merged already, the row is copied
-        out of the day object into a per-call object that the next merge folds back in.
+        out of the day object into a per-call object (version ``COPIED_OUT``) that the next merge folds
+        back in, or drops if the call has left the day meanwhile.
         Returns False when there is no row to update (not written yet: the transcript's own write
         will see the audio; or archived before analytics existed: backfill writes it).
         """
@@ -143,12 +145,13 @@ class AnalyticsWriter:
         dt = partition_of(start)
         key = object_key(CALLS, dt, conversation_id)
         for _attempt in range(MAX_ATTEMPTS):
+            version: str | None
             head = self.store.head(key)
             if head is None:
                 if not is_closed(dt, self.clock()):
                     return False
                 rows = _day_rows(self.store, dt, conversation_id)
-                tag, version = None, None
+                tag, version = None, COPIED_OUT
             else:
                 try:
                     blob, tag = self.store.get_tagged(key)
@@ -166,7 +169,7 @@ class AnalyticsWriter:
                     # Copied out of the day object, which no longer holds the call: a newer version
                     # moved it to another day (or an erasure took it) since we read. Take the copy back.
                     copied = self.store.head(key)
-                    if copied is not None and copied.version is None:
+                    if copied is not None and copied.version == COPIED_OUT:
                         self.store.delete_if(key, copied.tag)
                     return False
                 self._late(dt, self.clock())

@@ -29,6 +29,7 @@ from services.analytics.rows import decode, encode
 from services.analytics.tables import (
     CALLS,
     CONTENT_TYPE,
+    COPIED_OUT,
     MESSAGES,
     TABLES,
     day_object_key,
@@ -314,6 +315,48 @@ def test_late_audio_keeps_the_version_of_the_calls_row() -> None:
     assert head is not None and head.version == "1.0001751802100.aaaa"
     [marked] = decode(analytics.get_bytes(key))
     assert (marked["conversation_id"], marked["has_audio"]) == ("conv_x", True)
+
+
+def test_the_merge_drops_an_audio_copy_of_a_call_the_day_no_longer_holds_and_folds_in_the_rest(
+    store: BlobStore,
+) -> None:
+    """A ``COPIED_OUT`` row of a call missing from the day object is an orphan (the call left the day
+    after late audio copied it, and the copier died): deleted, never folded in. A copy of a call the
+    day holds, and an unlabelled row of a call it lacks (``verify --repair``'s rewrite), are folded in."""
+    dt = "2025-11-21"
+    for cid in ("conv_kept", "conv_copied"):
+        rewrite_day(store, CALLS, dt, upsert(cid, [{"conversation_id": cid, "has_audio": False}]))
+    copy = [{"conversation_id": "conv_copied", "has_audio": True}]
+    assert store.put_if(
+        object_key(CALLS, dt, "conv_copied"), encode(CALLS, copy), CONTENT_TYPE, None, version=COPIED_OUT
+    )
+    orphan = [{"conversation_id": "conv_left", "has_audio": True}]
+    assert store.put_if(
+        object_key(CALLS, dt, "conv_left"), encode(CALLS, orphan), CONTENT_TYPE, None, version=COPIED_OUT
+    )
+    repaired = [{"conversation_id": "conv_repaired", "has_audio": False}]
+    store.put_bytes(object_key(CALLS, dt, "conv_repaired"), encode(CALLS, repaired), CONTENT_TYPE)
+
+    compact_closed_days(store, now=NOW)
+
+    flags = {row["conversation_id"]: row["has_audio"] for row in _rows(store, CALLS)}
+    assert flags == {"conv_kept": False, "conv_copied": True, "conv_repaired": False}
+    assert list(store.list_keys(CALLS + "/")) == [day_object_key(CALLS, dt)]
+
+
+def test_the_merge_keeps_audio_copies_when_the_day_object_is_unreadable() -> None:
+    """A day object cut short says nothing about which calls it held: every copy is folded in (the
+    rows it lost are rebuilt by ``verify --repair``), none is taken for an orphan."""
+    store, dt = MemoryBlobStore(), "2025-11-21"
+    assert store.put_if(day_object_key(CALLS, dt), b"\x1f\x8b cut short", CONTENT_TYPE, None)
+    copy = [{"conversation_id": "conv_copied", "has_audio": True}]
+    assert store.put_if(
+        object_key(CALLS, dt, "conv_copied"), encode(CALLS, copy), CONTENT_TYPE, None, version=COPIED_OUT
+    )
+
+    compact_closed_days(store, now=NOW)
+
+    assert [row["conversation_id"] for row in _rows(store, CALLS)] == ["conv_copied"]
 
 
 def test_a_day_object_is_written_only_through_compare_and_swap() -> None:

@@ -508,10 +508,12 @@ def interleave(
     crash: CrashAt | None,
     now: float,
     before: Sequence[Step] = (),
+    after: Sequence[Step] = (),
 ) -> tuple[list[str], list[str]]:
     """After ``before``, ``first`` runs until just before its operation ``pause_at``; ``second`` runs
     whole; ``first`` goes on (and dies at ``crash``, if given, and is delivered again afterwards). An
-    event answered 503 (``StorageUnavailable``) is delivered again too, as the sender would.
+    event answered 503 (``StorageUnavailable``) is delivered again too, as the sender would. ``after``
+    runs last (a merge: what serve's compactor does at start and every hour).
 
     Returns (what is wrong with the end state, the labels of the events answered 503).
     """
@@ -544,7 +546,8 @@ def interleave(
             deliver(second, stores)
         for step in again:
             run_step(stores, step, now)
-        orders = [(*before, first, second), (*before, second, first)]
+        run_steps(stores, after, now)
+        orders = [(*before, first, second, *after), (*before, second, first, *after)]
         return check_against(make_world, stores, now, orders), unavailable
     finally:
         world.close()

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from services.analytics.tables import CONTENT_TYPE, TABLES, object_key, partition_of
+from services.analytics.rows import Row, decode
+from services.analytics.tables import CALLS, CONTENT_TYPE, COPIED_OUT, TABLES, day_object_key, object_key, partition_of
 from services.core.domain import keys
 from services.core.domain.errors import StorageUnavailable
 from tests.protocol.harness import (
@@ -20,6 +21,7 @@ from tests.protocol.harness import (
     CONV,
     DAY,
     F_LATER_DAY,
+    MERGE,
     OPEN_NOW,
     START,
     A,
@@ -50,6 +52,12 @@ PLACEMENT_FIELDS = ("phone", "archive_prefix", "transcript_key", "reported_phone
 def _call_days(stores: Stores) -> list[str]:
     """The days any analytics table holds rows of the call in."""
     return sorted({dt for table in analytics_view(stores.analytics).values() for dt in table if CONV in table[dt]})
+
+
+def _day_object_rows(stores: Stores, dt: str) -> list[Row]:
+    """The call's rows in the ``calls`` day object of ``dt``."""
+    rows = decode(stores.analytics.get_bytes(day_object_key(CALLS, dt)))
+    return [row for row in rows if row.get("conversation_id") == CONV]
 
 
 def _content(stores: Stores) -> dict[str, Any]:
@@ -385,13 +393,24 @@ def test_protocol_regression_a_version_with_no_time_that_dies_before_withdrawing
     assert verify(stores, CLOSED_NOW) == []
 
 
-@pytest.mark.xfail(strict=True, reason="open: nothing durable names the old day once the row moved")
-def test_protocol_gap_audio_that_dies_right_after_copying_the_merged_row_of_a_day_the_call_left() -> None:
-    """As above, but A dies right after its copy, before reading the day object again; or T2 dies
-    between its save and its second clean (test_concurrency finds both). The retry reads the moved row
-    and never looks at the old day: the call stays counted in two days until `verify --repair` drops
-    the old day's copy (verify reports analytics_in_two_days). OPEN: closing it needs the old day on
-    record (e.g. the row keeping the day its rows were last written to until that day is cleaned)."""
+def _merge_heals(stores: Stores) -> None:
+    """Until the next merge the orphan copy counts the call in its old day too (verify says so); the
+    merge (serve's compactor runs one at start, AWS hourly) drops it instead of folding it in."""
+    from tests.protocol.harness import CLOSED_NOW
+
+    assert _call_days(stores) == [partition_of(START), partition_of(START + 2 * DAY)]
+    assert [finding.kind for finding in verify(stores, CLOSED_NOW)] == ["analytics_in_two_days"]
+    run_step(stores, MERGE, CLOSED_NOW)
+    assert _call_days(stores) == [partition_of(START + 2 * DAY)]
+    assert verify(stores, CLOSED_NOW) == []
+
+
+def test_protocol_regression_audio_that_dies_right_after_copying_the_merged_row_of_a_day_the_call_left() -> None:
+    """As above, but A dies right after its copy, before reading the day object again (test_concurrency
+    found it). Its retry reads the moved row and never looks at the old day, and nothing durable
+    names that day any more: the call stayed counted in two days until `verify --repair`. Fixed: the
+    copy is labelled ``COPIED_OUT``, and the merge drops a copy whose call the day object no longer
+    holds."""
     from tests.protocol.harness import CLOSED_NOW
 
     reference, later = _moved_out_of_a_merged_day()
@@ -404,7 +423,44 @@ def test_protocol_gap_audio_that_dies_right_after_copying_the_merged_row_of_a_da
     with pytest.raises(Crash):
         run_step(recording(stores, log), step_of(A), CLOSED_NOW)
     deliver(stores, A, now=CLOSED_NOW)  # the retry
-    assert _call_days(stores) == [partition_of(START + 2 * DAY)]
+    _merge_heals(stores)
+
+
+def test_protocol_regression_a_move_that_dies_before_its_second_clean_leaves_a_copy_the_merge_drops() -> None:
+    """The first case above, but T2 dies right after its save, before it leaves the old day again:
+    A's copy stays behind, and T2's retry finds its version stored and has nothing to do. The merge
+    drops the copy."""
+    from tests.protocol.harness import CLOSED_NOW
+
+    reference, later = _moved_out_of_a_merged_day()
+    log = OperationLog()
+    run_step(recording(reference, log), step_of(later), CLOSED_NOW)
+    day_put = number_of(log.operations, "analytics", "put_if", f"calls/dt={partition_of(START)}/day")
+    saved = number_of(log.operations, "index", "save_call")
+    assert day_put < saved
+
+    stores, later = _moved_out_of_a_merged_day()
+    log = OperationLog(saved, "after", pause_at=day_put, interrupt=delivering_at(stores, A, CLOSED_NOW))
+    with pytest.raises(Crash):
+        run_step(recording(stores, log), step_of(later), CLOSED_NOW)
+    assert log.interrupted is not None
+    deliver(stores, later, now=CLOSED_NOW)  # the sender's retry
+    _merge_heals(stores)
+
+
+def test_protocol_the_merge_folds_in_a_copy_whose_call_is_still_in_the_day() -> None:
+    """The other side of the rule: late audio's copy of a call still in the day object is the newest
+    ``has_audio`` and is folded in, never dropped."""
+    from tests.protocol.harness import CLOSED_NOW
+
+    stores, _later = _moved_out_of_a_merged_day()
+    deliver(stores, A, now=CLOSED_NOW)
+    copy = stores.analytics.head(f"calls/dt={partition_of(START)}/{CONV}.json.gz")
+    assert copy is not None and copy.version == COPIED_OUT
+    run_step(stores, MERGE, CLOSED_NOW)
+    assert stores.analytics.head(f"calls/dt={partition_of(START)}/{CONV}.json.gz") is None
+    assert [row["has_audio"] for row in _day_object_rows(stores, partition_of(START))] == [True]
+    assert verify(stores, CLOSED_NOW) == []
 
 
 # --- 5. retention expiring analytics rows while a delivery writes them -------------------------------
