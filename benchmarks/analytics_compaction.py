@@ -3,7 +3,10 @@ the local folder store, on days of the generated 100,000-calls-a-month set (abou
 
 Each run hard-links a few days of the generated per-call objects into a scratch folder (the product
 never edits a file in place, so the shared data set is untouched), merges them, and reports the
-time per day (all three tables) and per merged object.
+time per day (all three tables) and per merged object. Then, in a second scratch folder, the same
+days' calls in two halves: the first half merged, the second half linked in as late calls (an import
+of past calls) and merged into the existing day objects, which is the merge that looks for late
+audio's orphan copies (``late_*``).
 
     .venv/bin/python benchmarks/analytics_compaction.py [--days 3]
 """
@@ -26,16 +29,35 @@ RESULTS = Path("benchmarks/results")
 SOURCE = RESULTS / "analytics-100k"
 
 
-def link_days(source: Path, target: Path, days: list[str]) -> int:
+def link_days(source: Path, target: Path, days: list[str], half: int | None = None) -> int:
+    """Link the days' per-call objects; ``half`` 0 or 1: only the calls of that half of each day."""
     linked = 0
     for table in TABLES:
         for dt in days:
             folder = target / table / f"dt={dt}"
-            folder.mkdir(parents=True)
-            for path in (source / table / f"dt={dt}").iterdir():
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in sorted((source / table / f"dt={dt}").iterdir()):
+                if half is not None and int(path.name.split(".")[0][-1], 16) % 2 != half:
+                    continue
                 os.link(path, folder / path.name)
                 linked += 1
     return linked
+
+
+def late_merge(analytics: Path, days: list[str]) -> tuple[int, float]:
+    """(objects, seconds) of merging half the days' calls into day objects holding the other half."""
+    scratch = Path(tempfile.mkdtemp(prefix="compaction-late-", dir=RESULTS))
+    try:
+        link_days(analytics, scratch, days, half=0)
+        compact_closed_days(FsBlobStore(scratch))
+        objects = link_days(analytics, scratch, days, half=1)
+        started = time.perf_counter()
+        summary = compact_closed_days(FsBlobStore(scratch))
+        elapsed = time.perf_counter() - started
+    finally:
+        shutil.rmtree(scratch)
+    assert summary.objects_merged == objects, (summary.objects_merged, objects)
+    return objects, elapsed
 
 
 def main() -> None:
@@ -53,12 +75,16 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch)
     assert summary.objects_merged == objects, (summary.objects_merged, objects)
+    late_objects, late_elapsed = late_merge(analytics, days)
     result = {
         "days": len(days),
         "objects_merged": objects,
         "seconds": round(elapsed, 2),
         "seconds_per_day": round(elapsed / len(days), 2),
         "ms_per_object": round(elapsed / objects * 1000, 3),
+        "late_objects_merged": late_objects,
+        "late_seconds_per_day": round(late_elapsed / len(days), 2),
+        "late_ms_per_object": round(late_elapsed / late_objects * 1000, 3),
     }
     print(json.dumps(result, indent=2))
     (RESULTS / "analytics-compaction.json").write_text(json.dumps(result, indent=2))

@@ -126,19 +126,21 @@ def rewrite_day(store: BlobStore, table: str, dt: str, change: Change | None = N
     """Merge the day's per-call objects into its day object, apply ``change``, and swap it in."""
     day_key = day_object_key(table, dt)
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        intact = True
+        # Audio copies come out of a readable day object only: none to look for in a day never merged
+        # (its first merge, the big one, pays nothing) or in one cut short (it says nothing of its calls).
+        copies_possible = True
         try:
             blob, tag = store.get_tagged(day_key)
             day: dict[str, list[Row]] = _by_call(decode(blob))
         except NotFound:
-            tag, day = None, {}
+            tag, day, copies_possible = None, {}, False
         except UnreadableRows:
             # A day object cut short (analytics are not fsynced) holds no rows anyone can read, and
             # would stop every report and every merge after it. Replaced by what the per-call objects
             # hold (the same tag condition); the calls it held are rebuilt by `callvault verify --repair`.
-            day, intact = {}, False
+            day, copies_possible = {}, False
         per_call = _read_per_call(store, table, dt)
-        orphans = _orphan_copies(store, table, per_call, set(day)) if intact else set()
+        orphans = _orphan_copies(store, table, per_call, set(day)) if copies_possible else set()
         read: dict[str, str] = {}  # per-call key -> the tag we read and will delete only if unchanged
         for key, conversation_id, found in per_call:
             if found is None:
