@@ -161,6 +161,10 @@ class UnreadableRows(ValueError):
 
 
 def decode(blob: bytes) -> list[Row]:
+    if not blob:
+        # ``encode`` never writes zero bytes (gzip of nothing has a header): an empty object is one a
+        # power cut left before its data (analytics are not fsynced), not a call or day with no rows.
+        raise UnreadableRows("an analytics object is empty")
     try:
         text = gzip.decompress(blob)
         rows = [orjson.loads(line) for line in text.splitlines() if line.strip()]

@@ -344,11 +344,12 @@ def test_the_merge_drops_an_audio_copy_of_a_call_the_day_no_longer_holds_and_fol
     assert list(store.list_keys(CALLS + "/")) == [day_object_key(CALLS, dt)]
 
 
-def test_the_merge_keeps_audio_copies_when_the_day_object_is_unreadable() -> None:
-    """A day object cut short says nothing about which calls it held: every copy is folded in (the
-    rows it lost are rebuilt by ``verify --repair``), none is taken for an orphan."""
+@pytest.mark.parametrize("cut", [b"\x1f\x8b cut short", b""], ids=["cut-short", "empty"])
+def test_the_merge_keeps_audio_copies_when_the_day_object_is_unreadable(cut: bytes) -> None:
+    """A day object cut short (or left empty) says nothing about which calls it held: every copy is
+    folded in (the rows it lost are rebuilt by ``verify --repair``), none is taken for an orphan."""
     store, dt = MemoryBlobStore(), "2025-11-21"
-    assert store.put_if(day_object_key(CALLS, dt), b"\x1f\x8b cut short", CONTENT_TYPE, None)
+    assert store.put_if(day_object_key(CALLS, dt), cut, CONTENT_TYPE, None)
     copy = [{"conversation_id": "conv_copied", "has_audio": True}]
     assert store.put_if(
         object_key(CALLS, dt, "conv_copied"), encode(CALLS, copy), CONTENT_TYPE, None, version=COPIED_OUT

@@ -257,6 +257,27 @@ def test_an_unreadable_per_call_object_of_any_table_is_found_and_rewritten(table
 
 
 @pytest.mark.parametrize("table", ["calls", "messages", "evaluations"])
+@pytest.mark.parametrize("merged", [False, True], ids=["per-call", "day"])
+def test_an_empty_analytics_object_is_unreadable_not_a_call_without_rows(table: str, merged: bool) -> None:
+    """A power cut can leave an object at zero bytes (analytics are not fsynced); ``encode`` never
+    writes one. It decoded as no rows: verify said nothing, and a merge took it for a day (or a
+    call) with no rows, so the call's rows were gone for good. Now it is unreadable like any cut."""
+    from services.analytics.compaction import compact_closed_days
+    from services.analytics.tables import day_object_key
+
+    world = World()
+    world.deliver(TRANSCRIPTION, AUDIO)
+    dt = partition_of(START)
+    if merged:
+        compact_closed_days(world.analytics, now=world.now)
+    key = day_object_key(table, dt) if merged else object_key(table, dt, CONV)
+    good = world.analytics.get_bytes(key)
+    world.analytics.put_bytes(key, b"", "application/x-ndjson")
+    _repair_then_clean(world, "analytics_unreadable")
+    assert decode(world.analytics.get_bytes(key)) == decode(good)
+
+
+@pytest.mark.parametrize("table", ["calls", "messages", "evaluations"])
 def test_an_unreadable_day_object_is_replaced_and_its_calls_rebuilt_merged(table: str) -> None:
     """A merged day whose day object a power cut cut short: reports and merges stopped on it, and
     verify saw nothing. Now verify finds it, and repair leaves the day merged and whole again."""
