@@ -18,7 +18,7 @@ from services.core.domain.models import CallRecord
 from services.core.newest import MAX_ATTEMPTS, write_newest
 from services.core.ports import BlobStore
 
-from .compaction import drop_calls, rewrite_day
+from .compaction import Change, drop_calls, rewrite_day
 from .rows import CallRows, Row, decode, encode, rows_for_call
 from .tables import (
     CALLS,
@@ -90,9 +90,19 @@ class AnalyticsWriter:
         self._delete_older(conversation_id, partition_of(start), version, inclusive=True)
 
     def take_back(self, conversation_id: str, start: int | None, version: str | None) -> None:
-        """Delete the per-call objects this version (or an older one) wrote in its day."""
-        if start and version is not None:
-            self._delete_older(conversation_id, partition_of(start), version, inclusive=True)
+        """The call's rows expired (retention) while this version wrote them: delete the per-call
+        objects this version (or an older one) wrote in its day, and the call's rows in that day's
+        object, where a merge may have folded them meanwhile (an expired call keeps no rows at all).
+        The day object is rewritten even without them, as an erasure does: a merge that read our
+        per-call object before we deleted it then fails its compare-and-swap and reads again."""
+        if not start or version is None:
+            return
+        dt = partition_of(start)
+        self._delete_older(conversation_id, dt, version, inclusive=True)
+        closed = is_closed(dt, self.clock())
+        for table in TABLES:
+            if closed or self.store.head(day_object_key(table, dt)) is not None:
+                rewrite_day(self.store, table, dt, _always(drop_calls(lambda c: c == conversation_id)))
 
     def leave_day(
         self,
@@ -175,6 +185,16 @@ class AnalyticsWriter:
                 self._late(dt, self.clock())
                 return True
         raise StorageUnavailable(f"the analytics row of a call kept changing during {MAX_ATTEMPTS} updates; retry")
+
+
+def _always(change: Change) -> Change:
+    """``change``, reported as a change even when it found nothing: the day object is rewritten."""
+
+    def forced(day: dict[str, list[Row]]) -> bool:
+        change(day)
+        return True
+
+    return forced
 
 
 def _day_rows(store: BlobStore, dt: str, conversation_id: str) -> list[Row]:

@@ -522,6 +522,73 @@ def test_protocol_regression_rows_written_between_retentions_erase_and_its_mark_
     assert verify(stores, CLOSED_NOW) == []
 
 
+def _expired_while_writing_then_merged(*, crash: bool) -> Stores:
+    """T, merged; T again (a redelivery writes per-call objects in the merged day) while retention
+    expires the call's rows just before its first analytics write, so it writes them after the run.
+    Then, before it reads the row again (which would take them back), it dies (``crash``: a merge
+    runs before its retry) or a merge runs. Either way a merge folds its rows into the day object."""
+    from tests.protocol.harness import CLOSED_NOW
+
+    def merged() -> Stores:
+        stores = MemoryWorld().open()
+        deliver(stores, T, now=CLOSED_NOW)
+        run_step(stores, MERGE, CLOSED_NOW)
+        return stores
+
+    probe = OperationLog()
+    run_step(recording(merged(), probe), step_of(T), CLOSED_NOW)
+    saved = number_of(probe.operations, "index", "save_call")
+    first_write = next(
+        op.number for op in probe.operations if op.store == "analytics" and op.number > saved and op.name != "head"
+    )
+    reread = next(op.number for op in probe.operations if op.store == "index" and op.number > first_write)
+
+    stores = merged()
+    runner = _analytics_retention(stores, CLOSED_NOW)
+    log = OperationLog(reread if crash else None, "before", pause_at=first_write)
+
+    def retention_then_a_merge_at_the_reread() -> None:
+        runner.run()
+        if not crash:  # a second pause: the merge, just before the re-read
+            log.pause_at, log.interrupt = reread, lambda: run_step(stores, MERGE, CLOSED_NOW)
+
+    log.interrupt = retention_then_a_merge_at_the_reread
+    if crash:
+        with pytest.raises(Crash):
+            run_step(recording(stores, log), step_of(T), CLOSED_NOW)
+        run_step(stores, MERGE, CLOSED_NOW)
+        deliver(stores, T, now=CLOSED_NOW)  # the retry
+    else:
+        run_step(recording(stores, log), step_of(T), CLOSED_NOW)
+        assert str(log.interrupted).startswith(f"#{reread} index.")
+    return stores
+
+
+def test_protocol_regression_rows_of_an_expired_call_a_merge_folded_in_before_the_retry_are_taken_back() -> None:
+    """The delivery that wrote rows over retention's mark died before taking them back, and a merge
+    folded them into the day object before its retry: the retry's take-back deleted per-call objects
+    only, so the expired call's rows stayed in the day object for good (random history seed 28167;
+    verify: analytics_expired_present). Fixed: taking back also drops the call from the closed day's
+    object (always rewriting it, as an erasure does, so a merge racing it reads the day again)."""
+    from tests.protocol.harness import CLOSED_NOW
+
+    stores = _expired_while_writing_then_merged(crash=True)
+    assert stores.index.get(CONV).analytics_expired_at is not None  # type: ignore[union-attr]
+    assert _call_days(stores) == []
+    assert verify(stores, CLOSED_NOW) == []
+
+
+def test_protocol_regression_rows_of_an_expired_call_a_merge_folded_in_before_the_reread_are_taken_back() -> None:
+    """As above without a crash: the merge runs between the delivery's write and its re-read of the
+    row, so the take-back that re-read triggers found no per-call object to delete."""
+    from tests.protocol.harness import CLOSED_NOW
+
+    stores = _expired_while_writing_then_merged(crash=False)
+    assert stores.index.get(CONV).analytics_expired_at is not None  # type: ignore[union-attr]
+    assert _call_days(stores) == []
+    assert verify(stores, CLOSED_NOW) == []
+
+
 # --- 6. retention expiring memories while a delivery saves the row ----------------------------------
 
 
