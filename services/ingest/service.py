@@ -198,7 +198,12 @@ class Archiver:
                 # A newer version won while we wrote; if it moved the call to another day after
                 # cleaning ours, our rows there would count the call twice.
                 self.analytics.withdraw(conversation_id, record.started_at, record.version, latest.started_at)
-            if has_audio or self.blobs.head(keys.audio_key(prefix, conversation_id)) is not None:
+            if latest is not None and latest.audio_version == versions.AUDIO_EXPIRED:
+                # A retention run expired the audio after we read the row, and marked the rows it
+                # found (ours were not written yet, or were in the day the call had before): ours
+                # say no audio too. The run marks the row before the rows, so one of us sees the other.
+                self.analytics.mark_audio(conversation_id, record.started_at or fallback, has_audio=False)
+            elif has_audio or self.blobs.head(keys.audio_key(prefix, conversation_id)) is not None:
                 # Audio that landed while we wrote found no row to mark, or a crash of an earlier
                 # delivery left the row unmarked ("same" version: not rewritten). A no-op if marked.
                 self.analytics.mark_audio(conversation_id, record.started_at or fallback)
@@ -303,6 +308,10 @@ class Archiver:
                 # An earlier delivery may have died between setting has_audio and reading the row again
                 # (_mark_audio): put false back. Reads only, when it is false already; none without rows.
                 self.analytics.mark_audio(conversation_id, _rows_start(existing), has_audio=False)
+            # And may have died between writing its copy and the row refusing it: that copy goes.
+            placed_key = keys.audio_key(existing.archive_prefix, conversation_id) if existing.archive_prefix else None
+            candidates = [key for key in (placed_key, keys.pending_audio_key(conversation_id)) if key is not None]
+            self._purge_expired_audio(conversation_id, candidates)
             return IngestResult("stale", event_type, conversation_id, existing.phone)
         placed = existing is not None and existing.archive_prefix is not None
         if existing is not None and existing.archive_prefix is not None:
@@ -368,9 +377,16 @@ class Archiver:
         row = self.index.get(conversation_id)
         if row is None or row.audio_version != versions.AUDIO_EXPIRED:
             return True
+        self._purge_expired_audio(conversation_id, (audio.key, keys.pending_audio_key(conversation_id)))
+        return False
+
+    def _purge_expired_audio(self, conversation_id: str, candidates: Iterable[str]) -> None:
+        """Purge the copies of a call's audio that a retention run expired, which a delivery wrote
+        after the run's purge; a head first, so a key with nothing there costs no version listing."""
         try:
-            for stale in (audio.key, keys.pending_audio_key(conversation_id)):
-                self.blobs.purge(stale)
+            for key in candidates:
+                if self.blobs.head(key) is not None:
+                    self.blobs.purge(key)
         except StorageUnavailable:
             # On AWS the webhook's, fetch's and sync's roles may not delete object versions (only erasure
             # and retention may): the copy stays, named by no row, and the sender gets its answer.
@@ -378,7 +394,6 @@ class Archiver:
                 "audio of a call whose audio expired was left in place; `callvault verify --repair` purges it",
                 extra={"conversation_id": conversation_id},
             )
-        return False
 
 
 def _rows_start(row: CallRecord) -> int | None:

@@ -756,3 +756,80 @@ def test_protocol_regression_audio_marking_after_its_reread_while_retention_expi
     run_step(recording(stores, log), step_of(A2), CLOSED_NOW)
     assert log.interrupted is not None
     assert verify(stores, CLOSED_NOW) == []
+
+
+def _audio_retention(stores: Stores) -> Any:
+    from services.privacy.retention import RetentionRules, RetentionRunner, Rule
+    from services.privacy.service import Eraser
+    from tests.protocol.harness import CLOSED_NOW
+
+    return RetentionRunner(
+        stores.index,
+        Eraser(stores.blobs, stores.index, [], clock=lambda: CLOSED_NOW),
+        RetentionRules(Rule(audio_days=1)),
+        blobs=stores.blobs,
+        audio_flags=archiver_for(stores, CLOSED_NOW).analytics,
+        clock=lambda: CLOSED_NOW,
+    )
+
+
+def test_protocol_regression_a_transcript_writing_rows_while_retention_expires_the_audio_says_no_audio() -> None:
+    """T2 (newer) placed the call's audio (has_audio true) and saved the row; retention expired the
+    audio just before T2 wrote its rows, and marked the rows it found (T's, or none: T2's were not
+    written yet). T2 wrote has_audio true, and its re-read of the row did not look at the audio:
+    verify said has_audio differs for good (random history seeds 44965 and 48065). Fixed: the re-read
+    it makes anyway sees the audio expired, and T2 marks its rows false."""
+    from tests.protocol.harness import CLOSED_NOW, T2
+
+    def prepared() -> Stores:
+        stores = MemoryWorld().open()
+        deliver(stores, T, A, now=CLOSED_NOW)
+        return stores
+
+    probe = OperationLog()
+    run_step(recording(prepared(), probe), step_of(T2), CLOSED_NOW)
+    saved = number_of(probe.operations, "index", "save_call")
+    first_write = next(
+        op.number
+        for op in probe.operations
+        if op.store == "analytics" and op.name == "put_stream_if" and op.number > saved
+    )
+
+    stores = prepared()
+    runner = _audio_retention(stores)
+    log = OperationLog(pause_at=first_write, interrupt=lambda: runner.run() and None)
+    run_step(recording(stores, log), step_of(T2), CLOSED_NOW)
+    assert log.interrupted is not None
+    assert stores.index.get(CONV).has_audio is False  # type: ignore[union-attr]
+    assert verify(stores, CLOSED_NOW) == []
+
+
+def test_protocol_regression_audio_written_over_retention_by_a_delivery_that_died_is_purged_by_its_retry() -> None:
+    """A2 (newer audio) read the row, retention expired the call's audio (purged it, the row refuses
+    audio from then on), A2 wrote its copy into place and died before the row refused it. Its retry
+    found the row expired and answered stale, leaving the copy (verify: expired_audio_present;
+    random history seeds 51276 and 54702). Fixed: the retry purges any copy it finds."""
+    from tests.protocol.harness import CLOSED_NOW
+
+    def prepared() -> Stores:
+        stores = MemoryWorld().open()
+        deliver(stores, T, A1, now=CLOSED_NOW)
+        return stores
+
+    probe = OperationLog()
+    run_step(recording(prepared(), probe), step_of(A2), CLOSED_NOW)
+    write = number_of(probe.operations, "archive", "put_stream_if", ".mp3")
+    head = write - 1  # write_newest's head of the same key
+    assert str(probe.operations[head - 1]).startswith(f"#{head} archive.head(") and ".mp3" in str(
+        probe.operations[head - 1]
+    )
+
+    stores = prepared()
+    runner = _audio_retention(stores)
+    log = OperationLog(write, "after", pause_at=head, interrupt=lambda: runner.run() and None)
+    with pytest.raises(Crash):
+        run_step(recording(stores, log), step_of(A2), CLOSED_NOW)
+    assert [key for key in stores.blobs.list_keys() if key.endswith(".mp3")]  # the dead delivery's copy
+    assert deliver(stores, A2, now=CLOSED_NOW) == ["stale"]  # the retry
+    assert [key for key in stores.blobs.list_keys() if key.endswith(".mp3")] == []
+    assert verify(stores, CLOSED_NOW) == []
