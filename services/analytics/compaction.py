@@ -122,8 +122,20 @@ def _by_call(rows: Iterable[Row]) -> dict[str, list[Row]]:
     return day
 
 
-def rewrite_day(store: BlobStore, table: str, dt: str, change: Change | None = None) -> DayMerge:
-    """Merge the day's per-call objects into its day object, apply ``change``, and swap it in."""
+def rewrite_day(
+    store: BlobStore,
+    table: str,
+    dt: str,
+    change: Change | None = None,
+    *,
+    leaving: tuple[str, str] | None = None,
+) -> DayMerge:
+    """Merge the day's per-call objects into its day object, apply ``change``, and swap it in.
+
+    ``leaving``: (conversation id, version) of a call whose start left the day as of that version.
+    Its rows in the day object go, and so do its per-call objects of that version or older (an
+    audio copy included); a newer version's per-call object, written into this day after the caller
+    looked, is folded in (``change`` would drop it too)."""
     day_key = day_object_key(table, dt)
     for attempt in range(1, MAX_ATTEMPTS + 1):
         # Audio copies come out of a readable day object only: none to look for in a day never merged
@@ -139,14 +151,16 @@ def rewrite_day(store: BlobStore, table: str, dt: str, change: Change | None = N
             # would stop every report and every merge after it. Replaced by what the per-call objects
             # hold (the same tag condition); the calls it held are rebuilt by `callvault verify --repair`.
             day, copies_possible = {}, False
+        dropped = leaving is not None and day.pop(leaving[0], None) is not None
         per_call = _read_per_call(store, table, dt)
         orphans = _orphan_copies(store, table, per_call, set(day)) if copies_possible else set()
+        left_behind, unsettled = _left_behind(store, per_call, leaving) if leaving else (set(), set())
         read: dict[str, str] = {}  # per-call key -> the tag we read and will delete only if unchanged
         for key, conversation_id, found in per_call:
-            if found is None:
-                continue  # merged and deleted by a concurrent merge since the listing
+            if found is None or key in unsettled:
+                continue  # merged and deleted by a concurrent merge since the listing, or rewritten
             blob, read[key] = found
-            if key in orphans:
+            if key in orphans or key in left_behind:
                 continue  # deleted below with the merged ones, never folded in
             try:
                 day[conversation_id] = decode(blob)  # the per-call object is newer than the day object's rows
@@ -154,7 +168,7 @@ def rewrite_day(store: BlobStore, table: str, dt: str, change: Change | None = N
                 # Cut short by a power cut (analytics are not fsynced): merged as no rows, so the
                 # compactor never sticks on it; `callvault verify --repair` rewrites the call's rows.
                 day.pop(conversation_id, None)
-        changed = change(day) if change is not None else False
+        changed = (change(day) if change is not None else False) or dropped
         if not read and not changed:
             return DayMerge(table, dt, False, len(day), 0, attempt)
         rows = [row for conversation_id in sorted(day) for row in day[conversation_id]]
@@ -199,6 +213,25 @@ def _orphan_copies(
         return head is not None and head.tag == item[1] and head.version == COPIED_OUT
 
     return {key for (key, _tag), dropped in zip(candidates, _in_parallel(orphan, candidates), strict=True) if dropped}
+
+
+def _left_behind(
+    store: BlobStore, per_call: list[tuple[str, str, tuple[bytes, str] | None]], leaving: tuple[str, str]
+) -> tuple[set[str], set[str]]:
+    """The leaving call's per-call objects to delete (its version or older: one an older delivery, or
+    audio copying the merged row, wrote after the caller cleaned), and those rewritten since we read
+    them (left for the next merge). A newer version's is in neither: folded in."""
+    conversation_id, version = leaving
+    drop, unsettled = set(), set()
+    for key, cid, found in per_call:
+        if cid != conversation_id or found is None:
+            continue
+        head = store.head(key)
+        if head is None or head.tag != found[1]:
+            unsettled.add(key)
+        elif head.version is None or head.version <= version:
+            drop.add(key)
+    return drop, unsettled
 
 
 def _delete_read(store: BlobStore, read: dict[str, str]) -> None:

@@ -122,7 +122,9 @@ class AnalyticsWriter:
         self._delete_older(conversation_id, old, version, inclusive=False)
         if day_object and is_closed(old, self.clock()) and not self.defer_compaction:
             for table in TABLES:
-                rewrite_day(self.store, table, old, drop_calls(lambda c: c == conversation_id))
+                # Only the rows merged there: a newer version that put the call back in this day
+                # meanwhile wrote per-call objects, and they stay (folded in).
+                rewrite_day(self.store, table, old, leaving=(conversation_id, version))
 
     def _delete_older(self, conversation_id: str, dt: str, version: str, *, inclusive: bool) -> None:
         for table in TABLES:

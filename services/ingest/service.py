@@ -206,7 +206,15 @@ class Archiver:
             elif has_audio or self.blobs.head(keys.audio_key(prefix, conversation_id)) is not None:
                 # Audio that landed while we wrote found no row to mark, or a crash of an earlier
                 # delivery left the row unmarked ("same" version: not rewritten). A no-op if marked.
-                self.analytics.mark_audio(conversation_id, record.started_at or fallback)
+                day_start = record.started_at or fallback
+                if self.analytics.mark_audio(conversation_id, day_start):
+                    # We changed the row: a retention run may have set it false since our read of the
+                    # row (it marks the row first), so read it again, as audio does (_mark_audio).
+                    # Only when we wrote: a mark that found the row true already leaves the run's later
+                    # false standing.
+                    latest = self.index.get(conversation_id)
+                    if latest is not None and latest.audio_version == versions.AUDIO_EXPIRED:
+                        self.analytics.mark_audio(conversation_id, day_start, has_audio=False)
         if self.audio_fetches is not None and record.expects_audio and not has_audio:
             self.audio_fetches.schedule(conversation_id)
         if self.memory_jobs is not None and not memories_expired:

@@ -833,3 +833,56 @@ def test_protocol_regression_audio_written_over_retention_by_a_delivery_that_die
     assert deliver(stores, A2, now=CLOSED_NOW) == ["stale"]  # the retry
     assert [key for key in stores.blobs.list_keys() if key.endswith(".mp3")] == []
     assert verify(stores, CLOSED_NOW) == []
+
+
+def test_protocol_regression_a_version_leaving_a_closed_day_keeps_a_newer_versions_rows_written_there_meanwhile() -> (
+    None
+):
+    """F+2d put the call in a closed day two days later; Tns (a newer transcript with no start: it
+    starts at its timestamp, in T's day) leaves that day: it deletes F's per-call objects there and,
+    the day being closed, rewrites the day object without the call. T+2d (newer still, back in the
+    later day) ran whole in between and wrote its per-call objects there: the rewrite folded them in
+    and dropped the call with them, so the newest version had no rows at all (random history seed
+    73936; verify: no analytics row). Fixed: leaving drops the call's merged rows and its per-call
+    objects of that version or older; a newer version's are folded in."""
+    from tests.protocol.harness import CLOSED_NOW, T_MOVED, T_NO_START
+
+    later_day = partition_of(START + 2 * DAY)
+    operations = operations_of([F_LATER_DAY], T_NO_START, now=CLOSED_NOW)
+    listing = number_of(operations, "analytics", "list_keys", f"calls/dt={later_day}/")
+
+    stores = MemoryWorld().open()
+    deliver(stores, F_LATER_DAY, now=CLOSED_NOW)
+    log = OperationLog(pause_at=listing, interrupt=delivering_at(stores, T_MOVED, CLOSED_NOW))
+    run_step(recording(stores, log), step_of(T_NO_START), CLOSED_NOW)
+    assert log.interrupted is not None
+    assert _call_days(stores) == [later_day]
+    assert verify(stores, CLOSED_NOW) == []
+
+
+def test_protocol_regression_a_transcript_marking_audio_after_its_reread_while_retention_expires_it() -> None:
+    """T delivered again (its rows, has_audio true, already written: "same") read the row after its
+    write, then retention expired the audio (row first, then has_audio false in the rows), then T's
+    ``mark_audio`` set has_audio true over the run's false (random history seed 70753; verify:
+    has_audio differs). Fixed: a mark that changed the rows reads the row again, as audio does."""
+    from tests.protocol.harness import CLOSED_NOW
+
+    def prepared() -> Stores:
+        stores = MemoryWorld().open()
+        deliver(stores, T, A, now=CLOSED_NOW)
+        return stores
+
+    probe = OperationLog()
+    run_step(recording(prepared(), probe), step_of(T), CLOSED_NOW)
+    calls_key = f"calls/dt={partition_of(START)}/{CONV}"
+    mark = max(
+        op.number for op in probe.operations if op.store == "analytics" and op.name == "head" and calls_key in op.key
+    )
+
+    stores = prepared()
+    runner = _audio_retention(stores)
+    log = OperationLog(pause_at=mark, interrupt=lambda: runner.run() and None)
+    run_step(recording(stores, log), step_of(T), CLOSED_NOW)
+    assert log.interrupted is not None
+    assert stores.index.get(CONV).has_audio is False  # type: ignore[union-attr]
+    assert verify(stores, CLOSED_NOW) == []
