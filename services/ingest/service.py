@@ -198,23 +198,19 @@ class Archiver:
                 # A newer version won while we wrote; if it moved the call to another day after
                 # cleaning ours, our rows there would count the call twice.
                 self.analytics.withdraw(conversation_id, record.started_at, record.version, latest.started_at)
-            if latest is not None and latest.audio_version == versions.AUDIO_EXPIRED:
-                # A retention run expired the audio after we read the row, and marked the rows it
-                # found (ours were not written yet, or were in the day the call had before): ours
-                # say no audio too. The run marks the row before the rows, so one of us sees the other.
-                self.analytics.mark_audio(conversation_id, record.started_at or fallback, has_audio=False)
-            elif has_audio or self.blobs.head(keys.audio_key(prefix, conversation_id)) is not None:
-                # Audio that landed while we wrote found no row to mark, or a crash of an earlier
-                # delivery left the row unmarked ("same" version: not rewritten). A no-op if marked.
-                day_start = record.started_at or fallback
-                if self.analytics.mark_audio(conversation_id, day_start):
-                    # We changed the row: a retention run may have set it false since our read of the
-                    # row (it marks the row first), so read it again, as audio does (_mark_audio).
-                    # Only when we wrote: a mark that found the row true already leaves the run's later
-                    # false standing.
-                    latest = self.index.get(conversation_id)
-                    if latest is not None and latest.audio_version == versions.AUDIO_EXPIRED:
-                        self.analytics.mark_audio(conversation_id, day_start, has_audio=False)
+            day_start = record.started_at or fallback
+            # A retention run that expired the audio after we read the row marked the rows it found
+            # (ours were not written yet, or were in the day the call had before): ours say no audio too.
+            expired = self._unmark_expired_audio(conversation_id, day_start, latest)
+            # Audio that landed while we wrote found no row to mark, or a crash of an earlier delivery
+            # left the row unmarked ("same" version: not rewritten). A no-op if marked.
+            audio_here = not expired and (
+                has_audio or self.blobs.head(keys.audio_key(prefix, conversation_id)) is not None
+            )
+            # A mark that changed the rows may have landed over a run's false: read the row again, as
+            # audio does (_mark_audio); one that found them true leaves the run's later false standing.
+            if audio_here and self.analytics.mark_audio(conversation_id, day_start):
+                self._unmark_expired_audio(conversation_id, day_start, self.index.get(conversation_id))
         if self.audio_fetches is not None and record.expects_audio and not has_audio:
             self.audio_fetches.schedule(conversation_id)
         if self.memory_jobs is not None and not memories_expired:
@@ -370,11 +366,17 @@ class Archiver:
         read per audio delivery) and put false back."""
         assert self.analytics is not None
         self.analytics.mark_audio(conversation_id, day_start)
-        row = self.index.get(conversation_id)
+        return not self._unmark_expired_audio(conversation_id, day_start, self.index.get(conversation_id))
+
+    def _unmark_expired_audio(self, conversation_id: str, day_start: int | None, row: CallRecord | None) -> bool:
+        """If ``row`` says a retention run expired the audio, set has_audio false in the analytics rows.
+        The run marks the row before the rows, so a delivery that reads the row after its own mark
+        either sees the expiry here or leaves the run's false to land after it. True if expired."""
         if row is None or row.audio_version != versions.AUDIO_EXPIRED:
-            return True
+            return False
+        assert self.analytics is not None
         self.analytics.mark_audio(conversation_id, day_start, has_audio=False)
-        return False
+        return True
 
     def _record_placed_audio(self, conversation_id: str, agent_id: str | None, audio: AudioFacts) -> bool:
         """Name the audio in place on the row. False only when a retention run expired the call's audio

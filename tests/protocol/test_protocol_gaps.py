@@ -646,12 +646,25 @@ def test_protocol_regression_a_delivery_saving_after_retention_expired_the_memor
 # --- 7. retention expiring audio while an audio delivery marks analytics ------------------------------
 
 
+def _audio_retention(stores: Stores) -> Any:
+    from services.privacy.retention import RetentionRules, RetentionRunner, Rule
+    from services.privacy.service import Eraser
+    from tests.protocol.harness import CLOSED_NOW
+
+    return RetentionRunner(
+        stores.index,
+        Eraser(stores.blobs, stores.index, [], clock=lambda: CLOSED_NOW),
+        RetentionRules(Rule(audio_days=1)),
+        blobs=stores.blobs,
+        audio_flags=archiver_for(stores, CLOSED_NOW).analytics,
+        clock=lambda: CLOSED_NOW,
+    )
+
+
 def test_protocol_regression_audio_whose_call_lost_its_audio_meanwhile_does_not_mark_has_audio() -> None:
     """A2 (newer audio) wrote its object and the row; retention (audio_days) then ran whole: purged
     the audio, marked the row expired and set has_audio false in analytics. A2 read the row again
     (expired) and still marked has_audio true: verify reported has_audio differs for good."""
-    from services.privacy.retention import RetentionRules, RetentionRunner, Rule
-    from services.privacy.service import Eraser
     from tests.protocol.harness import CLOSED_NOW
 
     def prepared() -> Stores:
@@ -668,15 +681,7 @@ def test_protocol_regression_audio_whose_call_lost_its_audio_meanwhile_does_not_
     reread = next(op.number for op in log.operations if (op.store, op.name) == ("index", "get") and op.number > saves)
 
     stores = prepared()
-    writer = archiver_for(stores, CLOSED_NOW).analytics
-    runner = RetentionRunner(
-        stores.index,
-        Eraser(stores.blobs, stores.index, [], clock=lambda: CLOSED_NOW),
-        RetentionRules(Rule(audio_days=1)),
-        blobs=stores.blobs,
-        audio_flags=writer,
-        clock=lambda: CLOSED_NOW,
-    )
+    runner = _audio_retention(stores)
 
     def expire_audio() -> None:
         runner.run()
@@ -722,8 +727,6 @@ def test_protocol_regression_audio_marking_after_its_reread_while_retention_expi
     ``mark_audio``: A2 set has_audio true over the run's false, and the audio was gone (verify:
     has_audio differs). Seed 7746 of the random histories. Fixed: A2 reads the row once more after
     marking and puts false back if the audio expired (one index read per audio delivery)."""
-    from services.privacy.retention import RetentionRules, RetentionRunner, Rule
-    from services.privacy.service import Eraser
     from tests.protocol.harness import CLOSED_NOW
 
     def prepared() -> Stores:
@@ -740,14 +743,7 @@ def test_protocol_regression_audio_marking_after_its_reread_while_retention_expi
     mark = next(op.number for op in log.operations if op.store == "analytics" and op.number > saves)
 
     stores = prepared()
-    runner = RetentionRunner(
-        stores.index,
-        Eraser(stores.blobs, stores.index, [], clock=lambda: CLOSED_NOW),
-        RetentionRules(Rule(audio_days=1)),
-        blobs=stores.blobs,
-        audio_flags=archiver_for(stores, CLOSED_NOW).analytics,
-        clock=lambda: CLOSED_NOW,
-    )
+    runner = _audio_retention(stores)
 
     def expire_audio() -> None:
         runner.run()
@@ -756,21 +752,6 @@ def test_protocol_regression_audio_marking_after_its_reread_while_retention_expi
     run_step(recording(stores, log), step_of(A2), CLOSED_NOW)
     assert log.interrupted is not None
     assert verify(stores, CLOSED_NOW) == []
-
-
-def _audio_retention(stores: Stores) -> Any:
-    from services.privacy.retention import RetentionRules, RetentionRunner, Rule
-    from services.privacy.service import Eraser
-    from tests.protocol.harness import CLOSED_NOW
-
-    return RetentionRunner(
-        stores.index,
-        Eraser(stores.blobs, stores.index, [], clock=lambda: CLOSED_NOW),
-        RetentionRules(Rule(audio_days=1)),
-        blobs=stores.blobs,
-        audio_flags=archiver_for(stores, CLOSED_NOW).analytics,
-        clock=lambda: CLOSED_NOW,
-    )
 
 
 def test_protocol_regression_a_transcript_writing_rows_while_retention_expires_the_audio_says_no_audio() -> None:
